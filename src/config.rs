@@ -1,0 +1,425 @@
+//! Every setting of the gateway: its flag, its environment variable and its default, in one
+//! place. Nothing else in the crate reads the environment.
+//!
+//! Secrets are held in [`Secret`], whose `Debug` and `Display` print `[redacted]`, so a config
+//! dumped into a log or a panic never leaks the OMS API secret.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::{fmt, net::SocketAddr, time::Duration};
+
+/// A string that must never be printed: the OMS API secret, a bearer token.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret(String);
+
+// === impl Secret ===
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that must send it (an HTTP header or body).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+/// Parses `250ms`, `3s`, `2m`, `1h` (or a bare number of seconds) into a [`Duration`].
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration such as 500ms, 3s, 2m or 1h"))?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown duration unit `{other}` (use ms, s, m or h)"
+            ));
+        }
+    };
+    if !seconds.is_finite() || seconds < 0.0 || seconds > 86_400.0 * 365.0 {
+        return Err(format!("`{text}` is out of range"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// The command line: `oms-gateway [serve flags]` or `oms-gateway sandbox [flags]`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "oms-gateway",
+    version,
+    about = "gRPC gateway in front of the Polygon OMS cash-in REST API",
+    long_about = "gRPC gateway in front of the Polygon OMS cash-in REST API.\n\n\
+        With OMS_BASE_URL, OMS_API_KEY and OMS_API_SECRET it serves the real OMS; without them it \
+        starts an embedded OMS sandbox on loopback and serves that, so it works with no credentials."
+)]
+pub struct Cli {
+    /// What to run; with no subcommand, the gateway.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// The gateway's settings (when no subcommand is given).
+    #[command(flatten)]
+    pub gateway: GatewayConfig,
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogConfig,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run only the embedded OMS sandbox (a REST server), for testing REST code against it.
+    Sandbox(SandboxArgs),
+}
+
+/// Log settings.
+#[derive(Debug, Clone, Args)]
+pub struct LogConfig {
+    /// Log filter, in tracing-subscriber EnvFilter syntax (e.g. `info`, `oms_gateway=debug`).
+    #[arg(
+        long = "log-level",
+        env = "OMS_GATEWAY_LOG",
+        default_value = "info",
+        global = true
+    )]
+    pub level: String,
+    /// Log format.
+    #[arg(
+        long = "log-format",
+        env = "OMS_GATEWAY_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    pub format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Which of the documentation's two spellings the embedded sandbox emits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SpellingArg {
+    /// The OpenAPI schema's spellings (`cash.locationId`, `transactionId`, ...).
+    Openapi,
+    /// The cash-in guide's spellings (`cash.cashLocationId`, `transaction`, nulls present, ...).
+    Guide,
+}
+
+/// The gateway's settings.
+#[derive(Debug, Clone, Args)]
+pub struct GatewayConfig {
+    /// Address the gRPC server listens on.
+    #[arg(long, env = "OMS_GATEWAY_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+
+    /// The OMS REST API base URL, including its version path, e.g.
+    /// https://sandbox-api.polygon.technology/v0.9. Unset: start the embedded sandbox.
+    #[arg(long = "oms-base-url", env = "OMS_BASE_URL")]
+    pub oms_base_url: Option<String>,
+
+    /// The OMS API key (`sk_...`).
+    #[arg(long = "oms-api-key", env = "OMS_API_KEY")]
+    pub oms_api_key: Option<String>,
+
+    /// The OMS API secret. Never logged.
+    #[arg(
+        long = "oms-api-secret",
+        env = "OMS_API_SECRET",
+        hide_env_values = true
+    )]
+    pub oms_api_secret: Option<Secret>,
+
+    /// Upstream settings.
+    #[command(flatten)]
+    pub upstream: UpstreamConfig,
+
+    /// Watch stream settings.
+    #[command(flatten)]
+    pub watch: WatchSettings,
+
+    /// The embedded sandbox's settings (used only without OMS_BASE_URL).
+    #[command(flatten)]
+    pub sandbox: SandboxOptions,
+}
+
+/// How watch streams poll OMS.
+#[derive(Debug, Clone, Args)]
+pub struct WatchSettings {
+    /// Time between two polls of one watched resource (jittered by ±10%).
+    #[arg(long = "watch-poll-interval", env = "OMS_GATEWAY_WATCH_POLL_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+    /// Heartbeat interval of a quiet watch stream (well under Envoy's 5-minute stream idle timeout).
+    #[arg(long = "watch-heartbeat-interval", env = "OMS_GATEWAY_WATCH_HEARTBEAT_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+    /// Global cap on upstream poll requests per second, shared by all pollers.
+    #[arg(
+        long = "watch-max-polls-per-second",
+        env = "OMS_GATEWAY_WATCH_MAX_POLLS_PER_SECOND",
+        default_value_t = 25.0
+    )]
+    pub max_polls_per_second: f64,
+    /// How long OMS may fail before watch streams end with UNAVAILABLE.
+    #[arg(long = "watch-unreachable-limit", env = "OMS_GATEWAY_WATCH_UNREACHABLE_LIMIT", default_value = "60s", value_parser = parse_duration)]
+    pub unreachable_limit: Duration,
+    /// Cap on concurrent watch streams.
+    #[arg(
+        long = "watch-max-streams",
+        env = "OMS_GATEWAY_WATCH_MAX_STREAMS",
+        default_value_t = 10_000
+    )]
+    pub max_streams: usize,
+    /// Cap on concurrently watched resources (one poller each).
+    #[arg(
+        long = "watch-max-watched",
+        env = "OMS_GATEWAY_WATCH_MAX_WATCHED",
+        default_value_t = 2_000
+    )]
+    pub max_watched: usize,
+}
+
+impl Default for WatchSettings {
+    fn default() -> Self {
+        Self {
+            poll_interval: Duration::from_secs(2),
+            heartbeat_interval: Duration::from_secs(30),
+            max_polls_per_second: 25.0,
+            unreachable_limit: Duration::from_secs(60),
+            max_streams: 10_000,
+            max_watched: 2_000,
+        }
+    }
+}
+
+/// How the gateway talks to OMS.
+#[derive(Debug, Clone, Args)]
+pub struct UpstreamConfig {
+    /// TCP + TLS connect timeout to OMS.
+    #[arg(long = "upstream-connect-timeout", env = "OMS_GATEWAY_UPSTREAM_CONNECT_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// Timeout of one HTTP attempt to OMS (the caller's deadline may cut it shorter).
+    #[arg(long = "upstream-timeout", env = "OMS_GATEWAY_UPSTREAM_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+
+    /// How long an idle pooled connection is kept; below common upstream keep-alives (60 s) so
+    /// the gateway never sends on a connection the server is closing.
+    #[arg(long = "upstream-pool-idle-timeout", env = "OMS_GATEWAY_UPSTREAM_POOL_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub pool_idle_timeout: Duration,
+
+    /// Attempts per upstream call for reads and keyed writes (1 = no retries).
+    #[arg(long = "upstream-max-attempts", env = "OMS_GATEWAY_UPSTREAM_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10))]
+    pub max_attempts: u32,
+
+    /// The deadline applied to a call whose caller set none, so nothing waits without bound.
+    #[arg(long = "default-deadline", env = "OMS_GATEWAY_DEFAULT_DEADLINE", default_value = "30s", value_parser = parse_duration)]
+    pub default_deadline: Duration,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(3),
+            request_timeout: Duration::from_secs(10),
+            pool_idle_timeout: Duration::from_secs(30),
+            max_attempts: 3,
+            default_deadline: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Settings of the embedded sandbox when the gateway starts it.
+#[derive(Debug, Clone, Args)]
+pub struct SandboxOptions {
+    /// Which documented spelling the embedded sandbox emits.
+    #[arg(
+        long = "sandbox-spelling",
+        env = "OMS_SANDBOX_SPELLING",
+        value_enum,
+        default_value = "openapi"
+    )]
+    pub spelling: SpellingArg,
+
+    /// Lifetime of a sandbox deposit code.
+    #[arg(long = "sandbox-code-ttl", env = "OMS_SANDBOX_CODE_TTL", default_value = "1h", value_parser = parse_duration)]
+    pub code_ttl: Duration,
+
+    /// Lifetime of a sandbox access token.
+    #[arg(long = "sandbox-token-ttl", env = "OMS_SANDBOX_TOKEN_TTL", default_value = "1h", value_parser = parse_duration)]
+    pub token_ttl: Duration,
+}
+
+impl Default for SandboxOptions {
+    fn default() -> Self {
+        Self {
+            spelling: SpellingArg::Openapi,
+            code_ttl: Duration::from_secs(3600),
+            token_ttl: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// `oms-gateway sandbox`: the simulator alone.
+#[derive(Debug, Clone, Args)]
+pub struct SandboxArgs {
+    /// Address the sandbox's REST server listens on.
+    #[arg(long, env = "OMS_SANDBOX_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// The API key the sandbox accepts.
+    #[arg(
+        long = "api-key",
+        env = "OMS_SANDBOX_API_KEY",
+        default_value = "sk_sdbx_local"
+    )]
+    pub api_key: String,
+    /// The API secret the sandbox accepts.
+    #[arg(
+        long = "api-secret",
+        env = "OMS_SANDBOX_API_SECRET",
+        default_value = "sandbox-secret",
+        hide_env_values = true
+    )]
+    pub api_secret: Secret,
+    /// Sandbox behaviour.
+    #[command(flatten)]
+    pub options: SandboxOptions,
+}
+
+/// Where the gateway's upstream is.
+#[derive(Debug, Clone)]
+pub enum UpstreamTarget {
+    /// The real OMS (or any OMS-compatible server).
+    Remote {
+        /// Base URL without a trailing slash.
+        base_url: String,
+        /// API key.
+        api_key: String,
+        /// API secret.
+        api_secret: Secret,
+    },
+    /// Start the embedded sandbox.
+    Sandbox,
+}
+
+// === impl GatewayConfig ===
+
+impl GatewayConfig {
+    /// A configuration for tests and embedding: listen on an ephemeral loopback port, embedded
+    /// sandbox, default timeouts.
+    pub fn for_tests() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            oms_base_url: None,
+            oms_api_key: None,
+            oms_api_secret: None,
+            upstream: UpstreamConfig::default(),
+            watch: WatchSettings::default(),
+            sandbox: SandboxOptions::default(),
+        }
+    }
+
+    /// Resolves the upstream: all three OMS settings, or none (the sandbox). A partial set is an
+    /// error that names what is missing.
+    pub fn upstream_target(&self) -> Result<UpstreamTarget, String> {
+        match (&self.oms_base_url, &self.oms_api_key, &self.oms_api_secret) {
+            (None, None, None) => Ok(UpstreamTarget::Sandbox),
+            (Some(url), Some(key), Some(secret)) => {
+                let url = url.trim().trim_end_matches('/').to_owned();
+                if !(url.starts_with("https://") || url.starts_with("http://")) {
+                    return Err(format!("OMS_BASE_URL must be an http(s) URL, got `{url}`"));
+                }
+                Ok(UpstreamTarget::Remote {
+                    base_url: url,
+                    api_key: key.clone(),
+                    api_secret: secret.clone(),
+                })
+            }
+            _ => {
+                let missing: Vec<&str> = [
+                    ("OMS_BASE_URL", self.oms_base_url.is_none()),
+                    ("OMS_API_KEY", self.oms_api_key.is_none()),
+                    ("OMS_API_SECRET", self.oms_api_secret.is_none()),
+                ]
+                .into_iter()
+                .filter_map(|(name, absent)| absent.then_some(name))
+                .collect();
+                Err(format!(
+                    "set all of OMS_BASE_URL, OMS_API_KEY and OMS_API_SECRET, or none of them for the embedded sandbox; missing: {}",
+                    missing.join(", ")
+                ))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_in_every_unit() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("3s").unwrap(), Duration::from_secs(3));
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert!(parse_duration("3 days").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let secret = Secret::new("hunter2");
+        assert_eq!(format!("{secret:?} {secret}"), "[redacted] [redacted]");
+        let mut config = GatewayConfig::for_tests();
+        config.oms_api_secret = Some(secret);
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_partial_upstream_configuration_names_what_is_missing() {
+        let mut config = GatewayConfig::for_tests();
+        config.oms_base_url = Some("https://example.test/v0.9".into());
+        let err = config.upstream_target().unwrap_err();
+        assert!(
+            err.contains("OMS_API_KEY") && err.contains("OMS_API_SECRET"),
+            "{err}"
+        );
+        assert!(!err.contains("missing: OMS_BASE_URL"));
+    }
+}

@@ -1,0 +1,375 @@
+//! REST model ⇄ proto, in one place and both directions. No I/O.
+//!
+//! Upstream → proto: strings become enums (an unknown value becomes `_UNSPECIFIED` and is logged,
+//! never an error), RFC 3339 strings become `Timestamp`s, the documentation's two spellings have
+//! already been folded by the serde model. A value that cannot be represented (an unparseable
+//! timestamp, a missing id) is a [`DecodeError`], reported to the caller as UPSTREAM_BAD_RESPONSE.
+//! Proto → upstream: the create request is encoded as the guide's request example does.
+
+use crate::proto::v1 as pb;
+use crate::upstream::model::{
+    self, CashInDto, CashLocationDto, CreateCashBody, CreateCashInBody, CreateDestinationBody,
+    CreateSourceBody, CreateWalletBody, DeveloperFeeBody,
+};
+use prost_types::Timestamp;
+use std::str::FromStr;
+
+/// An upstream value that does not fit the contract.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct DecodeError {
+    /// The REST field path.
+    pub field: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+fn timestamp(field: &str, value: Option<String>) -> Result<Option<Timestamp>, DecodeError> {
+    value
+        .map(|text| {
+            Timestamp::from_str(text.trim()).map_err(|_| DecodeError {
+                field: field.to_owned(),
+                problem: format!(
+                    "`{}` is not an RFC 3339 timestamp",
+                    text.chars().take(64).collect::<String>()
+                ),
+            })
+        })
+        .transpose()
+}
+
+/// Maps an upstream enum string; unknown values are UNSPECIFIED and logged.
+fn enum_value<E: Copy + Into<i32>>(
+    field: &'static str,
+    value: &str,
+    table: &[(&str, E)],
+    unspecified: E,
+) -> i32 {
+    match table
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(value))
+    {
+        Some((_, known)) => (*known).into(),
+        None => {
+            tracing::warn!(
+                field,
+                value,
+                "unknown value from OMS; reported as UNSPECIFIED"
+            );
+            unspecified.into()
+        }
+    }
+}
+
+/// OMS's `status` strings and the proto values.
+pub const STATUS_NAMES: &[(&str, pb::CashInStatus)] = &[
+    ("pending", pb::CashInStatus::Pending),
+    ("processing", pb::CashInStatus::Processing),
+    ("completed", pb::CashInStatus::Completed),
+    ("failed", pb::CashInStatus::Failed),
+    ("expired", pb::CashInStatus::Expired),
+];
+
+const SUB_STATUS_NAMES: &[(&str, pb::CashInSubStatus)] = &[
+    ("order_reserved", pb::CashInSubStatus::OrderReserved),
+    ("settled", pb::CashInSubStatus::Settled),
+    (
+        "cash_deposit_expired",
+        pb::CashInSubStatus::CashDepositExpired,
+    ),
+    (
+        "cash_deposit_failed",
+        pb::CashInSubStatus::CashDepositFailed,
+    ),
+    (
+        "provider_order_failed",
+        pb::CashInSubStatus::ProviderOrderFailed,
+    ),
+    (
+        "provider_order_template_error",
+        pb::CashInSubStatus::ProviderOrderTemplateError,
+    ),
+];
+
+const TRANSFER_TYPE_NAMES: &[(&str, pb::TransferType)] = &[
+    ("cryptoToCrypto", pb::TransferType::CryptoToCrypto),
+    ("fiatToCrypto", pb::TransferType::FiatToCrypto),
+    ("cryptoToFiat", pb::TransferType::CryptoToFiat),
+];
+
+const FIXED_SIDE_NAMES: &[(&str, pb::FixedAmountSide)] = &[
+    ("source", pb::FixedAmountSide::Source),
+    ("destination", pb::FixedAmountSide::Destination),
+];
+
+/// OMS's spelling of a status, for list filters.
+pub fn status_name(status: pb::CashInStatus) -> Option<&'static str> {
+    STATUS_NAMES
+        .iter()
+        .find(|(_, s)| *s == status)
+        .map(|(name, _)| *name)
+}
+
+fn fees(dto: Option<model::FeesDeductedDto>) -> Option<pb::FeesDeducted> {
+    dto.map(|f| pb::FeesDeducted {
+        total: f.total.unwrap_or_default(),
+        developer: f.developer.unwrap_or_default(),
+        oms: f.oms.unwrap_or_default(),
+        gas: f.gas.unwrap_or_default(),
+    })
+}
+
+/// An upstream cash-in as the proto message.
+pub fn cash_in(dto: CashInDto) -> Result<pb::CashIn, DecodeError> {
+    if dto.id.trim().is_empty() {
+        return Err(DecodeError {
+            field: "id".into(),
+            problem: "is empty".into(),
+        });
+    }
+    let status = enum_value(
+        "status",
+        &dto.status,
+        STATUS_NAMES,
+        pb::CashInStatus::Unspecified,
+    );
+    let source = dto.source.map(|s| pb::CashInSource {
+        asset: s.asset.unwrap_or_default(),
+        network: s.network,
+        email: s.email,
+        indicated_amount: s.indicated_amount,
+        amount: s.amount,
+        amount_gross: s.amount_gross,
+        amount_net: s.amount_net,
+        fees_deducted: fees(s.fees_deducted),
+    });
+    let destination = dto.destination.map(|d| pb::CashInDestination {
+        asset: d.asset,
+        network: d.network,
+        wallet: d.wallet.map(|w| pb::CashInDestinationWallet {
+            id: w.id,
+            blockchain_address: w.blockchain_address,
+            external_account: w.external_account,
+        }),
+        amount: d.amount,
+        amount_gross: d.amount_gross,
+        amount_net: d.amount_net,
+        fees_deducted: fees(d.fees_deducted),
+    });
+    let deposit_instructions = dto
+        .deposit_instructions
+        .map(|d| {
+            Ok::<_, DecodeError>(pb::CashInDepositInstructions {
+                code: d.code.unwrap_or_default(),
+                expires_at: timestamp("depositInstructions.expiresAt", d.expires_at)?,
+                location_name: d.location_name,
+                location_address: d.location_address,
+            })
+        })
+        .transpose()?;
+    let developer_fees = dto
+        .developer_fees
+        .unwrap_or_default()
+        .into_iter()
+        .map(|entry| {
+            let fee = entry.normalized();
+            pb::FeeEntry {
+                id: fee.id,
+                percentage: fee.percentage,
+                flat_fee: fee.flat_fee,
+                amount: fee.amount,
+                wallet: fee.wallet,
+                payout_asset: fee.payout_asset,
+            }
+        })
+        .collect();
+    Ok(pb::CashIn {
+        id: dto.id,
+        object: dto.object,
+        r#type: dto.kind.as_deref().map_or(0, |v| {
+            enum_value(
+                "type",
+                v,
+                TRANSFER_TYPE_NAMES,
+                pb::TransferType::Unspecified,
+            )
+        }),
+        status,
+        sub_status: dto.sub_status.as_deref().map(|v| {
+            enum_value(
+                "subStatus",
+                v,
+                SUB_STATUS_NAMES,
+                pb::CashInSubStatus::Unspecified,
+            )
+        }),
+        customer_id: dto.customer_id.unwrap_or_default(),
+        source,
+        destination,
+        cash: dto.cash.map(|c| pb::CashInfo {
+            location_id: c.location_id.unwrap_or_default(),
+            location_reference: c.location_reference.unwrap_or_default(),
+        }),
+        location: dto.location.map(|l| pb::CashInLocation {
+            name: l.name,
+            address: l.address,
+        }),
+        deposit_instructions,
+        developer_fees,
+        oms_fee_schedule: dto.oms_fee_schedule.map(|s| pb::OmsFeeSchedule {
+            fee_currency: s.fee_currency.unwrap_or_default(),
+            entries: s
+                .entries
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| pb::OmsFeeEntry {
+                    r#type: e.kind.unwrap_or_default(),
+                    rate: e.rate,
+                    amount: e.amount,
+                })
+                .collect(),
+        }),
+        rates: dto.rates.map(|r| pb::Rates {
+            pair: r.pair.unwrap_or_default(),
+            exchange_rate: r.exchange_rate.unwrap_or_default(),
+            effective_rate: r.effective_rate.unwrap_or_default(),
+        }),
+        fixed_amount_side: dto.fixed_amount_side.as_deref().map(|v| {
+            enum_value(
+                "fixedAmountSide",
+                v,
+                FIXED_SIDE_NAMES,
+                pb::FixedAmountSide::Unspecified,
+            )
+        }),
+        sponsor_gas: dto.sponsor_gas,
+        sponsor_gas_cost: dto.sponsor_gas_cost,
+        transaction_id: dto.transaction_id,
+        metadata: dto
+            .metadata
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect(),
+        created_at: timestamp("createdAt", dto.created_at)?,
+        updated_at: timestamp("updatedAt", dto.updated_at)?,
+        completed_at: timestamp("completedAt", dto.completed_at)?,
+    })
+}
+
+/// An upstream cash location as the proto message.
+pub fn cash_location(dto: CashLocationDto) -> pb::CashLocation {
+    pb::CashLocation {
+        id: dto.id,
+        loc_reference: dto.loc_reference.unwrap_or_default(),
+        name: dto.name.unwrap_or_default(),
+        address: dto.address,
+        city: dto.city,
+        state: dto.state,
+        zip_code: dto.zip_code,
+        country: dto.country,
+        provider: dto.provider,
+        coordinates: dto.coordinates.map(|c| pb::Coordinates {
+            latitude: c.latitude.unwrap_or_default(),
+            longitude: c.longitude.unwrap_or_default(),
+        }),
+        distance: dto.distance,
+    }
+}
+
+/// The REST body of a validated create request. Validation guarantees the parts this relies on
+/// (source, destination with a wallet kind, cash) are present; absent ones encode as empty.
+pub fn create_body(request: &pb::CreateCashInRequest) -> CreateCashInBody {
+    let source = request.source.clone().unwrap_or_default();
+    let destination = request.destination.clone().unwrap_or_default();
+    let cash = request.cash.clone().unwrap_or_default();
+    let wallet = match destination.wallet.and_then(|w| w.kind) {
+        Some(pb::create_cash_in_request::wallet::Kind::BlockchainAddress(a)) => {
+            CreateWalletBody::BlockchainAddress(a)
+        }
+        Some(pb::create_cash_in_request::wallet::Kind::ExternalAccount(a)) => {
+            CreateWalletBody::ExternalAccount(a)
+        }
+        Some(pb::create_cash_in_request::wallet::Kind::Wallet(w)) => CreateWalletBody::Wallet(w),
+        None => CreateWalletBody::Wallet(String::new()),
+    };
+    let mut developer_fees = Vec::new();
+    for fee in &request.developer_fees {
+        // The guide's request form has one kind per entry: a fee with both becomes two entries.
+        if let Some(rate) = &fee.percentage {
+            developer_fees.push(DeveloperFeeBody::Percentage {
+                rate: rate.clone(),
+                wallet: fee.wallet.clone(),
+                payout_asset: fee.payout_asset.clone(),
+            });
+        }
+        if let Some(amount) = &fee.flat_fee {
+            developer_fees.push(DeveloperFeeBody::Fixed {
+                amount: amount.clone(),
+                wallet: fee.wallet.clone(),
+                payout_asset: fee.payout_asset.clone(),
+            });
+        }
+    }
+    CreateCashInBody {
+        customer_id: request.customer_id.clone(),
+        source: CreateSourceBody {
+            asset: source.asset,
+            indicated_amount: source.indicated_amount,
+        },
+        destination: CreateDestinationBody {
+            wallet,
+            asset: destination.asset,
+            network: destination.network,
+        },
+        cash: CreateCashBody {
+            cash_location_id: cash.cash_location_id,
+            cash_location_reference: cash.cash_location_reference,
+        },
+        sponsor_gas: request.sponsor_gas,
+        developer_fees,
+        metadata: request
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    }
+}
+
+/// Formats a proto timestamp as RFC 3339 for a REST query.
+pub fn rfc3339(ts: &Timestamp) -> String {
+    ts.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(json: &str) -> Result<pb::CashIn, DecodeError> {
+        cash_in(serde_json::from_str(json).expect("json"))
+    }
+
+    #[test]
+    fn unknown_enum_values_are_unspecified_not_errors() {
+        let ci = decode(r#"{"id":"ci_1","status":"teleported","subStatus":"warp","type":"magic"}"#)
+            .unwrap();
+        assert_eq!(ci.status, 0);
+        assert_eq!(ci.sub_status, Some(0));
+        assert_eq!(ci.r#type, 0);
+    }
+
+    #[test]
+    fn null_and_absent_both_decode_to_unset() {
+        let a = decode(r#"{"id":"ci_1","status":"pending","completedAt":null,"sponsorGasCost":null,"transaction":null}"#).unwrap();
+        let b = decode(r#"{"id":"ci_1","status":"pending"}"#).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.completed_at, None);
+    }
+
+    #[test]
+    fn a_bad_timestamp_is_a_decode_error_naming_the_field() {
+        let err =
+            decode(r#"{"id":"ci_1","status":"pending","createdAt":"yesterday"}"#).unwrap_err();
+        assert_eq!(err.field, "createdAt");
+    }
+}

@@ -1,0 +1,449 @@
+//! The gateway's errors, one type per layer, and the single place they become a `tonic::Status`.
+//!
+//! [`UpstreamError`] is what the REST client reports (an HTTP status with OMS's message, or a
+//! transport fault); [`GatewayError`] is what a service handler returns (a validation failure,
+//! an upstream error with the operation that hit it, or an internal fault). `impl From<GatewayError>
+//! for Status` is the one boundary: it decides the gRPC code, the `ErrorInfo` (exactly one), the
+//! retry hint and the log level, following the error table in `../shared/GUIDE.md` and README.md.
+//! No variant carries a secret, so no status, log line or Debug print can show one.
+
+use std::{collections::HashMap, time::Duration};
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// `ErrorInfo.domain` of errors reported by OMS itself.
+pub const UPSTREAM_DOMAIN: &str = "oms.polygon.technology";
+/// `ErrorInfo.domain` of errors the gateway decides.
+pub const GATEWAY_DOMAIN: &str = "oms-gateway";
+
+/// The retry hint given when the upstream gave none.
+const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// What went wrong talking to OMS.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpstreamError {
+    /// OMS answered with a non-2xx status.
+    #[error("OMS answered HTTP {}: {}", .0.status, .0.message)]
+    Http(Box<HttpFailure>),
+    /// No connection could be made (refused, DNS, TLS handshake, connect timeout).
+    #[error("cannot connect to OMS: {0}")]
+    Connect(String),
+    /// The connection failed after the request was sent and before a response arrived.
+    #[error("the connection to OMS failed before it answered: {0}")]
+    Transport(String),
+    /// One attempt took longer than the per-attempt timeout.
+    #[error("OMS did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The caller's deadline passed before the exchange finished.
+    #[error("the call's deadline passed before OMS answered")]
+    DeadlineExceeded,
+    /// OMS rejected the gateway's own credentials, even after a fresh token exchange.
+    #[error("OMS rejected the gateway's API credentials ({message})")]
+    AuthFailed {
+        /// OMS's message.
+        message: String,
+        /// OMS's request id, when it sent one.
+        request_id: Option<String>,
+    },
+    /// A 2xx answer that does not decode into the documented shape.
+    #[error("OMS sent a response the gateway cannot decode: {0}")]
+    BadResponse(String),
+}
+
+/// A non-2xx answer from OMS, with what it said.
+#[derive(Debug, Clone, Default)]
+pub struct HttpFailure {
+    /// The HTTP status.
+    pub status: u16,
+    /// OMS's human-readable message (or a default for the status when it sent none).
+    pub message: String,
+    /// OMS's machine-readable error code, when it sent one (e.g. `invalid_state`).
+    pub code: Option<String>,
+    /// OMS's request id (`x-request-id` header or `requestId` in the body).
+    pub request_id: Option<String>,
+    /// `Retry-After`, when sent.
+    pub retry_after: Option<Duration>,
+    /// Per-field problems OMS reported: (REST field path, message).
+    pub field_errors: Vec<(String, String)>,
+}
+
+// === impl UpstreamError ===
+
+impl UpstreamError {
+    /// Whether another attempt of the same request (with the same idempotency key) may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Http(failure) => matches!(failure.status, 429 | 502 | 503 | 504),
+            Self::Connect(_) | Self::Transport(_) | Self::Timeout(_) => true,
+            Self::DeadlineExceeded | Self::AuthFailed { .. } | Self::BadResponse(_) => false,
+        }
+    }
+
+    /// The HTTP status OMS answered, if it answered.
+    pub fn http_status(&self) -> Option<u16> {
+        match self {
+            Self::Http(failure) => Some(failure.status),
+            _ => None,
+        }
+    }
+
+    /// The `Retry-After` OMS sent, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Http(failure) => failure.retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// A resource an RPC addressed, for NOT_FOUND's `ResourceInfo`.
+#[derive(Debug, Clone)]
+pub struct ResourceRef {
+    /// The resource type, e.g. `polygon.oms.v1.CashIn`.
+    pub kind: &'static str,
+    /// Its id.
+    pub name: String,
+}
+
+/// One invalid request field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    /// The proto field path, e.g. `source.indicated_amount`.
+    pub field: String,
+    /// What is wrong with it.
+    pub description: String,
+}
+
+/// What a service handler can fail with.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GatewayError {
+    /// The request failed validation; nothing was sent upstream.
+    #[error("{} invalid field(s)", .0.len())]
+    Invalid(Vec<FieldViolation>),
+    /// An upstream call failed.
+    #[error("{operation}: {source}")]
+    Upstream {
+        /// The REST operation, e.g. `POST /cash-ins`.
+        operation: &'static str,
+        /// The resource addressed, if any.
+        resource: Option<ResourceRef>,
+        /// What went wrong.
+        source: UpstreamError,
+    },
+    /// The resource is not in a state that allows the call (decided by the gateway).
+    #[error("{0}")]
+    Precondition(String),
+    /// A limit of the gateway itself was hit.
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// The gateway is shutting down or otherwise cannot serve; the caller should retry elsewhere.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+// === impl GatewayError ===
+
+impl GatewayError {
+    /// A single-violation validation error.
+    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self::Invalid(vec![FieldViolation {
+            field: field.into(),
+            description: description.into(),
+        }])
+    }
+}
+
+/// Maps an OMS REST field path (`source.indicatedAmount`) to the proto path
+/// (`source.indicated_amount`), so a BadRequest names fields the caller actually sent.
+fn rest_field_to_proto(field: &str) -> String {
+    let mut out = String::with_capacity(field.len() + 4);
+    for c in field.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// UPPER_SNAKE_CASE of an upstream error code, keeping only `[A-Z0-9_]`.
+fn reason_from_code(code: &str) -> Option<String> {
+    let reason: String = rest_field_to_proto(code)
+        .chars()
+        .map(|c| match c {
+            'a'..='z' => c.to_ascii_uppercase(),
+            'A'..='Z' | '0'..='9' => c,
+            _ => '_',
+        })
+        .collect();
+    let reason = reason.trim_matches('_').to_owned();
+    (!reason.is_empty() && reason.len() <= 63).then_some(reason)
+}
+
+fn default_reason(status: u16) -> &'static str {
+    match status {
+        400 => "INVALID_REQUEST",
+        403 => "PERMISSION_DENIED",
+        404 => "NOT_FOUND",
+        409 => "CONFLICT",
+        422 => "UNPROCESSABLE",
+        429 => "RATE_LIMITED",
+        500 => "UPSTREAM_INTERNAL_ERROR",
+        502 | 503 => "UPSTREAM_UNAVAILABLE",
+        504 => "UPSTREAM_TIMEOUT",
+        _ => "UPSTREAM_ERROR",
+    }
+}
+
+fn code_for_http(status: u16) -> Code {
+    match status {
+        400 => Code::InvalidArgument,
+        401 => Code::Internal,
+        403 => Code::PermissionDenied,
+        404 => Code::NotFound,
+        409 => Code::Aborted,
+        422 => Code::FailedPrecondition,
+        429 => Code::ResourceExhausted,
+        502 | 503 => Code::Unavailable,
+        504 => Code::DeadlineExceeded,
+        400..=499 => Code::FailedPrecondition,
+        _ => Code::Internal,
+    }
+}
+
+impl From<GatewayError> for Status {
+    fn from(err: GatewayError) -> Self {
+        match err {
+            GatewayError::Invalid(violations) => invalid_status(&violations),
+            GatewayError::Upstream {
+                operation,
+                resource,
+                source,
+            } => upstream_status(operation, resource, source),
+            GatewayError::Precondition(message) => {
+                let mut details = ErrorDetails::new();
+                details.set_error_info("FAILED_PRECONDITION", GATEWAY_DOMAIN, HashMap::new());
+                Status::with_error_details(Code::FailedPrecondition, message, details)
+            }
+            GatewayError::ResourceExhausted(message) => {
+                let mut details = ErrorDetails::new();
+                details.set_error_info("GATEWAY_LIMIT_REACHED", GATEWAY_DOMAIN, HashMap::new());
+                details.set_retry_info(Some(DEFAULT_RETRY_DELAY));
+                tracing::warn!(%message, "gateway limit reached");
+                Status::with_error_details(Code::ResourceExhausted, message, details)
+            }
+            GatewayError::Unavailable(message) => {
+                let mut details = ErrorDetails::new();
+                details.set_error_info("GATEWAY_UNAVAILABLE", GATEWAY_DOMAIN, HashMap::new());
+                details.set_retry_info(Some(DEFAULT_RETRY_DELAY));
+                Status::with_error_details(Code::Unavailable, message, details)
+            }
+        }
+    }
+}
+
+fn invalid_status(violations: &[FieldViolation]) -> Status {
+    let mut details = ErrorDetails::new();
+    details.set_error_info(
+        "INVALID_REQUEST_FIELDS",
+        GATEWAY_DOMAIN,
+        HashMap::from([("violations".to_owned(), violations.len().to_string())]),
+    );
+    for violation in violations {
+        details.add_bad_request_violation(violation.field.clone(), violation.description.clone());
+    }
+    let listed: Vec<String> = violations
+        .iter()
+        .map(|v| format!("{}: {}", v.field, v.description))
+        .collect();
+    let message = format!(
+        "invalid request ({} problem{}): {}",
+        violations.len(),
+        if violations.len() == 1 { "" } else { "s" },
+        listed.join("; ")
+    );
+    tracing::debug!(%message, "rejected by validation");
+    Status::with_error_details(Code::InvalidArgument, message, details)
+}
+
+fn upstream_status(
+    operation: &'static str,
+    resource: Option<ResourceRef>,
+    source: UpstreamError,
+) -> Status {
+    let mut details = ErrorDetails::new();
+    let mut metadata = HashMap::from([("operation".to_owned(), operation.to_owned())]);
+    let (code, reason, domain, message) = match &source {
+        UpstreamError::Http(failure) => {
+            metadata.insert("httpStatus".into(), failure.status.to_string());
+            if let Some(id) = &failure.request_id {
+                metadata.insert("upstreamRequestId".into(), id.clone());
+            }
+            if let Some(code) = &failure.code {
+                metadata.insert("upstreamCode".into(), code.clone());
+            }
+            let reason = failure
+                .code
+                .as_deref()
+                .and_then(reason_from_code)
+                .unwrap_or_else(|| default_reason(failure.status).to_owned());
+            let code = code_for_http(failure.status);
+            match failure.status {
+                400 => {
+                    for (field, description) in &failure.field_errors {
+                        details.add_bad_request_violation(
+                            rest_field_to_proto(field),
+                            description.clone(),
+                        );
+                    }
+                }
+                404 => {
+                    if let Some(resource) = &resource {
+                        details.set_resource_info(
+                            resource.kind,
+                            resource.name.clone(),
+                            "",
+                            failure.message.clone(),
+                        );
+                    }
+                }
+                409 | 429 | 502 | 503 => {
+                    details
+                        .set_retry_info(Some(failure.retry_after.unwrap_or(DEFAULT_RETRY_DELAY)));
+                }
+                _ => {}
+            }
+            let message = format!(
+                "{operation}: OMS answered {}: {}",
+                failure.status, failure.message
+            );
+            (code, reason, UPSTREAM_DOMAIN, message)
+        }
+        UpstreamError::Connect(_) | UpstreamError::Transport(_) => {
+            details.set_retry_info(Some(DEFAULT_RETRY_DELAY));
+            let reason = if matches!(source, UpstreamError::Connect(_)) {
+                "UPSTREAM_UNREACHABLE"
+            } else {
+                "UPSTREAM_CONNECTION_FAILED"
+            };
+            (
+                Code::Unavailable,
+                reason.to_owned(),
+                GATEWAY_DOMAIN,
+                format!("{operation}: {source}"),
+            )
+        }
+        UpstreamError::Timeout(_) => (
+            Code::DeadlineExceeded,
+            "UPSTREAM_TIMEOUT".to_owned(),
+            GATEWAY_DOMAIN,
+            format!("{operation}: {source}"),
+        ),
+        UpstreamError::DeadlineExceeded => (
+            Code::DeadlineExceeded,
+            "DEADLINE_EXCEEDED".to_owned(),
+            GATEWAY_DOMAIN,
+            format!("{operation}: {source}"),
+        ),
+        UpstreamError::AuthFailed { request_id, .. } => {
+            metadata.insert("httpStatus".into(), "401".into());
+            if let Some(id) = request_id {
+                metadata.insert("upstreamRequestId".into(), id.clone());
+            }
+            (
+                Code::Internal,
+                "UPSTREAM_AUTH_FAILED".to_owned(),
+                GATEWAY_DOMAIN,
+                format!(
+                    "{operation}: the gateway's OMS credentials were rejected; this is a gateway configuration problem, not the caller's"
+                ),
+            )
+        }
+        UpstreamError::BadResponse(_) => (
+            Code::Internal,
+            "UPSTREAM_BAD_RESPONSE".to_owned(),
+            GATEWAY_DOMAIN,
+            format!("{operation}: {source}"),
+        ),
+    };
+    match code {
+        Code::Internal if matches!(source, UpstreamError::AuthFailed { .. }) => {
+            tracing::error!(operation, error = %source, "OMS rejected the gateway's credentials")
+        }
+        Code::Internal | Code::Unavailable | Code::DeadlineExceeded => {
+            tracing::warn!(operation, error = %source, "upstream call failed")
+        }
+        _ => tracing::debug!(operation, error = %source, "upstream refused the call"),
+    }
+    details.set_error_info(reason, domain, metadata);
+    Status::with_error_details(code, message, details)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn http(status: u16) -> GatewayError {
+        GatewayError::Upstream {
+            operation: "GET /cash-ins/{id}",
+            resource: Some(ResourceRef {
+                kind: "polygon.oms.v1.CashIn",
+                name: "ci_1".into(),
+            }),
+            source: UpstreamError::Http(Box::new(HttpFailure {
+                status,
+                message: "nope".into(),
+                retry_after: Some(Duration::from_secs(7)),
+                ..Default::default()
+            })),
+        }
+    }
+
+    #[test]
+    fn every_http_row_of_the_error_table_maps_to_its_code() {
+        let table = [
+            (400, Code::InvalidArgument),
+            (403, Code::PermissionDenied),
+            (404, Code::NotFound),
+            (409, Code::Aborted),
+            (422, Code::FailedPrecondition),
+            (429, Code::ResourceExhausted),
+            (500, Code::Internal),
+            (502, Code::Unavailable),
+            (503, Code::Unavailable),
+            (504, Code::DeadlineExceeded),
+        ];
+        for (http_status, code) in table {
+            let status = Status::from(http(http_status));
+            assert_eq!(status.code(), code, "HTTP {http_status}");
+            let details = status.get_error_details();
+            let info = details.error_info().expect("ErrorInfo");
+            assert_eq!(info.metadata["httpStatus"], http_status.to_string());
+            assert!(status.message().contains("nope"));
+        }
+        let limited = Status::from(http(429)).get_error_details();
+        assert_eq!(
+            limited.retry_info().unwrap().retry_delay,
+            Some(Duration::from_secs(7))
+        );
+    }
+
+    #[test]
+    fn upstream_codes_become_reasons() {
+        assert_eq!(
+            reason_from_code("invalid_state").as_deref(),
+            Some("INVALID_STATE")
+        );
+        assert_eq!(
+            reason_from_code("idempotencyKeyReused").as_deref(),
+            Some("IDEMPOTENCY_KEY_REUSED")
+        );
+        assert_eq!(reason_from_code("--"), None);
+        assert_eq!(
+            rest_field_to_proto("source.indicatedAmount"),
+            "source.indicated_amount"
+        );
+    }
+}

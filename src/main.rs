@@ -1,0 +1,109 @@
+//! The `oms-gateway` binary: parse configuration, start the gateway (or the sandbox alone), wait
+//! for SIGINT or SIGTERM, shut down. No business logic lives here.
+
+use clap::Parser;
+use oms_gateway::config::{Cli, Command, LogConfig, LogFormat, SandboxArgs, SpellingArg};
+use oms_gateway::{sandbox, server};
+use std::process::ExitCode;
+use tracing_subscriber::EnvFilter;
+
+fn init_logging(log: &LogConfig) {
+    let filter = EnvFilter::try_new(&log.level).unwrap_or_else(|err| {
+        eprintln!("invalid --log-level `{}` ({err}); using `info`", log.level);
+        EnvFilter::new("info")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+async fn run_sandbox(args: SandboxArgs) -> ExitCode {
+    let config = sandbox::SandboxConfig {
+        listen: args.listen,
+        api_key: args.api_key.clone(),
+        api_secret: args.api_secret.expose().to_owned(),
+        token_ttl: args.options.token_ttl,
+        code_ttl: args.options.code_ttl,
+        spelling: match args.options.spelling {
+            SpellingArg::Openapi => sandbox::Spelling::OpenApi,
+            SpellingArg::Guide => sandbox::Spelling::Guide,
+        },
+        ..sandbox::SandboxConfig::default()
+    };
+    match sandbox::start(config).await {
+        Ok(handle) => {
+            println!(
+                "OMS sandbox listening on {} (API key {}); try: curl -s -X POST {}/auth/token -H 'content-type: application/json' -d '{{\"apiKey\":\"{}\",\"apiSecret\":\"<your --api-secret>\"}}'",
+                handle.base_url(),
+                args.api_key,
+                handle.base_url(),
+                args.api_key
+            );
+            shutdown_signal().await;
+            handle.shutdown().await;
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!(
+                "oms-gateway sandbox: cannot listen on {}: {err}",
+                args.listen
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log);
+    if let Some(Command::Sandbox(args)) = cli.command {
+        return run_sandbox(args).await;
+    }
+    let gateway = match server::start(cli.gateway).await {
+        Ok(gateway) => gateway,
+        Err(err) => {
+            eprintln!("oms-gateway: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = gateway.addr();
+    match gateway.sandbox() {
+        Some(sandbox) => println!(
+            "oms-gateway serving gRPC on {addr} against the embedded OMS sandbox at {} (no OMS credentials set); try: grpcurl -plaintext {addr} list",
+            sandbox.base_url()
+        ),
+        None => println!(
+            "oms-gateway serving gRPC on {addr} against OMS at {}; try: grpcurl -plaintext {addr} list",
+            gateway.upstream_url()
+        ),
+    }
+    gateway.run_until(shutdown_signal()).await;
+    ExitCode::SUCCESS
+}

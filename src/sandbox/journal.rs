@@ -1,0 +1,110 @@
+//! The request journal: every request the sandbox received, in arrival order, with the status
+//! it answered, so tests can assert on what the gateway actually sent (headers, bodies, retries).
+//!
+//! An entry is written when the request arrives and its status filled in when the answer is
+//! ready; a request whose caller went away before the answer keeps status 499 ("client closed
+//! request", nginx's convention), so the journal never hides an attempt.
+
+/// One request as the sandbox saw it.
+#[derive(Clone, Debug)]
+pub struct RecordedRequest {
+    /// Upper-case method, e.g. `POST`.
+    pub method: String,
+    /// The path without the query string, e.g. `/cash-ins/ci_…/refresh`.
+    pub path: String,
+    /// The raw query string, if any (without the `?`).
+    pub query: Option<String>,
+    /// The `Authorization` header as sent.
+    pub authorization: Option<String>,
+    /// The `Idempotency-Key` header as sent.
+    pub idempotency_key: Option<String>,
+    /// The `Content-Type` header as sent.
+    pub content_type: Option<String>,
+    /// The body, lossily decoded as UTF-8.
+    pub body: String,
+    /// The status the sandbox answered (499 if the caller went away first, 0 while in flight).
+    pub status: u16,
+}
+
+/// The status recorded for a request abandoned by its caller before it was answered.
+pub(crate) const CLIENT_CLOSED: u16 = 499;
+
+/// Entries in arrival order, each tagged with an id so a late status update finds its entry even
+/// after a `clear_journal` shifted everything.
+#[derive(Debug, Default)]
+pub(crate) struct Journal {
+    next_id: u64,
+    entries: Vec<(u64, RecordedRequest)>,
+}
+
+// === impl Journal ===
+
+impl Journal {
+    /// Appends an entry and returns the id to complete it with.
+    pub(crate) fn record(&mut self, request: RecordedRequest) -> u64 {
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1);
+        self.entries.push((id, request));
+        id
+    }
+
+    /// Fills in the answered status; a no-op if the entry was cleared meanwhile.
+    pub(crate) fn set_status(&mut self, id: u64, status: u16) {
+        // Recent entries are at the end, so search backwards.
+        if let Some((_, entry)) = self.entries.iter_mut().rev().find(|(i, _)| *i == id) {
+            entry.status = status;
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> Vec<RecordedRequest> {
+        self.entries.iter().map(|(_, r)| r.clone()).collect()
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.entries.clear();
+    }
+
+    /// Entries with this method (case-insensitive; `""` or `"*"` for any) under this path prefix.
+    pub(crate) fn count(&self, method: &str, path_prefix: &str) -> usize {
+        let any_method = method.is_empty() || method == "*";
+        self.entries
+            .iter()
+            .filter(|(_, r)| any_method || r.method.eq_ignore_ascii_case(method))
+            .filter(|(_, r)| r.path.starts_with(path_prefix))
+            .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(method: &str, path: &str) -> RecordedRequest {
+        RecordedRequest {
+            method: method.into(),
+            path: path.into(),
+            query: None,
+            authorization: None,
+            idempotency_key: None,
+            content_type: None,
+            body: String::new(),
+            status: 0,
+        }
+    }
+
+    #[test]
+    fn statuses_land_on_their_entry_even_across_a_clear() {
+        let mut j = Journal::default();
+        let a = j.record(req("POST", "/auth/token"));
+        j.clear();
+        let b = j.record(req("GET", "/cash-ins/ci_1"));
+        j.set_status(a, 200);
+        j.set_status(b, 404);
+        let snap = j.snapshot();
+        assert_eq!(snap.len(), 1);
+        assert_eq!(snap[0].status, 404);
+        assert_eq!(j.count("get", "/cash-ins"), 1);
+        assert_eq!(j.count("*", "/"), 1);
+        assert_eq!(j.count("POST", "/"), 0);
+    }
+}

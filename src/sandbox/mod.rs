@@ -1,0 +1,275 @@
+//! The embedded OMS sandbox: an in-process, in-memory simulator of the Polygon OMS REST API
+//! (auth tokens, cash-ins, cash locations, and the sandbox-only deposit simulation), served over
+//! HTTP/1.1 on loopback.
+//!
+//! It is a separate "server" on purpose: it shares no types with the gateway's REST client, so
+//! a misreading of the API in one cannot hide in the other. It follows the published docs where
+//! they agree, can speak either side where they contradict each other ([`Spelling`]), and lets
+//! tests see and script what happens on the wire ([`SandboxHandle::journal`],
+//! [`SandboxHandle::inject`]).
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use oms_gateway::sandbox::{self, SandboxConfig};
+//! let sandbox = sandbox::start(SandboxConfig::default()).await?;
+//! let base_url = sandbox.base_url(); // e.g. http://127.0.0.1:43121, routes directly under it
+//! # let _ = base_url;
+//! sandbox.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod auth;
+mod clock;
+mod error;
+mod faults;
+mod handlers;
+mod idempotency;
+mod journal;
+mod locations;
+mod model;
+mod pricing;
+mod requests;
+mod server;
+mod state;
+mod store;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use faults::{Fault, FaultAction};
+pub use journal::RecordedRequest;
+
+use state::{Sandbox, lock};
+
+/// How often pending cash-ins are checked for lapsed codes (reads also check, lazily).
+const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
+/// How long `shutdown` lets in-flight requests finish before cutting them off.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Which of the documentation's two spellings the sandbox answers in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Spelling {
+    /// The OpenAPI schema: `cash.locationId`, `destination.wallet.id`, `transactionId`,
+    /// `FeeEntry` developer fees; absent optional fields are omitted.
+    #[default]
+    OpenApi,
+    /// The cash-in guide: `cash.cashLocationId`, `destination.wallet.wallet`, `transaction`,
+    /// typed developer fees; nullable fields are present as `null`.
+    Guide,
+}
+
+/// How to run a sandbox.
+#[derive(Clone)]
+pub struct SandboxConfig {
+    /// Where to listen; port 0 picks a free one. Default `127.0.0.1:0`.
+    pub listen: SocketAddr,
+    /// The one API key the sandbox accepts. Default `sk_sdbx_local`.
+    pub api_key: String,
+    /// Its secret. Default: random per config.
+    pub api_secret: String,
+    /// Lifetime of bearer tokens. Default 3600 s.
+    pub token_ttl: Duration,
+    /// Lifetime of a deposit code. Default 3600 s.
+    pub code_ttl: Duration,
+    /// Response spelling at start; switchable at run time.
+    pub spelling: Spelling,
+    /// Seeds the generator of cash-in ids and deposit codes. Default: random.
+    pub seed: u64,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            api_key: "sk_sdbx_local".to_owned(),
+            api_secret: uuid::Uuid::new_v4().simple().to_string(),
+            token_ttl: Duration::from_secs(3600),
+            code_ttl: Duration::from_secs(3600),
+            spelling: Spelling::default(),
+            seed: fastrand::u64(..),
+        }
+    }
+}
+
+impl fmt::Debug for SandboxConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SandboxConfig")
+            .field("listen", &self.listen)
+            .field("api_key", &self.api_key)
+            .field("api_secret", &"[redacted]")
+            .field("token_ttl", &self.token_ttl)
+            .field("code_ttl", &self.code_ttl)
+            .field("spelling", &self.spelling)
+            .field("seed", &self.seed)
+            .finish()
+    }
+}
+
+/// Binds `config.listen`, spawns the server (and its expiry sweep) on the current tokio
+/// runtime, and returns once it accepts connections. It runs until [`SandboxHandle::shutdown`]
+/// or the runtime ends; dropping the handles does not stop it.
+pub async fn start(config: SandboxConfig) -> std::io::Result<SandboxHandle> {
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let sandbox = Arc::new(Sandbox::new(config));
+    let app = server::router(Arc::clone(&sandbox));
+    let (shutdown, mut stop) = watch::channel(false);
+
+    let sweeper = Arc::clone(&sandbox);
+    let task = tokio::spawn(async move {
+        let signal = async move {
+            // If every handle is gone the sender is dropped; keep serving (see `start` docs).
+            if stop.wait_for(|stop| *stop).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        let serve = axum::serve(listener, app).with_graceful_shutdown(signal);
+        let sweep = async move {
+            let mut ticks = tokio::time::interval(SWEEP_INTERVAL);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                ticks.tick().await;
+                sweeper.sweep();
+            }
+        };
+        tokio::select! {
+            result = serve.into_future() => {
+                if let Err(error) = result {
+                    tracing::warn!(%error, "sandbox server stopped with an error");
+                }
+            }
+            () = sweep => {}
+        }
+    });
+    tracing::info!(%addr, "OMS sandbox listening");
+    Ok(SandboxHandle {
+        inner: Arc::new(Inner {
+            sandbox,
+            addr,
+            shutdown,
+            task: Mutex::new(Some(task)),
+        }),
+    })
+}
+
+/// Control of a running sandbox; cheap to clone.
+#[derive(Clone)]
+pub struct SandboxHandle {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    sandbox: Arc<Sandbox>,
+    addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl fmt::Debug for SandboxHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SandboxHandle")
+            .field("addr", &self.inner.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl SandboxHandle ===
+
+impl SandboxHandle {
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.addr
+    }
+
+    /// `http://127.0.0.1:PORT`, no trailing slash: `/auth/token`, `/cash-ins`, … sit directly
+    /// under it.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.inner.addr)
+    }
+
+    pub fn api_key(&self) -> &str {
+        &self.inner.sandbox.api_key
+    }
+
+    pub fn api_secret(&self) -> &str {
+        &self.inner.sandbox.api_secret
+    }
+
+    /// Switches the response spelling from the next response on (replays stay verbatim).
+    pub fn set_spelling(&self, spelling: Spelling) {
+        self.inner.sandbox.set_spelling(spelling);
+    }
+
+    /// Invalidates every token issued so far: their next use gets 401.
+    pub fn revoke_tokens(&self) {
+        lock(&self.inner.sandbox.tokens).revoke_all();
+    }
+
+    /// Successful `POST /auth/token` exchanges so far.
+    pub fn token_exchanges(&self) -> usize {
+        lock(&self.inner.sandbox.tokens).exchanges()
+    }
+
+    /// Every request received, in arrival order, with the status answered.
+    pub fn journal(&self) -> Vec<RecordedRequest> {
+        lock(&self.inner.sandbox.journal).snapshot()
+    }
+
+    pub fn clear_journal(&self) {
+        lock(&self.inner.sandbox.journal).clear();
+    }
+
+    /// Journal entries with this method (case-insensitive; `""` or `"*"` for any) whose path
+    /// starts with `path_prefix`.
+    pub fn count(&self, method: &str, path_prefix: &str) -> usize {
+        lock(&self.inner.sandbox.journal).count(method, path_prefix)
+    }
+
+    /// Queues a scripted fault (see [`Fault`]).
+    pub fn inject(&self, fault: Fault) {
+        lock(&self.inner.sandbox.faults).push(fault);
+    }
+
+    pub fn clear_faults(&self) {
+        lock(&self.inner.sandbox.faults).clear();
+    }
+
+    /// How many cash-ins exist (in any state).
+    pub fn cash_in_count(&self) -> usize {
+        lock(&self.inner.sandbox.store).len()
+    }
+
+    /// A cash-in as `GET /cash-ins/{id}` would show it now, in the current spelling.
+    pub fn cash_in_json(&self, id: &str) -> Option<serde_json::Value> {
+        let spelling = self.inner.sandbox.spelling();
+        let mut store = lock(&self.inner.sandbox.store);
+        store
+            .get(id, clock::now_ms())
+            .map(|ci| model::render_cash_in(ci, &spelling))
+    }
+
+    /// Stops accepting connections, lets in-flight requests finish (up to a few seconds), and
+    /// waits for the server to stop. Other clones of the handle see a stopped server.
+    pub async fn shutdown(self) {
+        // `send_replace` works even when no receiver is listening any more.
+        self.inner.shutdown.send_replace(true);
+        let task = lock(&self.inner.task).take();
+        if let Some(mut task) = task {
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("sandbox did not stop within the grace period; aborting it");
+                task.abort();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,398 @@
+//! The HTTP face of the sandbox: the axum router, route resolution, and the pipeline every
+//! request goes through.
+//!
+//! All requests enter through one axum fallback so that matched and unmatched requests alike
+//! pass the same steps in the same order: read the body → journal it → scripted faults →
+//! resolve the route (404/405) → bearer token (401) → Idempotency-Key (400/409/422 or replay) →
+//! injected delay → handler → remember the outcome for replays → answer with `x-request-id`.
+//! Per-route axum handlers would answer 404/405 and extractor rejections before any of this ran,
+//! and those answers would then be missing from the journal and not be JSON.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::extract::{Request, State};
+use axum::response::Response;
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use http::request::Parts;
+use http::{HeaderName, HeaderValue, Method, StatusCode};
+
+use super::auth::bearer_token;
+use super::clock::now_ms;
+use super::error::ApiError;
+use super::faults::FaultAction;
+use super::handlers;
+use super::idempotency::{Begin, fingerprint};
+use super::journal::{CLIENT_CLOSED, RecordedRequest};
+use super::state::{Sandbox, lock};
+
+/// Bodies above this are refused (413) without being parsed.
+const MAX_BODY_BYTES: usize = 1 << 20;
+const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+
+/// The sandbox's router: everything goes through [`entry`].
+pub(crate) fn router(sandbox: Arc<Sandbox>) -> Router {
+    Router::new().fallback(entry).with_state(sandbox)
+}
+
+/// An endpoint the sandbox serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Route {
+    Token,
+    CreateCashIn,
+    ListCashIns,
+    GetCashIn(String),
+    RefreshCashIn(String),
+    BarcodeAuth,
+    AuthCommit,
+    CashLocations,
+    ExpireCashIn(String),
+    FailCashIn(String),
+}
+
+/// Maps a method and path to a route, or to the 404/405 to answer.
+pub(crate) fn resolve(method: &Method, path: &str) -> Result<Route, ApiError> {
+    let not_found = || ApiError::not_found(format!("no route for {path}"));
+    let segments: Vec<&str> = path
+        .strip_prefix('/')
+        .ok_or_else(not_found)?
+        .split('/')
+        .collect();
+    let get = method == Method::GET;
+    let post = method == Method::POST;
+    let only = |allowed: bool, allow: &'static str, route: Route| {
+        if allowed {
+            Ok(route)
+        } else {
+            Err(ApiError::method_not_allowed(allow))
+        }
+    };
+    let id = |s: &str| s.to_owned();
+    match segments.as_slice() {
+        ["auth", "token"] => only(post, "POST", Route::Token),
+        ["cash-ins"] if get => Ok(Route::ListCashIns),
+        ["cash-ins"] => only(post, "GET, POST", Route::CreateCashIn),
+        ["cash-ins", "simulate", "barcode-auth"] => only(post, "POST", Route::BarcodeAuth),
+        ["cash-ins", "simulate", "auth-commit"] => only(post, "POST", Route::AuthCommit),
+        ["cash-ins", ci] => only(get, "GET", Route::GetCashIn(id(ci))),
+        ["cash-ins", ci, "refresh"] => only(post, "POST", Route::RefreshCashIn(id(ci))),
+        ["cash-locations"] => only(get, "GET", Route::CashLocations),
+        ["sandbox", "cash-ins", ci, "expire"] => only(post, "POST", Route::ExpireCashIn(id(ci))),
+        ["sandbox", "cash-ins", ci, "fail"] => only(post, "POST", Route::FailCashIn(id(ci))),
+        _ => Err(not_found()),
+    }
+}
+
+/// A finished answer, before it becomes an HTTP response.
+struct Reply {
+    status: StatusCode,
+    body: Vec<u8>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Reply {
+    fn json(status: StatusCode, value: &serde_json::Value) -> Reply {
+        Reply {
+            status,
+            body: serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec()),
+            headers: Vec::new(),
+        }
+    }
+
+    fn error(e: ApiError) -> Reply {
+        Reply {
+            status: e.status,
+            body: serde_json::to_vec(&e.body()).unwrap_or_else(|_| b"{}".to_vec()),
+            headers: e.headers,
+        }
+    }
+
+    fn into_response(self) -> Response {
+        let mut response = Response::new(Body::from(self.body));
+        *response.status_mut() = self.status;
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let request_id = format!("req_{:016x}{:08x}", fastrand::u64(..), fastrand::u32(..));
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            headers.insert(REQUEST_ID, v);
+        }
+        // Later headers win, so a fault can override even the content type.
+        for (name, value) in self.headers {
+            headers.insert(name, value);
+        }
+        response
+    }
+}
+
+/// Marks the journal entry with the answered status, or 499 if the request is dropped first.
+struct JournalEntry<'a> {
+    sandbox: &'a Sandbox,
+    id: u64,
+    status: u16,
+}
+
+impl Drop for JournalEntry<'_> {
+    fn drop(&mut self) {
+        lock(&self.sandbox.journal).set_status(self.id, self.status);
+    }
+}
+
+/// An Idempotency-Key held in flight; released if the request is dropped before completing.
+struct Reservation<'a> {
+    sandbox: &'a Sandbox,
+    scope: String,
+    key: String,
+    done: bool,
+}
+
+impl Reservation<'_> {
+    fn complete(mut self, reply: &Reply) {
+        lock(&self.sandbox.idempotency).complete(
+            &self.scope,
+            &self.key,
+            reply.status.as_u16(),
+            &reply.body,
+        );
+        self.done = true;
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            lock(&self.sandbox.idempotency).release(&self.scope, &self.key);
+        }
+    }
+}
+
+async fn entry(State(sandbox): State<Arc<Sandbox>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = to_bytes(body, MAX_BODY_BYTES).await;
+    let header = |name: &HeaderName| {
+        parts
+            .headers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    };
+    let record = RecordedRequest {
+        method: parts.method.as_str().to_owned(),
+        path: parts.uri.path().to_owned(),
+        query: parts.uri.query().map(str::to_owned),
+        authorization: header(&AUTHORIZATION),
+        idempotency_key: header(&IDEMPOTENCY_KEY),
+        content_type: header(&CONTENT_TYPE),
+        body: body
+            .as_ref()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_default(),
+        status: 0,
+    };
+    let id = lock(&sandbox.journal).record(record);
+    let mut journal_entry = JournalEntry {
+        sandbox: &sandbox,
+        id,
+        status: CLIENT_CLOSED,
+    };
+    let reply = process(&sandbox, &parts, body.ok().as_deref()).await;
+    journal_entry.status = reply.status.as_u16();
+    drop(journal_entry);
+    reply.into_response()
+}
+
+async fn process(sandbox: &Sandbox, parts: &Parts, body: Option<&[u8]>) -> Reply {
+    let method = parts.method.as_str();
+    let path = parts.uri.path();
+
+    let fault = lock(&sandbox.faults).take(method, path);
+    let delay = match fault {
+        Some(FaultAction::Respond {
+            status,
+            body,
+            headers,
+        }) => return fault_reply(status, body, &headers),
+        Some(FaultAction::Delay(d)) => Some(d),
+        None => None,
+    };
+
+    let Some(body) = body else {
+        let declared = parts
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        return Reply::error(match declared {
+            Some(n) if n <= MAX_BODY_BYTES => {
+                ApiError::invalid_json("the request body could not be read")
+            }
+            _ => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("request bodies are limited to {MAX_BODY_BYTES} bytes"),
+            ),
+        });
+    };
+
+    let route = match resolve(&parts.method, path) {
+        Ok(route) => route,
+        Err(e) => return Reply::error(e),
+    };
+
+    // Auth comes before idempotency and validation: an unauthenticated caller learns nothing.
+    let api_key = if route == Route::Token {
+        None
+    } else {
+        let token = bearer_token(
+            parts
+                .headers
+                .get(AUTHORIZATION)
+                .and_then(|v| v.to_str().ok()),
+        );
+        let key = token.and_then(|t| lock(&sandbox.tokens).check(t, now_ms()).map(str::to_owned));
+        match key {
+            Some(key) => Some(key),
+            None => return Reply::error(ApiError::unauthorized()),
+        }
+    };
+
+    let reservation = match (&api_key, parts.method == Method::POST) {
+        (Some(scope), true) => match reserve(sandbox, parts, scope, body) {
+            Ok(r) => Some(r),
+            Err(reply) => return reply,
+        },
+        _ => None,
+    };
+
+    // The delay runs with the key reserved, like a slow real server: a retry that gives up
+    // waiting and resends meanwhile sees 409, not a second execution.
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
+
+    let reply = match handlers::handle(sandbox, &route, &parts.uri, body) {
+        Ok((status, value)) => Reply::json(status, &value),
+        Err(e) => Reply::error(e),
+    };
+    if let Some(r) = reservation {
+        r.complete(&reply);
+    }
+    reply
+}
+
+/// Checks the Idempotency-Key and reserves it, or produces the answer that replaces handling.
+fn reserve<'a>(
+    sandbox: &'a Sandbox,
+    parts: &Parts,
+    scope: &str,
+    body: &[u8],
+) -> Result<Reservation<'a>, Reply> {
+    let key = match parts.headers.get(&IDEMPOTENCY_KEY).map(HeaderValue::to_str) {
+        // An empty header is as good as none.
+        None | Some(Ok("")) => {
+            return Err(Reply::error(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "idempotency_key_required",
+                "POST requests require an Idempotency-Key header",
+            )));
+        }
+        Some(Ok(k)) if k.len() <= MAX_IDEMPOTENCY_KEY_CHARS => k,
+        Some(_) => {
+            return Err(Reply::error(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_idempotency_key",
+                format!(
+                    "the Idempotency-Key header must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} visible ASCII characters"
+                ),
+            )));
+        }
+    };
+    let fp = fingerprint(parts.method.as_str(), parts.uri.path(), body);
+    let begin = lock(&sandbox.idempotency).begin(scope, key, &fp);
+    match begin {
+        Begin::Proceed => Ok(Reservation {
+            sandbox,
+            scope: scope.to_owned(),
+            key: key.to_owned(),
+            done: false,
+        }),
+        Begin::Replay { status, body } => Err(Reply {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+            body,
+            headers: vec![(REPLAYED, HeaderValue::from_static("true"))],
+        }),
+        Begin::InUse => {
+            let mut e = ApiError::new(
+                StatusCode::CONFLICT,
+                "idempotency_key_in_use",
+                "a request with this Idempotency-Key is still being processed; retry later",
+            );
+            e.headers
+                .push((http::header::RETRY_AFTER, HeaderValue::from_static("1")));
+            Err(Reply::error(e))
+        }
+        Begin::Reused => Err(Reply::error(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            "this Idempotency-Key was already used with a different request",
+        ))),
+    }
+}
+
+/// The answer a `FaultAction::Respond` scripts. Unusable statuses (informational or out of
+/// range) become 500 rather than confusing the HTTP stack; unusable headers are skipped.
+fn fault_reply(status: u16, body: String, headers: &[(String, String)]) -> Reply {
+    let status = StatusCode::from_u16(status)
+        .ok()
+        .filter(|s| !s.is_informational())
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = headers
+        .iter()
+        .filter_map(|(name, value)| {
+            Some((
+                HeaderName::from_bytes(name.as_bytes()).ok()?,
+                HeaderValue::from_str(value).ok()?,
+            ))
+        })
+        .collect();
+    Reply {
+        status,
+        body: body.into_bytes(),
+        headers,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_resolve_with_404_and_405() {
+        let get = Method::GET;
+        let post = Method::POST;
+        assert_eq!(resolve(&post, "/auth/token").ok(), Some(Route::Token));
+        assert_eq!(resolve(&get, "/cash-ins").ok(), Some(Route::ListCashIns));
+        assert_eq!(resolve(&post, "/cash-ins").ok(), Some(Route::CreateCashIn));
+        assert_eq!(
+            resolve(&get, "/cash-ins/ci_1").ok(),
+            Some(Route::GetCashIn("ci_1".into()))
+        );
+        assert_eq!(
+            resolve(&post, "/cash-ins/simulate/auth-commit").ok(),
+            Some(Route::AuthCommit)
+        );
+        assert_eq!(
+            resolve(&post, "/sandbox/cash-ins/ci_1/fail").ok(),
+            Some(Route::FailCashIn("ci_1".into()))
+        );
+        let status = |m: &Method, p: &str| resolve(m, p).err().map(|e| e.status.as_u16());
+        assert_eq!(status(&get, "/auth/token"), Some(405));
+        assert_eq!(status(&Method::DELETE, "/cash-ins"), Some(405));
+        assert_eq!(status(&post, "/cash-ins/ci_1"), Some(405));
+        assert_eq!(status(&get, "/v0.9/cash-ins"), Some(404));
+        assert_eq!(status(&get, "/cash-ins/ci_1/refresh/x"), Some(404));
+        assert_eq!(status(&get, ""), Some(404));
+    }
+}

@@ -1,0 +1,75 @@
+//! The shared state behind one running sandbox: its settings and its components, each behind
+//! its own lock.
+//!
+//! Locks are `std::sync::Mutex`, held only for short synchronous sections and never across an
+//! `.await`. A poisoned lock (a panic elsewhere while holding it) is recovered rather than
+//! propagated: the data is plain bookkeeping, and a test harness that panics in one request
+//! should not turn every later request into a second panic.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use super::auth::Tokens;
+use super::clock;
+use super::faults::FaultQueue;
+use super::idempotency::IdempotencyStore;
+use super::journal::Journal;
+use super::store::Store;
+use super::{SandboxConfig, Spelling};
+
+pub(crate) struct Sandbox {
+    pub(crate) api_key: String,
+    pub(crate) api_secret: String,
+    pub(crate) token_ttl: Duration,
+    pub(crate) code_ttl: Duration,
+    spelling: Mutex<Spelling>,
+    pub(crate) store: Mutex<Store>,
+    pub(crate) tokens: Mutex<Tokens>,
+    pub(crate) idempotency: Mutex<IdempotencyStore>,
+    pub(crate) journal: Mutex<Journal>,
+    pub(crate) faults: Mutex<FaultQueue>,
+}
+
+/// Locks, shrugging off poisoning (see the module docs).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+// === impl Sandbox ===
+
+impl Sandbox {
+    pub(crate) fn new(config: SandboxConfig) -> Sandbox {
+        Sandbox {
+            store: Mutex::new(Store::new(config.seed)),
+            spelling: Mutex::new(config.spelling),
+            api_key: config.api_key,
+            api_secret: config.api_secret,
+            token_ttl: config.token_ttl,
+            code_ttl: config.code_ttl,
+            tokens: Mutex::default(),
+            idempotency: Mutex::default(),
+            journal: Mutex::default(),
+            faults: Mutex::default(),
+        }
+    }
+
+    pub(crate) fn spelling(&self) -> Spelling {
+        *lock(&self.spelling)
+    }
+
+    pub(crate) fn set_spelling(&self, spelling: Spelling) {
+        *lock(&self.spelling) = spelling;
+    }
+
+    pub(crate) fn code_ttl_ms(&self) -> clock::Millis {
+        clock::duration_ms(self.code_ttl)
+    }
+
+    /// The periodic expiry pass (reads and writes also expire lazily).
+    pub(crate) fn sweep(&self) {
+        let expired = lock(&self.store).expire_due(clock::now_ms());
+        if expired > 0 {
+            tracing::debug!(expired, "sandbox: deposit codes lapsed");
+        }
+    }
+}

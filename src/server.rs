@@ -1,0 +1,277 @@
+//! Assembles and runs the gateway: the upstream (the real OMS, or the embedded sandbox started
+//! here), the gRPC services, grpc.health.v1, server reflection v1 and v1alpha, and the HTTP/2
+//! server settings. Used by `main.rs` and, in-process, by the tests.
+//!
+//! Health: "" and every service report NOT_SERVING until the gateway has exchanged a token with
+//! the upstream, SERVING while exchanges succeed, and NOT_SERVING again while the upstream is
+//! unreachable or rejects the gateway's credentials.
+
+use crate::config::Secret;
+use crate::config::{GatewayConfig, SpellingArg, UpstreamTarget};
+use crate::proto::{
+    self,
+    v1::{cash_in_service_server, cash_location_service_server, sandbox_service_server},
+};
+use crate::sandbox::{self, SandboxConfig, SandboxHandle, Spelling};
+use crate::service::{cash_in::CashIns, cash_location::CashLocations, sandbox::Sandbox};
+use crate::upstream::{OmsClient, UpstreamHealth, auth::Credentials};
+use crate::watch::{WatchConfig, WatchHub};
+use std::{net::SocketAddr, time::Duration};
+use tokio::{
+    sync::{oneshot, watch},
+    task::JoinHandle,
+};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+
+/// The gRPC services whose health is reported, besides "" (and SandboxService when registered).
+const SERVICES: &[&str] = &[
+    cash_in_service_server::SERVICE_NAME,
+    cash_location_service_server::SERVICE_NAME,
+];
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is inconsistent.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// A socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Reflection could not be built from the descriptor sets.
+    #[error("reflection: {0}")]
+    Reflection(String),
+}
+
+/// A running gateway.
+pub struct RunningGateway {
+    addr: SocketAddr,
+    upstream_url: String,
+    sandbox: Option<SandboxHandle>,
+    client: OmsClient,
+    hub: WatchHub,
+    stopping: watch::Sender<bool>,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    background: Vec<JoinHandle<()>>,
+}
+
+// === impl RunningGateway ===
+
+impl RunningGateway {
+    /// The address the gRPC server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The upstream base URL.
+    pub fn upstream_url(&self) -> &str {
+        &self.upstream_url
+    }
+
+    /// The embedded sandbox, when the gateway started one.
+    pub fn sandbox(&self) -> Option<&SandboxHandle> {
+        self.sandbox.as_ref()
+    }
+
+    /// How many token exchanges with the upstream have succeeded.
+    pub fn token_exchanges(&self) -> u64 {
+        self.client.token_source().exchanges()
+    }
+
+    /// The watch hub, for its counters.
+    pub fn watch_hub(&self) -> &WatchHub {
+        &self.hub
+    }
+
+    /// Stops accepting calls, ends watch streams with UNAVAILABLE, lets in-flight unary calls
+    /// finish, and stops the embedded sandbox.
+    pub async fn shutdown(mut self) {
+        self.stopping.send_replace(true);
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match (&mut self.server).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::error!(error = %err, "gRPC server failed"),
+            Err(err) => tracing::error!(error = %err, "gRPC server task failed"),
+        }
+        for task in &self.background {
+            task.abort();
+        }
+        if let Some(sandbox) = self.sandbox.take() {
+            sandbox.shutdown().await;
+        }
+    }
+
+    /// Runs until `signal` resolves, then shuts down.
+    pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) {
+        signal.await;
+        tracing::info!("shutting down");
+        self.shutdown().await;
+    }
+}
+
+fn sandbox_config(config: &GatewayConfig) -> SandboxConfig {
+    SandboxConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        api_key: "sk_sdbx_embedded".to_owned(),
+        api_secret: uuid::Uuid::new_v4().simple().to_string(),
+        token_ttl: config.sandbox.token_ttl,
+        code_ttl: config.sandbox.code_ttl,
+        spelling: match config.sandbox.spelling {
+            SpellingArg::Openapi => Spelling::OpenApi,
+            SpellingArg::Guide => Spelling::Guide,
+        },
+        seed: fastrand::u64(..),
+    }
+}
+
+/// Starts the gateway (and the embedded sandbox when no upstream is configured) and returns
+/// once it is listening. Health turns SERVING when the first token exchange succeeds.
+pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> {
+    let (sandbox, base_url, credentials) =
+        match config.upstream_target().map_err(StartError::Config)? {
+            UpstreamTarget::Remote {
+                base_url,
+                api_key,
+                api_secret,
+            } => (
+                None,
+                base_url,
+                Credentials {
+                    api_key,
+                    api_secret,
+                },
+            ),
+            UpstreamTarget::Sandbox => {
+                let sandbox_config = sandbox_config(&config);
+                let handle = sandbox::start(sandbox_config.clone())
+                    .await
+                    .map_err(|source| StartError::Bind {
+                        addr: sandbox_config.listen,
+                        source,
+                    })?;
+                let credentials = Credentials {
+                    api_key: sandbox_config.api_key.clone(),
+                    api_secret: Secret::new(sandbox_config.api_secret.clone()),
+                };
+                let base_url = handle.base_url();
+                (Some(handle), base_url, credentials)
+            }
+        };
+    let client = OmsClient::new(&base_url, credentials, config.upstream.clone())
+        .map_err(StartError::Config)?;
+
+    let mut services: Vec<&'static str> = SERVICES.to_vec();
+    if sandbox.is_some() {
+        services.push(sandbox_service_server::SERVICE_NAME);
+    }
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    set_health(&health_reporter, &services, ServingStatus::NotServing).await;
+    let mut background = vec![tokio::spawn(client.token_source().keep_fresh())];
+    let mut health = client.health();
+    background.push(tokio::spawn(async move {
+        loop {
+            let state = *health.borrow_and_update();
+            let status = match state {
+                UpstreamHealth::Serving => ServingStatus::Serving,
+                _ => ServingStatus::NotServing,
+            };
+            set_health(&health_reporter, &services, status).await;
+            if health.changed().await.is_err() {
+                break;
+            }
+        }
+    }));
+
+    // grpcurl 1.8 speaks only v1alpha; newer tools v1. The health descriptors are registered
+    // too, so `grpcurl ... grpc.health.v1.Health/Check` works with no proto files.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
+        .build_v1()
+        .map_err(|e| StartError::Reflection(e.to_string()))?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(|e| StartError::Reflection(e.to_string()))?;
+
+    let default_deadline = config.upstream.default_deadline;
+    let hub = WatchHub::new(
+        client.clone(),
+        WatchConfig::from_settings(&config.watch, config.upstream.request_timeout),
+    );
+    let (stopping, stopping_rx) = watch::channel(false);
+    let cash_ins = CashIns::new(client.clone(), default_deadline, hub.clone(), stopping_rx);
+    let cash_locations = CashLocations::new(client.clone(), default_deadline);
+    let sandbox_service = sandbox.is_some().then(|| {
+        sandbox_service_server::SandboxServiceServer::new(Sandbox::new(
+            client.clone(),
+            hub.clone(),
+            default_deadline,
+        ))
+    });
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+    let router = Server::builder()
+        .tcp_nodelay(true)
+        // Pings keep idle connections (and long watch streams) alive through NATs and proxies,
+        // and detect dead peers.
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(cash_in_service_server::CashInServiceServer::new(cash_ins))
+        .add_service(cash_location_service_server::CashLocationServiceServer::new(cash_locations))
+        .add_optional_service(sandbox_service);
+    let server = tokio::spawn(router.serve_with_incoming_shutdown(
+        TcpListenerStream::new(listener),
+        async move {
+            let _ = shutdown_rx.await;
+        },
+    ));
+    tracing::info!(%addr, upstream = %base_url, sandbox = sandbox.is_some(), "gateway listening");
+    Ok(RunningGateway {
+        addr,
+        upstream_url: base_url,
+        sandbox,
+        client,
+        hub,
+        stopping,
+        shutdown: Some(shutdown_tx),
+        server,
+        background,
+    })
+}
+
+async fn set_health(
+    reporter: &tonic_health::server::HealthReporter,
+    services: &[&'static str],
+    status: ServingStatus,
+) {
+    reporter.set_service_status("", status).await;
+    for service in services {
+        reporter.set_service_status(*service, status).await;
+    }
+}

@@ -1,0 +1,350 @@
+//! `polygon.oms.v1.CashInService`: create, get, list and refresh cash-ins over the OMS REST API.
+
+use super::{
+    deadline, echo_idempotency_key, grpc_timeout, idempotency_key, page_token, status_with_key,
+};
+use crate::convert;
+use crate::error::{GatewayError, ResourceRef, UpstreamError};
+use crate::proto::v1::{self as pb, cash_in_service_server::CashInService};
+use crate::upstream::{ListCashInsQuery, OmsClient, model::CashInDto};
+use crate::validate::{self, Violations};
+use crate::watch::{
+    WatchHub, WatchKey,
+    stream::{self, EventStream, Mode},
+};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+/// The default and largest page sizes of `GET /cash-ins`.
+const DEFAULT_PAGE_SIZE: u32 = 50;
+const MAX_PAGE_SIZE: u32 = 100;
+const CASH_IN_RESOURCE: &str = "polygon.oms.v1.CashIn";
+
+/// The CashInService implementation.
+#[derive(Clone, Debug)]
+pub struct CashIns {
+    client: OmsClient,
+    default_deadline: Duration,
+    hub: WatchHub,
+    /// Turns true when the gateway starts shutting down: watch streams end with UNAVAILABLE.
+    shutdown: watch::Receiver<bool>,
+}
+
+// === impl CashIns ===
+
+impl CashIns {
+    /// A service calling OMS through `client` and watching through `hub`.
+    pub fn new(
+        client: OmsClient,
+        default_deadline: Duration,
+        hub: WatchHub,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            client,
+            default_deadline,
+            hub,
+            shutdown,
+        }
+    }
+
+    fn watch(
+        &self,
+        key: WatchKey,
+        mode: Mode,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<EventStream, GatewayError> {
+        if *self.shutdown.borrow() {
+            return Err(GatewayError::Unavailable(
+                "the gateway is shutting down; reconnect to another instance".into(),
+            ));
+        }
+        let subscription = self.hub.subscribe(key)?;
+        let deadline = grpc_timeout(metadata).map(|t| Instant::now() + t);
+        Ok(stream::spawn(
+            subscription,
+            mode,
+            deadline,
+            self.hub.config().heartbeat_interval,
+            self.shutdown.clone(),
+        ))
+    }
+}
+
+fn cash_in_ref(id: &str) -> Option<ResourceRef> {
+    Some(ResourceRef {
+        kind: CASH_IN_RESOURCE,
+        name: id.to_owned(),
+    })
+}
+
+/// Converts an upstream cash-in, turning a shape the contract cannot hold into
+/// UPSTREAM_BAD_RESPONSE for `operation`.
+pub fn decode_cash_in(operation: &'static str, dto: CashInDto) -> Result<pb::CashIn, GatewayError> {
+    convert::cash_in(dto).map_err(|e| GatewayError::Upstream {
+        operation,
+        resource: None,
+        source: UpstreamError::BadResponse(e.to_string()),
+    })
+}
+
+fn upstream(
+    operation: &'static str,
+    resource: Option<ResourceRef>,
+) -> impl FnOnce(UpstreamError) -> GatewayError {
+    move |source| GatewayError::Upstream {
+        operation,
+        resource,
+        source,
+    }
+}
+
+#[tonic::async_trait]
+impl CashInService for CashIns {
+    async fn create_cash_in(
+        &self,
+        request: Request<pb::CreateCashInRequest>,
+    ) -> Result<Response<pb::CreateCashInResponse>, Status> {
+        let deadline = deadline(request.metadata(), self.default_deadline);
+        let mut violations = Violations::default();
+        let key = idempotency_key(
+            &request.get_ref().idempotency_key,
+            request.metadata(),
+            &mut violations,
+        );
+        let span = tracing::info_span!("CreateCashIn", idempotency_key = %key, cash_in_id = tracing::field::Empty);
+        async {
+            let request = request.into_inner();
+            validate::create_cash_in(&request, &mut violations);
+            violations.finish()?;
+            let body = convert::create_body(&request);
+            let dto = self
+                .client
+                .create_cash_in(&body, &key, deadline)
+                .await
+                .map_err(upstream("POST /cash-ins", None))?;
+            let cash_in = decode_cash_in("POST /cash-ins", dto)?;
+            tracing::Span::current().record("cash_in_id", cash_in.id.as_str());
+            tracing::info!(status = cash_in.status, "cash-in created");
+            let mut response = Response::new(pb::CreateCashInResponse {
+                cash_in: Some(cash_in),
+            });
+            echo_idempotency_key(response.metadata_mut(), &key);
+            Ok(response)
+        }
+        .instrument(span)
+        .await
+        .map_err(|err| status_with_key(err, &key))
+    }
+
+    async fn get_cash_in(
+        &self,
+        request: Request<pb::GetCashInRequest>,
+    ) -> Result<Response<pb::GetCashInResponse>, Status> {
+        let deadline = deadline(request.metadata(), self.default_deadline);
+        let id = request.into_inner().cash_in_id;
+        let span = tracing::info_span!("GetCashIn", cash_in_id = %id);
+        async {
+            let mut violations = Violations::default();
+            validate::cash_in_id(&mut violations, &id);
+            violations.finish()?;
+            let dto = self
+                .client
+                .get_cash_in(&id, deadline)
+                .await
+                .map_err(upstream("GET /cash-ins/{id}", cash_in_ref(&id)))?;
+            let cash_in = decode_cash_in("GET /cash-ins/{id}", dto)?;
+            Ok(Response::new(pb::GetCashInResponse {
+                cash_in: Some(cash_in),
+            }))
+        }
+        .instrument(span)
+        .await
+        .map_err(|err: GatewayError| err.into())
+    }
+
+    async fn list_cash_ins(
+        &self,
+        request: Request<pb::ListCashInsRequest>,
+    ) -> Result<Response<pb::ListCashInsResponse>, Status> {
+        let deadline = deadline(request.metadata(), self.default_deadline);
+        let request = request.into_inner();
+        let span = tracing::info_span!("ListCashIns", customer_id = %request.customer_id, page_size = request.page_size);
+        async {
+            let mut violations = Violations::default();
+            violations.id("customer_id", &request.customer_id, "cst_", false);
+            let status = match pb::CashInStatus::try_from(request.status) {
+                Ok(pb::CashInStatus::Unspecified) => None,
+                Ok(status) => convert::status_name(status),
+                Err(_) => {
+                    violations.add("status", format!("unknown status value {}", request.status));
+                    None
+                }
+            };
+            validate::timestamp(
+                &mut violations,
+                "created_after",
+                request.created_after.as_ref(),
+            );
+            validate::timestamp(
+                &mut violations,
+                "created_before",
+                request.created_before.as_ref(),
+            );
+            if let (Some(after), Some(before)) = (&request.created_after, &request.created_before)
+                && (after.seconds, after.nanos) > (before.seconds, before.nanos)
+            {
+                violations.add("created_before", "must not be earlier than created_after");
+            }
+            if request.page_size < 0 {
+                violations.add(
+                    "page_size",
+                    format!("must not be negative; got {}", request.page_size),
+                );
+            }
+            let created_after = request.created_after.as_ref().map(convert::rfc3339);
+            let created_before = request.created_before.as_ref().map(convert::rfc3339);
+            let filters = page_token::fingerprint(&[
+                &request.customer_id,
+                status.unwrap_or(""),
+                created_after.as_deref().unwrap_or(""),
+                created_before.as_deref().unwrap_or(""),
+            ]);
+            let starting_after = if request.page_token.is_empty() {
+                None
+            } else {
+                match page_token::decode(&request.page_token, filters) {
+                    Ok(cursor) => Some(cursor),
+                    Err(problem) => {
+                        violations.add("page_token", problem);
+                        None
+                    }
+                }
+            };
+            violations.finish()?;
+            let limit = match u32::try_from(request.page_size).unwrap_or(0) {
+                0 => DEFAULT_PAGE_SIZE,
+                n => n.min(MAX_PAGE_SIZE),
+            };
+            let query = ListCashInsQuery {
+                customer: (!request.customer_id.is_empty()).then(|| request.customer_id.clone()),
+                status: status.map(str::to_owned),
+                created_after,
+                created_before,
+                limit,
+                starting_after,
+            };
+            let page = self
+                .client
+                .list_cash_ins(&query, deadline)
+                .await
+                .map_err(upstream("GET /cash-ins", None))?;
+            // `hasMore` decides; the cursor falls back to the last id when OMS sends none.
+            let next_cursor = match page.has_more {
+                Some(true) => page
+                    .next_cursor
+                    .clone()
+                    .or_else(|| page.data.last().map(|c| c.id.clone())),
+                _ => None,
+            };
+            let cash_ins = page
+                .data
+                .into_iter()
+                .map(|dto| decode_cash_in("GET /cash-ins", dto))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Response::new(pb::ListCashInsResponse {
+                cash_ins,
+                next_page_token: next_cursor
+                    .map(|cursor| page_token::encode(filters, &cursor))
+                    .unwrap_or_default(),
+            }))
+        }
+        .instrument(span)
+        .await
+        .map_err(|err: GatewayError| err.into())
+    }
+
+    async fn refresh_cash_in(
+        &self,
+        request: Request<pb::RefreshCashInRequest>,
+    ) -> Result<Response<pb::RefreshCashInResponse>, Status> {
+        let deadline = deadline(request.metadata(), self.default_deadline);
+        let mut violations = Violations::default();
+        let key = idempotency_key(
+            &request.get_ref().idempotency_key,
+            request.metadata(),
+            &mut violations,
+        );
+        let request = request.into_inner();
+        let span = tracing::info_span!("RefreshCashIn", cash_in_id = %request.cash_in_id, idempotency_key = %key);
+        async {
+            validate::cash_in_id(&mut violations, &request.cash_in_id);
+            validate::idempotency_key(&mut violations, "idempotency_key", &request.idempotency_key);
+            violations.finish()?;
+            let id = &request.cash_in_id;
+            let dto = self
+                .client
+                .refresh_cash_in(id, &key, deadline)
+                .await
+                .map_err(upstream("POST /cash-ins/{id}/refresh", cash_in_ref(id)))?;
+            let cash_in = decode_cash_in("POST /cash-ins/{id}/refresh", dto)?;
+            tracing::info!("deposit code refreshed");
+            self.hub.publish(&cash_in);
+            let mut response = Response::new(pb::RefreshCashInResponse {
+                cash_in: Some(cash_in),
+            });
+            echo_idempotency_key(response.metadata_mut(), &key);
+            Ok(response)
+        }
+        .instrument(span)
+        .await
+        .map_err(|err| status_with_key(err, &key))
+    }
+
+    type WatchCashInStream = EventStream;
+
+    async fn watch_cash_in(
+        &self,
+        request: Request<pb::WatchCashInRequest>,
+    ) -> Result<Response<Self::WatchCashInStream>, Status> {
+        let id = request.get_ref().cash_in_id.clone();
+        let _span = tracing::info_span!("WatchCashIn", cash_in_id = %id).entered();
+        let mut violations = Violations::default();
+        validate::cash_in_id(&mut violations, &id);
+        violations.finish()?;
+        let stream = self.watch(WatchKey::CashIn(id), Mode::Single, request.metadata())?;
+        Ok(Response::new(stream))
+    }
+
+    type WatchCashInsStream = EventStream;
+
+    async fn watch_cash_ins(
+        &self,
+        request: Request<pb::WatchCashInsRequest>,
+    ) -> Result<Response<Self::WatchCashInsStream>, Status> {
+        let customer = request.get_ref().customer_id.clone();
+        let _span = tracing::info_span!("WatchCashIns", customer_id = %customer).entered();
+        let mut violations = Violations::default();
+        violations.id("customer_id", &customer, "cst_", true);
+        let mut statuses = Vec::new();
+        for (i, status) in request.get_ref().statuses.iter().enumerate() {
+            match pb::CashInStatus::try_from(*status) {
+                Ok(pb::CashInStatus::Unspecified) | Err(_) => violations.add(
+                    format!("statuses[{i}]"),
+                    format!("must be a known status other than UNSPECIFIED; got {status}"),
+                ),
+                Ok(known) => statuses.push(known as i32),
+            }
+        }
+        violations.finish()?;
+        let stream = self.watch(
+            WatchKey::Customer(customer),
+            Mode::Filter { statuses },
+            request.metadata(),
+        )?;
+        Ok(Response::new(stream))
+    }
+}

@@ -1,0 +1,223 @@
+//! `polygon.oms.v1.SandboxService`: drive the embedded sandbox from gRPC (simulate a deposit,
+//! expire or fail a cash-in). Registered only when the upstream is the embedded sandbox. Each
+//! call goes through the same REST client as everything else (OMS's sandbox-only simulation
+//! endpoints and the embedded sandbox's control endpoints), and publishes the resulting state to
+//! watchers at once.
+
+use super::cash_in::decode_cash_in;
+use super::deadline;
+use crate::error::{GatewayError, ResourceRef, UpstreamError};
+use crate::proto::v1::{self as pb, sandbox_service_server::SandboxService};
+use crate::upstream::{OmsClient, model};
+use crate::validate::{self, Violations};
+use crate::watch::WatchHub;
+use std::time::Duration;
+use tokio::time::Instant;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+/// The SandboxService implementation.
+#[derive(Clone, Debug)]
+pub struct Sandbox {
+    client: OmsClient,
+    hub: WatchHub,
+    default_deadline: Duration,
+}
+
+// === impl Sandbox ===
+
+impl Sandbox {
+    /// A service driving the sandbox behind `client`.
+    pub fn new(client: OmsClient, hub: WatchHub, default_deadline: Duration) -> Self {
+        Self {
+            client,
+            hub,
+            default_deadline,
+        }
+    }
+
+    fn upstream(operation: &'static str, id: &str) -> impl FnOnce(UpstreamError) -> GatewayError {
+        let resource = Some(ResourceRef {
+            kind: "polygon.oms.v1.CashIn",
+            name: id.to_owned(),
+        });
+        move |source| GatewayError::Upstream {
+            operation,
+            resource,
+            source,
+        }
+    }
+
+    async fn get(&self, id: &str, deadline: Instant) -> Result<pb::CashIn, GatewayError> {
+        let dto = self
+            .client
+            .get_cash_in(id, deadline)
+            .await
+            .map_err(Self::upstream("GET /cash-ins/{id}", id))?;
+        let cash_in = decode_cash_in("GET /cash-ins/{id}", dto)?;
+        self.hub.publish(&cash_in);
+        Ok(cash_in)
+    }
+
+    async fn simulate(
+        &self,
+        request: pb::SimulateDepositRequest,
+        deadline: Instant,
+    ) -> Result<pb::SimulateDepositResponse, GatewayError> {
+        let mut v = Violations::default();
+        validate::cash_in_id(&mut v, &request.cash_in_id);
+        if !request.amount.is_empty() {
+            validate::indicated_amount(&mut v, "amount", &request.amount);
+        }
+        v.finish()?;
+        let id = &request.cash_in_id;
+        let current = self.get(id, deadline).await?;
+        if current.status != pb::CashInStatus::Pending as i32 {
+            return Err(GatewayError::Precondition(format!(
+                "{id} is not pending, so no deposit can be made with its code"
+            )));
+        }
+        let code = current
+            .deposit_instructions
+            .as_ref()
+            .map(|d| d.code.clone())
+            .unwrap_or_default();
+        let amount = if request.amount.is_empty() {
+            current
+                .source
+                .as_ref()
+                .and_then(|s| s.indicated_amount.clone())
+                .unwrap_or_else(|| "100.00".to_owned())
+        } else {
+            request.amount.clone()
+        };
+        let auth = self
+            .client
+            .simulate_barcode_auth(
+                &model::BarcodeAuthBody {
+                    account_number: code.clone(),
+                    amount: amount.clone(),
+                },
+                &uuid::Uuid::new_v4().to_string(),
+                deadline,
+            )
+            .await
+            .map_err(Self::upstream("POST /cash-ins/simulate/barcode-auth", id))?;
+        let mut confirmation_id = auth.confirmation_id.clone().unwrap_or_default();
+        if !request.authorize_only {
+            let commit = self
+                .client
+                .simulate_auth_commit(
+                    &model::AuthCommitBody {
+                        account_number: code,
+                        account_reference_number: id.clone(),
+                        amount,
+                        original_confirmation_id: confirmation_id.clone(),
+                        customer_id: Some(current.customer_id.clone()).filter(|c| !c.is_empty()),
+                        description: Some("oms-gateway SandboxService.SimulateDeposit".to_owned()),
+                    },
+                    &uuid::Uuid::new_v4().to_string(),
+                    deadline,
+                )
+                .await
+                .map_err(Self::upstream("POST /cash-ins/simulate/auth-commit", id))?;
+            if let Some(id) = commit.confirmation_id {
+                confirmation_id = id;
+            }
+        }
+        let cash_in = self.get(id, deadline).await?;
+        Ok(pb::SimulateDepositResponse {
+            cash_in: Some(cash_in),
+            confirmation_id,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl SandboxService for Sandbox {
+    async fn simulate_deposit(
+        &self,
+        request: Request<pb::SimulateDepositRequest>,
+    ) -> Result<Response<pb::SimulateDepositResponse>, Status> {
+        let deadline = deadline(request.metadata(), self.default_deadline);
+        let request = request.into_inner();
+        let span = tracing::info_span!("SimulateDeposit", cash_in_id = %request.cash_in_id, amount = %request.amount);
+        self.simulate(request, deadline)
+            .instrument(span)
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
+    }
+
+    async fn expire_cash_in(
+        &self,
+        request: Request<pb::ExpireCashInRequest>,
+    ) -> Result<Response<pb::ExpireCashInResponse>, Status> {
+        let deadline = deadline(request.metadata(), self.default_deadline);
+        let id = request.into_inner().cash_in_id;
+        let span = tracing::info_span!("ExpireCashIn", cash_in_id = %id);
+        async {
+            let mut v = Violations::default();
+            validate::cash_in_id(&mut v, &id);
+            v.finish()?;
+            let operation = "POST /sandbox/cash-ins/{id}/expire";
+            let dto = self
+                .client
+                .sandbox_expire(&id, &uuid::Uuid::new_v4().to_string(), deadline)
+                .await
+                .map_err(Self::upstream(operation, &id))?;
+            let cash_in = decode_cash_in(operation, dto)?;
+            self.hub.publish(&cash_in);
+            Ok(Response::new(pb::ExpireCashInResponse {
+                cash_in: Some(cash_in),
+            }))
+        }
+        .instrument(span)
+        .await
+        .map_err(|err: GatewayError| err.into())
+    }
+
+    async fn fail_cash_in(
+        &self,
+        request: Request<pb::FailCashInRequest>,
+    ) -> Result<Response<pb::FailCashInResponse>, Status> {
+        let deadline = deadline(request.metadata(), self.default_deadline);
+        let request = request.into_inner();
+        let id = request.cash_in_id;
+        let span = tracing::info_span!("FailCashIn", cash_in_id = %id);
+        async {
+            let mut v = Violations::default();
+            validate::cash_in_id(&mut v, &id);
+            let sub_status = match pb::CashInSubStatus::try_from(request.sub_status) {
+                Ok(pb::CashInSubStatus::Unspecified | pb::CashInSubStatus::CashDepositFailed) => "cash_deposit_failed",
+                Ok(pb::CashInSubStatus::ProviderOrderFailed) => "provider_order_failed",
+                Ok(pb::CashInSubStatus::ProviderOrderTemplateError) => "provider_order_template_error",
+                _ => {
+                    v.add(
+                        "sub_status",
+                        "must be CASH_DEPOSIT_FAILED, PROVIDER_ORDER_FAILED or PROVIDER_ORDER_TEMPLATE_ERROR",
+                    );
+                    ""
+                }
+            };
+            v.finish()?;
+            let operation = "POST /sandbox/cash-ins/{id}/fail";
+            let body = model::FailBody {
+                sub_status: sub_status.to_owned(),
+            };
+            let dto = self
+                .client
+                .sandbox_fail(&id, &body, &uuid::Uuid::new_v4().to_string(), deadline)
+                .await
+                .map_err(Self::upstream(operation, &id))?;
+            let cash_in = decode_cash_in(operation, dto)?;
+            self.hub.publish(&cash_in);
+            Ok(Response::new(pb::FailCashInResponse {
+                cash_in: Some(cash_in),
+            }))
+        }
+        .instrument(span)
+        .await
+        .map_err(|err: GatewayError| err.into())
+    }
+}

@@ -1,0 +1,249 @@
+//! The OMS access token: exchanged from the API key and secret at `POST /auth/token`, cached,
+//! renewed before it expires, and exchanged again after a 401.
+//!
+//! Invariants: at most one exchange runs at a time however many calls need a token (a mutex
+//! guards the exchange, and every waiter re-checks the cache after taking it); a 401 only
+//! invalidates the token generation that earned it, so a storm of 401s on one stale token causes
+//! one exchange, not one per call. The token and the secret are [`Secret`]s and never printed.
+//! The outcome of every exchange is published as [`UpstreamHealth`] for the health service.
+
+use super::{UpstreamHealth, failure_from_response, model};
+use crate::config::Secret;
+use crate::error::UpstreamError;
+use std::sync::{
+    Arc, RwLock,
+    atomic::{AtomicU64, Ordering},
+};
+use std::time::Duration;
+use tokio::sync::{Mutex, watch};
+use tokio::time::Instant;
+
+/// The token lifetime assumed when OMS does not say (`expiresIn` is documented as 3600).
+const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// The OMS API key and secret.
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    /// The API key (`sk_...`); not secret on its own.
+    pub api_key: String,
+    /// The API secret.
+    pub api_secret: Secret,
+}
+
+/// A cached access token.
+#[derive(Debug)]
+pub struct Token {
+    value: Secret,
+    /// When the gateway stops using it and exchanges a new one (before OMS's expiry).
+    refresh_at: Instant,
+    generation: u64,
+}
+
+impl Token {
+    /// The bearer value, for the Authorization header only.
+    pub fn bearer(&self) -> &str {
+        self.value.expose()
+    }
+
+    /// Which exchange produced this token.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// When the token should be replaced.
+    pub fn refresh_at(&self) -> Instant {
+        self.refresh_at
+    }
+
+    fn is_fresh(&self) -> bool {
+        Instant::now() < self.refresh_at
+    }
+}
+
+/// Hands out a valid token, exchanging one when needed.
+pub struct TokenSource {
+    http: reqwest::Client,
+    token_url: reqwest::Url,
+    credentials: Credentials,
+    exchange_timeout: Duration,
+    current: RwLock<Option<Arc<Token>>>,
+    exchange: Mutex<()>,
+    generation: AtomicU64,
+    exchanges: AtomicU64,
+    health: watch::Sender<UpstreamHealth>,
+}
+
+// === impl TokenSource ===
+
+impl TokenSource {
+    pub(super) fn new(
+        http: reqwest::Client,
+        token_url: reqwest::Url,
+        credentials: Credentials,
+        exchange_timeout: Duration,
+        health: watch::Sender<UpstreamHealth>,
+    ) -> Self {
+        Self {
+            http,
+            token_url,
+            credentials,
+            exchange_timeout,
+            current: RwLock::new(None),
+            exchange: Mutex::new(()),
+            generation: AtomicU64::new(0),
+            exchanges: AtomicU64::new(0),
+            health,
+        }
+    }
+
+    /// How many exchanges have succeeded since start.
+    pub fn exchanges(&self) -> u64 {
+        self.exchanges.load(Ordering::Relaxed)
+    }
+
+    fn cached(&self) -> Option<Arc<Token>> {
+        let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+        current.as_ref().filter(|t| t.is_fresh()).cloned()
+    }
+
+    /// A fresh token: the cached one, or the result of the one exchange in flight, or a new
+    /// exchange. Waits no longer than `deadline`.
+    pub async fn token(&self, deadline: Instant) -> Result<Arc<Token>, UpstreamError> {
+        if let Some(token) = self.cached() {
+            return Ok(token);
+        }
+        let _exchange = tokio::time::timeout_at(deadline, self.exchange.lock())
+            .await
+            .map_err(|_| UpstreamError::DeadlineExceeded)?;
+        // Whoever held the lock before us may have exchanged already.
+        if let Some(token) = self.cached() {
+            return Ok(token);
+        }
+        self.exchange_now(deadline).await
+    }
+
+    /// Forgets `used` after OMS answered 401 to it, unless a newer token already replaced it.
+    pub fn invalidate(&self, used: &Token) {
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        if current
+            .as_ref()
+            .is_some_and(|t| t.generation == used.generation)
+        {
+            *current = None;
+        }
+    }
+
+    /// Reports that OMS rejected a fresh token: the credentials are bad or revoked.
+    pub fn report_rejected(&self) {
+        self.health.send_replace(UpstreamHealth::AuthFailed);
+    }
+
+    async fn exchange_now(&self, deadline: Instant) -> Result<Arc<Token>, UpstreamError> {
+        let body = model::TokenRequestDto {
+            api_key: &self.credentials.api_key,
+            api_secret: self.credentials.api_secret.expose(),
+        };
+        let attempt_deadline = deadline.min(Instant::now() + self.exchange_timeout);
+        let span = tracing::info_span!("oms_token_exchange", url = %self.token_url);
+        let _enter = span.enter();
+        let result = tokio::time::timeout_at(attempt_deadline, async {
+            let response = self
+                .http
+                .post(self.token_url.clone())
+                .json(&body)
+                .send()
+                .await
+                .map_err(super::classify_transport)?;
+            let status = response.status().as_u16();
+            if !(200..300).contains(&status) {
+                let failure = failure_from_response(response).await;
+                return Err(if status == 401 || status == 403 {
+                    UpstreamError::AuthFailed {
+                        message: failure.message,
+                        request_id: failure.request_id,
+                    }
+                } else {
+                    UpstreamError::Http(Box::new(failure))
+                });
+            }
+            let bytes = super::read_body(response).await?;
+            serde_json::from_slice::<model::TokenDto>(&bytes)
+                .map_err(|e| UpstreamError::BadResponse(format!("POST /auth/token: {e}")))
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(if attempt_deadline == deadline {
+                UpstreamError::DeadlineExceeded
+            } else {
+                UpstreamError::Timeout(self.exchange_timeout)
+            })
+        });
+        match result {
+            Ok(dto) => {
+                let lifetime = dto
+                    .expires_in
+                    .map(Duration::from_secs)
+                    .unwrap_or(DEFAULT_TOKEN_LIFETIME);
+                // Renew a minute early, or a fifth of the lifetime early for short-lived tokens.
+                let margin = Duration::from_secs(60).min(lifetime / 5);
+                let token = Arc::new(Token {
+                    value: Secret::new(dto.access_token),
+                    refresh_at: Instant::now() + lifetime.saturating_sub(margin),
+                    generation: self.generation.fetch_add(1, Ordering::Relaxed) + 1,
+                });
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(token.clone());
+                self.exchanges.fetch_add(1, Ordering::Relaxed);
+                self.health.send_replace(UpstreamHealth::Serving);
+                tracing::info!(
+                    generation = token.generation,
+                    lifetime_s = lifetime.as_secs(),
+                    "exchanged a new OMS access token"
+                );
+                Ok(token)
+            }
+            Err(err) => {
+                let health = match &err {
+                    UpstreamError::AuthFailed { .. } => {
+                        tracing::error!(error = %err, "OMS rejected the gateway's API key and secret");
+                        UpstreamHealth::AuthFailed
+                    }
+                    _ => {
+                        tracing::warn!(error = %err, "OMS token exchange failed");
+                        UpstreamHealth::Unreachable
+                    }
+                };
+                self.health.send_replace(health);
+                Err(err)
+            }
+        }
+    }
+
+    /// Keeps a token fresh in the background so callers rarely wait for an exchange, and so
+    /// health reflects whether OMS accepts the gateway's credentials.
+    pub async fn keep_fresh(self: Arc<Self>) {
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            let deadline = Instant::now() + self.exchange_timeout;
+            match self.token(deadline).await {
+                Ok(token) => {
+                    backoff = Duration::from_millis(250);
+                    tokio::time::sleep_until(token.refresh_at()).await;
+                }
+                Err(_) => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(15));
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenSource")
+            .field("token_url", &self.token_url.as_str())
+            .field("api_key", &self.credentials.api_key)
+            .field("exchanges", &self.exchanges())
+            .finish_non_exhaustive()
+    }
+}

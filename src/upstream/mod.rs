@@ -1,0 +1,637 @@
+//! The OMS REST client: authenticated, idempotent, deadline-bound calls with retries, and HTTP
+//! failures decoded into [`UpstreamError`].
+//!
+//! Every call runs inside the caller's deadline (retries, backoff and token exchange included);
+//! dropping the future (a cancelled gRPC call) drops the HTTP request. A keyed write sends the
+//! same `Idempotency-Key` on every attempt. A 401 earns one fresh token exchange and one more
+//! attempt; a second 401 is [`UpstreamError::AuthFailed`]. Reads and keyed writes are retried on
+//! connect failures, resets, timeouts, 429, 502, 503 and 504 with full-jitter exponential backoff,
+//! honouring `Retry-After`, never past the deadline. This module knows nothing of protobuf.
+
+pub mod auth;
+pub mod model;
+
+use crate::config::UpstreamConfig;
+use crate::error::{HttpFailure, UpstreamError};
+use auth::{Credentials, TokenSource};
+use model::{CashInDto, CashInPageDto, CashLocationDto, CashLocationListDto, CreateCashInBody};
+use reqwest::{Method, StatusCode, Url};
+use serde::de::DeserializeOwned;
+use std::{sync::Arc, time::Duration};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+/// Answers larger than this are refused as UPSTREAM_BAD_RESPONSE rather than buffered.
+const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+const BACKOFF_CAP: Duration = Duration::from_secs(2);
+
+/// Whether the gateway can currently talk to OMS with its credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamHealth {
+    /// No token exchange has finished yet.
+    Starting,
+    /// The last exchange succeeded.
+    Serving,
+    /// The last exchange could not reach OMS or OMS failed.
+    Unreachable,
+    /// OMS rejected the gateway's credentials.
+    AuthFailed,
+}
+
+/// Query of `GET /cash-ins`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ListCashInsQuery {
+    /// `customer`.
+    pub customer: Option<String>,
+    /// `status`, in OMS's spelling (`pending`, ...).
+    pub status: Option<String>,
+    /// `createdAfter`, RFC 3339.
+    pub created_after: Option<String>,
+    /// `createdBefore`, RFC 3339.
+    pub created_before: Option<String>,
+    /// `limit`, 1 to 100.
+    pub limit: u32,
+    /// `startingAfter`, a cursor from a previous page.
+    pub starting_after: Option<String>,
+}
+
+/// Query of `GET /cash-locations`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListCashLocationsQuery {
+    /// `provider`.
+    pub provider: String,
+    /// `latitude`.
+    pub latitude: f64,
+    /// `longitude`.
+    pub longitude: f64,
+    /// `flow`.
+    pub flow: Option<String>,
+}
+
+/// One REST request, described once and sent as many times as the retry policy allows.
+struct Call<'a> {
+    operation: &'static str,
+    method: Method,
+    url: Url,
+    body: Option<Vec<u8>>,
+    idempotency_key: Option<&'a str>,
+    deadline: Instant,
+}
+
+/// The OMS REST client. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct OmsClient {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    http: reqwest::Client,
+    base: Url,
+    auth: Arc<TokenSource>,
+    config: UpstreamConfig,
+    health: watch::Receiver<UpstreamHealth>,
+}
+
+// === impl OmsClient ===
+
+impl OmsClient {
+    /// A client for the OMS at `base_url` (e.g. `https://sandbox-api.polygon.technology/v0.9`).
+    pub fn new(
+        base_url: &str,
+        credentials: Credentials,
+        config: UpstreamConfig,
+    ) -> Result<Self, String> {
+        let mut base = Url::parse(base_url.trim_end_matches('/'))
+            .map_err(|e| format!("invalid OMS base URL `{base_url}`: {e}"))?;
+        if base.cannot_be_a_base() {
+            return Err(format!("invalid OMS base URL `{base_url}`"));
+        }
+        // Path segments are appended to the base, so make sure it ends in exactly one slash.
+        if !base.path().ends_with('/') {
+            let path = format!("{}/", base.path());
+            base.set_path(&path);
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .pool_idle_timeout(config.pool_idle_timeout)
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .user_agent(concat!("oms-gateway/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let (health_tx, health_rx) = watch::channel(UpstreamHealth::Starting);
+        let token_url = base
+            .join("auth/token")
+            .map_err(|e| format!("invalid OMS base URL: {e}"))?;
+        let auth = Arc::new(TokenSource::new(
+            http.clone(),
+            token_url,
+            credentials,
+            config.request_timeout,
+            health_tx,
+        ));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                base,
+                auth,
+                config,
+                health: health_rx,
+            }),
+        })
+    }
+
+    /// Whether the gateway can currently reach OMS with its credentials.
+    pub fn health(&self) -> watch::Receiver<UpstreamHealth> {
+        self.inner.health.clone()
+    }
+
+    /// The token source, for the background refresher and for counting exchanges.
+    pub fn token_source(&self) -> Arc<TokenSource> {
+        self.inner.auth.clone()
+    }
+
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.inner.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url
+    }
+
+    /// `POST /cash-ins`.
+    pub async fn create_cash_in(
+        &self,
+        body: &CreateCashInBody,
+        idempotency_key: &str,
+        deadline: Instant,
+    ) -> Result<CashInDto, UpstreamError> {
+        self.post(
+            "POST /cash-ins",
+            &["cash-ins"],
+            Some(body),
+            idempotency_key,
+            deadline,
+        )
+        .await
+    }
+
+    /// `GET /cash-ins/{id}`.
+    pub async fn get_cash_in(
+        &self,
+        id: &str,
+        deadline: Instant,
+    ) -> Result<CashInDto, UpstreamError> {
+        self.send(Call {
+            operation: "GET /cash-ins/{id}",
+            method: Method::GET,
+            url: self.url(&["cash-ins", id]),
+            body: None,
+            idempotency_key: None,
+            deadline,
+        })
+        .await
+    }
+
+    /// `GET /cash-ins`.
+    pub async fn list_cash_ins(
+        &self,
+        query: &ListCashInsQuery,
+        deadline: Instant,
+    ) -> Result<CashInPageDto, UpstreamError> {
+        let mut url = self.url(&["cash-ins"]);
+        {
+            let mut pairs = url.query_pairs_mut();
+            let optional = [
+                ("customer", &query.customer),
+                ("status", &query.status),
+                ("createdAfter", &query.created_after),
+                ("createdBefore", &query.created_before),
+                ("startingAfter", &query.starting_after),
+            ];
+            for (name, value) in optional {
+                if let Some(value) = value {
+                    pairs.append_pair(name, value);
+                }
+            }
+            pairs.append_pair("limit", &query.limit.to_string());
+        }
+        self.send(Call {
+            operation: "GET /cash-ins",
+            method: Method::GET,
+            url,
+            body: None,
+            idempotency_key: None,
+            deadline,
+        })
+        .await
+    }
+
+    /// `POST /cash-ins/{id}/refresh` (no body).
+    pub async fn refresh_cash_in(
+        &self,
+        id: &str,
+        idempotency_key: &str,
+        deadline: Instant,
+    ) -> Result<CashInDto, UpstreamError> {
+        let segments = ["cash-ins", id, "refresh"];
+        self.post(
+            "POST /cash-ins/{id}/refresh",
+            &segments,
+            None::<&()>,
+            idempotency_key,
+            deadline,
+        )
+        .await
+    }
+
+    /// `GET /cash-locations`.
+    pub async fn list_cash_locations(
+        &self,
+        query: &ListCashLocationsQuery,
+        deadline: Instant,
+    ) -> Result<Vec<CashLocationDto>, UpstreamError> {
+        let mut url = self.url(&["cash-locations"]);
+        {
+            let mut pairs = url.query_pairs_mut();
+            pairs.append_pair("provider", &query.provider);
+            pairs.append_pair("latitude", &query.latitude.to_string());
+            pairs.append_pair("longitude", &query.longitude.to_string());
+            if let Some(flow) = &query.flow {
+                pairs.append_pair("flow", flow);
+            }
+        }
+        let list: CashLocationListDto = self
+            .send(Call {
+                operation: "GET /cash-locations",
+                method: Method::GET,
+                url,
+                body: None,
+                idempotency_key: None,
+                deadline,
+            })
+            .await?;
+        Ok(list.into_vec())
+    }
+
+    /// A POST with a JSON body (or none) and an idempotency key, for the sandbox endpoints.
+    async fn post<T: DeserializeOwned>(
+        &self,
+        operation: &'static str,
+        segments: &[&str],
+        body: Option<&impl serde::Serialize>,
+        idempotency_key: &str,
+        deadline: Instant,
+    ) -> Result<T, UpstreamError> {
+        let body = body
+            .map(serde_json::to_vec)
+            .transpose()
+            .map_err(|e| UpstreamError::BadResponse(format!("cannot encode the request: {e}")))?;
+        self.send(Call {
+            operation,
+            method: Method::POST,
+            url: self.url(segments),
+            body,
+            idempotency_key: Some(idempotency_key),
+            deadline,
+        })
+        .await
+    }
+
+    /// `POST /cash-ins/simulate/barcode-auth` (OMS sandbox only).
+    pub async fn simulate_barcode_auth(
+        &self,
+        body: &model::BarcodeAuthBody,
+        idempotency_key: &str,
+        deadline: Instant,
+    ) -> Result<model::SimulationResultDto, UpstreamError> {
+        let segments = ["cash-ins", "simulate", "barcode-auth"];
+        self.post(
+            "POST /cash-ins/simulate/barcode-auth",
+            &segments,
+            Some(body),
+            idempotency_key,
+            deadline,
+        )
+        .await
+    }
+
+    /// `POST /cash-ins/simulate/auth-commit` (OMS sandbox only).
+    pub async fn simulate_auth_commit(
+        &self,
+        body: &model::AuthCommitBody,
+        idempotency_key: &str,
+        deadline: Instant,
+    ) -> Result<model::SimulationResultDto, UpstreamError> {
+        let segments = ["cash-ins", "simulate", "auth-commit"];
+        self.post(
+            "POST /cash-ins/simulate/auth-commit",
+            &segments,
+            Some(body),
+            idempotency_key,
+            deadline,
+        )
+        .await
+    }
+
+    /// `POST /sandbox/cash-ins/{id}/expire` (embedded sandbox only).
+    pub async fn sandbox_expire(
+        &self,
+        id: &str,
+        idempotency_key: &str,
+        deadline: Instant,
+    ) -> Result<CashInDto, UpstreamError> {
+        let segments = ["sandbox", "cash-ins", id, "expire"];
+        self.post(
+            "POST /sandbox/cash-ins/{id}/expire",
+            &segments,
+            None::<&()>,
+            idempotency_key,
+            deadline,
+        )
+        .await
+    }
+
+    /// `POST /sandbox/cash-ins/{id}/fail` (embedded sandbox only).
+    pub async fn sandbox_fail(
+        &self,
+        id: &str,
+        body: &model::FailBody,
+        idempotency_key: &str,
+        deadline: Instant,
+    ) -> Result<CashInDto, UpstreamError> {
+        let segments = ["sandbox", "cash-ins", id, "fail"];
+        self.post(
+            "POST /sandbox/cash-ins/{id}/fail",
+            &segments,
+            Some(body),
+            idempotency_key,
+            deadline,
+        )
+        .await
+    }
+
+    /// Sends `call`, retrying as the module documentation says, and decodes a 2xx body as `T`.
+    async fn send<T: DeserializeOwned>(&self, call: Call<'_>) -> Result<T, UpstreamError> {
+        let span = tracing::info_span!(
+            "oms_call",
+            operation = call.operation,
+            idempotency_key = call.idempotency_key,
+            attempts = tracing::field::Empty,
+            http_status = tracing::field::Empty,
+        );
+        async {
+            let retryable_call = call.method == Method::GET || call.idempotency_key.is_some();
+            let max_attempts = if retryable_call { self.inner.config.max_attempts } else { 1 };
+            let mut attempt = 0u32;
+            let mut reauthenticated = false;
+            loop {
+                attempt += 1;
+                tracing::Span::current().record("attempts", attempt);
+                let outcome = self.attempt(&call, &mut reauthenticated).await;
+                let err = match outcome {
+                    Ok(bytes) => {
+                        return serde_json::from_slice::<T>(&bytes).map_err(|e| {
+                            UpstreamError::BadResponse(format!("{}: {e}", call.operation))
+                        });
+                    }
+                    Err(err) => err,
+                };
+                // A 409 on a retry is most likely our own earlier attempt still holding the key
+                // upstream; waiting and asking again gets its outcome.
+                let own_conflict = attempt > 1 && err.http_status() == Some(409);
+                if attempt >= max_attempts || !(err.is_retryable() || own_conflict) {
+                    return Err(err);
+                }
+                let backoff = full_jitter(attempt);
+                let wait = err.retry_after().map_or(backoff, |after| after.max(backoff));
+                if Instant::now() + wait >= call.deadline {
+                    return Err(err);
+                }
+                tracing::debug!(attempt, wait_ms = wait.as_millis() as u64, error = %err, "retrying OMS call");
+                tokio::time::sleep(wait).await;
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// One attempt, plus at most one re-authentication per call. Returns the 2xx body.
+    async fn attempt(
+        &self,
+        call: &Call<'_>,
+        reauthenticated: &mut bool,
+    ) -> Result<Vec<u8>, UpstreamError> {
+        loop {
+            let now = Instant::now();
+            if now >= call.deadline {
+                return Err(UpstreamError::DeadlineExceeded);
+            }
+            let token = self.inner.auth.token(call.deadline).await?;
+            let attempt_deadline = call.deadline.min(now + self.inner.config.request_timeout);
+            let mut request = self
+                .inner
+                .http
+                .request(call.method.clone(), call.url.clone())
+                .bearer_auth(token.bearer())
+                .header(reqwest::header::ACCEPT, "application/json");
+            if let Some(key) = call.idempotency_key {
+                request = request.header("Idempotency-Key", key);
+            }
+            if let Some(body) = &call.body {
+                request = request
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body.clone());
+            }
+            let exchange = async {
+                let response = request.send().await.map_err(classify_transport)?;
+                let status = response.status();
+                tracing::Span::current().record("http_status", status.as_u16());
+                if status.is_success() {
+                    return read_body(response).await.map(Ok);
+                }
+                Ok(Err((status, failure_from_response(response).await)))
+            };
+            let result = match tokio::time::timeout_at(attempt_deadline, exchange).await {
+                Ok(result) => result?,
+                Err(_) if attempt_deadline == call.deadline => {
+                    return Err(UpstreamError::DeadlineExceeded);
+                }
+                Err(_) => return Err(UpstreamError::Timeout(self.inner.config.request_timeout)),
+            };
+            match result {
+                Ok(body) => return Ok(body),
+                Err((StatusCode::UNAUTHORIZED, failure)) => {
+                    if *reauthenticated {
+                        self.inner.auth.report_rejected();
+                        return Err(UpstreamError::AuthFailed {
+                            message: failure.message,
+                            request_id: failure.request_id,
+                        });
+                    }
+                    // Tokens can be revoked or expire early: exchange once and try again.
+                    tracing::info!("OMS answered 401; exchanging a fresh token");
+                    *reauthenticated = true;
+                    self.inner.auth.invalidate(&token);
+                }
+                Err((_, failure)) => return Err(UpstreamError::Http(Box::new(failure))),
+            }
+        }
+    }
+}
+
+/// Exponential backoff with full jitter: uniform in [0, min(cap, base × 2^(attempt−1))].
+fn full_jitter(attempt: u32) -> Duration {
+    let exp = BACKOFF_BASE.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+    let ceiling = exp.min(BACKOFF_CAP);
+    ceiling.mul_f64(fastrand::f64())
+}
+
+/// Classifies a reqwest error that happened before a response arrived.
+fn classify_transport(err: reqwest::Error) -> UpstreamError {
+    // The error's Display may include the URL; never a header, so no token can leak here.
+    let text = error_chain(&err);
+    if err.is_connect() {
+        UpstreamError::Connect(text)
+    } else if err.is_timeout() {
+        UpstreamError::Timeout(Duration::ZERO)
+    } else {
+        UpstreamError::Transport(text)
+    }
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
+
+/// Reads a body, refusing more than [`MAX_RESPONSE_BYTES`].
+async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, UpstreamError> {
+    if response
+        .content_length()
+        .is_some_and(|len| len > MAX_RESPONSE_BYTES as u64)
+    {
+        return Err(UpstreamError::BadResponse(format!(
+            "the response body is larger than {MAX_RESPONSE_BYTES} bytes"
+        )));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(classify_transport)? {
+        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(UpstreamError::BadResponse(format!(
+                "the response body is larger than {MAX_RESPONSE_BYTES} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Decodes a non-2xx answer. OMS's error body is unpublished: the message is looked for where
+/// common APIs put it, and a body that is not JSON is kept (shortened) as the message.
+async fn failure_from_response(response: reqwest::Response) -> HttpFailure {
+    let status = response.status().as_u16();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let mut request_id = header("x-request-id").or_else(|| header("request-id"));
+    let retry_after = header("retry-after").and_then(|v| parse_retry_after(&v));
+    let body = read_body(response).await.unwrap_or_default();
+    let json: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
+    let text_at = |pointers: &[&str]| {
+        json.as_ref().and_then(|json| {
+            pointers
+                .iter()
+                .find_map(|p| json.pointer(p).and_then(|v| v.as_str()).map(str::to_owned))
+        })
+    };
+    let message = text_at(&[
+        "/error/message",
+        "/message",
+        "/error",
+        "/detail",
+        "/title",
+        "/errors/0/message",
+    ])
+    .or_else(|| {
+        let text = String::from_utf8_lossy(&body).trim().to_owned();
+        (!text.is_empty() && json.is_none()).then(|| text.chars().take(300).collect())
+    })
+    .unwrap_or_else(|| {
+        StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("error")
+            .to_owned()
+    });
+    let code = text_at(&["/error/code", "/code", "/error/type", "/type"]);
+    if request_id.is_none() {
+        request_id = text_at(&["/requestId", "/request_id", "/error/requestId"]);
+    }
+    let mut field_errors = Vec::new();
+    if let Some(json) = &json {
+        for pointer in ["/error/details", "/errors", "/details"] {
+            if let Some(items) = json.pointer(pointer).and_then(|v| v.as_array()) {
+                for item in items {
+                    let field = ["field", "param", "path"]
+                        .iter()
+                        .find_map(|k| item.get(*k).and_then(|v| v.as_str()));
+                    let message = item.get("message").and_then(|v| v.as_str());
+                    if let (Some(field), Some(message)) = (field, message) {
+                        field_errors.push((field.to_owned(), message.to_owned()));
+                    }
+                }
+                break;
+            }
+        }
+    }
+    HttpFailure {
+        status,
+        message,
+        code,
+        request_id,
+        retry_after,
+        field_errors,
+    }
+}
+
+/// `Retry-After` as delay-seconds (HTTP-dates are rare from APIs and are ignored).
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    let seconds: f64 = value.trim().parse().ok()?;
+    (seconds.is_finite() && seconds >= 0.0 && seconds <= 3600.0)
+        .then(|| Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_stays_within_its_ceiling() {
+        for attempt in 1..40 {
+            let wait = full_jitter(attempt);
+            assert!(wait <= BACKOFF_CAP, "attempt {attempt}: {wait:?}");
+        }
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_only() {
+        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_retry_after("0.5"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        assert_eq!(parse_retry_after("-1"), None);
+    }
+}

@@ -1,0 +1,562 @@
+//! Serde types of the OMS JSON: what the gateway sends and what it reads back.
+//!
+//! Decoding is lenient exactly where the OMS documentation contradicts itself (see
+//! `../shared/oms-api/README.md`): both spellings of the cash location, the destination wallet
+//! and the linked transaction; both forms of a developer fee entry; `null` and absent alike
+//! (every optional field is an `Option`, and serde maps `null` to `None`); unknown fields ignored.
+//! Everywhere else types are strict: a string where an object belongs is a decode error, which
+//! the client reports as UPSTREAM_BAD_RESPONSE. These types know nothing of protobuf.
+
+use serde::{Deserialize, Deserializer, Serialize};
+use std::collections::BTreeMap;
+
+// === response types ===
+
+/// `CashIn`, as either spelling of the documentation renders it.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CashInDto {
+    pub id: String,
+    pub status: String,
+    #[serde(default)]
+    pub object: Option<String>,
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub sub_status: Option<String>,
+    #[serde(default)]
+    pub customer_id: Option<String>,
+    #[serde(default)]
+    pub source: Option<SourceDto>,
+    #[serde(default)]
+    pub destination: Option<DestinationDto>,
+    #[serde(default)]
+    pub cash: Option<CashDto>,
+    #[serde(default)]
+    pub location: Option<LocationDto>,
+    #[serde(default)]
+    pub deposit_instructions: Option<DepositInstructionsDto>,
+    #[serde(default)]
+    pub developer_fees: Option<Vec<FeeEntryDto>>,
+    #[serde(default)]
+    pub oms_fee_schedule: Option<OmsFeeScheduleDto>,
+    #[serde(default)]
+    pub rates: Option<RatesDto>,
+    #[serde(default)]
+    pub fixed_amount_side: Option<String>,
+    #[serde(default)]
+    pub sponsor_gas: Option<bool>,
+    #[serde(default)]
+    pub sponsor_gas_cost: Option<String>,
+    /// `transactionId` in the schema, `transaction` in the guide.
+    #[serde(default, alias = "transaction")]
+    pub transaction_id: Option<String>,
+    /// Values are strings; a `null` value is dropped rather than failing the whole cash-in.
+    #[serde(default)]
+    pub metadata: Option<BTreeMap<String, Option<String>>>,
+    #[serde(default)]
+    pub created_at: Option<String>,
+    #[serde(default)]
+    pub updated_at: Option<String>,
+    #[serde(default)]
+    pub completed_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceDto {
+    #[serde(default)]
+    pub asset: Option<String>,
+    #[serde(default)]
+    pub network: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub indicated_amount: Option<String>,
+    #[serde(default)]
+    pub amount: Option<String>,
+    #[serde(default)]
+    pub amount_gross: Option<String>,
+    #[serde(default)]
+    pub amount_net: Option<String>,
+    #[serde(default)]
+    pub fees_deducted: Option<FeesDeductedDto>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DestinationDto {
+    #[serde(default)]
+    pub asset: Option<String>,
+    #[serde(default)]
+    pub network: Option<String>,
+    #[serde(default)]
+    pub wallet: Option<WalletDto>,
+    #[serde(default)]
+    pub amount: Option<String>,
+    #[serde(default)]
+    pub amount_gross: Option<String>,
+    #[serde(default)]
+    pub amount_net: Option<String>,
+    #[serde(default)]
+    pub fees_deducted: Option<FeesDeductedDto>,
+}
+
+/// `destination.wallet`: the custodial wallet is `id` in the schema and `wallet` in the guide.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct WalletDto {
+    #[serde(default, alias = "wallet")]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub blockchain_address: Option<String>,
+    #[serde(default)]
+    pub external_account: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct FeesDeductedDto {
+    #[serde(default)]
+    pub total: Option<String>,
+    #[serde(default)]
+    pub developer: Option<String>,
+    #[serde(default)]
+    pub oms: Option<String>,
+    #[serde(default)]
+    pub gas: Option<String>,
+}
+
+/// `cash`: `locationId`/`locationReference` in the schema, `cashLocationId`/`cashLocationReference`
+/// in the guide.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CashDto {
+    #[serde(default, alias = "cashLocationId")]
+    pub location_id: Option<String>,
+    #[serde(default, alias = "cashLocationReference")]
+    pub location_reference: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LocationDto {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub address: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DepositInstructionsDto {
+    #[serde(default)]
+    pub code: Option<String>,
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    #[serde(default)]
+    pub location_name: Option<String>,
+    #[serde(default)]
+    pub location_address: Option<String>,
+}
+
+/// A developer fee entry in either documented form: the schema's
+/// `{percentage | flatFee, amount (computed), wallet, payoutAsset, id}` or the guide's
+/// `{type: "percentage", rate}` / `{type: "fixed", amount}`. [`FeeEntryDto::normalized`] folds
+/// the guide's form into the schema's.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct FeeEntryDto {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub rate: Option<String>,
+    #[serde(default)]
+    pub percentage: Option<String>,
+    #[serde(default)]
+    pub flat_fee: Option<String>,
+    #[serde(default)]
+    pub amount: Option<String>,
+    #[serde(default)]
+    pub wallet: Option<String>,
+    #[serde(default)]
+    pub payout_asset: Option<String>,
+}
+
+/// A developer fee entry in the schema's terms.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NormalizedFee {
+    pub id: Option<String>,
+    pub percentage: Option<String>,
+    pub flat_fee: Option<String>,
+    /// The computed amount (only the schema's form carries it).
+    pub amount: Option<String>,
+    pub wallet: Option<String>,
+    pub payout_asset: Option<String>,
+}
+
+impl FeeEntryDto {
+    /// The entry in the schema's terms. In the guide's `fixed` form `amount` is the flat fee
+    /// itself, not a computed amount.
+    pub fn normalized(self) -> NormalizedFee {
+        let kind = self.kind.as_deref().map(str::to_ascii_lowercase);
+        let (percentage, flat_fee, amount) = match kind.as_deref() {
+            Some("percentage") => (self.percentage.or(self.rate), self.flat_fee, self.amount),
+            Some("fixed" | "flat" | "flatfee") if self.flat_fee.is_none() => {
+                (self.percentage, self.amount, None)
+            }
+            _ => (self.percentage.or(self.rate), self.flat_fee, self.amount),
+        };
+        NormalizedFee {
+            id: self.id,
+            percentage,
+            flat_fee,
+            amount,
+            wallet: self.wallet,
+            payout_asset: self.payout_asset,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct OmsFeeScheduleDto {
+    #[serde(default)]
+    pub fee_currency: Option<String>,
+    #[serde(default)]
+    pub entries: Option<Vec<OmsFeeEntryDto>>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct OmsFeeEntryDto {
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub rate: Option<String>,
+    #[serde(default)]
+    pub amount: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RatesDto {
+    #[serde(default)]
+    pub pair: Option<String>,
+    #[serde(default)]
+    pub exchange_rate: Option<String>,
+    #[serde(default)]
+    pub effective_rate: Option<String>,
+}
+
+/// The list envelope `{data, hasMore, nextCursor}`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CashInPageDto {
+    pub data: Vec<CashInDto>,
+    #[serde(default)]
+    pub has_more: Option<bool>,
+    #[serde(default)]
+    pub next_cursor: Option<String>,
+}
+
+/// A cash location. Its schema is not published; this follows the cash-pickup location shape
+/// elsewhere in the API plus the id, reference and distance the cash-in guide relies on.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CashLocationDto {
+    pub id: String,
+    #[serde(default)]
+    pub loc_reference: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub address: Option<String>,
+    #[serde(default)]
+    pub city: Option<String>,
+    #[serde(default)]
+    pub state: Option<String>,
+    #[serde(default)]
+    pub zip_code: Option<String>,
+    #[serde(default)]
+    pub country: Option<String>,
+    #[serde(default)]
+    pub provider: Option<String>,
+    #[serde(default)]
+    pub coordinates: Option<CoordinatesDto>,
+    #[serde(default, deserialize_with = "number_or_numeric_string")]
+    pub distance: Option<f64>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct CoordinatesDto {
+    #[serde(default, deserialize_with = "number_or_numeric_string")]
+    pub latitude: Option<f64>,
+    #[serde(default, deserialize_with = "number_or_numeric_string")]
+    pub longitude: Option<f64>,
+}
+
+/// `GET /cash-locations` answers: the envelope is unpublished, so a bare array and
+/// `{data: [...]}` both decode.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum CashLocationListDto {
+    Envelope { data: Vec<CashLocationDto> },
+    Bare(Vec<CashLocationDto>),
+}
+
+impl CashLocationListDto {
+    pub fn into_vec(self) -> Vec<CashLocationDto> {
+        match self {
+            Self::Envelope { data } | Self::Bare(data) => data,
+        }
+    }
+}
+
+/// Coordinates are numbers in the documented pickup location; the cash-location schema is
+/// unpublished, so a numeric string is accepted too.
+fn number_or_numeric_string<'de, D: Deserializer<'de>>(de: D) -> Result<Option<f64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum NumberOrString {
+        Number(f64),
+        Text(String),
+    }
+    match Option::<NumberOrString>::deserialize(de)? {
+        None => Ok(None),
+        Some(NumberOrString::Number(n)) => Ok(Some(n)),
+        Some(NumberOrString::Text(s)) => s
+            .trim()
+            .parse::<f64>()
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom(format!("`{s}` is not a number"))),
+    }
+}
+
+/// `POST /auth/token` answer.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenDto {
+    pub access_token: String,
+    #[serde(default)]
+    pub expires_in: Option<u64>,
+}
+
+impl std::fmt::Debug for TokenDto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenDto")
+            .field("access_token", &"[redacted]")
+            .field("expires_in", &self.expires_in)
+            .finish()
+    }
+}
+
+// === request types (encoded as the guide's request example does) ===
+
+/// `POST /auth/token` body. Not `Debug`: it carries the secret.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenRequestDto<'a> {
+    pub api_key: &'a str,
+    pub api_secret: &'a str,
+}
+
+/// `POST /cash-ins` body.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateCashInBody {
+    pub customer_id: String,
+    pub source: CreateSourceBody,
+    pub destination: CreateDestinationBody,
+    pub cash: CreateCashBody,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sponsor_gas: Option<bool>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub developer_fees: Vec<DeveloperFeeBody>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateSourceBody {
+    pub asset: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub indicated_amount: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateDestinationBody {
+    pub wallet: CreateWalletBody,
+    pub asset: String,
+    pub network: String,
+}
+
+/// Exactly one destination kind, spelled as in the guide's request (`wallet`, not `id`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub enum CreateWalletBody {
+    Wallet(String),
+    BlockchainAddress(String),
+    ExternalAccount(String),
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateCashBody {
+    pub cash_location_id: String,
+    pub cash_location_reference: String,
+}
+
+/// A developer fee in the guide's request form.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum DeveloperFeeBody {
+    #[serde(rename_all = "camelCase")]
+    Percentage {
+        rate: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        wallet: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        payout_asset: Option<String>,
+    },
+    #[serde(rename = "fixed", rename_all = "camelCase")]
+    Fixed {
+        amount: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        wallet: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        payout_asset: Option<String>,
+    },
+}
+
+// === sandbox simulation (sandbox-only endpoints of OMS, and the embedded sandbox's controls) ===
+
+/// `POST /cash-ins/simulate/barcode-auth` body.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BarcodeAuthBody {
+    /// The deposit code presented at the counter.
+    pub account_number: String,
+    /// The cash handed over, a decimal string.
+    pub amount: String,
+}
+
+/// `POST /cash-ins/simulate/auth-commit` body.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthCommitBody {
+    pub account_number: String,
+    pub account_reference_number: String,
+    pub amount: String,
+    pub original_confirmation_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// The answer of both simulation endpoints.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SimulationResultDto {
+    #[serde(default)]
+    pub confirmation_id: Option<String>,
+    #[serde(default)]
+    pub authorized_amount: Option<String>,
+    #[serde(default)]
+    pub response_code: Option<String>,
+    #[serde(default)]
+    pub response_text: Option<String>,
+}
+
+/// `POST /sandbox/cash-ins/{id}/fail` body.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailBody {
+    pub sub_status: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guide_fee_entries_fold_into_the_schema_form() {
+        let fixed: FeeEntryDto =
+            serde_json::from_str(r#"{"type":"fixed","amount":"1.00","wallet":"wlt_1"}"#).unwrap();
+        let fixed = fixed.normalized();
+        assert_eq!(fixed.flat_fee.as_deref(), Some("1.00"));
+        assert_eq!(fixed.amount, None);
+        let pct: FeeEntryDto =
+            serde_json::from_str(r#"{"type":"percentage","rate":"0.01"}"#).unwrap();
+        assert_eq!(pct.normalized().percentage.as_deref(), Some("0.01"));
+        let schema: FeeEntryDto =
+            serde_json::from_str(r#"{"flatFee":"1.00","amount":"1.00","id":"fee_1"}"#).unwrap();
+        let schema = schema.normalized();
+        assert_eq!(
+            (schema.flat_fee.as_deref(), schema.amount.as_deref()),
+            (Some("1.00"), Some("1.00"))
+        );
+    }
+
+    #[test]
+    fn create_body_uses_the_guide_request_spelling() {
+        let body = CreateCashInBody {
+            customer_id: "cst_1".into(),
+            source: CreateSourceBody {
+                asset: "usd".into(),
+                indicated_amount: Some("200.00".into()),
+            },
+            destination: CreateDestinationBody {
+                wallet: CreateWalletBody::Wallet("wlt_1".into()),
+                asset: "usdc".into(),
+                network: "polygon".into(),
+            },
+            cash: CreateCashBody {
+                cash_location_id: "loc_1".into(),
+                cash_location_reference: "ref".into(),
+            },
+            sponsor_gas: None,
+            developer_fees: vec![
+                DeveloperFeeBody::Percentage {
+                    rate: "0.01".into(),
+                    wallet: Some("wlt_f".into()),
+                    payout_asset: None,
+                },
+                DeveloperFeeBody::Fixed {
+                    amount: "1.00".into(),
+                    wallet: None,
+                    payout_asset: None,
+                },
+            ],
+            metadata: BTreeMap::new(),
+        };
+        let json = serde_json::to_value(&body).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "customerId": "cst_1",
+                "source": {"asset": "usd", "indicatedAmount": "200.00"},
+                "destination": {"wallet": {"wallet": "wlt_1"}, "asset": "usdc", "network": "polygon"},
+                "cash": {"cashLocationId": "loc_1", "cashLocationReference": "ref"},
+                "developerFees": [
+                    {"type": "percentage", "rate": "0.01", "wallet": "wlt_f"},
+                    {"type": "fixed", "amount": "1.00"}
+                ]
+            })
+        );
+    }
+
+    #[test]
+    fn both_location_list_envelopes_decode() {
+        let bare: CashLocationListDto = serde_json::from_str(r#"[{"id":"loc_1"}]"#).unwrap();
+        let wrapped: CashLocationListDto =
+            serde_json::from_str(r#"{"data":[{"id":"loc_1","distance":"1.5"}]}"#).unwrap();
+        assert_eq!(bare.into_vec()[0].id, "loc_1");
+        assert_eq!(wrapped.into_vec()[0].distance, Some(1.5));
+    }
+}

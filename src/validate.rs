@@ -1,0 +1,403 @@
+//! Request validation, done before any upstream call. Every rule runs, and every violation is
+//! reported at once (as BadRequest field violations, proto field paths) so a caller fixes its
+//! request in one round trip.
+
+use crate::error::{FieldViolation, GatewayError};
+use crate::proto::v1 as pb;
+use pb::create_cash_in_request::wallet::Kind;
+
+/// Provider limits on the indicated amount, in cents.
+const MIN_INDICATED_CENTS: u64 = 20_00;
+const MAX_INDICATED_CENTS: u64 = 500_00;
+/// Metadata bounds (those of Stripe-like APIs, which OMS resembles).
+pub const MAX_METADATA_KEYS: usize = 50;
+const MAX_METADATA_KEY_CHARS: usize = 40;
+const MAX_METADATA_VALUE_CHARS: usize = 500;
+const MAX_DEVELOPER_FEES: usize = 10;
+const MAX_ID_CHARS: usize = 64;
+const MAX_REFERENCE_CHARS: usize = 1024;
+/// The largest idempotency key, in printable ASCII characters.
+pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
+
+/// Collects violations; `finish` turns them into one INVALID_ARGUMENT.
+#[derive(Default)]
+pub struct Violations(Vec<FieldViolation>);
+
+// === impl Violations ===
+
+impl Violations {
+    /// Records a violation.
+    pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.0.push(FieldViolation {
+            field: field.into(),
+            description: description.into(),
+        });
+    }
+
+    /// Ok if nothing was recorded, else every violation at once.
+    pub fn finish(self) -> Result<(), GatewayError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(GatewayError::Invalid(self.0))
+        }
+    }
+
+    /// Checks an id: required (or optional), with `prefix` and then 1+ characters of
+    /// `[A-Za-z0-9_-]`.
+    pub fn id(&mut self, field: &str, value: &str, prefix: &str, required: bool) {
+        if value.is_empty() {
+            if required {
+                self.add(
+                    field,
+                    format!("is required (an id starting with `{prefix}`)"),
+                );
+            }
+            return;
+        }
+        let rest = value.strip_prefix(prefix);
+        let well_formed = rest.is_some_and(|rest| {
+            !rest.is_empty()
+                && value.len() <= MAX_ID_CHARS
+                && rest
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        });
+        if !well_formed {
+            self.add(
+                field,
+                format!(
+                    "must be an id starting with `{prefix}` followed by letters, digits, `_` or `-` (at most {MAX_ID_CHARS} characters); got {}",
+                    shown(value)
+                ),
+            );
+        }
+    }
+
+    fn required_text(&mut self, field: &str, value: &str, max_chars: usize) {
+        if value.trim().is_empty() {
+            self.add(field, "is required");
+        } else if value.chars().count() > max_chars {
+            self.add(field, format!("must be at most {max_chars} characters"));
+        }
+    }
+}
+
+/// A value quoted for an error message, shortened so a huge input does not make a huge error.
+fn shown(value: &str) -> String {
+    const MAX: usize = 40;
+    let short: String = value.chars().take(MAX).collect();
+    if value.chars().count() > MAX {
+        format!("{short:?}…")
+    } else {
+        format!("{short:?}")
+    }
+}
+
+/// Parses a plain non-negative decimal (`200`, `200.5`, `200.00`) with at most `max_fraction`
+/// fraction digits into units of 10^-max_fraction. No sign, exponent, spaces or separators.
+pub fn parse_decimal(text: &str, max_fraction: u32) -> Option<u64> {
+    let (whole, fraction) = match text.split_once('.') {
+        Some((whole, fraction)) => (whole, fraction),
+        None => (text, ""),
+    };
+    if whole.is_empty()
+        || whole.len() > 12
+        || fraction.len() > max_fraction as usize
+        || (text.contains('.') && fraction.is_empty())
+        || !whole.bytes().all(|b| b.is_ascii_digit())
+        || !fraction.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let scale = 10u64.pow(max_fraction);
+    let whole: u64 = whole.parse().ok()?;
+    let mut frac: u64 = if fraction.is_empty() {
+        0
+    } else {
+        fraction.parse().ok()?
+    };
+    frac *= 10u64.pow(max_fraction - fraction.len() as u32);
+    whole.checked_mul(scale)?.checked_add(frac)
+}
+
+/// An idempotency key: 1–255 printable ASCII characters (it travels as an HTTP header).
+pub fn idempotency_key(violations: &mut Violations, field: &str, key: &str) {
+    if key.len() > MAX_IDEMPOTENCY_KEY_CHARS {
+        violations.add(
+            field,
+            format!("must be at most {MAX_IDEMPOTENCY_KEY_CHARS} characters"),
+        );
+    }
+    if !key.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+        violations.add(field, "must be printable ASCII (space to `~`)");
+    } else if key.trim() != key {
+        violations.add(field, "must not start or end with whitespace");
+    }
+}
+
+/// A cash amount within the provider's limits, 20.00 to 500.00, at most 2 fraction digits.
+pub fn indicated_amount(v: &mut Violations, field: &str, amount: &str) {
+    match parse_decimal(amount, 2) {
+        None => v.add(
+            field,
+            format!(
+                "must be a decimal string with at most 2 fraction digits, e.g. \"200.00\"; got {}",
+                shown(amount)
+            ),
+        ),
+        Some(cents) if !(MIN_INDICATED_CENTS..=MAX_INDICATED_CENTS).contains(&cents) => v.add(
+            field,
+            format!(
+                "must be between 20.00 and 500.00 (the provider's limits); got {}",
+                shown(amount)
+            ),
+        ),
+        Some(_) => {}
+    }
+}
+
+/// `CreateCashInRequest`.
+pub fn create_cash_in(request: &pb::CreateCashInRequest, v: &mut Violations) {
+    v.id("customer_id", &request.customer_id, "cst_", true);
+    match &request.source {
+        None => v.add(
+            "source",
+            "is required (asset \"usd\" and an optional indicated_amount)",
+        ),
+        Some(source) => {
+            if source.asset != "usd" {
+                v.add(
+                    "source.asset",
+                    format!("must be \"usd\"; got {}", shown(&source.asset)),
+                );
+            }
+            if let Some(amount) = &source.indicated_amount {
+                indicated_amount(v, "source.indicated_amount", amount);
+            }
+        }
+    }
+    match &request.destination {
+        None => v.add("destination", "is required (asset, network and wallet)"),
+        Some(destination) => {
+            token(v, "destination.asset", &destination.asset, "e.g. \"usdc\"");
+            token(
+                v,
+                "destination.network",
+                &destination.network,
+                "e.g. \"polygon\"",
+            );
+            match destination.wallet.as_ref().and_then(|w| w.kind.as_ref()) {
+                None => v.add(
+                    "destination.wallet",
+                    "is required: set exactly one of wallet, blockchain_address or external_account",
+                ),
+                Some(Kind::Wallet(id)) => v.id("destination.wallet.wallet", id, "wlt_", true),
+                Some(Kind::ExternalAccount(id)) => {
+                    v.id("destination.wallet.external_account", id, "cpBcAddr_", true)
+                }
+                Some(Kind::BlockchainAddress(address)) => {
+                    let hex = address.strip_prefix("0x").unwrap_or("");
+                    if hex.len() != 40 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        v.add(
+                            "destination.wallet.blockchain_address",
+                            format!("must be 0x followed by 40 hex digits; got {}", shown(address)),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    match &request.cash {
+        None => v.add(
+            "cash",
+            "is required (cash_location_id and cash_location_reference from ListCashLocations)",
+        ),
+        Some(cash) => {
+            v.id(
+                "cash.cash_location_id",
+                &cash.cash_location_id,
+                "loc_",
+                true,
+            );
+            v.required_text(
+                "cash.cash_location_reference",
+                &cash.cash_location_reference,
+                MAX_REFERENCE_CHARS,
+            );
+        }
+    }
+    if request.developer_fees.len() > MAX_DEVELOPER_FEES {
+        v.add(
+            "developer_fees",
+            format!("at most {MAX_DEVELOPER_FEES} entries"),
+        );
+    }
+    for (i, fee) in request.developer_fees.iter().enumerate() {
+        let field = |name: &str| format!("developer_fees[{i}].{name}");
+        if fee.percentage.is_none() && fee.flat_fee.is_none() {
+            v.add(
+                format!("developer_fees[{i}]"),
+                "set percentage, flat_fee or both",
+            );
+        }
+        if let Some(rate) = &fee.percentage {
+            // A rate in [0, 1) with up to 6 fraction digits: "0.01" is 1%.
+            match parse_decimal(rate, 6) {
+                Some(micros) if micros < 1_000_000 => {}
+                _ => v.add(
+                    field("percentage"),
+                    format!(
+                        "must be a decimal rate in [0, 1), e.g. \"0.01\" for 1%; got {}",
+                        shown(rate)
+                    ),
+                ),
+            }
+        }
+        if let Some(amount) = &fee.flat_fee {
+            match parse_decimal(amount, 2) {
+                Some(cents) if cents <= MAX_INDICATED_CENTS => {}
+                _ => v.add(field("flat_fee"), format!("must be a decimal amount between 0 and 500.00 with at most 2 fraction digits; got {}", shown(amount))),
+            }
+        }
+        if let Some(wallet) = &fee.wallet {
+            v.id(&field("wallet"), wallet, "wlt_", true);
+        }
+        if let Some(asset) = &fee.payout_asset
+            && asset != "usdc"
+            && asset != "usdt"
+        {
+            v.add(
+                field("payout_asset"),
+                format!("must be \"usdc\" or \"usdt\"; got {}", shown(asset)),
+            );
+        }
+    }
+    metadata(v, &request.metadata);
+    idempotency_key(v, "idempotency_key", &request.idempotency_key);
+}
+
+fn token(v: &mut Violations, field: &str, value: &str, example: &str) {
+    if value.is_empty() {
+        v.add(field, format!("is required ({example})"));
+    } else if value.len() > 32
+        || !value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        v.add(
+            field,
+            format!(
+                "must be a short identifier ({example}); got {}",
+                shown(value)
+            ),
+        );
+    }
+}
+
+fn metadata(v: &mut Violations, metadata: &std::collections::HashMap<String, String>) {
+    if metadata.len() > MAX_METADATA_KEYS {
+        v.add(
+            "metadata",
+            format!("at most {MAX_METADATA_KEYS} keys; got {}", metadata.len()),
+        );
+        return;
+    }
+    let mut keys: Vec<&String> = metadata.keys().collect();
+    keys.sort();
+    for key in keys {
+        let value = &metadata[key];
+        if key.is_empty() || key.chars().count() > MAX_METADATA_KEY_CHARS {
+            v.add(
+                format!("metadata[{}]", shown(key)),
+                format!("keys must be 1 to {MAX_METADATA_KEY_CHARS} characters"),
+            );
+        }
+        if value.chars().count() > MAX_METADATA_VALUE_CHARS {
+            v.add(
+                format!("metadata[{}]", shown(key)),
+                format!("values must be at most {MAX_METADATA_VALUE_CHARS} characters"),
+            );
+        }
+    }
+}
+
+/// `GetCashInRequest`, `RefreshCashInRequest`, `WatchCashInRequest`: a cash-in id.
+pub fn cash_in_id(v: &mut Violations, id: &str) {
+    v.id("cash_in_id", id, "ci_", true);
+}
+
+/// `ListCashLocationsRequest`.
+pub fn list_cash_locations(request: &pb::ListCashLocationsRequest, v: &mut Violations) {
+    token(v, "provider", &request.provider, "e.g. \"greendot\"");
+    coordinate(v, "latitude", request.latitude, 90.0);
+    coordinate(v, "longitude", request.longitude, 180.0);
+    if let Some(flow) = &request.flow {
+        token(v, "flow", flow, "\"cash-in\" or \"cash-out\"");
+    }
+}
+
+fn coordinate(v: &mut Violations, field: &str, value: Option<f64>, bound: f64) {
+    match value {
+        None => v.add(
+            field,
+            format!("is required (decimal degrees in [-{bound}, {bound}])"),
+        ),
+        Some(x) if !x.is_finite() => v.add(field, format!("must be a finite number; got {x}")),
+        Some(x) if !(-bound..=bound).contains(&x) => {
+            v.add(field, format!("must be in [-{bound}, {bound}]; got {x}"))
+        }
+        Some(_) => {}
+    }
+}
+
+/// A timestamp a caller sent: seconds and nanos within the proto's documented ranges.
+pub fn timestamp(v: &mut Violations, field: &str, ts: Option<&prost_types::Timestamp>) {
+    if let Some(ts) = ts
+        && (!(-62_135_596_800..=253_402_300_799).contains(&ts.seconds)
+            || !(0..1_000_000_000).contains(&ts.nanos))
+    {
+        v.add(
+            field,
+            "must be a valid timestamp between 0001-01-01 and 9999-12-31",
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals_parse_strictly() {
+        assert_eq!(parse_decimal("200.00", 2), Some(20_000));
+        assert_eq!(parse_decimal("200", 2), Some(20_000));
+        assert_eq!(parse_decimal("0.5", 2), Some(50));
+        assert_eq!(parse_decimal("0.01", 6), Some(10_000));
+        for bad in [
+            "", ".", "1.", ".5", "-1", "+1", "1e3", "1.234", "NaN", "1,000", " 1", "１",
+        ] {
+            assert_eq!(parse_decimal(bad, 2), None, "{bad:?}");
+        }
+        assert_eq!(parse_decimal("9999999999999", 2), None);
+    }
+
+    #[test]
+    fn an_empty_create_request_lists_every_missing_part() {
+        let mut v = Violations::default();
+        create_cash_in(&pb::CreateCashInRequest::default(), &mut v);
+        let fields: Vec<String> = v.0.iter().map(|f| f.field.clone()).collect();
+        assert_eq!(fields, ["customer_id", "source", "destination", "cash"]);
+    }
+
+    #[test]
+    fn ids_need_their_prefix() {
+        let mut v = Violations::default();
+        v.id("x", "ci_01H9", "ci_", true);
+        v.id("y", "ci_", "ci_", true);
+        v.id("z", "cst_1", "ci_", true);
+        v.id("w", "ci_a/b", "ci_", true);
+        let fields: Vec<String> = v.0.iter().map(|f| f.field.clone()).collect();
+        assert_eq!(fields, ["y", "z", "w"]);
+    }
+}

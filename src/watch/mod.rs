@@ -1,0 +1,429 @@
+//! The watch hub: turns polling of OMS into pushed events, with one poller per watched resource
+//! however many streams watch it.
+//!
+//! A [`WatchKey`] names what is polled (one cash-in, or one customer's cash-ins). The hub keeps a
+//! weak map from key to poller; [`WatchHub::subscribe`] joins the running poller or starts one,
+//! and the poller stops when the last [`Subscription`] is dropped (or, for one cash-in, once it
+//! is terminal). A poller publishes into a `tokio::sync::watch` channel, which holds only the
+//! latest observation: a slow stream never blocks the poller or the other streams, may skip
+//! intermediate states, and always finds the latest (so the terminal) one. Every upstream poll
+//! takes a permit from the global [`budget::PollBudget`]. On upstream errors a poller backs off
+//! and keeps its streams open; only after the upstream has failed for longer than the configured
+//! limit does it end them (UNAVAILABLE). This module never parses JSON: it calls the upstream
+//! client and the converter.
+
+pub mod budget;
+pub mod diff;
+pub mod stream;
+
+use crate::error::{GatewayError, ResourceRef, UpstreamError};
+use crate::proto::v1 as pb;
+use crate::service::cash_in::decode_cash_in;
+use crate::upstream::{ListCashInsQuery, OmsClient};
+use budget::PollBudget;
+use std::collections::HashMap;
+use std::sync::{
+    Arc, Mutex, Weak,
+    atomic::{AtomicUsize, Ordering},
+};
+use std::time::{Duration, SystemTime};
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+/// How many list pages a customer poller reads per poll (100 cash-ins each, newest first).
+const MAX_LIST_PAGES: usize = 5;
+
+/// The watch settings (see `config.rs` for flags and defaults).
+#[derive(Debug, Clone)]
+pub struct WatchConfig {
+    /// Time between two polls of one resource (jittered by ±10%).
+    pub poll_interval: Duration,
+    /// Heartbeat interval of a quiet stream.
+    pub heartbeat_interval: Duration,
+    /// Global cap on upstream poll requests per second.
+    pub max_polls_per_second: f64,
+    /// How long the upstream may fail before a poller ends its streams with UNAVAILABLE.
+    pub unreachable_limit: Duration,
+    /// Cap on concurrent watch streams.
+    pub max_streams: usize,
+    /// Cap on concurrently watched resources (pollers).
+    pub max_watched: usize,
+    /// Timeout of one poll request.
+    pub poll_timeout: Duration,
+}
+
+impl WatchConfig {
+    /// The hub's settings from the command line's, polling with the upstream's request timeout.
+    pub fn from_settings(settings: &crate::config::WatchSettings, poll_timeout: Duration) -> Self {
+        Self {
+            poll_interval: settings.poll_interval,
+            heartbeat_interval: settings.heartbeat_interval,
+            max_polls_per_second: settings.max_polls_per_second,
+            unreachable_limit: settings.unreachable_limit,
+            max_streams: settings.max_streams,
+            max_watched: settings.max_watched,
+            poll_timeout,
+        }
+    }
+}
+
+/// What a poller watches.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum WatchKey {
+    /// One cash-in by id.
+    CashIn(String),
+    /// One customer's cash-ins (the status filter is applied per stream, so every stream on the
+    /// customer shares a poller and sees cash-ins leave its filter).
+    Customer(String),
+}
+
+/// The latest thing a poller saw.
+#[derive(Debug, Clone)]
+pub enum Observation {
+    /// No poll has finished yet.
+    Waiting,
+    /// The resource's state (one cash-in, or a customer's cash-ins newest first).
+    Seen {
+        /// The cash-ins.
+        items: Arc<Vec<pb::CashIn>>,
+        /// When the gateway observed them.
+        at: SystemTime,
+    },
+    /// The poller stopped for good; streams end with this error.
+    Ended(GatewayError),
+}
+
+/// The hub. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct WatchHub {
+    inner: Arc<HubInner>,
+}
+
+#[derive(Debug)]
+struct HubInner {
+    client: OmsClient,
+    config: WatchConfig,
+    budget: PollBudget,
+    pollers: Mutex<HashMap<WatchKey, Weak<Poller>>>,
+    streams: AtomicUsize,
+    /// Upstream poll requests made, for tests and the closing figures.
+    polls: AtomicUsize,
+}
+
+/// A running poller; dropping the last reference stops it.
+#[derive(Debug)]
+struct Poller {
+    key: WatchKey,
+    sender: watch::Sender<Observation>,
+    task: AbortHandle,
+    hub: Weak<HubInner>,
+}
+
+impl Drop for Poller {
+    fn drop(&mut self) {
+        self.task.abort();
+        if let Some(hub) = self.hub.upgrade() {
+            let mut pollers = hub.pollers.lock().unwrap_or_else(|e| e.into_inner());
+            if pollers
+                .get(&self.key)
+                .is_some_and(|w| w.strong_count() == 0)
+            {
+                pollers.remove(&self.key);
+            }
+        }
+        tracing::debug!(key = ?self.key, "poller stopped");
+    }
+}
+
+/// One stream's share of a poller, and its slot under the stream cap.
+#[derive(Debug)]
+pub struct Subscription {
+    poller: Arc<Poller>,
+    receiver: watch::Receiver<Observation>,
+    hub: Arc<HubInner>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.hub.streams.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Subscription {
+    /// The poller's channel.
+    pub fn receiver(&mut self) -> &mut watch::Receiver<Observation> {
+        &mut self.receiver
+    }
+
+    /// What this subscription watches.
+    pub fn key(&self) -> &WatchKey {
+        &self.poller.key
+    }
+}
+
+// === impl WatchHub ===
+
+impl WatchHub {
+    /// A hub polling through `client`.
+    pub fn new(client: OmsClient, config: WatchConfig) -> Self {
+        Self {
+            inner: Arc::new(HubInner {
+                budget: PollBudget::new(config.max_polls_per_second),
+                client,
+                config,
+                pollers: Mutex::new(HashMap::new()),
+                streams: AtomicUsize::new(0),
+                polls: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &WatchConfig {
+        &self.inner.config
+    }
+
+    /// Upstream poll requests made so far.
+    pub fn polls(&self) -> usize {
+        self.inner.polls.load(Ordering::Relaxed)
+    }
+
+    /// Running pollers.
+    pub fn watched(&self) -> usize {
+        let pollers = self.inner.pollers.lock().unwrap_or_else(|e| e.into_inner());
+        pollers.values().filter(|w| w.strong_count() > 0).count()
+    }
+
+    /// Open watch streams.
+    pub fn streams(&self) -> usize {
+        self.inner.streams.load(Ordering::Relaxed)
+    }
+
+    /// Joins the poller for `key`, starting it if needed. RESOURCE_EXHAUSTED past the caps.
+    pub fn subscribe(&self, key: WatchKey) -> Result<Subscription, GatewayError> {
+        let hub = &self.inner;
+        let open = hub.streams.fetch_add(1, Ordering::Relaxed) + 1;
+        if open > hub.config.max_streams {
+            hub.streams.fetch_sub(1, Ordering::Relaxed);
+            return Err(GatewayError::ResourceExhausted(format!(
+                "the gateway already serves its maximum of {} watch streams; retry later or watch fewer cash-ins",
+                hub.config.max_streams
+            )));
+        }
+        let poller = {
+            let mut pollers = hub.pollers.lock().unwrap_or_else(|e| e.into_inner());
+            match pollers.get(&key).and_then(Weak::upgrade) {
+                Some(poller) => Ok(poller),
+                None => {
+                    pollers.retain(|_, w| w.strong_count() > 0);
+                    if pollers.len() >= hub.config.max_watched {
+                        Err(GatewayError::ResourceExhausted(format!(
+                            "the gateway already watches its maximum of {} resources; retry later",
+                            hub.config.max_watched
+                        )))
+                    } else {
+                        let poller = self.start_poller(key.clone());
+                        pollers.insert(key, Arc::downgrade(&poller));
+                        Ok(poller)
+                    }
+                }
+            }
+        };
+        // Build the subscription first so its Drop releases the stream slot on every path.
+        match poller {
+            Ok(poller) => Ok(Subscription {
+                receiver: poller.sender.subscribe(),
+                poller,
+                hub: hub.clone(),
+            }),
+            Err(err) => {
+                hub.streams.fetch_sub(1, Ordering::Relaxed);
+                Err(err)
+            }
+        }
+    }
+
+    /// Publishes a state the gateway just received through another call (RefreshCashIn), so
+    /// watchers see it at once instead of at the next poll. An older state never replaces a
+    /// newer one.
+    pub fn publish(&self, cash_in: &pb::CashIn) {
+        let poller = {
+            let pollers = self.inner.pollers.lock().unwrap_or_else(|e| e.into_inner());
+            pollers
+                .get(&WatchKey::CashIn(cash_in.id.clone()))
+                .and_then(Weak::upgrade)
+        };
+        let Some(poller) = poller else { return };
+        poller.sender.send_if_modified(|observation| {
+            let newer = match observation {
+                Observation::Seen { items, .. } => items.first().is_none_or(|current| {
+                    let stamp = |c: &pb::CashIn| c.updated_at.map(|t| (t.seconds, t.nanos));
+                    stamp(cash_in) >= stamp(current)
+                        && !diff::changed_fields(current, cash_in).is_empty()
+                }),
+                Observation::Waiting => true,
+                Observation::Ended(_) => false,
+            };
+            if newer {
+                *observation = Observation::Seen {
+                    items: Arc::new(vec![cash_in.clone()]),
+                    at: SystemTime::now(),
+                };
+            }
+            newer
+        });
+    }
+
+    fn start_poller(&self, key: WatchKey) -> Arc<Poller> {
+        let (sender, _) = watch::channel(Observation::Waiting);
+        let task = tokio::spawn(poll_loop(
+            Arc::downgrade(&self.inner),
+            key.clone(),
+            sender.clone(),
+        ));
+        tracing::debug!(?key, "poller started");
+        Arc::new(Poller {
+            key,
+            sender,
+            task: task.abort_handle(),
+            hub: Arc::downgrade(&self.inner),
+        })
+    }
+}
+
+/// One poll of `key`.
+async fn fetch(hub: &HubInner, key: &WatchKey) -> Result<Vec<pb::CashIn>, GatewayError> {
+    let deadline = Instant::now() + hub.config.poll_timeout;
+    match key {
+        WatchKey::CashIn(id) => {
+            hub.budget.acquire().await;
+            hub.polls.fetch_add(1, Ordering::Relaxed);
+            let dto = hub
+                .client
+                .get_cash_in(id, deadline)
+                .await
+                .map_err(|source| GatewayError::Upstream {
+                    operation: "GET /cash-ins/{id}",
+                    resource: Some(ResourceRef {
+                        kind: "polygon.oms.v1.CashIn",
+                        name: id.clone(),
+                    }),
+                    source,
+                })?;
+            Ok(vec![decode_cash_in("GET /cash-ins/{id}", dto)?])
+        }
+        WatchKey::Customer(customer) => {
+            let mut items = Vec::new();
+            let mut cursor = None;
+            for _ in 0..MAX_LIST_PAGES {
+                hub.budget.acquire().await;
+                hub.polls.fetch_add(1, Ordering::Relaxed);
+                let query = ListCashInsQuery {
+                    customer: Some(customer.clone()),
+                    limit: 100,
+                    starting_after: cursor.take(),
+                    ..Default::default()
+                };
+                let page = hub
+                    .client
+                    .list_cash_ins(&query, deadline)
+                    .await
+                    .map_err(|source| GatewayError::Upstream {
+                        operation: "GET /cash-ins",
+                        resource: None,
+                        source,
+                    })?;
+                let next = match page.has_more {
+                    Some(true) => page
+                        .next_cursor
+                        .clone()
+                        .or_else(|| page.data.last().map(|c| c.id.clone())),
+                    _ => None,
+                };
+                for dto in page.data {
+                    items.push(decode_cash_in("GET /cash-ins", dto)?);
+                }
+                match next {
+                    Some(next) => cursor = Some(next),
+                    None => break,
+                }
+            }
+            Ok(items)
+        }
+    }
+}
+
+fn jittered(interval: Duration) -> Duration {
+    interval.mul_f64(0.9 + 0.2 * fastrand::f64())
+}
+
+/// The poller task. Holds only a weak reference to the hub, so it never keeps itself alive.
+async fn poll_loop(hub: Weak<HubInner>, key: WatchKey, sender: watch::Sender<Observation>) {
+    let mut failing_since: Option<Instant> = None;
+    let mut failures = 0u32;
+    loop {
+        let Some(strong) = hub.upgrade() else { return };
+        let interval = strong.config.poll_interval;
+        let limit = strong.config.unreachable_limit;
+        let result = fetch(&strong, &key).await;
+        drop(strong);
+        let wait = match result {
+            Ok(items) => {
+                failing_since = None;
+                failures = 0;
+                let terminal = matches!(&key, WatchKey::CashIn(_))
+                    && items.first().is_some_and(|c| diff::is_terminal(c.status));
+                sender.send_if_modified(|observation| {
+                    let changed = match observation {
+                        Observation::Seen { items: old, .. } => {
+                            old.len() != items.len()
+                                || old.iter().zip(items.iter()).any(|(a, b)| {
+                                    a.id != b.id || !diff::changed_fields(a, b).is_empty()
+                                })
+                        }
+                        _ => true,
+                    };
+                    if changed {
+                        *observation = Observation::Seen {
+                            items: Arc::new(items),
+                            at: SystemTime::now(),
+                        };
+                    }
+                    changed
+                });
+                if terminal {
+                    // Nothing changes after a terminal status: keep the last state, stop polling.
+                    return;
+                }
+                jittered(interval)
+            }
+            Err(err) if is_not_found(&err) => {
+                sender.send_replace(Observation::Ended(err));
+                return;
+            }
+            Err(err) => {
+                let since = *failing_since.get_or_insert_with(Instant::now);
+                failures += 1;
+                if since.elapsed() >= limit {
+                    tracing::warn!(?key, error = %err, "upstream unreachable past the limit; ending watch streams");
+                    sender.send_replace(Observation::Ended(GatewayError::Unavailable(format!(
+                        "OMS has been failing for over {}s while watching; reconnect to resume (last error: {err})",
+                        limit.as_secs()
+                    ))));
+                    return;
+                }
+                tracing::debug!(?key, error = %err, failures, "poll failed; backing off");
+                interval
+                    .saturating_mul(1 << failures.min(4))
+                    .min(Duration::from_secs(30))
+                    .min(limit / 2 + Duration::from_millis(100))
+            }
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+fn is_not_found(err: &GatewayError) -> bool {
+    matches!(err, GatewayError::Upstream { source: UpstreamError::Http(f), .. } if f.status == 404)
+}

@@ -1,0 +1,240 @@
+//! One watch stream: reads its poller's latest observation and writes events to the caller.
+//!
+//! The stream remembers what it last sent per cash-in, so `changed_fields` and
+//! `previous_status` are relative to what this caller saw (a slow caller that skipped states
+//! gets one event naming everything that changed since). A quiet stream sends HEARTBEAT events.
+//! It ends: with OK after sending a terminal state (single cash-in); with the poller's error
+//! (NOT_FOUND, UNAVAILABLE); with DEADLINE_EXCEEDED at the caller's deadline; or silently when
+//! the caller goes away — and in every case its subscription is dropped, releasing its share of
+//! the poller.
+
+use super::{Observation, Subscription, diff};
+use crate::proto::v1 as pb;
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+
+/// What a stream reports.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// One cash-in: ends after its terminal state.
+    Single,
+    /// A customer's cash-ins in these statuses (empty: all); runs until deadline or cancel.
+    Filter {
+        /// The statuses to report.
+        statuses: Vec<i32>,
+    },
+}
+
+/// The stream type of both watch RPCs.
+pub type EventStream = ReceiverStream<Result<pb::CashInEvent, Status>>;
+
+/// Events buffered towards a caller; small, so a slow caller reads fresh states, not old ones.
+const BUFFER: usize = 2;
+
+/// Starts the stream's task and returns the stream tonic sends from.
+pub fn spawn(
+    subscription: Subscription,
+    mode: Mode,
+    deadline: Option<Instant>,
+    heartbeat: Duration,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> EventStream {
+    let (tx, rx) = mpsc::channel(BUFFER);
+    tokio::spawn(run(subscription, mode, deadline, heartbeat, shutdown, tx));
+    ReceiverStream::new(rx)
+}
+
+fn event(
+    kind: pb::CashInEventType,
+    cash_in: Option<pb::CashIn>,
+    previous_status: i32,
+    changed: Vec<&'static str>,
+    at: SystemTime,
+) -> pb::CashInEvent {
+    pb::CashInEvent {
+        cash_in,
+        r#type: kind as i32,
+        previous_status,
+        changed_fields: changed.into_iter().map(str::to_owned).collect(),
+        observed_at: Some(at.into()),
+    }
+}
+
+/// The events an observation produces for a stream that last sent `sent`.
+fn events_for(
+    mode: &Mode,
+    items: &[pb::CashIn],
+    at: SystemTime,
+    sent: &mut HashMap<String, pb::CashIn>,
+    first: bool,
+) -> Vec<pb::CashInEvent> {
+    let mut events = Vec::new();
+    // Oldest first, so a caller sees cash-ins in the order they were created.
+    for item in items.iter().rev() {
+        let wanted = match mode {
+            Mode::Single => true,
+            Mode::Filter { statuses } => statuses.is_empty() || statuses.contains(&item.status),
+        };
+        match sent.get(&item.id) {
+            None if wanted => {
+                let kind = if first {
+                    pb::CashInEventType::Initial
+                } else {
+                    pb::CashInEventType::Added
+                };
+                events.push(event(kind, Some(item.clone()), 0, Vec::new(), at));
+                sent.insert(item.id.clone(), item.clone());
+            }
+            None => {}
+            Some(previous) => {
+                let changed = diff::changed_fields(previous, item);
+                if !changed.is_empty() {
+                    // Reported even when it leaves the filter, so the caller sees it go.
+                    let previous_status = previous.status;
+                    events.push(event(
+                        pb::CashInEventType::Changed,
+                        Some(item.clone()),
+                        previous_status,
+                        changed,
+                        at,
+                    ));
+                    if wanted {
+                        sent.insert(item.id.clone(), item.clone());
+                    } else {
+                        sent.remove(&item.id);
+                    }
+                }
+            }
+        }
+    }
+    events
+}
+
+async fn run(
+    mut subscription: Subscription,
+    mode: Mode,
+    deadline: Option<Instant>,
+    heartbeat: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    tx: mpsc::Sender<Result<pb::CashInEvent, Status>>,
+) {
+    let mut sent: HashMap<String, pb::CashIn> = HashMap::new();
+    let mut first = true;
+    let mut next_heartbeat = Instant::now() + heartbeat;
+    let far_future = Instant::now() + Duration::from_secs(86_400 * 365);
+    let deadline = deadline.unwrap_or(far_future);
+    // Mark the current value unseen so the first loop turn reports it at once.
+    subscription.receiver().mark_changed();
+    loop {
+        tokio::select! {
+            biased;
+            () = tx.closed() => return,
+            _ = shutdown.changed() => {
+                let _ = tx
+                    .send(Err(crate::error::GatewayError::Unavailable(
+                        "the gateway is shutting down; reconnect to resume watching".into(),
+                    ).into()))
+                    .await;
+                return;
+            }
+            () = tokio::time::sleep_until(deadline) => {
+                let _ = tx.send(Err(Status::deadline_exceeded("the watch reached the caller's deadline"))).await;
+                return;
+            }
+            changed = subscription.receiver().changed() => {
+                if changed.is_err() {
+                    // The poller is gone without a final word; should not happen while subscribed.
+                    let _ = tx.send(Err(Status::unavailable("the watch poller stopped; reconnect"))).await;
+                    return;
+                }
+                let observation = subscription.receiver().borrow_and_update().clone();
+                match observation {
+                    Observation::Waiting => {}
+                    Observation::Ended(err) => {
+                        let _ = tx.send(Err(err.into())).await;
+                        return;
+                    }
+                    Observation::Seen { items, at } => {
+                        let events = events_for(&mode, &items, at, &mut sent, first);
+                        first = false;
+                        let mut terminal = false;
+                        for event in events {
+                            terminal |= matches!(mode, Mode::Single)
+                                && event.cash_in.as_ref().is_some_and(|c| diff::is_terminal(c.status));
+                            if tx.send(Ok(event)).await.is_err() {
+                                return;
+                            }
+                            next_heartbeat = Instant::now() + heartbeat;
+                        }
+                        if terminal {
+                            return;
+                        }
+                    }
+                }
+            }
+            () = tokio::time::sleep_until(next_heartbeat) => {
+                let beat = event(pb::CashInEventType::Heartbeat, None, 0, Vec::new(), SystemTime::now());
+                if tx.send(Ok(beat)).await.is_err() {
+                    return;
+                }
+                next_heartbeat = Instant::now() + heartbeat;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cash_in(id: &str, status: pb::CashInStatus) -> pb::CashIn {
+        pb::CashIn {
+            id: id.into(),
+            status: status as i32,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_filter_stream_reports_initial_added_changed_and_leaving() {
+        let mode = Mode::Filter {
+            statuses: vec![pb::CashInStatus::Pending as i32],
+        };
+        let mut sent = HashMap::new();
+        let now = SystemTime::now();
+        let first = events_for(
+            &mode,
+            &[cash_in("ci_1", pb::CashInStatus::Pending)],
+            now,
+            &mut sent,
+            true,
+        );
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].r#type, pb::CashInEventType::Initial as i32);
+        let items = [
+            cash_in("ci_2", pb::CashInStatus::Pending),
+            cash_in("ci_1", pb::CashInStatus::Processing),
+        ];
+        let next = events_for(&mode, &items, now, &mut sent, false);
+        let kinds: Vec<i32> = next.iter().map(|e| e.r#type).collect();
+        assert_eq!(
+            kinds,
+            [
+                pb::CashInEventType::Changed as i32,
+                pb::CashInEventType::Added as i32
+            ]
+        );
+        assert_eq!(next[0].previous_status, pb::CashInStatus::Pending as i32);
+        assert_eq!(next[0].changed_fields, ["status"]);
+        // ci_1 left the filter: no further events for it.
+        let items = [
+            cash_in("ci_2", pb::CashInStatus::Pending),
+            cash_in("ci_1", pb::CashInStatus::Completed),
+        ];
+        assert!(events_for(&mode, &items, now, &mut sent, false).is_empty());
+    }
+}

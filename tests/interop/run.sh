@@ -1,0 +1,373 @@
+#!/usr/bin/env bash
+# Interop checks: drive the BUILT oms-gateway binary as a user would, over loopback.
+#
+#   bash tests/interop/run.sh                  # builds target/release/oms-gateway first
+#   OMS_GATEWAY_BIN=path/to/oms-gateway bash tests/interop/run.sh
+#
+# Starts the binary with no OMS_* settings (so it serves against its embedded sandbox) on a free
+# 127.0.0.1 port, waits until grpc.health.v1 reports SERVING, then checks it with grpcurl
+# (reflection only, no proto files) and with a Python client on stubs generated from proto/
+# (client.py). Tools go into tests/interop/.venv (gitignored), installed once and reused.
+# Prints `PASS <check>` / `FAIL <check>: why` per check, then `N passed, M failed`; exits non-zero
+# when any check failed. Every wait is bounded; the server is stopped on exit.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+venv="$here/.venv"
+py="$venv/bin/python"
+grpcurl="$venv/bin/grpcurl"
+gen="$here/gen"
+requirements="$here/requirements.txt"
+
+startup_timeout="${OMS_INTEROP_STARTUP_TIMEOUT:-60}"
+
+passed=0
+failed=0
+pass() { passed=$((passed + 1)); echo "PASS $1"; }
+fail() { failed=$((failed + 1)); echo "FAIL $1${2:+: $2}"; }
+summary() { echo "$passed passed, $failed failed"; }
+# A step the remaining checks cannot do without: count it, print the summary, stop.
+die() { fail "$1" "${2:-}"; summary; exit 1; }
+log() { echo "--- $*"; }
+
+workdir="$(mktemp -d "${TMPDIR:-/tmp}/oms-interop.XXXXXX")"
+server_pid=""
+server_log="$workdir/server.log"
+
+# alive PID: the process exists and is not a zombie.
+alive() {
+  [ -r "/proc/$1/stat" ] || return 1
+  local state
+  state="$(sed -E 's/^.*\) ([A-Za-z]).*$/\1/' "/proc/$1/stat" 2>/dev/null)" || return 1
+  [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
+}
+
+# stop_server SECONDS: SIGTERM, wait at most SECONDS, then SIGKILL. Returns the exit status.
+stop_server() {
+  local pid="$server_pid" limit="$1" i=0 rc=0
+  [ -n "$pid" ] || return 0
+  server_pid=""
+  kill -TERM "$pid" 2>/dev/null || true
+  while alive "$pid" && [ "$i" -lt $((limit * 10)) ]; do sleep 0.1; i=$((i + 1)); done
+  if alive "$pid"; then
+    echo "interop: server (pid $pid) still running after ${limit}s; killing it" >&2
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || rc=$?
+  return "$rc"
+}
+
+cleanup() {
+  local rc=$?
+  stop_server 10 >/dev/null 2>&1 || true
+  rm -rf "$workdir"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+show_server_log() {
+  echo "--- server log (last 40 lines) ---"
+  tail -n 40 "$server_log" 2>/dev/null || true
+  echo "---"
+}
+
+# === tools =========================================================================================
+
+venv_ready() {
+  [ -x "$py" ] && [ -x "$grpcurl" ] \
+    && cmp -s "$requirements" "$venv/.requirements.installed" \
+    && "$py" -c 'import grpc, grpc_tools.protoc, grpc_health.v1.health_pb2, grpc_status.rpc_status, google.rpc.error_details_pb2' 2>/dev/null \
+    && timeout 10 "$grpcurl" -version >/dev/null 2>&1
+}
+
+setup_venv() {
+  if venv_ready; then
+    log "tools: reusing $venv"
+    return 0
+  fi
+  log "tools: installing into $venv"
+  # A venv whose interpreter is gone (moved, Python upgraded) is rebuilt from scratch.
+  if [ -e "$venv" ] && ! "$py" -c '' >/dev/null 2>&1; then rm -rf "$venv"; fi
+  if ! [ -x "$py" ]; then
+    if ! python3 -m venv "$venv" 2>/dev/null; then
+      # Debian splits venv out of python3; install it only when it is missing.
+      rm -rf "$venv"
+      if command -v apt-get >/dev/null 2>&1; then
+        timeout 600 apt-get install -y -q python3-venv >/dev/null 2>&1 \
+          || { timeout 300 apt-get update -q >/dev/null 2>&1 && timeout 600 apt-get install -y -q python3-venv >/dev/null; }
+      fi
+      python3 -m venv "$venv"
+    fi
+  fi
+  timeout 900 "$py" -m pip install -q --disable-pip-version-check -r "$requirements"
+  cp "$requirements" "$venv/.requirements.installed"
+  venv_ready
+}
+
+# pyj JSON EXPR: evaluates the Python expression EXPR with `d` bound to the parsed JSON; prints a
+# string as is and anything else as JSON. Fails (empty output) when the JSON or the path is bad.
+# grpcurl prints the proto field names (snake_case); keys are turned into their proto3 JSON names
+# (lowerCamelCase) first, so EXPR reads the REST names: d["cashIn"]["depositInstructions"].
+pyj() {
+  "$py" - "$1" "$2" <<'PY'
+import json, re, sys
+def camel(v):
+    if isinstance(v, dict):
+        return {re.sub(r"_([a-z0-9])", lambda m: m.group(1).upper(), k): camel(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [camel(x) for x in v]
+    return v
+try:
+    d = camel(json.loads(sys.argv[1]))
+    v = eval(sys.argv[2], {"d": d})
+except Exception as e:
+    print(f"pyj: {type(e).__name__}: {e}", file=sys.stderr)
+    sys.exit(1)
+print(v if isinstance(v, str) else json.dumps(v))
+PY
+}
+
+# comment_phrase FILE REGEX: the first line of the comment block just above the first line of FILE
+# matching REGEX, without the `//`, cut to its first six words. Empty when there is none.
+comment_phrase() {
+  "$py" - "$1" "$2" <<'PY'
+import re, sys
+lines = open(sys.argv[1], encoding="utf-8").read().splitlines()
+for i, line in enumerate(lines):
+    if re.search(sys.argv[2], line):
+        j = i
+        while j > 0 and lines[j - 1].strip().startswith("//"):
+            j -= 1
+        if j < i:
+            words = lines[j].strip()[2:].split()
+            print(" ".join(words[:6]))
+        break
+PY
+}
+
+# gc ARGS...: grpcurl, plaintext, every call bounded.
+gc() { timeout 30 "$grpcurl" -plaintext -connect-timeout 5 -max-time 20 "$@"; }
+
+# === build and start =================================================================================
+
+log "tools"
+setup_venv || die "install the interop tools (pip: $(tr '\n' ' ' <"$requirements"))"
+echo "python: $("$py" --version 2>&1); $("$grpcurl" -version 2>&1)"
+
+if [ -n "${OMS_GATEWAY_BIN:-}" ]; then
+  bin="$OMS_GATEWAY_BIN"
+  log "binary: $bin (OMS_GATEWAY_BIN)"
+else
+  log "build: cargo build --release"
+  (cd "$root" && timeout 1500 cargo build --release) || die "cargo build --release"
+  bin="$root/target/release/oms-gateway"
+fi
+[ -x "$bin" ] || die "the binary exists" "$bin is not an executable file"
+
+port="$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+addr="127.0.0.1:$port"
+
+# No OMS_* settings at all: the gateway must serve against its embedded sandbox.
+unset_oms=()
+while IFS= read -r name; do unset_oms+=(-u "$name"); done < <(compgen -e | grep '^OMS_' || true)
+log "start: $bin --listen $addr (no OMS_* env)"
+env "${unset_oms[@]}" "$bin" --listen "$addr" >"$server_log" 2>&1 </dev/null &
+server_pid=$!
+
+if "$py" "$here/client.py" wait --addr "$addr" --timeout "$startup_timeout" --pid "$server_pid"; then
+  pass "server reports SERVING within ${startup_timeout}s"
+else
+  show_server_log
+  die "server reports SERVING within ${startup_timeout}s"
+fi
+if [ -s "$server_log" ]; then
+  pass "server prints a startup line"
+  echo "     $(head -n 1 "$server_log" | cut -c1-200)"
+else
+  fail "server prints a startup line" "nothing on stdout/stderr"
+fi
+
+# === grpcurl, reflection only =========================================================================
+
+log "grpcurl $addr (reflection, no proto files)"
+
+if out="$(gc "$addr" list 2>&1)"; then
+  for svc in polygon.oms.v1.CashInService polygon.oms.v1.CashLocationService grpc.health.v1.Health; do
+    if grep -qx "$svc" <<<"$out"; then pass "grpcurl list shows $svc"; else fail "grpcurl list shows $svc" "got: $(tr '\n' ' ' <<<"$out")"; fi
+  done
+else
+  fail "grpcurl list" "$out"
+fi
+
+cash_in_proto="$root/proto/polygon/oms/v1/cash_in.proto"
+if out="$(gc "$addr" describe polygon.oms.v1.CashInService 2>&1)"; then
+  rpcs="$(sed -nE 's/^[[:space:]]*rpc[[:space:]]+([A-Za-z0-9_]+).*/\1/p' "$cash_in_proto")"
+  missing=""
+  for rpc in $rpcs; do grep -qE "rpc $rpc[[:space:]]*\(" <<<"$out" || missing="$missing $rpc"; done
+  if [ -n "$rpcs" ] && [ -z "$missing" ]; then
+    pass "grpcurl describe CashInService shows its RPCs ($(echo $rpcs))"
+  else
+    fail "grpcurl describe CashInService shows its RPCs" "missing:${missing:- (no rpc found in $cash_in_proto)}"
+  fi
+  phrase="$(comment_phrase "$cash_in_proto" '^\s*rpc\s+CreateCashIn\s*\(')"
+  phrase="${phrase:-Creates a cash-in}"
+  if grep -qF -- "$phrase" <<<"$out"; then
+    pass "grpcurl describe CashInService shows proto comments (\"$phrase\")"
+  else
+    fail "grpcurl describe CashInService shows proto comments" "no \"$phrase\" in the output"
+  fi
+else
+  fail "grpcurl describe polygon.oms.v1.CashInService" "$out"
+fi
+
+if out="$(gc "$addr" describe polygon.oms.v1.CashIn 2>&1)"; then
+  phrase="$(comment_phrase "$cash_in_proto" '^message\s+CashIn\s*\{')"
+  if grep -q 'message CashIn {' <<<"$out" && grep -q 'deposit_instructions' <<<"$out" \
+    && { [ -z "$phrase" ] || grep -qF -- "$phrase" <<<"$out"; }; then
+    pass "grpcurl describe polygon.oms.v1.CashIn shows the message and its comments"
+  else
+    fail "grpcurl describe polygon.oms.v1.CashIn shows the message and its comments" "$(head -n 5 <<<"$out" | tr '\n' ' ')"
+  fi
+else
+  fail "grpcurl describe polygon.oms.v1.CashIn" "$out"
+fi
+
+if out="$(gc "$addr" grpc.health.v1.Health/Check 2>&1)" && [ "$(pyj "$out" 'd.get("status", "")' 2>/dev/null)" = SERVING ]; then
+  pass "grpcurl grpc.health.v1.Health/Check is SERVING"
+else
+  fail "grpcurl grpc.health.v1.Health/Check is SERVING" "$(tr '\n' ' ' <<<"$out")"
+fi
+
+# --- the cash-in flow ---------------------------------------------------------------------------
+# check NAME JSON EXPR EXPECTED: pass when EXPR evaluated on JSON prints EXPECTED.
+check() {
+  local got
+  got="$(pyj "$2" "$3" 2>&1)" || true
+  if [ "$got" = "$4" ]; then pass "$1"; else fail "$1" "expected $4, got ${got:-<empty>}"; fi
+}
+# call NAME METHOD JSON: grpcurl a polygon.oms.v1 method; on success the response is in $out.
+call() {
+  if out="$(gc -d "$3" "$addr" "polygon.oms.v1.$2" 2>&1)"; then
+    pass "$1"
+  else
+    fail "$1" "$(tr '\n' ' ' <<<"$out")"
+    return 1
+  fi
+}
+
+flow() {
+  call "grpcurl ListCashLocations answers" CashLocationService/ListCashLocations \
+    '{"provider":"greendot","latitude":38.495133,"longitude":-121.505336}' || return 0
+  local loc_id loc_ref
+  loc_id="$(pyj "$out" 'd["cashLocations"][0]["id"]' 2>/dev/null)" || true
+  loc_ref="$(pyj "$out" 'd["cashLocations"][0]["locReference"]' 2>/dev/null)" || true
+  if [ -n "$loc_id" ] && [ -n "$loc_ref" ]; then
+    pass "grpcurl ListCashLocations returns a location with id and locReference"
+    echo "     location $loc_id"
+  else
+    fail "grpcurl ListCashLocations returns a location with id and locReference" "$(head -c 300 <<<"$out")"
+    return 0
+  fi
+
+  local create
+  create="$("$py" -c 'import json, sys; print(json.dumps({
+    "customerId": "cst_interop1",
+    "source": {"asset": "usd", "indicatedAmount": "200.00"},
+    "destination": {"asset": "usdc", "network": "polygon", "wallet": {"wallet": "wlt_interop1"}},
+    "cash": {"cashLocationId": sys.argv[1], "cashLocationReference": sys.argv[2]},
+    "developerFees": [{"percentage": "0.01", "wallet": "wlt_fee1"}, {"flatFee": "1.00", "wallet": "wlt_fee1"}],
+    "idempotencyKey": "interop-create-1"}))' "$loc_id" "$loc_ref")"
+
+  call "grpcurl CreateCashIn answers" CashInService/CreateCashIn "$create" || return 0
+  local created="$out" id code1
+  id="$(pyj "$created" 'd["cashIn"]["id"]' 2>/dev/null)" || true
+  code1="$(pyj "$created" 'd["cashIn"]["depositInstructions"]["code"]' 2>/dev/null)" || true
+  echo "     created ${id:-<no id>}"
+  if [ -n "$id" ]; then pass "grpcurl CreateCashIn returns a cash-in id"; else fail "grpcurl CreateCashIn returns a cash-in id" "$(head -c 300 <<<"$created")"; fi
+  check "grpcurl CreateCashIn: cashIn.status is CASH_IN_STATUS_PENDING" "$created" 'd["cashIn"]["status"]' CASH_IN_STATUS_PENDING
+  check "grpcurl CreateCashIn: cashIn.source.feesDeducted.total is 8.00" "$created" 'd["cashIn"]["source"]["feesDeducted"]["total"]' 8.00
+  check "grpcurl CreateCashIn: cashIn.destination.amountNet is 192.00" "$created" 'd["cashIn"]["destination"]["amountNet"]' 192.00
+  if [ -n "$code1" ]; then pass "grpcurl CreateCashIn: a deposit code is present"; else fail "grpcurl CreateCashIn: a deposit code is present" "no cashIn.depositInstructions.code"; fi
+  [ -n "$id" ] || return 0
+
+  if call "grpcurl CreateCashIn again with the same idempotencyKey answers" CashInService/CreateCashIn "$create"; then
+    check "grpcurl CreateCashIn is idempotent (same cashIn.id)" "$out" 'd["cashIn"]["id"]' "$id"
+  fi
+  if call "grpcurl GetCashIn answers" CashInService/GetCashIn "{\"cashInId\":\"$id\"}"; then
+    check "grpcurl GetCashIn returns the same id" "$out" 'd["cashIn"]["id"]' "$id"
+  fi
+  if call "grpcurl RefreshCashIn answers" CashInService/RefreshCashIn "{\"cashInId\":\"$id\"}"; then
+    local code2
+    code2="$(pyj "$out" 'd["cashIn"]["depositInstructions"]["code"]' 2>/dev/null)" || true
+    if [ -n "$code2" ] && [ "$code2" != "$code1" ]; then
+      pass "grpcurl RefreshCashIn changes the deposit code"
+    else
+      fail "grpcurl RefreshCashIn changes the deposit code" "before '$code1', after '$code2'"
+    fi
+  fi
+  if call "grpcurl ListCashIns answers" CashInService/ListCashIns '{"customerId":"cst_interop1"}'; then
+    check "grpcurl ListCashIns contains the cash-in" "$out" 'str(any(c.get("id") == "'"$id"'" for c in d.get("cashIns", [])))' True
+  fi
+}
+flow
+
+# --- an error as a user sees it -----------------------------------------------------------------
+rc=0
+out="$(gc -d '{"customerId":"bad","source":{"asset":"usd","indicatedAmount":"5"}}' "$addr" \
+  polygon.oms.v1.CashInService/CreateCashIn 2>&1)" || rc=$?
+if [ "$rc" -ne 0 ] && grep -q 'InvalidArgument' <<<"$out"; then
+  pass "grpcurl invalid CreateCashIn exits non-zero with InvalidArgument"
+else
+  fail "grpcurl invalid CreateCashIn exits non-zero with InvalidArgument" "exit $rc: $(tr '\n' ' ' <<<"$out" | head -c 300)"
+fi
+
+# === Python client, typed stubs =====================================================================
+
+log "python client (stubs from proto/ into $gen)"
+rm -rf "$gen"
+mkdir -p "$gen"
+mapfile -t protos < <(cd "$root/proto" && find . -name '*.proto' | sed 's|^\./||' | sort)
+if (cd "$root" && timeout 120 "$py" -m grpc_tools.protoc -Iproto --python_out="$gen" --grpc_python_out="$gen" "${protos[@]}"); then
+  pass "python stubs generate from proto/ (${#protos[@]} files)"
+  client_out="$workdir/client.out"
+  rc=0
+  timeout 300 "$py" "$here/client.py" flow --addr "$addr" >"$client_out" 2>&1 || rc=$?
+  cat "$client_out"
+  p="$(grep -c '^PASS ' "$client_out" || true)"
+  f="$(grep -c '^FAIL ' "$client_out" || true)"
+  passed=$((passed + p))
+  failed=$((failed + f))
+  if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+    fail "python client runs to the end" "exit $rc"
+  fi
+else
+  fail "python stubs generate from proto/"
+fi
+
+# === shutdown =========================================================================================
+
+log "shutdown"
+if alive "$server_pid"; then
+  pass "server is still running after the checks"
+  pid="$server_pid"
+  rc=0
+  stop_server 15 || rc=$?
+  if alive "$pid"; then
+    fail "server exits on SIGTERM within 15s" "still running"
+  elif [ "$rc" -eq 0 ] || [ "$rc" -eq 143 ]; then
+    pass "server exits on SIGTERM within 15s (exit $rc)"
+  else
+    fail "server exits cleanly on SIGTERM" "exit $rc"
+    show_server_log
+  fi
+else
+  fail "server is still running after the checks" "it exited"
+  show_server_log
+fi
+
+[ "$failed" -eq 0 ] || show_server_log
+summary
+[ "$failed" -eq 0 ]
