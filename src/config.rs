@@ -168,6 +168,10 @@ pub struct GatewayConfig {
     #[command(flatten)]
     pub upstream: UpstreamConfig,
 
+    /// Server limits and shutdown.
+    #[command(flatten)]
+    pub server: ServerSettings,
+
     /// Watch stream settings.
     #[command(flatten)]
     pub watch: WatchSettings,
@@ -175,6 +179,48 @@ pub struct GatewayConfig {
     /// The embedded sandbox's settings (used only without OMS_BASE_URL).
     #[command(flatten)]
     pub sandbox: SandboxOptions,
+}
+
+/// Limits of the gRPC server and its shutdown.
+#[derive(Debug, Clone, Args)]
+pub struct ServerSettings {
+    /// Calls in flight across all connections; beyond it calls are shed with RESOURCE_EXHAUSTED
+    /// instead of queuing (health checks are exempt).
+    #[arg(
+        long = "max-concurrent-calls",
+        env = "OMS_GATEWAY_MAX_CONCURRENT_CALLS",
+        default_value_t = 1024
+    )]
+    pub max_concurrent_calls: usize,
+    /// HTTP/2 concurrent streams per connection.
+    #[arg(
+        long = "max-concurrent-streams-per-connection",
+        env = "OMS_GATEWAY_MAX_STREAMS_PER_CONNECTION",
+        default_value_t = 256
+    )]
+    pub max_streams_per_connection: u32,
+    /// Largest request or response message, in bytes.
+    #[arg(long = "max-message-bytes", env = "OMS_GATEWAY_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024)]
+    pub max_message_bytes: usize,
+    /// On SIGTERM/SIGINT: time between turning health NOT_SERVING and closing the listener, so
+    /// the mesh stops routing here first.
+    #[arg(long = "drain-delay", env = "OMS_GATEWAY_DRAIN_DELAY", default_value = "5s", value_parser = parse_duration)]
+    pub drain_delay: Duration,
+    /// After the listener closes: how long in-flight calls may take to finish.
+    #[arg(long = "shutdown-grace", env = "OMS_GATEWAY_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            max_concurrent_calls: 1024,
+            max_streams_per_connection: 256,
+            max_message_bytes: 1024 * 1024,
+            drain_delay: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
 }
 
 /// How watch streams poll OMS.
@@ -339,7 +385,7 @@ pub enum UpstreamTarget {
 
 impl GatewayConfig {
     /// A configuration for tests and embedding: listen on an ephemeral loopback port, embedded
-    /// sandbox, default timeouts.
+    /// sandbox, default timeouts, no drain delay.
     pub fn for_tests() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -347,6 +393,11 @@ impl GatewayConfig {
             oms_api_key: None,
             oms_api_secret: None,
             upstream: UpstreamConfig::default(),
+            server: ServerSettings {
+                drain_delay: Duration::ZERO,
+                shutdown_grace: Duration::from_secs(5),
+                ..ServerSettings::default()
+            },
             watch: WatchSettings::default(),
             sandbox: SandboxOptions::default(),
         }

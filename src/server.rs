@@ -7,7 +7,8 @@
 //! unreachable or rejects the gateway's credentials.
 
 use crate::config::Secret;
-use crate::config::{GatewayConfig, SpellingArg, UpstreamTarget};
+use crate::config::{GatewayConfig, ServerSettings, SpellingArg, UpstreamTarget};
+use crate::limits::LoadShedLayer;
 use crate::proto::{
     self,
     v1::{cash_in_service_server, cash_location_service_server, sandbox_service_server},
@@ -58,6 +59,7 @@ pub struct RunningGateway {
     client: OmsClient,
     hub: WatchHub,
     stopping: watch::Sender<bool>,
+    settings: ServerSettings,
     shutdown: Option<oneshot::Sender<()>>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     background: Vec<JoinHandle<()>>,
@@ -91,17 +93,30 @@ impl RunningGateway {
         &self.hub
     }
 
-    /// Stops accepting calls, ends watch streams with UNAVAILABLE, lets in-flight unary calls
-    /// finish, and stops the embedded sandbox.
+    /// Graceful shutdown: health turns NOT_SERVING and watch streams end with UNAVAILABLE at
+    /// once; calls keep being served for the drain delay (so the mesh can stop routing here);
+    /// then the listener closes and in-flight calls get the grace period to finish; then the
+    /// embedded sandbox stops.
     pub async fn shutdown(mut self) {
         self.stopping.send_replace(true);
+        tracing::info!(
+            drain_delay_ms = self.settings.drain_delay.as_millis() as u64,
+            "draining: health is NOT_SERVING"
+        );
+        tokio::time::sleep(self.settings.drain_delay).await;
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        match (&mut self.server).await {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => tracing::error!(error = %err, "gRPC server failed"),
-            Err(err) => tracing::error!(error = %err, "gRPC server task failed"),
+        match tokio::time::timeout(self.settings.shutdown_grace, &mut self.server).await {
+            Ok(Ok(Ok(()))) => tracing::info!("all calls finished; stopped"),
+            Ok(Ok(Err(err))) => tracing::error!(error = %err, "gRPC server failed"),
+            Ok(Err(err)) => tracing::error!(error = %err, "gRPC server task failed"),
+            Err(_) => {
+                tracing::warn!(
+                    "calls still running after the shutdown grace period; stopping anyway"
+                );
+                self.server.abort();
+            }
         }
         for task in &self.background {
             task.abort();
@@ -176,18 +191,22 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> 
     }
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     set_health(&health_reporter, &services, ServingStatus::NotServing).await;
+    let (stopping, mut stopping_rx) = watch::channel(false);
     let mut background = vec![tokio::spawn(client.token_source().keep_fresh())];
     let mut health = client.health();
     background.push(tokio::spawn(async move {
         loop {
-            let state = *health.borrow_and_update();
-            let status = match state {
-                UpstreamHealth::Serving => ServingStatus::Serving,
-                _ => ServingStatus::NotServing,
+            let serving = *health.borrow_and_update() == UpstreamHealth::Serving;
+            let draining = *stopping_rx.borrow_and_update();
+            let status = if serving && !draining {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
             };
             set_health(&health_reporter, &services, status).await;
-            if health.changed().await.is_err() {
-                break;
+            tokio::select! {
+                changed = health.changed() => if changed.is_err() { break },
+                changed = stopping_rx.changed() => if changed.is_err() { break },
             }
         }
     }));
@@ -211,15 +230,22 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> 
         client.clone(),
         WatchConfig::from_settings(&config.watch, config.upstream.request_timeout),
     );
-    let (stopping, stopping_rx) = watch::channel(false);
-    let cash_ins = CashIns::new(client.clone(), default_deadline, hub.clone(), stopping_rx);
+    let cash_ins = CashIns::new(
+        client.clone(),
+        default_deadline,
+        hub.clone(),
+        stopping.subscribe(),
+    );
     let cash_locations = CashLocations::new(client.clone(), default_deadline);
+    let max_message = config.server.max_message_bytes;
     let sandbox_service = sandbox.is_some().then(|| {
         sandbox_service_server::SandboxServiceServer::new(Sandbox::new(
             client.clone(),
             hub.clone(),
             default_deadline,
         ))
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message)
     });
 
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -235,6 +261,8 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> 
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let router = Server::builder()
         .tcp_nodelay(true)
+        .max_concurrent_streams(Some(config.server.max_streams_per_connection))
+        .layer(LoadShedLayer::new(config.server.max_concurrent_calls))
         // Pings keep idle connections (and long watch streams) alive through NATs and proxies,
         // and detect dead peers.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -242,8 +270,16 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> 
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(cash_in_service_server::CashInServiceServer::new(cash_ins))
-        .add_service(cash_location_service_server::CashLocationServiceServer::new(cash_locations))
+        .add_service(
+            cash_in_service_server::CashInServiceServer::new(cash_ins)
+                .max_decoding_message_size(max_message)
+                .max_encoding_message_size(max_message),
+        )
+        .add_service(
+            cash_location_service_server::CashLocationServiceServer::new(cash_locations)
+                .max_decoding_message_size(max_message)
+                .max_encoding_message_size(max_message),
+        )
         .add_optional_service(sandbox_service);
     let server = tokio::spawn(router.serve_with_incoming_shutdown(
         TcpListenerStream::new(listener),
@@ -259,6 +295,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> 
         client,
         hub,
         stopping,
+        settings: config.server.clone(),
         shutdown: Some(shutdown_tx),
         server,
         background,

@@ -1,0 +1,109 @@
+//! Load shedding: a cap on calls in flight across all connections. A call beyond the cap is
+//! answered at once with RESOURCE_EXHAUSTED (with RetryInfo) instead of queuing without bound,
+//! so an overloaded gateway stays responsive and callers back off. Health checks are exempt, so
+//! the mesh can still see the instance while it sheds.
+
+use crate::error::GATEWAY_DOMAIN;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+use tower::{Layer, Service};
+
+/// Paths never shed.
+const EXEMPT_PREFIX: &str = "/grpc.health.v1.Health/";
+
+/// Sheds calls beyond `max_in_flight`.
+#[derive(Clone, Debug)]
+pub struct LoadShedLayer {
+    permits: Arc<Semaphore>,
+    max_in_flight: usize,
+}
+
+impl LoadShedLayer {
+    /// A layer admitting at most `max_in_flight` calls at once.
+    pub fn new(max_in_flight: usize) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(max_in_flight)),
+            max_in_flight,
+        }
+    }
+}
+
+impl<S> Layer<S> for LoadShedLayer {
+    type Service = LoadShed<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        LoadShed {
+            inner,
+            permits: self.permits.clone(),
+            max_in_flight: self.max_in_flight,
+        }
+    }
+}
+
+/// The service [`LoadShedLayer`] wraps around the gRPC router.
+#[derive(Clone, Debug)]
+pub struct LoadShed<S> {
+    inner: S,
+    permits: Arc<Semaphore>,
+    max_in_flight: usize,
+}
+
+fn overloaded(max_in_flight: usize) -> Status {
+    let mut details = ErrorDetails::new();
+    details.set_error_info("GATEWAY_OVERLOADED", GATEWAY_DOMAIN, HashMap::new());
+    details.set_retry_info(Some(Duration::from_millis(250)));
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        format!(
+            "the gateway is at its limit of {max_in_flight} calls in flight; retry with backoff"
+        ),
+        details,
+    )
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for LoadShed<S>
+where
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>> + Send + 'static,
+    S::Future: Send + 'static,
+    ResBody: Default + Send + 'static,
+{
+    type Response = http::Response<ResBody>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        if request.uri().path().starts_with(EXEMPT_PREFIX) {
+            return Box::pin(self.inner.call(request));
+        }
+        match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let call = self.inner.call(request);
+                Box::pin(async move {
+                    let response = call.await;
+                    drop(permit);
+                    response
+                })
+            }
+            Err(_) => {
+                tracing::warn!(
+                    max_in_flight = self.max_in_flight,
+                    "shedding a call: at the concurrency limit"
+                );
+                let response = overloaded(self.max_in_flight).into_http();
+                Box::pin(async move { Ok(response) })
+            }
+        }
+    }
+}
