@@ -6,6 +6,7 @@
 pub mod config;
 pub mod convert;
 pub mod error;
+pub mod idempotency;
 pub mod limits;
 pub mod proto;
 pub mod sandbox;

@@ -30,7 +30,8 @@ pub enum FaultAction {
         body: String,
         headers: Vec<(String, String)>,
     },
-    /// Sleep this long, then handle the request normally.
+    /// Sleep this long, then handle the request normally. The sleep happens once the request
+    /// holds its Idempotency-Key, as with a slow server: a retry sent meanwhile gets 409.
     Delay(Duration),
 }
 

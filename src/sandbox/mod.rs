@@ -259,14 +259,13 @@ impl SandboxHandle {
         // `send_replace` works even when no receiver is listening any more.
         self.inner.shutdown.send_replace(true);
         let task = lock(&self.inner.task).take();
-        if let Some(mut task) = task {
-            if tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
+        if let Some(mut task) = task
+            && tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
                 .await
                 .is_err()
-            {
-                tracing::warn!("sandbox did not stop within the grace period; aborting it");
-                task.abort();
-            }
+        {
+            tracing::warn!("sandbox did not stop within the grace period; aborting it");
+            task.abort();
         }
     }
 }

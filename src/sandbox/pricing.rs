@@ -5,6 +5,9 @@
 //! never touch money, so the guide's worked example ($200, developer 1% + $1.00, OMS 2% + $1.00 →
 //! fees $8.00, 192.00 delivered, effective rate 0.9600) comes out exactly, every time.
 
+// Cents are written dollars_cents on purpose: `200_00` reads as $200.00.
+#![allow(clippy::inconsistent_digit_grouping)]
+
 /// An amount of money in whole cents (USD or a USD stablecoin, always at 1.0000).
 pub(crate) type Cents = i64;
 

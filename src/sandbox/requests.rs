@@ -753,6 +753,7 @@ pub(crate) fn parse_fail(body: &[u8]) -> Result<SubStatus, ApiError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::inconsistent_digit_grouping)] // cents as dollars_cents: `200_00` is $200.00
 mod tests {
     use super::*;
     use base64::Engine as _;

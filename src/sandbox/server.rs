@@ -5,6 +5,8 @@
 //! pass the same steps in the same order: read the body → journal it → scripted faults →
 //! resolve the route (404/405) → bearer token (401) → Idempotency-Key (400/409/422 or replay) →
 //! injected delay → handler → remember the outcome for replays → answer with `x-request-id`.
+//! (A request a delay fault claims but that never reaches its handler is delayed just the same,
+//! at the end.)
 //! Per-route axum handlers would answer 404/405 and extractor rejections before any of this ran,
 //! and those answers would then be missing from the journal and not be JSON.
 
@@ -204,11 +206,8 @@ async fn entry(State(sandbox): State<Arc<Sandbox>>, request: Request) -> Respons
 }
 
 async fn process(sandbox: &Sandbox, parts: &Parts, body: Option<&[u8]>) -> Reply {
-    let method = parts.method.as_str();
-    let path = parts.uri.path();
-
-    let fault = lock(&sandbox.faults).take(method, path);
-    let delay = match fault {
+    let fault = lock(&sandbox.faults).take(parts.method.as_str(), parts.uri.path());
+    let mut delay = match fault {
         Some(FaultAction::Respond {
             status,
             body,
@@ -217,7 +216,24 @@ async fn process(sandbox: &Sandbox, parts: &Parts, body: Option<&[u8]>) -> Reply
         Some(FaultAction::Delay(d)) => Some(d),
         None => None,
     };
+    let reply = answer(sandbox, parts, body, &mut delay).await;
+    // A delayed request that never reached its handler (401, 409, a replay, …) is still
+    // answered late: the fault delays the answer, whatever it turns out to be.
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
+    reply
+}
 
+/// Everything after faults. `delay` is taken (and slept) once the request holds its
+/// Idempotency-Key and is about to run.
+async fn answer(
+    sandbox: &Sandbox,
+    parts: &Parts,
+    body: Option<&[u8]>,
+    delay: &mut Option<std::time::Duration>,
+) -> Reply {
+    let path = parts.uri.path();
     let Some(body) = body else {
         let declared = parts
             .headers
@@ -268,7 +284,7 @@ async fn process(sandbox: &Sandbox, parts: &Parts, body: Option<&[u8]>) -> Reply
 
     // The delay runs with the key reserved, like a slow real server: a retry that gives up
     // waiting and resends meanwhile sees 409, not a second execution.
-    if let Some(d) = delay {
+    if let Some(d) = delay.take() {
         tokio::time::sleep(d).await;
     }
 

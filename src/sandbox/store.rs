@@ -265,6 +265,12 @@ impl Store {
         self.cash_ins.len()
     }
 
+    /// The status as stored, without applying lazy expiry (lets tests see the sweep's work).
+    #[cfg(test)]
+    pub(crate) fn stored_status(&self, id: &str) -> Option<Status> {
+        self.cash_ins.get(id).map(|c| c.status)
+    }
+
     /// Moves every pending cash-in whose code has lapsed to `expired`, dated at the lapse.
     pub(crate) fn expire_due(&mut self, now: Millis) -> usize {
         let mut n = 0;
@@ -587,6 +593,7 @@ pub(crate) fn normalize_code(input: &str) -> Option<String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::inconsistent_digit_grouping)] // cents as dollars_cents: `200_00` is $200.00
 mod tests {
     use super::*;
 

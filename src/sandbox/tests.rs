@@ -468,7 +468,9 @@ async fn codes_expire_and_refresh_replaces_them() {
     assert_eq!(dead.status, 404);
 
     tokio::time::sleep(Duration::from_millis(800)).await;
-    // The background sweep has expired it before anyone asked.
+    // The background sweep has expired it before anyone asked (no lazy expiry in this peek).
+    let stored = super::lock(&sb.inner.sandbox.store).stored_status(&id);
+    assert_eq!(stored, Some(super::store::Status::Expired));
     let swept = sb.cash_in_json(&id).expect("exists");
     assert_eq!(swept["status"], "expired");
     assert_eq!(swept["subStatus"], "cash_deposit_expired");
@@ -626,4 +628,89 @@ async fn shutdown_stops_serving() {
         .send()
         .await;
     assert!(after.is_err());
+}
+
+#[tokio::test]
+async fn no_input_makes_it_fall_over() {
+    let (sb, api) = sandbox(config()).await;
+    let deep = format!("{}{}", "[".repeat(5_000), "]".repeat(5_000));
+    let many_keys: serde_json::Map<String, Value> = (0..60)
+        .map(|i| (format!("k{i}"), Value::String("v".into())))
+        .collect();
+    let bodies: Vec<String> = vec![
+        String::new(),
+        "null".into(),
+        "[]".into(),
+        "{}".into(),
+        "\u{0}\u{1}garbage".into(),
+        deep,
+        r#"{"customerId": {"nested": true}, "source": [], "destination": 1, "cash": null}"#.into(),
+        r#"{"source": {"asset": "usd", "indicatedAmount": "1e400"}}"#.into(),
+        r#"{"source": {"indicatedAmount": "99999999999999999999999999999.99"}}"#.into(),
+        r#"{"developerFees": [{"percentage": "0.9999999"}, {"flatFee": "-1"}, {"type": 5}, null]}"#
+            .into(),
+        json!({"metadata": many_keys}).to_string(),
+        json!({"metadata": {"": "x", "k": "v".repeat(501)}}).to_string(),
+        r#"{"accountNumber": "１２３ ４５６", "amount": "200.00"}"#.into(),
+        r#"{"accountNumber": 123456, "amount": 200}"#.into(),
+        r#"{"subStatus": "settled"}"#.into(),
+        r#"{"apiKey": ["x"], "apiSecret": {}}"#.into(),
+    ];
+    let posts = [
+        "/auth/token",
+        "/cash-ins",
+        "/cash-ins/ci_x/refresh",
+        "/cash-ins/simulate/barcode-auth",
+        "/cash-ins/simulate/auth-commit",
+        "/sandbox/cash-ins/ci_x/expire",
+        "/sandbox/cash-ins/ci_x/fail",
+    ];
+    for (i, body) in bodies.iter().enumerate() {
+        for path in posts {
+            let resp = api
+                .http
+                .post(format!("{}{path}", api.base))
+                .bearer_auth(&api.token)
+                .header("Idempotency-Key", format!("fuzz-{i}"))
+                .body(body.clone())
+                .send()
+                .await
+                .expect("send");
+            let a = answer(resp).await;
+            assert!(
+                (400..500).contains(&a.status),
+                "{path} {body:.60}: {} {}",
+                a.status,
+                a.body
+            );
+            assert!(a.body["error"]["code"].is_string(), "{path}: {}", a.body);
+        }
+    }
+    for query in [
+        "/cash-ins?limit=-1",
+        "/cash-ins?limit=99999999999999999999999",
+        "/cash-ins?createdAfter=%FF%FE",
+        "/cash-ins?status=%00",
+        "/cash-ins?startingAfter=ci_x&endingBefore=ci_y",
+        "/cash-locations?provider=greendot&latitude=NaN&longitude=inf",
+        "/cash-locations?provider=greendot&latitude=90.0000000000000001&longitude=-180",
+        "/cash-locations?provider=&latitude=&longitude=&flow=sideways",
+        "/cash-ins/%E2%82%AC",
+    ] {
+        let a = api.get(query).await;
+        assert!(a.status < 500, "{query}: {} {}", a.status, a.body);
+    }
+    let big = "x".repeat(2 << 20);
+    let resp = api
+        .http
+        .post(format!("{}/cash-ins", api.base))
+        .bearer_auth(&api.token)
+        .header("Idempotency-Key", "big")
+        .body(big)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status().as_u16(), 413);
+    assert_eq!(sb.cash_in_count(), 0);
+    sb.shutdown().await;
 }

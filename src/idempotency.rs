@@ -1,0 +1,488 @@
+//! The gateway's own idempotency layer, in front of the upstream, for mutating RPCs.
+//!
+//! Keyed by (caller identity, operation, idempotency key), with a fingerprint of the request:
+//! - concurrent calls with the same key and request share one upstream call and all get its
+//!   outcome;
+//! - a repeat after completion replays the stored outcome, without calling upstream, for the
+//!   configured window;
+//! - the same key with a different request is FAILED_PRECONDITION, reason IDEMPOTENCY_KEY_REUSED.
+//!
+//! What is stored: the fingerprint (a 64-bit hash of the REST request the call would send), the
+//! outcome, and the time — per entry about the size of one CashIn. Replayed outcomes: successes
+//! and deterministic refusals (INVALID_ARGUMENT, PERMISSION_DENIED, NOT_FOUND,
+//! FAILED_PRECONDITION). Transient failures (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED,
+//! ABORTED, INTERNAL) are not stored, so a retry with the same key goes upstream again, where
+//! OMS's own idempotency makes it safe. Memory is bounded: entries older than the window are
+//! dropped, and beyond `max_entries` the oldest go first.
+//!
+//! If the caller that leads a shared call cancels, the upstream request is cancelled with it (a
+//! cancelled call cancels its upstream request), and the callers waiting on it get ABORTED with a
+//! retry hint.
+
+use crate::error::{GATEWAY_DOMAIN, GatewayError};
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tonic::Code;
+
+/// Identifies one logical mutation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct EntryKey {
+    caller: String,
+    operation: &'static str,
+    key: String,
+}
+
+/// A shared call's outcome, as waiters receive it.
+type Shared<T> = Option<Result<T, GatewayError>>;
+
+enum Entry<T> {
+    InFlight {
+        fingerprint: u64,
+        done: watch::Receiver<Shared<T>>,
+        /// Distinguishes this flight from a later one under the same key.
+        flight: u64,
+    },
+    Done {
+        fingerprint: u64,
+        outcome: Result<T, GatewayError>,
+        at: Instant,
+    },
+}
+
+struct State<T> {
+    entries: HashMap<EntryKey, Entry<T>>,
+    /// Completion order, for eviction (may hold keys already replaced or removed).
+    order: VecDeque<(Instant, EntryKey)>,
+    next_flight: u64,
+}
+
+/// Counters, for tests and logs.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct IdempotencyStats {
+    /// Calls that went upstream.
+    pub led: u64,
+    /// Calls that joined an in-flight call.
+    pub joined: u64,
+    /// Calls answered from a stored outcome.
+    pub replayed: u64,
+    /// Calls refused for reusing a key with another request.
+    pub conflicts: u64,
+}
+
+/// The idempotency layer for outcomes of type `T`.
+pub struct IdempotencyLayer<T> {
+    state: Mutex<State<T>>,
+    stats: Mutex<IdempotencyStats>,
+    window: Duration,
+    max_entries: usize,
+}
+
+impl<T> std::fmt::Debug for IdempotencyLayer<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdempotencyLayer")
+            .field("window", &self.window)
+            .field("max_entries", &self.max_entries)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Fingerprint of a request: a hash of its parts (e.g. the REST body it would send).
+pub fn fingerprint(parts: &[&[u8]]) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    for part in parts {
+        part.hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
+fn replayable(outcome: &Result<impl Sized, GatewayError>) -> bool {
+    match outcome {
+        Ok(_) => true,
+        Err(err) => matches!(
+            tonic::Status::from(err.clone()).code(),
+            Code::InvalidArgument
+                | Code::PermissionDenied
+                | Code::NotFound
+                | Code::FailedPrecondition
+        ),
+    }
+}
+
+fn reused(key: &str) -> GatewayError {
+    GatewayError::KeyReused(format!(
+        "idempotency key {key:?} was already used with a different request; use a new key for a new request"
+    ))
+}
+
+// === impl IdempotencyLayer ===
+
+impl<T: Clone + Send + Sync + 'static> IdempotencyLayer<T> {
+    /// A layer remembering outcomes for `window`, at most `max_entries` of them.
+    pub fn new(window: Duration, max_entries: usize) -> Self {
+        Self {
+            state: Mutex::new(State {
+                entries: HashMap::new(),
+                order: VecDeque::new(),
+                next_flight: 0,
+            }),
+            stats: Mutex::new(IdempotencyStats::default()),
+            window,
+            max_entries: max_entries.max(1),
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> IdempotencyStats {
+        *self.stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn count(&self, f: impl FnOnce(&mut IdempotencyStats)) {
+        f(&mut self.stats.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// Runs `call` at most once per (caller, operation, key) and request fingerprint, as the
+    /// module documentation says. Waiting for a shared call is bounded by `deadline`.
+    pub async fn run<F, Fut>(
+        &self,
+        caller: &str,
+        operation: &'static str,
+        key: &str,
+        fingerprint: u64,
+        deadline: Instant,
+        call: F,
+    ) -> Result<T, GatewayError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, GatewayError>>,
+    {
+        let entry_key = EntryKey {
+            caller: caller.to_owned(),
+            operation,
+            key: key.to_owned(),
+        };
+        enum Decision<T> {
+            Replay(Result<T, GatewayError>),
+            Join(watch::Receiver<Shared<T>>),
+            Conflict,
+            Lead(watch::Sender<Shared<T>>, u64),
+        }
+        let decision = {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            self.evict(&mut state, now);
+            match state.entries.get(&entry_key) {
+                Some(Entry::Done {
+                    fingerprint: fp,
+                    outcome,
+                    at,
+                }) if now.duration_since(*at) < self.window => {
+                    if *fp == fingerprint {
+                        Decision::Replay(outcome.clone())
+                    } else {
+                        Decision::Conflict
+                    }
+                }
+                Some(Entry::InFlight {
+                    fingerprint: fp,
+                    done,
+                    ..
+                }) => {
+                    if *fp == fingerprint {
+                        Decision::Join(done.clone())
+                    } else {
+                        Decision::Conflict
+                    }
+                }
+                _ => {
+                    let (sender, receiver) = watch::channel(None);
+                    state.next_flight += 1;
+                    let flight = state.next_flight;
+                    state.entries.insert(
+                        entry_key.clone(),
+                        Entry::InFlight {
+                            fingerprint,
+                            done: receiver,
+                            flight,
+                        },
+                    );
+                    Decision::Lead(sender, flight)
+                }
+            }
+        };
+        let (sender, flight) = match decision {
+            Decision::Replay(outcome) => {
+                self.count(|s| s.replayed += 1);
+                tracing::debug!(operation, key, "replaying a stored outcome");
+                return outcome;
+            }
+            Decision::Join(done) => {
+                self.count(|s| s.joined += 1);
+                return wait_for(done, deadline).await;
+            }
+            Decision::Conflict => {
+                self.count(|s| s.conflicts += 1);
+                return Err(reused(key));
+            }
+            Decision::Lead(sender, flight) => (sender, flight),
+        };
+        self.count(|s| s.led += 1);
+        // If this future is dropped mid-call, the guard clears the entry and tells waiters.
+        let mut guard = FlightGuard {
+            layer: self,
+            key: Some(entry_key),
+            flight,
+            sender,
+        };
+        let outcome = call().await;
+        guard.finish(outcome.clone(), fingerprint);
+        outcome
+    }
+
+    fn evict(&self, state: &mut State<T>, now: Instant) {
+        while let Some((at, key)) = state.order.front() {
+            let expired = now.duration_since(*at) >= self.window;
+            let over = state.order.len() > self.max_entries;
+            if !expired && !over {
+                break;
+            }
+            let at = *at;
+            let key = key.clone();
+            state.order.pop_front();
+            if matches!(state.entries.get(&key), Some(Entry::Done { at: done_at, .. }) if *done_at == at)
+            {
+                state.entries.remove(&key);
+            }
+        }
+    }
+}
+
+async fn wait_for<T: Clone>(
+    mut done: watch::Receiver<Shared<T>>,
+    deadline: Instant,
+) -> Result<T, GatewayError> {
+    let wait = done.wait_for(Option::is_some);
+    match tokio::time::timeout_at(deadline, wait).await {
+        Ok(Ok(outcome)) => outcome.clone().unwrap_or_else(|| Err(leader_gone())),
+        Ok(Err(_)) => Err(leader_gone()),
+        Err(_) => Err(GatewayError::DeadlineExceeded(
+            "the deadline passed while waiting for a concurrent call with the same idempotency key"
+                .into(),
+        )),
+    }
+}
+
+fn leader_gone() -> GatewayError {
+    GatewayError::Aborted(
+        "a concurrent call with the same idempotency key was cancelled before it finished; retry with the same key".into(),
+    )
+}
+
+/// Owns an in-flight entry until its outcome is recorded or the call is dropped.
+struct FlightGuard<'a, T: Clone + Send + Sync + 'static> {
+    layer: &'a IdempotencyLayer<T>,
+    key: Option<EntryKey>,
+    flight: u64,
+    sender: watch::Sender<Shared<T>>,
+}
+
+impl<T: Clone + Send + Sync + 'static> FlightGuard<'_, T> {
+    fn finish(&mut self, outcome: Result<T, GatewayError>, fingerprint: u64) {
+        let Some(key) = self.key.take() else { return };
+        let mut state = self.layer.state.lock().unwrap_or_else(|e| e.into_inner());
+        let ours = matches!(state.entries.get(&key), Some(Entry::InFlight { flight, .. }) if *flight == self.flight);
+        if ours {
+            if replayable(&outcome) {
+                let at = Instant::now();
+                state.entries.insert(
+                    key.clone(),
+                    Entry::Done {
+                        fingerprint,
+                        outcome: outcome.clone(),
+                        at,
+                    },
+                );
+                state.order.push_back((at, key));
+                self.layer.evict(&mut state, at);
+            } else {
+                state.entries.remove(&key);
+            }
+        }
+        drop(state);
+        self.sender.send_replace(Some(outcome));
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> Drop for FlightGuard<'_, T> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            let mut state = self.layer.state.lock().unwrap_or_else(|e| e.into_inner());
+            if matches!(state.entries.get(&key), Some(Entry::InFlight { flight, .. }) if *flight == self.flight)
+            {
+                state.entries.remove(&key);
+            }
+            drop(state);
+            self.sender.send_replace(Some(Err(leader_gone())));
+        }
+    }
+}
+
+/// `ErrorInfo` reason of a reused key.
+pub const KEY_REUSED_REASON: &str = "IDEMPOTENCY_KEY_REUSED";
+/// `ErrorInfo` domain of the layer's own errors.
+pub const DOMAIN: &str = GATEWAY_DOMAIN;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_secs(5)
+    }
+
+    #[tokio::test]
+    async fn concurrent_calls_share_one_upstream_call() {
+        let layer = Arc::new(IdempotencyLayer::<u32>::new(Duration::from_secs(60), 100));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let (layer, calls) = (layer.clone(), calls.clone());
+            tasks.push(tokio::spawn(async move {
+                layer
+                    .run("c", "op", "k", 1, soon(), || async {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        Ok(7)
+                    })
+                    .await
+            }));
+        }
+        for task in tasks {
+            assert_eq!(task.await.unwrap().unwrap(), 7);
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        let stats = layer.stats();
+        assert_eq!((stats.led, stats.joined + stats.replayed), (1, 19));
+    }
+
+    #[tokio::test]
+    async fn a_repeat_replays_and_another_request_is_refused() {
+        let layer = IdempotencyLayer::<u32>::new(Duration::from_secs(60), 100);
+        assert_eq!(
+            layer
+                .run("c", "op", "k", 1, soon(), || async { Ok(1) })
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            layer
+                .run("c", "op", "k", 1, soon(), || async { Ok(2) })
+                .await
+                .unwrap(),
+            1
+        );
+        let err = layer
+            .run("c", "op", "k", 2, soon(), || async { Ok(3) })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, GatewayError::KeyReused(_)));
+        // Another caller's key space is separate.
+        assert_eq!(
+            layer
+                .run("d", "op", "k", 2, soon(), || async { Ok(4) })
+                .await
+                .unwrap(),
+            4
+        );
+    }
+
+    #[tokio::test]
+    async fn transient_failures_are_not_replayed() {
+        let layer = IdempotencyLayer::<u32>::new(Duration::from_secs(60), 100);
+        let unavailable = || async { Err(GatewayError::Unavailable("down".into())) };
+        assert!(
+            layer
+                .run("c", "op", "k", 1, soon(), unavailable)
+                .await
+                .is_err()
+        );
+        assert_eq!(
+            layer
+                .run("c", "op", "k", 1, soon(), || async { Ok(9) })
+                .await
+                .unwrap(),
+            9
+        );
+    }
+
+    #[tokio::test]
+    async fn memory_is_bounded_and_entries_expire() {
+        let layer = IdempotencyLayer::<u32>::new(Duration::from_millis(100), 3);
+        for i in 0..10u32 {
+            layer
+                .run(
+                    "c",
+                    "op",
+                    &i.to_string(),
+                    1,
+                    soon(),
+                    || async move { Ok(i) },
+                )
+                .await
+                .unwrap();
+        }
+        assert!(layer.state.lock().unwrap().entries.len() <= 3);
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        // Expired: the call runs again.
+        assert_eq!(
+            layer
+                .run("c", "op", "9", 1, soon(), || async { Ok(99) })
+                .await
+                .unwrap(),
+            99
+        );
+    }
+
+    #[tokio::test]
+    async fn waiters_of_a_cancelled_leader_are_told_to_retry() {
+        let layer = Arc::new(IdempotencyLayer::<u32>::new(Duration::from_secs(60), 100));
+        let leader = {
+            let layer = layer.clone();
+            tokio::spawn(async move {
+                layer
+                    .run("c", "op", "k", 1, soon(), || async {
+                        tokio::time::sleep(Duration::from_secs(10)).await;
+                        Ok(1)
+                    })
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let waiter = {
+            let layer = layer.clone();
+            tokio::spawn(async move {
+                layer
+                    .run("c", "op", "k", 1, soon(), || async { Ok(2) })
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        leader.abort();
+        let err = waiter.await.unwrap().unwrap_err();
+        assert!(matches!(err, GatewayError::Aborted(_)));
+        // The key is free again.
+        assert_eq!(
+            layer
+                .run("c", "op", "k", 1, soon(), || async { Ok(3) })
+                .await
+                .unwrap(),
+            3
+        );
+    }
+}
