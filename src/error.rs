@@ -133,6 +133,15 @@ pub enum GatewayError {
     /// The resource is not in a state that allows the call (decided by the gateway).
     #[error("{0}")]
     Precondition(String),
+    /// An idempotency key was reused with a different request.
+    #[error("{0}")]
+    KeyReused(String),
+    /// The call lost a race it can win by retrying (e.g. a shared call was cancelled).
+    #[error("{0}")]
+    Aborted(String),
+    /// The caller's deadline passed inside the gateway.
+    #[error("{0}")]
+    DeadlineExceeded(String),
     /// A limit of the gateway itself was hit.
     #[error("{0}")]
     ResourceExhausted(String),
@@ -226,6 +235,22 @@ impl From<GatewayError> for Status {
                 let mut details = ErrorDetails::new();
                 details.set_error_info("FAILED_PRECONDITION", GATEWAY_DOMAIN, HashMap::new());
                 Status::with_error_details(Code::FailedPrecondition, message, details)
+            }
+            GatewayError::KeyReused(message) => {
+                let mut details = ErrorDetails::new();
+                details.set_error_info("IDEMPOTENCY_KEY_REUSED", GATEWAY_DOMAIN, HashMap::new());
+                Status::with_error_details(Code::FailedPrecondition, message, details)
+            }
+            GatewayError::Aborted(message) => {
+                let mut details = ErrorDetails::new();
+                details.set_error_info("CONCURRENT_CALL_CANCELLED", GATEWAY_DOMAIN, HashMap::new());
+                details.set_retry_info(Some(Duration::from_millis(100)));
+                Status::with_error_details(Code::Aborted, message, details)
+            }
+            GatewayError::DeadlineExceeded(message) => {
+                let mut details = ErrorDetails::new();
+                details.set_error_info("DEADLINE_EXCEEDED", GATEWAY_DOMAIN, HashMap::new());
+                Status::with_error_details(Code::DeadlineExceeded, message, details)
             }
             GatewayError::ResourceExhausted(message) => {
                 let mut details = ErrorDetails::new();

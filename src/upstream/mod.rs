@@ -9,6 +9,8 @@
 //! honouring `Retry-After`, never past the deadline. This module knows nothing of protobuf.
 
 pub mod auth;
+pub mod breaker;
+pub mod budget;
 pub mod model;
 
 use crate::config::UpstreamConfig;
@@ -375,7 +377,8 @@ impl OmsClient {
     }
 
     /// Sends `call`, retrying as the module documentation says, and decodes a 2xx body as `T`.
-    async fn send<T: DeserializeOwned>(&self, call: Call<'_>) -> Result<T, UpstreamError> {
+    async fn send<T: DeserializeOwned>(&self, mut call: Call<'_>) -> Result<T, UpstreamError> {
+        call.deadline = answer_by(call.deadline);
         let span = tracing::info_span!(
             "oms_call",
             operation = call.operation,
@@ -481,6 +484,18 @@ impl OmsClient {
             }
         }
     }
+}
+
+/// The most a call's upstream work is cut short of the caller's deadline.
+const DEADLINE_HEADROOM: Duration = Duration::from_millis(100);
+
+/// When the upstream work of a call due at `deadline` must give up: a little before it (a fifth
+/// of the time left, at most [`DEADLINE_HEADROOM`]), so the gateway's DEADLINE_EXCEEDED, with its
+/// details, reaches the caller before the caller's own timer and tonic's server-side
+/// `grpc-timeout` layer fire; both of those end the call as a bare CANCELLED "Timeout expired".
+fn answer_by(deadline: Instant) -> Instant {
+    let left = deadline.saturating_duration_since(Instant::now());
+    deadline - (left / 5).min(DEADLINE_HEADROOM)
 }
 
 /// Exponential backoff with full jitter: uniform in [0, min(cap, base × 2^(attempt−1))].
