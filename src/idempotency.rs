@@ -23,7 +23,7 @@ use crate::error::{GATEWAY_DOMAIN, GatewayError};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -339,6 +339,7 @@ pub const DOMAIN: &str = GATEWAY_DOMAIN;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn soon() -> Instant {

@@ -3,6 +3,7 @@
 //! The binary (`src/main.rs`) only parses configuration and starts things; everything a test or
 //! an embedding program needs is reachable from here. See `ARCHITECTURE.md` for the module map.
 
+pub mod codec;
 pub mod config;
 pub mod convert;
 pub mod error;
