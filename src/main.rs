@@ -14,6 +14,7 @@ fn init_logging(log: &LogConfig) {
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match log.format {
         LogFormat::Json => builder.json().init(),

@@ -185,7 +185,7 @@ else
 fi
 if [ -s "$server_log" ]; then
   pass "server prints a startup line"
-  echo "     $(head -n 1 "$server_log" | cut -c1-200)"
+  echo "     $(head -n 1 "$server_log" | sed -E 's/\x1b\[[0-9;]*m//g' | cut -c1-200)"
 else
   fail "server prints a startup line" "nothing on stdout/stderr"
 fi
