@@ -217,7 +217,7 @@ fn code_for_http(status: u16) -> Code {
         429 => Code::ResourceExhausted,
         502 | 503 => Code::Unavailable,
         504 => Code::DeadlineExceeded,
-        400..=499 => Code::FailedPrecondition,
+        402 | 405..=408 | 410..=421 | 423..=428 | 430..=499 => Code::FailedPrecondition,
         _ => Code::Internal,
     }
 }

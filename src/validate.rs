@@ -7,8 +7,8 @@ use crate::proto::v1 as pb;
 use pb::create_cash_in_request::wallet::Kind;
 
 /// Provider limits on the indicated amount, in cents.
-const MIN_INDICATED_CENTS: u64 = 20_00;
-const MAX_INDICATED_CENTS: u64 = 500_00;
+const MIN_INDICATED_CENTS: u64 = 20 * 100;
+const MAX_INDICATED_CENTS: u64 = 500 * 100;
 /// Metadata bounds (those of Stripe-like APIs, which OMS resembles).
 pub const MAX_METADATA_KEYS: usize = 50;
 const MAX_METADATA_KEY_CHARS: usize = 40;

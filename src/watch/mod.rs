@@ -366,6 +366,7 @@ async fn poll_loop(hub: Weak<HubInner>, key: WatchKey, sender: watch::Sender<Obs
         let Some(strong) = hub.upgrade() else { return };
         let interval = strong.config.poll_interval;
         let limit = strong.config.unreachable_limit;
+        let started = Instant::now();
         let result = fetch(&strong, &key).await;
         drop(strong);
         let wait = match result {
@@ -376,6 +377,15 @@ async fn poll_loop(hub: Weak<HubInner>, key: WatchKey, sender: watch::Sender<Obs
                     && items.first().is_some_and(|c| diff::is_terminal(c.status));
                 sender.send_if_modified(|observation| {
                     let changed = match observation {
+                        // A poll answered before a state published meanwhile (RefreshCashIn,
+                        // SandboxService) must not bring the older state, say a revoked
+                        // deposit code, back.
+                        Observation::Seen { items: old, .. }
+                            if matches!(&key, WatchKey::CashIn(_))
+                                && is_older(items.first(), old.first()) =>
+                        {
+                            false
+                        }
                         Observation::Seen { items: old, .. } => {
                             old.len() != items.len()
                                 || old.iter().zip(items.iter()).any(|(a, b)| {
@@ -403,7 +413,8 @@ async fn poll_loop(hub: Weak<HubInner>, key: WatchKey, sender: watch::Sender<Obs
                 return;
             }
             Err(err) => {
-                let since = *failing_since.get_or_insert_with(Instant::now);
+                // The outage is counted from the start of the first failed poll.
+                let since = *failing_since.get_or_insert(started);
                 failures += 1;
                 if since.elapsed() >= limit {
                     tracing::warn!(?key, error = %err, "upstream unreachable past the limit; ending watch streams");
@@ -414,14 +425,23 @@ async fn poll_loop(hub: Weak<HubInner>, key: WatchKey, sender: watch::Sender<Obs
                     return;
                 }
                 tracing::debug!(?key, error = %err, failures, "poll failed; backing off");
+                // Back off, but poll again when the limit is reached: if that poll fails too,
+                // the streams end then, not up to a backoff later.
+                let until_limit = (since + limit).saturating_duration_since(Instant::now());
                 interval
                     .saturating_mul(1 << failures.min(4))
                     .min(Duration::from_secs(30))
-                    .min(limit / 2 + Duration::from_millis(100))
+                    .min(until_limit.max(Duration::from_millis(10)))
             }
         };
         tokio::time::sleep(wait).await;
     }
+}
+
+/// Whether `polled` was last updated before `current`, judged by `updatedAt` when both have it.
+fn is_older(polled: Option<&pb::CashIn>, current: Option<&pb::CashIn>) -> bool {
+    let stamp = |c: Option<&pb::CashIn>| c.and_then(|c| c.updated_at).map(|t| (t.seconds, t.nanos));
+    matches!((stamp(polled), stamp(current)), (Some(p), Some(c)) if p < c)
 }
 
 fn is_not_found(err: &GatewayError) -> bool {

@@ -9,10 +9,13 @@
 //! the poller.
 
 use super::{Observation, Subscription, diff};
+use crate::error::GatewayError;
 use crate::proto::v1 as pb;
+use futures_util::{Stream, StreamExt};
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::time::{Duration, SystemTime};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
@@ -29,8 +32,9 @@ pub enum Mode {
     },
 }
 
-/// The stream type of both watch RPCs.
-pub type EventStream = ReceiverStream<Result<pb::CashInEvent, Status>>;
+/// The stream type of both watch RPCs: the buffered events, then the closing status if any
+/// (none means OK).
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<pb::CashInEvent, Status>> + Send>>;
 
 /// Events buffered towards a caller; small, so a slow caller reads fresh states, not old ones.
 const BUFFER: usize = 2;
@@ -44,8 +48,20 @@ pub fn spawn(
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> EventStream {
     let (tx, rx) = mpsc::channel(BUFFER);
-    tokio::spawn(run(subscription, mode, deadline, heartbeat, shutdown, tx));
-    ReceiverStream::new(rx)
+    // The closing status travels apart from the events, so it never waits behind a full buffer.
+    let (end_tx, end_rx) = oneshot::channel::<Status>();
+    tokio::spawn(run(
+        subscription,
+        mode,
+        deadline,
+        heartbeat,
+        shutdown,
+        tx,
+        end_tx,
+    ));
+    let closing =
+        futures_util::stream::once(end_rx).filter_map(|end| async move { end.ok().map(Err) });
+    Box::pin(ReceiverStream::new(rx).chain(closing))
 }
 
 fn event(
@@ -114,73 +130,115 @@ fn events_for(
     events
 }
 
+/// Why a stream stops early.
+enum Stop {
+    /// The caller went away: nothing to say.
+    Gone,
+    /// End with this status.
+    With(Status),
+}
+
+/// The stream's end conditions, checked while waiting for anything, sends included: a caller
+/// that stops reading still gets its deadline and the shutdown notice (delivered after the
+/// events already buffered), and its slot and poller share are released.
+struct Ends {
+    deadline: Instant,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Ends {
+    async fn reached(&mut self) -> Stop {
+        tokio::select! {
+            () = tokio::time::sleep_until(self.deadline) => {
+                Stop::With(Status::deadline_exceeded("the watch reached the caller's deadline"))
+            }
+            _ = self.shutdown.changed() => Stop::With(
+                GatewayError::Unavailable("the gateway is shutting down; reconnect to resume watching".into()).into(),
+            ),
+        }
+    }
+
+    async fn send(
+        &mut self,
+        tx: &mpsc::Sender<Result<pb::CashInEvent, Status>>,
+        event: pb::CashInEvent,
+    ) -> Result<(), Stop> {
+        tokio::select! {
+            biased;
+            sent = tx.send(Ok(event)) => sent.map_err(|_| Stop::Gone),
+            stop = self.reached() => Err(stop),
+        }
+    }
+}
+
 async fn run(
     mut subscription: Subscription,
     mode: Mode,
     deadline: Option<Instant>,
     heartbeat: Duration,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
     tx: mpsc::Sender<Result<pb::CashInEvent, Status>>,
+    end: oneshot::Sender<Status>,
 ) {
+    let far_future = Instant::now() + Duration::from_secs(86_400 * 365);
+    let mut ends = Ends {
+        deadline: deadline.unwrap_or(far_future),
+        shutdown,
+    };
+    match watch_loop(&mut subscription, &mode, heartbeat, &mut ends, &tx).await {
+        Ok(()) | Err(Stop::Gone) => {}
+        Err(Stop::With(status)) => {
+            let _ = end.send(status);
+        }
+    }
+}
+
+/// Sends events until the stream should end; `Ok` ends it with OK.
+async fn watch_loop(
+    subscription: &mut Subscription,
+    mode: &Mode,
+    heartbeat: Duration,
+    ends: &mut Ends,
+    tx: &mpsc::Sender<Result<pb::CashInEvent, Status>>,
+) -> Result<(), Stop> {
     let mut sent: HashMap<String, pb::CashIn> = HashMap::new();
     let mut first = true;
     let mut next_heartbeat = Instant::now() + heartbeat;
-    let far_future = Instant::now() + Duration::from_secs(86_400 * 365);
-    let deadline = deadline.unwrap_or(far_future);
     // Mark the current value unseen so the first loop turn reports it at once.
     subscription.receiver().mark_changed();
     loop {
         tokio::select! {
             biased;
-            () = tx.closed() => return,
-            _ = shutdown.changed() => {
-                let _ = tx
-                    .send(Err(crate::error::GatewayError::Unavailable(
-                        "the gateway is shutting down; reconnect to resume watching".into(),
-                    ).into()))
-                    .await;
-                return;
-            }
-            () = tokio::time::sleep_until(deadline) => {
-                let _ = tx.send(Err(Status::deadline_exceeded("the watch reached the caller's deadline"))).await;
-                return;
-            }
+            () = tx.closed() => return Err(Stop::Gone),
+            stop = ends.reached() => return Err(stop),
             changed = subscription.receiver().changed() => {
                 if changed.is_err() {
                     // The poller is gone without a final word; should not happen while subscribed.
-                    let _ = tx.send(Err(Status::unavailable("the watch poller stopped; reconnect"))).await;
-                    return;
+                    return Err(Stop::With(Status::unavailable("the watch poller stopped; reconnect")));
                 }
                 let observation = subscription.receiver().borrow_and_update().clone();
                 match observation {
                     Observation::Waiting => {}
-                    Observation::Ended(err) => {
-                        let _ = tx.send(Err(err.into())).await;
-                        return;
-                    }
+                    Observation::Ended(err) => return Err(Stop::With(err.into())),
                     Observation::Seen { items, at } => {
-                        let events = events_for(&mode, &items, at, &mut sent, first);
+                        let events = events_for(mode, &items, at, &mut sent, first);
                         first = false;
                         let mut terminal = false;
                         for event in events {
                             terminal |= matches!(mode, Mode::Single)
                                 && event.cash_in.as_ref().is_some_and(|c| diff::is_terminal(c.status));
-                            if tx.send(Ok(event)).await.is_err() {
-                                return;
-                            }
+                            ends.send(tx, event).await?;
                             next_heartbeat = Instant::now() + heartbeat;
                         }
                         if terminal {
-                            return;
+                            return Ok(());
                         }
                     }
                 }
             }
             () = tokio::time::sleep_until(next_heartbeat) => {
                 let beat = event(pb::CashInEventType::Heartbeat, None, 0, Vec::new(), SystemTime::now());
-                if tx.send(Ok(beat)).await.is_err() {
-                    return;
-                }
+                ends.send(tx, beat).await?;
                 next_heartbeat = Instant::now() + heartbeat;
             }
         }

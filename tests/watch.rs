@@ -1,0 +1,1111 @@
+//! Watch streams as a caller sees them: `WatchCashIn` and `WatchCashIns` over real tonic clients
+//! against the gateway and its embedded sandbox. Upstream polls are counted where they land, in
+//! the sandbox's request journal, never through the gateway's own counters.
+
+mod common;
+
+use common::TestGateway;
+use oms_gateway::config::GatewayConfig;
+use oms_gateway::proto::v1 as pb;
+use oms_gateway::sandbox::{Fault, FaultAction};
+use pb::{CashInEventType as Kind, CashInStatus as St};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, sleep, timeout};
+use tonic::Code;
+use tonic::transport::{Channel, Endpoint};
+
+// === harness ===
+
+/// The test config with watch settings short enough for tests.
+fn config(poll: Duration, heartbeat: Duration) -> GatewayConfig {
+    let mut config = common::test_config();
+    config.watch.poll_interval = poll;
+    config.watch.heartbeat_interval = heartbeat;
+    config
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+/// A heartbeat interval long enough never to fire in a test.
+const NO_HEARTBEAT: Duration = Duration::from_secs(60);
+
+/// What a watcher received: an event, or the end of the stream with its status.
+#[derive(Debug)]
+enum Item {
+    Event(Box<pb::CashInEvent>),
+    End(Code, String),
+}
+
+/// A watch stream read by a background task as fast as it can, so tests can wait on it with
+/// bounds. Dropping it drops the stream (the caller going away).
+struct Watcher {
+    rx: mpsc::UnboundedReceiver<(Instant, Item)>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Watcher {
+    fn spawn<F>(call: F) -> Watcher
+    where
+        F: Future<
+                Output = Result<tonic::Response<tonic::Streaming<pb::CashInEvent>>, tonic::Status>,
+            > + Send
+            + 'static,
+    {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            let mut stream = match call.await {
+                Ok(response) => response.into_inner(),
+                Err(status) => {
+                    let end = Item::End(status.code(), status.message().to_owned());
+                    let _ = tx.send((Instant::now(), end));
+                    return;
+                }
+            };
+            loop {
+                let item = match stream.message().await {
+                    Ok(Some(event)) => Item::Event(Box::new(event)),
+                    Ok(None) => Item::End(Code::Ok, String::new()),
+                    Err(status) => Item::End(status.code(), status.message().to_owned()),
+                };
+                let end = matches!(item, Item::End(..));
+                if tx.send((Instant::now(), item)).is_err() || end {
+                    return;
+                }
+            }
+        });
+        Watcher { rx, task }
+    }
+
+    /// The next item, panicking if none arrives within `within`.
+    async fn next(&mut self, within: Duration) -> (Instant, Item) {
+        timeout(within, self.rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no watch item within {within:?}"))
+            .expect("the watcher task ended without reporting the end")
+    }
+
+    /// The next non-heartbeat event, panicking on the end of the stream.
+    async fn event(&mut self, within: Duration) -> pb::CashInEvent {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next(left).await.1 {
+                Item::Event(e) if e.r#type == Kind::Heartbeat as i32 => continue,
+                Item::Event(e) => return *e,
+                Item::End(code, message) => {
+                    panic!("stream ended with {code:?} ({message}) while an event was expected")
+                }
+            }
+        }
+    }
+
+    /// Skips events until one whose cash-in has `status`.
+    async fn event_with_status(&mut self, status: St, within: Duration) -> pb::CashInEvent {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let event = self.event(left).await;
+            if cash_in(&event).status == status as i32 {
+                return event;
+            }
+        }
+    }
+
+    /// How the stream ended, skipping heartbeats; panics on any other event.
+    async fn end(&mut self, within: Duration) -> (Code, String) {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next(left).await.1 {
+                Item::Event(e) if e.r#type == Kind::Heartbeat as i32 => continue,
+                Item::Event(e) => panic!("expected the end of the stream, got {e:?}"),
+                Item::End(code, message) => return (code, message),
+            }
+        }
+    }
+}
+
+fn watch(gateway: &TestGateway, id: &str) -> Watcher {
+    watch_on(gateway.channel.clone(), id, None)
+}
+
+fn watch_on(channel: Channel, id: &str, deadline: Option<Duration>) -> Watcher {
+    let mut request = tonic::Request::new(pb::WatchCashInRequest {
+        cash_in_id: id.to_owned(),
+    });
+    if let Some(deadline) = deadline {
+        request.set_timeout(deadline);
+    }
+    let mut client = pb::cash_in_service_client::CashInServiceClient::new(channel);
+    Watcher::spawn(async move { client.watch_cash_in(request).await })
+}
+
+fn watch_customer(gateway: &TestGateway, customer: &str, statuses: &[St]) -> Watcher {
+    let request = pb::WatchCashInsRequest {
+        customer_id: customer.to_owned(),
+        statuses: statuses.iter().map(|s| *s as i32).collect(),
+    };
+    let mut client = gateway.cash_ins();
+    Watcher::spawn(async move { client.watch_cash_ins(request).await })
+}
+
+/// A second connection to the gateway, whose streams accept at most `window` unread bytes
+/// (hyper's client default is megabytes, which no test fills).
+async fn small_window_channel(gateway: &TestGateway, window: u32) -> Channel {
+    Endpoint::from_shared(format!("http://{}", gateway.gateway.addr()))
+        .expect("endpoint")
+        .initial_stream_window_size(window)
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .expect("connect to the gateway")
+}
+
+fn cash_in(event: &pb::CashInEvent) -> &pb::CashIn {
+    event
+        .cash_in
+        .as_ref()
+        .expect("the event carries the cash-in")
+}
+
+fn status_of(event: &pb::CashInEvent) -> St {
+    St::try_from(cash_in(event).status).expect("a known status")
+}
+
+fn kind(event: &pb::CashInEvent) -> Kind {
+    Kind::try_from(event.r#type).expect("a known event type")
+}
+
+fn code_of(cash_in: &pb::CashIn) -> String {
+    cash_in
+        .deposit_instructions
+        .as_ref()
+        .map(|d| d.code.clone())
+        .unwrap_or_default()
+}
+
+/// Upstream `GET /cash-ins/{id}` requests the sandbox received.
+fn gets(gateway: &TestGateway, id: &str) -> usize {
+    gateway.sandbox().count("GET", &format!("/cash-ins/{id}"))
+}
+
+/// Waits (bounded) until `check` holds.
+async fn until(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check() {
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        sleep(ms(10)).await;
+    }
+}
+
+async fn simulate_deposit(
+    gateway: &TestGateway,
+    id: &str,
+    amount: &str,
+    authorize_only: bool,
+) -> pb::SimulateDepositResponse {
+    gateway
+        .simulator()
+        .simulate_deposit(pb::SimulateDepositRequest {
+            cash_in_id: id.to_owned(),
+            amount: amount.to_owned(),
+            authorize_only,
+        })
+        .await
+        .expect("SimulateDeposit")
+        .into_inner()
+}
+
+async fn refresh(gateway: &TestGateway, id: &str) -> pb::CashIn {
+    gateway
+        .cash_ins()
+        .refresh_cash_in(pb::RefreshCashInRequest {
+            cash_in_id: id.to_owned(),
+            idempotency_key: String::new(),
+        })
+        .await
+        .expect("RefreshCashIn")
+        .into_inner()
+        .cash_in
+        .expect("cash_in")
+}
+
+/// Commits an authorized deposit with the sandbox's REST endpoint directly (the gateway's
+/// SimulateDeposit only commits together with the authorization), so the gateway learns of
+/// the completion only by polling.
+async fn commit_deposit_upstream(
+    gateway: &TestGateway,
+    cash_in: &pb::CashIn,
+    amount: &str,
+    confirmation_id: &str,
+) {
+    let sandbox = gateway.sandbox();
+    let http = reqwest::Client::new();
+    let token: serde_json::Value = http
+        .post(format!("{}/auth/token", sandbox.base_url()))
+        .json(&serde_json::json!({"apiKey": sandbox.api_key(), "apiSecret": sandbox.api_secret()}))
+        .send()
+        .await
+        .expect("POST /auth/token")
+        .json()
+        .await
+        .expect("token JSON");
+    let token = token["accessToken"].as_str().expect("accessToken");
+    let response = http
+        .post(format!(
+            "{}/cash-ins/simulate/auth-commit",
+            sandbox.base_url()
+        ))
+        .bearer_auth(token)
+        .header(
+            "Idempotency-Key",
+            format!("watch-test-{}", fastrand::u64(..)),
+        )
+        .json(&serde_json::json!({
+            "accountNumber": code_of(cash_in),
+            "accountReferenceNumber": cash_in.id,
+            "amount": amount,
+            "originalConfirmationId": confirmation_id,
+        }))
+        .send()
+        .await
+        .expect("POST /cash-ins/simulate/auth-commit");
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    assert!(status.is_success(), "auth-commit answered {status}: {body}");
+}
+
+fn assert_changed(event: &pb::CashInEvent, from: St, to: St, fields: &[&str]) {
+    assert_eq!(kind(event), Kind::Changed, "{event:?}");
+    assert_eq!(event.previous_status, from as i32, "{event:?}");
+    assert_eq!(status_of(event), to, "{event:?}");
+    for field in fields {
+        assert!(
+            event.changed_fields.iter().any(|f| f == field),
+            "changed_fields {:?} lack {field}",
+            event.changed_fields
+        );
+    }
+    assert!(event.observed_at.is_some());
+}
+
+// === a single cash-in ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_sees_pending_then_processing_then_completed_with_final_amounts_then_ok() {
+    let gateway = common::start_with(config(ms(250), NO_HEARTBEAT)).await;
+    let created = common::create_cash_in(&gateway, "cst_watch1").await;
+    let mut watcher = watch(&gateway, &created.id);
+
+    let initial = watcher.event(Duration::from_secs(3)).await;
+    assert_eq!(kind(&initial), Kind::Initial);
+    assert_eq!(status_of(&initial), St::Pending);
+    assert_eq!(initial.previous_status, St::Unspecified as i32);
+    assert!(initial.changed_fields.is_empty());
+    assert_eq!(cash_in(&initial).id, created.id);
+
+    let auth = simulate_deposit(&gateway, &created.id, "150.00", true).await;
+    assert_eq!(
+        auth.cash_in.as_ref().map(|c| c.status),
+        Some(St::Processing as i32)
+    );
+    let processing = watcher.event(Duration::from_secs(3)).await;
+    assert_changed(&processing, St::Pending, St::Processing, &["status"]);
+
+    // Completed upstream behind the gateway's back: only the poller can bring it.
+    commit_deposit_upstream(&gateway, &created, "150.00", &auth.confirmation_id).await;
+    let completed = watcher.event(Duration::from_secs(3)).await;
+    assert_changed(
+        &completed,
+        St::Processing,
+        St::Completed,
+        &["status", "transactionId", "completedAt"],
+    );
+    let done = cash_in(&completed);
+    let source = done.source.as_ref().expect("source");
+    let destination = done.destination.as_ref().expect("destination");
+    assert_eq!(source.amount.as_deref(), Some("150.00"));
+    assert!(destination.amount.as_deref().is_some_and(|a| !a.is_empty()));
+    assert!(
+        done.transaction_id
+            .as_deref()
+            .is_some_and(|t| t.starts_with("txn_")),
+        "{done:?}"
+    );
+    assert!(done.completed_at.is_some());
+
+    assert_eq!(watcher.end(Duration::from_secs(2)).await.0, Code::Ok);
+    drop(watcher);
+    gateway.gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_simulated_deposit_reaches_the_watcher_as_completed_and_the_stream_ends_ok() {
+    let gateway = common::start_with(config(ms(250), NO_HEARTBEAT)).await;
+    let created = common::create_cash_in(&gateway, "cst_watch1b").await;
+    let mut watcher = watch(&gateway, &created.id);
+    assert_eq!(
+        kind(&watcher.event(Duration::from_secs(3)).await),
+        Kind::Initial
+    );
+
+    simulate_deposit(&gateway, &created.id, "", false).await;
+    // A poll may catch the short processing step in between; the last event is completed.
+    let completed = watcher
+        .event_with_status(St::Completed, Duration::from_secs(3))
+        .await;
+    assert_eq!(kind(&completed), Kind::Changed);
+    assert!(
+        [St::Pending as i32, St::Processing as i32].contains(&completed.previous_status),
+        "{completed:?}"
+    );
+    let done = cash_in(&completed);
+    assert_eq!(
+        done.source.as_ref().and_then(|s| s.amount.as_deref()),
+        Some("200.00"),
+        "the indicated amount is deposited when none is given"
+    );
+    assert!(done.transaction_id.is_some() && done.completed_at.is_some());
+    assert_eq!(watcher.end(Duration::from_secs(2)).await.0, Code::Ok);
+    drop(watcher);
+    gateway.gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_reaches_watchers_at_once_without_waiting_for_a_poll() {
+    // A 30 s interval: anything the watcher sees after INITIAL was not polled.
+    let gateway = common::start_with(config(Duration::from_secs(30), NO_HEARTBEAT)).await;
+    let created = common::create_cash_in(&gateway, "cst_watch2").await;
+    let mut watcher = watch(&gateway, &created.id);
+    let initial = watcher.event(Duration::from_secs(3)).await;
+    assert_eq!(kind(&initial), Kind::Initial);
+    let polls_before = gets(&gateway, &created.id);
+
+    let started = Instant::now();
+    let refreshed = refresh(&gateway, &created.id).await;
+    let changed = watcher.event(Duration::from_secs(2)).await;
+    let latency = started.elapsed();
+    assert_changed(
+        &changed,
+        St::Pending,
+        St::Pending,
+        &["depositInstructions.code", "depositInstructions.expiresAt"],
+    );
+    assert_eq!(code_of(cash_in(&changed)), code_of(&refreshed));
+    assert_ne!(code_of(cash_in(&changed)), code_of(&created));
+    assert_eq!(
+        gets(&gateway, &created.id),
+        polls_before,
+        "no upstream poll was needed"
+    );
+    println!("refresh reached the watcher {latency:?} after RefreshCashIn was sent (no poll)");
+    drop(watcher);
+    gateway.gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_answered_with_an_older_state_does_not_undo_a_published_refresh() {
+    let gateway = common::start_with(config(ms(1000), NO_HEARTBEAT)).await;
+    let created = common::create_cash_in(&gateway, "cst_watchstale").await;
+    let mut watcher = watch(&gateway, &created.id);
+    assert_eq!(
+        kind(&watcher.event(Duration::from_secs(3)).await),
+        Kind::Initial
+    );
+    // The next poll is answered with the state as it is now, before the refresh: what a poll
+    // that was answered just before the refresh, but arrives just after it, brings back.
+    let stale = gateway.sandbox().cash_in_json(&created.id).expect("known");
+    gateway.sandbox().inject(Fault {
+        method: Some("GET".into()),
+        path_prefix: format!("/cash-ins/{}", created.id),
+        times: 1,
+        action: FaultAction::Respond {
+            status: 200,
+            body: stale.to_string(),
+            headers: Vec::new(),
+        },
+    });
+    let polls_before = gets(&gateway, &created.id);
+    let refreshed = refresh(&gateway, &created.id).await;
+    let changed = watcher.event(Duration::from_secs(2)).await;
+    assert_eq!(code_of(cash_in(&changed)), code_of(&refreshed));
+
+    until("the stale poll", Duration::from_secs(3), || {
+        gets(&gateway, &created.id) > polls_before
+    })
+    .await;
+    let journal = gateway.sandbox().journal();
+    let position = |method: &str, path: &str| {
+        journal
+            .iter()
+            .rposition(|r| r.method == method && r.path == path)
+            .expect("in the journal")
+    };
+    assert!(
+        position("POST", &format!("/cash-ins/{}/refresh", created.id))
+            < position("GET", &format!("/cash-ins/{}", created.id)),
+        "the stale answer came after the refresh"
+    );
+    // Give the stale answer time to reach the stream, if it were going to.
+    if let Ok((_, item)) = timeout(ms(500), watcher.rx.recv())
+        .await
+        .map(|i| i.expect("item"))
+    {
+        panic!(
+            "the watcher was sent the older state back (the revoked code {}): {item:?}",
+            code_of(&created)
+        );
+    }
+    drop(watcher);
+    gateway.gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expire_cash_in_ends_the_stream_with_expired_then_ok() {
+    let gateway = common::start_with(config(ms(250), NO_HEARTBEAT)).await;
+    let created = common::create_cash_in(&gateway, "cst_watch3").await;
+    let mut watcher = watch(&gateway, &created.id);
+    assert_eq!(
+        kind(&watcher.event(Duration::from_secs(3)).await),
+        Kind::Initial
+    );
+
+    gateway
+        .simulator()
+        .expire_cash_in(pb::ExpireCashInRequest {
+            cash_in_id: created.id.clone(),
+        })
+        .await
+        .expect("ExpireCashIn");
+    let expired = watcher.event(Duration::from_secs(2)).await;
+    assert_changed(&expired, St::Pending, St::Expired, &["status"]);
+    assert_eq!(watcher.end(Duration::from_secs(2)).await.0, Code::Ok);
+    drop(watcher);
+    gateway.gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lapsed_deposit_code_ends_the_stream_with_expired_then_ok() {
+    let mut config = config(ms(250), NO_HEARTBEAT);
+    config.sandbox.code_ttl = Duration::from_secs(1);
+    let gateway = common::start_with(config).await;
+    let created = common::create_cash_in(&gateway, "cst_watch3b").await;
+    let started = Instant::now();
+    let mut watcher = watch(&gateway, &created.id);
+    let initial = watcher.event(Duration::from_secs(3)).await;
+    assert_eq!(
+        status_of(&initial),
+        St::Pending,
+        "watched before the code lapsed"
+    );
+
+    let expired = watcher.event(Duration::from_secs(3)).await;
+    assert_changed(&expired, St::Pending, St::Expired, &["status"]);
+    assert_eq!(
+        cash_in(&expired).sub_status,
+        Some(pb::CashInSubStatus::CashDepositExpired as i32)
+    );
+    assert_eq!(watcher.end(Duration::from_secs(2)).await.0, Code::Ok);
+    println!(
+        "code_ttl 1 s: the watcher saw expired {:?} after it started watching",
+        started.elapsed()
+    );
+    drop(watcher);
+    gateway.gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_cash_in_ends_the_watch_with_not_found_at_once() {
+    let gateway = common::start_with(config(ms(250), NO_HEARTBEAT)).await;
+    let started = Instant::now();
+    let mut watcher = watch(&gateway, "ci_doesnotexist0000000000");
+    let (code, message) = watcher.end(Duration::from_secs(2)).await;
+    assert_eq!(code, Code::NotFound, "{message}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(watcher);
+    until("the poller is released", Duration::from_secs(2), || {
+        gateway.gateway.watch_hub().watched() == 0
+    })
+    .await;
+    gateway.gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_cash_in_id_is_invalid_argument_without_an_upstream_call() {
+    let gateway = common::start_with(config(ms(250), NO_HEARTBEAT)).await;
+    for bad in ["", "cst_123", "ci_", "ci_has space", "ci_../../etc"] {
+        let mut watcher = watch(&gateway, bad);
+        let (code, message) = watcher.end(Duration::from_secs(2)).await;
+        assert_eq!(code, Code::InvalidArgument, "{bad:?}: {message}");
+        assert!(message.contains("cash_in_id"), "{bad:?}: {message}");
+    }
+    assert_eq!(gateway.sandbox().count("GET", "/cash-ins"), 0);
+    assert_eq!(gateway.gateway.watch_hub().watched(), 0);
+    gateway.gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watching_a_completed_cash_in_reports_it_once_and_ends_ok() {
+    let interval = ms(200);
+    let gateway = common::start_with(config(interval, NO_HEARTBEAT)).await;
+    let created = common::create_cash_in(&gateway, "cst_watchdone").await;
+    simulate_deposit(&gateway, &created.id, "", false).await;
+
+    let mut watcher = watch(&gateway, &created.id);
+    let initial = watcher.event(Duration::from_secs(3)).await;
+    assert_eq!(kind(&initial), Kind::Initial);
+    assert_eq!(status_of(&initial), St::Completed);
+    assert_eq!(watcher.end(Duration::from_secs(2)).await.0, Code::Ok);
+    let polls = gets(&gateway, &created.id);
+    sleep(interval * 3).await;
+    assert_eq!(
+        gets(&gateway, &created.id),
+        polls,
+        "nothing to poll after a terminal state"
+    );
+    assert_eq!(gateway.gateway.watch_hub().watched(), 0);
+    drop(watcher);
+    gateway.gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_shutdown_ends_open_watch_streams_with_unavailable() {
+    let gateway = common::start_with(config(ms(250), NO_HEARTBEAT)).await;
+    let created = common::create_cash_in(&gateway, "cst_watchstop").await;
+    let mut single = watch(&gateway, &created.id);
+    let mut customer = watch_customer(&gateway, "cst_watchstop", &[]);
+    single.event(Duration::from_secs(3)).await;
+    customer.event(Duration::from_secs(3)).await;
+
+    let stopping = tokio::spawn(gateway.gateway.shutdown());
+    for watcher in [&mut single, &mut customer] {
+        let (code, message) = watcher.end(Duration::from_secs(3)).await;
+        assert_eq!(code, Code::Unavailable, "{message}");
+    }
+    timeout(Duration::from_secs(10), stopping)
+        .await
+        .expect("shutdown finishes")
+        .expect("shutdown task");
+}
+
+// === one poller per resource, and the poll budget ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_watchers_of_one_cash_in_cause_one_upstream_get_per_interval() {
+    let interval = ms(250);
+    let gateway = common::start_with(config(interval, NO_HEARTBEAT)).await;
+    let created = common::create_cash_in(&gateway, "cst_watch5").await;
+    assert_eq!(gets(&gateway, &created.id), 0);
+
+    let started = Instant::now();
+    let mut watchers: Vec<Watcher> = (0..100).map(|_| watch(&gateway, &created.id)).collect();
+    for watcher in &mut watchers {
+        assert_eq!(
+            kind(&watcher.event(Duration::from_secs(5)).await),
+            Kind::Initial
+        );
+    }
+    assert_eq!(gateway.gateway.watch_hub().watched(), 1);
+    let window = Duration::from_millis(2500);
+    sleep(window.saturating_sub(started.elapsed())).await;
+    let polls = gets(&gateway, &created.id);
+    let elapsed = started.elapsed().as_secs_f64();
+    let expected = 1.0 + elapsed / interval.as_secs_f64();
+    println!(
+        "100 watchers on 1 id: {polls} upstream GETs in {elapsed:.2} s ({:.1}/s; one per {:?} interval would be {expected:.1})",
+        polls as f64 / elapsed,
+        interval
+    );
+    assert!(
+        (polls as f64 - expected).abs() <= 2.0 + 0.15 * expected,
+        "{polls} GETs, expected about {expected:.1}"
+    );
+    drop(watchers);
+    gateway.gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_of_a_hundred_cash_ins_never_poll_faster_than_the_budget() {
+    let rate = 50.0;
+    let burst = 5.0; // a tenth of a second's worth (see watch::budget)
+    let mut config = config(ms(250), NO_HEARTBEAT);
+    config.watch.max_polls_per_second = rate;
+    let gateway = common::start_with(config).await;
+    let location = common::a_location(&gateway).await;
+    let mut ids = Vec::new();
+    for _ in 0..100 {
+        let created = gateway
+            .cash_ins()
+            .create_cash_in(common::create_request(&location, "cst_watch5b"))
+            .await
+            .expect("CreateCashIn")
+            .into_inner()
+            .cash_in
+            .expect("cash_in");
+        ids.push(created.id);
+    }
+    let polls = || gateway.sandbox().count("GET", "/cash-ins/");
+    assert_eq!(polls(), 0);
+
+    let started = Instant::now();
+    let mut watchers: Vec<Watcher> = ids.iter().map(|id| watch(&gateway, id)).collect();
+    // Sample the upstream count while 100 pollers (each wanting 4 polls/s) share 50/s.
+    let mut samples = vec![(0.0f64, 0usize)];
+    while started.elapsed() < Duration::from_secs(3) {
+        sleep(ms(50)).await;
+        samples.push((started.elapsed().as_secs_f64(), polls()));
+    }
+    let (elapsed, total) = *samples.last().expect("samples");
+    let mut worst_excess = f64::MIN;
+    for (i, (t0, n0)) in samples.iter().enumerate() {
+        for (t1, n1) in &samples[i + 1..] {
+            // Requests seen between two samples, against what the budget allows in between
+            // (one sample period of slack for when a request lands relative to a sample).
+            let allowed = burst + rate * (t1 - t0 + 0.05);
+            worst_excess = worst_excess.max((n1 - n0) as f64 - allowed);
+        }
+    }
+    println!(
+        "100 watchers on 100 ids: {total} upstream GETs in {elapsed:.2} s ({:.1}/s; cap {rate}/s, burst {burst}); worst window {worst_excess:+.1} requests against the cap",
+        total as f64 / elapsed
+    );
+    assert!(
+        worst_excess <= 0.0,
+        "polled faster than {rate}/s + burst {burst}: {worst_excess:+.1}"
+    );
+    assert!(
+        total as f64 >= 0.7 * rate * elapsed,
+        "the budget should be used, not starved: {total} in {elapsed:.2} s"
+    );
+    // Every stream was served its INITIAL state despite the queue at the budget.
+    for watcher in &mut watchers {
+        assert_eq!(
+            kind(&watcher.event(Duration::from_secs(5)).await),
+            Kind::Initial
+        );
+    }
+    drop(watchers);
+    gateway.gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_every_stream_stops_the_upstream_polls() {
+    let interval = ms(200);
+    let gateway = common::start_with(config(interval, NO_HEARTBEAT)).await;
+    let created = common::create_cash_in(&gateway, "cst_watch6").await;
+    let mut watchers: Vec<Watcher> = (0..10).map(|_| watch(&gateway, &created.id)).collect();
+    for watcher in &mut watchers {
+        watcher.event(Duration::from_secs(3)).await;
+    }
+    sleep(interval * 2).await;
+    assert!(gets(&gateway, &created.id) >= 2, "it was polling");
+    let hub = gateway.gateway.watch_hub();
+    assert_eq!(hub.watched(), 1);
+
+    drop(watchers);
+    until("the poller is released", interval * 3, || {
+        hub.watched() == 0
+    })
+    .await;
+    until("the streams are released", interval * 3, || {
+        hub.streams() == 0
+    })
+    .await;
+    sleep(ms(50)).await; // a poll in flight at the cancel may still land
+    let after_cancel = gets(&gateway, &created.id);
+    sleep(interval * 4).await;
+    assert_eq!(
+        gets(&gateway, &created.id),
+        after_cancel,
+        "no GET after the last stream went away"
+    );
+    gateway.gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_deadline_ends_the_stream_promptly_and_releases_the_poller() {
+    let interval = ms(200);
+    let gateway = common::start_with(config(interval, NO_HEARTBEAT)).await;
+    let created = common::create_cash_in(&gateway, "cst_watch12").await;
+    let started = Instant::now();
+    let mut watcher = watch_on(gateway.channel.clone(), &created.id, Some(ms(500)));
+    assert_eq!(
+        kind(&watcher.event(Duration::from_secs(2)).await),
+        Kind::Initial
+    );
+    let (code, message) = watcher.end(Duration::from_secs(3)).await;
+    let ended = started.elapsed();
+    assert!(
+        matches!(code, Code::DeadlineExceeded | Code::Cancelled),
+        "{code:?}: {message}"
+    );
+    assert!(
+        ended >= ms(400) && ended < ms(1500),
+        "ended after {ended:?}"
+    );
+    println!("a 500 ms deadline ended the watch with {code:?} after {ended:?}");
+
+    let hub = gateway.gateway.watch_hub();
+    until("the poller is released", interval * 3, || {
+        hub.watched() == 0
+    })
+    .await;
+    sleep(ms(50)).await;
+    let after = gets(&gateway, &created.id);
+    sleep(interval * 3).await;
+    assert_eq!(
+        gets(&gateway, &created.id),
+        after,
+        "no polls after the deadline"
+    );
+    drop(watcher);
+    gateway.gateway.shutdown().await;
+}
+
+// === upstream trouble and slow callers ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_outage_shorter_than_the_limit_keeps_the_stream_open() {
+    let mut config = config(ms(250), ms(300));
+    config.watch.unreachable_limit = Duration::from_secs(5);
+    let gateway = common::start_with(config).await;
+    let created = common::create_cash_in(&gateway, "cst_watch7").await;
+    let mut watcher = watch(&gateway, &created.id);
+    assert_eq!(
+        kind(&watcher.event(Duration::from_secs(3)).await),
+        Kind::Initial
+    );
+
+    let faults = 6;
+    gateway
+        .sandbox()
+        .inject(Fault::status(Some("GET"), "/cash-ins/", faults, 503));
+    let failed = || {
+        gateway
+            .sandbox()
+            .journal()
+            .iter()
+            .filter(|r| r.method == "GET" && r.path.starts_with("/cash-ins/") && r.status == 503)
+            .count()
+    };
+    let outage = Instant::now();
+    let mut heartbeats = 0;
+    while failed() < faults {
+        assert!(
+            outage.elapsed() < Duration::from_secs(8),
+            "faults unused: {}",
+            failed()
+        );
+        // Only heartbeats while OMS fails: no error, no end.
+        if let Ok(Some((_, item))) = timeout(ms(50), watcher.rx.recv()).await {
+            match item {
+                Item::Event(e) if e.r#type == Kind::Heartbeat as i32 => heartbeats += 1,
+                other => panic!("during the outage the stream sent {other:?}"),
+            }
+        }
+    }
+    let outage = outage.elapsed();
+    // The poller polls successfully again after the outage.
+    let answered = || {
+        gateway
+            .sandbox()
+            .journal()
+            .iter()
+            .filter(|r| r.method == "GET" && r.path == format!("/cash-ins/{}", created.id))
+            .map(|r| r.status)
+            .collect::<Vec<_>>()
+    };
+    until(
+        "a successful poll after the outage",
+        Duration::from_secs(5),
+        || answered().last() == Some(&200),
+    )
+    .await;
+    println!(
+        "{faults} upstream 503s over {outage:?}: the stream stayed open ({heartbeats} heartbeats)"
+    );
+
+    simulate_deposit(&gateway, &created.id, "", false).await;
+    let completed = watcher
+        .event_with_status(St::Completed, Duration::from_secs(3))
+        .await;
+    assert_eq!(kind(&completed), Kind::Changed);
+    assert_eq!(watcher.end(Duration::from_secs(2)).await.0, Code::Ok);
+    drop(watcher);
+    gateway.gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_outage_longer_than_the_limit_ends_the_stream_with_unavailable() {
+    let limit = Duration::from_secs(1);
+    let mut config = config(ms(250), ms(300));
+    config.watch.unreachable_limit = limit;
+    let gateway = common::start_with(config).await;
+    let created = common::create_cash_in(&gateway, "cst_watch7b").await;
+    let mut watcher = watch(&gateway, &created.id);
+    assert_eq!(
+        kind(&watcher.event(Duration::from_secs(3)).await),
+        Kind::Initial
+    );
+
+    gateway
+        .sandbox()
+        .inject(Fault::status(Some("GET"), "/cash-ins/", 1000, 503));
+    let outage = Instant::now();
+    let (code, message) = watcher.end(Duration::from_secs(6)).await;
+    let ended = outage.elapsed();
+    assert_eq!(code, Code::Unavailable, "{message}");
+    assert!(ended >= limit, "ended after {ended:?}, before the limit");
+    println!(
+        "unreachable_limit {limit:?}: the stream ended UNAVAILABLE {ended:?} into the outage ({message})"
+    );
+    drop(watcher);
+    until("the poller is released", Duration::from_secs(2), || {
+        gateway.gateway.watch_hub().watched() == 0
+    })
+    .await;
+    gateway.sandbox().clear_faults();
+    gateway.gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_reader_does_not_delay_the_others_and_finally_reads_the_terminal_state() {
+    let gateway = common::start_with(config(ms(250), NO_HEARTBEAT)).await;
+    let created = common::create_cash_in(&gateway, "cst_watch8").await;
+
+    // The stalled caller has its own connection with a small window and never reads, so the
+    // gateway soon cannot send it anything more.
+    let channel = small_window_channel(&gateway, 4 * 1024).await;
+    let mut stalled = pb::cash_in_service_client::CashInServiceClient::new(channel)
+        .watch_cash_in(pb::WatchCashInRequest {
+            cash_in_id: created.id.clone(),
+        })
+        .await
+        .expect("WatchCashIn")
+        .into_inner();
+    let mut readers: Vec<Watcher> = (0..3).map(|_| watch(&gateway, &created.id)).collect();
+    for reader in &mut readers {
+        assert_eq!(
+            kind(&reader.event(Duration::from_secs(3)).await),
+            Kind::Initial
+        );
+    }
+
+    // Enough changes (each a full cash-in) to fill the stalled stream's HTTP/2 window.
+    let refreshes = 40;
+    for _ in 0..refreshes {
+        refresh(&gateway, &created.id).await;
+    }
+    let deposited = Instant::now();
+    simulate_deposit(&gateway, &created.id, "", false).await;
+    let mut slowest = Duration::ZERO;
+    for reader in &mut readers {
+        reader
+            .event_with_status(St::Completed, Duration::from_secs(2))
+            .await;
+        slowest = slowest.max(deposited.elapsed());
+        assert_eq!(reader.end(Duration::from_secs(2)).await.0, Code::Ok);
+    }
+    println!(
+        "{refreshes} refreshes then a deposit: readers saw completed within {slowest:?} while one stream was not read"
+    );
+
+    let mut events = Vec::new();
+    let end = loop {
+        match timeout(Duration::from_secs(5), stalled.message()).await {
+            Err(_) => panic!("the stalled stream neither ended nor sent"),
+            Ok(Ok(Some(event))) => events.push(event),
+            Ok(Ok(None)) => break Code::Ok,
+            Ok(Err(status)) => break status.code(),
+        }
+    };
+    let last = events.last().expect("events");
+    assert!(
+        events.len() < refreshes,
+        "a stalled stream is sent the latest state, not every state: {} events",
+        events.len()
+    );
+    println!(
+        "the stalled stream, read late, held {} events for {refreshes} refreshes and the deposit; last {:?}",
+        events.len(),
+        status_of(last)
+    );
+    assert_eq!(kind(&events[0]), Kind::Initial);
+    assert_eq!(kind(last), Kind::Changed);
+    assert_eq!(status_of(last), St::Completed);
+    assert!(cash_in(last).transaction_id.is_some());
+    assert_eq!(end, Code::Ok);
+    drop(readers);
+    gateway.gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_stream_sends_heartbeats() {
+    let heartbeat = ms(300);
+    let gateway = common::start_with(config(ms(250), heartbeat)).await;
+    let created = common::create_cash_in(&gateway, "cst_watch10").await;
+    let mut watcher = watch(&gateway, &created.id);
+    let (mut last, initial) = watcher.next(Duration::from_secs(3)).await;
+    assert!(matches!(initial, Item::Event(e) if e.r#type == Kind::Initial as i32));
+    let mut gaps = Vec::new();
+    for _ in 0..3 {
+        let (at, item) = watcher.next(heartbeat * 3).await;
+        let Item::Event(beat) = item else {
+            panic!("stream ended: {item:?}")
+        };
+        assert_eq!(kind(&beat), Kind::Heartbeat, "{beat:?}");
+        assert!(beat.cash_in.is_none() && beat.changed_fields.is_empty());
+        assert!(beat.observed_at.is_some());
+        gaps.push(at - last);
+        last = at;
+    }
+    println!("heartbeat {heartbeat:?}: gaps {gaps:?}");
+    for gap in &gaps {
+        assert!(*gap >= ms(250) && *gap <= ms(600), "{gaps:?}");
+    }
+    drop(watcher);
+    gateway.gateway.shutdown().await;
+}
+
+// === a customer's cash-ins ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_cash_ins_reports_initial_added_and_changed_for_its_filter() {
+    let gateway = common::start_with(config(ms(250), NO_HEARTBEAT)).await;
+    let customer = "cst_watch9";
+    let existing = common::create_cash_in(&gateway, customer).await;
+    let filtered_out = common::create_cash_in(&gateway, customer).await;
+    gateway
+        .simulator()
+        .expire_cash_in(pb::ExpireCashInRequest {
+            cash_in_id: filtered_out.id.clone(),
+        })
+        .await
+        .expect("ExpireCashIn");
+    common::create_cash_in(&gateway, "cst_someoneelse").await;
+
+    let mut watcher = watch_customer(
+        &gateway,
+        customer,
+        &[St::Pending, St::Processing, St::Completed],
+    );
+    let initial = watcher.event(Duration::from_secs(3)).await;
+    assert_eq!(kind(&initial), Kind::Initial);
+    assert_eq!(
+        cash_in(&initial).id,
+        existing.id,
+        "the expired one is filtered out"
+    );
+    assert_eq!(status_of(&initial), St::Pending);
+
+    let added = common::create_cash_in(&gateway, customer).await;
+    let event = watcher.event(Duration::from_secs(3)).await;
+    assert_eq!(kind(&event), Kind::Added, "{event:?}");
+    assert_eq!(cash_in(&event).id, added.id);
+    assert_eq!(event.previous_status, St::Unspecified as i32);
+
+    simulate_deposit(&gateway, &existing.id, "", false).await;
+    let mut previous = St::Pending;
+    loop {
+        let event = watcher.event(Duration::from_secs(3)).await;
+        assert_eq!(cash_in(&event).id, existing.id, "{event:?}");
+        assert_changed(&event, previous, status_of(&event), &["status"]);
+        previous = status_of(&event);
+        if previous == St::Completed {
+            break;
+        }
+    }
+    // The stream keeps running after a terminal state of one of its cash-ins.
+    assert!(
+        timeout(ms(600), watcher.rx.recv()).await.is_err(),
+        "nothing more to report, and no end"
+    );
+    drop(watcher);
+    gateway.gateway.shutdown().await;
+}
+
+// === limits ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_beyond_max_streams_is_resource_exhausted() {
+    let mut config = config(ms(250), NO_HEARTBEAT);
+    config.watch.max_streams = 2;
+    let gateway = common::start_with(config).await;
+    let created = common::create_cash_in(&gateway, "cst_watch11").await;
+    let mut open: Vec<Watcher> = (0..2).map(|_| watch(&gateway, &created.id)).collect();
+    for watcher in &mut open {
+        assert_eq!(
+            kind(&watcher.event(Duration::from_secs(3)).await),
+            Kind::Initial
+        );
+    }
+    let (code, message) = watch(&gateway, &created.id)
+        .end(Duration::from_secs(2))
+        .await;
+    assert_eq!(code, Code::ResourceExhausted, "{message}");
+    assert!(
+        message.contains("maximum of 2 watch streams"),
+        "the message names the limit: {message}"
+    );
+
+    // Closing one frees its slot.
+    open.pop();
+    until("the slot is released", Duration::from_secs(2), || {
+        gateway.gateway.watch_hub().streams() == 1
+    })
+    .await;
+    let mut again = watch(&gateway, &created.id);
+    assert_eq!(
+        kind(&again.event(Duration::from_secs(3)).await),
+        Kind::Initial
+    );
+    drop((open, again));
+    gateway.gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watching_more_cash_ins_than_max_watched_is_resource_exhausted() {
+    let mut config = config(ms(250), NO_HEARTBEAT);
+    config.watch.max_watched = 1;
+    let gateway = common::start_with(config).await;
+    let first = common::create_cash_in(&gateway, "cst_watch11b").await;
+    let second = common::create_cash_in(&gateway, "cst_watch11b").await;
+    let mut watching = watch(&gateway, &first.id);
+    assert_eq!(
+        kind(&watching.event(Duration::from_secs(3)).await),
+        Kind::Initial
+    );
+
+    let (code, message) = watch(&gateway, &second.id)
+        .end(Duration::from_secs(2))
+        .await;
+    assert_eq!(code, Code::ResourceExhausted, "{message}");
+    assert!(message.contains("maximum of 1"), "{message}");
+    assert_eq!(
+        gets(&gateway, &second.id),
+        0,
+        "no poller was started for it"
+    );
+
+    // Another stream on the already watched cash-in shares its poller and is allowed.
+    let mut same = watch(&gateway, &first.id);
+    assert_eq!(
+        kind(&same.event(Duration::from_secs(3)).await),
+        Kind::Initial
+    );
+    drop((watching, same));
+    gateway.gateway.shutdown().await;
+}
