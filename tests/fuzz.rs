@@ -1,0 +1,232 @@
+//! Fuzzing on stable Rust, with proptest: the decoders of upstream JSON and request validation
+//! must never panic, whatever they are given.
+//!
+//! `cargo test --test fuzz` runs a short pass (256 cases per target, as CI does). For a long
+//! run: `PROPTEST_CASES=200000 cargo test --release --test fuzz`. A failure is shrunk and saved
+//! under `proptest-regressions/`; commit that file, and it is replayed first on every run, so each
+//! crash found becomes a regression test.
+
+use oms_gateway::convert;
+use oms_gateway::proto::v1 as pb;
+use oms_gateway::upstream::model::{CashInDto, CashInPageDto, CashLocationListDto};
+use oms_gateway::validate::{self, Violations};
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+/// A valid cash-in in the OpenAPI spelling, the seed the mutations start from.
+fn valid_cash_in() -> Value {
+    json!({
+        "id": "ci_01H9XY", "object": "cashIn", "type": "fiatToCrypto", "status": "pending",
+        "subStatus": "order_reserved", "customerId": "cst_1",
+        "source": {"asset": "usd", "network": "cash", "indicatedAmount": "200.00", "amount": null,
+                   "amountGross": "200.00", "amountNet": "192.00",
+                   "feesDeducted": {"total": "8.00", "developer": "3.00", "oms": "5.00", "gas": "0.00"}},
+        "destination": {"asset": "usdc", "network": "polygon", "wallet": {"id": "wlt_1"},
+                        "amountGross": "192.00", "amountNet": "192.00"},
+        "cash": {"locationId": "loc_1", "locationReference": "UkVG"},
+        "location": {"name": "CVS", "address": "1 Main St"},
+        "depositInstructions": {"code": "483 291", "expiresAt": "2026-03-16T19:30:00Z"},
+        "developerFees": [{"type": "percentage", "rate": "0.01"}, {"flatFee": "1.00", "amount": "1.00"}],
+        "omsFeeSchedule": {"feeCurrency": "usd", "entries": [{"type": "percentage", "rate": "0.02"}]},
+        "rates": {"pair": "usd/usdc", "exchangeRate": "1.0000", "effectiveRate": "0.9600"},
+        "fixedAmountSide": "source", "sponsorGas": false, "sponsorGasCost": null, "transaction": null,
+        "metadata": {"order_id": "ord_789", "gone": null},
+        "createdAt": "2026-03-16T18:30:00Z", "updatedAt": "2026-03-16T18:30:00.123Z", "completedAt": null
+    })
+}
+
+/// Any JSON value, a few levels deep.
+fn any_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|n| json!(n)),
+        any::<f64>()
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        ".{0,40}".prop_map(Value::String),
+        "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]{0,15}Z?".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(4, 64, 8, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            prop::collection::btree_map("[a-zA-Z]{1,12}", inner, 0..6)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// Every path (as JSON pointer segments) to a value inside `value`.
+fn paths(value: &Value, prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                prefix.push(k.clone());
+                out.push(prefix.clone());
+                paths(v, prefix, out);
+                prefix.pop();
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                prefix.push(i.to_string());
+                out.push(prefix.clone());
+                paths(v, prefix, out);
+                prefix.pop();
+            }
+        }
+        _ => {}
+    }
+}
+
+fn pointer(path: &[String]) -> String {
+    path.iter().map(|p| format!("/{p}")).collect()
+}
+
+/// Decodes like the client does, then converts like the services do: Ok or Err, never a panic.
+fn decode_and_convert(bytes: &[u8]) {
+    if let Ok(dto) = serde_json::from_slice::<CashInDto>(bytes) {
+        let _ = convert::cash_in(dto);
+    }
+    if let Ok(page) = serde_json::from_slice::<CashInPageDto>(bytes) {
+        for dto in page.data {
+            let _ = convert::cash_in(dto);
+        }
+    }
+    if let Ok(list) = serde_json::from_slice::<CashLocationListDto>(bytes) {
+        for dto in list.into_vec() {
+            let _ = convert::cash_location(dto);
+        }
+    }
+}
+
+proptest! {
+    /// Replacing any field of a valid cash-in with any JSON value never panics the decoder.
+    #[test]
+    fn a_cash_in_with_any_field_replaced_decodes_or_errs(choice in any::<prop::sample::Index>(), replacement in any_json()) {
+        let mut value = valid_cash_in();
+        let mut all = Vec::new();
+        paths(&value, &mut Vec::new(), &mut all);
+        let path = &all[choice.index(all.len())];
+        if let Some(slot) = value.pointer_mut(&pointer(path)) {
+            *slot = replacement;
+        }
+        decode_and_convert(&serde_json::to_vec(&value).unwrap());
+    }
+
+    /// Truncating a valid body anywhere never panics the decoder.
+    #[test]
+    fn a_truncated_cash_in_decodes_or_errs(cut in any::<prop::sample::Index>()) {
+        let bytes = serde_json::to_vec(&valid_cash_in()).unwrap();
+        decode_and_convert(&bytes[..cut.index(bytes.len())]);
+    }
+
+    /// Arbitrary JSON and arbitrary bytes never panic the decoder.
+    #[test]
+    fn arbitrary_json_and_bytes_decode_or_err(value in any_json(), bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        decode_and_convert(&serde_json::to_vec(&value).unwrap());
+        decode_and_convert(&bytes);
+    }
+}
+
+fn text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just(String::new()),
+        "(ci|cst|loc|wlt|cpBcAddr)_[A-Za-z0-9_-]{0,70}",
+        "[0-9]{0,14}(\\.[0-9]{0,8})?",
+        "0x[0-9a-fA-F]{0,44}",
+        ".{0,80}",
+        "\\PC{0,20}",
+        prop::collection::vec(any::<char>(), 0..600).prop_map(|c| c.into_iter().collect()),
+    ]
+}
+
+fn opt_text() -> impl Strategy<Value = Option<String>> {
+    prop::option::of(text())
+}
+
+fn coordinate() -> impl Strategy<Value = Option<f64>> {
+    prop::option::of(prop_oneof![
+        any::<f64>(),
+        Just(f64::NAN),
+        Just(f64::INFINITY),
+        Just(f64::NEG_INFINITY),
+        -200.0..200.0f64
+    ])
+}
+
+prop_compose! {
+    fn create_request()(
+        customer_id in text(),
+        source in prop::option::of((text(), opt_text())),
+        destination in prop::option::of((text(), text(), prop::option::of((0..4u8, text())))),
+        cash in prop::option::of((text(), text())),
+        fees in prop::collection::vec((opt_text(), opt_text(), opt_text(), opt_text()), 0..12),
+        metadata in prop::collection::hash_map(text(), text(), 0..55),
+        idempotency_key in text(),
+    ) -> pb::CreateCashInRequest {
+        use pb::create_cash_in_request::{Cash, DeveloperFee, Destination, Source, Wallet, wallet::Kind};
+        pb::CreateCashInRequest {
+            customer_id,
+            source: source.map(|(asset, indicated_amount)| Source { asset, indicated_amount }),
+            destination: destination.map(|(asset, network, wallet)| Destination {
+                asset,
+                network,
+                wallet: wallet.map(|(kind, value)| Wallet {
+                    kind: match kind {
+                        0 => None,
+                        1 => Some(Kind::Wallet(value)),
+                        2 => Some(Kind::BlockchainAddress(value)),
+                        _ => Some(Kind::ExternalAccount(value)),
+                    },
+                }),
+            }),
+            cash: cash.map(|(cash_location_id, cash_location_reference)| Cash { cash_location_id, cash_location_reference }),
+            sponsor_gas: None,
+            developer_fees: fees
+                .into_iter()
+                .map(|(percentage, flat_fee, wallet, payout_asset)| DeveloperFee { percentage, flat_fee, wallet, payout_asset })
+                .collect(),
+            metadata,
+            idempotency_key,
+        }
+    }
+}
+
+proptest! {
+    /// Validation of any create request never panics, and a request it accepts encodes to a
+    /// REST body with every required part.
+    #[test]
+    fn create_validation_never_panics_and_accepted_requests_encode(request in create_request()) {
+        let mut v = Violations::default();
+        validate::create_cash_in(&request, &mut v);
+        if v.finish().is_ok() {
+            let body = serde_json::to_value(convert::create_body(&request)).unwrap();
+            prop_assert!(body["customerId"].as_str().is_some_and(|c| c.starts_with("cst_")));
+            prop_assert_eq!(body["source"]["asset"].as_str(), Some("usd"));
+            prop_assert!(body["cash"]["cashLocationId"].as_str().is_some_and(|c| c.starts_with("loc_")));
+            prop_assert!(body["destination"]["wallet"].as_object().is_some_and(|w| w.len() == 1));
+        }
+    }
+
+    /// Validation of any location search never panics, and accepts only finite, in-range points.
+    #[test]
+    fn location_validation_never_panics(provider in text(), latitude in coordinate(), longitude in coordinate(), flow in opt_text()) {
+        let request = pb::ListCashLocationsRequest { provider, latitude, longitude, flow };
+        let mut v = Violations::default();
+        validate::list_cash_locations(&request, &mut v);
+        if v.finish().is_ok() {
+            let (lat, lng) = (request.latitude.unwrap(), request.longitude.unwrap());
+            prop_assert!(lat.is_finite() && (-90.0..=90.0).contains(&lat));
+            prop_assert!(lng.is_finite() && (-180.0..=180.0).contains(&lng));
+        }
+    }
+
+    /// Decimal parsing accepts exactly plain decimals.
+    #[test]
+    fn decimals_parse_or_refuse_without_panicking(text in text()) {
+        if let Some(units) = validate::parse_decimal(&text, 2) {
+            prop_assert!(text.bytes().all(|b| b.is_ascii_digit() || b == b'.'));
+            prop_assert_eq!(validate::parse_decimal(&format!("{}.{:02}", units / 100, units % 100), 2), Some(units));
+        }
+    }
+}
