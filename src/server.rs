@@ -145,6 +145,7 @@ fn sandbox_config(config: &GatewayConfig) -> SandboxConfig {
             SpellingArg::Guide => Spelling::Guide,
         },
         seed: fastrand::u64(..),
+        ..SandboxConfig::default()
     }
 }
 

@@ -122,6 +122,11 @@ impl TokenSource {
         self.exchange_now(deadline).await
     }
 
+    /// The API secret, only so that an answer quoting it can be redacted.
+    pub(super) fn api_secret(&self) -> &str {
+        self.credentials.api_secret.expose()
+    }
+
     /// Forgets `used` after OMS answered 401 to it, unless a newer token already replaced it.
     pub fn invalidate(&self, used: &Token) {
         let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
@@ -156,7 +161,8 @@ impl TokenSource {
                 .map_err(super::classify_transport)?;
             let status = response.status().as_u16();
             if !(200..300).contains(&status) {
-                let failure = failure_from_response(response).await;
+                let secrets = [self.credentials.api_secret.expose()];
+                let failure = failure_from_response(response, &secrets).await;
                 return Err(if status == 401 || status == 403 {
                     UpstreamError::AuthFailed {
                         message: failure.message,

@@ -456,7 +456,11 @@ impl OmsClient {
                 if status.is_success() {
                     return read_body(response).await.map(Ok);
                 }
-                Ok(Err((status, failure_from_response(response).await)))
+                let secrets = [token.bearer(), self.inner.auth.api_secret()];
+                Ok(Err((
+                    status,
+                    failure_from_response(response, &secrets).await,
+                )))
             };
             let result = match tokio::time::timeout_at(attempt_deadline, exchange).await {
                 Ok(result) => result?,
@@ -552,8 +556,10 @@ async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, UpstreamE
 }
 
 /// Decodes a non-2xx answer. OMS's error body is unpublished: the message is looked for where
-/// common APIs put it, and a body that is not JSON is kept (shortened) as the message.
-async fn failure_from_response(response: reqwest::Response) -> HttpFailure {
+/// common APIs put it, and a body that is not JSON is kept (shortened) as the message. What OMS
+/// says reaches callers and logs, so `secrets` (the credentials the request carried) are cut out
+/// first, in case OMS quotes them back.
+async fn failure_from_response(response: reqwest::Response, secrets: &[&str]) -> HttpFailure {
     let status = response.status().as_u16();
     let header = |name: &str| {
         response
@@ -562,9 +568,12 @@ async fn failure_from_response(response: reqwest::Response) -> HttpFailure {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
-    let mut request_id = header("x-request-id").or_else(|| header("request-id"));
+    let mut request_id = header("x-request-id")
+        .or_else(|| header("request-id"))
+        .map(|id| redact(&id, secrets));
     let retry_after = header("retry-after").and_then(|v| parse_retry_after(&v));
     let body = read_body(response).await.unwrap_or_default();
+    let body = redact(&String::from_utf8_lossy(&body), secrets).into_bytes();
     let json: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
     let text_at = |pointers: &[&str]| {
         json.as_ref().and_then(|json| {
@@ -623,10 +632,20 @@ async fn failure_from_response(response: reqwest::Response) -> HttpFailure {
     }
 }
 
+/// `text` with every occurrence of each non-empty secret replaced by `[redacted]`.
+fn redact(text: &str, secrets: &[&str]) -> String {
+    secrets
+        .iter()
+        .filter(|secret| !secret.is_empty())
+        .fold(text.to_owned(), |text, secret| {
+            text.replace(secret, "[redacted]")
+        })
+}
+
 /// `Retry-After` as delay-seconds (HTTP-dates are rare from APIs and are ignored).
 fn parse_retry_after(value: &str) -> Option<Duration> {
     let seconds: f64 = value.trim().parse().ok()?;
-    (seconds.is_finite() && seconds >= 0.0 && seconds <= 3600.0)
+    (seconds.is_finite() && (0.0..=3600.0).contains(&seconds))
         .then(|| Duration::from_secs_f64(seconds))
 }
 

@@ -34,7 +34,9 @@ impl TestGateway {
     }
     /// The embedded sandbox (panics if the gateway runs against a remote upstream).
     pub fn sandbox(&self) -> &SandboxHandle {
-        self.gateway.sandbox().expect("gateway started with its embedded sandbox")
+        self.gateway
+            .sandbox()
+            .expect("gateway started with its embedded sandbox")
     }
     /// The health status of `service` ("" for the server), as a tonic client sees it.
     pub async fn health_status(&self, service: &str) -> i32 {
@@ -80,7 +82,10 @@ pub async fn start_with(config: GatewayConfig) -> TestGateway {
     let serving = tonic_health::ServingStatus::Serving as i32;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while gateway.health_status("").await != serving {
-        assert!(tokio::time::Instant::now() < deadline, "gateway never became SERVING");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gateway never became SERVING"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     gateway
@@ -107,7 +112,9 @@ pub async fn a_location(gateway: &TestGateway) -> pb::CashLocation {
 
 /// A valid create request: the guide's example ($200, developer fees 1% + $1.00).
 pub fn create_request(location: &pb::CashLocation, customer: &str) -> pb::CreateCashInRequest {
-    use pb::create_cash_in_request::{Cash, DeveloperFee, Destination, Source, Wallet, wallet::Kind};
+    use pb::create_cash_in_request::{
+        Cash, Destination, DeveloperFee, Source, Wallet, wallet::Kind,
+    };
     pb::CreateCashInRequest {
         customer_id: customer.to_owned(),
         source: Some(Source {
