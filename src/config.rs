@@ -172,6 +172,10 @@ pub struct GatewayConfig {
     #[command(flatten)]
     pub server: ServerSettings,
 
+    /// The gateway's idempotency layer.
+    #[command(flatten)]
+    pub idempotency: IdempotencySettings,
+
     /// Watch stream settings.
     #[command(flatten)]
     pub watch: WatchSettings,
@@ -179,6 +183,52 @@ pub struct GatewayConfig {
     /// The embedded sandbox's settings (used only without OMS_BASE_URL).
     #[command(flatten)]
     pub sandbox: SandboxOptions,
+}
+
+/// The gateway's own idempotency layer (see README, "Guarantees").
+#[derive(Debug, Clone, Args)]
+pub struct IdempotencySettings {
+    /// How long a completed mutation's outcome is replayed for a repeat of its key.
+    #[arg(long = "idempotency-window", env = "OMS_GATEWAY_IDEMPOTENCY_WINDOW", default_value = "24h", value_parser = parse_duration)]
+    pub window: Duration,
+    /// Most outcomes kept (about one CashIn each); beyond it the oldest are dropped first.
+    #[arg(
+        long = "idempotency-max-entries",
+        env = "OMS_GATEWAY_IDEMPOTENCY_MAX_ENTRIES",
+        default_value_t = 10_000
+    )]
+    pub max_entries: usize,
+    /// The call metadata key naming the caller; idempotency keys are scoped per caller.
+    #[arg(long = "caller-id-header", env = "OMS_GATEWAY_CALLER_ID_HEADER", default_value = "x-caller-id", value_parser = parse_metadata_key)]
+    pub caller_header: String,
+}
+
+impl Default for IdempotencySettings {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(24 * 3600),
+            max_entries: 10_000,
+            caller_header: "x-caller-id".to_owned(),
+        }
+    }
+}
+
+/// A gRPC metadata key: lowercase ASCII letters, digits, `-`, `_`, `.`; not binary (`-bin`).
+fn parse_metadata_key(text: &str) -> Result<String, String> {
+    let key = text.trim().to_ascii_lowercase();
+    let valid = !key.is_empty()
+        && !key.ends_with("-bin")
+        && !key.starts_with("grpc-")
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+    if valid {
+        Ok(key)
+    } else {
+        Err(format!(
+            "`{text}` is not a usable metadata key (lowercase letters, digits, - _ .; not grpc-*, not *-bin)"
+        ))
+    }
 }
 
 /// Limits of the gRPC server and its shutdown.
@@ -291,6 +341,39 @@ pub struct UpstreamConfig {
     #[arg(long = "upstream-max-attempts", env = "OMS_GATEWAY_UPSTREAM_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10))]
     pub max_attempts: u32,
 
+    /// Retries may add at most this fraction of recent upstream requests (over 10 s).
+    #[arg(
+        long = "retry-budget-ratio",
+        env = "OMS_GATEWAY_RETRY_BUDGET_RATIO",
+        default_value_t = 0.2
+    )]
+    pub retry_budget_ratio: f64,
+
+    /// Retries allowed per second regardless of the ratio, so low traffic can still retry.
+    #[arg(
+        long = "retry-budget-floor",
+        env = "OMS_GATEWAY_RETRY_BUDGET_FLOOR",
+        default_value_t = 5.0
+    )]
+    pub retry_budget_floor: f64,
+
+    /// Consecutive upstream failures (connect errors, resets, timeouts, 5xx, 429) that open the
+    /// circuit: calls then fail at once with UNAVAILABLE until a probe succeeds.
+    #[arg(
+        long = "breaker-threshold",
+        env = "OMS_GATEWAY_BREAKER_THRESHOLD",
+        default_value_t = 5
+    )]
+    pub breaker_threshold: u32,
+
+    /// First cool-down of an open circuit before a probe; doubles per failed probe.
+    #[arg(long = "breaker-cooldown", env = "OMS_GATEWAY_BREAKER_COOLDOWN", default_value = "1s", value_parser = parse_duration)]
+    pub breaker_cooldown: Duration,
+
+    /// Longest cool-down of an open circuit.
+    #[arg(long = "breaker-max-cooldown", env = "OMS_GATEWAY_BREAKER_MAX_COOLDOWN", default_value = "15s", value_parser = parse_duration)]
+    pub breaker_max_cooldown: Duration,
+
     /// The deadline applied to a call whose caller set none, so nothing waits without bound.
     #[arg(long = "default-deadline", env = "OMS_GATEWAY_DEFAULT_DEADLINE", default_value = "30s", value_parser = parse_duration)]
     pub default_deadline: Duration,
@@ -303,6 +386,11 @@ impl Default for UpstreamConfig {
             request_timeout: Duration::from_secs(10),
             pool_idle_timeout: Duration::from_secs(30),
             max_attempts: 3,
+            retry_budget_ratio: 0.2,
+            retry_budget_floor: 5.0,
+            breaker_threshold: 5,
+            breaker_cooldown: Duration::from_secs(1),
+            breaker_max_cooldown: Duration::from_secs(15),
             default_deadline: Duration::from_secs(30),
         }
     }
@@ -327,6 +415,17 @@ pub struct SandboxOptions {
     /// Lifetime of a sandbox access token.
     #[arg(long = "sandbox-token-ttl", env = "OMS_SANDBOX_TOKEN_TTL", default_value = "1h", value_parser = parse_duration)]
     pub token_ttl: Duration,
+
+    /// Seeded fault injection in the sandbox, e.g.
+    /// `seed=42,503=0.1,429=0.05,retry_after=1s,reset_before=0.03,reset_after=0.05,latency=0.1:50ms-300ms,revoke=0.01`;
+    /// `none` for none. Changeable at run time with `PUT /sandbox/faults`.
+    #[arg(long = "sandbox-faults", env = "OMS_SANDBOX_FAULTS", default_value = "none", value_parser = parse_fault_plan)]
+    pub faults: crate::sandbox::FaultPlan,
+}
+
+fn parse_fault_plan(text: &str) -> Result<crate::sandbox::FaultPlan, String> {
+    text.parse()
+        .map_err(|e: crate::sandbox::FaultPlanError| e.to_string())
 }
 
 impl Default for SandboxOptions {
@@ -335,6 +434,7 @@ impl Default for SandboxOptions {
             spelling: SpellingArg::Openapi,
             code_ttl: Duration::from_secs(3600),
             token_ttl: Duration::from_secs(3600),
+            faults: crate::sandbox::FaultPlan::default(),
         }
     }
 }
@@ -398,6 +498,7 @@ impl GatewayConfig {
                 shutdown_grace: Duration::from_secs(5),
                 ..ServerSettings::default()
             },
+            idempotency: IdempotencySettings::default(),
             watch: WatchSettings::default(),
             sandbox: SandboxOptions::default(),
         }

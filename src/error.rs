@@ -45,6 +45,11 @@ pub enum UpstreamError {
         /// OMS's request id, when it sent one.
         request_id: Option<String>,
     },
+    /// The circuit breaker is open: OMS has been failing, so the call was not sent.
+    #[error(
+        "OMS has been failing persistently; the gateway is not sending calls for the next {0:?}"
+    )]
+    CircuitOpen(Duration),
     /// A 2xx answer that does not decode into the documented shape.
     #[error("OMS sent a response the gateway cannot decode: {0}")]
     BadResponse(String),
@@ -75,7 +80,10 @@ impl UpstreamError {
         match self {
             Self::Http(failure) => matches!(failure.status, 429 | 502 | 503 | 504),
             Self::Connect(_) | Self::Transport(_) | Self::Timeout(_) => true,
-            Self::DeadlineExceeded | Self::AuthFailed { .. } | Self::BadResponse(_) => false,
+            Self::DeadlineExceeded
+            | Self::AuthFailed { .. }
+            | Self::BadResponse(_)
+            | Self::CircuitOpen(_) => false,
         }
     }
 
@@ -87,10 +95,11 @@ impl UpstreamError {
         }
     }
 
-    /// The `Retry-After` OMS sent, if any.
+    /// The `Retry-After` OMS sent (or the breaker's remaining cool-down), if any.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Http(failure) => failure.retry_after,
+            Self::CircuitOpen(wait) => Some(*wait),
             _ => None,
         }
     }
@@ -356,6 +365,15 @@ fn upstream_status(
             (
                 Code::Unavailable,
                 reason.to_owned(),
+                GATEWAY_DOMAIN,
+                format!("{operation}: {source}"),
+            )
+        }
+        UpstreamError::CircuitOpen(wait) => {
+            details.set_retry_info(Some((*wait).max(Duration::from_millis(100))));
+            (
+                Code::Unavailable,
+                "UPSTREAM_CIRCUIT_OPEN".to_owned(),
                 GATEWAY_DOMAIN,
                 format!("{operation}: {source}"),
             )

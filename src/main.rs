@@ -55,6 +55,7 @@ async fn run_sandbox(args: SandboxArgs) -> ExitCode {
             SpellingArg::Openapi => sandbox::Spelling::OpenApi,
             SpellingArg::Guide => sandbox::Spelling::Guide,
         },
+        faults: args.options.faults.clone(),
         ..sandbox::SandboxConfig::default()
     };
     match sandbox::start(config).await {

@@ -8,6 +8,7 @@
 
 use crate::config::Secret;
 use crate::config::{GatewayConfig, ServerSettings, SpellingArg, UpstreamTarget};
+use crate::idempotency::IdempotencyLayer;
 use crate::limits::LoadShedLayer;
 use crate::proto::{
     self,
@@ -15,8 +16,10 @@ use crate::proto::{
 };
 use crate::sandbox::{self, SandboxConfig, SandboxHandle, Spelling};
 use crate::service::{cash_in::CashIns, cash_location::CashLocations, sandbox::Sandbox};
+use crate::upstream::breaker::CircuitState;
 use crate::upstream::{OmsClient, UpstreamHealth, auth::Credentials};
 use crate::watch::{WatchConfig, WatchHub};
+use std::sync::Arc;
 use std::{net::SocketAddr, time::Duration};
 use tokio::{
     sync::{oneshot, watch},
@@ -145,7 +148,7 @@ fn sandbox_config(config: &GatewayConfig) -> SandboxConfig {
             SpellingArg::Guide => Spelling::Guide,
         },
         seed: fastrand::u64(..),
-        ..SandboxConfig::default()
+        faults: config.sandbox.faults.clone(),
     }
 }
 
@@ -190,23 +193,42 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> 
         services.push(sandbox_service_server::SERVICE_NAME);
     }
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    set_health(&health_reporter, &services, ServingStatus::NotServing).await;
+    set_health(
+        &health_reporter,
+        &services,
+        ServingStatus::NotServing,
+        ServingStatus::NotServing,
+    )
+    .await;
     let (stopping, mut stopping_rx) = watch::channel(false);
-    let mut background = vec![tokio::spawn(client.token_source().keep_fresh())];
+    let mut background = vec![
+        tokio::spawn(client.token_source().keep_fresh()),
+        tokio::spawn(client.clone().probe_while_open()),
+    ];
     let mut health = client.health();
+    let mut circuit = client.circuit();
     background.push(tokio::spawn(async move {
         loop {
+            // "" follows the credentials and draining; each service also turns NOT_SERVING
+            // while the circuit is open (its calls would fail fast).
             let serving = *health.borrow_and_update() == UpstreamHealth::Serving;
             let draining = *stopping_rx.borrow_and_update();
-            let status = if serving && !draining {
+            let open = *circuit.borrow_and_update() == CircuitState::Open;
+            let server = if serving && !draining {
                 ServingStatus::Serving
             } else {
                 ServingStatus::NotServing
             };
-            set_health(&health_reporter, &services, status).await;
+            let per_service = if open {
+                ServingStatus::NotServing
+            } else {
+                server
+            };
+            set_health(&health_reporter, &services, server, per_service).await;
             tokio::select! {
                 changed = health.changed() => if changed.is_err() { break },
                 changed = stopping_rx.changed() => if changed.is_err() { break },
+                changed = circuit.changed() => if changed.is_err() { break },
             }
         }
     }));
@@ -230,11 +252,17 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> 
         client.clone(),
         WatchConfig::from_settings(&config.watch, config.upstream.request_timeout),
     );
+    let idempotency = Arc::new(IdempotencyLayer::new(
+        config.idempotency.window,
+        config.idempotency.max_entries,
+    ));
     let cash_ins = CashIns::new(
         client.clone(),
         default_deadline,
         hub.clone(),
         stopping.subscribe(),
+        idempotency,
+        &config.idempotency.caller_header,
     );
     let cash_locations = CashLocations::new(client.clone(), default_deadline);
     let max_message = config.server.max_message_bytes;
@@ -306,10 +334,11 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> 
 async fn set_health(
     reporter: &tonic_health::server::HealthReporter,
     services: &[&'static str],
-    status: ServingStatus,
+    server: ServingStatus,
+    per_service: ServingStatus,
 ) {
-    reporter.set_service_status("", status).await;
+    reporter.set_service_status("", server).await;
     for service in services {
-        reporter.set_service_status(*service, status).await;
+        reporter.set_service_status(*service, per_service).await;
     }
 }

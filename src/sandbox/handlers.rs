@@ -1,7 +1,8 @@
 //! One function per endpoint: validated input in, `(status, JSON)` or an `ApiError` out.
 //!
 //! Handlers are synchronous and run after the server has journaled the request, applied faults,
-//! checked the bearer token and reserved the Idempotency-Key, so none of that appears here.
+//! checked the bearer token and reserved the Idempotency-Key (POST only), so none of that
+//! appears here.
 //! Each takes the store lock once, which makes every mutation atomic with respect to others.
 
 use http::{StatusCode, Uri};
@@ -11,10 +12,11 @@ use serde_json::Value;
 use super::auth::constant_time_eq;
 use super::clock::{duration_ms, format_ms, now_ms};
 use super::error::ApiError;
+use super::fault_plan::FaultPlan;
 use super::locations;
 use super::model::{
-    AuthCommitResponse, BarcodeAuthResponse, CashLocationDto, ListEnvelope, LocationsEnvelope,
-    TokenResponse, render_cash_in,
+    AuthCommitResponse, BarcodeAuthResponse, CashLocationDto, FieldProblem, ListEnvelope,
+    LocationsEnvelope, TokenResponse, render_cash_in,
 };
 use super::pricing::format_cents;
 use super::requests;
@@ -36,6 +38,8 @@ pub(crate) fn handle(sb: &Sandbox, route: &Route, uri: &Uri, body: &[u8]) -> Out
         Route::CashLocations => cash_locations(uri),
         Route::ExpireCashIn(id) => expire(sb, id),
         Route::FailCashIn(id) => fail(sb, id, body),
+        Route::GetFaults => faults(sb),
+        Route::SetFaults => set_faults(sb, body),
     }
 }
 
@@ -222,4 +226,36 @@ fn fail(sb: &Sandbox, id: &str, body: &[u8]) -> Outcome {
         .force_fail(id, sub_status, now_ms())
         .map_err(refused(id))?;
     Ok((StatusCode::OK, render_cash_in(ci, &spelling)))
+}
+
+/// `GET /sandbox/faults`: the plan in force, as a spec, and what it has done.
+fn faults(sb: &Sandbox) -> Outcome {
+    let state = lock(&sb.plan);
+    Ok((
+        StatusCode::OK,
+        serde_json::json!({"spec": state.plan().to_string(), "stats": state.stats()}),
+    ))
+}
+
+/// `PUT /sandbox/faults`: a spec as the whole body (text), or JSON `{"spec": "..."}`.
+fn set_faults(sb: &Sandbox, body: &[u8]) -> Outcome {
+    let invalid = |message: String| ApiError::validation(vec![FieldProblem::new("spec", message)]);
+    let text = std::str::from_utf8(body)
+        .map_err(|_| invalid("the fault plan spec must be UTF-8 text".to_owned()))?
+        .trim();
+    let spec = if text.starts_with('{') {
+        let object = requests::parse_object(body)?;
+        match object.get("spec") {
+            Some(Value::String(spec)) => spec.clone(),
+            _ => return Err(invalid("is required: a fault plan spec string".to_owned())),
+        }
+    } else {
+        text.to_owned()
+    };
+    let plan: FaultPlan = spec
+        .parse()
+        .map_err(|e: super::FaultPlanError| invalid(e.to_string()))?;
+    tracing::info!(plan = %plan, "sandbox: fault plan set");
+    lock(&sb.plan).set(plan);
+    faults(sb)
 }

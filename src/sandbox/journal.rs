@@ -3,10 +3,18 @@
 //!
 //! An entry is written when the request arrives and its status filled in when the answer is
 //! ready; a request whose caller went away before the answer keeps status 499 ("client closed
-//! request", nginx's convention), so the journal never hides an attempt.
+//! request", nginx's convention), so the journal never hides an attempt. A request whose
+//! connection the sandbox reset on purpose before answering keeps [`CONNECTION_RESET`].
+//!
+//! Entries hold credentials as sent (tests assert on them), so their `Debug` redacts them.
+
+use std::fmt;
 
 /// One request as the sandbox saw it.
-#[derive(Clone, Debug)]
+///
+/// The fields are exactly what was sent; `Debug` redacts the bearer token and the body of a
+/// token exchange (which carries the API secret).
+#[derive(Clone)]
 pub struct RecordedRequest {
     /// Upper-case method, e.g. `POST`.
     pub method: String,
@@ -22,12 +30,51 @@ pub struct RecordedRequest {
     pub content_type: Option<String>,
     /// The body, lossily decoded as UTF-8.
     pub body: String,
-    /// The status the sandbox answered (499 if the caller went away first, 0 while in flight).
+    /// The status the sandbox answered (499 if the caller went away first, 0 while in flight,
+    /// [`CONNECTION_RESET`] if an injected fault reset the connection instead of answering; after
+    /// a `reset_after` fault it is the status the request would have been answered with).
     pub status: u16,
+    /// The injected fault that hit this request, if any: `scripted:503`, `scripted:delay=300ms`,
+    /// or from a [`FaultPlan`](super::FaultPlan) `500` … `504`, `429`, `reset_before`,
+    /// `reset_after`, `latency=…`, `revoke`, joined with `+` when several hit (`503+revoke`).
+    pub fault: Option<String>,
 }
 
 /// The status recorded for a request abandoned by its caller before it was answered.
 pub(crate) const CLIENT_CLOSED: u16 = 499;
+
+/// The status recorded for a request whose connection an injected fault reset before it had any
+/// effect (no HTTP status was sent). Outside the HTTP range on purpose.
+pub const CONNECTION_RESET: u16 = 1000;
+
+impl fmt::Debug for RecordedRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Keep the scheme (a test may care that it is `Bearer`), never the credential.
+        let authorization = self
+            .authorization
+            .as_deref()
+            .map(|a| match a.trim().split_once(' ') {
+                Some((scheme, _)) => format!("{scheme} [redacted]"),
+                None => "[redacted]".to_owned(),
+            });
+        let body: &dyn fmt::Debug = if self.path.starts_with("/auth/token") {
+            &"[redacted]"
+        } else {
+            &self.body
+        };
+        f.debug_struct("RecordedRequest")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("query", &self.query)
+            .field("authorization", &authorization)
+            .field("idempotency_key", &self.idempotency_key)
+            .field("content_type", &self.content_type)
+            .field("body", body)
+            .field("status", &self.status)
+            .field("fault", &self.fault)
+            .finish()
+    }
+}
 
 /// Entries in arrival order, each tagged with an id so a late status update finds its entry even
 /// after a `clear_journal` shifted everything.
@@ -89,6 +136,7 @@ mod tests {
             content_type: None,
             body: String::new(),
             status: 0,
+            fault: None,
         }
     }
 
@@ -106,5 +154,38 @@ mod tests {
         assert_eq!(j.count("get", "/cash-ins"), 1);
         assert_eq!(j.count("*", "/"), 1);
         assert_eq!(j.count("POST", "/"), 0);
+    }
+
+    #[test]
+    fn debug_redacts_tokens_and_the_token_exchange_body() {
+        let exchange = RecordedRequest {
+            body: r#"{"apiKey":"sk_x","apiSecret":"very-secret"}"#.into(),
+            ..req("POST", "/auth/token")
+        };
+        let call = RecordedRequest {
+            authorization: Some("Bearer sdbx_at_abc123".into()),
+            body: r#"{"customerId":"cst_1"}"#.into(),
+            ..req("POST", "/cash-ins")
+        };
+        let printed = format!("{exchange:?} {call:?} {exchange:#?}");
+        assert!(!printed.contains("very-secret"), "{printed}");
+        assert!(!printed.contains("sdbx_at_abc123"), "{printed}");
+        assert!(
+            printed.contains(r#"authorization: Some("Bearer [redacted]")"#),
+            "{printed}"
+        );
+        assert!(printed.contains(r#"body: "[redacted]""#), "{printed}");
+        assert!(
+            printed.contains("cst_1"),
+            "other bodies are kept: {printed}"
+        );
+        // The fields themselves stay as sent.
+        assert_eq!(call.authorization.as_deref(), Some("Bearer sdbx_at_abc123"));
+        assert!(exchange.body.contains("very-secret"));
+        let odd = RecordedRequest {
+            authorization: Some("token-without-scheme".into()),
+            ..req("GET", "/cash-ins")
+        };
+        assert!(!format!("{odd:?}").contains("token-without-scheme"));
     }
 }

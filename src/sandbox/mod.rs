@@ -6,7 +6,8 @@
 //! a misreading of the API in one cannot hide in the other. It follows the published docs where
 //! they agree, can speak either side where they contradict each other ([`Spelling`]), and lets
 //! tests see and script what happens on the wire ([`SandboxHandle::journal`],
-//! [`SandboxHandle::inject`]).
+//! [`SandboxHandle::inject`]), or inject seeded random faults, connection resets included
+//! ([`FaultPlan`], settable at start, through the handle, or with `PUT /sandbox/faults`).
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -20,7 +21,9 @@
 
 mod auth;
 mod clock;
+mod conn;
 mod error;
+mod fault_plan;
 mod faults;
 mod handlers;
 mod idempotency;
@@ -41,8 +44,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use fault_plan::{FaultPlan, FaultPlanError, FaultStats};
 pub use faults::{Fault, FaultAction};
-pub use journal::RecordedRequest;
+pub use journal::{CONNECTION_RESET, RecordedRequest};
 
 use state::{Sandbox, lock};
 
@@ -80,6 +84,9 @@ pub struct SandboxConfig {
     pub spelling: Spelling,
     /// Seeds the generator of cash-in ids and deposit codes. Default: random.
     pub seed: u64,
+    /// Random faults from the first request on (it has its own seed); replaceable at run time.
+    /// Default: none.
+    pub faults: FaultPlan,
 }
 
 impl Default for SandboxConfig {
@@ -92,6 +99,7 @@ impl Default for SandboxConfig {
             code_ttl: Duration::from_secs(3600),
             spelling: Spelling::default(),
             seed: fastrand::u64(..),
+            faults: FaultPlan::default(),
         }
     }
 }
@@ -106,6 +114,7 @@ impl fmt::Debug for SandboxConfig {
             .field("code_ttl", &self.code_ttl)
             .field("spelling", &self.spelling)
             .field("seed", &self.seed)
+            .field("faults", &self.faults)
             .finish()
     }
 }
@@ -116,8 +125,11 @@ impl fmt::Debug for SandboxConfig {
 pub async fn start(config: SandboxConfig) -> std::io::Result<SandboxHandle> {
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
+    // Its connections carry a kill switch, which is how faults reset a connection.
+    let listener = conn::ResettableListener::new(listener);
     let sandbox = Arc::new(Sandbox::new(config));
-    let app = server::router(Arc::clone(&sandbox));
+    let app = server::router(Arc::clone(&sandbox))
+        .into_make_service_with_connect_info::<conn::KillSwitch>();
     let (shutdown, mut stop) = watch::channel(false);
 
     let sweeper = Arc::clone(&sandbox);
@@ -228,6 +240,24 @@ impl SandboxHandle {
     /// starts with `path_prefix`.
     pub fn count(&self, method: &str, path_prefix: &str) -> usize {
         lock(&self.inner.sandbox.journal).count(method, path_prefix)
+    }
+
+    /// Replaces the random fault plan (see [`FaultPlan`]), from the next request on. Its
+    /// generator restarts from the plan's seed and its [`fault_stats`](Self::fault_stats) from
+    /// zero, even if the plan is the same as before. Also `PUT /sandbox/faults`.
+    pub fn set_fault_plan(&self, plan: FaultPlan) {
+        tracing::info!(plan = %plan, "sandbox: fault plan set");
+        lock(&self.inner.sandbox.plan).set(plan);
+    }
+
+    /// The random fault plan in force.
+    pub fn fault_plan(&self) -> FaultPlan {
+        lock(&self.inner.sandbox.plan).plan().clone()
+    }
+
+    /// What the plan in force has done so far.
+    pub fn fault_stats(&self) -> FaultStats {
+        lock(&self.inner.sandbox.plan).stats()
     }
 
     /// Queues a scripted fault (see [`Fault`]).

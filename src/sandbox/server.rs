@@ -2,11 +2,15 @@
 //! request goes through.
 //!
 //! All requests enter through one axum fallback so that matched and unmatched requests alike
-//! pass the same steps in the same order: read the body → journal it → scripted faults →
-//! resolve the route (404/405) → bearer token (401) → Idempotency-Key (400/409/422 or replay) →
-//! injected delay → handler → remember the outcome for replays → answer with `x-request-id`.
-//! (A request a delay fault claims but that never reaches its handler is delayed just the same,
-//! at the end.)
+//! pass the same steps in the same order: read the body → journal it and draw its faults
+//! (scripted first; the random plan's generator advances either way) → plan: revoke tokens →
+//! injected answer (a scripted or planned status, or a reset before any effect) → resolve the
+//! route (404/405) → bearer token (401) → Idempotency-Key (400/409/422 or replay) → injected
+//! delay → handler → remember the outcome for replays → answer with `x-request-id`, or reset the
+//! connection instead (`reset_after`). (A request a delay fault claims but that never reaches its
+//! handler is delayed just the same, at the end.)
+//!
+//! `GET`/`PUT /sandbox/faults`, the fault plan's own control, is never faulted.
 //! Per-route axum handlers would answer 404/405 and extractor rejections before any of this ran,
 //! and those answers would then be missing from the journal and not be JSON.
 
@@ -14,7 +18,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, to_bytes};
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::response::Response;
 use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use http::request::Parts;
@@ -22,11 +26,13 @@ use http::{HeaderName, HeaderValue, Method, StatusCode};
 
 use super::auth::bearer_token;
 use super::clock::now_ms;
+use super::conn::KillSwitch;
 use super::error::ApiError;
+use super::fault_plan::{Decision, PlannedAnswer};
 use super::faults::FaultAction;
 use super::handlers;
 use super::idempotency::{Begin, fingerprint};
-use super::journal::{CLIENT_CLOSED, RecordedRequest};
+use super::journal::{CLIENT_CLOSED, CONNECTION_RESET, RecordedRequest};
 use super::state::{Sandbox, lock};
 
 /// Bodies above this are refused (413) without being parsed.
@@ -35,6 +41,8 @@ const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+/// The fault plan's control endpoint, exempt from every fault.
+pub(crate) const FAULTS_PATH: &str = "/sandbox/faults";
 
 /// The sandbox's router: everything goes through [`entry`].
 pub(crate) fn router(sandbox: Arc<Sandbox>) -> Router {
@@ -54,6 +62,8 @@ pub(crate) enum Route {
     CashLocations,
     ExpireCashIn(String),
     FailCashIn(String),
+    GetFaults,
+    SetFaults,
 }
 
 /// Maps a method and path to a route, or to the 404/405 to answer.
@@ -85,6 +95,8 @@ pub(crate) fn resolve(method: &Method, path: &str) -> Result<Route, ApiError> {
         ["cash-locations"] => only(get, "GET", Route::CashLocations),
         ["sandbox", "cash-ins", ci, "expire"] => only(post, "POST", Route::ExpireCashIn(id(ci))),
         ["sandbox", "cash-ins", ci, "fail"] => only(post, "POST", Route::FailCashIn(id(ci))),
+        ["sandbox", "faults"] if get => Ok(Route::GetFaults),
+        ["sandbox", "faults"] => only(method == Method::PUT, "GET, PUT", Route::SetFaults),
         _ => Err(not_found()),
     }
 }
@@ -171,7 +183,41 @@ impl Drop for Reservation<'_> {
     }
 }
 
+/// The faults drawn for one request.
+#[derive(Default)]
+struct Injected {
+    scripted: Option<FaultAction>,
+    planned: Option<Decision>,
+}
+
+impl Injected {
+    /// The journal's name for them (see `RecordedRequest::fault`).
+    fn label(&self) -> Option<String> {
+        match (&self.scripted, &self.planned) {
+            (Some(FaultAction::Respond { status, .. }), _) => Some(format!("scripted:{status}")),
+            (Some(FaultAction::Delay(d)), _) => Some(format!("scripted:delay={d:?}")),
+            (None, Some(decision)) => Some(decision.label()),
+            (None, None) => None,
+        }
+    }
+}
+
+/// How the exchange ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ending {
+    /// Send the reply.
+    Answer,
+    /// Reset the connection; the request had no effect.
+    ResetBefore,
+    /// Reset the connection; the request was handled (the reply is what it would have said).
+    ResetAfter,
+}
+
 async fn entry(State(sandbox): State<Arc<Sandbox>>, request: Request) -> Response {
+    let kill = request
+        .extensions()
+        .get::<ConnectInfo<KillSwitch>>()
+        .map(|ConnectInfo(switch)| switch.clone());
     let (parts, body) = request.into_parts();
     let body = to_bytes(body, MAX_BODY_BYTES).await;
     let header = |name: &HeaderName| {
@@ -192,37 +238,130 @@ async fn entry(State(sandbox): State<Arc<Sandbox>>, request: Request) -> Respons
             .map(|b| String::from_utf8_lossy(b).into_owned())
             .unwrap_or_default(),
         status: 0,
+        fault: None,
     };
-    let id = lock(&sandbox.journal).record(record);
+    let (id, injected) = admit(&sandbox, record);
     let mut journal_entry = JournalEntry {
         sandbox: &sandbox,
         id,
         status: CLIENT_CLOSED,
     };
-    let reply = process(&sandbox, &parts, body.ok().as_deref()).await;
+    let (reply, ending) = process(&sandbox, &parts, body.ok().as_deref(), injected).await;
     journal_entry.status = reply.status.as_u16();
+    if ending != Ending::Answer {
+        let Some(kill) = kill else {
+            // Only `start` serves the router, always with kill switches; without one, say so
+            // rather than pretend.
+            tracing::warn!("sandbox: cannot reset a connection without a kill switch");
+            journal_entry.status = StatusCode::BAD_GATEWAY.as_u16();
+            return Reply::error(ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "connection_reset",
+                "injected fault: the connection would have been reset",
+            ))
+            .into_response();
+        };
+        if ending == Ending::ResetBefore {
+            journal_entry.status = CONNECTION_RESET;
+        }
+        tracing::debug!(method = %parts.method, path = parts.uri.path(), ?ending, "sandbox: injected connection reset");
+        // The response below is never written: the connection fails its next I/O.
+        kill.trip();
+    }
     drop(journal_entry);
     reply.into_response()
 }
 
-async fn process(sandbox: &Sandbox, parts: &Parts, body: Option<&[u8]>) -> Reply {
-    let fault = lock(&sandbox.faults).take(parts.method.as_str(), parts.uri.path());
-    let mut delay = match fault {
+/// Journals the request and draws its faults, under the journal lock so that the journal's
+/// order is the order in which the plan's generator advanced.
+fn admit(sandbox: &Sandbox, mut record: RecordedRequest) -> (u64, Injected) {
+    let mut journal = lock(&sandbox.journal);
+    let injected = if record.path == FAULTS_PATH {
+        Injected::default()
+    } else {
+        let scripted = lock(&sandbox.faults).take(&record.method, &record.path);
+        let planned = lock(&sandbox.plan).decide(&record.path, scripted.is_some());
+        Injected { scripted, planned }
+    };
+    record.fault = injected.label();
+    (journal.record(record), injected)
+}
+
+async fn process(
+    sandbox: &Sandbox,
+    parts: &Parts,
+    body: Option<&[u8]>,
+    injected: Injected,
+) -> (Reply, Ending) {
+    let mut delay = match injected.scripted {
         Some(FaultAction::Respond {
             status,
             body,
             headers,
-        }) => return fault_reply(status, body, &headers),
+        }) => return (fault_reply(status, body, &headers), Ending::Answer),
         Some(FaultAction::Delay(d)) => Some(d),
         None => None,
     };
+    let mut ending = Ending::Answer;
+    if let Some(plan) = injected.planned {
+        if plan.revoke {
+            lock(&sandbox.tokens).revoke_all();
+        }
+        delay = delay.or(plan.latency);
+        let early = match plan.answer {
+            Some(PlannedAnswer::Status(status)) => {
+                Some((planned_error(status, None), Ending::Answer))
+            }
+            Some(PlannedAnswer::TooManyRequests(retry_after)) => Some((
+                planned_error(StatusCode::TOO_MANY_REQUESTS, Some(retry_after)),
+                Ending::Answer,
+            )),
+            Some(PlannedAnswer::ResetBefore) => Some((
+                // Never sent (see `entry`); it only says what happened if it ever were.
+                Reply::error(ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "connection_reset",
+                    "injected fault: connection reset",
+                )),
+                Ending::ResetBefore,
+            )),
+            Some(PlannedAnswer::ResetAfter) => {
+                ending = Ending::ResetAfter;
+                None
+            }
+            None => None,
+        };
+        if let Some(early) = early {
+            if let Some(d) = delay {
+                tokio::time::sleep(d).await;
+            }
+            return early;
+        }
+    }
     let reply = answer(sandbox, parts, body, &mut delay).await;
     // A delayed request that never reached its handler (401, 409, a replay, …) is still
     // answered late: the fault delays the answer, whatever it turns out to be.
     if let Some(d) = delay {
         tokio::time::sleep(d).await;
     }
-    reply
+    (reply, ending)
+}
+
+/// The answer of a planned status fault: an OMS-shaped error, with no effect.
+fn planned_error(status: StatusCode, retry_after: Option<std::time::Duration>) -> Reply {
+    let mut e = ApiError::new(
+        status,
+        "injected_fault",
+        format!("injected fault: HTTP {}", status.as_u16()),
+    );
+    if let Some(retry_after) = retry_after {
+        // Whole seconds (the header has no finer unit), rounded up so a client that honours
+        // it never comes back early.
+        let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        e.headers
+            .push((http::header::RETRY_AFTER, HeaderValue::from(seconds)));
+    }
+    Reply::error(e)
 }
 
 /// Everything after faults. `delay` is taken (and slept) once the request holds its
@@ -410,5 +549,14 @@ mod tests {
         assert_eq!(status(&get, "/v0.9/cash-ins"), Some(404));
         assert_eq!(status(&get, "/cash-ins/ci_1/refresh/x"), Some(404));
         assert_eq!(status(&get, ""), Some(404));
+        assert_eq!(
+            resolve(&get, "/sandbox/faults").ok(),
+            Some(Route::GetFaults)
+        );
+        assert_eq!(
+            resolve(&Method::PUT, "/sandbox/faults").ok(),
+            Some(Route::SetFaults)
+        );
+        assert_eq!(status(&post, "/sandbox/faults"), Some(405));
     }
 }

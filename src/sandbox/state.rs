@@ -5,12 +5,17 @@
 //! `.await`. A poisoned lock (a panic elsewhere while holding it) is recovered rather than
 //! propagated: the data is plain bookkeeping, and a test harness that panics in one request
 //! should not turn every later request into a second panic.
+//!
+//! Only admission nests locks, always in this order: `journal` → `faults` → `plan`. Holding the
+//! journal while the faults are drawn makes the journal's order the order in which the fault
+//! plan's generator was advanced.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use super::auth::Tokens;
 use super::clock;
+use super::fault_plan::PlanState;
 use super::faults::FaultQueue;
 use super::idempotency::IdempotencyStore;
 use super::journal::Journal;
@@ -28,6 +33,7 @@ pub(crate) struct Sandbox {
     pub(crate) idempotency: Mutex<IdempotencyStore>,
     pub(crate) journal: Mutex<Journal>,
     pub(crate) faults: Mutex<FaultQueue>,
+    pub(crate) plan: Mutex<PlanState>,
 }
 
 /// Locks, shrugging off poisoning (see the module docs).
@@ -50,6 +56,7 @@ impl Sandbox {
             idempotency: Mutex::default(),
             journal: Mutex::default(),
             faults: Mutex::default(),
+            plan: Mutex::new(PlanState::new(config.faults)),
         }
     }
 

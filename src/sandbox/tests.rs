@@ -6,7 +6,10 @@ use std::time::Duration;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
-use super::{Fault, FaultAction, SandboxConfig, SandboxHandle, Spelling, start};
+use super::{
+    CONNECTION_RESET, Fault, FaultAction, FaultPlan, FaultStats, SandboxConfig, SandboxHandle,
+    Spelling, start,
+};
 
 /// A thin client: one bearer token, JSON in and out.
 struct Api {
@@ -712,5 +715,379 @@ async fn no_input_makes_it_fall_over() {
         .expect("send");
     assert_eq!(resp.status().as_u16(), 413);
     assert_eq!(sb.cash_in_count(), 0);
+    sb.shutdown().await;
+}
+
+// === fault plans ===
+
+fn plan(spec: &str) -> FaultPlan {
+    spec.parse().expect("spec")
+}
+
+/// A client that carries on through faults: it notes each request's outcome (the status, or
+/// `reset` for a connection error) and exchanges a new token after a 401.
+struct Chaos {
+    http: reqwest::Client,
+    base: String,
+    key: String,
+    secret: String,
+    token: String,
+}
+
+impl Chaos {
+    async fn new(sb: &SandboxHandle) -> Chaos {
+        let mut chaos = Chaos {
+            http: reqwest::Client::new(),
+            base: sb.base_url(),
+            key: sb.api_key().to_owned(),
+            secret: sb.api_secret().to_owned(),
+            token: String::new(),
+        };
+        chaos.exchange().await;
+        chaos
+    }
+
+    async fn exchange(&mut self) {
+        let resp = self
+            .http
+            .post(format!("{}/auth/token", self.base))
+            .json(&json!({"apiKey": self.key, "apiSecret": self.secret}))
+            .send()
+            .await
+            .expect("token exchanges are not faulted");
+        let a = answer(resp).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        self.token = a.body["accessToken"].as_str().expect("token").to_owned();
+    }
+
+    async fn get(&mut self, path: &str) -> String {
+        let sent = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await;
+        match sent {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                // Read it all, so the connection goes back to the pool.
+                let _ = resp.bytes().await;
+                if status == 401 {
+                    self.exchange().await;
+                }
+                status.to_string()
+            }
+            Err(e) => {
+                assert!(!e.is_timeout(), "{e}");
+                "reset".to_owned()
+            }
+        }
+    }
+
+    async fn series(&mut self, n: usize) -> Vec<String> {
+        let mut outcomes = Vec::with_capacity(n);
+        for _ in 0..n {
+            outcomes.push(self.get("/cash-ins/ci_nothere").await);
+        }
+        outcomes
+    }
+}
+
+fn faults_seen(sb: &SandboxHandle) -> Vec<Option<String>> {
+    sb.journal()
+        .into_iter()
+        .filter(|r| r.path.starts_with("/cash-ins"))
+        .map(|r| r.fault)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_seeded_plan_faults_the_same_requests_every_time() {
+    let spec = "seed=11,500=0.1,503=0.1,429=0.1,reset_before=0.1,reset_after=0.05,\
+                latency=0.2:1ms-3ms,revoke=0.05";
+    let sb = start(SandboxConfig {
+        faults: plan(spec),
+        ..config()
+    })
+    .await
+    .expect("start");
+    let mut chaos = Chaos::new(&sb).await;
+    let first = chaos.series(120).await;
+    let first_faults = faults_seen(&sb);
+    for outcome in ["404", "500", "503", "429", "reset", "401"] {
+        assert!(first.iter().any(|o| o == outcome), "{outcome} in {first:?}");
+    }
+    assert_eq!(sb.fault_stats().requests_seen, 120);
+
+    // Setting the plan again restarts its sequence.
+    sb.clear_journal();
+    sb.set_fault_plan(plan(spec));
+    assert_eq!(sb.fault_stats(), FaultStats::default());
+    assert_eq!(chaos.series(120).await, first);
+    assert_eq!(faults_seen(&sb), first_faults);
+
+    // And another sandbox with the same plan does the same.
+    let other = start(SandboxConfig {
+        faults: plan(spec),
+        ..config()
+    })
+    .await
+    .expect("start");
+    let mut chaos = Chaos::new(&other).await;
+    assert_eq!(chaos.series(120).await, first);
+    assert_eq!(other.fault_stats(), sb.fault_stats());
+    sb.shutdown().await;
+    other.shutdown().await;
+}
+
+#[tokio::test]
+async fn rates_roughly_hold_over_2000_requests() {
+    let (sb, _) = sandbox(config()).await;
+    sb.set_fault_plan(plan(
+        "seed=3,500=0.05,502=0.05,503=0.1,504=0.02,429=0.05,reset_before=0.03",
+    ));
+    let mut chaos = Chaos::new(&sb).await;
+    let n = 2_000;
+    let outcomes = chaos.series(n).await;
+    let count = |o: &str| outcomes.iter().filter(|x| *x == o).count() as u64;
+    let stats = sb.fault_stats();
+    assert_eq!(stats.requests_seen, n as u64);
+    let seen = [
+        (count("500"), stats.status_500, 0.05),
+        (count("502"), stats.status_502, 0.05),
+        (count("503"), stats.status_503, 0.1),
+        (count("504"), stats.status_504, 0.02),
+        (count("429"), stats.status_429, 0.05),
+        (count("reset"), stats.reset_before, 0.03),
+    ];
+    // First hit wins, so each answer fault gets its rate of what the earlier ones left.
+    let mut left = 1.0;
+    for (observed, counted, p) in seen {
+        assert_eq!(observed, counted, "the client saw what the stats say");
+        let expected = left * p * n as f64;
+        let sd = (expected * (1.0 - left * p)).sqrt();
+        assert!(
+            (observed as f64 - expected).abs() < 5.0 * sd,
+            "observed {observed}, expected about {expected:.0}: {stats:?}"
+        );
+        left *= 1.0 - p;
+    }
+    let clean = n as u64 - seen.iter().map(|s| s.0).sum::<u64>();
+    assert_eq!(count("404"), clean);
+    sb.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_reset_before_has_no_effect_and_the_client_sees_a_reset() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (sb, api) = sandbox(config()).await;
+    let body = api.create_body().await;
+    sb.set_fault_plan(plan("reset_before=1"));
+    let sent = api
+        .http
+        .post(format!("{}/cash-ins", api.base))
+        .bearer_auth(&api.token)
+        .header("Idempotency-Key", "k")
+        .json(&body)
+        .send()
+        .await;
+    let error = sent.expect_err("no answer, only a reset");
+    assert!(!error.is_timeout() && error.status().is_none(), "{error:?}");
+    assert_eq!(sb.cash_in_count(), 0);
+    let last = sb.journal().pop().expect("entry");
+    assert_eq!(last.status, CONNECTION_RESET);
+    assert_eq!(last.fault.as_deref(), Some("reset_before"));
+
+    // On the wire it is an RST, not a polite close.
+    let mut raw = tokio::net::TcpStream::connect(sb.addr())
+        .await
+        .expect("connect");
+    let request = format!(
+        "GET /cash-ins HTTP/1.1\r\nhost: sandbox\r\nauthorization: Bearer {}\r\n\r\n",
+        api.token
+    );
+    raw.write_all(request.as_bytes()).await.expect("write");
+    let mut buf = [0_u8; 256];
+    let read = raw.read(&mut buf).await;
+    assert_eq!(
+        read.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::ConnectionReset)
+    );
+
+    // Nothing happened, so the key is free: the retry runs for real.
+    sb.set_fault_plan(FaultPlan::none());
+    let retried = api.post("/cash-ins", Some("k"), Some(body)).await;
+    assert_eq!(retried.status, 201);
+    assert!(retried.headers.get("idempotent-replayed").is_none());
+    assert_eq!(sb.cash_in_count(), 1);
+    // Killed connections do not hold up a graceful shutdown.
+    let stopping = std::time::Instant::now();
+    sb.shutdown().await;
+    assert!(stopping.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn a_reset_after_commits_and_the_retry_replays_it() {
+    let (sb, api) = sandbox(config()).await;
+    let body = api.create_body().await;
+    sb.set_fault_plan(plan("seed=1,reset_after=1"));
+    let sent = api
+        .http
+        .post(format!("{}/cash-ins", api.base))
+        .bearer_auth(&api.token)
+        .header("Idempotency-Key", "k")
+        .json(&body)
+        .send()
+        .await;
+    assert!(sent.is_err(), "the client never hears back");
+    assert_eq!(sb.cash_in_count(), 1, "but the cash-in exists");
+    let last = sb.journal().pop().expect("entry");
+    assert_eq!(
+        (last.status, last.fault.as_deref()),
+        (201, Some("reset_after"))
+    );
+
+    sb.set_fault_plan(FaultPlan::none());
+    let retried = api.post("/cash-ins", Some("k"), Some(body)).await;
+    assert_eq!(retried.status, 201);
+    assert_eq!(retried.headers["idempotent-replayed"], "true");
+    let listed = api.get("/cash-ins").await.body;
+    assert_eq!(listed["data"].as_array().map(Vec::len), Some(1));
+    assert_eq!(retried.body["id"], listed["data"][0]["id"]);
+    assert_eq!(sb.cash_in_count(), 1);
+    sb.shutdown().await;
+}
+
+#[tokio::test]
+async fn planned_statuses_answer_without_effect_and_429_says_when_to_retry() {
+    let (sb, api) = sandbox(config()).await;
+    let body = api.create_body().await;
+    sb.set_fault_plan(plan("429=1,retry_after=3s"));
+    let limited = api.post("/cash-ins", Some("k"), Some(body.clone())).await;
+    assert_eq!(limited.status, 429);
+    assert_eq!(limited.headers["retry-after"], "3");
+    assert_eq!(limited.code(), "injected_fault");
+    sb.set_fault_plan(plan("429=1,retry_after=1500ms"));
+    assert_eq!(api.get("/cash-ins").await.headers["retry-after"], "2");
+
+    sb.set_fault_plan(plan("503=1"));
+    let unavailable = api.post("/cash-ins", Some("k"), Some(body.clone())).await;
+    assert_eq!(unavailable.status, 503);
+    assert_eq!(sb.cash_in_count(), 0);
+
+    // A scripted fault claims its request before the plan does (the plan still counts it).
+    sb.inject(Fault::status(None, "/cash-ins", 1, 500));
+    assert_eq!(api.get("/cash-ins").await.status, 500);
+    assert_eq!(
+        sb.journal().pop().and_then(|r| r.fault).as_deref(),
+        Some("scripted:500")
+    );
+    let stats = sb.fault_stats();
+    assert_eq!((stats.requests_seen, stats.status_503), (2, 1));
+
+    sb.set_fault_plan(FaultPlan::none());
+    let created = api.post("/cash-ins", Some("k"), Some(body)).await;
+    assert_eq!(created.status, 201, "faulted attempts left the key free");
+    assert_eq!(sb.journal().pop().and_then(|r| r.fault), None);
+    sb.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_plan_can_be_set_over_http() {
+    let (sb, api) = sandbox(config()).await;
+    let url = format!("{}/sandbox/faults", api.base);
+    let put = |body: String| api.http.put(&url).bearer_auth(&api.token).body(body).send();
+
+    let set = answer(put("seed=1,503=1".into()).await.expect("send")).await;
+    assert_eq!(set.status, 200, "{}", set.body);
+    assert_eq!(set.body["spec"], "seed=1,503=1");
+    assert_eq!(set.body["stats"]["requestsSeen"], 0);
+    assert_eq!(sb.fault_plan(), plan("seed=1,503=1"));
+    assert_eq!(api.get("/cash-ins").await.status, 503);
+    let status = api.get("/sandbox/faults").await;
+    assert_eq!(status.body["spec"], "seed=1,503=1");
+    assert_eq!(status.body["stats"]["requestsSeen"], 1);
+    assert_eq!(status.body["stats"]["status503"], 1);
+
+    let bad = answer(put("seed=1,503=2".into()).await.expect("send")).await;
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.body["error"]["details"][0]["field"], "spec");
+    let message = bad.body["error"]["details"][0]["message"]
+        .as_str()
+        .unwrap_or("");
+    assert!(message.contains("`503=2`"), "{message}");
+    assert_eq!(
+        sb.fault_plan(),
+        plan("seed=1,503=1"),
+        "a bad spec changes nothing"
+    );
+
+    let anonymous = answer(api.http.put(&url).body("none").send().await.expect("send")).await;
+    assert_eq!(anonymous.status, 401);
+    let posted = api.post("/sandbox/faults", Some("p"), None).await;
+    assert_eq!(posted.status, 405);
+
+    // Even a plan that faults every path leaves its own control alone.
+    let json_body = json!({"spec": "500=1,paths=/"}).to_string();
+    assert_eq!(
+        answer(put(json_body).await.expect("send")).await.status,
+        200
+    );
+    assert_eq!(api.get("/cash-locations").await.status, 500);
+    let off = answer(
+        put(json!({"spec": "none"}).to_string())
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(off.status, 200);
+    assert_eq!(off.body["spec"], "none");
+    assert_eq!(sb.fault_plan(), FaultPlan::none());
+    assert_eq!(api.get("/cash-ins").await.status, 200);
+    sb.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_revocation_answers_401_and_token_exchanges_still_work() {
+    let (sb, api) = sandbox(config()).await;
+    sb.set_fault_plan(plan("revoke=1"));
+    let revoked = api.get("/cash-ins").await;
+    assert_eq!(revoked.status, 401);
+    assert_eq!(revoked.code(), "unauthorized");
+    assert_eq!(sb.fault_stats().revocations, 1);
+    assert_eq!(
+        sb.journal().pop().and_then(|r| r.fault).as_deref(),
+        Some("revoke")
+    );
+
+    // The exchange is outside the plan's paths, so a client can always get a new token; with
+    // the plan still on, that token dies on its first use too.
+    let mut chaos = Chaos::new(&sb).await;
+    assert_eq!(chaos.get("/cash-ins").await, "401");
+    sb.set_fault_plan(FaultPlan::none());
+    chaos.exchange().await;
+    assert_eq!(chaos.get("/cash-ins").await, "200");
+    assert_eq!(sb.token_exchanges(), 4);
+    sb.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_journal_debug_print_hides_credentials() {
+    let (sb, api) = sandbox(config()).await;
+    assert_eq!(api.get("/cash-ins").await.status, 200);
+    let printed = format!("{:?}", sb.journal());
+    assert!(!printed.contains(sb.api_secret()), "{printed}");
+    assert!(!printed.contains(&api.token), "{printed}");
+    assert!(printed.contains("Bearer [redacted]"), "{printed}");
+    let journal = sb.journal();
+    assert!(
+        journal[0].body.contains(sb.api_secret()),
+        "the fields keep what was sent"
+    );
+    assert_eq!(
+        journal[1].authorization.as_deref(),
+        Some(format!("Bearer {}", api.token).as_str())
+    );
     sb.shutdown().await;
 }

@@ -1,10 +1,12 @@
 //! `polygon.oms.v1.CashInService`: create, get, list and refresh cash-ins over the OMS REST API.
 
 use super::{
-    deadline, echo_idempotency_key, grpc_timeout, idempotency_key, page_token, status_with_key,
+    caller_identity, deadline, echo_idempotency_key, grpc_timeout, idempotency_key, page_token,
+    status_with_key,
 };
 use crate::convert;
 use crate::error::{GatewayError, ResourceRef, UpstreamError};
+use crate::idempotency::{self, IdempotencyLayer};
 use crate::proto::v1::{self as pb, cash_in_service_server::CashInService};
 use crate::upstream::{ListCashInsQuery, OmsClient, model::CashInDto};
 use crate::validate::{self, Violations};
@@ -12,6 +14,7 @@ use crate::watch::{
     WatchHub, WatchKey,
     stream::{self, EventStream, Mode},
 };
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -31,6 +34,10 @@ pub struct CashIns {
     hub: WatchHub,
     /// Turns true when the gateway starts shutting down: watch streams end with UNAVAILABLE.
     shutdown: watch::Receiver<bool>,
+    /// Shares and replays mutations per (caller, key): see `idempotency.rs`.
+    idempotency: Arc<IdempotencyLayer<pb::CashIn>>,
+    /// The metadata key naming the caller, which scopes idempotency keys.
+    caller_header: Arc<str>,
 }
 
 // === impl CashIns ===
@@ -42,12 +49,16 @@ impl CashIns {
         default_deadline: Duration,
         hub: WatchHub,
         shutdown: watch::Receiver<bool>,
+        idempotency: Arc<IdempotencyLayer<pb::CashIn>>,
+        caller_header: &str,
     ) -> Self {
         Self {
             client,
             default_deadline,
             hub,
             shutdown,
+            idempotency,
+            caller_header: caller_header.into(),
         }
     }
 
@@ -115,18 +126,34 @@ impl CashInService for CashIns {
             request.metadata(),
             &mut violations,
         );
-        let span = tracing::info_span!("CreateCashIn", idempotency_key = %key, cash_in_id = tracing::field::Empty);
+        let caller = caller_identity(request.metadata(), &self.caller_header);
+        let span = tracing::info_span!("CreateCashIn", idempotency_key = %key, caller = %caller, cash_in_id = tracing::field::Empty);
         async {
             let request = request.into_inner();
             validate::create_cash_in(&request, &mut violations);
             violations.finish()?;
             let body = convert::create_body(&request);
-            let dto = self
-                .client
-                .create_cash_in(&body, &key, deadline)
-                .await
-                .map_err(upstream("POST /cash-ins", None))?;
-            let cash_in = decode_cash_in("POST /cash-ins", dto)?;
+            // The REST body is what OMS fingerprints too; metadata is a BTreeMap, so it is stable.
+            let fingerprint =
+                idempotency::fingerprint(&[&serde_json::to_vec(&body).unwrap_or_default()]);
+            let cash_in = self
+                .idempotency
+                .run(
+                    &caller,
+                    "CreateCashIn",
+                    &key,
+                    fingerprint,
+                    deadline,
+                    || async {
+                        let dto = self
+                            .client
+                            .create_cash_in(&body, &key, deadline)
+                            .await
+                            .map_err(upstream("POST /cash-ins", None))?;
+                        decode_cash_in("POST /cash-ins", dto)
+                    },
+                )
+                .await?;
             tracing::Span::current().record("cash_in_id", cash_in.id.as_str());
             tracing::info!(status = cash_in.status, "cash-in created");
             let mut response = Response::new(pb::CreateCashInResponse {
@@ -278,19 +305,33 @@ impl CashInService for CashIns {
             request.metadata(),
             &mut violations,
         );
+        let caller = caller_identity(request.metadata(), &self.caller_header);
         let request = request.into_inner();
-        let span = tracing::info_span!("RefreshCashIn", cash_in_id = %request.cash_in_id, idempotency_key = %key);
+        let span = tracing::info_span!("RefreshCashIn", cash_in_id = %request.cash_in_id, idempotency_key = %key, caller = %caller);
         async {
             validate::cash_in_id(&mut violations, &request.cash_in_id);
             validate::idempotency_key(&mut violations, "idempotency_key", &request.idempotency_key);
             violations.finish()?;
             let id = &request.cash_in_id;
-            let dto = self
-                .client
-                .refresh_cash_in(id, &key, deadline)
-                .await
-                .map_err(upstream("POST /cash-ins/{id}/refresh", cash_in_ref(id)))?;
-            let cash_in = decode_cash_in("POST /cash-ins/{id}/refresh", dto)?;
+            let fingerprint = idempotency::fingerprint(&[id.as_bytes()]);
+            let cash_in = self
+                .idempotency
+                .run(
+                    &caller,
+                    "RefreshCashIn",
+                    &key,
+                    fingerprint,
+                    deadline,
+                    || async {
+                        let dto = self
+                            .client
+                            .refresh_cash_in(id, &key, deadline)
+                            .await
+                            .map_err(upstream("POST /cash-ins/{id}/refresh", cash_in_ref(id)))?;
+                        decode_cash_in("POST /cash-ins/{id}/refresh", dto)
+                    },
+                )
+                .await?;
             tracing::info!("deposit code refreshed");
             self.hub.publish(&cash_in);
             let mut response = Response::new(pb::RefreshCashInResponse {

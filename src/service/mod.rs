@@ -68,6 +68,16 @@ pub fn idempotency_key(field: &str, metadata: &MetadataMap, v: &mut Violations) 
     }
 }
 
+/// Who is calling, from the configured metadata key (set by the mesh or the caller); callers
+/// without it share one idempotency-key space.
+pub fn caller_identity(metadata: &MetadataMap, header: &str) -> String {
+    metadata
+        .get(header)
+        .and_then(|value| value.to_str().ok())
+        .map(|value| value.chars().take(256).collect())
+        .unwrap_or_default()
+}
+
 /// Puts the key used into response or error metadata, so a caller can retry with it.
 pub fn echo_idempotency_key(metadata: &mut MetadataMap, key: &str) {
     if let Ok(value) = MetadataValue::try_from(key) {

@@ -16,6 +16,8 @@ pub mod model;
 use crate::config::UpstreamConfig;
 use crate::error::{HttpFailure, UpstreamError};
 use auth::{Credentials, TokenSource};
+use breaker::{Admission, CircuitBreaker, CircuitState};
+use budget::RetryBudget;
 use model::{CashInDto, CashInPageDto, CashLocationDto, CashLocationListDto, CreateCashInBody};
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
@@ -95,6 +97,23 @@ struct Inner {
     auth: Arc<TokenSource>,
     config: UpstreamConfig,
     health: watch::Receiver<UpstreamHealth>,
+    budget: RetryBudget,
+    breaker: CircuitBreaker,
+}
+
+/// Releases the breaker's half-open probe if the attempt ends without a verdict (cancelled, or
+/// cut by the caller's deadline).
+struct ProbeGuard<'a> {
+    breaker: &'a CircuitBreaker,
+    armed: bool,
+}
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.breaker.release_probe();
+        }
+    }
 }
 
 // === impl OmsClient ===
@@ -140,6 +159,12 @@ impl OmsClient {
                 http,
                 base,
                 auth,
+                budget: RetryBudget::new(config.retry_budget_ratio, config.retry_budget_floor),
+                breaker: CircuitBreaker::new(
+                    config.breaker_threshold,
+                    config.breaker_cooldown,
+                    config.breaker_max_cooldown,
+                ),
                 config,
                 health: health_rx,
             }),
@@ -149,6 +174,37 @@ impl OmsClient {
     /// Whether the gateway can currently reach OMS with its credentials.
     pub fn health(&self) -> watch::Receiver<UpstreamHealth> {
         self.inner.health.clone()
+    }
+
+    /// The circuit breaker's state: Open while OMS is failing persistently.
+    pub fn circuit(&self) -> watch::Receiver<CircuitState> {
+        self.inner.breaker.subscribe()
+    }
+
+    /// While the circuit is open, probes OMS (`GET /cash-ins?limit=1`) each time the cool-down
+    /// ends, so the circuit closes again even when no caller is sending.
+    pub async fn probe_while_open(self) {
+        let mut state = self.circuit();
+        loop {
+            if *state.borrow_and_update() == CircuitState::Closed && state.changed().await.is_err()
+            {
+                return;
+            }
+            let Some(until) = self.inner.breaker.open_until() else {
+                continue;
+            };
+            tokio::time::sleep_until(until).await;
+            let query = ListCashInsQuery {
+                limit: 1,
+                ..ListCashInsQuery::default()
+            };
+            let deadline = Instant::now() + self.inner.config.request_timeout;
+            if let Err(err) = self.list_cash_ins(&query, deadline).await {
+                tracing::debug!(error = %err, "circuit probe failed");
+            }
+            // Avoid a hot loop if the probe slot was taken by a caller meanwhile.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// The token source, for the background refresher and for counting exchanges.
@@ -391,6 +447,7 @@ impl OmsClient {
             let max_attempts = if retryable_call { self.inner.config.max_attempts } else { 1 };
             let mut attempt = 0u32;
             let mut reauthenticated = false;
+            self.inner.budget.record_request();
             loop {
                 attempt += 1;
                 tracing::Span::current().record("attempts", attempt);
@@ -414,6 +471,11 @@ impl OmsClient {
                 if Instant::now() + wait >= call.deadline {
                     return Err(err);
                 }
+                // Retries may add only a fraction of the traffic: an outage is not amplified.
+                if !self.inner.budget.try_retry() {
+                    tracing::debug!(error = %err, "retry budget exhausted; not retrying");
+                    return Err(err);
+                }
                 tracing::debug!(attempt, wait_ms = wait.as_millis() as u64, error = %err, "retrying OMS call");
                 tokio::time::sleep(wait).await;
             }
@@ -434,6 +496,14 @@ impl OmsClient {
                 return Err(UpstreamError::DeadlineExceeded);
             }
             let token = self.inner.auth.token(call.deadline).await?;
+            let mut probe = match self.inner.breaker.admit() {
+                Admission::Refused(wait) => return Err(UpstreamError::CircuitOpen(wait)),
+                Admission::Probe => Some(ProbeGuard {
+                    breaker: &self.inner.breaker,
+                    armed: true,
+                }),
+                Admission::Allowed => None,
+            };
             let attempt_deadline = call.deadline.min(now + self.inner.config.request_timeout);
             let mut request = self
                 .inner
@@ -462,13 +532,29 @@ impl OmsClient {
                     failure_from_response(response, &secrets).await,
                 )))
             };
-            let result = match tokio::time::timeout_at(attempt_deadline, exchange).await {
-                Ok(result) => result?,
-                Err(_) if attempt_deadline == call.deadline => {
-                    return Err(UpstreamError::DeadlineExceeded);
-                }
-                Err(_) => return Err(UpstreamError::Timeout(self.inner.config.request_timeout)),
+            let outcome = match tokio::time::timeout_at(attempt_deadline, exchange).await {
+                Ok(outcome) => outcome,
+                Err(_) if attempt_deadline == call.deadline => Err(UpstreamError::DeadlineExceeded),
+                Err(_) => Err(UpstreamError::Timeout(self.inner.config.request_timeout)),
             };
+            // What the outcome says about OMS's health; the caller's own deadline says nothing.
+            let healthy = match &outcome {
+                Ok(Ok(_)) => Some(true),
+                Ok(Err((status, _))) => {
+                    Some(!(status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS))
+                }
+                Err(UpstreamError::DeadlineExceeded) => None,
+                Err(_) => Some(false),
+            };
+            match healthy {
+                Some(true) => self.inner.breaker.on_success(),
+                Some(false) => self.inner.breaker.on_failure(probe.is_some()),
+                None => {}
+            }
+            if let Some(guard) = probe.as_mut() {
+                guard.armed = healthy.is_none();
+            }
+            let result = outcome?;
             match result {
                 Ok(body) => return Ok(body),
                 Err((StatusCode::UNAUTHORIZED, failure)) => {
