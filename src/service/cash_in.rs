@@ -85,6 +85,52 @@ impl CashIns {
     }
 }
 
+/// What every mutating call carries, read before validation so errors can echo the key.
+struct Mutation {
+    deadline: Instant,
+    key: String,
+    caller: String,
+}
+
+impl CashIns {
+    fn mutation<T>(
+        &self,
+        request: &Request<T>,
+        field_key: &str,
+        violations: &mut Violations,
+    ) -> Mutation {
+        Mutation {
+            deadline: deadline(request.metadata(), self.default_deadline),
+            key: idempotency_key(field_key, request.metadata(), violations),
+            caller: caller_identity(request.metadata(), &self.caller_header),
+        }
+    }
+
+    /// Runs `call` through the idempotency layer (share, replay or refuse; see idempotency.rs).
+    async fn once<F, Fut>(
+        &self,
+        mutation: &Mutation,
+        operation: &'static str,
+        fingerprint: u64,
+        call: F,
+    ) -> Result<pb::CashIn, GatewayError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<pb::CashIn, GatewayError>>,
+    {
+        self.idempotency
+            .run(
+                &mutation.caller,
+                operation,
+                &mutation.key,
+                fingerprint,
+                mutation.deadline,
+                call,
+            )
+            .await
+    }
+}
+
 fn cash_in_ref(id: &str) -> Option<ResourceRef> {
     Some(ResourceRef {
         kind: CASH_IN_RESOURCE,
@@ -119,15 +165,13 @@ impl CashInService for CashIns {
         &self,
         request: Request<pb::CreateCashInRequest>,
     ) -> Result<Response<pb::CreateCashInResponse>, Status> {
-        let deadline = deadline(request.metadata(), self.default_deadline);
         let mut violations = Violations::default();
-        let key = idempotency_key(
+        let m = self.mutation(
+            &request,
             &request.get_ref().idempotency_key,
-            request.metadata(),
             &mut violations,
         );
-        let caller = caller_identity(request.metadata(), &self.caller_header);
-        let span = tracing::info_span!("CreateCashIn", idempotency_key = %key, caller = %caller, cash_in_id = tracing::field::Empty);
+        let span = tracing::info_span!("CreateCashIn", idempotency_key = %m.key, caller = %m.caller, cash_in_id = tracing::field::Empty);
         async {
             let request = request.into_inner();
             validate::create_cash_in(&request, &mut violations);
@@ -137,34 +181,26 @@ impl CashInService for CashIns {
             let fingerprint =
                 idempotency::fingerprint(&[&serde_json::to_vec(&body).unwrap_or_default()]);
             let cash_in = self
-                .idempotency
-                .run(
-                    &caller,
-                    "CreateCashIn",
-                    &key,
-                    fingerprint,
-                    deadline,
-                    || async {
-                        let dto = self
-                            .client
-                            .create_cash_in(&body, &key, deadline)
-                            .await
-                            .map_err(upstream("POST /cash-ins", None))?;
-                        decode_cash_in("POST /cash-ins", dto)
-                    },
-                )
+                .once(&m, "CreateCashIn", fingerprint, || async {
+                    let dto = self
+                        .client
+                        .create_cash_in(&body, &m.key, m.deadline)
+                        .await
+                        .map_err(upstream("POST /cash-ins", None))?;
+                    decode_cash_in("POST /cash-ins", dto)
+                })
                 .await?;
             tracing::Span::current().record("cash_in_id", cash_in.id.as_str());
             tracing::info!(status = cash_in.status, "cash-in created");
             let mut response = Response::new(pb::CreateCashInResponse {
                 cash_in: Some(cash_in),
             });
-            echo_idempotency_key(response.metadata_mut(), &key);
+            echo_idempotency_key(response.metadata_mut(), &m.key);
             Ok(response)
         }
         .instrument(span)
         .await
-        .map_err(|err| status_with_key(err, &key))
+        .map_err(|err| status_with_key(err, &m.key))
     }
 
     async fn get_cash_in(
@@ -298,16 +334,14 @@ impl CashInService for CashIns {
         &self,
         request: Request<pb::RefreshCashInRequest>,
     ) -> Result<Response<pb::RefreshCashInResponse>, Status> {
-        let deadline = deadline(request.metadata(), self.default_deadline);
         let mut violations = Violations::default();
-        let key = idempotency_key(
+        let m = self.mutation(
+            &request,
             &request.get_ref().idempotency_key,
-            request.metadata(),
             &mut violations,
         );
-        let caller = caller_identity(request.metadata(), &self.caller_header);
         let request = request.into_inner();
-        let span = tracing::info_span!("RefreshCashIn", cash_in_id = %request.cash_in_id, idempotency_key = %key, caller = %caller);
+        let span = tracing::info_span!("RefreshCashIn", cash_in_id = %request.cash_in_id, idempotency_key = %m.key, caller = %m.caller);
         async {
             validate::cash_in_id(&mut violations, &request.cash_in_id);
             validate::idempotency_key(&mut violations, "idempotency_key", &request.idempotency_key);
@@ -315,34 +349,26 @@ impl CashInService for CashIns {
             let id = &request.cash_in_id;
             let fingerprint = idempotency::fingerprint(&[id.as_bytes()]);
             let cash_in = self
-                .idempotency
-                .run(
-                    &caller,
-                    "RefreshCashIn",
-                    &key,
-                    fingerprint,
-                    deadline,
-                    || async {
-                        let dto = self
-                            .client
-                            .refresh_cash_in(id, &key, deadline)
-                            .await
-                            .map_err(upstream("POST /cash-ins/{id}/refresh", cash_in_ref(id)))?;
-                        decode_cash_in("POST /cash-ins/{id}/refresh", dto)
-                    },
-                )
+                .once(&m, "RefreshCashIn", fingerprint, || async {
+                    let dto = self
+                        .client
+                        .refresh_cash_in(id, &m.key, m.deadline)
+                        .await
+                        .map_err(upstream("POST /cash-ins/{id}/refresh", cash_in_ref(id)))?;
+                    decode_cash_in("POST /cash-ins/{id}/refresh", dto)
+                })
                 .await?;
             tracing::info!("deposit code refreshed");
             self.hub.publish(&cash_in);
             let mut response = Response::new(pb::RefreshCashInResponse {
                 cash_in: Some(cash_in),
             });
-            echo_idempotency_key(response.metadata_mut(), &key);
+            echo_idempotency_key(response.metadata_mut(), &m.key);
             Ok(response)
         }
         .instrument(span)
         .await
-        .map_err(|err| status_with_key(err, &key))
+        .map_err(|err| status_with_key(err, &m.key))
     }
 
     type WatchCashInStream = EventStream;

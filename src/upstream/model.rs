@@ -18,87 +18,54 @@ use std::collections::BTreeMap;
 pub struct CashInDto {
     pub id: String,
     pub status: String,
-    #[serde(default)]
     pub object: Option<String>,
-    #[serde(default, rename = "type")]
+    #[serde(rename = "type")]
     pub kind: Option<String>,
-    #[serde(default)]
     pub sub_status: Option<String>,
-    #[serde(default)]
     pub customer_id: Option<String>,
-    #[serde(default)]
     pub source: Option<SourceDto>,
-    #[serde(default)]
     pub destination: Option<DestinationDto>,
-    #[serde(default)]
     pub cash: Option<CashDto>,
-    #[serde(default)]
     pub location: Option<LocationDto>,
-    #[serde(default)]
     pub deposit_instructions: Option<DepositInstructionsDto>,
-    #[serde(default)]
     pub developer_fees: Option<Vec<FeeEntryDto>>,
-    #[serde(default)]
     pub oms_fee_schedule: Option<OmsFeeScheduleDto>,
-    #[serde(default)]
     pub rates: Option<RatesDto>,
-    #[serde(default)]
     pub fixed_amount_side: Option<String>,
-    #[serde(default)]
     pub sponsor_gas: Option<bool>,
-    #[serde(default)]
     pub sponsor_gas_cost: Option<String>,
     /// `transactionId` in the schema, `transaction` in the guide.
-    #[serde(default, alias = "transaction")]
+    #[serde(alias = "transaction")]
     pub transaction_id: Option<String>,
     /// Values are strings; a `null` value is dropped rather than failing the whole cash-in.
-    #[serde(default)]
     pub metadata: Option<BTreeMap<String, Option<String>>>,
-    #[serde(default)]
     pub created_at: Option<String>,
-    #[serde(default)]
     pub updated_at: Option<String>,
-    #[serde(default)]
     pub completed_at: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct SourceDto {
-    #[serde(default)]
     pub asset: Option<String>,
-    #[serde(default)]
     pub network: Option<String>,
-    #[serde(default)]
     pub email: Option<String>,
-    #[serde(default)]
     pub indicated_amount: Option<String>,
-    #[serde(default)]
     pub amount: Option<String>,
-    #[serde(default)]
     pub amount_gross: Option<String>,
-    #[serde(default)]
     pub amount_net: Option<String>,
-    #[serde(default)]
     pub fees_deducted: Option<FeesDeductedDto>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct DestinationDto {
-    #[serde(default)]
     pub asset: Option<String>,
-    #[serde(default)]
     pub network: Option<String>,
-    #[serde(default)]
     pub wallet: Option<WalletDto>,
-    #[serde(default)]
     pub amount: Option<String>,
-    #[serde(default)]
     pub amount_gross: Option<String>,
-    #[serde(default)]
     pub amount_net: Option<String>,
-    #[serde(default)]
     pub fees_deducted: Option<FeesDeductedDto>,
 }
 
@@ -106,24 +73,18 @@ pub struct DestinationDto {
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct WalletDto {
-    #[serde(default, alias = "wallet")]
+    #[serde(alias = "wallet")]
     pub id: Option<String>,
-    #[serde(default)]
     pub blockchain_address: Option<String>,
-    #[serde(default)]
     pub external_account: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct FeesDeductedDto {
-    #[serde(default)]
     pub total: Option<String>,
-    #[serde(default)]
     pub developer: Option<String>,
-    #[serde(default)]
     pub oms: Option<String>,
-    #[serde(default)]
     pub gas: Option<String>,
 }
 
@@ -132,31 +93,25 @@ pub struct FeesDeductedDto {
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct CashDto {
-    #[serde(default, alias = "cashLocationId")]
+    #[serde(alias = "cashLocationId")]
     pub location_id: Option<String>,
-    #[serde(default, alias = "cashLocationReference")]
+    #[serde(alias = "cashLocationReference")]
     pub location_reference: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct LocationDto {
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default)]
     pub address: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct DepositInstructionsDto {
-    #[serde(default)]
     pub code: Option<String>,
-    #[serde(default)]
     pub expires_at: Option<String>,
-    #[serde(default)]
     pub location_name: Option<String>,
-    #[serde(default)]
     pub location_address: Option<String>,
 }
 
@@ -167,21 +122,14 @@ pub struct DepositInstructionsDto {
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct FeeEntryDto {
-    #[serde(default)]
     pub id: Option<String>,
-    #[serde(default, rename = "type")]
+    #[serde(rename = "type")]
     pub kind: Option<String>,
-    #[serde(default)]
     pub rate: Option<String>,
-    #[serde(default)]
     pub percentage: Option<String>,
-    #[serde(default)]
     pub flat_fee: Option<String>,
-    #[serde(default)]
     pub amount: Option<String>,
-    #[serde(default)]
     pub wallet: Option<String>,
-    #[serde(default)]
     pub payout_asset: Option<String>,
 }
 
@@ -223,31 +171,24 @@ impl FeeEntryDto {
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct OmsFeeScheduleDto {
-    #[serde(default)]
     pub fee_currency: Option<String>,
-    #[serde(default)]
     pub entries: Option<Vec<OmsFeeEntryDto>>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct OmsFeeEntryDto {
-    #[serde(default, rename = "type")]
+    #[serde(rename = "type")]
     pub kind: Option<String>,
-    #[serde(default)]
     pub rate: Option<String>,
-    #[serde(default)]
     pub amount: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct RatesDto {
-    #[serde(default)]
     pub pair: Option<String>,
-    #[serde(default)]
     pub exchange_rate: Option<String>,
-    #[serde(default)]
     pub effective_rate: Option<String>,
 }
 
@@ -256,9 +197,7 @@ pub struct RatesDto {
 #[serde(rename_all = "camelCase")]
 pub struct CashInPageDto {
     pub data: Vec<CashInDto>,
-    #[serde(default)]
     pub has_more: Option<bool>,
-    #[serde(default)]
     pub next_cursor: Option<String>,
 }
 
@@ -268,23 +207,14 @@ pub struct CashInPageDto {
 #[serde(rename_all = "camelCase")]
 pub struct CashLocationDto {
     pub id: String,
-    #[serde(default)]
     pub loc_reference: Option<String>,
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default)]
     pub address: Option<String>,
-    #[serde(default)]
     pub city: Option<String>,
-    #[serde(default)]
     pub state: Option<String>,
-    #[serde(default)]
     pub zip_code: Option<String>,
-    #[serde(default)]
     pub country: Option<String>,
-    #[serde(default)]
     pub provider: Option<String>,
-    #[serde(default)]
     pub coordinates: Option<CoordinatesDto>,
     #[serde(default, deserialize_with = "number_or_numeric_string")]
     pub distance: Option<f64>,
@@ -340,7 +270,6 @@ fn number_or_numeric_string<'de, D: Deserializer<'de>>(de: D) -> Result<Option<f
 #[serde(rename_all = "camelCase")]
 pub struct TokenDto {
     pub access_token: String,
-    #[serde(default)]
     pub expires_in: Option<u64>,
 }
 
@@ -463,13 +392,9 @@ pub struct AuthCommitBody {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SimulationResultDto {
-    #[serde(default)]
     pub confirmation_id: Option<String>,
-    #[serde(default)]
     pub authorized_amount: Option<String>,
-    #[serde(default)]
     pub response_code: Option<String>,
-    #[serde(default)]
     pub response_text: Option<String>,
 }
 
