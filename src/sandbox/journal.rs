@@ -76,12 +76,16 @@ impl fmt::Debug for RecordedRequest {
     }
 }
 
+/// The most entries kept: a long-running sandbox (`cargo run`) must not grow without bound, so
+/// the oldest entries are dropped beyond this.
+const MAX_ENTRIES: usize = 50_000;
+
 /// Entries in arrival order, each tagged with an id so a late status update finds its entry even
 /// after a `clear_journal` shifted everything.
 #[derive(Debug, Default)]
 pub(crate) struct Journal {
     next_id: u64,
-    entries: Vec<(u64, RecordedRequest)>,
+    entries: std::collections::VecDeque<(u64, RecordedRequest)>,
 }
 
 // === impl Journal ===
@@ -91,7 +95,10 @@ impl Journal {
     pub(crate) fn record(&mut self, request: RecordedRequest) -> u64 {
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
-        self.entries.push((id, request));
+        if self.entries.len() >= MAX_ENTRIES {
+            self.entries.pop_front();
+        }
+        self.entries.push_back((id, request));
         id
     }
 
