@@ -304,6 +304,37 @@ def check_invalid_create(c, cash_ins, cash_in_pb2):
     )
 
 
+def deposit(addr, cash_in_id, amount):
+    """SandboxService.SimulateDeposit: what a downstream team scripts against the gateway."""
+    from polygon.oms.v1 import sandbox_pb2, sandbox_pb2_grpc
+
+    c = Checks()
+    channel = grpc.insecure_channel(addr)
+    sandbox = sandbox_pb2_grpc.SandboxServiceStub(channel)
+    resp = c.step(
+        "py: SandboxService.SimulateDeposit answers",
+        lambda: sandbox.SimulateDeposit(
+            sandbox_pb2.SimulateDepositRequest(cash_in_id=cash_in_id, amount=amount),
+            timeout=RPC_TIMEOUT,
+        ),
+    )
+    if resp is not None:
+        from polygon.oms.v1 import cash_in_pb2
+
+        c.ok(
+            "py: SimulateDeposit completes the cash-in with a transaction id",
+            resp.cash_in.status == cash_in_pb2.CASH_IN_STATUS_COMPLETED
+            and resp.cash_in.transaction_id.startswith("txn_"),
+            f"status {resp.cash_in.status}, transaction {resp.cash_in.transaction_id!r}",
+        )
+        c.ok(
+            "py: SimulateDeposit's cash-in carries the deposited amount",
+            resp.cash_in.source.amount == amount,
+            f"source.amount {resp.cash_in.source.amount!r}",
+        )
+    return finish(c, channel)
+
+
 def finish(c, channel):
     channel.close()
     print(f"py: done ({c.passed} checks passed, {c.failed} failed)", flush=True)
@@ -312,13 +343,17 @@ def finish(c, channel):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("mode", choices=("wait", "flow"))
+    p.add_argument("mode", choices=("wait", "flow", "deposit"))
+    p.add_argument("--cash-in-id", help="deposit: the cash-in to deposit into")
+    p.add_argument("--amount", default="100.00", help="deposit: the cash deposited")
     p.add_argument("--addr", required=True, help="host:port of the gateway")
     p.add_argument("--timeout", type=float, default=60.0, help="wait: seconds to wait at most")
     p.add_argument("--pid", type=int, default=0, help="wait: give up if this process exits")
     args = p.parse_args()
     if args.mode == "wait":
         return wait_serving(args.addr, args.timeout, args.pid)
+    if args.mode == "deposit":
+        return deposit(args.addr, args.cash_in_id, args.amount)
     return flow(args.addr)
 
 

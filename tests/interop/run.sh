@@ -347,6 +347,63 @@ else
   fail "python stubs generate from proto/"
 fi
 
+# === watch: grpcurl streams a cash-in while the Python client simulates the deposit ====================
+
+log "watch stream (grpcurl) + simulated deposit (python)"
+watch_flow() {
+  call "grpcurl ListCashLocations answers (watch)" CashLocationService/ListCashLocations \
+    '{"provider":"greendot","latitude":38.495133,"longitude":-121.505336}' || return 0
+  local loc_id loc_ref create id
+  loc_id="$(pyj "$out" 'd["cashLocations"][0]["id"]' 2>/dev/null)" || true
+  loc_ref="$(pyj "$out" 'd["cashLocations"][0]["locReference"]' 2>/dev/null)" || true
+  create="$("$py" -c 'import json, sys; print(json.dumps({
+    "customerId": "cst_interop2",
+    "source": {"asset": "usd", "indicatedAmount": "150.00"},
+    "destination": {"asset": "usdc", "network": "polygon", "wallet": {"wallet": "wlt_interop2"}},
+    "cash": {"cashLocationId": sys.argv[1], "cashLocationReference": sys.argv[2]},
+    "idempotencyKey": "interop-watch-1"}))' "$loc_id" "$loc_ref")"
+  call "grpcurl CreateCashIn answers (watch)" CashInService/CreateCashIn "$create" || return 0
+  id="$(pyj "$out" 'd["cashIn"]["id"]' 2>/dev/null)" || true
+  [ -n "$id" ] || { fail "watch: a cash-in to watch" "no id"; return 0; }
+
+  local watch_out="$workdir/watch.out" wpid rc=0 i
+  # -max-time bounds the stream; it ends by itself (OK) after the completed event.
+  timeout 60 "$grpcurl" -plaintext -connect-timeout 5 -max-time 50 -d "{\"cashInId\":\"$id\"}" \
+    "$addr" polygon.oms.v1.CashInService/WatchCashIn >"$watch_out" 2>&1 &
+  wpid=$!
+  for i in $(seq 1 100); do
+    grep -q 'CASH_IN_EVENT_TYPE_INITIAL' "$watch_out" && break
+    sleep 0.1
+  done
+  if grep -q 'CASH_IN_EVENT_TYPE_INITIAL' "$watch_out"; then
+    pass "grpcurl WatchCashIn sends the current state at once"
+  else
+    fail "grpcurl WatchCashIn sends the current state at once" "$(head -c 300 "$watch_out")"
+  fi
+  local deposit_out="$workdir/deposit.out"
+  timeout 60 "$py" "$here/client.py" deposit --addr "$addr" --cash-in-id "$id" --amount 150.00 >"$deposit_out" 2>&1 || true
+  cat "$deposit_out"
+  passed=$((passed + $(grep -c '^PASS ' "$deposit_out" || true)))
+  failed=$((failed + $(grep -c '^FAIL ' "$deposit_out" || true)))
+  wait "$wpid" || rc=$?
+  if [ "$rc" -eq 0 ]; then
+    pass "grpcurl WatchCashIn ends with OK after the terminal state"
+  else
+    fail "grpcurl WatchCashIn ends with OK after the terminal state" "exit $rc: $(tail -c 300 "$watch_out" | tr '\n' ' ')"
+  fi
+  if grep -q 'CASH_IN_STATUS_COMPLETED' "$watch_out" && grep -q 'CASH_IN_EVENT_TYPE_CHANGED' "$watch_out"; then
+    pass "grpcurl WatchCashIn streamed the change to CASH_IN_STATUS_COMPLETED"
+  else
+    fail "grpcurl WatchCashIn streamed the change to CASH_IN_STATUS_COMPLETED" "$(tr '\n' ' ' <"$watch_out" | head -c 400)"
+  fi
+  if grep -q 'txn_' "$watch_out" && grep -q '"146.00"' "$watch_out"; then
+    pass "grpcurl WatchCashIn's final event carries the final amounts and transaction id"
+  else
+    fail "grpcurl WatchCashIn's final event carries the final amounts and transaction id" "no txn_ in the stream"
+  fi
+}
+if [ -d "$gen/polygon" ]; then watch_flow; else fail "watch flow" "no python stubs"; fi
+
 # === shutdown =========================================================================================
 
 log "shutdown"
