@@ -2,7 +2,7 @@
 
 use super::{
     caller_identity, deadline, echo_idempotency_key, grpc_timeout, idempotency_key, page_token,
-    status_with_key,
+    status_with_key, upstream_idempotency_key,
 };
 use crate::convert;
 use crate::error::{GatewayError, ResourceRef, UpstreamError};
@@ -90,6 +90,8 @@ struct Mutation {
     deadline: Instant,
     key: String,
     caller: String,
+    /// The key sent to OMS: `key` scoped to `caller` (see `upstream_idempotency_key`).
+    upstream_key: String,
 }
 
 impl CashIns {
@@ -99,10 +101,13 @@ impl CashIns {
         field_key: &str,
         violations: &mut Violations,
     ) -> Mutation {
+        let key = idempotency_key(field_key, request.metadata(), violations);
+        let caller = caller_identity(request.metadata(), &self.caller_header);
         Mutation {
             deadline: deadline(request.metadata(), self.default_deadline),
-            key: idempotency_key(field_key, request.metadata(), violations),
-            caller: caller_identity(request.metadata(), &self.caller_header),
+            upstream_key: upstream_idempotency_key(&caller, &key),
+            key,
+            caller,
         }
     }
 
@@ -184,7 +189,7 @@ impl CashInService for CashIns {
                 .once(&m, "CreateCashIn", fingerprint, || async {
                     let dto = self
                         .client
-                        .create_cash_in(&body, &m.key, m.deadline)
+                        .create_cash_in(&body, &m.upstream_key, m.deadline)
                         .await
                         .map_err(upstream("POST /cash-ins", None))?;
                     decode_cash_in("POST /cash-ins", dto)
@@ -352,7 +357,7 @@ impl CashInService for CashIns {
                 .once(&m, "RefreshCashIn", fingerprint, || async {
                     let dto = self
                         .client
-                        .refresh_cash_in(id, &m.key, m.deadline)
+                        .refresh_cash_in(id, &m.upstream_key, m.deadline)
                         .await
                         .map_err(upstream("POST /cash-ins/{id}/refresh", cash_in_ref(id)))?;
                     decode_cash_in("POST /cash-ins/{id}/refresh", dto)

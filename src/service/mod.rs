@@ -78,6 +78,29 @@ pub fn caller_identity(metadata: &MetadataMap, header: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The `Idempotency-Key` sent upstream for `key` from `caller`. Keys are scoped per caller, but
+/// every caller reaches OMS with the gateway's one set of credentials, i.e. one OMS key space: sent
+/// as given, caller B's key would replay caller A's cash-in (or be refused as reused). So a
+/// caller's key is qualified by its identity, length-prefixed so that no two (caller, key) pairs
+/// meet. Deterministic, so a retry after a restart still replays upstream. A call without a caller
+/// identity sends its key as given. A qualified key beyond OMS's 255 characters is replaced by a
+/// stable 128-bit FNV-1a digest of it (`h1:` and 32 hex digits, which no qualified key starts with).
+pub fn upstream_idempotency_key(caller: &str, key: &str) -> String {
+    if caller.is_empty() {
+        return key.to_owned();
+    }
+    let qualified = format!("{}:{caller}:{key}", caller.len());
+    if qualified.len() <= validate::MAX_IDEMPOTENCY_KEY_CHARS {
+        return qualified;
+    }
+    let mut hash: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    for byte in qualified.bytes() {
+        hash ^= u128::from(byte);
+        hash = hash.wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b);
+    }
+    format!("h1:{hash:032x}")
+}
+
 /// Puts the key used into response or error metadata, so a caller can retry with it.
 pub fn echo_idempotency_key(metadata: &mut MetadataMap, key: &str) {
     if let Ok(value) = MetadataValue::try_from(key) {
@@ -116,6 +139,21 @@ mod tests {
             md.insert("grpc-timeout", bad.parse().unwrap());
             assert_eq!(grpc_timeout(&md), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn upstream_keys_are_scoped_per_caller() {
+        assert_eq!(upstream_idempotency_key("", "k-1"), "k-1");
+        assert_eq!(upstream_idempotency_key("svc-a", "k-1"), "5:svc-a:k-1");
+        assert_ne!(
+            upstream_idempotency_key("a:b", "c"),
+            upstream_idempotency_key("a", "b:c")
+        );
+        let long = "k".repeat(255);
+        let hashed = upstream_idempotency_key("svc-a", &long);
+        assert!(hashed.starts_with("h1:") && hashed.len() == 35, "{hashed}");
+        assert_eq!(hashed, upstream_idempotency_key("svc-a", &long));
+        assert_ne!(hashed, upstream_idempotency_key("svc-b", &long));
     }
 
     #[test]

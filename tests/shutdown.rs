@@ -1,0 +1,340 @@
+//! Graceful shutdown of the built binary under load (issue 4, item 8 (d)): SIGTERM while calls
+//! are in flight fails none of the calls accepted before the drain began; health turns
+//! NOT_SERVING during the drain; open watch streams end with UNAVAILABLE telling clients to
+//! reconnect; the process exits 0 within drain delay + grace. Run with `--nocapture` to see the
+//! figures.
+
+use oms_gateway::proto::v1 as pb;
+use pb::cash_in_service_client::CashInServiceClient;
+use pb::cash_location_service_client::CashLocationServiceClient;
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::time::{Instant, sleep, timeout};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request};
+use tonic_health::ServingStatus;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+const DRAIN_DELAY: Duration = Duration::from_secs(1);
+const GRACE: Duration = Duration::from_secs(10);
+const LOAD_TASKS: usize = 16;
+
+/// The gateway process; killed if the test ends before it exits.
+struct Gateway {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Gateway {
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local addr").port()
+}
+
+async fn channel(addr: &str) -> Option<Channel> {
+    Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect_timeout(Duration::from_secs(1))
+        .connect()
+        .await
+        .ok()
+}
+
+async fn health(channel: &Channel) -> Option<i32> {
+    let mut client = HealthClient::new(channel.clone());
+    let mut request = Request::new(HealthCheckRequest {
+        service: String::new(),
+    });
+    request.set_timeout(Duration::from_secs(1));
+    client
+        .check(request)
+        .await
+        .ok()
+        .map(|r| r.into_inner().status)
+}
+
+/// One call of the load, and whether it started before SIGTERM was sent.
+struct Outcome {
+    before_signal: bool,
+    code: Code,
+    message: String,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_fails_no_call_accepted_before_the_drain_and_exits_zero() {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let log = std::env::temp_dir().join(format!("oms-gateway-shutdown-test-{port}.log"));
+    let child = Command::new(env!("CARGO_BIN_EXE_oms-gateway"))
+        .args([
+            "--listen",
+            &addr,
+            "--drain-delay",
+            "1s",
+            "--shutdown-grace",
+            "10s",
+            "--sandbox-faults",
+            "latency=1:100ms-300ms",
+            "--log-level",
+            "warn",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("start the built gateway");
+    let mut gateway = Gateway { child, log };
+    let pid = gateway.child.id();
+
+    // Wait (bounded) until it serves.
+    let ready_by = Instant::now() + Duration::from_secs(20);
+    let channel = loop {
+        if let Some(channel) = channel(&addr).await
+            && health(&channel).await == Some(ServingStatus::Serving as i32)
+        {
+            break channel;
+        }
+        assert!(
+            Instant::now() < ready_by,
+            "the gateway never became SERVING:\n{}",
+            gateway.log_tail()
+        );
+        sleep(Duration::from_millis(50)).await;
+    };
+
+    let location = CashLocationServiceClient::new(channel.clone())
+        .list_cash_locations(pb::ListCashLocationsRequest {
+            provider: "greendot".into(),
+            latitude: Some(38.495133),
+            longitude: Some(-121.505336),
+            flow: None,
+        })
+        .await
+        .expect("ListCashLocations")
+        .into_inner()
+        .cash_locations
+        .into_iter()
+        .next()
+        .expect("a location");
+    let create = move |n: usize| {
+        use pb::create_cash_in_request::{Cash, Destination, Source, Wallet, wallet::Kind};
+        pb::CreateCashInRequest {
+            customer_id: "cst_shutdown".into(),
+            source: Some(Source {
+                asset: "usd".into(),
+                indicated_amount: Some("200.00".into()),
+            }),
+            destination: Some(Destination {
+                asset: "usdc".into(),
+                network: "polygon".into(),
+                wallet: Some(Wallet {
+                    kind: Some(Kind::Wallet("wlt_shutdown".into())),
+                }),
+            }),
+            cash: Some(Cash {
+                cash_location_id: location.id.clone(),
+                cash_location_reference: location.loc_reference.clone(),
+            }),
+            idempotency_key: format!("shutdown-{n}"),
+            ..Default::default()
+        }
+    };
+    let cash_in = CashInServiceClient::new(channel.clone())
+        .create_cash_in(create(0))
+        .await
+        .expect("CreateCashIn")
+        .into_inner()
+        .cash_in
+        .expect("cash_in");
+
+    // Watch streams open across the signal, each past its first event.
+    let mut watches = Vec::new();
+    for _ in 0..3 {
+        let mut stream = CashInServiceClient::new(channel.clone())
+            .watch_cash_in(pb::WatchCashInRequest {
+                cash_in_id: cash_in.id.clone(),
+            })
+            .await
+            .expect("WatchCashIn")
+            .into_inner();
+        let first = timeout(Duration::from_secs(5), stream.message())
+            .await
+            .expect("first event in time")
+            .expect("first event");
+        assert!(first.is_some());
+        watches.push(tokio::spawn(async move {
+            loop {
+                match stream.message().await {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => return (Code::Ok, String::new(), Instant::now()),
+                    Err(status) => {
+                        return (status.code(), status.message().to_owned(), Instant::now());
+                    }
+                }
+            }
+        }));
+    }
+
+    // Load: creates and reads, each call tagged with whether it started before the signal.
+    let signalled = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut load = Vec::new();
+    for task in 0..LOAD_TASKS {
+        let (signalled, stop, id) = (signalled.clone(), stop.clone(), cash_in.id.clone());
+        let channel = channel.clone();
+        let create = create.clone();
+        load.push(tokio::spawn(async move {
+            let mut client = CashInServiceClient::new(channel);
+            let mut outcomes = Vec::new();
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) {
+                n += 1;
+                let before_signal = !signalled.load(Ordering::SeqCst);
+                let result = if n % 2 == 0 {
+                    let mut call = Request::new(create(1000 * (task + 1) + n));
+                    call.set_timeout(Duration::from_secs(5));
+                    client.create_cash_in(call).await.map(|_| ())
+                } else {
+                    let mut call = Request::new(pb::GetCashInRequest {
+                        cash_in_id: id.clone(),
+                    });
+                    call.set_timeout(Duration::from_secs(5));
+                    client.get_cash_in(call).await.map(|_| ())
+                };
+                let (code, message) = match result {
+                    Ok(()) => (Code::Ok, String::new()),
+                    Err(status) => (status.code(), status.message().to_owned()),
+                };
+                let failed = code != Code::Ok;
+                outcomes.push(Outcome {
+                    before_signal,
+                    code,
+                    message,
+                });
+                if failed {
+                    // After the listener closes calls fail fast; do not spin.
+                    sleep(Duration::from_millis(20)).await;
+                }
+            }
+            outcomes
+        }));
+    }
+    sleep(Duration::from_secs(1)).await;
+
+    // SIGTERM, with health polled from then on.
+    signalled.store(true, Ordering::SeqCst);
+    let signalled_at = Instant::now();
+    let kill = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(kill.success(), "kill -TERM {pid}");
+    let mut health_seen = Vec::new();
+    let exit = loop {
+        if let Some(status) = gateway.child.try_wait().expect("try_wait") {
+            break status;
+        }
+        assert!(
+            signalled_at.elapsed() < DRAIN_DELAY + GRACE + Duration::from_secs(3),
+            "the gateway did not exit within drain + grace:\n{}",
+            gateway.log_tail()
+        );
+        if signalled_at.elapsed() < DRAIN_DELAY + Duration::from_secs(1) {
+            health_seen.push((signalled_at.elapsed(), health(&channel).await));
+        }
+        if signalled_at.elapsed() > Duration::from_secs(2) {
+            stop.store(true, Ordering::SeqCst);
+        }
+        sleep(Duration::from_millis(50)).await;
+    };
+    let exited_after = signalled_at.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    let outcomes: Vec<Outcome> = timeout(
+        Duration::from_secs(10),
+        futures_util::future::join_all(load),
+    )
+    .await
+    .expect("load stops")
+    .into_iter()
+    .flat_map(|r| r.expect("load task"))
+    .collect();
+    let mut watch_ends = Vec::new();
+    for watch in watches {
+        watch_ends.push(
+            timeout(Duration::from_secs(5), watch)
+                .await
+                .expect("watch ended")
+                .expect("watch task"),
+        );
+    }
+
+    let (before, after): (Vec<&Outcome>, Vec<&Outcome>) =
+        outcomes.iter().partition(|o| o.before_signal);
+    let before_failed: Vec<(Code, &str)> = before
+        .iter()
+        .filter(|o| o.code != Code::Ok)
+        .map(|o| (o.code, o.message.as_str()))
+        .collect();
+    let mut after_codes: BTreeMap<String, usize> = BTreeMap::new();
+    for o in &after {
+        *after_codes.entry(format!("{:?}", o.code)).or_default() += 1;
+    }
+    let not_serving_at = health_seen
+        .iter()
+        .find(|(_, s)| *s == Some(ServingStatus::NotServing as i32))
+        .map(|(at, _)| *at);
+    println!(
+        "(d) SIGTERM under load ({LOAD_TASKS} clients, upstream latency 100–300 ms): {} calls started before the signal, \
+         {} failed; {} started after it: {after_codes:?}; health NOT_SERVING {not_serving_at:?} after the signal; \
+         {} watch streams ended {:?}; exit {:?} after {exited_after:?} (bound: drain {DRAIN_DELAY:?} + grace {GRACE:?})",
+        before.len(),
+        before_failed.len(),
+        after.len(),
+        watch_ends.len(),
+        watch_ends
+            .iter()
+            .map(|(code, message, _)| format!("{code:?}: {message}"))
+            .collect::<Vec<_>>(),
+        exit.code(),
+    );
+
+    assert!(before.len() >= 20, "load was running: {}", before.len());
+    assert!(
+        before_failed.is_empty(),
+        "calls accepted before the drain must not fail: {before_failed:?}"
+    );
+    assert!(
+        not_serving_at.is_some_and(|at| at < DRAIN_DELAY),
+        "health turned NOT_SERVING during the drain: {health_seen:?}"
+    );
+    for (code, message, ended) in &watch_ends {
+        assert_eq!(*code, Code::Unavailable, "{message}");
+        assert!(message.contains("reconnect"), "{message}");
+        assert!(
+            *ended - signalled_at < DRAIN_DELAY,
+            "watch streams end as the drain begins"
+        );
+    }
+    assert_eq!(exit.code(), Some(0), "exit code:\n{}", gateway.log_tail());
+    assert!(exited_after < DRAIN_DELAY + GRACE);
+    let _ = std::fs::remove_file(&gateway.log);
+}
