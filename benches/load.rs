@@ -161,14 +161,16 @@ async fn main() {
     };
     let idle_rss = memory_kib(pid, "VmRSS:");
     println!(
-        "oms-gateway load benchmark: {calls} calls per RPC, concurrency {concurrency}, one HTTP/2 connection per 16 workers"
+        "oms-gateway load benchmark: {calls} calls per RPC ({} creates), concurrency {concurrency}, one HTTP/2 connection per 16 workers",
+        calls / 4
     );
     println!("idle RSS {:.1} MiB", idle_rss as f64 / 1024.0);
 
-    // A few connections, as a real client pool would have.
-    let channels: Vec<Channel> = (0..concurrency.div_ceil(16))
-        .map(|_| channel.clone())
-        .collect();
+    // A few HTTP/2 connections (one per 16 workers), as a client pool would have.
+    let mut channels: Vec<Channel> = Vec::new();
+    for _ in 0..concurrency.div_ceil(16) {
+        channels.push(endpoint.connect().await.expect("connect"));
+    }
     let make_request = move |i: usize| {
         use pb::create_cash_in_request::{Cash, Destination, Source, Wallet, wallet::Kind};
         pb::CreateCashInRequest {
