@@ -155,36 +155,7 @@ fn sandbox_config(config: &GatewayConfig) -> SandboxConfig {
 /// Starts the gateway (and the embedded sandbox when no upstream is configured) and returns
 /// once it is listening. Health turns SERVING when the first token exchange succeeds.
 pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> {
-    let (sandbox, base_url, credentials) =
-        match config.upstream_target().map_err(StartError::Config)? {
-            UpstreamTarget::Remote {
-                base_url,
-                api_key,
-                api_secret,
-            } => (
-                None,
-                base_url,
-                Credentials {
-                    api_key,
-                    api_secret,
-                },
-            ),
-            UpstreamTarget::Sandbox => {
-                let sandbox_config = sandbox_config(&config);
-                let handle = sandbox::start(sandbox_config.clone())
-                    .await
-                    .map_err(|source| StartError::Bind {
-                        addr: sandbox_config.listen,
-                        source,
-                    })?;
-                let credentials = Credentials {
-                    api_key: sandbox_config.api_key.clone(),
-                    api_secret: Secret::new(sandbox_config.api_secret.clone()),
-                };
-                let base_url = handle.base_url();
-                (Some(handle), base_url, credentials)
-            }
-        };
+    let (sandbox, base_url, credentials) = resolve_upstream(&config).await?;
     let client = OmsClient::new(&base_url, credentials, config.upstream.clone())
         .map_err(StartError::Config)?;
 
@@ -200,38 +171,17 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> 
         ServingStatus::NotServing,
     )
     .await;
-    let (stopping, mut stopping_rx) = watch::channel(false);
-    let mut background = vec![
+    let (stopping, stopping_rx) = watch::channel(false);
+    let background = vec![
         tokio::spawn(client.token_source().keep_fresh()),
         tokio::spawn(client.clone().probe_while_open()),
+        tokio::spawn(follow_health(
+            health_reporter,
+            services,
+            client.clone(),
+            stopping_rx,
+        )),
     ];
-    let mut health = client.health();
-    let mut circuit = client.circuit();
-    background.push(tokio::spawn(async move {
-        loop {
-            // "" follows the credentials and draining; each service also turns NOT_SERVING
-            // while the circuit is open (its calls would fail fast).
-            let serving = *health.borrow_and_update() == UpstreamHealth::Serving;
-            let draining = *stopping_rx.borrow_and_update();
-            let open = *circuit.borrow_and_update() == CircuitState::Open;
-            let server = if serving && !draining {
-                ServingStatus::Serving
-            } else {
-                ServingStatus::NotServing
-            };
-            let per_service = if open {
-                ServingStatus::NotServing
-            } else {
-                server
-            };
-            set_health(&health_reporter, &services, server, per_service).await;
-            tokio::select! {
-                changed = health.changed() => if changed.is_err() { break },
-                changed = stopping_rx.changed() => if changed.is_err() { break },
-                changed = circuit.changed() => if changed.is_err() { break },
-            }
-        }
-    }));
 
     // grpcurl 1.8 speaks only v1alpha; newer tools v1. The health descriptors are registered
     // too, so `grpcurl ... grpc.health.v1.Health/Check` works with no proto files.
@@ -329,6 +279,75 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> 
         server,
         background,
     })
+}
+
+/// The upstream: the configured OMS, or the embedded sandbox started here.
+async fn resolve_upstream(
+    config: &GatewayConfig,
+) -> Result<(Option<SandboxHandle>, String, Credentials), StartError> {
+    match config.upstream_target().map_err(StartError::Config)? {
+        UpstreamTarget::Remote {
+            base_url,
+            api_key,
+            api_secret,
+        } => Ok((
+            None,
+            base_url,
+            Credentials {
+                api_key,
+                api_secret,
+            },
+        )),
+        UpstreamTarget::Sandbox => {
+            let sandbox_config = sandbox_config(config);
+            let handle = sandbox::start(sandbox_config.clone())
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: sandbox_config.listen,
+                    source,
+                })?;
+            let credentials = Credentials {
+                api_key: sandbox_config.api_key.clone(),
+                api_secret: Secret::new(sandbox_config.api_secret),
+            };
+            let base_url = handle.base_url();
+            Ok((Some(handle), base_url, credentials))
+        }
+    }
+}
+
+/// Keeps grpc.health.v1 current: "" follows the credentials (a token exchange succeeded) and
+/// draining; each service also turns NOT_SERVING while the circuit is open (its calls would fail
+/// fast).
+async fn follow_health(
+    reporter: tonic_health::server::HealthReporter,
+    services: Vec<&'static str>,
+    client: OmsClient,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let mut health = client.health();
+    let mut circuit = client.circuit();
+    loop {
+        let serving = *health.borrow_and_update() == UpstreamHealth::Serving;
+        let draining = *stopping.borrow_and_update();
+        let open = *circuit.borrow_and_update() == CircuitState::Open;
+        let server = if serving && !draining {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        let per_service = if open {
+            ServingStatus::NotServing
+        } else {
+            server
+        };
+        set_health(&reporter, &services, server, per_service).await;
+        tokio::select! {
+            changed = health.changed() => if changed.is_err() { break },
+            changed = stopping.changed() => if changed.is_err() { break },
+            changed = circuit.changed() => if changed.is_err() { break },
+        }
+    }
 }
 
 async fn set_health(
