@@ -186,7 +186,7 @@ pub struct GatewayConfig {
 }
 
 /// The gateway's own idempotency layer (see README, "Guarantees").
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, PartialEq, Args)]
 pub struct IdempotencySettings {
     /// How long a completed mutation's outcome is replayed for a repeat of its key.
     #[arg(long = "idempotency-window", env = "OMS_GATEWAY_IDEMPOTENCY_WINDOW", default_value = "24h", value_parser = parse_duration)]
@@ -232,7 +232,7 @@ fn parse_metadata_key(text: &str) -> Result<String, String> {
 }
 
 /// Limits of the gRPC server and its shutdown.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, PartialEq, Args)]
 pub struct ServerSettings {
     /// Calls in flight across all connections; beyond it calls are shed with RESOURCE_EXHAUSTED
     /// instead of queuing (health checks are exempt).
@@ -274,7 +274,7 @@ impl Default for ServerSettings {
 }
 
 /// How watch streams poll OMS.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, PartialEq, Args)]
 pub struct WatchSettings {
     /// Time between two polls of one watched resource (jittered by ±10%).
     #[arg(long = "watch-poll-interval", env = "OMS_GATEWAY_WATCH_POLL_INTERVAL", default_value = "2s", value_parser = parse_duration)]
@@ -322,7 +322,7 @@ impl Default for WatchSettings {
 }
 
 /// How the gateway talks to OMS.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, PartialEq, Args)]
 pub struct UpstreamConfig {
     /// TCP + TLS connect timeout to OMS.
     #[arg(long = "upstream-connect-timeout", env = "OMS_GATEWAY_UPSTREAM_CONNECT_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
@@ -397,7 +397,7 @@ impl Default for UpstreamConfig {
 }
 
 /// Settings of the embedded sandbox when the gateway starts it.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, PartialEq, Args)]
 pub struct SandboxOptions {
     /// Which documented spelling the embedded sandbox emits.
     #[arg(
@@ -552,6 +552,22 @@ mod tests {
         assert!(parse_duration("3 days").is_err());
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn the_defaults_in_code_are_the_defaults_of_the_flags() {
+        use clap::{CommandFactory, FromArgMatches};
+        // Parse no arguments with every env fallback switched off, so only defaults apply.
+        let matches = Cli::command()
+            .mut_args(|arg| arg.env(None))
+            .try_get_matches_from(["oms-gateway"])
+            .unwrap();
+        let flags = Cli::from_arg_matches(&matches).unwrap().gateway;
+        assert_eq!(flags.upstream, UpstreamConfig::default());
+        assert_eq!(flags.server, ServerSettings::default());
+        assert_eq!(flags.watch, WatchSettings::default());
+        assert_eq!(flags.idempotency, IdempotencySettings::default());
+        assert_eq!(flags.sandbox, SandboxOptions::default());
     }
 
     #[test]
