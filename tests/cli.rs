@@ -1,0 +1,180 @@
+//! The binary as a user meets it: `--help` documents every setting the README lists, `cargo run`
+//! with no OMS settings prints one line saying it serves the embedded sandbox with a grpcurl
+//! command to try, and `oms-gateway sandbox` serves the REST simulator alone.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_oms-gateway");
+
+/// Kills the child when the test ends, however it ends.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn without_oms_env(command: &mut Command) -> &mut Command {
+    for (name, _) in std::env::vars() {
+        if name.starts_with("OMS_") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+/// The first stdout line of `child`, within 30 s.
+fn first_line(child: &mut Child) -> String {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("a startup line within 30 s")
+}
+
+#[test]
+fn help_documents_every_setting_of_the_readme_table() {
+    let output = Command::new(BIN)
+        .arg("--help")
+        .output()
+        .expect("run --help");
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let table: Vec<&str> = readme
+        .lines()
+        .skip_while(|l| !l.starts_with("## Configuration"))
+        .take_while(|l| !l.starts_with("## RPC"))
+        .filter(|l| l.starts_with("| `--"))
+        .collect();
+    assert!(
+        table.len() >= 30,
+        "the README's configuration table has {} rows",
+        table.len()
+    );
+    for row in table {
+        let cells: Vec<&str> = row.split('|').map(|c| c.trim().trim_matches('`')).collect();
+        let (flag, env) = (cells[1], cells[2]);
+        assert!(help.contains(flag), "--help does not mention {flag}");
+        assert!(
+            help.contains(env),
+            "--help does not mention {env} (for {flag})"
+        );
+    }
+    // And the other way round: every env var --help names is in the README.
+    for word in help.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if word.starts_with("OMS_") && word.len() > 4 {
+            assert!(readme.contains(word), "README does not document {word}");
+        }
+    }
+}
+
+#[test]
+fn with_no_oms_settings_it_prints_one_line_naming_the_sandbox_and_a_grpcurl_command() {
+    let port = free_port();
+    let mut child = without_oms_env(&mut Command::new(BIN))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the gateway");
+    let line = first_line(&mut child);
+    let _running = Running(child);
+    assert!(line.contains("embedded OMS sandbox"), "{line}");
+    assert!(
+        line.contains(&format!("grpcurl -plaintext 127.0.0.1:{port} list")),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_partial_oms_configuration_is_refused_naming_what_is_missing() {
+    let output = without_oms_env(&mut Command::new(BIN))
+        .args(["--listen", "127.0.0.1:0"])
+        .env(
+            "OMS_BASE_URL",
+            "https://sandbox-api.polygon.technology/v0.9",
+        )
+        .output()
+        .expect("run");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("OMS_API_KEY") && stderr.contains("OMS_API_SECRET"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn the_sandbox_subcommand_serves_the_rest_simulator_alone() {
+    let port = free_port();
+    let mut child = without_oms_env(&mut Command::new(BIN))
+        .args(["sandbox", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--api-key", "sk_sdbx_cli", "--api-secret", "cli-secret"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the sandbox");
+    let line = first_line(&mut child);
+    let _running = Running(child);
+    assert!(line.contains(&format!("http://127.0.0.1:{port}")), "{line}");
+    assert!(
+        !line.contains("cli-secret"),
+        "the startup line shows the secret: {line}"
+    );
+
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let token = loop {
+        let answer = http
+            .post(format!("{base}/auth/token"))
+            .json(&serde_json::json!({"apiKey": "sk_sdbx_cli", "apiSecret": "cli-secret"}))
+            .send()
+            .await;
+        match answer {
+            Ok(response) if response.status().is_success() => {
+                let body: serde_json::Value = response.json().await.unwrap();
+                break body["accessToken"].as_str().unwrap().to_owned();
+            }
+            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+            other => panic!("no token from the sandbox: {other:?}"),
+        }
+    };
+    let locations: serde_json::Value = http
+        .get(format!(
+            "{base}/cash-locations?provider=greendot&latitude=38.495133&longitude=-121.505336"
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let first = &locations["data"][0];
+    assert!(first["id"].as_str().unwrap().starts_with("loc_"));
+    assert!(first["locReference"].as_str().is_some());
+    let unauthenticated = http
+        .get(format!("{base}/cash-ins/ci_x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthenticated.status(), 401);
+}
