@@ -2,6 +2,10 @@
 //! answered at once with RESOURCE_EXHAUSTED (with RetryInfo) instead of queuing without bound,
 //! so an overloaded gateway stays responsive and callers back off. Health checks are exempt, so
 //! the mesh can still see the instance while it sheds.
+//!
+//! The same layer corrects one code: tonic refuses a request message over the size limit with
+//! OUT_OF_RANGE, where gRPC's status-code table says RESOURCE_EXHAUSTED ("sent or received
+//! message was larger than configured limit").
 
 use crate::error::GATEWAY_DOMAIN;
 use std::collections::HashMap;
@@ -67,6 +71,23 @@ fn overloaded(max_in_flight: usize) -> Status {
     )
 }
 
+/// Rewrites tonic's trailers-only OUT_OF_RANGE for an oversize message to RESOURCE_EXHAUSTED.
+fn oversize_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::Response<B> {
+    let headers = response.headers_mut();
+    let oversize = headers.get("grpc-status").is_some_and(|s| s == "11")
+        && headers
+            .get("grpc-message")
+            .and_then(|m| m.to_str().ok())
+            .is_some_and(|m| {
+                m.contains("message%20length%20too%20large")
+                    || m.contains("message length too large")
+            });
+    if oversize {
+        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+    response
+}
+
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for LoadShed<S>
@@ -91,7 +112,7 @@ where
             Ok(permit) => {
                 let call = self.inner.call(request);
                 Box::pin(async move {
-                    let response = call.await;
+                    let response = call.await.map(oversize_is_resource_exhausted);
                     drop(permit);
                     response
                 })
