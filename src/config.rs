@@ -337,6 +337,11 @@ pub struct UpstreamConfig {
     #[arg(long = "upstream-pool-idle-timeout", env = "OMS_GATEWAY_UPSTREAM_POOL_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub pool_idle_timeout: Duration,
 
+    /// A PEM file of extra root CAs to trust for OMS's TLS certificate (a private CA or a TLS
+    /// proxy); the public web roots are always trusted.
+    #[arg(long = "upstream-ca-file", env = "OMS_GATEWAY_UPSTREAM_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
+
     /// Attempts per upstream call for reads and keyed writes (1 = no retries).
     #[arg(long = "upstream-max-attempts", env = "OMS_GATEWAY_UPSTREAM_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10))]
     pub max_attempts: u32,
@@ -385,6 +390,7 @@ impl Default for UpstreamConfig {
             connect_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(10),
             pool_idle_timeout: Duration::from_secs(30),
+            ca_file: None,
             max_attempts: 3,
             retry_budget_ratio: 0.2,
             retry_budget_floor: 5.0,

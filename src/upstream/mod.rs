@@ -135,7 +135,24 @@ impl OmsClient {
             let path = format!("{}/", base.path());
             base.set_path(&path);
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(path) = &config.ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("cannot read the upstream CA file {}: {e}", path.display()))?;
+            let roots = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("{} holds no PEM certificates: {e}", path.display()))?;
+            if roots.is_empty() {
+                return Err(format!("{} holds no PEM certificates", path.display()));
+            }
+            for root in roots {
+                builder = builder.add_root_certificate(root);
+            }
+        }
+        let http = builder
+            // Never downgrade from https, and never follow a redirect with a payment request in
+            // hand: a 3xx from OMS is an error to report, not a hop to take.
+            .https_only(base.scheme() == "https")
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(config.connect_timeout)
             .pool_idle_timeout(config.pool_idle_timeout)
             .pool_max_idle_per_host(64)
