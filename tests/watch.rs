@@ -1037,6 +1037,66 @@ async fn watch_cash_ins_reports_initial_added_and_changed_for_its_filter() {
     gateway.gateway.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_cash_ins_streams_on_one_customer_share_one_poller_whatever_their_filters() {
+    let interval = ms(250);
+    let gateway = common::start_with(config(interval, NO_HEARTBEAT)).await;
+    let customer = "cst_watch10";
+    let created = common::create_cash_in(&gateway, customer).await;
+    let list_polls = || {
+        gateway
+            .sandbox()
+            .journal()
+            .iter()
+            .filter(|r| r.method == "GET" && r.path == "/cash-ins")
+            .filter(|r| r.query.as_deref().is_some_and(|q| q.contains(customer)))
+            .count()
+    };
+
+    let started = Instant::now();
+    let mut pending = watch_customer(&gateway, customer, &[St::Pending]);
+    let mut completed = watch_customer(&gateway, customer, &[St::Completed]);
+    let mut everything = watch_customer(&gateway, customer, &[]);
+    assert_eq!(
+        kind(&pending.event(Duration::from_secs(3)).await),
+        Kind::Initial
+    );
+    assert_eq!(
+        kind(&everything.event(Duration::from_secs(3)).await),
+        Kind::Initial
+    );
+    assert_eq!(
+        gateway.gateway.watch_hub().watched(),
+        1,
+        "one poller for the customer"
+    );
+
+    // Each stream still applies its own filter: the completion reaches the `completed` stream
+    // as the cash-in entering its filter, and the `pending` stream as it leaving.
+    simulate_deposit(&gateway, &created.id, "", false).await;
+    let entered = completed.event(Duration::from_secs(3)).await;
+    assert_eq!(kind(&entered), Kind::Added, "{entered:?}");
+    assert_eq!(status_of(&entered), St::Completed);
+    let left = pending.event(Duration::from_secs(3)).await;
+    assert_eq!(kind(&left), Kind::Changed);
+    assert_eq!(status_of(&left), St::Completed);
+
+    let window = Duration::from_millis(2000);
+    sleep(window.saturating_sub(started.elapsed())).await;
+    let polls = list_polls();
+    let elapsed = started.elapsed().as_secs_f64();
+    let expected = 1.0 + elapsed / interval.as_secs_f64();
+    println!(
+        "3 WatchCashIns streams on 1 customer: {polls} upstream list requests in {elapsed:.2} s (one poller would make about {expected:.1})"
+    );
+    assert!(
+        (polls as f64) <= expected + 2.0 + 0.15 * expected,
+        "{polls} list requests: more than one poller's worth ({expected:.1})"
+    );
+    drop((pending, completed, everything));
+    gateway.gateway.shutdown().await;
+}
+
 // === limits ===
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
