@@ -75,6 +75,16 @@ pub struct HttpFailure {
 // === impl UpstreamError ===
 
 impl UpstreamError {
+    /// The gRPC code this failure is reported with (the error table).
+    pub fn code(&self) -> Code {
+        match self {
+            Self::Http(failure) => code_for_http(failure.status),
+            Self::Connect(_) | Self::Transport(_) | Self::CircuitOpen(_) => Code::Unavailable,
+            Self::Timeout(_) | Self::DeadlineExceeded => Code::DeadlineExceeded,
+            Self::AuthFailed { .. } | Self::BadResponse(_) => Code::Internal,
+        }
+    }
+
     /// Whether another attempt of the same request (with the same idempotency key) may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
@@ -162,6 +172,35 @@ pub enum GatewayError {
 // === impl GatewayError ===
 
 impl GatewayError {
+    /// The gRPC code this error is reported with, decided without building the status.
+    pub fn code(&self) -> Code {
+        match self {
+            Self::Invalid(_) => Code::InvalidArgument,
+            Self::Upstream { source, .. } => source.code(),
+            Self::Precondition(_) | Self::KeyReused(_) => Code::FailedPrecondition,
+            Self::Aborted(_) => Code::Aborted,
+            Self::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            Self::ResourceExhausted(_) => Code::ResourceExhausted,
+            Self::Unavailable(_) => Code::Unavailable,
+        }
+    }
+
+    /// `ErrorInfo.reason` and retry hint of the errors the gateway decides on its own.
+    fn own_reason(&self) -> (&'static str, Option<Duration>) {
+        match self {
+            Self::Precondition(_) => ("FAILED_PRECONDITION", None),
+            Self::KeyReused(_) => ("IDEMPOTENCY_KEY_REUSED", None),
+            Self::Aborted(_) => (
+                "CONCURRENT_CALL_CANCELLED",
+                Some(Duration::from_millis(100)),
+            ),
+            Self::DeadlineExceeded(_) => ("DEADLINE_EXCEEDED", None),
+            Self::ResourceExhausted(_) => ("GATEWAY_LIMIT_REACHED", Some(DEFAULT_RETRY_DELAY)),
+            Self::Unavailable(_) => ("GATEWAY_UNAVAILABLE", Some(DEFAULT_RETRY_DELAY)),
+            Self::Invalid(_) | Self::Upstream { .. } => ("INTERNAL", None),
+        }
+    }
+
     /// A single-violation validation error.
     pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
         Self::Invalid(vec![FieldViolation {
@@ -233,46 +272,25 @@ fn code_for_http(status: u16) -> Code {
 
 impl From<GatewayError> for Status {
     fn from(err: GatewayError) -> Self {
+        let code = err.code();
         match err {
             GatewayError::Invalid(violations) => invalid_status(&violations),
             GatewayError::Upstream {
                 operation,
                 resource,
                 source,
-            } => upstream_status(operation, resource, source),
-            GatewayError::Precondition(message) => {
+            } => upstream_status(code, operation, resource, source),
+            own => {
+                let (reason, retry) = own.own_reason();
+                if code == Code::ResourceExhausted {
+                    tracing::warn!(error = %own, "gateway limit reached");
+                }
                 let mut details = ErrorDetails::new();
-                details.set_error_info("FAILED_PRECONDITION", GATEWAY_DOMAIN, HashMap::new());
-                Status::with_error_details(Code::FailedPrecondition, message, details)
-            }
-            GatewayError::KeyReused(message) => {
-                let mut details = ErrorDetails::new();
-                details.set_error_info("IDEMPOTENCY_KEY_REUSED", GATEWAY_DOMAIN, HashMap::new());
-                Status::with_error_details(Code::FailedPrecondition, message, details)
-            }
-            GatewayError::Aborted(message) => {
-                let mut details = ErrorDetails::new();
-                details.set_error_info("CONCURRENT_CALL_CANCELLED", GATEWAY_DOMAIN, HashMap::new());
-                details.set_retry_info(Some(Duration::from_millis(100)));
-                Status::with_error_details(Code::Aborted, message, details)
-            }
-            GatewayError::DeadlineExceeded(message) => {
-                let mut details = ErrorDetails::new();
-                details.set_error_info("DEADLINE_EXCEEDED", GATEWAY_DOMAIN, HashMap::new());
-                Status::with_error_details(Code::DeadlineExceeded, message, details)
-            }
-            GatewayError::ResourceExhausted(message) => {
-                let mut details = ErrorDetails::new();
-                details.set_error_info("GATEWAY_LIMIT_REACHED", GATEWAY_DOMAIN, HashMap::new());
-                details.set_retry_info(Some(DEFAULT_RETRY_DELAY));
-                tracing::warn!(%message, "gateway limit reached");
-                Status::with_error_details(Code::ResourceExhausted, message, details)
-            }
-            GatewayError::Unavailable(message) => {
-                let mut details = ErrorDetails::new();
-                details.set_error_info("GATEWAY_UNAVAILABLE", GATEWAY_DOMAIN, HashMap::new());
-                details.set_retry_info(Some(DEFAULT_RETRY_DELAY));
-                Status::with_error_details(Code::Unavailable, message, details)
+                details.set_error_info(reason, GATEWAY_DOMAIN, HashMap::new());
+                if retry.is_some() {
+                    details.set_retry_info(retry);
+                }
+                Status::with_error_details(code, own.to_string(), details)
             }
         }
     }
@@ -303,13 +321,14 @@ fn invalid_status(violations: &[FieldViolation]) -> Status {
 }
 
 fn upstream_status(
+    code: Code,
     operation: &'static str,
     resource: Option<ResourceRef>,
     source: UpstreamError,
 ) -> Status {
     let mut details = ErrorDetails::new();
     let mut metadata = HashMap::from([("operation".to_owned(), operation.to_owned())]);
-    let (code, reason, domain, message) = match &source {
+    let (reason, domain, message) = match &source {
         UpstreamError::Http(failure) => {
             metadata.insert("httpStatus".into(), failure.status.to_string());
             if let Some(id) = &failure.request_id {
@@ -323,7 +342,6 @@ fn upstream_status(
                 .as_deref()
                 .and_then(reason_from_code)
                 .unwrap_or_else(|| default_reason(failure.status).to_owned());
-            let code = code_for_http(failure.status);
             match failure.status {
                 400 => {
                     for (field, description) in &failure.field_errors {
@@ -353,7 +371,7 @@ fn upstream_status(
                 "{operation}: OMS answered {}: {}",
                 failure.status, failure.message
             );
-            (code, reason, UPSTREAM_DOMAIN, message)
+            (reason, UPSTREAM_DOMAIN, message)
         }
         UpstreamError::Connect(_) | UpstreamError::Transport(_) => {
             details.set_retry_info(Some(DEFAULT_RETRY_DELAY));
@@ -363,7 +381,6 @@ fn upstream_status(
                 "UPSTREAM_CONNECTION_FAILED"
             };
             (
-                Code::Unavailable,
                 reason.to_owned(),
                 GATEWAY_DOMAIN,
                 format!("{operation}: {source}"),
@@ -371,32 +388,23 @@ fn upstream_status(
         }
         UpstreamError::CircuitOpen(wait) => {
             details.set_retry_info(Some((*wait).max(Duration::from_millis(100))));
-            (
-                Code::Unavailable,
-                "UPSTREAM_CIRCUIT_OPEN".to_owned(),
-                GATEWAY_DOMAIN,
-                format!("{operation}: {source}"),
-            )
+            let reason = "UPSTREAM_CIRCUIT_OPEN".to_owned();
+            (reason, GATEWAY_DOMAIN, format!("{operation}: {source}"))
         }
-        UpstreamError::Timeout(_) => (
-            Code::DeadlineExceeded,
-            "UPSTREAM_TIMEOUT".to_owned(),
-            GATEWAY_DOMAIN,
-            format!("{operation}: {source}"),
-        ),
-        UpstreamError::DeadlineExceeded => (
-            Code::DeadlineExceeded,
-            "DEADLINE_EXCEEDED".to_owned(),
-            GATEWAY_DOMAIN,
-            format!("{operation}: {source}"),
-        ),
+        UpstreamError::Timeout(_) => {
+            let reason = "UPSTREAM_TIMEOUT".to_owned();
+            (reason, GATEWAY_DOMAIN, format!("{operation}: {source}"))
+        }
+        UpstreamError::DeadlineExceeded => {
+            let reason = "DEADLINE_EXCEEDED".to_owned();
+            (reason, GATEWAY_DOMAIN, format!("{operation}: {source}"))
+        }
         UpstreamError::AuthFailed { request_id, .. } => {
             metadata.insert("httpStatus".into(), "401".into());
             if let Some(id) = request_id {
                 metadata.insert("upstreamRequestId".into(), id.clone());
             }
             (
-                Code::Internal,
                 "UPSTREAM_AUTH_FAILED".to_owned(),
                 GATEWAY_DOMAIN,
                 format!(
@@ -404,12 +412,10 @@ fn upstream_status(
                 ),
             )
         }
-        UpstreamError::BadResponse(_) => (
-            Code::Internal,
-            "UPSTREAM_BAD_RESPONSE".to_owned(),
-            GATEWAY_DOMAIN,
-            format!("{operation}: {source}"),
-        ),
+        UpstreamError::BadResponse(_) => {
+            let reason = "UPSTREAM_BAD_RESPONSE".to_owned();
+            (reason, GATEWAY_DOMAIN, format!("{operation}: {source}"))
+        }
     };
     match code {
         Code::Internal if matches!(source, UpstreamError::AuthFailed { .. }) => {

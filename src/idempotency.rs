@@ -104,7 +104,7 @@ fn replayable(outcome: &Result<impl Sized, GatewayError>) -> bool {
     match outcome {
         Ok(_) => true,
         Err(err) => matches!(
-            tonic::Status::from(err.clone()).code(),
+            err.code(),
             Code::InvalidArgument
                 | Code::PermissionDenied
                 | Code::NotFound
