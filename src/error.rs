@@ -124,6 +124,18 @@ pub struct ResourceRef {
     pub name: String,
 }
 
+// === impl ResourceRef ===
+
+impl ResourceRef {
+    /// A cash-in, by id.
+    pub fn cash_in(id: &str) -> Self {
+        Self {
+            kind: "polygon.oms.v1.CashIn",
+            name: id.to_owned(),
+        }
+    }
+}
+
 /// One invalid request field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldViolation {
@@ -199,6 +211,23 @@ impl GatewayError {
             Self::Unavailable(_) => ("GATEWAY_UNAVAILABLE", Some(DEFAULT_RETRY_DELAY)),
             Self::Invalid(_) | Self::Upstream { .. } => ("INTERNAL", None),
         }
+    }
+
+    /// Wraps an upstream failure of `operation` (on `resource`, for NOT_FOUND's ResourceInfo).
+    pub fn upstream(
+        operation: &'static str,
+        resource: Option<ResourceRef>,
+    ) -> impl FnOnce(UpstreamError) -> Self {
+        move |source| Self::Upstream {
+            operation,
+            resource,
+            source,
+        }
+    }
+
+    /// Whether OMS answered 404.
+    pub fn is_upstream_not_found(&self) -> bool {
+        matches!(self, Self::Upstream { source: UpstreamError::Http(f), .. } if f.status == 404)
     }
 
     /// A single-violation validation error.

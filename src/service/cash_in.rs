@@ -24,7 +24,6 @@ use tracing::Instrument;
 /// The default and largest page sizes of `GET /cash-ins`.
 const DEFAULT_PAGE_SIZE: u32 = 50;
 const MAX_PAGE_SIZE: u32 = 100;
-const CASH_IN_RESOURCE: &str = "polygon.oms.v1.CashIn";
 
 /// The CashInService implementation.
 #[derive(Clone, Debug)]
@@ -136,32 +135,12 @@ impl CashIns {
     }
 }
 
-fn cash_in_ref(id: &str) -> Option<ResourceRef> {
-    Some(ResourceRef {
-        kind: CASH_IN_RESOURCE,
-        name: id.to_owned(),
-    })
-}
-
 /// Converts an upstream cash-in, turning a shape the contract cannot hold into
 /// UPSTREAM_BAD_RESPONSE for `operation`.
 pub fn decode_cash_in(operation: &'static str, dto: CashInDto) -> Result<pb::CashIn, GatewayError> {
-    convert::cash_in(dto).map_err(|e| GatewayError::Upstream {
-        operation,
-        resource: None,
-        source: UpstreamError::BadResponse(e.to_string()),
+    convert::cash_in(dto).map_err(|e| {
+        GatewayError::upstream(operation, None)(UpstreamError::BadResponse(e.to_string()))
     })
-}
-
-fn upstream(
-    operation: &'static str,
-    resource: Option<ResourceRef>,
-) -> impl FnOnce(UpstreamError) -> GatewayError {
-    move |source| GatewayError::Upstream {
-        operation,
-        resource,
-        source,
-    }
 }
 
 #[tonic::async_trait]
@@ -191,7 +170,7 @@ impl CashInService for CashIns {
                         .client
                         .create_cash_in(&body, &m.upstream_key, m.deadline)
                         .await
-                        .map_err(upstream("POST /cash-ins", None))?;
+                        .map_err(GatewayError::upstream("POST /cash-ins", None))?;
                     decode_cash_in("POST /cash-ins", dto)
                 })
                 .await?;
@@ -219,11 +198,14 @@ impl CashInService for CashIns {
             let mut violations = Violations::default();
             validate::cash_in_id(&mut violations, &id);
             violations.finish()?;
-            let dto = self
-                .client
-                .get_cash_in(&id, deadline)
-                .await
-                .map_err(upstream("GET /cash-ins/{id}", cash_in_ref(&id)))?;
+            let dto =
+                self.client
+                    .get_cash_in(&id, deadline)
+                    .await
+                    .map_err(GatewayError::upstream(
+                        "GET /cash-ins/{id}",
+                        Some(ResourceRef::cash_in(&id)),
+                    ))?;
             let cash_in = decode_cash_in("GET /cash-ins/{id}", dto)?;
             Ok(Response::new(pb::GetCashInResponse {
                 cash_in: Some(cash_in),
@@ -309,15 +291,8 @@ impl CashInService for CashIns {
                 .client
                 .list_cash_ins(&query, deadline)
                 .await
-                .map_err(upstream("GET /cash-ins", None))?;
-            // `hasMore` decides; the cursor falls back to the last id when OMS sends none.
-            let next_cursor = match page.has_more {
-                Some(true) => page
-                    .next_cursor
-                    .clone()
-                    .or_else(|| page.data.last().map(|c| c.id.clone())),
-                _ => None,
-            };
+                .map_err(GatewayError::upstream("GET /cash-ins", None))?;
+            let next_cursor = page.next_cursor();
             let cash_ins = page
                 .data
                 .into_iter()
@@ -359,7 +334,10 @@ impl CashInService for CashIns {
                         .client
                         .refresh_cash_in(id, &m.upstream_key, m.deadline)
                         .await
-                        .map_err(upstream("POST /cash-ins/{id}/refresh", cash_in_ref(id)))?;
+                        .map_err(GatewayError::upstream(
+                            "POST /cash-ins/{id}/refresh",
+                            Some(ResourceRef::cash_in(id)),
+                        ))?;
                     decode_cash_in("POST /cash-ins/{id}/refresh", dto)
                 })
                 .await?;

@@ -52,11 +52,7 @@ impl CashLocationService for CashLocations {
                 .client
                 .list_cash_locations(&query, deadline)
                 .await
-                .map_err(|source| GatewayError::Upstream {
-                    operation: "GET /cash-locations",
-                    resource: None,
-                    source,
-                })?;
+                .map_err(GatewayError::upstream("GET /cash-locations", None))?;
             Ok(Response::new(pb::ListCashLocationsResponse {
                 cash_locations: locations.into_iter().map(convert::cash_location).collect(),
             }))

@@ -6,7 +6,7 @@
 
 use super::cash_in::decode_cash_in;
 use super::deadline;
-use crate::error::{GatewayError, ResourceRef, UpstreamError};
+use crate::error::{GatewayError, ResourceRef};
 use crate::proto::v1::{self as pb, sandbox_service_server::SandboxService};
 use crate::upstream::{OmsClient, model};
 use crate::validate::{self, Violations};
@@ -36,24 +36,15 @@ impl Sandbox {
         }
     }
 
-    fn upstream(operation: &'static str, id: &str) -> impl FnOnce(UpstreamError) -> GatewayError {
-        let resource = Some(ResourceRef {
-            kind: "polygon.oms.v1.CashIn",
-            name: id.to_owned(),
-        });
-        move |source| GatewayError::Upstream {
-            operation,
-            resource,
-            source,
-        }
-    }
-
     async fn get(&self, id: &str, deadline: Instant) -> Result<pb::CashIn, GatewayError> {
         let dto = self
             .client
             .get_cash_in(id, deadline)
             .await
-            .map_err(Self::upstream("GET /cash-ins/{id}", id))?;
+            .map_err(GatewayError::upstream(
+                "GET /cash-ins/{id}",
+                Some(ResourceRef::cash_in(id)),
+            ))?;
         let cash_in = decode_cash_in("GET /cash-ins/{id}", dto)?;
         self.hub.publish(&cash_in);
         Ok(cash_in)
@@ -102,7 +93,10 @@ impl Sandbox {
                 deadline,
             )
             .await
-            .map_err(Self::upstream("POST /cash-ins/simulate/barcode-auth", id))?;
+            .map_err(GatewayError::upstream(
+                "POST /cash-ins/simulate/barcode-auth",
+                Some(ResourceRef::cash_in(id)),
+            ))?;
         let mut confirmation_id = auth.confirmation_id.clone().unwrap_or_default();
         if !request.authorize_only {
             let commit = self
@@ -120,7 +114,10 @@ impl Sandbox {
                     deadline,
                 )
                 .await
-                .map_err(Self::upstream("POST /cash-ins/simulate/auth-commit", id))?;
+                .map_err(GatewayError::upstream(
+                    "POST /cash-ins/simulate/auth-commit",
+                    Some(ResourceRef::cash_in(id)),
+                ))?;
             if let Some(id) = commit.confirmation_id {
                 confirmation_id = id;
             }
@@ -165,7 +162,10 @@ impl SandboxService for Sandbox {
                 .client
                 .sandbox_expire(&id, &uuid::Uuid::new_v4().to_string(), deadline)
                 .await
-                .map_err(Self::upstream(operation, &id))?;
+                .map_err(GatewayError::upstream(
+                    operation,
+                    Some(ResourceRef::cash_in(&id)),
+                ))?;
             let cash_in = decode_cash_in(operation, dto)?;
             self.hub.publish(&cash_in);
             Ok(Response::new(pb::ExpireCashInResponse {
@@ -209,7 +209,7 @@ impl SandboxService for Sandbox {
                 .client
                 .sandbox_fail(&id, &body, &uuid::Uuid::new_v4().to_string(), deadline)
                 .await
-                .map_err(Self::upstream(operation, &id))?;
+                .map_err(GatewayError::upstream(operation, Some(ResourceRef::cash_in(&id))))?;
             let cash_in = decode_cash_in(operation, dto)?;
             self.hub.publish(&cash_in);
             Ok(Response::new(pb::FailCashInResponse {

@@ -201,6 +201,20 @@ pub struct CashInPageDto {
     pub next_cursor: Option<String>,
 }
 
+impl CashInPageDto {
+    /// The cursor of the next page, if any: `hasMore` decides, and the cursor falls back to the
+    /// last id when OMS sends none (the cursor is a cash-in id, as in `GET /transactions`).
+    pub fn next_cursor(&self) -> Option<String> {
+        match self.has_more {
+            Some(true) => self
+                .next_cursor
+                .clone()
+                .or_else(|| self.data.last().map(|c| c.id.clone())),
+            _ => None,
+        }
+    }
+}
+
 /// A cash location. Its schema is not published; this follows the cash-pickup location shape
 /// elsewhere in the API plus the id, reference and distance the cash-in guide relies on.
 #[derive(Debug, Clone, Deserialize, PartialEq)]

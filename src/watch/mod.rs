@@ -16,7 +16,7 @@ pub mod budget;
 pub mod diff;
 pub mod stream;
 
-use crate::error::{GatewayError, ResourceRef, UpstreamError};
+use crate::error::{GatewayError, ResourceRef};
 use crate::proto::v1 as pb;
 use crate::service::cash_in::decode_cash_in;
 use crate::upstream::{ListCashInsQuery, OmsClient};
@@ -299,18 +299,14 @@ async fn fetch(hub: &HubInner, key: &WatchKey) -> Result<Vec<pb::CashIn>, Gatewa
         WatchKey::CashIn(id) => {
             hub.budget.acquire().await;
             hub.polls.fetch_add(1, Ordering::Relaxed);
-            let dto = hub
-                .client
-                .get_cash_in(id, deadline)
-                .await
-                .map_err(|source| GatewayError::Upstream {
-                    operation: "GET /cash-ins/{id}",
-                    resource: Some(ResourceRef {
-                        kind: "polygon.oms.v1.CashIn",
-                        name: id.clone(),
-                    }),
-                    source,
-                })?;
+            let dto =
+                hub.client
+                    .get_cash_in(id, deadline)
+                    .await
+                    .map_err(GatewayError::upstream(
+                        "GET /cash-ins/{id}",
+                        Some(ResourceRef::cash_in(id)),
+                    ))?;
             Ok(vec![decode_cash_in("GET /cash-ins/{id}", dto)?])
         }
         WatchKey::Customer(customer) => {
@@ -329,18 +325,8 @@ async fn fetch(hub: &HubInner, key: &WatchKey) -> Result<Vec<pb::CashIn>, Gatewa
                     .client
                     .list_cash_ins(&query, deadline)
                     .await
-                    .map_err(|source| GatewayError::Upstream {
-                        operation: "GET /cash-ins",
-                        resource: None,
-                        source,
-                    })?;
-                let next = match page.has_more {
-                    Some(true) => page
-                        .next_cursor
-                        .clone()
-                        .or_else(|| page.data.last().map(|c| c.id.clone())),
-                    _ => None,
-                };
+                    .map_err(GatewayError::upstream("GET /cash-ins", None))?;
+                let next = page.next_cursor();
                 for dto in page.data {
                     items.push(decode_cash_in("GET /cash-ins", dto)?);
                 }
@@ -408,7 +394,7 @@ async fn poll_loop(hub: Weak<HubInner>, key: WatchKey, sender: watch::Sender<Obs
                 }
                 jittered(interval)
             }
-            Err(err) if is_not_found(&err) => {
+            Err(err) if err.is_upstream_not_found() => {
                 sender.send_replace(Observation::Ended(err));
                 return;
             }
@@ -442,8 +428,4 @@ async fn poll_loop(hub: Weak<HubInner>, key: WatchKey, sender: watch::Sender<Obs
 fn is_older(polled: Option<&pb::CashIn>, current: Option<&pb::CashIn>) -> bool {
     let stamp = |c: Option<&pb::CashIn>| c.and_then(|c| c.updated_at).map(|t| (t.seconds, t.nanos));
     matches!((stamp(polled), stamp(current)), (Some(p), Some(c)) if p < c)
-}
-
-fn is_not_found(err: &GatewayError) -> bool {
-    matches!(err, GatewayError::Upstream { source: UpstreamError::Http(f), .. } if f.status == 404)
 }
