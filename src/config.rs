@@ -4,7 +4,7 @@
 //! Secrets are held in [`Secret`], whose `Debug` and `Display` print `[redacted]`, so a config
 //! dumped into a log or a panic never leaks the OMS API secret.
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, FromArgMatches, Parser, Subcommand, ValueEnum};
 use std::{fmt, net::SocketAddr, time::Duration};
 
 /// A string that must never be printed: the OMS API secret, a bearer token.
@@ -42,6 +42,17 @@ impl std::str::FromStr for Secret {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Ok(Self(s.to_owned()))
     }
+}
+
+/// The defaults of a group of flags: what clap parses from an empty command line with the
+/// environment ignored. `Default` uses this, so the defaults in code and in `--help` are one.
+fn flag_defaults<T: Args + FromArgMatches>() -> T {
+    let command = T::augment_args(clap::Command::new("defaults")).mut_args(|arg| arg.env(None));
+    // Only a default literal that does not parse can fail here: a bug the tests catch.
+    let matches = command
+        .try_get_matches_from(["defaults"])
+        .expect("every flag's default parses");
+    T::from_arg_matches(&matches).expect("every flag's default parses")
 }
 
 /// Parses `250ms`, `3s`, `2m`, `1h` (or a bare number of seconds) into a [`Duration`].
@@ -205,11 +216,7 @@ pub struct IdempotencySettings {
 
 impl Default for IdempotencySettings {
     fn default() -> Self {
-        Self {
-            window: Duration::from_secs(24 * 3600),
-            max_entries: 10_000,
-            caller_header: "x-caller-id".to_owned(),
-        }
+        flag_defaults()
     }
 }
 
@@ -263,13 +270,7 @@ pub struct ServerSettings {
 
 impl Default for ServerSettings {
     fn default() -> Self {
-        Self {
-            max_concurrent_calls: 1024,
-            max_streams_per_connection: 256,
-            max_message_bytes: 1024 * 1024,
-            drain_delay: Duration::from_secs(5),
-            shutdown_grace: Duration::from_secs(20),
-        }
+        flag_defaults()
     }
 }
 
@@ -310,14 +311,7 @@ pub struct WatchSettings {
 
 impl Default for WatchSettings {
     fn default() -> Self {
-        Self {
-            poll_interval: Duration::from_secs(2),
-            heartbeat_interval: Duration::from_secs(30),
-            max_polls_per_second: 25.0,
-            unreachable_limit: Duration::from_secs(60),
-            max_streams: 10_000,
-            max_watched: 2_000,
-        }
+        flag_defaults()
     }
 }
 
@@ -386,19 +380,7 @@ pub struct UpstreamConfig {
 
 impl Default for UpstreamConfig {
     fn default() -> Self {
-        Self {
-            connect_timeout: Duration::from_secs(3),
-            request_timeout: Duration::from_secs(10),
-            pool_idle_timeout: Duration::from_secs(30),
-            ca_file: None,
-            max_attempts: 3,
-            retry_budget_ratio: 0.2,
-            retry_budget_floor: 5.0,
-            breaker_threshold: 5,
-            breaker_cooldown: Duration::from_secs(1),
-            breaker_max_cooldown: Duration::from_secs(15),
-            default_deadline: Duration::from_secs(30),
-        }
+        flag_defaults()
     }
 }
 
@@ -436,12 +418,7 @@ fn parse_fault_plan(text: &str) -> Result<crate::sandbox::FaultPlan, String> {
 
 impl Default for SandboxOptions {
     fn default() -> Self {
-        Self {
-            spelling: SpellingArg::Openapi,
-            code_ttl: Duration::from_secs(3600),
-            token_ttl: Duration::from_secs(3600),
-            faults: crate::sandbox::FaultPlan::default(),
-        }
+        flag_defaults()
     }
 }
 
@@ -493,21 +470,11 @@ impl GatewayConfig {
     /// A configuration for tests and embedding: listen on an ephemeral loopback port, embedded
     /// sandbox, default timeouts, no drain delay.
     pub fn for_tests() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            oms_base_url: None,
-            oms_api_key: None,
-            oms_api_secret: None,
-            upstream: UpstreamConfig::default(),
-            server: ServerSettings {
-                drain_delay: Duration::ZERO,
-                shutdown_grace: Duration::from_secs(5),
-                ..ServerSettings::default()
-            },
-            idempotency: IdempotencySettings::default(),
-            watch: WatchSettings::default(),
-            sandbox: SandboxOptions::default(),
-        }
+        let mut config: Self = flag_defaults();
+        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.server.drain_delay = Duration::ZERO;
+        config.server.shutdown_grace = Duration::from_secs(5);
+        config
     }
 
     /// Resolves the upstream: all three OMS settings, or none (the sandbox). A partial set is an
@@ -561,19 +528,20 @@ mod tests {
     }
 
     #[test]
-    fn the_defaults_in_code_are_the_defaults_of_the_flags() {
-        use clap::{CommandFactory, FromArgMatches};
-        // Parse no arguments with every env fallback switched off, so only defaults apply.
-        let matches = Cli::command()
-            .mut_args(|arg| arg.env(None))
-            .try_get_matches_from(["oms-gateway"])
-            .unwrap();
-        let flags = Cli::from_arg_matches(&matches).unwrap().gateway;
-        assert_eq!(flags.upstream, UpstreamConfig::default());
-        assert_eq!(flags.server, ServerSettings::default());
-        assert_eq!(flags.watch, WatchSettings::default());
-        assert_eq!(flags.idempotency, IdempotencySettings::default());
-        assert_eq!(flags.sandbox, SandboxOptions::default());
+    fn defaults_come_from_the_flags() {
+        let upstream = UpstreamConfig::default();
+        assert_eq!(upstream.request_timeout, Duration::from_secs(10));
+        assert_eq!(upstream.max_attempts, 3);
+        assert_eq!(
+            ServerSettings::default().drain_delay,
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            WatchSettings::default().poll_interval,
+            Duration::from_secs(2)
+        );
+        assert_eq!(IdempotencySettings::default().caller_header, "x-caller-id");
+        assert!(SandboxOptions::default().faults.is_none());
     }
 
     #[test]
