@@ -439,6 +439,38 @@ async fn upstream_504_after_retries_is_deadline_exceeded() {
 }
 
 #[tokio::test]
+async fn a_caller_that_cancels_cancels_the_upstream_request() {
+    let gateway = common::start().await;
+    gateway.sandbox().inject(Fault::delay(
+        Some("GET"),
+        "/cash-locations",
+        1,
+        Duration::from_secs(5),
+    ));
+    // No deadline: the caller just gives up (the client drops the call, sending RST_STREAM).
+    let mut client = gateway.locations();
+    let call = client.list_cash_locations(locations_request());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), call)
+            .await
+            .is_err(),
+        "the upstream is slower than the caller's patience"
+    );
+    support::eventually(
+        Duration::from_secs(2),
+        "the upstream request to be dropped",
+        || {
+            gateway
+                .sandbox()
+                .journal()
+                .iter()
+                .any(|r| r.path == "/cash-locations" && r.status == 499)
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn an_upstream_slower_than_the_callers_deadline_is_deadline_exceeded_promptly() {
     let gateway = common::start().await;
     gateway.sandbox().inject(Fault::delay(

@@ -72,6 +72,46 @@ async fn health(channel: &Channel) -> Option<i32> {
         .map(|r| r.into_inner().status)
 }
 
+/// Starts the built binary on a free loopback port with `args` and waits (bounded) until it
+/// reports SERVING.
+async fn start_gateway(args: &[&str]) -> (Gateway, Channel) {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let log = std::env::temp_dir().join(format!("oms-gateway-shutdown-test-{port}.log"));
+    let child = Command::new(env!("CARGO_BIN_EXE_oms-gateway"))
+        .args(["--listen", &addr, "--log-level", "info"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("start the built gateway");
+    let gateway = Gateway { child, log };
+    let ready_by = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(channel) = channel(&addr).await
+            && health(&channel).await == Some(ServingStatus::Serving as i32)
+        {
+            return (gateway, channel);
+        }
+        assert!(
+            Instant::now() < ready_by,
+            "the gateway never became SERVING:\n{}",
+            gateway.log_tail()
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Sends `signal` (e.g. `-INT`) to `pid` with the system's kill(1).
+fn send_signal(pid: u32, signal: &str) {
+    let kill = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(kill.success(), "kill {signal} {pid}");
+}
+
 /// One call of the load, and whether it started before SIGTERM was sent.
 struct Outcome {
     before_signal: bool,
@@ -81,45 +121,16 @@ struct Outcome {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_fails_no_call_accepted_before_the_drain_and_exits_zero() {
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let log = std::env::temp_dir().join(format!("oms-gateway-shutdown-test-{port}.log"));
-    let child = Command::new(env!("CARGO_BIN_EXE_oms-gateway"))
-        .args([
-            "--listen",
-            &addr,
-            "--drain-delay",
-            "1s",
-            "--shutdown-grace",
-            "10s",
-            "--sandbox-faults",
-            "latency=1:100ms-300ms",
-            "--log-level",
-            "warn",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log file"))
-        .spawn()
-        .expect("start the built gateway");
-    let mut gateway = Gateway { child, log };
+    let (mut gateway, channel) = start_gateway(&[
+        "--drain-delay",
+        "1s",
+        "--shutdown-grace",
+        "10s",
+        "--sandbox-faults",
+        "latency=1:100ms-300ms",
+    ])
+    .await;
     let pid = gateway.child.id();
-
-    // Wait (bounded) until it serves.
-    let ready_by = Instant::now() + Duration::from_secs(20);
-    let channel = loop {
-        if let Some(channel) = channel(&addr).await
-            && health(&channel).await == Some(ServingStatus::Serving as i32)
-        {
-            break channel;
-        }
-        assert!(
-            Instant::now() < ready_by,
-            "the gateway never became SERVING:\n{}",
-            gateway.log_tail()
-        );
-        sleep(Duration::from_millis(50)).await;
-    };
 
     let location = CashLocationServiceClient::new(channel.clone())
         .list_cash_locations(pb::ListCashLocationsRequest {
@@ -243,11 +254,7 @@ async fn sigterm_under_load_fails_no_call_accepted_before_the_drain_and_exits_ze
     // SIGTERM, with health polled from then on.
     signalled.store(true, Ordering::SeqCst);
     let signalled_at = Instant::now();
-    let kill = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(kill.success(), "kill -TERM {pid}");
+    send_signal(pid, "-TERM");
     let mut health_seen = Vec::new();
     let exit = loop {
         if let Some(status) = gateway.child.try_wait().expect("try_wait") {
@@ -337,4 +344,28 @@ async fn sigterm_under_load_fails_no_call_accepted_before_the_drain_and_exits_ze
     assert_eq!(exit.code(), Some(0), "exit code:\n{}", gateway.log_tail());
     assert!(exited_after < DRAIN_DELAY + GRACE);
     let _ = std::fs::remove_file(&gateway.log);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_shuts_down_gracefully_like_sigterm_and_exits_zero() {
+    let (mut gateway, _channel) = start_gateway(&["--drain-delay", "0s"]).await;
+    send_signal(gateway.child.id(), "-INT");
+    let exit_by = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(status) = gateway.child.try_wait().expect("try_wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < exit_by,
+            "still running 10 s after SIGINT:\n{}",
+            gateway.log_tail()
+        );
+        sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(exit.code(), Some(0), "{}", gateway.log_tail());
+    assert!(
+        gateway.log_tail().contains("draining"),
+        "the graceful path ran:\n{}",
+        gateway.log_tail()
+    );
 }
