@@ -15,93 +15,59 @@ const SERVICES: &[&str] = &[
     "polygon.oms.v1.SandboxService",
 ];
 
-mod reflection_v1 {
-    use super::*;
-    use tonic_reflection::pb::v1::{
-        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-    };
+/// A reflection client module for one protocol version: v1 and v1alpha are the same protocol
+/// in different packages, so the types differ and the code does not.
+macro_rules! reflection_client {
+    ($module:ident, $version:ident) => {
+        mod $module {
+            use super::*;
+            use tonic_reflection::pb::$version::{
+                ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+                server_reflection_request::MessageRequest,
+                server_reflection_response::MessageResponse,
+            };
 
-    async fn ask(channel: Channel, request: MessageRequest) -> MessageResponse {
-        let mut client = ServerReflectionClient::new(channel);
-        let request = ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(request),
-        };
-        let mut answers = client
-            .server_reflection_info(tokio_stream::iter([request]))
-            .await
-            .expect("reflection v1")
-            .into_inner();
-        answers
-            .message()
-            .await
-            .expect("an answer")
-            .expect("one answer")
-            .message_response
-            .expect("a response")
-    }
-
-    pub async fn services(channel: Channel) -> Vec<String> {
-        match ask(channel, MessageRequest::ListServices(String::new())).await {
-            MessageResponse::ListServicesResponse(list) => {
-                list.service.into_iter().map(|s| s.name).collect()
+            async fn ask(channel: Channel, request: MessageRequest) -> MessageResponse {
+                let mut client = ServerReflectionClient::new(channel);
+                let request = ServerReflectionRequest {
+                    host: String::new(),
+                    message_request: Some(request),
+                };
+                let mut answers = client
+                    .server_reflection_info(tokio_stream::iter([request]))
+                    .await
+                    .expect(concat!("reflection ", stringify!($version)))
+                    .into_inner();
+                answers
+                    .message()
+                    .await
+                    .expect("an answer")
+                    .expect("one answer")
+                    .message_response
+                    .expect("a response")
             }
-            other => panic!("unexpected answer {other:?}"),
-        }
-    }
 
-    pub async fn files_containing(channel: Channel, symbol: &str) -> Vec<Vec<u8>> {
-        match ask(channel, MessageRequest::FileContainingSymbol(symbol.into())).await {
-            MessageResponse::FileDescriptorResponse(files) => files.file_descriptor_proto,
-            other => panic!("unexpected answer {other:?}"),
+            pub async fn services(channel: Channel) -> Vec<String> {
+                match ask(channel, MessageRequest::ListServices(String::new())).await {
+                    MessageResponse::ListServicesResponse(list) => {
+                        list.service.into_iter().map(|s| s.name).collect()
+                    }
+                    other => panic!("unexpected answer {other:?}"),
+                }
+            }
+
+            pub async fn files_containing(channel: Channel, symbol: &str) -> Vec<Vec<u8>> {
+                match ask(channel, MessageRequest::FileContainingSymbol(symbol.into())).await {
+                    MessageResponse::FileDescriptorResponse(files) => files.file_descriptor_proto,
+                    other => panic!("unexpected answer {other:?}"),
+                }
+            }
         }
-    }
+    };
 }
 
-mod reflection_v1alpha {
-    use super::*;
-    use tonic_reflection::pb::v1alpha::{
-        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-    };
-
-    async fn ask(channel: Channel, request: MessageRequest) -> MessageResponse {
-        let mut client = ServerReflectionClient::new(channel);
-        let request = ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(request),
-        };
-        let mut answers = client
-            .server_reflection_info(tokio_stream::iter([request]))
-            .await
-            .expect("reflection v1alpha")
-            .into_inner();
-        answers
-            .message()
-            .await
-            .expect("an answer")
-            .expect("one answer")
-            .message_response
-            .expect("a response")
-    }
-
-    pub async fn services(channel: Channel) -> Vec<String> {
-        match ask(channel, MessageRequest::ListServices(String::new())).await {
-            MessageResponse::ListServicesResponse(list) => {
-                list.service.into_iter().map(|s| s.name).collect()
-            }
-            other => panic!("unexpected answer {other:?}"),
-        }
-    }
-
-    pub async fn files_containing(channel: Channel, symbol: &str) -> Vec<Vec<u8>> {
-        match ask(channel, MessageRequest::FileContainingSymbol(symbol.into())).await {
-            MessageResponse::FileDescriptorResponse(files) => files.file_descriptor_proto,
-            other => panic!("unexpected answer {other:?}"),
-        }
-    }
-}
+reflection_client!(reflection_v1, v1);
+reflection_client!(reflection_v1alpha, v1alpha);
 
 fn assert_lists_the_gateways_services(services: &[String]) {
     for expected in [
