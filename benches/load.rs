@@ -9,6 +9,10 @@
 //! The figures include the embedded sandbox, which runs in the same process and serves every
 //! upstream call over loopback HTTP/1.1: the gateway alone against a remote OMS does less work.
 
+// The integration tests' harness: the guide's search point, a valid create request, ports.
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use oms_gateway::proto::v1 as pb;
 use pb::cash_in_service_client::CashInServiceClient;
 use pb::cash_location_service_client::CashLocationServiceClient;
@@ -42,13 +46,6 @@ fn memory_kib(pid: u32, field: &str) -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
         })
         .unwrap_or(0)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -108,7 +105,7 @@ async fn main() {
     // `cargo bench` passes `--bench`; nothing else to parse.
     let calls = env_usize("BENCH_CALLS", 20_000);
     let concurrency = env_usize("BENCH_CONCURRENCY", 64).max(1);
-    let port = free_port();
+    let port = common::free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_oms-gateway"))
         .args([
             "--listen",
@@ -141,12 +138,7 @@ async fn main() {
     };
     // Wait for SERVING by making the first call succeed.
     let mut locations = CashLocationServiceClient::new(channel.clone());
-    let request = pb::ListCashLocationsRequest {
-        provider: "greendot".into(),
-        latitude: Some(38.495133),
-        longitude: Some(-121.505336),
-        flow: None,
-    };
+    let request = common::guide_point();
     let location = {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -171,28 +163,9 @@ async fn main() {
     for _ in 0..concurrency.div_ceil(16) {
         channels.push(endpoint.connect().await.expect("connect"));
     }
-    let make_request = move |i: usize| {
-        use pb::create_cash_in_request::{Cash, Destination, Source, Wallet, wallet::Kind};
-        pb::CreateCashInRequest {
-            customer_id: format!("cst_bench{}", i % 100),
-            source: Some(Source {
-                asset: "usd".into(),
-                indicated_amount: Some("200.00".into()),
-            }),
-            destination: Some(Destination {
-                asset: "usdc".into(),
-                network: "polygon".into(),
-                wallet: Some(Wallet {
-                    kind: Some(Kind::Wallet("wlt_bench".into())),
-                }),
-            }),
-            cash: Some(Cash {
-                cash_location_id: location.id.clone(),
-                cash_location_reference: location.loc_reference.clone(),
-            }),
-            idempotency_key: format!("bench-{i}"),
-            ..Default::default()
-        }
+    let make_request = move |i: usize| pb::CreateCashInRequest {
+        idempotency_key: format!("bench-{i}"),
+        ..common::create_request(&location, &format!("cst_bench{}", i % 100))
     };
 
     let creates = calls / 4;

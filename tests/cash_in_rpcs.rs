@@ -178,16 +178,7 @@ async fn create_cash_in_prices_the_guides_worked_example_and_echoes_key_and_meta
 async fn get_cash_in_returns_the_created_cash_in() {
     let gateway = common::start().await;
     let created = common::create_cash_in(&gateway, "cst_get1").await;
-    let fetched = gateway
-        .cash_ins()
-        .get_cash_in(pb::GetCashInRequest {
-            cash_in_id: created.id.clone(),
-        })
-        .await
-        .expect("GetCashIn")
-        .into_inner()
-        .cash_in
-        .expect("cash_in");
+    let fetched = gateway.get(&created.id).await;
     assert_eq!(fetched, created);
     gateway.gateway.shutdown().await;
 }
@@ -219,13 +210,7 @@ async fn list_cash_ins_filters_by_customer_newest_first() {
 async fn list_cash_ins_filters_by_status() {
     let gateway = common::start().await;
     let created = create_several(&gateway, "cst_status", 3).await;
-    gateway
-        .simulator()
-        .expire_cash_in(pb::ExpireCashInRequest {
-            cash_in_id: created[1].id.clone(),
-        })
-        .await
-        .expect("ExpireCashIn");
+    gateway.expire(&created[1].id).await;
     let expired = list(
         &gateway,
         pb::ListCashInsRequest {
@@ -414,13 +399,7 @@ async fn refresh_cash_in_issues_a_new_code_with_a_later_expiry() {
 async fn refresh_of_an_expired_cash_in_is_failed_precondition() {
     let gateway = common::start().await;
     let created = common::create_cash_in(&gateway, "cst_refresh_expired").await;
-    gateway
-        .simulator()
-        .expire_cash_in(pb::ExpireCashInRequest {
-            cash_in_id: created.id.clone(),
-        })
-        .await
-        .expect("ExpireCashIn");
+    gateway.expire(&created.id).await;
     let status = gateway
         .cash_ins()
         .refresh_cash_in(pb::RefreshCashInRequest {

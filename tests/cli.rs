@@ -2,6 +2,8 @@
 //! with no OMS settings prints one line saying it serves the embedded sandbox with a grpcurl
 //! command to try, and `oms-gateway sandbox` serves the REST simulator alone.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,13 +18,6 @@ impl Drop for Running {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 fn without_oms_env(command: &mut Command) -> &mut Command {
@@ -87,7 +82,7 @@ fn help_documents_every_setting_of_the_readme_table() {
 
 #[test]
 fn with_no_oms_settings_it_prints_one_line_naming_the_sandbox_and_a_grpcurl_command() {
-    let port = free_port();
+    let port = common::free_port();
     let mut child = without_oms_env(&mut Command::new(BIN))
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .stdout(Stdio::piped())
@@ -123,7 +118,7 @@ fn a_partial_oms_configuration_is_refused_naming_what_is_missing() {
 
 #[tokio::test]
 async fn the_sandbox_subcommand_serves_the_rest_simulator_alone() {
-    let port = free_port();
+    let port = common::free_port();
     let mut child = without_oms_env(&mut Command::new(BIN))
         .args(["sandbox", "--listen", &format!("127.0.0.1:{port}")])
         .args(["--api-key", "sk_sdbx_cli", "--api-secret", "cli-secret"])

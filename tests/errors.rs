@@ -16,20 +16,11 @@ use tonic_health::ServingStatus;
 const UPSTREAM: &str = "oms.polygon.technology";
 const GATEWAY: &str = "oms-gateway";
 
-fn locations_request() -> pb::ListCashLocationsRequest {
-    pb::ListCashLocationsRequest {
-        provider: "greendot".into(),
-        latitude: Some(38.495133),
-        longitude: Some(-121.505336),
-        flow: None,
-    }
-}
-
 /// Calls ListCashLocations, which must fail.
 async fn list_locations_error(gateway: &common::TestGateway) -> Status {
     gateway
         .locations()
-        .list_cash_locations(locations_request())
+        .list_cash_locations(common::guide_point())
         .await
         .expect_err("ListCashLocations fails")
 }
@@ -276,13 +267,7 @@ async fn upstream_409_while_another_replica_holds_the_key_is_aborted_with_retry_
 async fn upstream_422_is_failed_precondition() {
     let gateway = common::start().await;
     let created = common::create_cash_in(&gateway, "cst_err422").await;
-    gateway
-        .simulator()
-        .expire_cash_in(pb::ExpireCashInRequest {
-            cash_in_id: created.id.clone(),
-        })
-        .await
-        .expect("ExpireCashIn");
+    gateway.expire(&created.id).await;
     let status = gateway
         .cash_ins()
         .refresh_cash_in(pb::RefreshCashInRequest {
@@ -334,7 +319,7 @@ async fn an_upstream_429_followed_by_success_is_invisible_to_the_caller() {
     ));
     let locations = gateway
         .locations()
-        .list_cash_locations(locations_request())
+        .list_cash_locations(common::guide_point())
         .await
         .expect("the retry succeeds");
     assert!(!locations.into_inner().cash_locations.is_empty());
@@ -449,7 +434,7 @@ async fn a_caller_that_cancels_cancels_the_upstream_request() {
     ));
     // No deadline: the caller just gives up (the client drops the call, sending RST_STREAM).
     let mut client = gateway.locations();
-    let call = client.list_cash_locations(locations_request());
+    let call = client.list_cash_locations(common::guide_point());
     assert!(
         tokio::time::timeout(Duration::from_millis(300), call)
             .await
@@ -479,7 +464,7 @@ async fn an_upstream_slower_than_the_callers_deadline_is_deadline_exceeded_promp
         1,
         Duration::from_secs(5),
     ));
-    let mut request = Request::new(locations_request());
+    let mut request = Request::new(common::guide_point());
     request.set_timeout(Duration::from_millis(300));
     let started = Instant::now();
     let status = gateway

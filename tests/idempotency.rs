@@ -224,16 +224,7 @@ async fn refreshing_twice_with_one_key_refreshes_once() {
         .expect("cash_in");
     let code = |c: &pb::CashIn| c.deposit_instructions.clone().expect("instructions").code;
     assert_eq!(code(&second), code(&first));
-    let current = gateway
-        .cash_ins()
-        .get_cash_in(pb::GetCashInRequest {
-            cash_in_id: created.id.clone(),
-        })
-        .await
-        .expect("GetCashIn")
-        .into_inner()
-        .cash_in
-        .expect("cash_in");
+    let current = gateway.get(&created.id).await;
     assert_eq!(code(&current), code(&first), "no second refresh happened");
     gateway.gateway.shutdown().await;
 }

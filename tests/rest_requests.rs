@@ -137,13 +137,7 @@ async fn get_cash_in_is_a_bare_get_without_idempotency_key() {
     let gateway = common::start().await;
     let created = common::create_cash_in(&gateway, "cst_rest3").await;
     gateway.sandbox().clear_journal();
-    gateway
-        .cash_ins()
-        .get_cash_in(pb::GetCashInRequest {
-            cash_in_id: created.id.clone(),
-        })
-        .await
-        .expect("GetCashIn");
+    gateway.get(&created.id).await;
     let sent = only_request(&gateway);
     assert_eq!(sent.method, "GET");
     assert_eq!(sent.path, format!("/cash-ins/{}", created.id));
@@ -325,13 +319,7 @@ async fn list_cash_locations_sends_provider_coordinates_and_flow() {
 async fn every_call_of_one_gateway_carries_the_token_it_exchanged() {
     let gateway = common::start().await;
     let created = common::create_cash_in(&gateway, "cst_rest6").await;
-    gateway
-        .cash_ins()
-        .get_cash_in(pb::GetCashInRequest {
-            cash_in_id: created.id,
-        })
-        .await
-        .expect("GetCashIn");
+    gateway.get(&created.id).await;
     let journal = gateway.sandbox().journal();
     let exchange = journal
         .iter()

@@ -100,15 +100,6 @@ fn assert_clean(what: &str, text: &str, secrets: &[String]) {
     }
 }
 
-fn locations_request() -> pb::ListCashLocationsRequest {
-    pb::ListCashLocationsRequest {
-        provider: "greendot".into(),
-        latitude: Some(38.495133),
-        longitude: Some(-121.505336),
-        flow: None,
-    }
-}
-
 // === tests ===
 
 #[tokio::test]
@@ -153,7 +144,7 @@ async fn a_refused_api_secret_never_appears_in_the_status_or_logs() {
     let gateway = common::start_unchecked(config).await;
     let status = gateway
         .locations()
-        .list_cash_locations(locations_request())
+        .list_cash_locations(common::guide_point())
         .await
         .expect_err("the secret is refused");
     assert_eq!(support::error_info(&status).reason, "UPSTREAM_AUTH_FAILED");
@@ -191,7 +182,7 @@ async fn secrets_and_tokens_never_appear_in_upstream_error_statuses_or_logs() {
         statuses.push(
             gateway
                 .locations()
-                .list_cash_locations(locations_request())
+                .list_cash_locations(common::guide_point())
                 .await
                 .expect_err("an injected failure"),
         );
@@ -243,7 +234,7 @@ async fn an_upstream_quoting_credentials_back_leaks_them_to_no_caller_and_no_log
     let gateway = common::start_with(config).await;
     gateway
         .locations()
-        .list_cash_locations(locations_request())
+        .list_cash_locations(common::guide_point())
         .await
         .expect("ListCashLocations");
     let tokens = bearer_tokens(&sandbox);
@@ -271,7 +262,7 @@ async fn an_upstream_quoting_credentials_back_leaks_them_to_no_caller_and_no_log
         statuses.push(
             gateway
                 .locations()
-                .list_cash_locations(locations_request())
+                .list_cash_locations(common::guide_point())
                 .await
                 .expect_err("refused"),
         );
@@ -286,7 +277,7 @@ async fn an_upstream_quoting_credentials_back_leaks_them_to_no_caller_and_no_log
     statuses.push(
         gateway
             .locations()
-            .list_cash_locations(locations_request())
+            .list_cash_locations(common::guide_point())
             .await
             .expect_err("the exchange is refused"),
     );

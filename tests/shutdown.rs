@@ -4,9 +4,10 @@
 //! reconnect; the process exits 0 within drain delay + grace. Run with `--nocapture` to see the
 //! figures.
 
+mod common;
+
 use oms_gateway::proto::v1 as pb;
 use pb::cash_in_service_client::CashInServiceClient;
-use pb::cash_location_service_client::CashLocationServiceClient;
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -45,11 +46,6 @@ impl Gateway {
     }
 }
 
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local addr").port()
-}
-
 async fn channel(addr: &str) -> Option<Channel> {
     Endpoint::from_shared(format!("http://{addr}"))
         .expect("endpoint")
@@ -75,7 +71,7 @@ async fn health(channel: &Channel) -> Option<i32> {
 /// Starts the built binary on a free loopback port with `args` and waits (bounded) until it
 /// reports SERVING.
 async fn start_gateway(args: &[&str]) -> (Gateway, Channel) {
-    let port = free_port();
+    let port = common::free_port();
     let addr = format!("127.0.0.1:{port}");
     let log = std::env::temp_dir().join(format!("oms-gateway-shutdown-test-{port}.log"));
     let child = Command::new(env!("CARGO_BIN_EXE_oms-gateway"))
@@ -132,42 +128,10 @@ async fn sigterm_under_load_fails_no_call_accepted_before_the_drain_and_exits_ze
     .await;
     let pid = gateway.child.id();
 
-    let location = CashLocationServiceClient::new(channel.clone())
-        .list_cash_locations(pb::ListCashLocationsRequest {
-            provider: "greendot".into(),
-            latitude: Some(38.495133),
-            longitude: Some(-121.505336),
-            flow: None,
-        })
-        .await
-        .expect("ListCashLocations")
-        .into_inner()
-        .cash_locations
-        .into_iter()
-        .next()
-        .expect("a location");
-    let create = move |n: usize| {
-        use pb::create_cash_in_request::{Cash, Destination, Source, Wallet, wallet::Kind};
-        pb::CreateCashInRequest {
-            customer_id: "cst_shutdown".into(),
-            source: Some(Source {
-                asset: "usd".into(),
-                indicated_amount: Some("200.00".into()),
-            }),
-            destination: Some(Destination {
-                asset: "usdc".into(),
-                network: "polygon".into(),
-                wallet: Some(Wallet {
-                    kind: Some(Kind::Wallet("wlt_shutdown".into())),
-                }),
-            }),
-            cash: Some(Cash {
-                cash_location_id: location.id.clone(),
-                cash_location_reference: location.loc_reference.clone(),
-            }),
-            idempotency_key: format!("shutdown-{n}"),
-            ..Default::default()
-        }
+    let location = common::first_location(channel.clone()).await;
+    let create = move |n: usize| pb::CreateCashInRequest {
+        idempotency_key: format!("shutdown-{n}"),
+        ..common::create_request(&location, "cst_shutdown")
     };
     let cash_in = CashInServiceClient::new(channel.clone())
         .create_cash_in(create(0))

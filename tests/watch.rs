@@ -479,13 +479,7 @@ async fn expire_cash_in_ends_the_stream_with_expired_then_ok() {
         Kind::Initial
     );
 
-    gateway
-        .simulator()
-        .expire_cash_in(pb::ExpireCashInRequest {
-            cash_in_id: created.id.clone(),
-        })
-        .await
-        .expect("ExpireCashIn");
+    gateway.expire(&created.id).await;
     let expired = watcher.event(Duration::from_secs(2)).await;
     assert_changed(&expired, St::Pending, St::Expired, &["status"]);
     assert_eq!(watcher.end(Duration::from_secs(2)).await.0, Code::Ok);
@@ -988,13 +982,7 @@ async fn watch_cash_ins_reports_initial_added_and_changed_for_its_filter() {
     let customer = "cst_watch9";
     let existing = common::create_cash_in(&gateway, customer).await;
     let filtered_out = common::create_cash_in(&gateway, customer).await;
-    gateway
-        .simulator()
-        .expire_cash_in(pb::ExpireCashInRequest {
-            cash_in_id: filtered_out.id.clone(),
-        })
-        .await
-        .expect("ExpireCashIn");
+    gateway.expire(&filtered_out.id).await;
     common::create_cash_in(&gateway, "cst_someoneelse").await;
 
     let mut watcher = watch_customer(

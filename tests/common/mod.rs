@@ -38,6 +38,32 @@ impl TestGateway {
             .sandbox()
             .expect("gateway started with its embedded sandbox")
     }
+    /// GetCashIn, which must succeed.
+    pub async fn get(&self, id: &str) -> pb::CashIn {
+        self.cash_ins()
+            .get_cash_in(pb::GetCashInRequest {
+                cash_in_id: id.to_owned(),
+            })
+            .await
+            .expect("GetCashIn")
+            .into_inner()
+            .cash_in
+            .expect("cash_in")
+    }
+
+    /// SandboxService.ExpireCashIn, which must succeed.
+    pub async fn expire(&self, id: &str) -> pb::CashIn {
+        self.simulator()
+            .expire_cash_in(pb::ExpireCashInRequest {
+                cash_in_id: id.to_owned(),
+            })
+            .await
+            .expect("ExpireCashIn")
+            .into_inner()
+            .cash_in
+            .expect("cash_in")
+    }
+
     /// The health status of `service` ("" for the server), as a tonic client sees it.
     pub async fn health_status(&self, service: &str) -> i32 {
         self.health()
@@ -91,16 +117,20 @@ pub async fn start_with(config: GatewayConfig) -> TestGateway {
     gateway
 }
 
-/// The first cash location near the guide's example point.
-pub async fn a_location(gateway: &TestGateway) -> pb::CashLocation {
-    gateway
-        .locations()
-        .list_cash_locations(pb::ListCashLocationsRequest {
-            provider: "greendot".into(),
-            latitude: Some(38.495133),
-            longitude: Some(-121.505336),
-            flow: None,
-        })
+/// A location search around the cash-in guide's example point.
+pub fn guide_point() -> pb::ListCashLocationsRequest {
+    pb::ListCashLocationsRequest {
+        provider: "greendot".into(),
+        latitude: Some(38.495133),
+        longitude: Some(-121.505336),
+        flow: None,
+    }
+}
+
+/// The first cash location near the guide's example point, over any channel to a gateway.
+pub async fn first_location(channel: Channel) -> pb::CashLocation {
+    CashLocationServiceClient::new(channel)
+        .list_cash_locations(guide_point())
         .await
         .expect("ListCashLocations")
         .into_inner()
@@ -108,6 +138,19 @@ pub async fn a_location(gateway: &TestGateway) -> pb::CashLocation {
         .into_iter()
         .next()
         .expect("at least one location")
+}
+
+/// The first cash location near the guide's example point.
+pub async fn a_location(gateway: &TestGateway) -> pb::CashLocation {
+    first_location(gateway.channel.clone()).await
+}
+
+/// A loopback port nothing listens on (for a server to take, or to find nothing at).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
 }
 
 /// A valid create request: the guide's example ($200, developer fees 1% + $1.00).
