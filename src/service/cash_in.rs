@@ -135,6 +135,25 @@ impl CashIns {
     }
 }
 
+/// `GET /cash-ins/{id}` as a proto CashIn, with the error a caller should see (NOT_FOUND with
+/// ResourceInfo, UPSTREAM_BAD_RESPONSE, ...). Shared by GetCashIn, the sandbox service and the
+/// watch poller.
+pub async fn fetch_cash_in(
+    client: &OmsClient,
+    id: &str,
+    deadline: Instant,
+) -> Result<pb::CashIn, GatewayError> {
+    let operation = "GET /cash-ins/{id}";
+    let dto = client
+        .get_cash_in(id, deadline)
+        .await
+        .map_err(GatewayError::upstream(
+            operation,
+            Some(ResourceRef::cash_in(id)),
+        ))?;
+    decode_cash_in(operation, dto)
+}
+
 /// Converts an upstream cash-in, turning a shape the contract cannot hold into
 /// UPSTREAM_BAD_RESPONSE for `operation`.
 pub fn decode_cash_in(operation: &'static str, dto: CashInDto) -> Result<pb::CashIn, GatewayError> {
@@ -198,15 +217,7 @@ impl CashInService for CashIns {
             let mut violations = Violations::default();
             validate::cash_in_id(&mut violations, &id);
             violations.finish()?;
-            let dto =
-                self.client
-                    .get_cash_in(&id, deadline)
-                    .await
-                    .map_err(GatewayError::upstream(
-                        "GET /cash-ins/{id}",
-                        Some(ResourceRef::cash_in(&id)),
-                    ))?;
-            let cash_in = decode_cash_in("GET /cash-ins/{id}", dto)?;
+            let cash_in = fetch_cash_in(&self.client, &id, deadline).await?;
             Ok(Response::new(pb::GetCashInResponse {
                 cash_in: Some(cash_in),
             }))

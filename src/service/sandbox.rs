@@ -4,7 +4,7 @@
 //! endpoints and the embedded sandbox's control endpoints), and publishes the resulting state to
 //! watchers at once.
 
-use super::cash_in::decode_cash_in;
+use super::cash_in::{decode_cash_in, fetch_cash_in};
 use super::deadline;
 use crate::error::{GatewayError, ResourceRef};
 use crate::proto::v1::{self as pb, sandbox_service_server::SandboxService};
@@ -37,15 +37,7 @@ impl Sandbox {
     }
 
     async fn get(&self, id: &str, deadline: Instant) -> Result<pb::CashIn, GatewayError> {
-        let dto = self
-            .client
-            .get_cash_in(id, deadline)
-            .await
-            .map_err(GatewayError::upstream(
-                "GET /cash-ins/{id}",
-                Some(ResourceRef::cash_in(id)),
-            ))?;
-        let cash_in = decode_cash_in("GET /cash-ins/{id}", dto)?;
+        let cash_in = fetch_cash_in(&self.client, id, deadline).await?;
         self.hub.publish(&cash_in);
         Ok(cash_in)
     }

@@ -16,9 +16,9 @@ pub mod budget;
 pub mod diff;
 pub mod stream;
 
-use crate::error::{GatewayError, ResourceRef};
+use crate::error::GatewayError;
 use crate::proto::v1 as pb;
-use crate::service::cash_in::decode_cash_in;
+use crate::service::cash_in::{decode_cash_in, fetch_cash_in};
 use crate::upstream::{ListCashInsQuery, OmsClient};
 use budget::PollBudget;
 use std::collections::HashMap;
@@ -299,15 +299,7 @@ async fn fetch(hub: &HubInner, key: &WatchKey) -> Result<Vec<pb::CashIn>, Gatewa
         WatchKey::CashIn(id) => {
             hub.budget.acquire().await;
             hub.polls.fetch_add(1, Ordering::Relaxed);
-            let dto =
-                hub.client
-                    .get_cash_in(id, deadline)
-                    .await
-                    .map_err(GatewayError::upstream(
-                        "GET /cash-ins/{id}",
-                        Some(ResourceRef::cash_in(id)),
-                    ))?;
-            Ok(vec![decode_cash_in("GET /cash-ins/{id}", dto)?])
+            Ok(vec![fetch_cash_in(&hub.client, id, deadline).await?])
         }
         WatchKey::Customer(customer) => {
             let mut items = Vec::new();
