@@ -229,14 +229,6 @@ impl GatewayError {
     pub fn is_upstream_not_found(&self) -> bool {
         matches!(self, Self::Upstream { source: UpstreamError::Http(f), .. } if f.status == 404)
     }
-
-    /// A single-violation validation error.
-    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
-        Self::Invalid(vec![FieldViolation {
-            field: field.into(),
-            description: description.into(),
-        }])
-    }
 }
 
 /// Maps an OMS REST field path (`source.indicatedAmount`) to the proto path

@@ -19,7 +19,7 @@
 //! cancelled call cancels its upstream request), and the callers waiting on it get ABORTED with a
 //! retry hint.
 
-use crate::error::{GATEWAY_DOMAIN, GatewayError};
+use crate::error::GatewayError;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -330,11 +330,6 @@ impl<T: Clone + Send + Sync + 'static> Drop for FlightGuard<'_, T> {
         }
     }
 }
-
-/// `ErrorInfo` reason of a reused key.
-pub const KEY_REUSED_REASON: &str = "IDEMPOTENCY_KEY_REUSED";
-/// `ErrorInfo` domain of the layer's own errors.
-pub const DOMAIN: &str = GATEWAY_DOMAIN;
 
 #[cfg(test)]
 mod tests {

@@ -45,11 +45,6 @@ impl Token {
         self.value.expose()
     }
 
-    /// Which exchange produced this token.
-    pub fn generation(&self) -> u64 {
-        self.generation
-    }
-
     /// When the token should be replaced.
     pub fn refresh_at(&self) -> Instant {
         self.refresh_at

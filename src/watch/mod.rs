@@ -139,7 +139,8 @@ impl Drop for Poller {
 /// One stream's share of a poller, and its slot under the stream cap.
 #[derive(Debug)]
 pub struct Subscription {
-    poller: Arc<Poller>,
+    /// Held only to keep the poller running: the last subscription dropped stops it.
+    _poller: Arc<Poller>,
     receiver: watch::Receiver<Observation>,
     hub: Arc<HubInner>,
 }
@@ -154,11 +155,6 @@ impl Subscription {
     /// The poller's channel.
     pub fn receiver(&mut self) -> &mut watch::Receiver<Observation> {
         &mut self.receiver
-    }
-
-    /// What this subscription watches.
-    pub fn key(&self) -> &WatchKey {
-        &self.poller.key
     }
 }
 
@@ -234,7 +230,7 @@ impl WatchHub {
         match poller {
             Ok(poller) => Ok(Subscription {
                 receiver: poller.sender.subscribe(),
-                poller,
+                _poller: poller,
                 hub: hub.clone(),
             }),
             Err(err) => {
