@@ -35,3 +35,42 @@ async fn a_message_over_the_size_limit_is_refused_without_reaching_the_upstream(
         .expect_err("an id of 1,000 characters is invalid");
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
 }
+
+/// Two slow calls at once on one connection; returns how long both took.
+async fn two_slow_calls_on_one_connection(max_streams_per_connection: u32) -> std::time::Duration {
+    use oms_gateway::sandbox::Fault;
+    let mut config = common::test_config();
+    config.server.max_streams_per_connection = max_streams_per_connection;
+    let gateway = common::start_with(config).await;
+    let slow = std::time::Duration::from_millis(500);
+    gateway
+        .sandbox()
+        .inject(Fault::delay(Some("GET"), "/cash-locations", 2, slow));
+    let started = std::time::Instant::now();
+    let (mut first, mut second) = (gateway.locations(), gateway.locations());
+    let (a, b) = tokio::join!(
+        first.list_cash_locations(common::guide_point()),
+        second.list_cash_locations(common::guide_point()),
+    );
+    let elapsed = started.elapsed();
+    a.expect("first call");
+    b.expect("second call");
+    gateway.gateway.shutdown().await;
+    elapsed
+}
+
+#[tokio::test]
+async fn the_per_connection_stream_cap_makes_calls_beyond_it_wait_for_a_stream() {
+    // Both calls share the test's one HTTP/2 connection; each waits 500 ms upstream.
+    let capped = two_slow_calls_on_one_connection(1).await;
+    let uncapped = two_slow_calls_on_one_connection(256).await;
+    println!("two 500 ms calls on one connection: cap 1 → {capped:?}, cap 256 → {uncapped:?}");
+    assert!(
+        capped >= std::time::Duration::from_millis(950),
+        "one stream at a time: {capped:?}"
+    );
+    assert!(
+        uncapped < std::time::Duration::from_millis(900),
+        "in parallel: {uncapped:?}"
+    );
+}
