@@ -107,8 +107,6 @@ struct HubInner {
     budget: PollBudget,
     pollers: Mutex<HashMap<WatchKey, Weak<Poller>>>,
     streams: AtomicUsize,
-    /// Upstream poll requests made, for tests and the closing figures.
-    polls: AtomicUsize,
 }
 
 /// A running poller; dropping the last reference stops it.
@@ -170,7 +168,6 @@ impl WatchHub {
                 config,
                 pollers: Mutex::new(HashMap::new()),
                 streams: AtomicUsize::new(0),
-                polls: AtomicUsize::new(0),
             }),
         }
     }
@@ -178,11 +175,6 @@ impl WatchHub {
     /// The settings.
     pub fn config(&self) -> &WatchConfig {
         &self.inner.config
-    }
-
-    /// Upstream poll requests made so far.
-    pub fn polls(&self) -> usize {
-        self.inner.polls.load(Ordering::Relaxed)
     }
 
     /// Running pollers.
@@ -294,7 +286,6 @@ async fn fetch(hub: &HubInner, key: &WatchKey) -> Result<Vec<pb::CashIn>, Gatewa
     match key {
         WatchKey::CashIn(id) => {
             hub.budget.acquire().await;
-            hub.polls.fetch_add(1, Ordering::Relaxed);
             Ok(vec![fetch_cash_in(&hub.client, id, deadline).await?])
         }
         WatchKey::Customer(customer) => {
@@ -302,7 +293,6 @@ async fn fetch(hub: &HubInner, key: &WatchKey) -> Result<Vec<pb::CashIn>, Gatewa
             let mut cursor = None;
             for _ in 0..MAX_LIST_PAGES {
                 hub.budget.acquire().await;
-                hub.polls.fetch_add(1, Ordering::Relaxed);
                 let query = ListCashInsQuery {
                     customer: Some(customer.clone()),
                     limit: 100,
