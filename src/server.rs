@@ -18,7 +18,7 @@ use crate::sandbox::{self, SandboxConfig, SandboxHandle, Spelling};
 use crate::service::{cash_in::CashIns, cash_location::CashLocations, sandbox::Sandbox};
 use crate::upstream::breaker::CircuitState;
 use crate::upstream::{OmsClient, UpstreamHealth, auth::Credentials};
-use crate::watch::{WatchConfig, WatchHub};
+use crate::watch::WatchHub;
 use std::sync::Arc;
 use std::{net::SocketAddr, time::Duration};
 use tokio::{
@@ -200,7 +200,8 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> 
     let default_deadline = config.upstream.default_deadline;
     let hub = WatchHub::new(
         client.clone(),
-        WatchConfig::from_settings(&config.watch, config.upstream.request_timeout),
+        config.watch.clone(),
+        config.upstream.request_timeout,
     );
     let idempotency = Arc::new(IdempotencyLayer::new(
         config.idempotency.window,

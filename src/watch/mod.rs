@@ -16,6 +16,7 @@ pub mod budget;
 pub mod diff;
 pub mod stream;
 
+use crate::config::WatchSettings;
 use crate::error::GatewayError;
 use crate::proto::v1 as pb;
 use crate::service::cash_in::{decode_cash_in, fetch_cash_in};
@@ -33,40 +34,6 @@ use tokio::time::Instant;
 
 /// How many list pages a customer poller reads per poll (100 cash-ins each, newest first).
 const MAX_LIST_PAGES: usize = 5;
-
-/// The watch settings (see `config.rs` for flags and defaults).
-#[derive(Debug, Clone)]
-pub struct WatchConfig {
-    /// Time between two polls of one resource (jittered by ±10%).
-    pub poll_interval: Duration,
-    /// Heartbeat interval of a quiet stream.
-    pub heartbeat_interval: Duration,
-    /// Global cap on upstream poll requests per second.
-    pub max_polls_per_second: f64,
-    /// How long the upstream may fail before a poller ends its streams with UNAVAILABLE.
-    pub unreachable_limit: Duration,
-    /// Cap on concurrent watch streams.
-    pub max_streams: usize,
-    /// Cap on concurrently watched resources (pollers).
-    pub max_watched: usize,
-    /// Timeout of one poll request.
-    pub poll_timeout: Duration,
-}
-
-impl WatchConfig {
-    /// The hub's settings from the command line's, polling with the upstream's request timeout.
-    pub fn from_settings(settings: &crate::config::WatchSettings, poll_timeout: Duration) -> Self {
-        Self {
-            poll_interval: settings.poll_interval,
-            heartbeat_interval: settings.heartbeat_interval,
-            max_polls_per_second: settings.max_polls_per_second,
-            unreachable_limit: settings.unreachable_limit,
-            max_streams: settings.max_streams,
-            max_watched: settings.max_watched,
-            poll_timeout,
-        }
-    }
-}
 
 /// What a poller watches.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -103,7 +70,9 @@ pub struct WatchHub {
 #[derive(Debug)]
 struct HubInner {
     client: OmsClient,
-    config: WatchConfig,
+    config: WatchSettings,
+    /// Timeout of one poll request (the upstream's per-attempt timeout).
+    poll_timeout: Duration,
     budget: PollBudget,
     pollers: Mutex<HashMap<WatchKey, Weak<Poller>>>,
     streams: AtomicUsize,
@@ -159,13 +128,14 @@ impl Subscription {
 // === impl WatchHub ===
 
 impl WatchHub {
-    /// A hub polling through `client`.
-    pub fn new(client: OmsClient, config: WatchConfig) -> Self {
+    /// A hub polling through `client`, each poll bounded by `poll_timeout`.
+    pub fn new(client: OmsClient, config: WatchSettings, poll_timeout: Duration) -> Self {
         Self {
             inner: Arc::new(HubInner {
                 budget: PollBudget::new(config.max_polls_per_second),
                 client,
                 config,
+                poll_timeout,
                 pollers: Mutex::new(HashMap::new()),
                 streams: AtomicUsize::new(0),
             }),
@@ -173,7 +143,7 @@ impl WatchHub {
     }
 
     /// The settings.
-    pub fn config(&self) -> &WatchConfig {
+    pub fn config(&self) -> &WatchSettings {
         &self.inner.config
     }
 
@@ -282,7 +252,7 @@ impl WatchHub {
 
 /// One poll of `key`.
 async fn fetch(hub: &HubInner, key: &WatchKey) -> Result<Vec<pb::CashIn>, GatewayError> {
-    let deadline = Instant::now() + hub.config.poll_timeout;
+    let deadline = Instant::now() + hub.poll_timeout;
     match key {
         WatchKey::CashIn(id) => {
             hub.budget.acquire().await;
