@@ -422,6 +422,33 @@ impl Default for SandboxOptions {
     }
 }
 
+// === impl SandboxOptions ===
+
+impl SandboxOptions {
+    /// The sandbox's configuration: these options, listening on `listen`, accepting `api_key`
+    /// and `api_secret`.
+    pub fn sandbox_config(
+        &self,
+        listen: SocketAddr,
+        api_key: &str,
+        api_secret: &Secret,
+    ) -> crate::sandbox::SandboxConfig {
+        crate::sandbox::SandboxConfig {
+            listen,
+            api_key: api_key.to_owned(),
+            api_secret: api_secret.expose().to_owned(),
+            token_ttl: self.token_ttl,
+            code_ttl: self.code_ttl,
+            spelling: match self.spelling {
+                SpellingArg::Openapi => crate::sandbox::Spelling::OpenApi,
+                SpellingArg::Guide => crate::sandbox::Spelling::Guide,
+            },
+            faults: self.faults.clone(),
+            ..crate::sandbox::SandboxConfig::default()
+        }
+    }
+}
+
 /// `oms-gateway sandbox`: the simulator alone.
 #[derive(Debug, Clone, Args)]
 pub struct SandboxArgs {

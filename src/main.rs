@@ -2,7 +2,7 @@
 //! for SIGINT or SIGTERM, shut down. No business logic lives here.
 
 use clap::Parser;
-use oms_gateway::config::{Cli, Command, LogConfig, LogFormat, SandboxArgs, SpellingArg};
+use oms_gateway::config::{Cli, Command, LogConfig, LogFormat, SandboxArgs};
 use oms_gateway::{sandbox, server};
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
@@ -45,19 +45,9 @@ async fn shutdown_signal() {
 }
 
 async fn run_sandbox(args: SandboxArgs) -> ExitCode {
-    let config = sandbox::SandboxConfig {
-        listen: args.listen,
-        api_key: args.api_key.clone(),
-        api_secret: args.api_secret.expose().to_owned(),
-        token_ttl: args.options.token_ttl,
-        code_ttl: args.options.code_ttl,
-        spelling: match args.options.spelling {
-            SpellingArg::Openapi => sandbox::Spelling::OpenApi,
-            SpellingArg::Guide => sandbox::Spelling::Guide,
-        },
-        faults: args.options.faults.clone(),
-        ..sandbox::SandboxConfig::default()
-    };
+    let config = args
+        .options
+        .sandbox_config(args.listen, &args.api_key, &args.api_secret);
     match sandbox::start(config).await {
         Ok(handle) => {
             println!(

@@ -7,14 +7,14 @@
 //! unreachable or rejects the gateway's credentials.
 
 use crate::config::Secret;
-use crate::config::{GatewayConfig, ServerSettings, SpellingArg, UpstreamTarget};
+use crate::config::{GatewayConfig, ServerSettings, UpstreamTarget};
 use crate::idempotency::IdempotencyLayer;
 use crate::limits::LoadShedLayer;
 use crate::proto::{
     self,
     v1::{cash_in_service_server, cash_location_service_server, sandbox_service_server},
 };
-use crate::sandbox::{self, SandboxConfig, SandboxHandle, Spelling};
+use crate::sandbox::{self, SandboxConfig, SandboxHandle};
 use crate::service::{cash_in::CashIns, cash_location::CashLocations, sandbox::Sandbox};
 use crate::upstream::breaker::CircuitState;
 use crate::upstream::{OmsClient, UpstreamHealth, auth::Credentials};
@@ -136,20 +136,14 @@ impl RunningGateway {
     }
 }
 
+/// The embedded sandbox: loopback, an ephemeral port, a random secret only this process knows.
 fn sandbox_config(config: &GatewayConfig) -> SandboxConfig {
-    SandboxConfig {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        api_key: "sk_sdbx_embedded".to_owned(),
-        api_secret: uuid::Uuid::new_v4().simple().to_string(),
-        token_ttl: config.sandbox.token_ttl,
-        code_ttl: config.sandbox.code_ttl,
-        spelling: match config.sandbox.spelling {
-            SpellingArg::Openapi => Spelling::OpenApi,
-            SpellingArg::Guide => Spelling::Guide,
-        },
-        seed: fastrand::u64(..),
-        faults: config.sandbox.faults.clone(),
-    }
+    let secret = Secret::new(uuid::Uuid::new_v4().simple().to_string());
+    config.sandbox.sandbox_config(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        "sk_sdbx_embedded",
+        &secret,
+    )
 }
 
 /// Starts the gateway (and the embedded sandbox when no upstream is configured) and returns
