@@ -1,14 +1,14 @@
 //! `polygon.oms.v1.CashInService`: create, get, list and refresh cash-ins over the OMS REST API.
 
 use super::{
-    caller_identity, deadline, echo_idempotency_key, grpc_timeout, idempotency_key, page_token,
-    status_with_key, upstream_idempotency_key,
+    caller_identity, deadline, echo_idempotency_keys, grpc_timeout, idempotency_key, page_token,
+    status_with_keys, upstream_idempotency_key,
 };
 use crate::convert;
 use crate::error::{GatewayError, ResourceRef, UpstreamError};
 use crate::idempotency::{self, IdempotencyLayer};
 use crate::proto::v1::{self as pb, cash_in_service_server::CashInService};
-use crate::upstream::{ListCashInsQuery, OmsClient, model::CashInDto};
+use crate::upstream::{ListCashInsQuery, OmsClient, WriteKey, model::CashInDto};
 use crate::validate::{self, Violations};
 use crate::watch::{
     WatchHub, WatchKey,
@@ -93,6 +93,16 @@ struct Mutation {
     upstream_key: String,
 }
 
+impl Mutation {
+    /// The key to send upstream; `resumes`: see [`WriteKey::resumes`].
+    fn write_key(&self, resumes: bool) -> WriteKey<'_> {
+        WriteKey {
+            key: &self.upstream_key,
+            resumes,
+        }
+    }
+}
+
 impl CashIns {
     fn mutation<T>(
         &self,
@@ -110,7 +120,8 @@ impl CashIns {
         }
     }
 
-    /// Runs `call` through the idempotency layer (share, replay or refuse; see idempotency.rs).
+    /// Runs `call` through the idempotency layer (share, replay or refuse; see idempotency.rs);
+    /// `call` is told whether it resumes an abandoned call with the same key.
     async fn once<F, Fut>(
         &self,
         mutation: &Mutation,
@@ -119,7 +130,7 @@ impl CashIns {
         call: F,
     ) -> Result<pb::CashIn, GatewayError>
     where
-        F: FnOnce() -> Fut,
+        F: FnOnce(bool) -> Fut,
         Fut: std::future::Future<Output = Result<pb::CashIn, GatewayError>>,
     {
         self.idempotency
@@ -183,11 +194,13 @@ impl CashInService for CashIns {
             // The REST body is what OMS fingerprints too; metadata is a BTreeMap, so it is stable.
             let fingerprint =
                 idempotency::fingerprint(&[&serde_json::to_vec(&body).unwrap_or_default()]);
+            let (m, body) = (&m, &body);
             let cash_in = self
-                .once(&m, "CreateCashIn", fingerprint, || async {
+                .once(m, "CreateCashIn", fingerprint, |resumes| async move {
+                    let key = m.write_key(resumes);
                     let dto = self
                         .client
-                        .create_cash_in(&body, &m.upstream_key, m.deadline)
+                        .create_cash_in(body, key, m.deadline)
                         .await
                         .map_err(GatewayError::upstream("POST /cash-ins", None))?;
                     decode_cash_in("POST /cash-ins", dto)
@@ -195,15 +208,17 @@ impl CashInService for CashIns {
                 .await?;
             tracing::Span::current().record("cash_in_id", cash_in.id.as_str());
             tracing::info!(status = cash_in.status, "cash-in created");
+            // Its customer's watchers hear of it now, not at their poller's next turn.
+            self.hub.publish(&cash_in);
             let mut response = Response::new(pb::CreateCashInResponse {
                 cash_in: Some(cash_in),
             });
-            echo_idempotency_key(response.metadata_mut(), &m.key);
+            echo_idempotency_keys(response.metadata_mut(), &m.key, &m.upstream_key);
             Ok(response)
         }
         .instrument(span)
         .await
-        .map_err(|err| status_with_key(err, &m.key))
+        .map_err(|err| status_with_keys(err, &m.key, &m.upstream_key))
     }
 
     async fn get_cash_in(
@@ -339,11 +354,13 @@ impl CashInService for CashIns {
             violations.finish()?;
             let id = &request.cash_in_id;
             let fingerprint = idempotency::fingerprint(&[id.as_bytes()]);
+            let m = &m;
             let cash_in = self
-                .once(&m, "RefreshCashIn", fingerprint, || async {
+                .once(m, "RefreshCashIn", fingerprint, |resumes| async move {
+                    let key = m.write_key(resumes);
                     let dto = self
                         .client
-                        .refresh_cash_in(id, &m.upstream_key, m.deadline)
+                        .refresh_cash_in(id, key, m.deadline)
                         .await
                         .map_err(GatewayError::upstream(
                             "POST /cash-ins/{id}/refresh",
@@ -357,12 +374,12 @@ impl CashInService for CashIns {
             let mut response = Response::new(pb::RefreshCashInResponse {
                 cash_in: Some(cash_in),
             });
-            echo_idempotency_key(response.metadata_mut(), &m.key);
+            echo_idempotency_keys(response.metadata_mut(), &m.key, &m.upstream_key);
             Ok(response)
         }
         .instrument(span)
         .await
-        .map_err(|err| status_with_key(err, &m.key))
+        .map_err(|err| status_with_keys(err, &m.key, &m.upstream_key))
     }
 
     type WatchCashInStream = EventStream;
