@@ -408,12 +408,12 @@ pub struct SandboxOptions {
     /// `seed=42,503=0.1,429=0.05,retry_after=1s,reset_before=0.03,reset_after=0.05,latency=0.1:50ms-300ms,revoke=0.01`;
     /// `none` for none. Changeable at run time with `PUT /sandbox/faults`.
     #[arg(long = "sandbox-faults", env = "OMS_SANDBOX_FAULTS", default_value = "none", value_parser = parse_fault_plan)]
-    pub faults: crate::sandbox::FaultPlan,
+    pub faults: oms_sandbox::FaultPlan,
 }
 
-fn parse_fault_plan(text: &str) -> Result<crate::sandbox::FaultPlan, String> {
+fn parse_fault_plan(text: &str) -> Result<oms_sandbox::FaultPlan, String> {
     text.parse()
-        .map_err(|e: crate::sandbox::FaultPlanError| e.to_string())
+        .map_err(|e: oms_sandbox::FaultPlanError| e.to_string())
 }
 
 impl Default for SandboxOptions {
@@ -432,19 +432,19 @@ impl SandboxOptions {
         listen: SocketAddr,
         api_key: &str,
         api_secret: &Secret,
-    ) -> crate::sandbox::SandboxConfig {
-        crate::sandbox::SandboxConfig {
+    ) -> oms_sandbox::SandboxConfig {
+        oms_sandbox::SandboxConfig {
             listen,
             api_key: api_key.to_owned(),
             api_secret: api_secret.expose().to_owned(),
             token_ttl: self.token_ttl,
             code_ttl: self.code_ttl,
             spelling: match self.spelling {
-                SpellingArg::Openapi => crate::sandbox::Spelling::OpenApi,
-                SpellingArg::Guide => crate::sandbox::Spelling::Guide,
+                SpellingArg::Openapi => oms_sandbox::Spelling::OpenApi,
+                SpellingArg::Guide => oms_sandbox::Spelling::Guide,
             },
             faults: self.faults.clone(),
-            ..crate::sandbox::SandboxConfig::default()
+            ..oms_sandbox::SandboxConfig::default()
         }
     }
 }

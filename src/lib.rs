@@ -10,7 +10,6 @@ pub mod error;
 pub mod idempotency;
 pub mod limits;
 pub mod proto;
-pub mod sandbox;
 pub mod server;
 pub mod service;
 pub mod upstream;

@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use oms_gateway::config::{Cli, Command, LogConfig, LogFormat, SandboxArgs};
-use oms_gateway::{sandbox, server};
+use oms_gateway::server;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
@@ -48,7 +48,7 @@ async fn run_sandbox(args: SandboxArgs) -> ExitCode {
     let config = args
         .options
         .sandbox_config(args.listen, &args.api_key, &args.api_secret);
-    match sandbox::start(config).await {
+    match oms_sandbox::start(config).await {
         Ok(handle) => {
             println!(
                 "OMS sandbox listening on {} (API key {}); try: curl -s -X POST {}/auth/token -H 'content-type: application/json' -d '{{\"apiKey\":\"{}\",\"apiSecret\":\"<your --api-secret>\"}}'",

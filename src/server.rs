@@ -14,11 +14,11 @@ use crate::proto::{
     self,
     v1::{cash_in_service_server, cash_location_service_server, sandbox_service_server},
 };
-use crate::sandbox::{self, SandboxConfig, SandboxHandle};
 use crate::service::{cash_in::CashIns, cash_location::CashLocations, sandbox::Sandbox};
 use crate::upstream::breaker::CircuitState;
 use crate::upstream::{OmsClient, UpstreamHealth, auth::Credentials};
 use crate::watch::WatchHub;
+use oms_sandbox::{self as sandbox, SandboxConfig, SandboxHandle};
 use std::sync::Arc;
 use std::{net::SocketAddr, time::Duration};
 use tokio::{

@@ -151,12 +151,7 @@ async fn health_is_serving_again_once_calls_succeed_after_a_rejected_token() {
     let created = common::create_cash_in(&gateway, "cst_health401").await;
     gateway
         .sandbox()
-        .inject(oms_gateway::sandbox::Fault::status(
-            Some("GET"),
-            "/cash-ins",
-            2,
-            401,
-        ));
+        .inject(oms_sandbox::Fault::status(Some("GET"), "/cash-ins", 2, 401));
     let status = gateway
         .cash_ins()
         .get_cash_in(pb::GetCashInRequest {
@@ -183,7 +178,7 @@ async fn an_exchange_cut_short_by_a_callers_deadline_leaves_health_serving() {
     let gateway = common::start().await;
     let created = common::create_cash_in(&gateway, "cst_health_deadline").await;
     gateway.sandbox().revoke_tokens();
-    gateway.sandbox().inject(oms_gateway::sandbox::Fault::delay(
+    gateway.sandbox().inject(oms_sandbox::Fault::delay(
         Some("POST"),
         "/auth/token",
         1,

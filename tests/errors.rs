@@ -8,7 +8,7 @@ mod support;
 
 use oms_gateway::config::GatewayConfig;
 use oms_gateway::proto::v1 as pb;
-use oms_gateway::sandbox::{Fault, FaultAction};
+use oms_sandbox::{Fault, FaultAction};
 use std::time::{Duration, Instant};
 use tonic::{Code, Request, Status};
 use tonic_health::ServingStatus;

@@ -6,7 +6,7 @@ mod common;
 mod support;
 
 use oms_gateway::proto::v1 as pb;
-use oms_gateway::sandbox::Fault;
+use oms_sandbox::Fault;
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Request, Response};
 

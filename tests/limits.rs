@@ -38,7 +38,7 @@ async fn a_message_over_the_size_limit_is_refused_without_reaching_the_upstream(
 
 /// Two slow calls at once on one connection; returns how long both took.
 async fn two_slow_calls_on_one_connection(max_streams_per_connection: u32) -> std::time::Duration {
-    use oms_gateway::sandbox::Fault;
+    use oms_sandbox::Fault;
     let mut config = common::test_config();
     config.server.max_streams_per_connection = max_streams_per_connection;
     let gateway = common::start_with(config).await;

@@ -15,7 +15,7 @@ mod common;
 mod support;
 
 use oms_gateway::proto::v1 as pb;
-use oms_gateway::sandbox::{Fault, FaultPlan, RecordedRequest};
+use oms_sandbox::{Fault, FaultPlan, RecordedRequest};
 use pb::cash_in_service_client::CashInServiceClient;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -860,11 +860,11 @@ async fn with_no_token_and_a_hanging_oms_calls_soon_fail_fast() {
 #[tokio::test]
 async fn the_prober_backs_off_while_token_exchanges_fail() {
     let secret = "prober-secret";
-    let sandbox = oms_gateway::sandbox::start(oms_gateway::sandbox::SandboxConfig {
+    let sandbox = oms_sandbox::start(oms_sandbox::SandboxConfig {
         api_key: support::REMOTE_API_KEY.to_owned(),
         api_secret: secret.to_owned(),
         token_ttl: Duration::from_secs(1),
-        ..oms_gateway::sandbox::SandboxConfig::default()
+        ..oms_sandbox::SandboxConfig::default()
     })
     .await
     .expect("sandbox");

@@ -17,7 +17,7 @@ mod common;
 mod support;
 
 use oms_gateway::proto::v1 as pb;
-use oms_gateway::sandbox::{Fault, FaultAction};
+use oms_sandbox::{Fault, FaultAction};
 use pb::create_cash_in_request::{self as create, wallet::Kind};
 use prost::bytes::{Buf, BufMut};
 use std::collections::{BTreeMap, HashMap};

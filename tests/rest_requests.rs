@@ -6,7 +6,7 @@ mod common;
 mod support;
 
 use oms_gateway::proto::v1 as pb;
-use oms_gateway::sandbox::RecordedRequest;
+use oms_sandbox::RecordedRequest;
 use serde_json::{Value, json};
 
 /// The one request the RPC under test sent (the journal is cleared before each RPC).

@@ -10,7 +10,7 @@ mod common;
 mod support;
 
 use oms_gateway::proto::v1 as pb;
-use oms_gateway::sandbox::{Fault, FaultAction, SandboxHandle};
+use oms_sandbox::{Fault, FaultAction, SandboxHandle};
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use tonic::Status;

@@ -5,7 +5,7 @@
 mod common;
 
 use oms_gateway::proto::v1 as pb;
-use oms_gateway::sandbox::Spelling;
+use oms_sandbox::Spelling;
 
 async fn get(gateway: &common::TestGateway, id: &str) -> pb::CashIn {
     gateway

@@ -7,7 +7,7 @@ mod common;
 mod support;
 
 use oms_gateway::config::Secret;
-use oms_gateway::sandbox::{self, SandboxConfig};
+use oms_sandbox::{self as sandbox, SandboxConfig};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};

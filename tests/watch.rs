@@ -7,7 +7,7 @@ mod common;
 use common::TestGateway;
 use oms_gateway::config::GatewayConfig;
 use oms_gateway::proto::v1 as pb;
-use oms_gateway::sandbox::{Fault, FaultAction};
+use oms_sandbox::{Fault, FaultAction};
 use pb::{CashInEventType as Kind, CashInStatus as St};
 use std::time::Duration;
 use tokio::sync::mpsc;

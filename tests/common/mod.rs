@@ -4,8 +4,8 @@
 
 use oms_gateway::config::GatewayConfig;
 use oms_gateway::proto::v1 as pb;
-use oms_gateway::sandbox::SandboxHandle;
 use oms_gateway::server::{self, RunningGateway};
+use oms_sandbox::SandboxHandle;
 use pb::cash_in_service_client::CashInServiceClient;
 use pb::cash_location_service_client::CashLocationServiceClient;
 use pb::sandbox_service_client::SandboxServiceClient;

@@ -7,7 +7,7 @@
 #![allow(dead_code)]
 
 use oms_gateway::config::{GatewayConfig, Secret};
-use oms_gateway::sandbox::{self, RecordedRequest, SandboxConfig, SandboxHandle};
+use oms_sandbox::{self as sandbox, RecordedRequest, SandboxConfig, SandboxHandle};
 use std::time::Duration;
 use tonic::Status;
 use tonic_types::{ErrorDetail, ErrorInfo, StatusExt};

@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
-use super::{
+use oms_sandbox::{
     CONNECTION_RESET, Fault, FaultAction, FaultPlan, FaultStats, SandboxConfig, SandboxHandle,
     Spelling, start,
 };
@@ -472,8 +472,7 @@ async fn codes_expire_and_refresh_replaces_them() {
 
     tokio::time::sleep(Duration::from_millis(800)).await;
     // The background sweep has expired it before anyone asked (no lazy expiry in this peek).
-    let stored = super::lock(&sb.inner.sandbox.store).stored_status(&id);
-    assert_eq!(stored, Some(super::store::Status::Expired));
+    assert_eq!(sb.stored_status(&id), Some("expired"));
     let swept = sb.cash_in_json(&id).expect("exists");
     assert_eq!(swept["status"], "expired");
     assert_eq!(swept["subStatus"], "cash_deposit_expired");

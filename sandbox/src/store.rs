@@ -266,7 +266,6 @@ impl Store {
     }
 
     /// The status as stored, without applying lazy expiry (lets tests see the sweep's work).
-    #[cfg(test)]
     pub(crate) fn stored_status(&self, id: &str) -> Option<Status> {
         self.cash_ins.get(id).map(|c| c.status)
     }

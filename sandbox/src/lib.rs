@@ -2,8 +2,9 @@
 //! (auth tokens, cash-ins, cash locations, and the sandbox-only deposit simulation), served over
 //! HTTP/1.1 on loopback.
 //!
-//! It is a separate "server" on purpose: it shares no types with the gateway's REST client, so
-//! a misreading of the API in one cannot hide in the other. It follows the published docs where
+//! It is a separate "server" on purpose, in a crate of its own that depends on nothing of the
+//! gateway: it shares no types with the gateway's REST client, so a misreading of the API in one
+//! cannot hide in the other. It follows the published docs where
 //! they agree, can speak either side where they contradict each other ([`Spelling`]), and lets
 //! tests see and script what happens on the wire ([`SandboxHandle::journal`],
 //! [`SandboxHandle::inject`]), or inject seeded random faults, connection resets included
@@ -11,8 +12,8 @@
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
-//! use oms_gateway::sandbox::{self, SandboxConfig};
-//! let sandbox = sandbox::start(SandboxConfig::default()).await?;
+//! use oms_sandbox::SandboxConfig;
+//! let sandbox = oms_sandbox::start(SandboxConfig::default()).await?;
 //! let base_url = sandbox.base_url(); // e.g. http://127.0.0.1:43121, routes directly under it
 //! # let _ = base_url;
 //! sandbox.shutdown().await;
@@ -283,6 +284,14 @@ impl SandboxHandle {
             .map(|ci| model::render_cash_in(ci, &spelling))
     }
 
+    /// A cash-in's status as stored (`pending`, `expired`, ...), without the lazy expiry that
+    /// every read applies: shows what the background sweep has done.
+    pub fn stored_status(&self, id: &str) -> Option<&'static str> {
+        lock(&self.inner.sandbox.store)
+            .stored_status(id)
+            .map(store::Status::as_str)
+    }
+
     /// Stops accepting connections, lets in-flight requests finish (up to a few seconds), and
     /// waits for the server to stop. Other clones of the handle see a stopped server.
     pub async fn shutdown(self) {
@@ -299,6 +308,3 @@ impl SandboxHandle {
         }
     }
 }
-
-#[cfg(test)]
-mod tests;
