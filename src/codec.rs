@@ -6,13 +6,11 @@
 //! The generated clients share this codec, so a client built from this crate reports an
 //! undecodable *response* as INVALID_ARGUMENT too; clients generated elsewhere are unaffected.
 
-use crate::error::GATEWAY_DOMAIN;
+use crate::error::GatewayError;
 use prost::Message;
-use std::collections::HashMap;
 use tonic::codec::{BufferSettings, DecodeBuf, Decoder};
 use tonic::{Code, Status};
 use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
-use tonic_types::{ErrorDetails, StatusExt};
 
 /// [`ProstCodec`] with decode errors reported as INVALID_ARGUMENT.
 #[derive(Debug, Clone)]
@@ -56,16 +54,7 @@ impl<U: Message + Default> Decoder for RequestDecoder<U> {
             if status.code() != Code::Internal {
                 return status;
             }
-            let mut details = ErrorDetails::new();
-            details.set_error_info("MALFORMED_MESSAGE", GATEWAY_DOMAIN, HashMap::new());
-            Status::with_error_details(
-                Code::InvalidArgument,
-                format!(
-                    "the message is not a valid protobuf encoding of its type: {}",
-                    status.message()
-                ),
-                details,
-            )
+            GatewayError::MalformedMessage(status.message().to_owned()).into()
         })
     }
 

@@ -7,16 +7,12 @@
 //! OUT_OF_RANGE, where gRPC's status-code table says RESOURCE_EXHAUSTED ("sent or received
 //! message was larger than configured limit").
 
-use crate::error::GATEWAY_DOMAIN;
-use std::collections::HashMap;
+use crate::error::GatewayError;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 use tokio::sync::Semaphore;
-use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
 use tower::{Layer, Service};
 
 /// Paths never shed.
@@ -58,34 +54,46 @@ pub struct LoadShed<S> {
     max_in_flight: usize,
 }
 
-fn overloaded(max_in_flight: usize) -> Status {
-    let mut details = ErrorDetails::new();
-    details.set_error_info("GATEWAY_OVERLOADED", GATEWAY_DOMAIN, HashMap::new());
-    details.set_retry_info(Some(Duration::from_millis(250)));
-    Status::with_error_details(
-        Code::ResourceExhausted,
-        format!(
-            "the gateway is at its limit of {max_in_flight} calls in flight; retry with backoff"
-        ),
-        details,
-    )
+/// Replaces tonic's trailers-only OUT_OF_RANGE for an oversize message with the gateway's
+/// RESOURCE_EXHAUSTED (reason MESSAGE_TOO_LARGE), keeping tonic's message.
+fn oversize_is_resource_exhausted<B: Default>(response: http::Response<B>) -> http::Response<B> {
+    let headers = response.headers();
+    let message = headers
+        .get("grpc-message")
+        .and_then(|m| m.to_str().ok())
+        .filter(|m| {
+            m.contains("message%20length%20too%20large") || m.contains("message length too large")
+        });
+    match message {
+        Some(message) if headers.get("grpc-status").is_some_and(|s| s == "11") => {
+            let message = percent_decode(message);
+            tonic::Status::from(GatewayError::MessageTooLarge(message)).into_http()
+        }
+        _ => response,
+    }
 }
 
-/// Rewrites tonic's trailers-only OUT_OF_RANGE for an oversize message to RESOURCE_EXHAUSTED.
-fn oversize_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::Response<B> {
-    let headers = response.headers_mut();
-    let oversize = headers.get("grpc-status").is_some_and(|s| s == "11")
-        && headers
-            .get("grpc-message")
-            .and_then(|m| m.to_str().ok())
-            .is_some_and(|m| {
-                m.contains("message%20length%20too%20large")
-                    || m.contains("message length too large")
-            });
-    if oversize {
-        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+/// `grpc-message` is percent-encoded (gRPC over HTTP/2); decodes `%XX` escapes.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && let (Some(Some(hi)), Some(Some(lo))) = (
+                bytes.get(i + 1).map(|b| hex(*b)),
+                bytes.get(i + 2).map(|b| hex(*b)),
+            )
+        {
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
     }
-    response
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -122,7 +130,10 @@ where
                     max_in_flight = self.max_in_flight,
                     "shedding a call: at the concurrency limit"
                 );
-                let response = overloaded(self.max_in_flight).into_http();
+                let status = tonic::Status::from(GatewayError::Overloaded {
+                    max_in_flight: self.max_in_flight,
+                });
+                let response = status.into_http();
                 Box::pin(async move { Ok(response) })
             }
         }

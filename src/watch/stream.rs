@@ -157,7 +157,7 @@ impl Ends {
     async fn reached(&mut self) -> Stop {
         tokio::select! {
             () = tokio::time::sleep_until(self.deadline) => {
-                Stop::With(Status::deadline_exceeded("the watch reached the caller's deadline"))
+                Stop::With(GatewayError::DeadlineExceeded("the watch reached the caller's deadline".into()).into())
             }
             _ = self.shutdown.changed() => Stop::With(
                 GatewayError::Unavailable("the gateway is shutting down; reconnect to resume watching".into()).into(),
@@ -232,7 +232,7 @@ async fn watch_loop(
             changed = subscription.receiver().changed() => {
                 if changed.is_err() {
                     // The poller is gone without a final word; should not happen while subscribed.
-                    return Err(Stop::With(Status::unavailable("the watch poller stopped; reconnect")));
+                    return Err(Stop::With(GatewayError::Unavailable("the watch poller stopped; reconnect".into()).into()));
                 }
                 let observation = subscription.receiver().borrow_and_update().clone();
                 match observation {
