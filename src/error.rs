@@ -179,6 +179,17 @@ pub enum GatewayError {
     /// The gateway is shutting down or otherwise cannot serve; the caller should retry elsewhere.
     #[error("{0}")]
     Unavailable(String),
+    /// The call carries no caller identity where the gateway requires one.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The authorization policy allows this caller no such call.
+    #[error("caller `{caller}` is not allowed to call {method}")]
+    NotAllowed {
+        /// The authenticated caller.
+        caller: String,
+        /// `package.Service/Method`.
+        method: String,
+    },
 }
 
 // === impl GatewayError ===
@@ -194,6 +205,8 @@ impl GatewayError {
             Self::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Self::ResourceExhausted(_) => Code::ResourceExhausted,
             Self::Unavailable(_) => Code::Unavailable,
+            Self::Unauthenticated(_) => Code::Unauthenticated,
+            Self::NotAllowed { .. } => Code::PermissionDenied,
         }
     }
 
@@ -209,6 +222,8 @@ impl GatewayError {
             Self::DeadlineExceeded(_) => ("DEADLINE_EXCEEDED", None),
             Self::ResourceExhausted(_) => ("GATEWAY_LIMIT_REACHED", Some(DEFAULT_RETRY_DELAY)),
             Self::Unavailable(_) => ("GATEWAY_UNAVAILABLE", Some(DEFAULT_RETRY_DELAY)),
+            Self::Unauthenticated(_) => ("CALLER_UNAUTHENTICATED", None),
+            Self::NotAllowed { .. } => ("CALLER_NOT_ALLOWED", None),
             Self::Invalid(_) | Self::Upstream { .. } => ("INTERNAL", None),
         }
     }
@@ -306,8 +321,15 @@ impl From<GatewayError> for Status {
                 if code == Code::ResourceExhausted {
                     tracing::warn!(error = %own, "gateway limit reached");
                 }
+                let metadata = match &own {
+                    GatewayError::NotAllowed { caller, method } => HashMap::from([
+                        ("caller".to_owned(), caller.clone()),
+                        ("method".to_owned(), method.clone()),
+                    ]),
+                    _ => HashMap::new(),
+                };
                 let mut details = ErrorDetails::new();
-                details.set_error_info(reason, GATEWAY_DOMAIN, HashMap::new());
+                details.set_error_info(reason, GATEWAY_DOMAIN, metadata);
                 if retry.is_some() {
                     details.set_retry_info(retry);
                 }

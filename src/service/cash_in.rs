@@ -1,13 +1,15 @@
 //! `polygon.oms.v1.CashInService`: create, get, list and refresh cash-ins over the OMS REST API.
 
 use super::{
-    caller_identity, deadline, echo_idempotency_key, grpc_timeout, idempotency_key, page_token,
+    deadline, echo_idempotency_key, grpc_timeout, idempotency_key, page_token,
     status_with_key, upstream_idempotency_key,
 };
+use crate::audit;
 use crate::convert;
 use crate::error::{GatewayError, ResourceRef, UpstreamError};
 use crate::idempotency::{self, IdempotencyLayer};
 use crate::proto::v1::{self as pb, cash_in_service_server::CashInService};
+use crate::security::Caller;
 use crate::upstream::{ListCashInsQuery, OmsClient, model::CashInDto};
 use crate::validate::{self, Violations};
 use crate::watch::{
@@ -35,8 +37,6 @@ pub struct CashIns {
     shutdown: watch::Receiver<bool>,
     /// Shares and replays mutations per (caller, key): see `idempotency.rs`.
     idempotency: Arc<IdempotencyLayer<pb::CashIn>>,
-    /// The metadata key naming the caller, which scopes idempotency keys.
-    caller_header: Arc<str>,
 }
 
 // === impl CashIns ===
@@ -49,7 +49,6 @@ impl CashIns {
         hub: WatchHub,
         shutdown: watch::Receiver<bool>,
         idempotency: Arc<IdempotencyLayer<pb::CashIn>>,
-        caller_header: &str,
     ) -> Self {
         Self {
             client,
@@ -57,7 +56,6 @@ impl CashIns {
             hub,
             shutdown,
             idempotency,
-            caller_header: caller_header.into(),
         }
     }
 
@@ -88,9 +86,34 @@ impl CashIns {
 struct Mutation {
     deadline: Instant,
     key: String,
+    /// The authenticated caller (see `security::CallerLayer`); empty when anonymous.
     caller: String,
     /// The key sent to OMS: `key` scoped to `caller` (see `upstream_idempotency_key`).
     upstream_key: String,
+}
+
+impl Mutation {
+    /// The call's audit line.
+    fn audit(
+        &self,
+        method: &str,
+        cash_in_id: &str,
+        customer_id: &str,
+        result: Result<(), &GatewayError>,
+    ) {
+        audit::mutation(
+            &audit::Mutation {
+                caller: &self.caller,
+                method,
+                idempotency_key: &self.key,
+                oms_idempotency_key: &self.upstream_key,
+                cash_in_id,
+                customer_id,
+            },
+            result,
+            "",
+        );
+    }
 }
 
 impl CashIns {
@@ -101,7 +124,7 @@ impl CashIns {
         violations: &mut Violations,
     ) -> Mutation {
         let key = idempotency_key(field_key, request.metadata(), violations);
-        let caller = caller_identity(request.metadata(), &self.caller_header);
+        let caller = Caller::of(request);
         Mutation {
             deadline: deadline(request.metadata(), self.default_deadline),
             upstream_key: upstream_idempotency_key(&caller, &key),
@@ -175,8 +198,9 @@ impl CashInService for CashIns {
             &mut violations,
         );
         let span = tracing::info_span!("CreateCashIn", idempotency_key = %m.key, caller = %m.caller, cash_in_id = tracing::field::Empty);
-        async {
-            let request = request.into_inner();
+        let request = request.into_inner();
+        let customer_id = request.customer_id.clone();
+        let result: Result<Response<pb::CreateCashInResponse>, GatewayError> = async {
             validate::create_cash_in(&request, &mut violations);
             violations.finish()?;
             let body = convert::create_body(&request);
@@ -202,8 +226,18 @@ impl CashInService for CashIns {
             Ok(response)
         }
         .instrument(span)
-        .await
-        .map_err(|err| status_with_key(err, &m.key))
+        .await;
+        let cash_in_id = match &result {
+            Ok(response) => response.get_ref().cash_in.as_ref().map(|c| c.id.clone()),
+            Err(_) => None,
+        };
+        m.audit(
+            "polygon.oms.v1.CashInService/CreateCashIn",
+            cash_in_id.as_deref().unwrap_or(""),
+            &customer_id,
+            result.as_ref().map(|_| ()),
+        );
+        result.map_err(|err| status_with_key(err, &m.key))
     }
 
     async fn get_cash_in(
@@ -333,7 +367,7 @@ impl CashInService for CashIns {
         );
         let request = request.into_inner();
         let span = tracing::info_span!("RefreshCashIn", cash_in_id = %request.cash_in_id, idempotency_key = %m.key, caller = %m.caller);
-        async {
+        let result: Result<Response<pb::RefreshCashInResponse>, GatewayError> = async {
             validate::cash_in_id(&mut violations, &request.cash_in_id);
             validate::idempotency_key(&mut violations, "idempotency_key", &request.idempotency_key);
             violations.finish()?;
@@ -361,8 +395,18 @@ impl CashInService for CashIns {
             Ok(response)
         }
         .instrument(span)
-        .await
-        .map_err(|err| status_with_key(err, &m.key))
+        .await;
+        let customer_id = match &result {
+            Ok(response) => response.get_ref().cash_in.as_ref().map(|c| c.customer_id.clone()),
+            Err(_) => None,
+        };
+        m.audit(
+            "polygon.oms.v1.CashInService/RefreshCashIn",
+            &request.cash_in_id,
+            customer_id.as_deref().unwrap_or(""),
+            result.as_ref().map(|_| ()),
+        );
+        result.map_err(|err| status_with_key(err, &m.key))
     }
 
     type WatchCashInStream = EventStream;

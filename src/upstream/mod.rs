@@ -543,7 +543,8 @@ impl OmsClient {
                 if status.is_success() {
                     return read_body(response).await.map(Ok);
                 }
-                let secrets = [token.bearer(), self.inner.auth.api_secret()];
+                let api_secret = self.inner.auth.api_secret();
+                let secrets = [token.bearer(), api_secret.expose()];
                 Ok(Err((
                     status,
                     failure_from_response(response, &secrets).await,
