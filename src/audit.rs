@@ -43,10 +43,7 @@ fn outcome(result: Result<(), &GatewayError>) -> (String, String) {
                 } => request_id.clone(),
                 _ => None,
             };
-            (
-                code_name(err.code()),
-                request_id.unwrap_or_default(),
-            )
+            (code_name(err.code()), request_id.unwrap_or_default())
         }
     }
 }

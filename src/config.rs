@@ -177,7 +177,11 @@ pub struct GatewayConfig {
 
     /// A file holding the OMS API key (a Kubernetes Secret mount); re-read when it changes.
     /// Instead of --oms-api-key.
-    #[arg(long = "oms-api-key-file", env = "OMS_API_KEY_FILE", conflicts_with = "oms_api_key")]
+    #[arg(
+        long = "oms-api-key-file",
+        env = "OMS_API_KEY_FILE",
+        conflicts_with = "oms_api_key"
+    )]
     pub oms_api_key_file: Option<PathBuf>,
 
     /// A file holding the OMS API secret (a Kubernetes Secret mount); re-read when it changes,
@@ -632,10 +636,18 @@ impl GatewayConfig {
         let read = |path: &PathBuf, what: &str| {
             std::fs::read_to_string(path)
                 .map(|text| text.trim().to_owned())
-                .map_err(|e| format!("cannot read the OMS API {what} file {}: {e}", path.display()))
+                .map_err(|e| {
+                    format!(
+                        "cannot read the OMS API {what} file {}: {e}",
+                        path.display()
+                    )
+                })
                 .and_then(|text| {
                     if text.is_empty() {
-                        Err(format!("the OMS API {what} file {} is empty", path.display()))
+                        Err(format!(
+                            "the OMS API {what} file {} is empty",
+                            path.display()
+                        ))
                     } else {
                         Ok(text)
                     }

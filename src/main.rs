@@ -78,7 +78,10 @@ async fn main() -> ExitCode {
     if let Some(Command::Sandbox(args)) = cli.command {
         return run_sandbox(args).await;
     }
-    let grpcurl = match (&cli.gateway.security.tls_cert, &cli.gateway.security.tls_client_ca) {
+    let grpcurl = match (
+        &cli.gateway.security.tls_cert,
+        &cli.gateway.security.tls_client_ca,
+    ) {
         (None, _) => "grpcurl -plaintext".to_owned(),
         (Some(_), None) => "grpcurl -cacert <CA of --tls-cert>".to_owned(),
         (Some(_), Some(_)) => {

@@ -163,15 +163,22 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> 
                 client_ca: config.security.tls_client_ca.clone(),
             };
             let shared: tls::SharedConfig = Arc::new(std::sync::RwLock::new(
-                files.load().map_err(|e| StartError::Config(format!("TLS: {e}")))?,
+                files
+                    .load()
+                    .map_err(|e| StartError::Config(format!("TLS: {e}")))?,
             ));
             let target = shared.clone();
             let paths = files.paths();
-            reloaders.push(reload::spawn("TLS certificate", paths, interval, move |contents| {
-                let config = tls::server_config(&files, contents)?;
-                *target.write().unwrap_or_else(|e| e.into_inner()) = config;
-                Ok(())
-            }));
+            reloaders.push(reload::spawn(
+                "TLS certificate",
+                paths,
+                interval,
+                move |contents| {
+                    let config = tls::server_config(&files, contents)?;
+                    *target.write().unwrap_or_else(|e| e.into_inner()) = config;
+                    Ok(())
+                },
+            ));
             Some(shared)
         }
         (None, None) if config.security.tls_client_ca.is_some() => {

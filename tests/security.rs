@@ -98,9 +98,7 @@ async fn health_check(channel: Channel) -> Result<i32, Status> {
 }
 
 /// A channel that may fail to connect, then a health check over it: what a client sees first.
-async fn probe(
-    channel: Result<Channel, tonic::transport::Error>,
-) -> Result<i32, String> {
+async fn probe(channel: Result<Channel, tonic::transport::Error>) -> Result<i32, String> {
     let channel = channel.map_err(|e| format!("connect: {e}"))?;
     tokio::time::timeout(Duration::from_secs(10), health_check(channel))
         .await
@@ -192,7 +190,10 @@ async fn plaintext_to_the_tls_port_fails_and_tls_works() {
 async fn with_mtls_a_client_without_a_certificate_is_refused() {
     let mtls = Mtls::start("no-client-cert", None).await;
     let outcome = probe(tls::channel(&mtls.gateway, &mtls.ca.pem, None).await).await;
-    assert!(outcome.is_err(), "no certificate got an answer: {outcome:?}");
+    assert!(
+        outcome.is_err(),
+        "no certificate got an answer: {outcome:?}"
+    );
     let with_cert = probe(Ok(mtls.channel_as(Name::Cn("svc".into())).await)).await;
     assert_eq!(with_cert, Ok(tonic_health::ServingStatus::Serving as i32));
     mtls.stop().await;
@@ -203,7 +204,10 @@ async fn with_mtls_a_certificate_from_another_ca_is_refused() {
     let mtls = Mtls::start("other-ca", None).await;
     let stranger = Ca::new("another CA").client(&Name::Spiffe(CHECKOUT.into()));
     let outcome = probe(tls::channel(&mtls.gateway, &mtls.ca.pem, Some(&stranger)).await).await;
-    assert!(outcome.is_err(), "a foreign certificate got an answer: {outcome:?}");
+    assert!(
+        outcome.is_err(),
+        "a foreign certificate got an answer: {outcome:?}"
+    );
     mtls.stop().await;
 }
 
@@ -212,7 +216,9 @@ async fn the_caller_is_the_spiffe_uri_san_else_the_first_dns_san_else_the_cn() {
     let mtls = Mtls::start("identity", Some(DENY_ALL)).await;
     let spiffe = mtls.channel_as(Name::Spiffe(CHECKOUT.into())).await;
     assert_eq!(seen_caller(spiffe).await, CHECKOUT);
-    let dns = mtls.channel_as(Name::Dns("payments.example.test".into())).await;
+    let dns = mtls
+        .channel_as(Name::Dns("payments.example.test".into()))
+        .await;
     assert_eq!(seen_caller(dns).await, "payments.example.test");
     let cn = mtls.channel_as(Name::Cn("legacy-batch".into())).await;
     assert_eq!(seen_caller(cn).await, "legacy-batch");
@@ -356,7 +362,10 @@ async fn a_policy_that_does_not_parse_refuses_to_start_naming_the_line() {
         .err()
         .expect("a broken policy refuses to start")
         .to_string();
-    assert!(err.contains("policy.toml") && err.contains("line 3"), "{err}");
+    assert!(
+        err.contains("policy.toml") && err.contains("line 3"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -410,7 +419,10 @@ async fn the_identity_header_is_honoured_only_when_configured() {
         .await
         .expect_err("no header, no identity");
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
-    assert_eq!(support::error_info(&status).reason, "CALLER_UNAUTHENTICATED");
+    assert_eq!(
+        support::error_info(&status).reason,
+        "CALLER_UNAUTHENTICATED"
+    );
     // Another mesh's header is not this one.
     let status = locations
         .list_cash_locations(with_header(
@@ -448,7 +460,10 @@ async fn the_identity_header_is_honoured_only_when_configured() {
             .await
             .expect_err("an unconfigured header is not an identity");
         assert_eq!(status.code(), Code::Unauthenticated, "{name}: {status:?}");
-        assert_eq!(support::error_info(&status).reason, "CALLER_UNAUTHENTICATED");
+        assert_eq!(
+            support::error_info(&status).reason,
+            "CALLER_UNAUTHENTICATED"
+        );
     }
     gateway.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
@@ -463,7 +478,10 @@ async fn x_caller_id_is_ignored_for_identity_and_for_idempotency() {
         .list_cash_locations(with_header(common::guide_point(), "x-caller-id", CHECKOUT))
         .await
         .expect_err("denied");
-    assert_eq!(support::error_info(&status).metadata["caller"], "real-caller");
+    assert_eq!(
+        support::error_info(&status).metadata["caller"],
+        "real-caller"
+    );
     mtls.stop().await;
 
     // On loopback dev mode, two "callers" by x-caller-id share one key space: it scopes nothing.
@@ -495,8 +513,12 @@ async fn x_caller_id_is_ignored_for_identity_and_for_idempotency() {
 #[tokio::test]
 async fn two_callers_with_the_same_key_get_two_cash_ins_and_neither_replays_the_others() {
     let mtls = Mtls::start("two-callers", None).await;
-    let a = mtls.channel_as(Name::Spiffe("spiffe://test.local/ns/a/sa/a".into())).await;
-    let b = mtls.channel_as(Name::Spiffe("spiffe://test.local/ns/b/sa/b".into())).await;
+    let a = mtls
+        .channel_as(Name::Spiffe("spiffe://test.local/ns/a/sa/a".into()))
+        .await;
+    let b = mtls
+        .channel_as(Name::Spiffe("spiffe://test.local/ns/b/sa/b".into()))
+        .await;
     let location = common::first_location(a.clone()).await;
     let request = common::create_request(&location, "cst_twocallers");
     let create = |channel: Channel| {
@@ -527,7 +549,9 @@ async fn a_rotated_certificate_is_served_to_new_connections_while_a_watch_stream
     let old_ca = Ca::new("old CA");
     let dir = tls::temp_dir("rotation");
     let gateway = tls::start(tls::tls_config(&dir, &old_ca.server(), None)).await;
-    let old_channel = tls::channel(&gateway, &old_ca.pem, None).await.expect("TLS");
+    let old_channel = tls::channel(&gateway, &old_ca.pem, None)
+        .await
+        .expect("TLS");
     let location = common::first_location(old_channel.clone()).await;
     let created = CashInServiceClient::new(old_channel.clone())
         .create_cash_in(with_key(
@@ -564,7 +588,9 @@ async fn a_rotated_certificate_is_served_to_new_connections_while_a_watch_stream
     })
     .await;
     assert!(
-        connect_and_check(gateway.addr(), &old_ca.pem).await.is_err(),
+        connect_and_check(gateway.addr(), &old_ca.pem)
+            .await
+            .is_err(),
         "new connections get the renewed certificate only"
     );
 
@@ -648,9 +674,13 @@ async fn audit_lines_record_each_mutation_and_refusal_without_a_secret() {
     config.oms_api_secret = Some(oms_gateway::config::Secret::new(&secret));
     config.security.authz_policy = Some(tls::write(&dir, "policy.toml", POLICY));
     let gateway = tls::start(config).await;
-    let checkout = tls::channel(&gateway, &ca.pem, Some(&ca.client(&Name::Spiffe(CHECKOUT.into()))))
-        .await
-        .expect("mTLS");
+    let checkout = tls::channel(
+        &gateway,
+        &ca.pem,
+        Some(&ca.client(&Name::Spiffe(CHECKOUT.into()))),
+    )
+    .await
+    .expect("mTLS");
     let location = common::first_location(checkout.clone()).await;
     let created = CashInServiceClient::new(checkout.clone())
         .create_cash_in(with_key(
@@ -690,7 +720,10 @@ async fn audit_lines_record_each_mutation_and_refusal_without_a_secret() {
     println!("{create}");
     let fields = &create["fields"];
     assert_eq!(fields["caller"], CHECKOUT);
-    assert_eq!(fields["method"], "polygon.oms.v1.CashInService/CreateCashIn");
+    assert_eq!(
+        fields["method"],
+        "polygon.oms.v1.CashInService/CreateCashIn"
+    );
     assert_eq!(fields["cash_in_id"], created.id.as_str());
     assert_eq!(fields["customer_id"], "cst_audit1");
     assert_eq!(fields["outcome"], "OK");
@@ -730,13 +763,20 @@ async fn audit_lines_record_each_mutation_and_refusal_without_a_secret() {
     let mut forbidden = vec![secret.clone()];
     forbidden.extend(bearers);
     for cash_in in [&created, &refreshed] {
-        let code = &cash_in.deposit_instructions.as_ref().expect("instructions").code;
+        let code = &cash_in
+            .deposit_instructions
+            .as_ref()
+            .expect("instructions")
+            .code;
         assert!(!code.is_empty());
         forbidden.push(code.clone());
     }
     for needle in &forbidden {
         let bare = needle.trim_start_matches("Bearer ");
-        assert!(!all.contains(bare), "an audit line carries a secret or a code");
+        assert!(
+            !all.contains(bare),
+            "an audit line carries a secret or a code"
+        );
     }
     gateway.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
@@ -758,11 +798,14 @@ async fn a_renewed_secret_file_is_used_by_the_next_token_exchange() {
     let secret = format!("file-secret-{}", uuid::Uuid::new_v4().simple());
     let sandbox = support::start_remote_sandbox(&secret).await;
     let dir = tls::temp_dir("secret-file");
-    let mut config =
-        support::remote_config(&sandbox.base_url(), support::REMOTE_API_KEY, "unused");
+    let mut config = support::remote_config(&sandbox.base_url(), support::REMOTE_API_KEY, "unused");
     config.oms_api_secret = None;
     config.oms_api_key = None;
-    config.oms_api_key_file = Some(tls::write(&dir, "api-key", &format!("{}\n", support::REMOTE_API_KEY)));
+    config.oms_api_key_file = Some(tls::write(
+        &dir,
+        "api-key",
+        &format!("{}\n", support::REMOTE_API_KEY),
+    ));
     config.oms_api_secret_file = Some(tls::write(&dir, "api-secret", "not-yet-the-secret\n"));
     config.security.reload_interval = Duration::from_millis(100);
     let gateway = server::start(config).await.expect("starts");
@@ -770,9 +813,11 @@ async fn a_renewed_secret_file_is_used_by_the_next_token_exchange() {
     assert_eq!(gateway.token_exchanges(), 0, "the wrong secret is refused");
 
     tls::write(&dir, "api-secret", &format!("{secret}\n"));
-    support::eventually(Duration::from_secs(20), "an exchange with the new secret", || {
-        gateway.token_exchanges() > 0
-    })
+    support::eventually(
+        Duration::from_secs(20),
+        "an exchange with the new secret",
+        || gateway.token_exchanges() > 0,
+    )
     .await;
     gateway.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);

@@ -53,16 +53,19 @@ pub type SharedPolicy = Arc<RwLock<Arc<Policy>>>;
 
 /// Reads and parses the policy file; the error names the file and the line.
 pub fn load_policy(path: &std::path::Path) -> Result<Policy, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read the authorization policy {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "cannot read the authorization policy {}: {e}",
+            path.display()
+        )
+    })?;
     Policy::parse(&text).map_err(|e| format!("authorization policy {}: {e}", path.display()))
 }
 
 /// Refuses a listen address beyond loopback with no way to identify callers, unless the
 /// operator said so explicitly (then warns, at every start).
 pub fn check_listen(listen: SocketAddr, security: &SecuritySettings) -> Result<(), String> {
-    let identified =
-        security.tls_client_ca.is_some() || security.caller_identity_header.is_some();
+    let identified = security.tls_client_ca.is_some() || security.caller_identity_header.is_some();
     if identified || listen.ip().is_loopback() {
         return Ok(());
     }
@@ -182,7 +185,10 @@ impl CallerLayer {
                         "this gateway identifies callers by the `{}` header its mesh sidecar sets, and the call had none",
                         header.name()
                     ),
-                    None => "this gateway requires a client certificate (mTLS) that names the caller".to_owned(),
+                    None => {
+                        "this gateway requires a client certificate (mTLS) that names the caller"
+                            .to_owned()
+                    }
                 };
                 crate::audit::denied("", method, "UNAUTHENTICATED");
                 return Err(GatewayError::Unauthenticated(format!(

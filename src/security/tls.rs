@@ -89,14 +89,17 @@ pub fn server_config(files: &TlsFiles, contents: &[Vec<u8>]) -> Result<Arc<Serve
         (Some(path), Some(ca)) => {
             let mut roots = RootCertStore::empty();
             for cert in CertificateDer::pem_slice_iter(ca) {
-                let cert = cert
-                    .map_err(|e| format!("{}: not a PEM CA bundle: {e}", path.display()))?;
+                let cert =
+                    cert.map_err(|e| format!("{}: not a PEM CA bundle: {e}", path.display()))?;
                 roots
                     .add(cert)
                     .map_err(|e| format!("{}: unusable CA certificate: {e}", path.display()))?;
             }
             if roots.is_empty() {
-                return Err(format!("{}: no PEM certificate in the file", path.display()));
+                return Err(format!(
+                    "{}: no PEM certificate in the file",
+                    path.display()
+                ));
             }
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()

@@ -1,8 +1,8 @@
 //! `polygon.oms.v1.CashInService`: create, get, list and refresh cash-ins over the OMS REST API.
 
 use super::{
-    deadline, echo_idempotency_key, grpc_timeout, idempotency_key, page_token,
-    status_with_key, upstream_idempotency_key,
+    deadline, echo_idempotency_key, grpc_timeout, idempotency_key, page_token, status_with_key,
+    upstream_idempotency_key,
 };
 use crate::audit;
 use crate::convert;
@@ -397,7 +397,11 @@ impl CashInService for CashIns {
         .instrument(span)
         .await;
         let customer_id = match &result {
-            Ok(response) => response.get_ref().cash_in.as_ref().map(|c| c.customer_id.clone()),
+            Ok(response) => response
+                .get_ref()
+                .cash_in
+                .as_ref()
+                .map(|c| c.customer_id.clone()),
             Err(_) => None,
         };
         m.audit(

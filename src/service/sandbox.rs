@@ -8,8 +8,8 @@ use super::cash_in::{decode_cash_in, fetch_cash_in};
 use super::deadline;
 use crate::audit;
 use crate::error::{GatewayError, ResourceRef};
-use crate::security::Caller;
 use crate::proto::v1::{self as pb, sandbox_service_server::SandboxService};
+use crate::security::Caller;
 use crate::upstream::{OmsClient, model};
 use crate::validate::{self, Violations};
 use crate::watch::WatchHub;
@@ -163,7 +163,13 @@ impl SandboxService for Sandbox {
             .ok()
             .and_then(|r| r.cash_in.as_ref())
             .map(|c| c.customer_id.as_str());
-        audit_sandbox(&caller, "SimulateDeposit", &id, customer, result.as_ref().map(|_| ()));
+        audit_sandbox(
+            &caller,
+            "SimulateDeposit",
+            &id,
+            customer,
+            result.as_ref().map(|_| ()),
+        );
         result.map(Response::new).map_err(Status::from)
     }
 
@@ -201,7 +207,13 @@ impl SandboxService for Sandbox {
             .ok()
             .and_then(|r| r.get_ref().cash_in.as_ref())
             .map(|c| c.customer_id.as_str());
-        audit_sandbox(&caller, "ExpireCashIn", &id, customer, result.as_ref().map(|_| ()));
+        audit_sandbox(
+            &caller,
+            "ExpireCashIn",
+            &id,
+            customer,
+            result.as_ref().map(|_| ()),
+        );
         result.map_err(Status::from)
     }
 
@@ -252,7 +264,13 @@ impl SandboxService for Sandbox {
             .ok()
             .and_then(|r| r.get_ref().cash_in.as_ref())
             .map(|c| c.customer_id.as_str());
-        audit_sandbox(&caller, "FailCashIn", &id, customer, result.as_ref().map(|_| ()));
+        audit_sandbox(
+            &caller,
+            "FailCashIn",
+            &id,
+            customer,
+            result.as_ref().map(|_| ()),
+        );
         result.map_err(Status::from)
     }
 }

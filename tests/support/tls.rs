@@ -78,13 +78,19 @@ impl Ca {
                     dns("loser.example.test"),
                     SanType::URI(uri.as_str().try_into().expect("URI")),
                 ];
-                params.distinguished_name.push(DnType::CommonName, "loser-cn");
+                params
+                    .distinguished_name
+                    .push(DnType::CommonName, "loser-cn");
             }
             Name::Dns(first) => {
                 params.subject_alt_names = vec![dns(first), dns("second.example.test")];
-                params.distinguished_name.push(DnType::CommonName, "loser-cn");
+                params
+                    .distinguished_name
+                    .push(DnType::CommonName, "loser-cn");
             }
-            Name::Cn(cn) => params.distinguished_name.push(DnType::CommonName, cn.as_str()),
+            Name::Cn(cn) => params
+                .distinguished_name
+                .push(DnType::CommonName, cn.as_str()),
         }
         let cert = params.signed_by(&key, &self.issuer).expect("client cert");
         Pem {
