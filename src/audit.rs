@@ -6,6 +6,38 @@
 //! functions take only those fields, so no secret, bearer token or deposit code can reach it.
 
 use crate::error::{GatewayError, UpstreamError};
+use std::cell::RefCell;
+
+tokio::task_local! {
+    /// OMS's request id of the last upstream answer within [`recording_request_id`].
+    static UPSTREAM_REQUEST_ID: RefCell<Option<String>>;
+}
+
+/// Runs `call` and returns its output with OMS's request id (`x-request-id`) of the last
+/// successful upstream answer it got in this task ("" when none: a replay, or a shared call led
+/// by another caller's task).
+pub async fn recording_request_id<F: std::future::Future>(call: F) -> (F::Output, String) {
+    UPSTREAM_REQUEST_ID
+        .scope(RefCell::new(None), async {
+            let output = call.await;
+            let id = UPSTREAM_REQUEST_ID
+                .try_with(|id| id.borrow().clone())
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+            (output, id)
+        })
+        .await
+}
+
+/// Called by the upstream client on a 2xx answer: notes its `x-request-id` for the audit line of
+/// the call in progress, if one is recording.
+pub fn note_upstream_request_id(headers: &http::HeaderMap) {
+    if let Some(id) = headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
+        let id: String = id.chars().take(128).collect();
+        let _ = UPSTREAM_REQUEST_ID.try_with(|current| *current.borrow_mut() = Some(id));
+    }
+}
 
 /// The log target of audit lines.
 pub const TARGET: &str = "audit";

@@ -730,7 +730,11 @@ async fn audit_lines_record_each_mutation_and_refusal_without_a_secret() {
     let oms_key = api_post_key(&sandbox, "/cash-ins");
     assert_eq!(fields["oms_idempotency_key"], oms_key.as_str());
     assert!(create["timestamp"].is_string());
-    assert!(fields.get("upstream_request_id").is_some());
+    let request_id = fields["upstream_request_id"].as_str().unwrap_or_default();
+    assert!(
+        !request_id.is_empty(),
+        "OMS's x-request-id of the POST: {create}"
+    );
 
     let refresh = lines
         .iter()

@@ -100,6 +100,7 @@ impl Mutation {
         cash_in_id: &str,
         customer_id: &str,
         result: Result<(), &GatewayError>,
+        upstream_request_id: &str,
     ) {
         audit::mutation(
             &audit::Mutation {
@@ -111,7 +112,7 @@ impl Mutation {
                 customer_id,
             },
             result,
-            "",
+            upstream_request_id,
         );
     }
 }
@@ -200,33 +201,39 @@ impl CashInService for CashIns {
         let span = tracing::info_span!("CreateCashIn", idempotency_key = %m.key, caller = %m.caller, cash_in_id = tracing::field::Empty);
         let request = request.into_inner();
         let customer_id = request.customer_id.clone();
-        let result: Result<Response<pb::CreateCashInResponse>, GatewayError> = async {
-            validate::create_cash_in(&request, &mut violations);
-            violations.finish()?;
-            let body = convert::create_body(&request);
-            // The REST body is what OMS fingerprints too; metadata is a BTreeMap, so it is stable.
-            let fingerprint =
-                idempotency::fingerprint(&[&serde_json::to_vec(&body).unwrap_or_default()]);
-            let cash_in = self
-                .once(&m, "CreateCashIn", fingerprint, || async {
-                    let dto = self
-                        .client
-                        .create_cash_in(&body, &m.upstream_key, m.deadline)
-                        .await
-                        .map_err(GatewayError::upstream("POST /cash-ins", None))?;
-                    decode_cash_in("POST /cash-ins", dto)
-                })
-                .await?;
-            tracing::Span::current().record("cash_in_id", cash_in.id.as_str());
-            tracing::info!(status = cash_in.status, "cash-in created");
-            let mut response = Response::new(pb::CreateCashInResponse {
-                cash_in: Some(cash_in),
-            });
-            echo_idempotency_key(response.metadata_mut(), &m.key);
-            Ok(response)
-        }
-        .instrument(span)
+        let recorded = audit::recording_request_id(
+            async {
+                validate::create_cash_in(&request, &mut violations);
+                violations.finish()?;
+                let body = convert::create_body(&request);
+                // The REST body is what OMS fingerprints too; metadata is a BTreeMap, so it is stable.
+                let fingerprint =
+                    idempotency::fingerprint(&[&serde_json::to_vec(&body).unwrap_or_default()]);
+                let cash_in = self
+                    .once(&m, "CreateCashIn", fingerprint, || async {
+                        let dto = self
+                            .client
+                            .create_cash_in(&body, &m.upstream_key, m.deadline)
+                            .await
+                            .map_err(GatewayError::upstream("POST /cash-ins", None))?;
+                        decode_cash_in("POST /cash-ins", dto)
+                    })
+                    .await?;
+                tracing::Span::current().record("cash_in_id", cash_in.id.as_str());
+                tracing::info!(status = cash_in.status, "cash-in created");
+                let mut response = Response::new(pb::CreateCashInResponse {
+                    cash_in: Some(cash_in),
+                });
+                echo_idempotency_key(response.metadata_mut(), &m.key);
+                Ok(response)
+            }
+            .instrument(span),
+        )
         .await;
+        let (result, upstream_request_id): (
+            Result<Response<pb::CreateCashInResponse>, GatewayError>,
+            String,
+        ) = recorded;
         let cash_in_id = match &result {
             Ok(response) => response.get_ref().cash_in.as_ref().map(|c| c.id.clone()),
             Err(_) => None,
@@ -236,6 +243,7 @@ impl CashInService for CashIns {
             cash_in_id.as_deref().unwrap_or(""),
             &customer_id,
             result.as_ref().map(|_| ()),
+            &upstream_request_id,
         );
         result.map_err(|err| status_with_key(err, &m.key))
     }
@@ -367,35 +375,45 @@ impl CashInService for CashIns {
         );
         let request = request.into_inner();
         let span = tracing::info_span!("RefreshCashIn", cash_in_id = %request.cash_in_id, idempotency_key = %m.key, caller = %m.caller);
-        let result: Result<Response<pb::RefreshCashInResponse>, GatewayError> = async {
-            validate::cash_in_id(&mut violations, &request.cash_in_id);
-            validate::idempotency_key(&mut violations, "idempotency_key", &request.idempotency_key);
-            violations.finish()?;
-            let id = &request.cash_in_id;
-            let fingerprint = idempotency::fingerprint(&[id.as_bytes()]);
-            let cash_in = self
-                .once(&m, "RefreshCashIn", fingerprint, || async {
-                    let dto = self
-                        .client
-                        .refresh_cash_in(id, &m.upstream_key, m.deadline)
-                        .await
-                        .map_err(GatewayError::upstream(
-                            "POST /cash-ins/{id}/refresh",
-                            Some(ResourceRef::cash_in(id)),
-                        ))?;
-                    decode_cash_in("POST /cash-ins/{id}/refresh", dto)
-                })
-                .await?;
-            tracing::info!("deposit code refreshed");
-            self.hub.publish(&cash_in);
-            let mut response = Response::new(pb::RefreshCashInResponse {
-                cash_in: Some(cash_in),
-            });
-            echo_idempotency_key(response.metadata_mut(), &m.key);
-            Ok(response)
-        }
-        .instrument(span)
+        let recorded = audit::recording_request_id(
+            async {
+                validate::cash_in_id(&mut violations, &request.cash_in_id);
+                validate::idempotency_key(
+                    &mut violations,
+                    "idempotency_key",
+                    &request.idempotency_key,
+                );
+                violations.finish()?;
+                let id = &request.cash_in_id;
+                let fingerprint = idempotency::fingerprint(&[id.as_bytes()]);
+                let cash_in = self
+                    .once(&m, "RefreshCashIn", fingerprint, || async {
+                        let dto = self
+                            .client
+                            .refresh_cash_in(id, &m.upstream_key, m.deadline)
+                            .await
+                            .map_err(GatewayError::upstream(
+                                "POST /cash-ins/{id}/refresh",
+                                Some(ResourceRef::cash_in(id)),
+                            ))?;
+                        decode_cash_in("POST /cash-ins/{id}/refresh", dto)
+                    })
+                    .await?;
+                tracing::info!("deposit code refreshed");
+                self.hub.publish(&cash_in);
+                let mut response = Response::new(pb::RefreshCashInResponse {
+                    cash_in: Some(cash_in),
+                });
+                echo_idempotency_key(response.metadata_mut(), &m.key);
+                Ok(response)
+            }
+            .instrument(span),
+        )
         .await;
+        let (result, upstream_request_id): (
+            Result<Response<pb::RefreshCashInResponse>, GatewayError>,
+            String,
+        ) = recorded;
         let customer_id = match &result {
             Ok(response) => response
                 .get_ref()
@@ -409,6 +427,7 @@ impl CashInService for CashIns {
             &request.cash_in_id,
             customer_id.as_deref().unwrap_or(""),
             result.as_ref().map(|_| ()),
+            &upstream_request_id,
         );
         result.map_err(|err| status_with_key(err, &m.key))
     }

@@ -131,6 +131,7 @@ fn audit_sandbox(
     cash_in_id: &str,
     customer_id: Option<&str>,
     result: Result<(), &GatewayError>,
+    upstream_request_id: &str,
 ) {
     let method = format!("polygon.oms.v1.SandboxService/{rpc}");
     audit::mutation(
@@ -142,7 +143,7 @@ fn audit_sandbox(
             ..Default::default()
         },
         result,
-        "",
+        upstream_request_id,
     );
 }
 
@@ -157,7 +158,8 @@ impl SandboxService for Sandbox {
         let request = request.into_inner();
         let id = request.cash_in_id.clone();
         let span = tracing::info_span!("SimulateDeposit", cash_in_id = %request.cash_in_id, amount = %request.amount);
-        let result = self.simulate(request, deadline).instrument(span).await;
+        let (result, upstream_request_id) =
+            audit::recording_request_id(self.simulate(request, deadline).instrument(span)).await;
         let customer = result
             .as_ref()
             .ok()
@@ -169,6 +171,7 @@ impl SandboxService for Sandbox {
             &id,
             customer,
             result.as_ref().map(|_| ()),
+            &upstream_request_id,
         );
         result.map(Response::new).map_err(Status::from)
     }
@@ -181,27 +184,33 @@ impl SandboxService for Sandbox {
         let caller = Caller::of(&request);
         let id = request.into_inner().cash_in_id;
         let span = tracing::info_span!("ExpireCashIn", cash_in_id = %id);
-        let result: Result<Response<pb::ExpireCashInResponse>, GatewayError> = async {
-            let mut v = Violations::default();
-            validate::cash_in_id(&mut v, &id);
-            v.finish()?;
-            let operation = "POST /sandbox/cash-ins/{id}/expire";
-            let dto = self
-                .client
-                .sandbox_expire(&id, &uuid::Uuid::new_v4().to_string(), deadline)
-                .await
-                .map_err(GatewayError::upstream(
-                    operation,
-                    Some(ResourceRef::cash_in(&id)),
-                ))?;
-            let cash_in = decode_cash_in(operation, dto)?;
-            self.hub.publish(&cash_in);
-            Ok(Response::new(pb::ExpireCashInResponse {
-                cash_in: Some(cash_in),
-            }))
-        }
-        .instrument(span)
+        let recorded = audit::recording_request_id(
+            async {
+                let mut v = Violations::default();
+                validate::cash_in_id(&mut v, &id);
+                v.finish()?;
+                let operation = "POST /sandbox/cash-ins/{id}/expire";
+                let dto = self
+                    .client
+                    .sandbox_expire(&id, &uuid::Uuid::new_v4().to_string(), deadline)
+                    .await
+                    .map_err(GatewayError::upstream(
+                        operation,
+                        Some(ResourceRef::cash_in(&id)),
+                    ))?;
+                let cash_in = decode_cash_in(operation, dto)?;
+                self.hub.publish(&cash_in);
+                Ok(Response::new(pb::ExpireCashInResponse {
+                    cash_in: Some(cash_in),
+                }))
+            }
+            .instrument(span),
+        )
         .await;
+        let (result, upstream_request_id): (
+            Result<Response<pb::ExpireCashInResponse>, GatewayError>,
+            String,
+        ) = recorded;
         let customer = result
             .as_ref()
             .ok()
@@ -213,6 +222,7 @@ impl SandboxService for Sandbox {
             &id,
             customer,
             result.as_ref().map(|_| ()),
+            &upstream_request_id,
         );
         result.map_err(Status::from)
     }
@@ -226,7 +236,7 @@ impl SandboxService for Sandbox {
         let request = request.into_inner();
         let id = request.cash_in_id;
         let span = tracing::info_span!("FailCashIn", cash_in_id = %id);
-        let result: Result<Response<pb::FailCashInResponse>, GatewayError> = async {
+        let recorded = audit::recording_request_id(async {
             let mut v = Violations::default();
             validate::cash_in_id(&mut v, &id);
             let sub_status = match pb::CashInSubStatus::try_from(request.sub_status) {
@@ -257,8 +267,12 @@ impl SandboxService for Sandbox {
                 cash_in: Some(cash_in),
             }))
         }
-        .instrument(span)
+        .instrument(span))
         .await;
+        let (result, upstream_request_id): (
+            Result<Response<pb::FailCashInResponse>, GatewayError>,
+            String,
+        ) = recorded;
         let customer = result
             .as_ref()
             .ok()
@@ -270,6 +284,7 @@ impl SandboxService for Sandbox {
             &id,
             customer,
             result.as_ref().map(|_| ()),
+            &upstream_request_id,
         );
         result.map_err(Status::from)
     }

@@ -541,6 +541,7 @@ impl OmsClient {
                 let status = response.status();
                 tracing::Span::current().record("http_status", status.as_u16());
                 if status.is_success() {
+                    crate::audit::note_upstream_request_id(response.headers());
                     return read_body(response).await.map(Ok);
                 }
                 let api_secret = self.inner.auth.api_secret();
