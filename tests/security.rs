@@ -826,3 +826,73 @@ async fn a_renewed_secret_file_is_used_by_the_next_token_exchange() {
     gateway.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+// === the listener ===
+
+#[tokio::test]
+async fn a_silent_client_holds_up_no_one_and_is_dropped_after_the_handshake_timeout() {
+    use tokio::io::AsyncReadExt;
+    let ca = Ca::new("test CA");
+    let dir = tls::temp_dir("handshake-timeout");
+    let mut config = tls::tls_config(&dir, &ca.server(), None);
+    config.security.handshake_timeout = Duration::from_millis(500);
+    let gateway = tls::start(config).await;
+    let mut silent = tokio::net::TcpStream::connect(gateway.addr())
+        .await
+        .expect("TCP connect");
+    // Another client connects and is answered while the silent one sits in its handshake.
+    let started = tokio::time::Instant::now();
+    let answered = probe(tls::channel(&gateway, &ca.pem, None).await).await;
+    assert_eq!(answered, Ok(tonic_health::ServingStatus::Serving as i32));
+    assert!(started.elapsed() < Duration::from_millis(500));
+    // The silent one is disconnected once its handshake time is up.
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buf))
+        .await
+        .expect("the gateway closes the silent connection");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    gateway.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn the_tls_listener_speaks_only_h2_over_tls_1_2_or_later() {
+    use tokio_rustls::rustls::{self, pki_types::pem::PemObject};
+    let ca = Ca::new("test CA");
+    let dir = tls::temp_dir("alpn");
+    let gateway = tls::start(tls::tls_config(&dir, &ca.server(), None)).await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_slice(ca.pem.as_bytes()).unwrap())
+        .unwrap();
+    let handshake =
+        |alpn: Vec<Vec<u8>>, versions: &'static [&'static rustls::SupportedProtocolVersion]| {
+            let roots = roots.clone();
+            let addr = gateway.addr();
+            async move {
+                let provider = Arc::new(rustls::crypto::ring::default_provider());
+                let mut config = rustls::ClientConfig::builder_with_provider(provider)
+                    .with_protocol_versions(versions)
+                    .unwrap()
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+                config.alpn_protocols = alpn;
+                let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+                let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+                tokio_rustls::TlsConnector::from(Arc::new(config))
+                    .connect(name, tcp)
+                    .await
+                    .map(|tls| tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec))
+            }
+        };
+    static TLS13: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+    static TLS12: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12];
+    let h2 = handshake(vec![b"h2".to_vec()], TLS13).await;
+    assert_eq!(h2.expect("h2 over TLS 1.3"), Some(b"h2".to_vec()));
+    let h2_tls12 = handshake(vec![b"h2".to_vec()], TLS12).await;
+    assert_eq!(h2_tls12.expect("h2 over TLS 1.2"), Some(b"h2".to_vec()));
+    let http1 = handshake(vec![b"http/1.1".to_vec()], TLS13).await;
+    assert!(http1.is_err(), "HTTP/1.1-only ALPN is refused: {http1:?}");
+    gateway.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
