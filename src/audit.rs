@@ -115,7 +115,16 @@ pub fn mutation(call: &Mutation<'_>, result: Result<(), &GatewayError>, upstream
     );
 }
 
-/// Logs a refused call's audit line.
-pub fn denied(caller: &str, method: &str, outcome: &str) {
-    tracing::warn!(target: TARGET, caller, method, outcome, "call refused");
+/// Logs a refused call's audit line. The request body is never read for a refused call, so the
+/// idempotency key is the `idempotency-key` metadata's (if any) and there is no cash-in or
+/// customer.
+pub fn denied(caller: &str, method: &str, idempotency_key: &str, outcome: &str) {
+    tracing::warn!(
+        target: TARGET,
+        caller,
+        method,
+        idempotency_key,
+        outcome,
+        "call refused"
+    );
 }

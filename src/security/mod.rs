@@ -176,6 +176,11 @@ impl CallerLayer {
     /// The caller of `request`, or the refusal to answer it with.
     fn admit<B>(&self, request: &http::Request<B>) -> Result<String, GatewayError> {
         let method = request.uri().path().trim_start_matches('/');
+        let key = request
+            .headers()
+            .get(crate::service::IDEMPOTENCY_KEY_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
         let identity = self.identity(request);
         let caller = match identity {
             Some(identity) => identity,
@@ -190,7 +195,7 @@ impl CallerLayer {
                             .to_owned()
                     }
                 };
-                crate::audit::denied("", method, "UNAUTHENTICATED");
+                crate::audit::denied("", method, key, "UNAUTHENTICATED");
                 return Err(GatewayError::Unauthenticated(format!(
                     "no caller identity: {why}"
                 )));
@@ -200,7 +205,7 @@ impl CallerLayer {
         if let Some(policy) = &self.policy {
             let policy = policy.read().unwrap_or_else(|e| e.into_inner()).clone();
             if !policy.allows(&caller, method) {
-                crate::audit::denied(&caller, method, "PERMISSION_DENIED");
+                crate::audit::denied(&caller, method, key, "PERMISSION_DENIED");
                 return Err(GatewayError::NotAllowed {
                     caller,
                     method: method.to_owned(),

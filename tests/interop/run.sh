@@ -501,10 +501,12 @@ if [ "$rc" -ne 0 ] && grep -q PermissionDenied <<<"$out"; then
 else
   fail "grpcurl as a caller the policy does not allow gets PermissionDenied" "exit $rc: $(tr '\n' ' ' <<<"$out" | head -c 300)"
 fi
-if out="$(gc "$addr" grpc.health.v1.Health/Check 2>&1)"; then
-  pass "grpcurl health stays open to that caller"
+# grpcurl would need reflection (which the policy denies this caller) to find the health service;
+# the Python client has the health stubs compiled in.
+if out="$("$py" "$here/client.py" wait --addr "$addr" --timeout 10 --ca "$pki/ca.pem" --cert "$pki/other.pem" --key "$pki/other.key" 2>&1)"; then
+  pass "health stays open to that caller (python health Check)"
 else
-  fail "grpcurl health stays open to that caller" "$(tr '\n' ' ' <<<"$out")"
+  fail "health stays open to that caller (python health Check)" "$(tr '\n' ' ' <<<"$out")"
 fi
 transport=(-plaintext)
 
