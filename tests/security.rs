@@ -127,12 +127,10 @@ async fn seen_caller(channel: Channel) -> String {
     info.metadata["caller"].clone()
 }
 
-fn with_key<T>(message: T, key: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert("idempotency-key", key.parse().expect("ASCII key"));
-    request
+/// A create request with this idempotency key (the field, which wins over any metadata).
+fn with_key(mut message: pb::CreateCashInRequest, key: &str) -> Request<pb::CreateCashInRequest> {
+    message.idempotency_key = key.to_owned();
+    Request::new(message)
 }
 
 struct Mtls {
@@ -693,13 +691,10 @@ async fn audit_lines_record_each_mutation_and_refusal_without_a_secret() {
         .cash_in
         .expect("cash_in");
     let refreshed = CashInServiceClient::new(checkout.clone())
-        .refresh_cash_in(with_key(
-            pb::RefreshCashInRequest {
-                cash_in_id: created.id.clone(),
-                idempotency_key: String::new(),
-            },
-            "audit-key-2",
-        ))
+        .refresh_cash_in(pb::RefreshCashInRequest {
+            cash_in_id: created.id.clone(),
+            idempotency_key: "audit-key-2".into(),
+        })
         .await
         .expect("refresh")
         .into_inner()
