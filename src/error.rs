@@ -88,7 +88,20 @@ impl UpstreamError {
     /// Whether another attempt of the same request (with the same idempotency key) may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Http(failure) => matches!(failure.status, 429 | 502 | 503 | 504),
+            Self::Http(failure) => is_transient_http(failure.status),
+            Self::Connect(_) | Self::Transport(_) | Self::Timeout(_) => true,
+            Self::DeadlineExceeded
+            | Self::AuthFailed { .. }
+            | Self::BadResponse(_)
+            | Self::CircuitOpen(_) => false,
+        }
+    }
+
+    /// Whether the failure says OMS is unwell (no answer, a 5xx, a 429): what the circuit
+    /// breaker counts. A 4xx, a bad answer or the caller's own deadline say nothing of the kind.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            Self::Http(failure) => failure.status >= 500 || failure.status == 429,
             Self::Connect(_) | Self::Transport(_) | Self::Timeout(_) => true,
             Self::DeadlineExceeded
             | Self::AuthFailed { .. }
@@ -112,6 +125,30 @@ impl UpstreamError {
             Self::CircuitOpen(wait) => Some(*wait),
             _ => None,
         }
+    }
+}
+
+/// HTTP statuses that say nothing final about the request: rate limits, gateways and timeouts in
+/// front of OMS (408 Request Timeout, 425 Too Early, 499 Client Closed Request from a load
+/// balancer), and 421 Misdirected Request (retried on a new connection). The same request with
+/// the same key may succeed, so they are retried, reported as retryable and never stored.
+fn is_transient_http(status: u16) -> bool {
+    matches!(status, 408 | 421 | 425 | 429 | 499 | 502 | 503 | 504)
+}
+
+/// Whether an outcome is OMS's (or the gateway's own validation's) final word on the request,
+/// so the same key with the same request must get it again rather than go upstream: successes,
+/// the gateway's own INVALID_ARGUMENT, and OMS's 400, 403, 404 and 422. Anything else (another
+/// 4xx, which may come from an intermediary, a 5xx, a timeout, a reset) may not have reached OMS
+/// or may have a different answer next time.
+pub fn is_final_outcome<T>(outcome: &Result<T, GatewayError>) -> bool {
+    match outcome {
+        Ok(_) | Err(GatewayError::Invalid(_)) => true,
+        Err(GatewayError::Upstream {
+            source: UpstreamError::Http(failure),
+            ..
+        }) => matches!(failure.status, 400 | 403 | 404 | 422),
+        Err(_) => false,
     }
 }
 
@@ -240,6 +277,17 @@ impl GatewayError {
         }
     }
 
+    /// Whether the upstream call was never sent (the circuit breaker refused it).
+    pub fn is_upstream_unsent(&self) -> bool {
+        matches!(
+            self,
+            Self::Upstream {
+                source: UpstreamError::CircuitOpen(_),
+                ..
+            }
+        )
+    }
+
     /// Whether OMS answered 404.
     pub fn is_upstream_not_found(&self) -> bool {
         matches!(self, Self::Upstream { source: UpstreamError::Http(f), .. } if f.status == 404)
@@ -283,6 +331,10 @@ fn default_reason(status: u16) -> &'static str {
         409 => "CONFLICT",
         422 => "UNPROCESSABLE",
         429 => "RATE_LIMITED",
+        408 => "UPSTREAM_REQUEST_TIMEOUT",
+        421 => "UPSTREAM_MISDIRECTED_REQUEST",
+        425 => "UPSTREAM_TOO_EARLY",
+        499 => "UPSTREAM_CLIENT_CLOSED_REQUEST",
         500 => "UPSTREAM_INTERNAL_ERROR",
         502 | 503 => "UPSTREAM_UNAVAILABLE",
         504 => "UPSTREAM_TIMEOUT",
@@ -299,9 +351,9 @@ fn code_for_http(status: u16) -> Code {
         409 => Code::Aborted,
         422 => Code::FailedPrecondition,
         429 => Code::ResourceExhausted,
-        502 | 503 => Code::Unavailable,
+        408 | 421 | 425 | 499 | 502 | 503 => Code::Unavailable,
         504 => Code::DeadlineExceeded,
-        402 | 405..=408 | 410..=421 | 423..=428 | 430..=499 => Code::FailedPrecondition,
+        402 | 405..=407 | 410..=420 | 423 | 424 | 426..=428 | 430..=498 => Code::FailedPrecondition,
         _ => Code::Internal,
     }
 }
@@ -404,7 +456,7 @@ fn upstream_status(
                         );
                     }
                 }
-                409 | 429 | 502 | 503 => {
+                409 | 408 | 421 | 425 | 429 | 499 | 502 | 503 => {
                     details
                         .set_retry_info(Some(failure.retry_after.unwrap_or(DEFAULT_RETRY_DELAY)));
                 }

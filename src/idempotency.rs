@@ -8,18 +8,18 @@
 //! - the same key with a different request is FAILED_PRECONDITION, reason IDEMPOTENCY_KEY_REUSED.
 //!
 //! What is stored: the fingerprint (a 64-bit hash of the REST request the call would send), the
-//! outcome, and the time — per entry about the size of one CashIn. Replayed outcomes: successes
-//! and deterministic refusals (INVALID_ARGUMENT, PERMISSION_DENIED, NOT_FOUND,
-//! FAILED_PRECONDITION). Transient failures (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED,
-//! ABORTED, INTERNAL) are not stored, so a retry with the same key goes upstream again, where
-//! OMS's own idempotency makes it safe. Memory is bounded: entries older than the window are
+//! outcome, and the time — per entry about the size of one CashIn. Replayed outcomes: only the
+//! final ones ([`is_final_outcome`]): successes, the gateway's own validation refusals, and OMS's
+//! 400, 403, 404 and 422. Everything else (other 4xx, which a load balancer may have sent, 5xx,
+//! timeouts, resets, the gateway's own limits) is not stored, so a retry with the same key goes
+//! upstream again, where OMS's own idempotency makes it safe. Memory is bounded: entries older than the window are
 //! dropped, and beyond `max_entries` the oldest go first.
 //!
 //! If the caller that leads a shared call cancels, the upstream request is cancelled with it (a
 //! cancelled call cancels its upstream request), and the callers waiting on it get ABORTED with a
 //! retry hint.
 
-use crate::error::GatewayError;
+use crate::error::{GatewayError, UpstreamError, is_final_outcome};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -27,7 +27,6 @@ use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tonic::Code;
 
 /// Identifies one logical mutation.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -37,8 +36,25 @@ struct EntryKey {
     key: String,
 }
 
-/// A shared call's outcome, as waiters receive it.
-type Shared<T> = Option<Result<T, GatewayError>>;
+/// How a shared call ended, as waiters receive it.
+#[derive(Clone)]
+enum Flight<T> {
+    /// The call's outcome, which every waiter gets.
+    Finished(Result<T, GatewayError>),
+    /// The leader stopped before an outcome: its own deadline passed, or it was cancelled. Says
+    /// nothing about the request, so a waiter with time left takes over.
+    GaveUp(GatewayError),
+}
+
+/// The channel value of a flight: `None` while it runs.
+type Shared<T> = Option<Flight<T>>;
+
+enum Decision<T> {
+    Replay(Result<T, GatewayError>),
+    Join(watch::Receiver<Shared<T>>),
+    Conflict,
+    Lead(watch::Sender<Shared<T>>, u64),
+}
 
 enum Entry<T> {
     InFlight {
@@ -100,19 +116,6 @@ pub fn fingerprint(parts: &[&[u8]]) -> u64 {
     hasher.finish()
 }
 
-fn replayable(outcome: &Result<impl Sized, GatewayError>) -> bool {
-    match outcome {
-        Ok(_) => true,
-        Err(err) => matches!(
-            err.code(),
-            Code::InvalidArgument
-                | Code::PermissionDenied
-                | Code::NotFound
-                | Code::FailedPrecondition
-        ),
-    }
-}
-
 fn reused(key: &str) -> GatewayError {
     GatewayError::KeyReused(format!(
         "idempotency key {key:?} was already used with a different request; use a new key for a new request"
@@ -146,7 +149,11 @@ impl<T: Clone + Send + Sync + 'static> IdempotencyLayer<T> {
     }
 
     /// Runs `call` at most once per (caller, operation, key) and request fingerprint, as the
-    /// module documentation says. Waiting for a shared call is bounded by `deadline`.
+    /// module documentation says. Waiting for a shared call is bounded by `deadline`; when the
+    /// leader gives up (its own deadline passed, or it was cancelled) while this caller still has
+    /// time, this caller takes over with the same key instead of inheriting the leader's failure.
+    /// `call` is told whether it resumes such an abandoned call (whose request may still hold
+    /// the key upstream).
     pub async fn run<F, Fut>(
         &self,
         caller: &str,
@@ -157,78 +164,43 @@ impl<T: Clone + Send + Sync + 'static> IdempotencyLayer<T> {
         call: F,
     ) -> Result<T, GatewayError>
     where
-        F: FnOnce() -> Fut,
+        F: FnOnce(bool) -> Fut,
         Fut: Future<Output = Result<T, GatewayError>>,
     {
+        let mut resumes = false;
         let entry_key = EntryKey {
             caller: caller.to_owned(),
             operation,
             key: key.to_owned(),
         };
-        enum Decision<T> {
-            Replay(Result<T, GatewayError>),
-            Join(watch::Receiver<Shared<T>>),
-            Conflict,
-            Lead(watch::Sender<Shared<T>>, u64),
-        }
-        let decision = {
-            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            let now = Instant::now();
-            self.evict(&mut state, now);
-            match state.entries.get(&entry_key) {
-                Some(Entry::Done {
-                    fingerprint: fp,
-                    outcome,
-                    at,
-                }) if now.duration_since(*at) < self.window => {
-                    if *fp == fingerprint {
-                        Decision::Replay(outcome.clone())
-                    } else {
-                        Decision::Conflict
+        let (sender, flight) = loop {
+            match self.decide(&entry_key, fingerprint) {
+                Decision::Replay(outcome) => {
+                    self.count(|s| s.replayed += 1);
+                    tracing::debug!(operation, key, "replaying a stored outcome");
+                    return outcome;
+                }
+                Decision::Conflict => {
+                    self.count(|s| s.conflicts += 1);
+                    return Err(reused(key));
+                }
+                Decision::Join(done) => {
+                    self.count(|s| s.joined += 1);
+                    match wait_for(done, deadline).await {
+                        Flight::Finished(outcome) => return outcome,
+                        Flight::GaveUp(_) if Instant::now() < deadline => {
+                            tracing::debug!(
+                                operation,
+                                key,
+                                "the shared call's leader gave up; taking over"
+                            );
+                            resumes = true;
+                        }
+                        Flight::GaveUp(err) => return Err(err),
                     }
                 }
-                Some(Entry::InFlight {
-                    fingerprint: fp,
-                    done,
-                    ..
-                }) => {
-                    if *fp == fingerprint {
-                        Decision::Join(done.clone())
-                    } else {
-                        Decision::Conflict
-                    }
-                }
-                _ => {
-                    let (sender, receiver) = watch::channel(None);
-                    state.next_flight += 1;
-                    let flight = state.next_flight;
-                    state.entries.insert(
-                        entry_key.clone(),
-                        Entry::InFlight {
-                            fingerprint,
-                            done: receiver,
-                            flight,
-                        },
-                    );
-                    Decision::Lead(sender, flight)
-                }
+                Decision::Lead(sender, flight) => break (sender, flight),
             }
-        };
-        let (sender, flight) = match decision {
-            Decision::Replay(outcome) => {
-                self.count(|s| s.replayed += 1);
-                tracing::debug!(operation, key, "replaying a stored outcome");
-                return outcome;
-            }
-            Decision::Join(done) => {
-                self.count(|s| s.joined += 1);
-                return wait_for(done, deadline).await;
-            }
-            Decision::Conflict => {
-                self.count(|s| s.conflicts += 1);
-                return Err(reused(key));
-            }
-            Decision::Lead(sender, flight) => (sender, flight),
         };
         self.count(|s| s.led += 1);
         // If this future is dropped mid-call, the guard clears the entry and tells waiters.
@@ -238,9 +210,55 @@ impl<T: Clone + Send + Sync + 'static> IdempotencyLayer<T> {
             flight,
             sender,
         };
-        let outcome = call().await;
+        let outcome = call(resumes).await;
         guard.finish(outcome.clone(), fingerprint);
         outcome
+    }
+
+    /// What to do with a call under `entry_key`: replay, refuse, join the flight in progress, or
+    /// lead a new one (registered here, under the same lock as the decision).
+    fn decide(&self, entry_key: &EntryKey, fingerprint: u64) -> Decision<T> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        self.evict(&mut state, now);
+        match state.entries.get(entry_key) {
+            Some(Entry::Done {
+                fingerprint: fp,
+                outcome,
+                at,
+            }) if now.duration_since(*at) < self.window => {
+                if *fp == fingerprint {
+                    Decision::Replay(outcome.clone())
+                } else {
+                    Decision::Conflict
+                }
+            }
+            Some(Entry::InFlight {
+                fingerprint: fp,
+                done,
+                ..
+            }) => {
+                if *fp == fingerprint {
+                    Decision::Join(done.clone())
+                } else {
+                    Decision::Conflict
+                }
+            }
+            _ => {
+                let (sender, receiver) = watch::channel(None);
+                state.next_flight += 1;
+                let flight = state.next_flight;
+                state.entries.insert(
+                    entry_key.clone(),
+                    Entry::InFlight {
+                        fingerprint,
+                        done: receiver,
+                        flight,
+                    },
+                );
+                Decision::Lead(sender, flight)
+            }
+        }
     }
 
     fn evict(&self, state: &mut State<T>, now: Instant) {
@@ -261,19 +279,30 @@ impl<T: Clone + Send + Sync + 'static> IdempotencyLayer<T> {
     }
 }
 
-async fn wait_for<T: Clone>(
-    mut done: watch::Receiver<Shared<T>>,
-    deadline: Instant,
-) -> Result<T, GatewayError> {
+async fn wait_for<T: Clone>(mut done: watch::Receiver<Shared<T>>, deadline: Instant) -> Flight<T> {
     let wait = done.wait_for(Option::is_some);
     match tokio::time::timeout_at(deadline, wait).await {
-        Ok(Ok(outcome)) => outcome.clone().unwrap_or_else(|| Err(leader_gone())),
-        Ok(Err(_)) => Err(leader_gone()),
-        Err(_) => Err(GatewayError::DeadlineExceeded(
+        Ok(Ok(flight)) => flight
+            .clone()
+            .unwrap_or_else(|| Flight::GaveUp(leader_gone())),
+        Ok(Err(_)) => Flight::GaveUp(leader_gone()),
+        Err(_) => Flight::Finished(Err(GatewayError::DeadlineExceeded(
             "the deadline passed while waiting for a concurrent call with the same idempotency key"
                 .into(),
-        )),
+        ))),
     }
+}
+
+/// Whether `outcome` is the leader giving up at its own deadline, rather than an answer.
+fn gave_up<T>(outcome: &Result<T, GatewayError>) -> bool {
+    matches!(
+        outcome,
+        Err(GatewayError::DeadlineExceeded(_))
+            | Err(GatewayError::Upstream {
+                source: UpstreamError::DeadlineExceeded,
+                ..
+            })
+    )
 }
 
 fn leader_gone() -> GatewayError {
@@ -296,7 +325,7 @@ impl<T: Clone + Send + Sync + 'static> FlightGuard<'_, T> {
         let mut state = self.layer.state.lock().unwrap_or_else(|e| e.into_inner());
         let ours = matches!(state.entries.get(&key), Some(Entry::InFlight { flight, .. }) if *flight == self.flight);
         if ours {
-            if replayable(&outcome) {
+            if is_final_outcome(&outcome) {
                 let at = Instant::now();
                 state.entries.insert(
                     key.clone(),
@@ -313,7 +342,12 @@ impl<T: Clone + Send + Sync + 'static> FlightGuard<'_, T> {
             }
         }
         drop(state);
-        self.sender.send_replace(Some(outcome));
+        let flight = if gave_up(&outcome) {
+            Flight::GaveUp(outcome.err().unwrap_or_else(leader_gone))
+        } else {
+            Flight::Finished(outcome)
+        };
+        self.sender.send_replace(Some(flight));
     }
 }
 
@@ -326,7 +360,8 @@ impl<T: Clone + Send + Sync + 'static> Drop for FlightGuard<'_, T> {
                 state.entries.remove(&key);
             }
             drop(state);
-            self.sender.send_replace(Some(Err(leader_gone())));
+            self.sender
+                .send_replace(Some(Flight::GaveUp(leader_gone())));
         }
     }
 }
@@ -350,7 +385,7 @@ mod tests {
             let (layer, calls) = (layer.clone(), calls.clone());
             tasks.push(tokio::spawn(async move {
                 layer
-                    .run("c", "op", "k", 1, soon(), || async {
+                    .run("c", "op", "k", 1, soon(), |_| async {
                         calls.fetch_add(1, Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         Ok(7)
@@ -371,27 +406,27 @@ mod tests {
         let layer = IdempotencyLayer::<u32>::new(Duration::from_secs(60), 100);
         assert_eq!(
             layer
-                .run("c", "op", "k", 1, soon(), || async { Ok(1) })
+                .run("c", "op", "k", 1, soon(), |_| async { Ok(1) })
                 .await
                 .unwrap(),
             1
         );
         assert_eq!(
             layer
-                .run("c", "op", "k", 1, soon(), || async { Ok(2) })
+                .run("c", "op", "k", 1, soon(), |_| async { Ok(2) })
                 .await
                 .unwrap(),
             1
         );
         let err = layer
-            .run("c", "op", "k", 2, soon(), || async { Ok(3) })
+            .run("c", "op", "k", 2, soon(), |_| async { Ok(3) })
             .await
             .unwrap_err();
         assert!(matches!(err, GatewayError::KeyReused(_)));
         // Another caller's key space is separate.
         assert_eq!(
             layer
-                .run("d", "op", "k", 2, soon(), || async { Ok(4) })
+                .run("d", "op", "k", 2, soon(), |_| async { Ok(4) })
                 .await
                 .unwrap(),
             4
@@ -401,7 +436,7 @@ mod tests {
     #[tokio::test]
     async fn transient_failures_are_not_replayed() {
         let layer = IdempotencyLayer::<u32>::new(Duration::from_secs(60), 100);
-        let unavailable = || async { Err(GatewayError::Unavailable("down".into())) };
+        let unavailable = |_| async { Err(GatewayError::Unavailable("down".into())) };
         assert!(
             layer
                 .run("c", "op", "k", 1, soon(), unavailable)
@@ -410,7 +445,7 @@ mod tests {
         );
         assert_eq!(
             layer
-                .run("c", "op", "k", 1, soon(), || async { Ok(9) })
+                .run("c", "op", "k", 1, soon(), |_| async { Ok(9) })
                 .await
                 .unwrap(),
             9
@@ -428,7 +463,7 @@ mod tests {
                     &i.to_string(),
                     1,
                     soon(),
-                    || async move { Ok(i) },
+                    |_| async move { Ok(i) },
                 )
                 .await
                 .unwrap();
@@ -438,7 +473,7 @@ mod tests {
         // Expired: the call runs again.
         assert_eq!(
             layer
-                .run("c", "op", "9", 1, soon(), || async { Ok(99) })
+                .run("c", "op", "9", 1, soon(), |_| async { Ok(99) })
                 .await
                 .unwrap(),
             99
@@ -446,13 +481,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn waiters_of_a_cancelled_leader_are_told_to_retry() {
+    async fn a_waiter_takes_over_from_a_cancelled_leader() {
         let layer = Arc::new(IdempotencyLayer::<u32>::new(Duration::from_secs(60), 100));
         let leader = {
             let layer = layer.clone();
             tokio::spawn(async move {
                 layer
-                    .run("c", "op", "k", 1, soon(), || async {
+                    .run("c", "op", "k", 1, soon(), |_| async {
                         tokio::time::sleep(Duration::from_secs(10)).await;
                         Ok(1)
                     })
@@ -464,21 +499,20 @@ mod tests {
             let layer = layer.clone();
             tokio::spawn(async move {
                 layer
-                    .run("c", "op", "k", 1, soon(), || async { Ok(2) })
+                    .run("c", "op", "k", 1, soon(), |_| async { Ok(2) })
                     .await
             })
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
         leader.abort();
-        let err = waiter.await.unwrap().unwrap_err();
-        assert!(matches!(err, GatewayError::Aborted(_)));
-        // The key is free again.
+        assert_eq!(waiter.await.unwrap().unwrap(), 2, "the waiter led the call");
+        // Its outcome is stored like any other.
         assert_eq!(
             layer
-                .run("c", "op", "k", 1, soon(), || async { Ok(3) })
+                .run("c", "op", "k", 1, soon(), |_| async { Ok(3) })
                 .await
                 .unwrap(),
-            3
+            2
         );
     }
 }

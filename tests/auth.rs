@@ -136,3 +136,113 @@ async fn a_revocation_under_concurrent_calls_costs_one_exchange_and_fails_no_cal
     );
     gateway.gateway.shutdown().await;
 }
+
+// === Issue 7.4: health follows reality after a 401 ===
+
+fn serving() -> i32 {
+    tonic_health::ServingStatus::Serving as i32
+}
+
+// Before: after one call met two 401s, health stayed NOT_SERVING until the next scheduled
+// renewal (~59 min) although the next calls succeeded, so a mesh drained a healthy fleet.
+#[tokio::test]
+async fn health_is_serving_again_once_calls_succeed_after_a_rejected_token() {
+    let gateway = common::start().await;
+    let created = common::create_cash_in(&gateway, "cst_health401").await;
+    gateway
+        .sandbox()
+        .inject(oms_gateway::sandbox::Fault::status(
+            Some("GET"),
+            "/cash-ins",
+            2,
+            401,
+        ));
+    let status = gateway
+        .cash_ins()
+        .get_cash_in(pb::GetCashInRequest {
+            cash_in_id: created.id.clone(),
+        })
+        .await
+        .expect_err("two 401s");
+    assert_eq!(status.code(), tonic::Code::Internal, "{status:?}");
+    assert_eq!(gateway.get(&created.id).await.id, created.id);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while gateway.health_status("").await != serving() {
+        assert!(
+            Instant::now() < deadline,
+            "health stayed NOT_SERVING although calls succeed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    gateway.gateway.shutdown().await;
+}
+
+// Before: an exchange cut short by one caller's short deadline set health NOT_SERVING.
+#[tokio::test]
+async fn an_exchange_cut_short_by_a_callers_deadline_leaves_health_serving() {
+    let gateway = common::start().await;
+    let created = common::create_cash_in(&gateway, "cst_health_deadline").await;
+    gateway.sandbox().revoke_tokens();
+    gateway.sandbox().inject(oms_gateway::sandbox::Fault::delay(
+        Some("POST"),
+        "/auth/token",
+        1,
+        Duration::from_secs(2),
+    ));
+    let mut request = tonic::Request::new(pb::GetCashInRequest {
+        cash_in_id: created.id.clone(),
+    });
+    request.set_timeout(Duration::from_millis(300));
+    let status = gateway
+        .cash_ins()
+        .get_cash_in(request)
+        .await
+        .expect_err("the exchange outlives the caller's deadline");
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+    for _ in 0..5 {
+        assert_eq!(
+            gateway.health_status("").await,
+            serving(),
+            "one caller's deadline says nothing about OMS"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(gateway.get(&created.id).await.id, created.id);
+    gateway.gateway.shutdown().await;
+}
+
+// === Issue 7.9: OMS's token lifetime is clamped ===
+
+// Before: `expiresIn: 0` made every token stale at once, so every call (and the refresher, in a
+// loop) exchanged a new one.
+#[tokio::test]
+async fn a_token_lifetime_of_zero_does_not_make_every_call_exchange() {
+    let mut config = common::test_config();
+    // The sandbox says `expiresIn: 0` (whole seconds) for tokens that live 900 ms.
+    config.sandbox.token_ttl = Duration::from_millis(900);
+    let gateway = common::start_with(config).await;
+    let created = common::create_cash_in(&gateway, "cst_ttl0").await;
+    let exchanges = gateway.sandbox().token_exchanges();
+    let until = Instant::now() + Duration::from_secs(2);
+    let mut calls = 0;
+    while Instant::now() < until {
+        assert_eq!(gateway.get(&created.id).await.id, created.id);
+        calls += 1;
+    }
+    let made = gateway.sandbox().token_exchanges() - exchanges;
+    println!("expiresIn 0: {calls} calls in 2 s took {made} token exchanges");
+    assert!(calls > 20, "{calls}");
+    assert!(made <= 10, "{made} exchanges for {calls} calls");
+    gateway.gateway.shutdown().await;
+}
+
+// Before: `expiresIn` near u64::MAX overflowed the clock and panicked the exchange.
+#[tokio::test]
+async fn a_token_lifetime_near_u64_max_does_not_panic() {
+    let mut config = common::test_config();
+    config.sandbox.token_ttl = Duration::from_secs(u64::MAX);
+    let gateway = common::start_with(config).await;
+    let created = common::create_cash_in(&gateway, "cst_ttlmax").await;
+    assert_eq!(gateway.get(&created.id).await.id, created.id);
+    gateway.gateway.shutdown().await;
+}

@@ -404,7 +404,7 @@ async fn refresh_of_an_expired_cash_in_is_failed_precondition() {
         .cash_ins()
         .refresh_cash_in(pb::RefreshCashInRequest {
             cash_in_id: created.id.clone(),
-            idempotency_key: String::new(),
+            idempotency_key: "refresh-after-end".into(),
         })
         .await
         .expect_err("only a pending cash-in can be refreshed");
@@ -440,7 +440,7 @@ async fn refresh_of_a_completed_cash_in_is_failed_precondition() {
         .cash_ins()
         .refresh_cash_in(pb::RefreshCashInRequest {
             cash_in_id: created.id.clone(),
-            idempotency_key: String::new(),
+            idempotency_key: "refresh-after-end".into(),
         })
         .await
         .expect_err("only a pending cash-in can be refreshed");

@@ -11,10 +11,18 @@ use tonic::metadata::MetadataValue;
 use tonic::{Code, Request, Response};
 
 fn echoed_key<T>(response: &Response<T>) -> String {
-    response
-        .metadata()
-        .get("idempotency-key")
-        .expect("idempotency-key in the response metadata")
+    metadata_text(response.metadata(), "idempotency-key")
+}
+
+/// The key OMS received, as the gateway reports it.
+fn oms_key<T>(response: &Response<T>) -> String {
+    metadata_text(response.metadata(), "oms-idempotency-key")
+}
+
+fn metadata_text(metadata: &tonic::metadata::MetadataMap, name: &str) -> String {
+    metadata
+        .get(name)
+        .unwrap_or_else(|| panic!("{name} in the metadata"))
         .to_str()
         .expect("ASCII")
         .to_owned()
@@ -60,9 +68,10 @@ async fn the_same_key_twice_returns_the_same_cash_in_and_creates_one() {
     // that went upstream carried the caller's key.
     let keys = create_keys(&gateway);
     assert!(!keys.is_empty());
+    // Anonymous keys are qualified too (`0::` = no caller), like every key sent to OMS.
     assert!(
         keys.iter()
-            .all(|k| k.as_deref() == Some("order-789-attempt")),
+            .all(|k| k.as_deref() == Some("0::order-789-attempt")),
         "{keys:?}"
     );
     gateway.gateway.shutdown().await;
@@ -73,6 +82,7 @@ async fn the_key_from_request_metadata_is_used_when_the_field_is_empty() {
     let gateway = common::start().await;
     let location = common::a_location(&gateway).await;
     let mut request = Request::new(common::create_request(&location, "cst_idem2"));
+    request.get_mut().idempotency_key.clear();
     request.metadata_mut().insert(
         "idempotency-key",
         MetadataValue::from_static("key-from-metadata"),
@@ -83,9 +93,10 @@ async fn the_key_from_request_metadata_is_used_when_the_field_is_empty() {
         .await
         .expect("CreateCashIn");
     assert_eq!(echoed_key(&response), "key-from-metadata");
+    assert_eq!(oms_key(&response), "0::key-from-metadata");
     assert_eq!(
         create_keys(&gateway),
-        [Some("key-from-metadata".to_owned())]
+        [Some("0::key-from-metadata".to_owned())]
     );
     gateway.gateway.shutdown().await;
 }
@@ -106,32 +117,62 @@ async fn the_field_wins_over_request_metadata() {
         .await
         .expect("CreateCashIn");
     assert_eq!(echoed_key(&response), "key-from-field");
-    assert_eq!(create_keys(&gateway), [Some("key-from-field".to_owned())]);
+    assert_eq!(
+        create_keys(&gateway),
+        [Some("0::key-from-field".to_owned())]
+    );
+    gateway.gateway.shutdown().await;
+}
+
+// Issue 7.1: before, a create without a key got a fresh UUID per RPC, so a retried RPC (by the
+// client, a gRPC retry policy or a mesh proxy) created a second cash-in.
+#[tokio::test]
+async fn a_create_without_a_key_is_invalid_argument_before_any_upstream_call() {
+    let gateway = common::start().await;
+    let location = common::a_location(&gateway).await;
+    gateway.sandbox().clear_journal();
+    let mut request = common::create_request(&location, "cst_idem4");
+    request.idempotency_key.clear();
+    let status = gateway
+        .cash_ins()
+        .create_cash_in(request)
+        .await
+        .expect_err("a create needs a key");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let violations = support::violations(&status);
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert_eq!(violations[0].0, "idempotency_key");
+    assert!(
+        violations[0].1.contains("idempotency-key") && violations[0].1.contains("retry"),
+        "the violation says how to pass a key: {}",
+        violations[0].1
+    );
+    assert!(support::api_requests(gateway.sandbox()).is_empty());
+    assert_eq!(gateway.sandbox().cash_in_count(), 0);
     gateway.gateway.shutdown().await;
 }
 
 #[tokio::test]
-async fn absent_both_a_uuid_v4_is_generated_sent_and_echoed() {
+async fn a_refresh_without_a_key_is_invalid_argument_before_any_upstream_call() {
     let gateway = common::start().await;
-    let location = common::a_location(&gateway).await;
-    let response = gateway
+    let created = common::create_cash_in(&gateway, "cst_idem4r").await;
+    gateway.sandbox().clear_journal();
+    let status = gateway
         .cash_ins()
-        .create_cash_in(common::create_request(&location, "cst_idem4"))
+        .refresh_cash_in(pb::RefreshCashInRequest {
+            cash_in_id: created.id.clone(),
+            idempotency_key: String::new(),
+        })
         .await
-        .expect("CreateCashIn");
-    let key = echoed_key(&response);
-    let uuid = uuid::Uuid::parse_str(&key).expect("a UUID");
-    assert_eq!(uuid.get_version_num(), 4, "{key}");
-    assert_eq!(create_keys(&gateway), [Some(key.clone())]);
-
-    // A second call without a key is a new creation with a new key.
-    let again = gateway
-        .cash_ins()
-        .create_cash_in(common::create_request(&location, "cst_idem4"))
-        .await
-        .expect("CreateCashIn");
-    assert_ne!(echoed_key(&again), key);
-    assert_eq!(gateway.sandbox().cash_in_count(), 2);
+        .expect_err("a refresh needs a key");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert_eq!(support::violation_fields(&status), ["idempotency_key"]);
+    assert!(support::api_requests(gateway.sandbox()).is_empty());
+    let unchanged = gateway.get(&created.id).await;
+    assert_eq!(
+        unchanged.deposit_instructions, created.deposit_instructions,
+        "the code the customer was shown still works"
+    );
     gateway.gateway.shutdown().await;
 }
 
@@ -147,7 +188,8 @@ async fn a_retry_after_an_upstream_503_carries_the_same_key_and_creates_one_cash
         .create_cash_in(common::create_request(&location, "cst_idem5"))
         .await
         .expect("CreateCashIn succeeds on the retry");
-    let key = echoed_key(&response);
+    let key = oms_key(&response);
+    assert_eq!(key, format!("0::{}", echoed_key(&response)));
     let attempts: Vec<(u16, Option<String>)> = gateway
         .sandbox()
         .journal()
@@ -226,5 +268,256 @@ async fn refreshing_twice_with_one_key_refreshes_once() {
     assert_eq!(code(&second), code(&first));
     let current = gateway.get(&created.id).await;
     assert_eq!(code(&current), code(&first), "no second refresh happened");
+    gateway.gateway.shutdown().await;
+}
+
+// === Issue 7.2: upstream keys never collide ===
+
+/// A token for the sandbox's REST API, as any OMS client would get one.
+async fn rest_token(http: &reqwest::Client, base: &str, secret: &str) -> String {
+    let token: serde_json::Value = http
+        .post(format!("{base}/auth/token"))
+        .json(&serde_json::json!({"apiKey": support::REMOTE_API_KEY, "apiSecret": secret}))
+        .send()
+        .await
+        .expect("token exchange")
+        .json()
+        .await
+        .expect("token JSON");
+    token["accessToken"]
+        .as_str()
+        .expect("accessToken")
+        .to_owned()
+}
+
+// Before: an anonymous call's key went to OMS as given, and a named caller's key as
+// "{len}:{caller}:{key}", so an anonymous `5:svc-a:order-1` was svc-a's `order-1` to OMS and got
+// svc-a's cash-in and live deposit code back.
+#[tokio::test]
+async fn an_anonymous_key_shaped_like_a_qualified_one_never_gets_another_callers_cash_in() {
+    let secret = "collision-secret";
+    let sandbox = support::start_remote_sandbox(secret).await;
+    let gateway = common::start_with(support::remote_config(
+        &sandbox.base_url(),
+        support::REMOTE_API_KEY,
+        secret,
+    ))
+    .await;
+    let location = common::a_location(&gateway).await;
+    let mut request = common::create_request(&location, "cst_collide");
+    request.idempotency_key = "probe".into();
+    gateway
+        .cash_ins()
+        .create_cash_in(request.clone())
+        .await
+        .expect("a first create, for its REST body");
+    let body = sandbox
+        .journal()
+        .into_iter()
+        .rfind(|r| r.method == "POST" && r.path == "/cash-ins")
+        .expect("the POST")
+        .body;
+
+    // svc-a's `order-1`, as the gateway sends it for svc-a (the same body, through OMS's API).
+    let http = reqwest::Client::new();
+    let token = rest_token(&http, &sandbox.base_url(), secret).await;
+    let theirs: serde_json::Value = http
+        .post(format!("{}/cash-ins", sandbox.base_url()))
+        .bearer_auth(token)
+        .header("Idempotency-Key", "5:svc-a:order-1")
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("svc-a's create")
+        .json()
+        .await
+        .expect("svc-a's cash-in");
+
+    request.idempotency_key = "5:svc-a:order-1".into();
+    let response = gateway
+        .cash_ins()
+        .create_cash_in(request)
+        .await
+        .expect("the anonymous create");
+    let sent = response
+        .metadata()
+        .get("oms-idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let ours = response.into_inner().cash_in.expect("cash_in");
+    assert_ne!(
+        Some(ours.id.as_str()),
+        theirs["id"].as_str(),
+        "an anonymous caller received svc-a's cash-in"
+    );
+    let sent = sent.expect("oms-idempotency-key in the response metadata");
+    assert_eq!(sent, "0::5:svc-a:order-1", "the key OMS saw, reported back");
+    let keys = sandbox
+        .journal()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path == "/cash-ins")
+        .filter_map(|r| r.idempotency_key)
+        .collect::<Vec<_>>();
+    assert!(keys.contains(&sent), "{keys:?}");
+    gateway.gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_key_too_long_to_qualify_is_sent_as_its_sha256() {
+    let gateway = common::start().await;
+    let location = common::a_location(&gateway).await;
+    let mut request = common::create_request(&location, "cst_longkey");
+    request.idempotency_key = "k".repeat(255);
+    let response = gateway
+        .cash_ins()
+        .create_cash_in(request)
+        .await
+        .expect("CreateCashIn");
+    let sent = oms_key(&response);
+    // SHA-256 of "0::" + 255 × "k", in hex.
+    assert_eq!(sent.len(), 3 + 64, "{sent}");
+    assert!(sent.starts_with("h1:"), "{sent}");
+    assert_eq!(create_keys(&gateway), [Some(sent)]);
+    gateway.gateway.shutdown().await;
+}
+
+// === Issue 7.3: only refusals that OMS decided are replayed ===
+
+// Before: 408, 425 and 499 (from a load balancer in front of OMS) were FAILED_PRECONDITION and
+// stored for 24 h, so the key was burnt and a caller switching keys risked a duplicate.
+#[tokio::test]
+async fn an_intermediarys_408_425_or_499_is_unavailable_and_the_same_key_then_creates() {
+    let gateway = common::start().await;
+    let location = common::a_location(&gateway).await;
+    for http_status in [408, 425, 499] {
+        let mut request = common::create_request(&location, "cst_lb4xx");
+        request.idempotency_key = format!("lb-{http_status}");
+        // Every attempt of the first call meets it.
+        gateway
+            .sandbox()
+            .inject(Fault::status(Some("POST"), "/cash-ins", 3, http_status));
+        let status = gateway
+            .cash_ins()
+            .create_cash_in(request.clone())
+            .await
+            .expect_err("the intermediary refused every attempt");
+        assert_eq!(
+            status.code(),
+            Code::Unavailable,
+            "{http_status}: {status:?}"
+        );
+        assert!(
+            support::retry_delay(&status).is_some(),
+            "{http_status}: a retry hint"
+        );
+        let info = support::error_info(&status);
+        assert_eq!(info.metadata["httpStatus"], http_status.to_string());
+        let before = gateway.sandbox().cash_in_count();
+        let created = gateway
+            .cash_ins()
+            .create_cash_in(request)
+            .await
+            .unwrap_or_else(|s| panic!("{http_status}: the same key is not burnt: {s:?}"));
+        assert!(created.into_inner().cash_in.is_some());
+        assert_eq!(gateway.sandbox().cash_in_count(), before + 1);
+    }
+    gateway.gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unknown_4xx_is_reported_but_not_replayed() {
+    let gateway = common::start().await;
+    let location = common::a_location(&gateway).await;
+    let mut request = common::create_request(&location, "cst_teapot");
+    request.idempotency_key = "teapot-1".into();
+    gateway
+        .sandbox()
+        .inject(Fault::status(Some("POST"), "/cash-ins", 1, 418));
+    let status = gateway
+        .cash_ins()
+        .create_cash_in(request.clone())
+        .await
+        .expect_err("418");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    gateway
+        .cash_ins()
+        .create_cash_in(request)
+        .await
+        .expect("a 418 is not OMS's final word on the key: the repeat goes upstream");
+    assert_eq!(gateway.sandbox().cash_in_count(), 1);
+    assert_eq!(gateway.sandbox().count("POST", "/cash-ins"), 2);
+    gateway.gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_421_misdirected_request_is_retried_on_a_new_connection() {
+    let gateway = common::start().await;
+    let location = common::a_location(&gateway).await;
+    gateway
+        .sandbox()
+        .inject(Fault::status(Some("POST"), "/cash-ins", 1, 421));
+    gateway
+        .cash_ins()
+        .create_cash_in(common::create_request(&location, "cst_421"))
+        .await
+        .expect("the retry on a new connection succeeds");
+    let posts: Vec<_> = gateway
+        .sandbox()
+        .journal()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path == "/cash-ins")
+        .collect();
+    assert_eq!(
+        posts.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [421, 201]
+    );
+    assert_eq!(posts[0].idempotency_key, posts[1].idempotency_key);
+    assert!(posts[0].peer.is_some() && posts[1].peer.is_some());
+    assert_ne!(posts[0].peer, posts[1].peer, "a new connection");
+    assert_eq!(gateway.sandbox().cash_in_count(), 1);
+    gateway.gateway.shutdown().await;
+}
+
+// === Issue 7.10: a shared call does not impose the leader's deadline ===
+
+// Before: the follower, with seconds left, got the leader's DEADLINE_EXCEEDED.
+#[tokio::test]
+async fn a_follower_takes_over_when_the_leader_runs_out_of_time() {
+    let gateway = common::start().await;
+    let location = common::a_location(&gateway).await;
+    let request = common::create_request(&location, "cst_takeover");
+    // The first POST is slow: the leader's 400 ms run out while OMS works on it.
+    gateway.sandbox().inject(Fault::delay(
+        Some("POST"),
+        "/cash-ins",
+        1,
+        std::time::Duration::from_millis(1500),
+    ));
+    let mut leader_request = Request::new(request.clone());
+    leader_request.set_timeout(std::time::Duration::from_millis(400));
+    let mut leader_client = gateway.cash_ins();
+    let leader = tokio::spawn(async move { leader_client.create_cash_in(leader_request).await });
+    support::eventually(
+        std::time::Duration::from_secs(2),
+        "the leader's POST",
+        || gateway.sandbox().count("POST", "/cash-ins") == 1,
+    )
+    .await;
+    let mut follower_request = Request::new(request);
+    follower_request.set_timeout(std::time::Duration::from_secs(8));
+    let follower = gateway.cash_ins().create_cash_in(follower_request).await;
+    let leader = leader.await.expect("leader task");
+    assert_eq!(
+        leader.expect_err("the leader ran out of time").code(),
+        Code::DeadlineExceeded
+    );
+    let cash_in = follower
+        .expect("the follower, with time left, took over")
+        .into_inner()
+        .cash_in
+        .expect("cash_in");
+    assert_eq!(gateway.sandbox().cash_in_count(), 1, "one cash-in");
+    assert_eq!(gateway.get(&cash_in.id).await.id, cash_in.id);
     gateway.gateway.shutdown().await;
 }

@@ -276,7 +276,7 @@ async fn a_thousand_creates_under_thirty_percent_faults_make_exactly_a_thousand_
     }
     // Every attempt upstream carried one of the callers' keys; the faults really hit creates,
     // commits lost to a reset included.
-    let keys: HashSet<&str> = created.iter().map(|c| c.key.as_str()).collect();
+    let keys: HashSet<String> = created.iter().map(|c| format!("0::{}", c.key)).collect();
     assert!(
         posts.iter().all(|p| p
             .idempotency_key
@@ -815,4 +815,110 @@ async fn with_the_circuit_held_closed_retries_stay_within_the_budget() {
         "{upstream} upstream requests exceed the bound {bound}"
     );
     gateway.gateway.shutdown().await;
+}
+
+// === Issue 7.7: the token exchange inside the breaker ===
+
+/// A TCP server that accepts connections and never answers: an OMS that hangs.
+async fn hanging_upstream() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/v0.9", listener.local_addr().expect("addr"));
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    (url, task)
+}
+
+// Before: the token was fetched before the breaker was asked, so with no token and a hanging
+// OMS every call queued on the exchange until it timed out, exchange failures never opened the
+// circuit, and no call ever failed fast.
+#[tokio::test]
+async fn with_no_token_and_a_hanging_oms_calls_soon_fail_fast() {
+    let (url, _upstream) = hanging_upstream().await;
+    let mut config = support::remote_config(&url, support::REMOTE_API_KEY, "hang-secret");
+    config.upstream.request_timeout = ms(300);
+    config.upstream.breaker_threshold = 3;
+    config.upstream.breaker_cooldown = Duration::from_secs(10);
+    config.upstream.breaker_max_cooldown = Duration::from_secs(10);
+    let gateway = common::start_unchecked(config).await;
+    let started = Instant::now();
+    let mut fast_refusals = 0;
+    let mut reasons = Vec::new();
+    for _ in 0..10 {
+        let call_started = Instant::now();
+        let mut request = Request::new(pb::GetCashInRequest {
+            cash_in_id: "ci_hanging".into(),
+        });
+        request.set_timeout(Duration::from_secs(3));
+        let status = gateway
+            .cash_ins()
+            .get_cash_in(request)
+            .await
+            .expect_err("OMS hangs");
+        let took = call_started.elapsed();
+        reasons.push(format!("{} in {} ms", reason(&status), took.as_millis()));
+        if reason(&status) == "UPSTREAM_CIRCUIT_OPEN" && took < ms(200) {
+            assert_eq!(status.code(), Code::Unavailable);
+            assert!(support::retry_delay(&status).is_some());
+            fast_refusals += 1;
+        }
+    }
+    let total = started.elapsed();
+    println!("10 calls against a hanging OMS with no token: {total:?}: {reasons:?}");
+    assert!(fast_refusals >= 7, "{reasons:?}");
+    assert!(total < Duration::from_secs(5), "{total:?}: {reasons:?}");
+    gateway.gateway.shutdown().await;
+}
+
+// Before: a probe whose token exchange failed never reached the breaker, so the circuit's
+// cool-down never advanced and the prober retried every 50 ms (~20 exchanges/s).
+#[tokio::test]
+async fn the_prober_backs_off_while_token_exchanges_fail() {
+    let secret = "prober-secret";
+    let sandbox = oms_gateway::sandbox::start(oms_gateway::sandbox::SandboxConfig {
+        api_key: support::REMOTE_API_KEY.to_owned(),
+        api_secret: secret.to_owned(),
+        token_ttl: Duration::from_secs(1),
+        ..oms_gateway::sandbox::SandboxConfig::default()
+    })
+    .await
+    .expect("sandbox");
+    let mut config = support::remote_config(&sandbox.base_url(), support::REMOTE_API_KEY, secret);
+    config.upstream.breaker_threshold = 2;
+    config.upstream.breaker_cooldown = ms(200);
+    config.upstream.breaker_max_cooldown = Duration::from_secs(2);
+    let gateway = common::start_with(config).await;
+    // OMS fails everything, token exchanges included.
+    sandbox.inject(Fault::status(None, "", 1_000_000, 503));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = gateway
+            .cash_ins()
+            .get_cash_in(pb::GetCashInRequest {
+                cash_in_id: "ci_probe".into(),
+            })
+            .await
+            .expect_err("OMS fails");
+        if reason(&status) == "UPSTREAM_CIRCUIT_OPEN" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the circuit never opened");
+    }
+    // Let the token run out, so every probe needs an exchange.
+    sleep(Duration::from_millis(1200)).await;
+    sandbox.clear_journal();
+    sleep(Duration::from_secs(3)).await;
+    let exchanges = sandbox.count("POST", "/auth/token");
+    let others = sandbox.journal().len() - exchanges;
+    println!(
+        "3 s with the circuit open and exchanges failing: {exchanges} token exchanges, {others} other requests"
+    );
+    assert!(exchanges <= 15, "{exchanges} exchanges in 3 s");
+    gateway.gateway.shutdown().await;
+    sandbox.shutdown().await;
 }

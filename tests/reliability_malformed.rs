@@ -608,7 +608,14 @@ fn corpus() -> Vec<(String, Case)> {
     for key in bad_metadata_keys() {
         cases.push((
             format!("Create metadata key {key:?}"),
-            Case::Create(Box::new(valid_create()), Some(key.clone())),
+            Case::Create(
+                // The key travels in metadata only (a field key would win).
+                Box::new(pb::CreateCashInRequest {
+                    idempotency_key: String::new(),
+                    ..valid_create()
+                }),
+                Some(key.clone()),
+            ),
         ));
         cases.push((
             format!("Refresh metadata key {key:?}"),

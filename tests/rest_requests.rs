@@ -46,7 +46,8 @@ async fn create_cash_in_posts_the_guides_json_with_bearer_and_idempotency_key() 
     );
     assert_eq!(sent.query, None);
     assert_bearer(&sent);
-    assert_eq!(sent.idempotency_key.as_deref(), Some("rest-create-1"));
+    // The caller's key, qualified by its caller (none here: `0::`), so no two callers' keys meet.
+    assert_eq!(sent.idempotency_key.as_deref(), Some("0::rest-create-1"));
     assert_eq!(sent.content_type.as_deref(), Some("application/json"));
     let body: Value = serde_json::from_str(&sent.body).expect("a JSON body");
     assert_eq!(
@@ -259,7 +260,7 @@ async fn refresh_cash_in_posts_no_body_with_its_idempotency_key() {
     assert_eq!(sent.method, "POST");
     assert_eq!(sent.path, format!("/cash-ins/{}/refresh", created.id));
     assert_bearer(&sent);
-    assert_eq!(sent.idempotency_key.as_deref(), Some("rest-refresh-1"));
+    assert_eq!(sent.idempotency_key.as_deref(), Some("0::rest-refresh-1"));
     assert_eq!(sent.body, "");
     gateway.gateway.shutdown().await;
 }

@@ -155,3 +155,44 @@ async fn an_upstream_certificate_from_an_unknown_ca_is_refused() {
     );
     front.abort();
 }
+
+// === Issue 7.9: no API secret in cleartext ===
+
+// Before: any http:// URL was accepted, so the API secret could cross a network in cleartext.
+#[tokio::test]
+async fn plain_http_to_a_host_that_is_not_loopback_refuses_to_start() {
+    for url in [
+        "http://oms.internal.example/v0.9",
+        "http://10.1.2.3:8080/v0.9",
+    ] {
+        let mut config = common::test_config();
+        config.oms_base_url = Some(url.into());
+        config.oms_api_key = Some("sk_live_x".into());
+        config.oms_api_secret = Some(Secret::new("cleartext-secret"));
+        let message = match oms_gateway::server::start(config).await {
+            Ok(_) => panic!("{url}: started"),
+            Err(err) => err.to_string(),
+        };
+        assert!(
+            message.contains("cleartext")
+                && message.contains("https")
+                && message.contains("loopback"),
+            "{url}: {message}"
+        );
+        assert!(!message.contains("cleartext-secret"));
+    }
+}
+
+#[tokio::test]
+async fn plain_http_to_loopback_is_accepted() {
+    let sandbox = support::start_remote_sandbox("loopback-secret").await;
+    let port = sandbox.addr().port();
+    for host in ["localhost", "127.0.0.1", "[::1]"] {
+        let url = format!("http://{host}:{port}");
+        let config = support::remote_config(&url, support::REMOTE_API_KEY, "loopback-secret");
+        match oms_gateway::server::start(config).await {
+            Ok(gateway) => gateway.shutdown().await,
+            Err(err) => panic!("{url}: {err}"),
+        }
+    }
+}

@@ -77,7 +77,13 @@ async fn an_empty_create_request_lists_every_missing_part() {
     let status = create_error(&gateway, pb::CreateCashInRequest::default()).await;
     assert_eq!(
         rejected(&gateway, &status),
-        ["customer_id", "source", "destination", "cash"]
+        [
+            "idempotency_key",
+            "customer_id",
+            "source",
+            "destination",
+            "cash"
+        ]
     );
     gateway.gateway.shutdown().await;
 }
@@ -208,6 +214,7 @@ async fn a_non_ascii_idempotency_key_is_refused() {
 async fn a_bad_idempotency_key_in_metadata_is_refused() {
     let gateway = common::start().await;
     let mut request = Request::new(common::create_request(&a_location(), "cst_keys"));
+    request.get_mut().idempotency_key.clear();
     let long = "m".repeat(256);
     request.metadata_mut().insert(
         "idempotency-key",
@@ -217,6 +224,7 @@ async fn a_bad_idempotency_key_in_metadata_is_refused() {
     assert_eq!(rejected(&gateway, &status), ["idempotency-key (metadata)"]);
 
     let mut request = Request::new(common::create_request(&a_location(), "cst_keys"));
+    request.get_mut().idempotency_key.clear();
     request.metadata_mut().insert(
         "idempotency-key",
         MetadataValue::try_from(&b"cl\xc3\xa9"[..]).expect("obs-text is a valid header value"),
@@ -353,7 +361,7 @@ async fn cash_in_ids_need_the_ci_prefix() {
             .cash_ins()
             .refresh_cash_in(pb::RefreshCashInRequest {
                 cash_in_id: id.into(),
-                idempotency_key: String::new(),
+                idempotency_key: "refresh-bad-id".into(),
             })
             .await
             .expect_err("a bad id");

@@ -230,7 +230,7 @@ async fn refresh(gateway: &TestGateway, id: &str) -> pb::CashIn {
         .cash_ins()
         .refresh_cash_in(pb::RefreshCashInRequest {
             cash_in_id: id.to_owned(),
-            idempotency_key: String::new(),
+            idempotency_key: format!("watch-refresh-{}", uuid::Uuid::new_v4()),
         })
         .await
         .expect("RefreshCashIn")
@@ -1155,5 +1155,165 @@ async fn watching_more_cash_ins_than_max_watched_is_resource_exhausted() {
         Kind::Initial
     );
     drop((watching, same));
+    gateway.gateway.shutdown().await;
+}
+
+// === Issue 7.5, 7.6, 7.8: budgets, dead pollers, bounded memory ===
+
+// Before: a poll's deadline started before it waited for its permit, so with more watched
+// resources than the poll budget serves within one upstream timeout, polls timed out unsent and
+// streams ended UNAVAILABLE while OMS was healthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_queue_for_poll_permits_never_ends_a_stream() {
+    let mut config = config(ms(100), NO_HEARTBEAT);
+    config.watch.max_polls_per_second = 2.0;
+    config.watch.unreachable_limit = Duration::from_secs(2);
+    config.upstream.request_timeout = Duration::from_secs(1);
+    let gateway = common::start_with(config).await;
+    let customers: Vec<String> = (0..8).map(|i| format!("cst_queue{i}")).collect();
+    for customer in &customers {
+        common::create_cash_in(&gateway, customer).await;
+    }
+    let mut watchers: Vec<Watcher> = customers
+        .iter()
+        .map(|c| watch_customer(&gateway, c, &[]))
+        .collect();
+    // 8 pollers share 2 polls/s: each waits ~4 s for its turn, four times the upstream timeout.
+    for watcher in &mut watchers {
+        assert_eq!(
+            kind(&watcher.event(Duration::from_secs(8)).await),
+            Kind::Initial
+        );
+    }
+    sleep(Duration::from_secs(3)).await;
+    for (i, watcher) in watchers.iter_mut().enumerate() {
+        if let Ok(Some((_, Item::End(code, message)))) = timeout(ms(1), watcher.rx.recv()).await {
+            panic!("stream {i} ended {code:?} while OMS was healthy: {message}");
+        }
+    }
+    drop(watchers);
+    gateway.gateway.shutdown().await;
+}
+
+// Before: a stream stalled on a reader kept its poller alive after the poller had ended (an
+// outage past the limit), and every new stream joined that dead poller and ended at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_stream_never_joins_a_poller_that_has_ended() {
+    let mut config = config(ms(100), ms(20));
+    config.watch.unreachable_limit = ms(500);
+    config.upstream.breaker_threshold = 1_000_000;
+    let gateway = common::start_with(config).await;
+    let created = common::create_cash_in(&gateway, "cst_deadpoller").await;
+    // A reader that never reads, on a window smaller than one event: its stream blocks.
+    let channel = small_window_channel(&gateway, 256).await;
+    let _stalled = pb::cash_in_service_client::CashInServiceClient::new(channel)
+        .watch_cash_in(pb::WatchCashInRequest {
+            cash_in_id: created.id.clone(),
+        })
+        .await
+        .expect("WatchCashIn")
+        .into_inner();
+    sleep(ms(300)).await;
+    // An outage past the limit ends the poller; the stalled stream cannot be told.
+    gateway
+        .sandbox()
+        .inject(Fault::status(Some("GET"), "/cash-ins/", 1_000_000, 503));
+    sleep(ms(1200)).await;
+    gateway.sandbox().clear_faults();
+
+    let mut fresh = watch(&gateway, &created.id);
+    match fresh.next(Duration::from_secs(3)).await.1 {
+        Item::Event(event) => assert_eq!(kind(&event), Kind::Initial, "{event:?}"),
+        Item::End(code, message) => {
+            panic!("a new stream joined the ended poller: {code:?} {message}")
+        }
+    }
+    drop(fresh);
+    gateway.gateway.shutdown().await;
+}
+
+// Before: every made-up customer id was polled at the full cadence forever, so such ids could
+// take the whole poll budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_with_no_cash_ins_is_polled_ever_less_often_until_one_is_created() {
+    let interval = ms(100);
+    let gateway = common::start_with(config(interval, NO_HEARTBEAT)).await;
+    let customer = "cst_nobody_yet";
+    let polls = || {
+        gateway
+            .sandbox()
+            .journal()
+            .iter()
+            .filter(|r| r.method == "GET" && r.path == "/cash-ins")
+            .filter(|r| r.query.as_deref().is_some_and(|q| q.contains(customer)))
+            .count()
+    };
+    let mut watcher = watch_customer(&gateway, customer, &[]);
+    sleep(Duration::from_secs(3)).await;
+    let idle = polls();
+    println!(
+        "a customer with no cash-ins, 3 s at a {interval:?} interval: {idle} polls (30 at full cadence)"
+    );
+    assert!(idle <= 10, "{idle} polls in 3 s");
+    // A cash-in created through the gateway wakes the poller at once.
+    let created = Instant::now();
+    let new = common::create_cash_in(&gateway, customer).await;
+    let event = watcher.event(Duration::from_secs(5)).await;
+    let delay = created.elapsed();
+    assert_eq!(cash_in(&event).id, new.id);
+    assert!(delay < ms(1000), "the new cash-in arrived after {delay:?}");
+    drop(watcher);
+    gateway.gateway.shutdown().await;
+}
+
+// Before: a WatchCashIns stream remembered every cash-in it ever reported, so on a busy customer
+// its memory grew without bound. Now it remembers at most what one poll reads (500).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_stream_remembers_no_more_than_one_poll_can_read() {
+    let gateway = common::start_with(config(ms(100), NO_HEARTBEAT)).await;
+    let customer = "cst_busy";
+    let location = common::a_location(&gateway).await;
+    let create_many = |n: usize| {
+        let location = location.clone();
+        let channel = gateway.channel.clone();
+        async move {
+            let mut tasks = Vec::new();
+            for chunk in 0..8 {
+                let (location, channel) = (location.clone(), channel.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut client = pb::cash_in_service_client::CashInServiceClient::new(channel);
+                    for _ in (chunk..n).step_by(8) {
+                        client
+                            .create_cash_in(common::create_request(&location, customer))
+                            .await
+                            .expect("CreateCashIn");
+                    }
+                }));
+            }
+            for task in tasks {
+                task.await.expect("creator");
+            }
+        }
+    };
+    create_many(500).await;
+    let mut watcher = watch_customer(&gateway, customer, &[]);
+    for _ in 0..500 {
+        watcher.event(Duration::from_secs(10)).await;
+    }
+    until("the stream remembers 500", Duration::from_secs(5), || {
+        gateway.gateway.watch_hub().tracked_cash_ins() == 500
+    })
+    .await;
+    // 40 more: the newest 500 are all a poll reads; the 40 oldest fall out of view.
+    create_many(40).await;
+    for _ in 0..40 {
+        let event = watcher.event(Duration::from_secs(10)).await;
+        assert_eq!(kind(&event), Kind::Added);
+    }
+    sleep(ms(300)).await;
+    let tracked = gateway.gateway.watch_hub().tracked_cash_ins();
+    println!("a stream on a customer with 540 cash-ins remembers {tracked}");
+    assert!(tracked <= 500, "{tracked}");
+    drop(watcher);
     gateway.gateway.shutdown().await;
 }

@@ -74,9 +74,21 @@ impl KillSwitch {
     }
 }
 
-impl Connected<IncomingStream<'_, ResettableListener>> for KillSwitch {
+/// What a handler knows of its connection: the kill switch and the client's address.
+#[derive(Clone, Debug)]
+pub(crate) struct Connection {
+    /// Trips this connection.
+    pub(crate) switch: KillSwitch,
+    /// The client's address.
+    pub(crate) peer: SocketAddr,
+}
+
+impl Connected<IncomingStream<'_, ResettableListener>> for Connection {
     fn connect_info(stream: IncomingStream<'_, ResettableListener>) -> Self {
-        stream.io().switch.clone()
+        Connection {
+            switch: stream.io().switch.clone(),
+            peer: *stream.remote_addr(),
+        }
     }
 }
 

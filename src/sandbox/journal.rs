@@ -38,6 +38,9 @@ pub struct RecordedRequest {
     /// or from a [`FaultPlan`](super::FaultPlan) `500` … `504`, `429`, `reset_before`,
     /// `reset_after`, `latency=…`, `revoke`, joined with `+` when several hit (`503+revoke`).
     pub fault: Option<String>,
+    /// The client's address of the connection the request came on: requests on one connection
+    /// share it, a new connection has a new port.
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 /// The status recorded for a request abandoned by its caller before it was answered.
@@ -72,6 +75,7 @@ impl fmt::Debug for RecordedRequest {
             .field("body", body)
             .field("status", &self.status)
             .field("fault", &self.fault)
+            .field("peer", &self.peer)
             .finish()
     }
 }
@@ -144,6 +148,7 @@ mod tests {
             body: String::new(),
             status: 0,
             fault: None,
+            peer: None,
         }
     }
 

@@ -129,7 +129,7 @@ pub async fn start(config: SandboxConfig) -> std::io::Result<SandboxHandle> {
     let listener = conn::ResettableListener::new(listener);
     let sandbox = Arc::new(Sandbox::new(config));
     let app = server::router(Arc::clone(&sandbox))
-        .into_make_service_with_connect_info::<conn::KillSwitch>();
+        .into_make_service_with_connect_info::<conn::Connection>();
     let (shutdown, mut stop) = watch::channel(false);
 
     let sweeper = Arc::clone(&sandbox);

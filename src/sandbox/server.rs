@@ -26,7 +26,7 @@ use http::{HeaderName, HeaderValue, Method, StatusCode};
 
 use super::auth::bearer_token;
 use super::clock::now_ms;
-use super::conn::KillSwitch;
+use super::conn::Connection;
 use super::error::ApiError;
 use super::fault_plan::{Decision, PlannedAnswer};
 use super::faults::FaultAction;
@@ -214,10 +214,12 @@ enum Ending {
 }
 
 async fn entry(State(sandbox): State<Arc<Sandbox>>, request: Request) -> Response {
-    let kill = request
+    let connection = request
         .extensions()
-        .get::<ConnectInfo<KillSwitch>>()
-        .map(|ConnectInfo(switch)| switch.clone());
+        .get::<ConnectInfo<Connection>>()
+        .map(|ConnectInfo(connection)| connection.clone());
+    let peer = connection.as_ref().map(|c| c.peer);
+    let kill = connection.map(|c| c.switch);
     let (parts, body) = request.into_parts();
     let body = to_bytes(body, MAX_BODY_BYTES).await;
     let header = |name: &HeaderName| {
@@ -239,6 +241,7 @@ async fn entry(State(sandbox): State<Arc<Sandbox>>, request: Request) -> Respons
             .unwrap_or_default(),
         status: 0,
         fault: None,
+        peer,
     };
     let (id, injected) = admit(&sandbox, record);
     let mut journal_entry = JournalEntry {

@@ -1,7 +1,7 @@
 //! `polygon.oms.v1.CashInService`: create, get, list and refresh cash-ins over the OMS REST API.
 
 use super::{
-    deadline, echo_idempotency_key, grpc_timeout, idempotency_key, page_token, status_with_key,
+    deadline, echo_idempotency_keys, grpc_timeout, idempotency_key, page_token, status_with_keys,
     upstream_idempotency_key,
 };
 use crate::audit;
@@ -10,7 +10,7 @@ use crate::error::{GatewayError, ResourceRef, UpstreamError};
 use crate::idempotency::{self, IdempotencyLayer};
 use crate::proto::v1::{self as pb, cash_in_service_server::CashInService};
 use crate::security::Caller;
-use crate::upstream::{ListCashInsQuery, OmsClient, model::CashInDto};
+use crate::upstream::{ListCashInsQuery, OmsClient, WriteKey, model::CashInDto};
 use crate::validate::{self, Violations};
 use crate::watch::{
     WatchHub, WatchKey,
@@ -93,6 +93,14 @@ struct Mutation {
 }
 
 impl Mutation {
+    /// The key to send upstream; `resumes`: see [`WriteKey::resumes`].
+    fn write_key(&self, resumes: bool) -> WriteKey<'_> {
+        WriteKey {
+            key: &self.upstream_key,
+            resumes,
+        }
+    }
+
     /// The call's audit line.
     fn audit(
         &self,
@@ -134,7 +142,8 @@ impl CashIns {
         }
     }
 
-    /// Runs `call` through the idempotency layer (share, replay or refuse; see idempotency.rs).
+    /// Runs `call` through the idempotency layer (share, replay or refuse; see idempotency.rs);
+    /// `call` is told whether it resumes an abandoned call with the same key.
     async fn once<F, Fut>(
         &self,
         mutation: &Mutation,
@@ -143,7 +152,7 @@ impl CashIns {
         call: F,
     ) -> Result<pb::CashIn, GatewayError>
     where
-        F: FnOnce() -> Fut,
+        F: FnOnce(bool) -> Fut,
         Fut: std::future::Future<Output = Result<pb::CashIn, GatewayError>>,
     {
         self.idempotency
@@ -201,35 +210,37 @@ impl CashInService for CashIns {
         let span = tracing::info_span!("CreateCashIn", idempotency_key = %m.key, caller = %m.caller, cash_in_id = tracing::field::Empty);
         let request = request.into_inner();
         let customer_id = request.customer_id.clone();
-        let recorded = audit::recording_request_id(
-            async {
-                validate::create_cash_in(&request, &mut violations);
-                violations.finish()?;
-                let body = convert::create_body(&request);
-                // The REST body is what OMS fingerprints too; metadata is a BTreeMap, so it is stable.
-                let fingerprint =
-                    idempotency::fingerprint(&[&serde_json::to_vec(&body).unwrap_or_default()]);
-                let cash_in = self
-                    .once(&m, "CreateCashIn", fingerprint, || async {
-                        let dto = self
-                            .client
-                            .create_cash_in(&body, &m.upstream_key, m.deadline)
-                            .await
-                            .map_err(GatewayError::upstream("POST /cash-ins", None))?;
-                        decode_cash_in("POST /cash-ins", dto)
-                    })
-                    .await?;
-                tracing::Span::current().record("cash_in_id", cash_in.id.as_str());
-                tracing::info!(status = cash_in.status, "cash-in created");
-                let mut response = Response::new(pb::CreateCashInResponse {
-                    cash_in: Some(cash_in),
-                });
-                echo_idempotency_key(response.metadata_mut(), &m.key);
-                Ok(response)
-            }
-            .instrument(span),
-        )
-        .await;
+        let call = async {
+            validate::create_cash_in(&request, &mut violations);
+            violations.finish()?;
+            let body = convert::create_body(&request);
+            // The REST body is what OMS fingerprints too; metadata is a BTreeMap, so it is stable.
+            let fingerprint =
+                idempotency::fingerprint(&[&serde_json::to_vec(&body).unwrap_or_default()]);
+            let (m, body) = (&m, &body);
+            let cash_in = self
+                .once(m, "CreateCashIn", fingerprint, |resumes| async move {
+                    let key = m.write_key(resumes);
+                    let dto = self
+                        .client
+                        .create_cash_in(body, key, m.deadline)
+                        .await
+                        .map_err(GatewayError::upstream("POST /cash-ins", None))?;
+                    decode_cash_in("POST /cash-ins", dto)
+                })
+                .await?;
+            tracing::Span::current().record("cash_in_id", cash_in.id.as_str());
+            tracing::info!(status = cash_in.status, "cash-in created");
+            // Its customer's watchers hear of it now, not at their poller's next turn.
+            self.hub.publish(&cash_in);
+            let mut response = Response::new(pb::CreateCashInResponse {
+                cash_in: Some(cash_in),
+            });
+            echo_idempotency_keys(response.metadata_mut(), &m.key, &m.upstream_key);
+            Ok(response)
+        }
+        .instrument(span);
+        let recorded = audit::recording_request_id(call).await;
         let (result, upstream_request_id): (
             Result<Response<pb::CreateCashInResponse>, GatewayError>,
             String,
@@ -245,7 +256,7 @@ impl CashInService for CashIns {
             result.as_ref().map(|_| ()),
             &upstream_request_id,
         );
-        result.map_err(|err| status_with_key(err, &m.key))
+        result.map_err(|err| status_with_keys(err, &m.key, &m.upstream_key))
     }
 
     async fn get_cash_in(
@@ -375,41 +386,37 @@ impl CashInService for CashIns {
         );
         let request = request.into_inner();
         let span = tracing::info_span!("RefreshCashIn", cash_in_id = %request.cash_in_id, idempotency_key = %m.key, caller = %m.caller);
-        let recorded = audit::recording_request_id(
-            async {
-                validate::cash_in_id(&mut violations, &request.cash_in_id);
-                validate::idempotency_key(
-                    &mut violations,
-                    "idempotency_key",
-                    &request.idempotency_key,
-                );
-                violations.finish()?;
-                let id = &request.cash_in_id;
-                let fingerprint = idempotency::fingerprint(&[id.as_bytes()]);
-                let cash_in = self
-                    .once(&m, "RefreshCashIn", fingerprint, || async {
-                        let dto = self
-                            .client
-                            .refresh_cash_in(id, &m.upstream_key, m.deadline)
-                            .await
-                            .map_err(GatewayError::upstream(
-                                "POST /cash-ins/{id}/refresh",
-                                Some(ResourceRef::cash_in(id)),
-                            ))?;
-                        decode_cash_in("POST /cash-ins/{id}/refresh", dto)
-                    })
-                    .await?;
-                tracing::info!("deposit code refreshed");
-                self.hub.publish(&cash_in);
-                let mut response = Response::new(pb::RefreshCashInResponse {
-                    cash_in: Some(cash_in),
-                });
-                echo_idempotency_key(response.metadata_mut(), &m.key);
-                Ok(response)
-            }
-            .instrument(span),
-        )
-        .await;
+        let call = async {
+            validate::cash_in_id(&mut violations, &request.cash_in_id);
+            validate::idempotency_key(&mut violations, "idempotency_key", &request.idempotency_key);
+            violations.finish()?;
+            let id = &request.cash_in_id;
+            let fingerprint = idempotency::fingerprint(&[id.as_bytes()]);
+            let m = &m;
+            let cash_in = self
+                .once(m, "RefreshCashIn", fingerprint, |resumes| async move {
+                    let key = m.write_key(resumes);
+                    let dto = self
+                        .client
+                        .refresh_cash_in(id, key, m.deadline)
+                        .await
+                        .map_err(GatewayError::upstream(
+                            "POST /cash-ins/{id}/refresh",
+                            Some(ResourceRef::cash_in(id)),
+                        ))?;
+                    decode_cash_in("POST /cash-ins/{id}/refresh", dto)
+                })
+                .await?;
+            tracing::info!("deposit code refreshed");
+            self.hub.publish(&cash_in);
+            let mut response = Response::new(pb::RefreshCashInResponse {
+                cash_in: Some(cash_in),
+            });
+            echo_idempotency_keys(response.metadata_mut(), &m.key, &m.upstream_key);
+            Ok(response)
+        }
+        .instrument(span);
+        let recorded = audit::recording_request_id(call).await;
         let (result, upstream_request_id): (
             Result<Response<pb::RefreshCashInResponse>, GatewayError>,
             String,
@@ -429,7 +436,7 @@ impl CashInService for CashIns {
             result.as_ref().map(|_| ()),
             &upstream_request_id,
         );
-        result.map_err(|err| status_with_key(err, &m.key))
+        result.map_err(|err| status_with_keys(err, &m.key, &m.upstream_key))
     }
 
     type WatchCashInStream = EventStream;

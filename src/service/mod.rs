@@ -1,8 +1,9 @@
 //! The gRPC services, one file each: validate the request, call the upstream, convert the
 //! answer. This module holds what every handler shares: the call's deadline (from the caller's
 //! `grpc-timeout`, else the configured default, so nothing waits without bound) and the
-//! idempotency key of a mutating call (field, else `idempotency-key` metadata, else a fresh
-//! UUIDv4), which is echoed in the response or error metadata `idempotency-key`.
+//! idempotency key of a mutating call (field, else `idempotency-key` metadata; absent both, the
+//! call is INVALID_ARGUMENT), which is echoed in the response or error metadata
+//! `idempotency-key`, beside `oms-idempotency-key`: the exact key OMS received.
 
 pub mod cash_in;
 pub mod cash_location;
@@ -17,6 +18,15 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 
 /// Metadata key carrying the idempotency key, in requests and responses.
 pub const IDEMPOTENCY_KEY_METADATA: &str = "idempotency-key";
+
+/// Response and error metadata key carrying the `Idempotency-Key` header exactly as sent to OMS,
+/// for teams that reconcile against OMS directly.
+pub const OMS_IDEMPOTENCY_KEY_METADATA: &str = "oms-idempotency-key";
+
+/// What a mutating call without a key is told.
+const KEY_REQUIRED: &str = "required: set the `idempotency_key` field (or the `idempotency-key` \
+call metadata) to a key naming this one operation, e.g. your order id, and send the same key when \
+you retry it; without a key, a retried call could create a second cash-in";
 
 /// The caller's `grpc-timeout` as a duration (gRPC over HTTP/2 spec: up to 8 digits and a unit).
 pub fn grpc_timeout(metadata: &MetadataMap) -> Option<Duration> {
@@ -43,7 +53,9 @@ pub fn deadline(metadata: &MetadataMap, default_deadline: Duration) -> Instant {
 }
 
 /// Picks the idempotency key of a mutating call and records its violations: the request field
-/// wins over the `idempotency-key` metadata; absent both, a fresh UUIDv4.
+/// wins over the `idempotency-key` metadata; absent both, the call is refused. A key the gateway
+/// made up would differ on every retry of the RPC (by a client, a gRPC retry policy or a mesh
+/// proxy), and each retry would then create another cash-in or kill the code just shown.
 pub fn idempotency_key(field: &str, metadata: &MetadataMap, v: &mut Violations) -> String {
     if !field.is_empty() {
         // The field itself is validated with the rest of the request.
@@ -64,45 +76,63 @@ pub fn idempotency_key(field: &str, metadata: &MetadataMap, v: &mut Violations) 
             );
             String::new()
         }
-        _ => uuid::Uuid::new_v4().to_string(),
+        _ => {
+            v.add("idempotency_key", KEY_REQUIRED);
+            String::new()
+        }
     }
 }
 
-/// The `Idempotency-Key` sent upstream for `key` from `caller`. Keys are scoped per caller, but
-/// every caller reaches OMS with the gateway's one set of credentials, i.e. one OMS key space: sent
-/// as given, caller B's key would replay caller A's cash-in (or be refused as reused). So a
-/// caller's key is qualified by its identity, length-prefixed so that no two (caller, key) pairs
-/// meet. Deterministic, so a retry after a restart still replays upstream. A call without a caller
-/// identity sends its key as given. A qualified key beyond OMS's 255 characters is replaced by a
-/// stable 128-bit FNV-1a digest of it (`h1:` and 32 hex digits, which no qualified key starts with).
+/// The `Idempotency-Key` sent upstream for `key` from `caller` (empty: anonymous). Keys are
+/// scoped per caller, but every caller reaches OMS with the gateway's one set of credentials, i.e.
+/// one OMS key space: sent as given, caller B's key would replay caller A's cash-in (or be refused
+/// as reused). So every key, anonymous ones included, is sent qualified as
+/// `{bytes of caller}:{caller}:{key}` (anonymous: `0::{key}`): the length prefix says where the
+/// caller ends, so the encoding is injective and no two (caller, key) pairs meet, whatever
+/// either contains. Deterministic, so a retry after a restart still replays upstream. A qualified
+/// key beyond OMS's 255 characters is replaced by `h1:` and the SHA-256 of the qualified key in
+/// hex (67 characters); qualified keys start with a digit, so the two forms never meet either.
 pub fn upstream_idempotency_key(caller: &str, key: &str) -> String {
-    if caller.is_empty() {
-        return key.to_owned();
-    }
     let qualified = format!("{}:{caller}:{key}", caller.len());
     if qualified.len() <= validate::MAX_IDEMPOTENCY_KEY_CHARS {
         return qualified;
     }
-    let mut hash: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
-    for byte in qualified.bytes() {
-        hash ^= u128::from(byte);
-        hash = hash.wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b);
+    let digest = ring::digest::digest(&ring::digest::SHA256, qualified.as_bytes());
+    let mut hashed = String::with_capacity(3 + 64);
+    hashed.push_str("h1:");
+    for byte in digest.as_ref() {
+        hashed.push_str(&format!("{byte:02x}"));
     }
-    format!("h1:{hash:032x}")
+    hashed
 }
 
-/// Puts the key used into response or error metadata, so a caller can retry with it.
-pub fn echo_idempotency_key(metadata: &mut MetadataMap, key: &str) {
-    if let Ok(value) = MetadataValue::try_from(key) {
-        metadata.insert(IDEMPOTENCY_KEY_METADATA, value);
+/// Puts the caller's key and the key OMS received into response or error metadata, so a caller
+/// can retry with the one and reconcile against OMS with the other.
+pub fn echo_idempotency_keys(metadata: &mut MetadataMap, key: &str, upstream_key: &str) {
+    for (name, value) in [
+        (IDEMPOTENCY_KEY_METADATA, key),
+        (OMS_IDEMPOTENCY_KEY_METADATA, upstream_key),
+    ] {
+        if value.is_empty() {
+            continue;
+        }
+        if let Ok(value) = MetadataValue::try_from(value) {
+            metadata.insert(name, value);
+        }
     }
 }
 
-/// Converts a handler's error into a status carrying the idempotency key that was used.
-pub fn status_with_key(err: GatewayError, key: &str) -> tonic::Status {
+/// Converts a handler's error into a status carrying the keys that were used. A request refused
+/// by validation never reached OMS, so it carries no `oms-idempotency-key`.
+pub fn status_with_keys(err: GatewayError, key: &str, upstream_key: &str) -> tonic::Status {
+    let upstream_key = if matches!(err, GatewayError::Invalid(_)) {
+        ""
+    } else {
+        upstream_key
+    };
     let mut status = tonic::Status::from(err);
     if !key.is_empty() {
-        echo_idempotency_key(status.metadata_mut(), key);
+        echo_idempotency_keys(status.metadata_mut(), key, upstream_key);
     }
     status
 }
@@ -133,28 +163,34 @@ mod tests {
 
     #[test]
     fn upstream_keys_are_scoped_per_caller() {
-        assert_eq!(upstream_idempotency_key("", "k-1"), "k-1");
+        assert_eq!(upstream_idempotency_key("", "k-1"), "0::k-1");
         assert_eq!(upstream_idempotency_key("svc-a", "k-1"), "5:svc-a:k-1");
+        // The collision found in review: an anonymous key shaped like svc-a's qualified one.
+        assert_ne!(
+            upstream_idempotency_key("", "5:svc-a:k-1"),
+            upstream_idempotency_key("svc-a", "k-1")
+        );
         assert_ne!(
             upstream_idempotency_key("a:b", "c"),
             upstream_idempotency_key("a", "b:c")
         );
         let long = "k".repeat(255);
         let hashed = upstream_idempotency_key("svc-a", &long);
-        assert!(hashed.starts_with("h1:") && hashed.len() == 35, "{hashed}");
+        assert!(hashed.starts_with("h1:") && hashed.len() == 67, "{hashed}");
         assert_eq!(hashed, upstream_idempotency_key("svc-a", &long));
         assert_ne!(hashed, upstream_idempotency_key("svc-b", &long));
     }
 
     #[test]
-    fn the_field_key_wins_over_metadata_and_absent_both_a_uuid_is_made() {
+    fn the_field_key_wins_over_metadata_and_absent_both_the_call_is_refused() {
         let mut md = MetadataMap::new();
         let mut v = Violations::default();
         md.insert(IDEMPOTENCY_KEY_METADATA, "from-metadata".parse().unwrap());
         assert_eq!(idempotency_key("from-field", &md, &mut v), "from-field");
         assert_eq!(idempotency_key("", &md, &mut v), "from-metadata");
-        let generated = idempotency_key("", &MetadataMap::new(), &mut v);
-        assert!(uuid::Uuid::parse_str(&generated).is_ok());
         assert!(v.finish().is_ok());
+        let mut v = Violations::default();
+        assert_eq!(idempotency_key("", &MetadataMap::new(), &mut v), "");
+        assert!(v.finish().is_err());
     }
 }

@@ -2,11 +2,17 @@
 //! renewed before it expires, and exchanged again after a 401.
 //!
 //! Invariants: at most one exchange runs at a time however many calls need a token (a mutex
-//! guards the exchange, and every waiter re-checks the cache after taking it); a 401 only
+//! guards the exchange, and every waiter re-checks the cache after taking it; a waiter whose
+//! exchange-in-progress failed gets that failure instead of queuing another); a 401 only
 //! invalidates the token generation that earned it, so a storm of 401s on one stale token causes
 //! one exchange, not one per call. The token and the secret are [`Secret`]s and never printed.
-//! The outcome of every exchange is published as [`UpstreamHealth`] for the health service.
+//! Health ([`UpstreamHealth`]) follows what OMS says: an exchange's outcome, a rejected fresh
+//! token, and any authenticated 2xx (which proves the credentials work); an exchange cut short
+//! by one caller's deadline says nothing and changes nothing. Exchange failures that say OMS is
+//! unwell (no answer, 5xx, 429) count as failures for the circuit breaker. OMS's `expiresIn` is
+//! clamped, so a token is renewed at least every few seconds and at most hourly.
 
+use super::breaker::CircuitBreaker;
 use super::{UpstreamHealth, failure_from_response, model};
 use crate::config::Secret;
 use crate::error::UpstreamError;
@@ -15,11 +21,26 @@ use std::sync::{
     atomic::{AtomicU64, Ordering},
 };
 use std::time::Duration;
-use tokio::sync::{Mutex, watch};
+use tokio::sync::{Mutex, Notify, watch};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 /// The token lifetime assumed when OMS does not say (`expiresIn` is documented as 3600).
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+/// The lifetime OMS's `expiresIn` is clamped to: 0 must not make every call exchange, and
+/// u64::MAX must not overflow a clock or keep a token forever.
+const MIN_TOKEN_LIFETIME: Duration = Duration::from_secs(5);
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// How long a token is used, from OMS's `expiresIn` (clamped; see [`MIN_TOKEN_LIFETIME`]):
+/// renewed a minute early, or a fifth of the lifetime early for short-lived tokens.
+fn refresh_after(expires_in: Option<u64>) -> Duration {
+    let lifetime = expires_in
+        .map_or(DEFAULT_TOKEN_LIFETIME, Duration::from_secs)
+        .clamp(MIN_TOKEN_LIFETIME, MAX_TOKEN_LIFETIME);
+    let margin = Duration::from_secs(60).min(lifetime / 5);
+    lifetime - margin
+}
 
 /// The OMS API key and secret.
 #[derive(Clone, Debug)]
@@ -66,7 +87,25 @@ pub struct TokenSource {
     exchange: Mutex<()>,
     generation: AtomicU64,
     exchanges: AtomicU64,
+    /// Exchanges finished, successful or not: a waiter that sees it move knows the exchange it
+    /// waited for is over.
+    finished: AtomicU64,
+    /// The failure of the last finished exchange, if it failed for a reason other than its
+    /// caller's deadline; shared with the calls that waited for it.
+    last_failure: std::sync::Mutex<Option<UpstreamError>>,
+    /// Wakes the background refresher (after OMS rejected a fresh token).
+    refresh_now: Notify,
+    breaker: Arc<CircuitBreaker>,
     health: watch::Sender<UpstreamHealth>,
+}
+
+/// Why a call got no token.
+#[derive(Debug)]
+pub struct TokenFailure {
+    /// What went wrong.
+    pub error: UpstreamError,
+    /// Whether this call ran the failed exchange (rather than waiting for another's).
+    pub exchanged: bool,
 }
 
 // === impl TokenSource ===
@@ -77,6 +116,7 @@ impl TokenSource {
         token_url: reqwest::Url,
         credentials: Credentials,
         exchange_timeout: Duration,
+        breaker: Arc<CircuitBreaker>,
         health: watch::Sender<UpstreamHealth>,
     ) -> Self {
         Self {
@@ -88,6 +128,10 @@ impl TokenSource {
             exchange: Mutex::new(()),
             generation: AtomicU64::new(0),
             exchanges: AtomicU64::new(0),
+            finished: AtomicU64::new(0),
+            last_failure: std::sync::Mutex::new(None),
+            refresh_now: Notify::new(),
+            breaker,
             health,
         }
     }
@@ -105,17 +149,46 @@ impl TokenSource {
     /// A fresh token: the cached one, or the result of the one exchange in flight, or a new
     /// exchange. Waits no longer than `deadline`.
     pub async fn token(&self, deadline: Instant) -> Result<Arc<Token>, UpstreamError> {
+        self.token_for_call(deadline).await.map_err(|f| f.error)
+    }
+
+    /// [`token`](Self::token), saying whether a failure came from this call's own exchange.
+    pub async fn token_for_call(&self, deadline: Instant) -> Result<Arc<Token>, TokenFailure> {
         if let Some(token) = self.cached() {
             return Ok(token);
         }
+        let seen = self.finished.load(Ordering::Acquire);
         let _exchange = tokio::time::timeout_at(deadline, self.exchange.lock())
             .await
-            .map_err(|_| UpstreamError::DeadlineExceeded)?;
+            .map_err(|_| TokenFailure {
+                error: UpstreamError::DeadlineExceeded,
+                exchanged: false,
+            })?;
         // Whoever held the lock before us may have exchanged already.
         if let Some(token) = self.cached() {
             return Ok(token);
         }
-        self.exchange_now(deadline).await
+        // The exchange we waited for failed: share its failure rather than queue behind one
+        // exchange after another while OMS is down.
+        if self.finished.load(Ordering::Acquire) != seen {
+            let shared = self
+                .last_failure
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            if let Some(error) = shared {
+                return Err(TokenFailure {
+                    error,
+                    exchanged: false,
+                });
+            }
+        }
+        self.exchange_now(deadline)
+            .await
+            .map_err(|error| TokenFailure {
+                error,
+                exchanged: true,
+            })
     }
 
     fn credentials(&self) -> Arc<Credentials> {
@@ -147,9 +220,24 @@ impl TokenSource {
         }
     }
 
-    /// Reports that OMS rejected a fresh token: the credentials are bad or revoked.
-    pub fn report_rejected(&self) {
+    /// Reports that OMS rejected `used`, a fresh token: the credentials may be bad or revoked.
+    /// The token is dropped and the refresher woken, so health turns SERVING again as soon as an
+    /// exchange (or any call) succeeds, instead of at the next scheduled renewal.
+    pub fn report_rejected(&self, used: &Token) {
+        self.invalidate(used);
         self.health.send_replace(UpstreamHealth::AuthFailed);
+        self.refresh_now.notify_one();
+    }
+
+    /// Reports an authenticated 2xx: OMS accepts the gateway's credentials.
+    pub fn report_accepted(&self) {
+        if *self.health.borrow() != UpstreamHealth::Serving {
+            self.health.send_if_modified(|health| {
+                let changed = *health != UpstreamHealth::Serving;
+                *health = UpstreamHealth::Serving;
+                changed
+            });
+        }
     }
 
     async fn exchange_now(&self, deadline: Instant) -> Result<Arc<Token>, UpstreamError> {
@@ -160,8 +248,7 @@ impl TokenSource {
         };
         let attempt_deadline = deadline.min(Instant::now() + self.exchange_timeout);
         let span = tracing::info_span!("oms_token_exchange", url = %self.token_url);
-        let _enter = span.enter();
-        let result = tokio::time::timeout_at(attempt_deadline, async {
+        let exchange = async {
             let response = self
                 .http
                 .post(self.token_url.clone())
@@ -185,26 +272,28 @@ impl TokenSource {
             let bytes = super::read_body(response).await?;
             serde_json::from_slice::<model::TokenDto>(&bytes)
                 .map_err(|e| UpstreamError::BadResponse(format!("POST /auth/token: {e}")))
-        })
-        .await
-        .unwrap_or_else(|_| {
-            Err(if attempt_deadline == deadline {
-                UpstreamError::DeadlineExceeded
-            } else {
-                UpstreamError::Timeout(self.exchange_timeout)
-            })
-        });
+        };
+        let result = tokio::time::timeout_at(attempt_deadline, exchange.instrument(span.clone()))
+            .await
+            .unwrap_or_else(|_| {
+                Err(if attempt_deadline == deadline {
+                    UpstreamError::DeadlineExceeded
+                } else {
+                    UpstreamError::Timeout(self.exchange_timeout)
+                })
+            });
+        let _enter = span.enter();
+        *self.last_failure.lock().unwrap_or_else(|e| e.into_inner()) = match &result {
+            Err(err) if !matches!(err, UpstreamError::DeadlineExceeded) => Some(err.clone()),
+            _ => None,
+        };
+        self.finished.fetch_add(1, Ordering::Release);
         match result {
             Ok(dto) => {
-                let lifetime = dto
-                    .expires_in
-                    .map(Duration::from_secs)
-                    .unwrap_or(DEFAULT_TOKEN_LIFETIME);
-                // Renew a minute early, or a fifth of the lifetime early for short-lived tokens.
-                let margin = Duration::from_secs(60).min(lifetime / 5);
+                let refresh_after = refresh_after(dto.expires_in);
                 let token = Arc::new(Token {
                     value: Secret::new(dto.access_token),
-                    refresh_at: Instant::now() + lifetime.saturating_sub(margin),
+                    refresh_at: Instant::now() + refresh_after,
                     generation: self.generation.fetch_add(1, Ordering::Relaxed) + 1,
                 });
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(token.clone());
@@ -212,12 +301,21 @@ impl TokenSource {
                 self.health.send_replace(UpstreamHealth::Serving);
                 tracing::info!(
                     generation = token.generation,
-                    lifetime_s = lifetime.as_secs(),
+                    expires_in_s = dto.expires_in,
+                    refresh_after_s = refresh_after.as_secs(),
                     "exchanged a new OMS access token"
                 );
                 Ok(token)
             }
+            Err(UpstreamError::DeadlineExceeded) => {
+                // One caller's deadline cut it short: nothing learnt about OMS.
+                tracing::debug!("OMS token exchange cut short by the caller's deadline");
+                Err(UpstreamError::DeadlineExceeded)
+            }
             Err(err) => {
+                if err.is_outage() {
+                    self.breaker.on_failure(false);
+                }
                 let health = match &err {
                     UpstreamError::AuthFailed { .. } => {
                         tracing::error!(error = %err, "OMS rejected the gateway's API key and secret");
@@ -243,7 +341,10 @@ impl TokenSource {
             match self.token(deadline).await {
                 Ok(token) => {
                     backoff = Duration::from_millis(250);
-                    tokio::time::sleep_until(token.refresh_at()).await;
+                    tokio::select! {
+                        () = tokio::time::sleep_until(token.refresh_at()) => {}
+                        () = self.refresh_now.notified() => {}
+                    }
                 }
                 Err(_) => {
                     tokio::time::sleep(backoff).await;

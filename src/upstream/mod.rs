@@ -74,6 +74,25 @@ pub struct ListCashLocationsQuery {
     pub flow: Option<String>,
 }
 
+/// The idempotency key of a write.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteKey<'a> {
+    /// The `Idempotency-Key` header.
+    pub key: &'a str,
+    /// An earlier call with this key was abandoned by its caller and may still hold the key
+    /// upstream: a 409 is then most likely that request, and waiting gets its outcome.
+    pub resumes: bool,
+}
+
+impl<'a> From<&'a str> for WriteKey<'a> {
+    fn from(key: &'a str) -> Self {
+        Self {
+            key,
+            resumes: false,
+        }
+    }
+}
+
 /// One REST request, described once and sent as many times as the retry policy allows.
 struct Call<'a> {
     operation: &'static str,
@@ -81,6 +100,8 @@ struct Call<'a> {
     url: Url,
     body: Option<Vec<u8>>,
     idempotency_key: Option<&'a str>,
+    /// See [`WriteKey::resumes`].
+    resumes: bool,
     deadline: Instant,
 }
 
@@ -93,12 +114,14 @@ pub struct OmsClient {
 #[derive(Debug)]
 struct Inner {
     http: reqwest::Client,
+    /// Sends each request on a new connection (no pooling): the retry after a 421.
+    fresh_http: reqwest::Client,
     base: Url,
     auth: Arc<TokenSource>,
     config: UpstreamConfig,
     health: watch::Receiver<UpstreamHealth>,
     budget: RetryBudget,
-    breaker: CircuitBreaker,
+    breaker: Arc<CircuitBreaker>,
 }
 
 /// Releases the breaker's half-open probe if the attempt ends without a verdict (cancelled, or
@@ -135,32 +158,27 @@ impl OmsClient {
             let path = format!("{}/", base.path());
             base.set_path(&path);
         }
-        let mut builder = reqwest::Client::builder();
+        check_cleartext(&base)?;
+        let mut roots = Vec::new();
         if let Some(path) = &config.ca_file {
             let pem = std::fs::read(path)
                 .map_err(|e| format!("cannot read the upstream CA file {}: {e}", path.display()))?;
-            let roots = reqwest::Certificate::from_pem_bundle(&pem)
+            roots = reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|e| format!("{} holds no PEM certificates: {e}", path.display()))?;
             if roots.is_empty() {
                 return Err(format!("{} holds no PEM certificates", path.display()));
             }
-            for root in roots {
-                builder = builder.add_root_certificate(root);
-            }
         }
-        let http = builder
-            // Never downgrade from https, and never follow a redirect with a payment request in
-            // hand: a 3xx from OMS is an error to report, not a hop to take.
-            .https_only(base.scheme() == "https")
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(config.connect_timeout)
-            .pool_idle_timeout(config.pool_idle_timeout)
-            .pool_max_idle_per_host(64)
-            .tcp_nodelay(true)
-            .user_agent(concat!("oms-gateway/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let http = http_client(&base, &config, &roots, 64)?;
+        // For the retry of a 421 Misdirected Request: a client that keeps no idle connection,
+        // so its request goes out on a new one.
+        let fresh_http = http_client(&base, &config, &roots, 0)?;
         let (health_tx, health_rx) = watch::channel(UpstreamHealth::Starting);
+        let breaker = Arc::new(CircuitBreaker::new(
+            config.breaker_threshold,
+            config.breaker_cooldown,
+            config.breaker_max_cooldown,
+        ));
         let token_url = base
             .join("auth/token")
             .map_err(|e| format!("invalid OMS base URL: {e}"))?;
@@ -169,19 +187,17 @@ impl OmsClient {
             token_url,
             credentials,
             config.request_timeout,
+            breaker.clone(),
             health_tx,
         ));
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
+                fresh_http,
                 base,
                 auth,
                 budget: RetryBudget::new(config.retry_budget_ratio, config.retry_budget_floor),
-                breaker: CircuitBreaker::new(
-                    config.breaker_threshold,
-                    config.breaker_cooldown,
-                    config.breaker_max_cooldown,
-                ),
+                breaker,
                 config,
                 health: health_rx,
             }),
@@ -202,6 +218,7 @@ impl OmsClient {
     /// ends, so the circuit closes again even when no caller is sending.
     pub async fn probe_while_open(self) {
         let mut state = self.circuit();
+        let mut backoff = self.inner.config.breaker_cooldown;
         loop {
             if *state.borrow_and_update() == CircuitState::Closed && state.changed().await.is_err()
             {
@@ -216,11 +233,17 @@ impl OmsClient {
                 ..ListCashInsQuery::default()
             };
             let deadline = Instant::now() + self.inner.config.request_timeout;
-            if let Err(err) = self.list_cash_ins(&query, deadline).await {
-                tracing::debug!(error = %err, "circuit probe failed");
+            match self.list_cash_ins(&query, deadline).await {
+                Ok(_) => backoff = self.inner.config.breaker_cooldown,
+                Err(err) => {
+                    // Whatever failed (the probe, its token exchange, or admission because a
+                    // caller holds the probe slot), wait longer before the next try, so a
+                    // failing OMS is never probed in a loop.
+                    tracing::debug!(error = %err, backoff_ms = backoff.as_millis() as u64, "circuit probe failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.inner.config.breaker_max_cooldown);
+                }
             }
-            // Avoid a hot loop if the probe slot was taken by a caller meanwhile.
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -241,7 +264,7 @@ impl OmsClient {
     pub async fn create_cash_in(
         &self,
         body: &CreateCashInBody,
-        idempotency_key: &str,
+        idempotency_key: WriteKey<'_>,
         deadline: Instant,
     ) -> Result<CashInDto, UpstreamError> {
         self.post(
@@ -266,6 +289,7 @@ impl OmsClient {
             url: self.url(&["cash-ins", id]),
             body: None,
             idempotency_key: None,
+            resumes: false,
             deadline,
         })
         .await
@@ -300,6 +324,7 @@ impl OmsClient {
             url,
             body: None,
             idempotency_key: None,
+            resumes: false,
             deadline,
         })
         .await
@@ -309,7 +334,7 @@ impl OmsClient {
     pub async fn refresh_cash_in(
         &self,
         id: &str,
-        idempotency_key: &str,
+        idempotency_key: WriteKey<'_>,
         deadline: Instant,
     ) -> Result<CashInDto, UpstreamError> {
         let segments = ["cash-ins", id, "refresh"];
@@ -346,6 +371,7 @@ impl OmsClient {
                 url,
                 body: None,
                 idempotency_key: None,
+                resumes: false,
                 deadline,
             })
             .await?;
@@ -358,9 +384,10 @@ impl OmsClient {
         operation: &'static str,
         segments: &[&str],
         body: Option<&impl serde::Serialize>,
-        idempotency_key: &str,
+        idempotency_key: impl Into<WriteKey<'_>>,
         deadline: Instant,
     ) -> Result<T, UpstreamError> {
+        let key = idempotency_key.into();
         let body = body
             .map(serde_json::to_vec)
             .transpose()
@@ -370,7 +397,8 @@ impl OmsClient {
             method: Method::POST,
             url: self.url(segments),
             body,
-            idempotency_key: Some(idempotency_key),
+            idempotency_key: Some(key.key),
+            resumes: key.resumes,
             deadline,
         })
         .await
@@ -464,11 +492,12 @@ impl OmsClient {
             let max_attempts = if retryable_call { self.inner.config.max_attempts } else { 1 };
             let mut attempt = 0u32;
             let mut reauthenticated = false;
+            let mut new_connection = false;
             self.inner.budget.record_request();
             loop {
                 attempt += 1;
                 tracing::Span::current().record("attempts", attempt);
-                let outcome = self.attempt(&call, &mut reauthenticated).await;
+                let outcome = self.attempt(&call, &mut reauthenticated, new_connection).await;
                 let err = match outcome {
                     Ok(bytes) => {
                         return serde_json::from_slice::<T>(&bytes).map_err(|e| {
@@ -477,13 +506,22 @@ impl OmsClient {
                     }
                     Err(err) => err,
                 };
-                // A 409 on a retry is most likely our own earlier attempt still holding the key
-                // upstream; waiting and asking again gets its outcome.
-                let own_conflict = attempt > 1 && err.http_status() == Some(409);
+                // A 409 on a retry (or on a call resuming an abandoned one) is most likely our own
+                // earlier request still holding the key upstream; waiting and asking again gets
+                // its outcome.
+                let own_conflict =
+                    (attempt > 1 || call.resumes) && err.http_status() == Some(409);
                 if attempt >= max_attempts || !(err.is_retryable() || own_conflict) {
                     return Err(err);
                 }
-                let backoff = full_jitter(attempt);
+                // 421 Misdirected Request: the connection went to the wrong server (RFC 9110
+                // 15.5.20); the same request on a new connection is the prescribed retry.
+                new_connection = err.http_status() == Some(421);
+                let backoff = if new_connection {
+                    Duration::ZERO
+                } else {
+                    full_jitter(attempt)
+                };
                 let wait = err.retry_after().map_or(backoff, |after| after.max(backoff));
                 if Instant::now() + wait >= call.deadline {
                     return Err(err);
@@ -501,18 +539,26 @@ impl OmsClient {
         .await
     }
 
-    /// One attempt, plus at most one re-authentication per call. Returns the 2xx body.
+    /// One attempt, plus at most one re-authentication per call, on a new connection when
+    /// `new_connection`. Returns the 2xx body.
     async fn attempt(
         &self,
         call: &Call<'_>,
         reauthenticated: &mut bool,
+        new_connection: bool,
     ) -> Result<Vec<u8>, UpstreamError> {
+        let http = if new_connection {
+            &self.inner.fresh_http
+        } else {
+            &self.inner.http
+        };
         loop {
             let now = Instant::now();
             if now >= call.deadline {
                 return Err(UpstreamError::DeadlineExceeded);
             }
-            let token = self.inner.auth.token(call.deadline).await?;
+            // Admission first: while the circuit is open a call fails fast, even one that would
+            // need a token exchange.
             let mut probe = match self.inner.breaker.admit() {
                 Admission::Refused(wait) => return Err(UpstreamError::CircuitOpen(wait)),
                 Admission::Probe => Some(ProbeGuard {
@@ -521,10 +567,22 @@ impl OmsClient {
                 }),
                 Admission::Allowed => None,
             };
+            let token = match self.inner.auth.token_for_call(call.deadline).await {
+                Ok(token) => token,
+                Err(failure) => {
+                    // The exchange counted its own failure; a probe that met one reopens the
+                    // circuit (with a longer cool-down) like any failed probe.
+                    if let Some(guard) = probe.as_mut()
+                        && failure.error.is_outage()
+                    {
+                        self.inner.breaker.on_failure(true);
+                        guard.armed = false;
+                    }
+                    return Err(failure.error);
+                }
+            };
             let attempt_deadline = call.deadline.min(now + self.inner.config.request_timeout);
-            let mut request = self
-                .inner
-                .http
+            let mut request = http
                 .request(call.method.clone(), call.url.clone())
                 .bearer_auth(token.bearer())
                 .header(reqwest::header::ACCEPT, "application/json");
@@ -558,7 +616,10 @@ impl OmsClient {
             };
             // What the outcome says about OMS's health; the caller's own deadline says nothing.
             let healthy = match &outcome {
-                Ok(Ok(_)) => Some(true),
+                Ok(Ok(_)) => {
+                    self.inner.auth.report_accepted();
+                    Some(true)
+                }
                 Ok(Err((status, _))) => {
                     Some(!(status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS))
                 }
@@ -578,7 +639,7 @@ impl OmsClient {
                 Ok(body) => return Ok(body),
                 Err((StatusCode::UNAUTHORIZED, failure)) => {
                     if *reauthenticated {
-                        self.inner.auth.report_rejected();
+                        self.inner.auth.report_rejected(&token);
                         return Err(UpstreamError::AuthFailed {
                             message: failure.message,
                             request_id: failure.request_id,
@@ -593,6 +654,54 @@ impl OmsClient {
             }
         }
     }
+}
+
+/// The REST client's HTTP settings; `max_idle` 0 makes every request use a new connection.
+fn http_client(
+    base: &Url,
+    config: &UpstreamConfig,
+    roots: &[reqwest::Certificate],
+    max_idle: usize,
+) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder();
+    for root in roots {
+        builder = builder.add_root_certificate(root.clone());
+    }
+    builder
+        // Never downgrade from https, and never follow a redirect with a payment request in
+        // hand: a 3xx from OMS is an error to report, not a hop to take.
+        .https_only(base.scheme() == "https")
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(config.connect_timeout)
+        .pool_idle_timeout(config.pool_idle_timeout)
+        .pool_max_idle_per_host(max_idle)
+        .tcp_nodelay(true)
+        .user_agent(concat!("oms-gateway/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
+/// Refuses a plain-http base URL unless it names a loopback host: the API secret and bearer
+/// tokens would otherwise cross the network in cleartext.
+fn check_cleartext(base: &Url) -> Result<(), String> {
+    if base.scheme() != "http" {
+        return Ok(());
+    }
+    // An IPv6 host comes bracketed (`[::1]`).
+    let host = base.host_str().unwrap_or_default();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        return Ok(());
+    }
+    Err(format!(
+        "refusing OMS base URL `{base}`: plain http would send the OMS API secret and access tokens \
+         in cleartext; use https (with --upstream-ca-file for a private CA), or plain http only to \
+         a loopback address (127.0.0.1, ::1, localhost)"
+    ))
 }
 
 /// The most a call's upstream work is cut short of the caller's deadline.

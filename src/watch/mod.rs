@@ -34,6 +34,10 @@ use tokio::time::Instant;
 
 /// How many list pages a customer poller reads per poll (100 cash-ins each, newest first).
 const MAX_LIST_PAGES: usize = 5;
+/// The slowest cadence of a customer poller that keeps finding no cash-in at all (a customer id
+/// that may well be made up): its interval doubles per empty poll up to this. A cash-in created,
+/// refreshed or simulated through this gateway wakes it at once.
+const IDLE_CUSTOMER_MAX_INTERVAL: Duration = Duration::from_secs(30);
 
 /// What a poller watches.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -76,6 +80,8 @@ struct HubInner {
     budget: PollBudget,
     pollers: Mutex<HashMap<WatchKey, Weak<Poller>>>,
     streams: AtomicUsize,
+    /// Cash-ins remembered by open streams (what each last told its caller), summed.
+    tracked: AtomicUsize,
 }
 
 /// A running poller; dropping the last reference stops it.
@@ -83,8 +89,27 @@ struct HubInner {
 struct Poller {
     key: WatchKey,
     sender: watch::Sender<Observation>,
+    /// Makes the poll loop poll now instead of at its next turn.
+    wake: Arc<tokio::sync::Notify>,
     task: AbortHandle,
     hub: Weak<HubInner>,
+}
+
+impl Poller {
+    /// Whether the poller's latest observation already holds `cash_in` exactly as it is.
+    fn has_seen(&self, cash_in: &pb::CashIn) -> bool {
+        match &*self.sender.borrow() {
+            Observation::Seen { items, .. } => items.iter().any(|seen| seen == cash_in),
+            _ => false,
+        }
+    }
+
+    /// Whether the poll loop ended with an error: its streams have been told to go, and a new
+    /// subscriber must get a new poller rather than that error. (A loop that ended at a terminal
+    /// state holds the final state, which is still true.)
+    fn is_dead(&self) -> bool {
+        self.task.is_finished() && matches!(*self.sender.borrow(), Observation::Ended(_))
+    }
 }
 
 impl Drop for Poller {
@@ -123,6 +148,15 @@ impl Subscription {
     pub fn receiver(&mut self) -> &mut watch::Receiver<Observation> {
         &mut self.receiver
     }
+
+    /// Tells the hub how many cash-ins this stream remembers now (was `before`).
+    pub(crate) fn track(&self, before: usize, now: usize) {
+        if now > before {
+            self.hub.tracked.fetch_add(now - before, Ordering::Relaxed);
+        } else {
+            self.hub.tracked.fetch_sub(before - now, Ordering::Relaxed);
+        }
+    }
 }
 
 // === impl WatchHub ===
@@ -138,6 +172,7 @@ impl WatchHub {
                 poll_timeout,
                 pollers: Mutex::new(HashMap::new()),
                 streams: AtomicUsize::new(0),
+                tracked: AtomicUsize::new(0),
             }),
         }
     }
@@ -158,6 +193,11 @@ impl WatchHub {
         self.inner.streams.load(Ordering::Relaxed)
     }
 
+    /// Cash-ins that open streams remember, summed: what their memory grows with.
+    pub fn tracked_cash_ins(&self) -> usize {
+        self.inner.tracked.load(Ordering::Relaxed)
+    }
+
     /// Joins the poller for `key`, starting it if needed. RESOURCE_EXHAUSTED past the caps.
     pub fn subscribe(&self, key: WatchKey) -> Result<Subscription, GatewayError> {
         let hub = &self.inner;
@@ -171,7 +211,11 @@ impl WatchHub {
         }
         let poller = {
             let mut pollers = hub.pollers.lock().unwrap_or_else(|e| e.into_inner());
-            match pollers.get(&key).and_then(Weak::upgrade) {
+            let running = pollers
+                .get(&key)
+                .and_then(Weak::upgrade)
+                .filter(|poller| !poller.is_dead());
+            match running {
                 Some(poller) => Ok(poller),
                 None => {
                     pollers.retain(|_, w| w.strong_count() > 0);
@@ -202,16 +246,26 @@ impl WatchHub {
         }
     }
 
-    /// Publishes a state the gateway just received through another call (RefreshCashIn), so
-    /// watchers see it at once instead of at the next poll. An older state never replaces a
-    /// newer one.
+    /// Publishes a state the gateway just received through another call (CreateCashIn,
+    /// RefreshCashIn, SandboxService), so watchers see it at once instead of at the next poll:
+    /// the cash-in's own poller takes the state (an older state never replaces a newer one), and
+    /// its customer's poller polls now.
     pub fn publish(&self, cash_in: &pb::CashIn) {
-        let poller = {
+        let (poller, customer) = {
             let pollers = self.inner.pollers.lock().unwrap_or_else(|e| e.into_inner());
-            pollers
-                .get(&WatchKey::CashIn(cash_in.id.clone()))
-                .and_then(Weak::upgrade)
+            let find = |key: WatchKey| pollers.get(&key).and_then(Weak::upgrade);
+            (
+                find(WatchKey::CashIn(cash_in.id.clone())),
+                (!cash_in.customer_id.is_empty())
+                    .then(|| find(WatchKey::Customer(cash_in.customer_id.clone())))
+                    .flatten(),
+            )
         };
+        if let Some(customer) = customer
+            && !customer.has_seen(cash_in)
+        {
+            customer.wake.notify_one();
+        }
         let Some(poller) = poller else { return };
         poller.sender.send_if_modified(|observation| {
             let newer = match observation {
@@ -235,34 +289,41 @@ impl WatchHub {
 
     fn start_poller(&self, key: WatchKey) -> Arc<Poller> {
         let (sender, _) = watch::channel(Observation::Waiting);
+        let wake = Arc::new(tokio::sync::Notify::new());
         let task = tokio::spawn(poll_loop(
             Arc::downgrade(&self.inner),
             key.clone(),
             sender.clone(),
+            wake.clone(),
         ));
         tracing::debug!(?key, "poller started");
         Arc::new(Poller {
             key,
             sender,
+            wake,
             task: task.abort_handle(),
             hub: Arc::downgrade(&self.inner),
         })
     }
 }
 
-/// One poll of `key`.
+/// One poll of `key`, whose first request's permit the caller has taken. Each request's time
+/// limit starts when it is sent, after its permit: waiting for the poll budget is no upstream
+/// time, so a long queue for permits never times a request out before it went out.
 async fn fetch(hub: &HubInner, key: &WatchKey) -> Result<Vec<pb::CashIn>, GatewayError> {
-    let deadline = Instant::now() + hub.poll_timeout;
     match key {
         WatchKey::CashIn(id) => {
-            hub.budget.acquire().await;
+            let deadline = Instant::now() + hub.poll_timeout;
             Ok(vec![fetch_cash_in(&hub.client, id, deadline).await?])
         }
         WatchKey::Customer(customer) => {
             let mut items = Vec::new();
             let mut cursor = None;
-            for _ in 0..MAX_LIST_PAGES {
-                hub.budget.acquire().await;
+            for page in 0..MAX_LIST_PAGES {
+                if page > 0 {
+                    hub.budget.acquire().await;
+                }
+                let deadline = Instant::now() + hub.poll_timeout;
                 let query = ListCashInsQuery {
                     customer: Some(customer.clone()),
                     limit: 100,
@@ -293,13 +354,21 @@ fn jittered(interval: Duration) -> Duration {
 }
 
 /// The poller task. Holds only a weak reference to the hub, so it never keeps itself alive.
-async fn poll_loop(hub: Weak<HubInner>, key: WatchKey, sender: watch::Sender<Observation>) {
+async fn poll_loop(
+    hub: Weak<HubInner>,
+    key: WatchKey,
+    sender: watch::Sender<Observation>,
+    wake: Arc<tokio::sync::Notify>,
+) {
     let mut failing_since: Option<Instant> = None;
     let mut failures = 0u32;
+    let mut empty_polls = 0u32;
     loop {
         let Some(strong) = hub.upgrade() else { return };
         let interval = strong.config.poll_interval;
         let limit = strong.config.unreachable_limit;
+        strong.budget.acquire().await;
+        // The poll starts when its first request may go out.
         let started = Instant::now();
         let result = fetch(&strong, &key).await;
         drop(strong);
@@ -307,6 +376,13 @@ async fn poll_loop(hub: Weak<HubInner>, key: WatchKey, sender: watch::Sender<Obs
             Ok(items) => {
                 failing_since = None;
                 failures = 0;
+                // A customer with no cash-in at all (perhaps a made-up id) is polled ever less
+                // often, so such ids cannot take the whole poll budget.
+                empty_polls = if items.is_empty() {
+                    empty_polls.saturating_add(1)
+                } else {
+                    0
+                };
                 let terminal = matches!(&key, WatchKey::CashIn(_))
                     && items.first().is_some_and(|c| diff::is_terminal(c.status));
                 sender.send_if_modified(|observation| {
@@ -340,17 +416,26 @@ async fn poll_loop(hub: Weak<HubInner>, key: WatchKey, sender: watch::Sender<Obs
                     // Nothing changes after a terminal status: keep the last state, stop polling.
                     return;
                 }
-                jittered(interval)
+                jittered(
+                    interval
+                        .saturating_mul(1 << empty_polls.min(8))
+                        .min(IDLE_CUSTOMER_MAX_INTERVAL.max(interval)),
+                )
             }
             Err(err) if err.is_upstream_not_found() => {
                 sender.send_replace(Observation::Ended(err));
                 return;
             }
             Err(err) => {
-                // The outage is counted from the start of the first failed poll.
-                let since = *failing_since.get_or_insert(started);
+                // The outage is counted from the start of the first failed poll that went out;
+                // a poll the circuit breaker refused never reached OMS, so it neither starts
+                // nor ends the outage.
+                if !err.is_upstream_unsent() {
+                    failing_since.get_or_insert(started);
+                }
                 failures += 1;
-                if since.elapsed() >= limit {
+                let since = failing_since.unwrap_or(started);
+                if failing_since.is_some() && since.elapsed() >= limit {
                     tracing::warn!(?key, error = %err, "upstream unreachable past the limit; ending watch streams");
                     sender.send_replace(Observation::Ended(GatewayError::Unavailable(format!(
                         "OMS has been failing for over {}s while watching; reconnect to resume (last error: {err})",
@@ -368,7 +453,10 @@ async fn poll_loop(hub: Weak<HubInner>, key: WatchKey, sender: watch::Sender<Obs
                     .min(until_limit.max(Duration::from_millis(10)))
             }
         };
-        tokio::time::sleep(wait).await;
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = wake.notified() => {}
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use super::{Observation, Subscription, diff};
 use crate::error::GatewayError;
 use crate::proto::v1 as pb;
 use futures_util::{Stream, StreamExt};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, oneshot};
@@ -80,7 +80,10 @@ fn event(
     }
 }
 
-/// The events an observation produces for a stream that last sent `sent`.
+/// The events an observation produces for a stream that last sent `sent`. Afterwards `sent`
+/// holds no more cash-ins than the observation: one that left it (fell out of the newest
+/// cash-ins a customer poll reads) can never be reported again, so it is forgotten, and a
+/// stream's memory is bounded by one observation whatever the customer's history.
 fn events_for(
     mode: &Mode,
     items: &[pb::CashIn],
@@ -126,6 +129,10 @@ fn events_for(
                 }
             }
         }
+    }
+    if sent.len() > items.len() {
+        let present: HashSet<&str> = items.iter().map(|c| c.id.as_str()).collect();
+        sent.retain(|id, _| present.contains(id.as_str()));
     }
     events
 }
@@ -185,7 +192,18 @@ async fn run(
         deadline: deadline.unwrap_or(far_future),
         shutdown,
     };
-    match watch_loop(&mut subscription, &mode, heartbeat, &mut ends, &tx).await {
+    let mut sent = HashMap::new();
+    let outcome = watch_loop(
+        &mut subscription,
+        &mode,
+        heartbeat,
+        &mut ends,
+        &tx,
+        &mut sent,
+    )
+    .await;
+    subscription.track(sent.len(), 0);
+    match outcome {
         Ok(()) | Err(Stop::Gone) => {}
         Err(Stop::With(status)) => {
             let _ = end.send(status);
@@ -200,8 +218,8 @@ async fn watch_loop(
     heartbeat: Duration,
     ends: &mut Ends,
     tx: &mpsc::Sender<Result<pb::CashInEvent, Status>>,
+    sent: &mut HashMap<String, pb::CashIn>,
 ) -> Result<(), Stop> {
-    let mut sent: HashMap<String, pb::CashIn> = HashMap::new();
     let mut first = true;
     let mut next_heartbeat = Instant::now() + heartbeat;
     // Mark the current value unseen so the first loop turn reports it at once.
@@ -221,7 +239,9 @@ async fn watch_loop(
                     Observation::Waiting => {}
                     Observation::Ended(err) => return Err(Stop::With(err.into())),
                     Observation::Seen { items, at } => {
-                        let events = events_for(mode, &items, at, &mut sent, first);
+                        let before = sent.len();
+                        let events = events_for(mode, &items, at, sent, first);
+                        subscription.track(before, sent.len());
                         first = false;
                         let mut terminal = false;
                         for event in events {

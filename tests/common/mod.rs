@@ -189,7 +189,8 @@ pub fn create_request(location: &pb::CashLocation, customer: &str) -> pb::Create
             },
         ],
         metadata: [("order_id".to_owned(), "ord_789".to_owned())].into(),
-        idempotency_key: String::new(),
+        // Required on every create; unique, so each request is a new cash-in.
+        idempotency_key: format!("test-{}", uuid::Uuid::new_v4()),
     }
 }
 

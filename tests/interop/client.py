@@ -234,7 +234,10 @@ def flow(addr):
     resp = c.step(
         "py: RefreshCashIn answers",
         lambda: cash_ins.RefreshCashIn(
-            cash_in_pb2.RefreshCashInRequest(cash_in_id=ci.id), timeout=RPC_TIMEOUT
+            cash_in_pb2.RefreshCashInRequest(
+                cash_in_id=ci.id, idempotency_key="interop-py-refresh-1"
+            ),
+            timeout=RPC_TIMEOUT,
         ),
     )
     if resp is not None:

@@ -302,7 +302,7 @@ flow() {
   if call "grpcurl GetCashIn answers" CashInService/GetCashIn "{\"cashInId\":\"$id\"}"; then
     check "grpcurl GetCashIn returns the same id" "$out" 'd["cashIn"]["id"]' "$id"
   fi
-  if call "grpcurl RefreshCashIn answers" CashInService/RefreshCashIn "{\"cashInId\":\"$id\"}"; then
+  if call "grpcurl RefreshCashIn answers" CashInService/RefreshCashIn "{\"cashInId\":\"$id\",\"idempotencyKey\":\"interop-refresh-1\"}"; then
     local code2
     code2="$(pyj "$out" 'd["cashIn"]["depositInstructions"]["code"]' 2>/dev/null)" || true
     if [ -n "$code2" ] && [ "$code2" != "$code1" ]; then
