@@ -5,7 +5,7 @@
 //! dumped into a log or a panic never leaks the OMS API secret.
 
 use clap::{Args, FromArgMatches, Parser, Subcommand, ValueEnum};
-use std::{fmt, net::SocketAddr, time::Duration};
+use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
 /// A string that must never be printed: the OMS API secret, a bearer token.
 #[derive(Clone, PartialEq, Eq, Default)]
@@ -175,6 +175,28 @@ pub struct GatewayConfig {
     )]
     pub oms_api_secret: Option<Secret>,
 
+    /// A file holding the OMS API key (a Kubernetes Secret mount); re-read when it changes.
+    /// Instead of --oms-api-key.
+    #[arg(
+        long = "oms-api-key-file",
+        env = "OMS_API_KEY_FILE",
+        conflicts_with = "oms_api_key"
+    )]
+    pub oms_api_key_file: Option<PathBuf>,
+
+    /// A file holding the OMS API secret (a Kubernetes Secret mount); re-read when it changes,
+    /// and the next token exchange uses the new value. Instead of --oms-api-secret.
+    #[arg(
+        long = "oms-api-secret-file",
+        env = "OMS_API_SECRET_FILE",
+        conflicts_with = "oms_api_secret"
+    )]
+    pub oms_api_secret_file: Option<PathBuf>,
+
+    /// Caller security: TLS, caller identity, authorization.
+    #[command(flatten)]
+    pub security: SecuritySettings,
+
     /// Upstream settings.
     #[command(flatten)]
     pub upstream: UpstreamConfig,
@@ -209,9 +231,6 @@ pub struct IdempotencySettings {
         default_value_t = 10_000
     )]
     pub max_entries: usize,
-    /// The call metadata key naming the caller; idempotency keys are scoped per caller.
-    #[arg(long = "caller-id-header", env = "OMS_GATEWAY_CALLER_ID_HEADER", default_value = "x-caller-id", value_parser = parse_metadata_key)]
-    pub caller_header: String,
 }
 
 impl Default for IdempotencySettings {
@@ -220,21 +239,80 @@ impl Default for IdempotencySettings {
     }
 }
 
-/// A gRPC metadata key: lowercase ASCII letters, digits, `-`, `_`, `.`; not binary (`-bin`).
-fn parse_metadata_key(text: &str) -> Result<String, String> {
-    let key = text.trim().to_ascii_lowercase();
-    let valid = !key.is_empty()
-        && !key.ends_with("-bin")
-        && !key.starts_with("grpc-")
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
-    if valid {
-        Ok(key)
-    } else {
-        Err(format!(
-            "`{text}` is not a usable metadata key (lowercase letters, digits, - _ .; not grpc-*, not *-bin)"
-        ))
+/// Who may call the gateway: TLS on the gRPC port, where the caller's identity comes from, and
+/// what each caller may call (see README, "Security").
+#[derive(Debug, Clone, PartialEq, Args)]
+pub struct SecuritySettings {
+    /// PEM certificate chain the gRPC port presents (TLS 1.2+, ALPN h2); re-read when it changes.
+    #[arg(long = "tls-cert", env = "OMS_GATEWAY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert; re-read when it changes.
+    #[arg(long = "tls-key", env = "OMS_GATEWAY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle: require a client certificate signed by it (mTLS); the caller is the
+    /// certificate's SPIFFE URI SAN, else its first DNS SAN, else its subject CN.
+    #[arg(
+        long = "tls-client-ca",
+        env = "OMS_GATEWAY_TLS_CLIENT_CA",
+        requires = "tls_cert"
+    )]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Trust this header, set by a mesh sidecar that terminates mTLS, for the caller's identity:
+    /// x-forwarded-client-cert (Istio/Envoy; the URI= of its last element) or l5d-client-id
+    /// (Linkerd). Safe only when every inbound connection passes the sidecar.
+    #[arg(
+        long = "caller-identity-header",
+        env = "OMS_GATEWAY_CALLER_IDENTITY_HEADER",
+        value_enum,
+        conflicts_with = "tls_client_ca"
+    )]
+    pub caller_identity_header: Option<IdentityHeader>,
+    /// TOML authorization policy: which callers may call which methods; everything else is
+    /// denied. Re-read when it changes.
+    #[arg(long = "authz-policy", env = "OMS_GATEWAY_AUTHZ_POLICY")]
+    pub authz_policy: Option<PathBuf>,
+    /// Allow listening beyond loopback without a way to identify callers. Anyone who reaches the
+    /// port can then call every RPC.
+    #[arg(
+        long = "insecure-allow-unauthenticated",
+        env = "OMS_GATEWAY_INSECURE_ALLOW_UNAUTHENTICATED"
+    )]
+    pub insecure_allow_unauthenticated: bool,
+    /// How often the certificate, key, CA, policy and secret files are checked for changes (they
+    /// are also re-read on SIGHUP).
+    #[arg(long = "reload-interval", env = "OMS_GATEWAY_RELOAD_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    pub reload_interval: Duration,
+    /// Longest TLS handshake; a slower client is disconnected.
+    #[arg(long = "tls-handshake-timeout", env = "OMS_GATEWAY_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+}
+
+impl Default for SecuritySettings {
+    fn default() -> Self {
+        flag_defaults()
+    }
+}
+
+/// The mesh header that carries the caller's identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IdentityHeader {
+    /// Istio/Envoy `x-forwarded-client-cert`: the `URI=` of its last element.
+    #[value(name = "x-forwarded-client-cert")]
+    ForwardedClientCert,
+    /// Linkerd `l5d-client-id`.
+    #[value(name = "l5d-client-id")]
+    LinkerdClientId,
+}
+
+// === impl IdentityHeader ===
+
+impl IdentityHeader {
+    /// The header's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ForwardedClientCert => "x-forwarded-client-cert",
+            Self::LinkerdClientId => "l5d-client-id",
+        }
     }
 }
 
@@ -505,36 +583,87 @@ impl GatewayConfig {
     }
 
     /// Resolves the upstream: all three OMS settings, or none (the sandbox). A partial set is an
-    /// error that names what is missing.
+    /// error that names what is missing. The key and secret may come from files
+    /// (`--oms-api-key-file`, `--oms-api-secret-file`), read here.
     pub fn upstream_target(&self) -> Result<UpstreamTarget, String> {
-        match (&self.oms_base_url, &self.oms_api_key, &self.oms_api_secret) {
-            (None, None, None) => Ok(UpstreamTarget::Sandbox),
-            (Some(url), Some(key), Some(secret)) => {
+        let key_set = self.oms_api_key.is_some() || self.oms_api_key_file.is_some();
+        let secret_set = self.oms_api_secret.is_some() || self.oms_api_secret_file.is_some();
+        match (&self.oms_base_url, key_set, secret_set) {
+            (None, false, false) => Ok(UpstreamTarget::Sandbox),
+            (Some(url), true, true) => {
                 let url = url.trim().trim_end_matches('/').to_owned();
                 if !(url.starts_with("https://") || url.starts_with("http://")) {
                     return Err(format!("OMS_BASE_URL must be an http(s) URL, got `{url}`"));
                 }
+                let (api_key, api_secret) = self.api_credentials()?;
                 Ok(UpstreamTarget::Remote {
                     base_url: url,
-                    api_key: key.clone(),
-                    api_secret: secret.clone(),
+                    api_key,
+                    api_secret,
                 })
             }
             _ => {
                 let missing: Vec<&str> = [
                     ("OMS_BASE_URL", self.oms_base_url.is_none()),
-                    ("OMS_API_KEY", self.oms_api_key.is_none()),
-                    ("OMS_API_SECRET", self.oms_api_secret.is_none()),
+                    ("OMS_API_KEY", !key_set),
+                    ("OMS_API_SECRET", !secret_set),
                 ]
                 .into_iter()
                 .filter_map(|(name, absent)| absent.then_some(name))
                 .collect();
                 Err(format!(
-                    "set all of OMS_BASE_URL, OMS_API_KEY and OMS_API_SECRET, or none of them for the embedded sandbox; missing: {}",
+                    "set all of OMS_BASE_URL, OMS_API_KEY and OMS_API_SECRET (the key and secret \
+                     may be files: OMS_API_KEY_FILE, OMS_API_SECRET_FILE), or none of them for the \
+                     embedded sandbox; missing: {}",
                     missing.join(", ")
                 ))
             }
         }
+    }
+
+    /// The secret files, if any (watched for changes while the gateway runs).
+    pub fn credential_files(&self) -> Vec<PathBuf> {
+        self.oms_api_key_file
+            .iter()
+            .chain(self.oms_api_secret_file.iter())
+            .cloned()
+            .collect()
+    }
+
+    /// The API key and secret, from their flags or files (read now, surrounding whitespace
+    /// trimmed, as `echo` and editors add a newline).
+    pub fn api_credentials(&self) -> Result<(String, Secret), String> {
+        let read = |path: &PathBuf, what: &str| {
+            std::fs::read_to_string(path)
+                .map(|text| text.trim().to_owned())
+                .map_err(|e| {
+                    format!(
+                        "cannot read the OMS API {what} file {}: {e}",
+                        path.display()
+                    )
+                })
+                .and_then(|text| {
+                    if text.is_empty() {
+                        Err(format!(
+                            "the OMS API {what} file {} is empty",
+                            path.display()
+                        ))
+                    } else {
+                        Ok(text)
+                    }
+                })
+        };
+        let api_key = match (&self.oms_api_key_file, &self.oms_api_key) {
+            (Some(path), _) => read(path, "key")?,
+            (None, Some(key)) => key.clone(),
+            (None, None) => return Err("OMS_API_KEY is not set".into()),
+        };
+        let api_secret = match (&self.oms_api_secret_file, &self.oms_api_secret) {
+            (Some(path), _) => Secret::new(read(path, "secret")?),
+            (None, Some(secret)) => secret.clone(),
+            (None, None) => return Err("OMS_API_SECRET is not set".into()),
+        };
+        Ok((api_key, api_secret))
     }
 }
 
@@ -567,7 +696,7 @@ mod tests {
             WatchSettings::default().poll_interval,
             Duration::from_secs(2)
         );
-        assert_eq!(IdempotencySettings::default().caller_header, "x-caller-id");
+        assert!(SecuritySettings::default().tls_cert.is_none());
         assert!(SandboxOptions::default().faults.is_none());
     }
 

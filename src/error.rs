@@ -228,6 +228,17 @@ pub enum GatewayError {
     /// The request message is larger than the gateway accepts.
     #[error("{0}")]
     MessageTooLarge(String),
+    /// The call carries no caller identity where the gateway requires one.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The authorization policy allows this caller no such call.
+    #[error("caller `{caller}` is not allowed to call {method}")]
+    NotAllowed {
+        /// The authenticated caller.
+        caller: String,
+        /// `package.Service/Method`.
+        method: String,
+    },
 }
 
 // === impl GatewayError ===
@@ -246,6 +257,8 @@ impl GatewayError {
             }
             Self::Unavailable(_) => Code::Unavailable,
             Self::MalformedMessage(_) => Code::InvalidArgument,
+            Self::Unauthenticated(_) => Code::Unauthenticated,
+            Self::NotAllowed { .. } => Code::PermissionDenied,
         }
     }
 
@@ -264,6 +277,8 @@ impl GatewayError {
             Self::Overloaded { .. } => ("GATEWAY_OVERLOADED", Some(Duration::from_millis(250))),
             Self::MalformedMessage(_) => ("MALFORMED_MESSAGE", None),
             Self::MessageTooLarge(_) => ("MESSAGE_TOO_LARGE", None),
+            Self::Unauthenticated(_) => ("CALLER_UNAUTHENTICATED", None),
+            Self::NotAllowed { .. } => ("CALLER_NOT_ALLOWED", None),
             Self::Invalid(_) | Self::Upstream { .. } => ("INTERNAL", None),
         }
     }
@@ -376,8 +391,15 @@ impl From<GatewayError> for Status {
                 if matches!(own, GatewayError::ResourceExhausted(_)) {
                     tracing::warn!(error = %own, "gateway limit reached");
                 }
+                let metadata = match &own {
+                    GatewayError::NotAllowed { caller, method } => HashMap::from([
+                        ("caller".to_owned(), caller.clone()),
+                        ("method".to_owned(), method.clone()),
+                    ]),
+                    _ => HashMap::new(),
+                };
                 let mut details = ErrorDetails::new();
-                details.set_error_info(reason, GATEWAY_DOMAIN, HashMap::new());
+                details.set_error_info(reason, GATEWAY_DOMAIN, metadata);
                 if retry.is_some() {
                     details.set_retry_info(retry);
                 }

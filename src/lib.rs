@@ -3,6 +3,7 @@
 //! The binary (`src/main.rs`) only parses configuration and starts things; everything a test or
 //! an embedding program needs is reachable from here. See `ARCHITECTURE.md` for the module map.
 
+pub mod audit;
 pub mod codec;
 pub mod config;
 pub mod convert;
@@ -10,6 +11,7 @@ pub mod error;
 pub mod idempotency;
 pub mod limits;
 pub mod proto;
+pub mod security;
 pub mod server;
 pub mod service;
 pub mod upstream;

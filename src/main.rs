@@ -78,6 +78,16 @@ async fn main() -> ExitCode {
     if let Some(Command::Sandbox(args)) = cli.command {
         return run_sandbox(args).await;
     }
+    let grpcurl = match (
+        &cli.gateway.security.tls_cert,
+        &cli.gateway.security.tls_client_ca,
+    ) {
+        (None, _) => "grpcurl -plaintext".to_owned(),
+        (Some(_), None) => "grpcurl -cacert <CA of --tls-cert>".to_owned(),
+        (Some(_), Some(_)) => {
+            "grpcurl -cacert <CA of --tls-cert> -cert <client cert> -key <client key>".to_owned()
+        }
+    };
     let gateway = match server::start(cli.gateway).await {
         Ok(gateway) => gateway,
         Err(err) => {
@@ -88,11 +98,11 @@ async fn main() -> ExitCode {
     let addr = gateway.addr();
     match gateway.sandbox() {
         Some(sandbox) => println!(
-            "oms-gateway serving gRPC on {addr} against the embedded OMS sandbox at {} (no OMS credentials set); try: grpcurl -plaintext {addr} list",
+            "oms-gateway serving gRPC on {addr} against the embedded OMS sandbox at {} (no OMS credentials set); try: {grpcurl} {addr} list",
             sandbox.base_url()
         ),
         None => println!(
-            "oms-gateway serving gRPC on {addr} against OMS at {}; try: grpcurl -plaintext {addr} list",
+            "oms-gateway serving gRPC on {addr} against OMS at {}; try: {grpcurl} {addr} list",
             gateway.upstream_url()
         ),
     }

@@ -14,6 +14,7 @@ use crate::proto::{
     self,
     v1::{cash_in_service_server, cash_location_service_server, sandbox_service_server},
 };
+use crate::security::{self, CallerLayer, SharedPolicy, reload, tls};
 use crate::service::{cash_in::CashIns, cash_location::CashLocations, sandbox::Sandbox};
 use crate::upstream::breaker::CircuitState;
 use crate::upstream::{OmsClient, UpstreamHealth, auth::Credentials};
@@ -149,6 +150,74 @@ fn sandbox_config(config: &GatewayConfig) -> SandboxConfig {
 /// Starts the gateway (and the embedded sandbox when no upstream is configured) and returns
 /// once it is listening. Health turns SERVING when the first token exchange succeeds.
 pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> {
+    // Security first: a configuration that would expose the port refuses to start before
+    // anything else happens.
+    security::check_listen(config.listen, &config.security).map_err(StartError::Config)?;
+    let interval = config.security.reload_interval;
+    let mut reloaders = Vec::new();
+    let tls_config = match (&config.security.tls_cert, &config.security.tls_key) {
+        (Some(cert), Some(key)) => {
+            let files = tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: config.security.tls_client_ca.clone(),
+            };
+            let shared: tls::SharedConfig = Arc::new(std::sync::RwLock::new(
+                files
+                    .load()
+                    .map_err(|e| StartError::Config(format!("TLS: {e}")))?,
+            ));
+            let target = shared.clone();
+            let paths = files.paths();
+            reloaders.push(reload::spawn(
+                "TLS certificate",
+                paths,
+                interval,
+                move |contents| {
+                    let config = tls::server_config(&files, contents)?;
+                    *target.write().unwrap_or_else(|e| e.into_inner()) = config;
+                    Ok(())
+                },
+            ));
+            Some(shared)
+        }
+        (None, None) if config.security.tls_client_ca.is_some() => {
+            return Err(StartError::Config(
+                "--tls-client-ca needs --tls-cert and --tls-key".into(),
+            ));
+        }
+        (None, None) => None,
+        _ => {
+            return Err(StartError::Config(
+                "--tls-cert and --tls-key go together".into(),
+            ));
+        }
+    };
+    let policy: Option<SharedPolicy> = match &config.security.authz_policy {
+        Some(path) => {
+            let shared: SharedPolicy = Arc::new(std::sync::RwLock::new(Arc::new(
+                security::load_policy(path).map_err(StartError::Config)?,
+            )));
+            let target = shared.clone();
+            let shown = path.display().to_string();
+            reloaders.push(reload::spawn(
+                "authorization policy",
+                vec![path.clone()],
+                interval,
+                move |contents| {
+                    let text = String::from_utf8_lossy(&contents[0]);
+                    let policy = security::policy::Policy::parse(&text)
+                        .map_err(|e| format!("{shown}: {e}"))?;
+                    *target.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
+                    Ok(())
+                },
+            ));
+            Some(shared)
+        }
+        None => None,
+    };
+    let caller_layer = CallerLayer::new(&config.security, policy);
+
     let (sandbox, base_url, credentials) = resolve_upstream(&config).await?;
     let client = OmsClient::new(&base_url, credentials, config.upstream.clone())
         .map_err(StartError::Config)?;
@@ -166,7 +235,24 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> 
     )
     .await;
     let (stopping, stopping_rx) = watch::channel(false);
-    let background = vec![
+    let files = config.credential_files();
+    if sandbox.is_none() && !files.is_empty() {
+        let (gateway_config, client) = (config.clone(), client.clone());
+        reloaders.push(reload::spawn(
+            "OMS credentials",
+            files,
+            interval,
+            move |_| {
+                let (api_key, api_secret) = gateway_config.api_credentials()?;
+                client.token_source().set_credentials(Credentials {
+                    api_key,
+                    api_secret,
+                });
+                Ok(())
+            },
+        ));
+    }
+    let mut background = vec![
         tokio::spawn(client.token_source().keep_fresh()),
         tokio::spawn(client.clone().probe_while_open()),
         tokio::spawn(follow_health(
@@ -207,7 +293,6 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> 
         hub.clone(),
         stopping.subscribe(),
         idempotency,
-        &config.idempotency.caller_header,
     );
     let cash_locations = CashLocations::new(client.clone(), default_deadline);
     let max_message = config.server.max_message_bytes;
@@ -235,6 +320,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> 
     let router = Server::builder()
         .max_concurrent_streams(Some(config.server.max_streams_per_connection))
         .layer(LoadShedLayer::new(config.server.max_concurrent_calls))
+        .layer(caller_layer)
         // Pings keep idle connections (and long watch streams) alive through NATs and proxies,
         // and detect dead peers.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -253,15 +339,34 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> 
                 .max_encoding_message_size(max_message),
         )
         .add_optional_service(sandbox_service);
-    let server = tokio::spawn(router.serve_with_incoming_shutdown(
-        // The listener is ours (for the ephemeral port), so nodelay is set here: the builder's
-        // tcp_nodelay does not apply to an incoming stream, and Nagle costs ~40 ms per call.
-        TcpIncoming::from(listener).with_nodelay(Some(true)),
-        async move {
-            let _ = shutdown_rx.await;
-        },
-    ));
-    tracing::info!(%addr, upstream = %base_url, sandbox = sandbox.is_some(), "gateway listening");
+    let shutdown_signal = async move {
+        let _ = shutdown_rx.await;
+    };
+    let tls_enabled = tls_config.is_some();
+    let server = match tls_config {
+        Some(shared) => tokio::spawn(router.serve_with_incoming_shutdown(
+            tls::incoming(listener, shared, config.security.handshake_timeout),
+            shutdown_signal,
+        )),
+        None => tokio::spawn(router.serve_with_incoming_shutdown(
+            // The listener is ours (for the ephemeral port), so nodelay is set here: the
+            // builder's tcp_nodelay does not apply to an incoming stream, and Nagle costs ~40 ms
+            // per call.
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown_signal,
+        )),
+    };
+    background.extend(reloaders);
+    tracing::info!(
+        %addr,
+        upstream = %base_url,
+        sandbox = sandbox.is_some(),
+        tls = tls_enabled,
+        mtls = config.security.tls_client_ca.is_some(),
+        caller_identity_header = config.security.caller_identity_header.map(|h| h.name()),
+        authz_policy = config.security.authz_policy.is_some(),
+        "gateway listening"
+    );
     Ok(RunningGateway {
         addr,
         upstream_url: base_url,

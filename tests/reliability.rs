@@ -553,19 +553,42 @@ async fn a_ten_second_outage_stays_within_the_retry_budget_and_recovers_within_o
 
 // === (g) the gateway's idempotency layer ===
 
-fn as_caller<T>(message: T, caller: &str) -> Request<T> {
+fn timed<T>(message: T) -> Request<T> {
     let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert("x-caller-id", caller.parse().expect("ASCII caller id"));
     request.set_timeout(Duration::from_secs(10));
     request
+}
+
+/// A gateway requiring mTLS, and one channel per caller, each with its own client certificate.
+async fn mtls_callers(
+    callers: &[&'static str],
+) -> (
+    common::TestGateway,
+    std::collections::HashMap<&'static str, Channel>,
+    std::path::PathBuf,
+) {
+    let ca = support::tls::Ca::new("reliability CA");
+    let dir = support::tls::temp_dir("reliability-g");
+    let config = support::tls::tls_config(&dir, &ca.server(), Some(&ca.pem));
+    let gateway = support::tls::start(config).await;
+    let mut channels = std::collections::HashMap::new();
+    for caller in callers {
+        let pem = ca.client(&support::tls::Name::Cn((*caller).to_owned()));
+        let channel = support::tls::channel(&gateway, &ca.pem, Some(&pem))
+            .await
+            .expect("mTLS connect");
+        channels.insert(*caller, channel);
+    }
+    let channel = channels[callers[0]].clone();
+    (common::TestGateway { gateway, channel }, channels, dir)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_idempotency_layer_shares_replays_refuses_reuse_and_scopes_keys_per_caller() {
     let _serial = SERIAL.lock().await;
-    let gateway = common::start().await;
+    // Callers are told apart by their client certificates (the CN here), never by a header.
+    let (gateway, channels, dir) = mtls_callers(&["svc-a", "svc-b", "svc-c"]).await;
+    let client = |caller: &str| CashInServiceClient::new(channels[caller].clone());
     let location = common::a_location(&gateway).await;
     let sandbox = gateway.sandbox().clone();
     let mut request = common::create_request(&location, "cst_relg");
@@ -575,9 +598,9 @@ async fn the_idempotency_layer_shares_replays_refuses_reuse_and_scopes_keys_per_
     sandbox.inject(Fault::delay(Some("POST"), "/cash-ins", 1, ms(300)));
     let mut calls = Vec::new();
     for _ in 0..20 {
-        let (mut client, request) = (gateway.cash_ins(), request.clone());
+        let (mut client, request) = (client("svc-a"), request.clone());
         calls.push(tokio::spawn(async move {
-            client.create_cash_in(as_caller(request, "svc-a")).await
+            client.create_cash_in(timed(request)).await
         }));
     }
     let mut ids = HashSet::new();
@@ -591,9 +614,8 @@ async fn the_idempotency_layer_shares_replays_refuses_reuse_and_scopes_keys_per_
 
     // A repeat after completion: answered by the gateway, nothing sent upstream.
     let journal_len = sandbox.journal().len();
-    let repeat = gateway
-        .cash_ins()
-        .create_cash_in(as_caller(request.clone(), "svc-a"))
+    let repeat = client("svc-a")
+        .create_cash_in(timed(request.clone()))
         .await
         .expect("repeat");
     assert_eq!(repeat.into_inner().cash_in.expect("cash_in").id, id);
@@ -606,9 +628,8 @@ async fn the_idempotency_layer_shares_replays_refuses_reuse_and_scopes_keys_per_
     // The same key with another request: refused by the gateway, nothing sent upstream.
     let mut other = request.clone();
     other.source.as_mut().expect("source").indicated_amount = Some("300.00".into());
-    let status = gateway
-        .cash_ins()
-        .create_cash_in(as_caller(other.clone(), "svc-a"))
+    let status = client("svc-a")
+        .create_cash_in(timed(other.clone()))
         .await
         .expect_err("key reused with another request");
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
@@ -625,15 +646,13 @@ async fn the_idempotency_layer_shares_replays_refuses_reuse_and_scopes_keys_per_
 
     // Another caller's key space: the same key is a new key there, for the same request and for
     // another one alike.
-    let b = gateway
-        .cash_ins()
-        .create_cash_in(as_caller(request.clone(), "svc-b"))
+    let b = client("svc-b")
+        .create_cash_in(timed(request.clone()))
         .await
         .expect("svc-b's own key");
     let b_id = b.into_inner().cash_in.expect("cash_in").id;
-    let c = gateway
-        .cash_ins()
-        .create_cash_in(as_caller(other, "svc-c"))
+    let c = client("svc-c")
+        .create_cash_in(timed(other))
         .await
         .expect("svc-c's own key, another request");
     let c_id = c.into_inner().cash_in.expect("cash_in").id;
@@ -655,6 +674,7 @@ async fn the_idempotency_layer_shares_replays_refuses_reuse_and_scopes_keys_per_
     );
     assert_eq!(sandbox.cash_in_count(), 3);
     gateway.gateway.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 // === (h) load shedding ===

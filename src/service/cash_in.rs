@@ -1,13 +1,15 @@
 //! `polygon.oms.v1.CashInService`: create, get, list and refresh cash-ins over the OMS REST API.
 
 use super::{
-    caller_identity, deadline, echo_idempotency_keys, grpc_timeout, idempotency_key, page_token,
-    status_with_keys, upstream_idempotency_key,
+    deadline, echo_idempotency_keys, grpc_timeout, idempotency_key, page_token, status_with_keys,
+    upstream_idempotency_key,
 };
+use crate::audit;
 use crate::convert;
 use crate::error::{GatewayError, ResourceRef, UpstreamError};
 use crate::idempotency::{self, IdempotencyLayer};
 use crate::proto::v1::{self as pb, cash_in_service_server::CashInService};
+use crate::security::Caller;
 use crate::upstream::{ListCashInsQuery, OmsClient, WriteKey, model::CashInDto};
 use crate::validate::{self, Violations};
 use crate::watch::{
@@ -35,8 +37,6 @@ pub struct CashIns {
     shutdown: watch::Receiver<bool>,
     /// Shares and replays mutations per (caller, key): see `idempotency.rs`.
     idempotency: Arc<IdempotencyLayer<pb::CashIn>>,
-    /// The metadata key naming the caller, which scopes idempotency keys.
-    caller_header: Arc<str>,
 }
 
 // === impl CashIns ===
@@ -49,7 +49,6 @@ impl CashIns {
         hub: WatchHub,
         shutdown: watch::Receiver<bool>,
         idempotency: Arc<IdempotencyLayer<pb::CashIn>>,
-        caller_header: &str,
     ) -> Self {
         Self {
             client,
@@ -57,7 +56,6 @@ impl CashIns {
             hub,
             shutdown,
             idempotency,
-            caller_header: caller_header.into(),
         }
     }
 
@@ -88,6 +86,7 @@ impl CashIns {
 struct Mutation {
     deadline: Instant,
     key: String,
+    /// The authenticated caller (see `security::CallerLayer`); empty when anonymous.
     caller: String,
     /// The key sent to OMS: `key` scoped to `caller` (see `upstream_idempotency_key`).
     upstream_key: String,
@@ -101,6 +100,29 @@ impl Mutation {
             resumes,
         }
     }
+
+    /// The call's audit line.
+    fn audit(
+        &self,
+        method: &str,
+        cash_in_id: &str,
+        customer_id: &str,
+        result: Result<(), &GatewayError>,
+        upstream_request_id: &str,
+    ) {
+        audit::mutation(
+            &audit::Mutation {
+                caller: &self.caller,
+                method,
+                idempotency_key: &self.key,
+                oms_idempotency_key: &self.upstream_key,
+                cash_in_id,
+                customer_id,
+            },
+            result,
+            upstream_request_id,
+        );
+    }
 }
 
 impl CashIns {
@@ -111,7 +133,7 @@ impl CashIns {
         violations: &mut Violations,
     ) -> Mutation {
         let key = idempotency_key(field_key, request.metadata(), violations);
-        let caller = caller_identity(request.metadata(), &self.caller_header);
+        let caller = Caller::of(request);
         Mutation {
             deadline: deadline(request.metadata(), self.default_deadline),
             upstream_key: upstream_idempotency_key(&caller, &key),
@@ -186,8 +208,9 @@ impl CashInService for CashIns {
             &mut violations,
         );
         let span = tracing::info_span!("CreateCashIn", idempotency_key = %m.key, caller = %m.caller, cash_in_id = tracing::field::Empty);
-        async {
-            let request = request.into_inner();
+        let request = request.into_inner();
+        let customer_id = request.customer_id.clone();
+        let call = async {
             validate::create_cash_in(&request, &mut violations);
             violations.finish()?;
             let body = convert::create_body(&request);
@@ -216,9 +239,24 @@ impl CashInService for CashIns {
             echo_idempotency_keys(response.metadata_mut(), &m.key, &m.upstream_key);
             Ok(response)
         }
-        .instrument(span)
-        .await
-        .map_err(|err| status_with_keys(err, &m.key, &m.upstream_key))
+        .instrument(span);
+        let recorded = audit::recording_request_id(call).await;
+        let (result, upstream_request_id): (
+            Result<Response<pb::CreateCashInResponse>, GatewayError>,
+            String,
+        ) = recorded;
+        let cash_in_id = match &result {
+            Ok(response) => response.get_ref().cash_in.as_ref().map(|c| c.id.clone()),
+            Err(_) => None,
+        };
+        m.audit(
+            "polygon.oms.v1.CashInService/CreateCashIn",
+            cash_in_id.as_deref().unwrap_or(""),
+            &customer_id,
+            result.as_ref().map(|_| ()),
+            &upstream_request_id,
+        );
+        result.map_err(|err| status_with_keys(err, &m.key, &m.upstream_key))
     }
 
     async fn get_cash_in(
@@ -348,7 +386,7 @@ impl CashInService for CashIns {
         );
         let request = request.into_inner();
         let span = tracing::info_span!("RefreshCashIn", cash_in_id = %request.cash_in_id, idempotency_key = %m.key, caller = %m.caller);
-        async {
+        let call = async {
             validate::cash_in_id(&mut violations, &request.cash_in_id);
             validate::idempotency_key(&mut violations, "idempotency_key", &request.idempotency_key);
             violations.finish()?;
@@ -377,9 +415,28 @@ impl CashInService for CashIns {
             echo_idempotency_keys(response.metadata_mut(), &m.key, &m.upstream_key);
             Ok(response)
         }
-        .instrument(span)
-        .await
-        .map_err(|err| status_with_keys(err, &m.key, &m.upstream_key))
+        .instrument(span);
+        let recorded = audit::recording_request_id(call).await;
+        let (result, upstream_request_id): (
+            Result<Response<pb::RefreshCashInResponse>, GatewayError>,
+            String,
+        ) = recorded;
+        let customer_id = match &result {
+            Ok(response) => response
+                .get_ref()
+                .cash_in
+                .as_ref()
+                .map(|c| c.customer_id.clone()),
+            Err(_) => None,
+        };
+        m.audit(
+            "polygon.oms.v1.CashInService/RefreshCashIn",
+            &request.cash_in_id,
+            customer_id.as_deref().unwrap_or(""),
+            result.as_ref().map(|_| ()),
+            &upstream_request_id,
+        );
+        result.map_err(|err| status_with_keys(err, &m.key, &m.upstream_key))
     }
 
     type WatchCashInStream = EventStream;

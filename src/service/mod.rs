@@ -83,16 +83,6 @@ pub fn idempotency_key(field: &str, metadata: &MetadataMap, v: &mut Violations) 
     }
 }
 
-/// Who is calling, from the configured metadata key (set by the mesh or the caller); callers
-/// without it share one idempotency-key space.
-pub fn caller_identity(metadata: &MetadataMap, header: &str) -> String {
-    metadata
-        .get(header)
-        .and_then(|value| value.to_str().ok())
-        .map(|value| value.chars().take(256).collect())
-        .unwrap_or_default()
-}
-
 /// The `Idempotency-Key` sent upstream for `key` from `caller` (empty: anonymous). Keys are
 /// scoped per caller, but every caller reaches OMS with the gateway's one set of credentials, i.e.
 /// one OMS key space: sent as given, caller B's key would replay caller A's cash-in (or be refused

@@ -6,8 +6,10 @@
 
 use super::cash_in::{decode_cash_in, fetch_cash_in};
 use super::deadline;
+use crate::audit;
 use crate::error::{GatewayError, ResourceRef};
 use crate::proto::v1::{self as pb, sandbox_service_server::SandboxService};
+use crate::security::Caller;
 use crate::upstream::{OmsClient, model};
 use crate::validate::{self, Violations};
 use crate::watch::WatchHub;
@@ -122,6 +124,29 @@ impl Sandbox {
     }
 }
 
+/// The audit line of a SandboxService call (they change a cash-in's state).
+fn audit_sandbox(
+    caller: &str,
+    rpc: &str,
+    cash_in_id: &str,
+    customer_id: Option<&str>,
+    result: Result<(), &GatewayError>,
+    upstream_request_id: &str,
+) {
+    let method = format!("polygon.oms.v1.SandboxService/{rpc}");
+    audit::mutation(
+        &audit::Mutation {
+            caller,
+            method: &method,
+            cash_in_id,
+            customer_id: customer_id.unwrap_or(""),
+            ..Default::default()
+        },
+        result,
+        upstream_request_id,
+    );
+}
+
 #[tonic::async_trait]
 impl SandboxService for Sandbox {
     async fn simulate_deposit(
@@ -129,13 +154,26 @@ impl SandboxService for Sandbox {
         request: Request<pb::SimulateDepositRequest>,
     ) -> Result<Response<pb::SimulateDepositResponse>, Status> {
         let deadline = deadline(request.metadata(), self.default_deadline);
+        let caller = Caller::of(&request);
         let request = request.into_inner();
+        let id = request.cash_in_id.clone();
         let span = tracing::info_span!("SimulateDeposit", cash_in_id = %request.cash_in_id, amount = %request.amount);
-        self.simulate(request, deadline)
-            .instrument(span)
-            .await
-            .map(Response::new)
-            .map_err(Status::from)
+        let (result, upstream_request_id) =
+            audit::recording_request_id(self.simulate(request, deadline).instrument(span)).await;
+        let customer = result
+            .as_ref()
+            .ok()
+            .and_then(|r| r.cash_in.as_ref())
+            .map(|c| c.customer_id.as_str());
+        audit_sandbox(
+            &caller,
+            "SimulateDeposit",
+            &id,
+            customer,
+            result.as_ref().map(|_| ()),
+            &upstream_request_id,
+        );
+        result.map(Response::new).map_err(Status::from)
     }
 
     async fn expire_cash_in(
@@ -143,30 +181,50 @@ impl SandboxService for Sandbox {
         request: Request<pb::ExpireCashInRequest>,
     ) -> Result<Response<pb::ExpireCashInResponse>, Status> {
         let deadline = deadline(request.metadata(), self.default_deadline);
+        let caller = Caller::of(&request);
         let id = request.into_inner().cash_in_id;
         let span = tracing::info_span!("ExpireCashIn", cash_in_id = %id);
-        async {
-            let mut v = Violations::default();
-            validate::cash_in_id(&mut v, &id);
-            v.finish()?;
-            let operation = "POST /sandbox/cash-ins/{id}/expire";
-            let dto = self
-                .client
-                .sandbox_expire(&id, &uuid::Uuid::new_v4().to_string(), deadline)
-                .await
-                .map_err(GatewayError::upstream(
-                    operation,
-                    Some(ResourceRef::cash_in(&id)),
-                ))?;
-            let cash_in = decode_cash_in(operation, dto)?;
-            self.hub.publish(&cash_in);
-            Ok(Response::new(pb::ExpireCashInResponse {
-                cash_in: Some(cash_in),
-            }))
-        }
-        .instrument(span)
-        .await
-        .map_err(|err: GatewayError| err.into())
+        let recorded = audit::recording_request_id(
+            async {
+                let mut v = Violations::default();
+                validate::cash_in_id(&mut v, &id);
+                v.finish()?;
+                let operation = "POST /sandbox/cash-ins/{id}/expire";
+                let dto = self
+                    .client
+                    .sandbox_expire(&id, &uuid::Uuid::new_v4().to_string(), deadline)
+                    .await
+                    .map_err(GatewayError::upstream(
+                        operation,
+                        Some(ResourceRef::cash_in(&id)),
+                    ))?;
+                let cash_in = decode_cash_in(operation, dto)?;
+                self.hub.publish(&cash_in);
+                Ok(Response::new(pb::ExpireCashInResponse {
+                    cash_in: Some(cash_in),
+                }))
+            }
+            .instrument(span),
+        )
+        .await;
+        let (result, upstream_request_id): (
+            Result<Response<pb::ExpireCashInResponse>, GatewayError>,
+            String,
+        ) = recorded;
+        let customer = result
+            .as_ref()
+            .ok()
+            .and_then(|r| r.get_ref().cash_in.as_ref())
+            .map(|c| c.customer_id.as_str());
+        audit_sandbox(
+            &caller,
+            "ExpireCashIn",
+            &id,
+            customer,
+            result.as_ref().map(|_| ()),
+            &upstream_request_id,
+        );
+        result.map_err(Status::from)
     }
 
     async fn fail_cash_in(
@@ -174,10 +232,11 @@ impl SandboxService for Sandbox {
         request: Request<pb::FailCashInRequest>,
     ) -> Result<Response<pb::FailCashInResponse>, Status> {
         let deadline = deadline(request.metadata(), self.default_deadline);
+        let caller = Caller::of(&request);
         let request = request.into_inner();
         let id = request.cash_in_id;
         let span = tracing::info_span!("FailCashIn", cash_in_id = %id);
-        async {
+        let recorded = audit::recording_request_id(async {
             let mut v = Violations::default();
             validate::cash_in_id(&mut v, &id);
             let sub_status = match pb::CashInSubStatus::try_from(request.sub_status) {
@@ -208,8 +267,25 @@ impl SandboxService for Sandbox {
                 cash_in: Some(cash_in),
             }))
         }
-        .instrument(span)
-        .await
-        .map_err(|err: GatewayError| err.into())
+        .instrument(span))
+        .await;
+        let (result, upstream_request_id): (
+            Result<Response<pb::FailCashInResponse>, GatewayError>,
+            String,
+        ) = recorded;
+        let customer = result
+            .as_ref()
+            .ok()
+            .and_then(|r| r.get_ref().cash_in.as_ref())
+            .map(|c| c.customer_id.as_str());
+        audit_sandbox(
+            &caller,
+            "FailCashIn",
+            &id,
+            customer,
+            result.as_ref().map(|_| ()),
+            &upstream_request_id,
+        );
+        result.map_err(Status::from)
     }
 }

@@ -80,7 +80,8 @@ impl Token {
 pub struct TokenSource {
     http: reqwest::Client,
     token_url: reqwest::Url,
-    credentials: Credentials,
+    /// Replaced whole when a secret file changes; the next exchange uses the new value.
+    credentials: RwLock<Arc<Credentials>>,
     exchange_timeout: Duration,
     current: RwLock<Option<Arc<Token>>>,
     exchange: Mutex<()>,
@@ -121,7 +122,7 @@ impl TokenSource {
         Self {
             http,
             token_url,
-            credentials,
+            credentials: RwLock::new(Arc::new(credentials)),
             exchange_timeout,
             current: RwLock::new(None),
             exchange: Mutex::new(()),
@@ -190,9 +191,22 @@ impl TokenSource {
             })
     }
 
+    fn credentials(&self) -> Arc<Credentials> {
+        self.credentials
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// The API secret, only so that an answer quoting it can be redacted.
-    pub(super) fn api_secret(&self) -> &str {
-        self.credentials.api_secret.expose()
+    pub(super) fn api_secret(&self) -> Secret {
+        self.credentials().api_secret.clone()
+    }
+
+    /// Replaces the API key and secret (a secret file changed); the token in use stays until it
+    /// is due, and the next exchange uses the new credentials.
+    pub fn set_credentials(&self, credentials: Credentials) {
+        *self.credentials.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(credentials);
     }
 
     /// Forgets `used` after OMS answered 401 to it, unless a newer token already replaced it.
@@ -227,9 +241,10 @@ impl TokenSource {
     }
 
     async fn exchange_now(&self, deadline: Instant) -> Result<Arc<Token>, UpstreamError> {
+        let credentials = self.credentials();
         let body = model::TokenRequestDto {
-            api_key: &self.credentials.api_key,
-            api_secret: self.credentials.api_secret.expose(),
+            api_key: &credentials.api_key,
+            api_secret: credentials.api_secret.expose(),
         };
         let attempt_deadline = deadline.min(Instant::now() + self.exchange_timeout);
         let span = tracing::info_span!("oms_token_exchange", url = %self.token_url);
@@ -243,7 +258,7 @@ impl TokenSource {
                 .map_err(super::classify_transport)?;
             let status = response.status().as_u16();
             if !(200..300).contains(&status) {
-                let secrets = [self.credentials.api_secret.expose()];
+                let secrets = [credentials.api_secret.expose()];
                 let failure = failure_from_response(response, &secrets).await;
                 return Err(if status == 401 || status == 403 {
                     UpstreamError::AuthFailed {
@@ -344,7 +359,7 @@ impl std::fmt::Debug for TokenSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenSource")
             .field("token_url", &self.token_url.as_str())
-            .field("api_key", &self.credentials.api_key)
+            .field("api_key", &self.credentials().api_key)
             .field("exchanges", &self.exchanges())
             .finish_non_exhaustive()
     }

@@ -599,9 +599,11 @@ impl OmsClient {
                 let status = response.status();
                 tracing::Span::current().record("http_status", status.as_u16());
                 if status.is_success() {
+                    crate::audit::note_upstream_request_id(response.headers());
                     return read_body(response).await.map(Ok);
                 }
-                let secrets = [token.bearer(), self.inner.auth.api_secret()];
+                let api_secret = self.inner.auth.api_secret();
+                let secrets = [token.bearer(), api_secret.expose()];
                 Ok(Err((
                     status,
                     failure_from_response(response, &secrets).await,

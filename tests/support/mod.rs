@@ -121,3 +121,6 @@ pub fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
 }
+
+/// TLS and mTLS to the gateway's own listener (a throwaway CA, client certificates, channels).
+pub mod tls;

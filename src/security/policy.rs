@@ -1,0 +1,168 @@
+//! The authorization policy (`--authz-policy`, TOML): a list of `[[allow]]` rules, each naming
+//! callers (exact, or a prefix ending in `*`) and methods (`package.Service/Method`, or a prefix
+//! ending in `*` such as `polygon.oms.v1.CashInService/*` or `grpc.reflection.*`). A call is
+//! allowed when one rule matches both its caller and its method; everything else is denied.
+//! Unknown keys and a `*` anywhere but at the end are errors, so a typo cannot widen the policy.
+
+use serde::Deserialize;
+
+/// One name or a trailing-`*` prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Pattern {
+    Exact(String),
+    Prefix(String),
+}
+
+// === impl Pattern ===
+
+impl Pattern {
+    fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let (body, prefix) = match text.strip_suffix('*') {
+            Some(body) => (body, true),
+            None => (text, false),
+        };
+        if body.contains('*') {
+            return Err(format!(
+                "`{text}`: `*` is allowed only at the end (a prefix)"
+            ));
+        }
+        if body.is_empty() && !prefix {
+            return Err("an empty name matches nothing".into());
+        }
+        Ok(if prefix {
+            Self::Prefix(body.to_owned())
+        } else {
+            Self::Exact(body.to_owned())
+        })
+    }
+
+    fn matches(&self, name: &str) -> bool {
+        match self {
+            Self::Exact(exact) => name == exact,
+            Self::Prefix(prefix) => name.starts_with(prefix.as_str()),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    #[serde(default)]
+    allow: Vec<RuleFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleFile {
+    callers: Vec<String>,
+    methods: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Rule {
+    callers: Vec<Pattern>,
+    methods: Vec<Pattern>,
+}
+
+/// A parsed policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    rules: Vec<Rule>,
+}
+
+// === impl Policy ===
+
+impl Policy {
+    /// Parses a policy; the error names the line (and column) of the problem.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let file: PolicyFile = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+            let message = e.message().trim().to_owned();
+            match line {
+                Some(line) => format!("line {line}: {message}"),
+                None => message,
+            }
+        })?;
+        let mut rules = Vec::new();
+        for (i, rule) in file.allow.into_iter().enumerate() {
+            let parse = |names: &[String], what: &str| -> Result<Vec<Pattern>, String> {
+                names
+                    .iter()
+                    .map(|name| {
+                        let name = if what == "methods" {
+                            name.trim().trim_start_matches('/')
+                        } else {
+                            name.as_str()
+                        };
+                        Pattern::parse(name)
+                    })
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| format!("[[allow]] rule {} ({what}): {e}", i + 1))
+            };
+            rules.push(Rule {
+                callers: parse(&rule.callers, "callers")?,
+                methods: parse(&rule.methods, "methods")?,
+            });
+        }
+        Ok(Self { rules })
+    }
+
+    /// Whether `caller` may call `method` (`package.Service/Method`).
+    pub fn allows(&self, caller: &str, method: &str) -> bool {
+        self.rules.iter().any(|rule| {
+            rule.callers.iter().any(|p| p.matches(caller))
+                && rule.methods.iter().any(|p| p.matches(method))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: &str = r#"
+[[allow]]
+callers = ["spiffe://cluster.local/ns/checkout/sa/checkout"]   # exact
+methods = ["polygon.oms.v1.CashInService/*", "polygon.oms.v1.CashLocationService/ListCashLocations"]
+
+[[allow]]
+callers = ["spiffe://cluster.local/ns/ops/*"]
+methods = ["grpc.reflection.*"]
+"#;
+
+    #[test]
+    fn rules_match_exact_names_and_prefixes() {
+        let policy = Policy::parse(POLICY).unwrap();
+        let checkout = "spiffe://cluster.local/ns/checkout/sa/checkout";
+        assert!(policy.allows(checkout, "polygon.oms.v1.CashInService/CreateCashIn"));
+        assert!(policy.allows(
+            checkout,
+            "polygon.oms.v1.CashLocationService/ListCashLocations"
+        ));
+        assert!(!policy.allows(checkout, "polygon.oms.v1.SandboxService/ExpireCashIn"));
+        assert!(!policy.allows(
+            "spiffe://cluster.local/ns/checkout/sa/checkout2",
+            "polygon.oms.v1.CashInService/CreateCashIn"
+        ));
+        let ops = "spiffe://cluster.local/ns/ops/sa/debug";
+        assert!(policy.allows(
+            ops,
+            "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+        ));
+        assert!(!policy.allows(ops, "polygon.oms.v1.CashInService/ListCashIns"));
+        assert!(!Policy::parse("").unwrap().allows(ops, "a.B/C"));
+    }
+
+    #[test]
+    fn a_policy_that_does_not_parse_names_the_line() {
+        let err = Policy::parse("[[allow]]\ncallers = [\"a\"]\nmethods = \"oops\"\n").unwrap_err();
+        assert!(err.starts_with("line 3:"), "{err}");
+        let err = Policy::parse("[[allow]]\ncallers = [\"a\"]\nmethod = [\"x\"]\n").unwrap_err();
+        assert!(err.starts_with("line "), "{err}");
+        let err = Policy::parse("[[allow]]\ncallers = [\"a*b\"]\nmethods = [\"x\"]\n").unwrap_err();
+        assert!(err.contains("only at the end"), "{err}");
+    }
+}
