@@ -433,6 +433,10 @@ fi
 # which `openssl x509 -req` does not add by itself, and its SANs come from an extfile).
 
 log "mTLS: certificates (openssl), a policy, a second server"
+if ! command -v openssl >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  timeout 600 apt-get install -y -q openssl >/dev/null 2>&1 \
+    || { timeout 300 apt-get update -q >/dev/null 2>&1 && timeout 600 apt-get install -y -q openssl >/dev/null; }
+fi
 pki="$workdir/pki"
 mkdir -p "$pki"
 # leaf NAME SUBJECT EXTENSIONS: a P-256 key and a certificate signed by the CA.
