@@ -98,22 +98,22 @@ pub struct Cli {
     pub command: Option<Command>,
     /// The gateway's settings (when no subcommand is given).
     #[command(flatten)]
-    pub gateway: GatewayConfig,
+    pub gateway: GatewaySettings,
     /// Logging.
     #[command(flatten)]
-    pub log: LogConfig,
+    pub log: LogSettings,
 }
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run only the embedded OMS sandbox (a REST server), for testing REST code against it.
-    Sandbox(SandboxArgs),
+    Sandbox(SandboxCommandSettings),
 }
 
 /// Log settings.
 #[derive(Debug, Clone, Args)]
-pub struct LogConfig {
+pub struct LogSettings {
     /// Log filter, in tracing-subscriber EnvFilter syntax (e.g. `info`, `oms_gateway=debug`).
     #[arg(
         long = "log-level",
@@ -153,7 +153,7 @@ pub enum SpellingArg {
 
 /// The gateway's settings.
 #[derive(Debug, Clone, Args)]
-pub struct GatewayConfig {
+pub struct GatewaySettings {
     /// Address the gRPC server listens on.
     #[arg(long, env = "OMS_GATEWAY_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
@@ -199,7 +199,7 @@ pub struct GatewayConfig {
 
     /// Upstream settings.
     #[command(flatten)]
-    pub upstream: UpstreamConfig,
+    pub upstream: UpstreamSettings,
 
     /// Server limits and shutdown.
     #[command(flatten)]
@@ -215,7 +215,7 @@ pub struct GatewayConfig {
 
     /// The embedded sandbox's settings (used only without OMS_BASE_URL).
     #[command(flatten)]
-    pub sandbox: SandboxOptions,
+    pub sandbox: EmbeddedSandboxSettings,
 }
 
 /// The gateway's own idempotency layer (see README, "Guarantees").
@@ -395,7 +395,7 @@ impl Default for WatchSettings {
 
 /// How the gateway talks to OMS.
 #[derive(Debug, Clone, PartialEq, Args)]
-pub struct UpstreamConfig {
+pub struct UpstreamSettings {
     /// TCP + TLS connect timeout to OMS.
     #[arg(long = "upstream-connect-timeout", env = "OMS_GATEWAY_UPSTREAM_CONNECT_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
@@ -456,7 +456,7 @@ pub struct UpstreamConfig {
     pub default_deadline: Duration,
 }
 
-impl Default for UpstreamConfig {
+impl Default for UpstreamSettings {
     fn default() -> Self {
         flag_defaults()
     }
@@ -464,7 +464,7 @@ impl Default for UpstreamConfig {
 
 /// Settings of the embedded sandbox when the gateway starts it.
 #[derive(Debug, Clone, PartialEq, Args)]
-pub struct SandboxOptions {
+pub struct EmbeddedSandboxSettings {
     /// Which documented spelling the embedded sandbox emits.
     #[arg(
         long = "sandbox-spelling",
@@ -494,15 +494,15 @@ fn parse_fault_plan(text: &str) -> Result<oms_sandbox::FaultPlan, String> {
         .map_err(|e: oms_sandbox::FaultPlanError| e.to_string())
 }
 
-impl Default for SandboxOptions {
+impl Default for EmbeddedSandboxSettings {
     fn default() -> Self {
         flag_defaults()
     }
 }
 
-// === impl SandboxOptions ===
+// === impl EmbeddedSandboxSettings ===
 
-impl SandboxOptions {
+impl EmbeddedSandboxSettings {
     /// The sandbox's configuration: these options, listening on `listen`, accepting `api_key`
     /// and `api_secret`.
     pub fn sandbox_config(
@@ -510,8 +510,8 @@ impl SandboxOptions {
         listen: SocketAddr,
         api_key: &str,
         api_secret: &Secret,
-    ) -> oms_sandbox::SandboxConfig {
-        oms_sandbox::SandboxConfig {
+    ) -> oms_sandbox::SandboxSettings {
+        oms_sandbox::SandboxSettings {
             listen,
             api_key: api_key.to_owned(),
             api_secret: api_secret.expose().to_owned(),
@@ -522,14 +522,14 @@ impl SandboxOptions {
                 SpellingArg::Guide => oms_sandbox::Spelling::Guide,
             },
             faults: self.faults.clone(),
-            ..oms_sandbox::SandboxConfig::default()
+            ..oms_sandbox::SandboxSettings::default()
         }
     }
 }
 
 /// `oms-gateway sandbox`: the simulator alone.
 #[derive(Debug, Clone, Args)]
-pub struct SandboxArgs {
+pub struct SandboxCommandSettings {
     /// Address the sandbox's REST server listens on.
     #[arg(long, env = "OMS_SANDBOX_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
@@ -550,7 +550,7 @@ pub struct SandboxArgs {
     pub api_secret: Secret,
     /// Sandbox behaviour.
     #[command(flatten)]
-    pub options: SandboxOptions,
+    pub options: EmbeddedSandboxSettings,
 }
 
 /// Where the gateway's upstream is.
@@ -569,9 +569,9 @@ pub enum UpstreamTarget {
     Sandbox,
 }
 
-// === impl GatewayConfig ===
+// === impl GatewaySettings ===
 
-impl GatewayConfig {
+impl GatewaySettings {
     /// A configuration for tests and embedding: listen on an ephemeral loopback port, embedded
     /// sandbox, default timeouts, no drain delay.
     pub fn for_tests() -> Self {
@@ -685,7 +685,7 @@ mod tests {
 
     #[test]
     fn defaults_come_from_the_flags() {
-        let upstream = UpstreamConfig::default();
+        let upstream = UpstreamSettings::default();
         assert_eq!(upstream.request_timeout, Duration::from_secs(10));
         assert_eq!(upstream.max_attempts, 3);
         assert_eq!(
@@ -697,21 +697,21 @@ mod tests {
             Duration::from_secs(2)
         );
         assert!(SecuritySettings::default().tls_cert.is_none());
-        assert!(SandboxOptions::default().faults.is_none());
+        assert!(EmbeddedSandboxSettings::default().faults.is_none());
     }
 
     #[test]
     fn secrets_never_print() {
         let secret = Secret::new("hunter2");
         assert_eq!(format!("{secret:?} {secret}"), "[redacted] [redacted]");
-        let mut config = GatewayConfig::for_tests();
+        let mut config = GatewaySettings::for_tests();
         config.oms_api_secret = Some(secret);
         assert!(!format!("{config:?}").contains("hunter2"));
     }
 
     #[test]
     fn a_partial_upstream_configuration_names_what_is_missing() {
-        let mut config = GatewayConfig::for_tests();
+        let mut config = GatewaySettings::for_tests();
         config.oms_base_url = Some("https://example.test/v0.9".into());
         let err = config.upstream_target().unwrap_err();
         assert!(

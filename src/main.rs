@@ -2,12 +2,12 @@
 //! for SIGINT or SIGTERM, shut down. No business logic lives here.
 
 use clap::Parser;
-use oms_gateway::config::{Cli, Command, LogConfig, LogFormat, SandboxArgs};
+use oms_gateway::config::{Cli, Command, LogFormat, LogSettings, SandboxCommandSettings};
 use oms_gateway::server;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
-fn init_logging(log: &LogConfig) {
+fn init_logging(log: &LogSettings) {
     let filter = EnvFilter::try_new(&log.level).unwrap_or_else(|err| {
         eprintln!("invalid --log-level `{}` ({err}); using `info`", log.level);
         EnvFilter::new("info")
@@ -44,7 +44,7 @@ async fn shutdown_signal() {
     }
 }
 
-async fn run_sandbox(args: SandboxArgs) -> ExitCode {
+async fn run_sandbox(args: SandboxCommandSettings) -> ExitCode {
     let config = args
         .options
         .sandbox_config(args.listen, &args.api_key, &args.api_secret);

@@ -7,7 +7,7 @@
 //! unreachable or rejects the gateway's credentials.
 
 use crate::config::Secret;
-use crate::config::{GatewayConfig, ServerSettings, UpstreamTarget};
+use crate::config::{GatewaySettings, ServerSettings, UpstreamTarget};
 use crate::idempotency::IdempotencyLayer;
 use crate::limits::LoadShedLayer;
 use crate::proto::{
@@ -15,11 +15,11 @@ use crate::proto::{
     v1::{cash_in_service_server, cash_location_service_server, sandbox_service_server},
 };
 use crate::security::{self, CallerLayer, SharedPolicy, reload, tls};
-use crate::service::{cash_in::CashIns, cash_location::CashLocations, sandbox::Sandbox};
+use crate::service::{cash_in::CashIns, cash_location::CashLocations, sandbox::SandboxSimulator};
 use crate::upstream::breaker::CircuitState;
 use crate::upstream::{OmsClient, UpstreamHealth, auth::Credentials};
 use crate::watch::WatchHub;
-use oms_sandbox::{self as sandbox, SandboxConfig, SandboxHandle};
+use oms_sandbox::{self as sandbox, SandboxHandle, SandboxSettings};
 use std::sync::Arc;
 use std::{net::SocketAddr, time::Duration};
 use tokio::{
@@ -138,7 +138,7 @@ impl RunningGateway {
 }
 
 /// The embedded sandbox: loopback, an ephemeral port, a random secret only this process knows.
-fn sandbox_config(config: &GatewayConfig) -> SandboxConfig {
+fn sandbox_config(config: &GatewaySettings) -> SandboxSettings {
     let secret = Secret::new(uuid::Uuid::new_v4().simple().to_string());
     config.sandbox.sandbox_config(
         SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -149,7 +149,7 @@ fn sandbox_config(config: &GatewayConfig) -> SandboxConfig {
 
 /// Starts the gateway (and the embedded sandbox when no upstream is configured) and returns
 /// once it is listening. Health turns SERVING when the first token exchange succeeds.
-pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> {
+pub async fn start(config: GatewaySettings) -> Result<RunningGateway, StartError> {
     // Security first: a configuration that would expose the port refuses to start before
     // anything else happens.
     security::check_listen(config.listen, &config.security).map_err(StartError::Config)?;
@@ -297,7 +297,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> 
     let cash_locations = CashLocations::new(client.clone(), default_deadline);
     let max_message = config.server.max_message_bytes;
     let sandbox_service = sandbox.is_some().then(|| {
-        sandbox_service_server::SandboxServiceServer::new(Sandbox::new(
+        sandbox_service_server::SandboxServiceServer::new(SandboxSimulator::new(
             client.clone(),
             hub.clone(),
             default_deadline,
@@ -383,7 +383,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, StartError> 
 
 /// The upstream: the configured OMS, or the embedded sandbox started here.
 async fn resolve_upstream(
-    config: &GatewayConfig,
+    config: &GatewaySettings,
 ) -> Result<(Option<SandboxHandle>, String, Credentials), StartError> {
     match config.upstream_target().map_err(StartError::Config)? {
         UpstreamTarget::Remote {

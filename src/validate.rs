@@ -43,16 +43,21 @@ impl Violations {
         }
     }
 
-    /// Checks an id: required (or optional), with `prefix` and then 1+ characters of
-    /// `[A-Za-z0-9_-]`.
-    pub fn id(&mut self, field: &str, value: &str, prefix: &str, required: bool) {
+    /// Checks a required id: present, `prefix` and then 1+ characters of `[A-Za-z0-9_-]`.
+    pub fn required_id(&mut self, field: &str, value: &str, prefix: &str) {
         if value.is_empty() {
-            if required {
-                self.add(
-                    field,
-                    format!("is required (an id starting with `{prefix}`)"),
-                );
-            }
+            self.add(
+                field,
+                format!("is required (an id starting with `{prefix}`)"),
+            );
+            return;
+        }
+        self.optional_id(field, value, prefix);
+    }
+
+    /// Checks an id that may be absent (empty); when present, as [`Self::required_id`].
+    pub fn optional_id(&mut self, field: &str, value: &str, prefix: &str) {
+        if value.is_empty() {
             return;
         }
         let rest = value.strip_prefix(prefix);
@@ -137,69 +142,75 @@ pub fn idempotency_key(violations: &mut Violations, field: &str, key: &str) {
 }
 
 /// A cash amount within the provider's limits, 20.00 to 500.00, at most 2 fraction digits.
-pub fn indicated_amount(v: &mut Violations, field: &str, amount: &str) {
+pub fn indicated_amount(violations: &mut Violations, field: &str, amount: &str) {
     match parse_decimal(amount, 2) {
-        None => v.add(
+        None => violations.add(
             field,
             format!(
                 "must be a decimal string with at most 2 fraction digits, e.g. \"200.00\"; got {}",
                 shown(amount)
             ),
         ),
-        Some(cents) if !(MIN_INDICATED_CENTS..=MAX_INDICATED_CENTS).contains(&cents) => v.add(
-            field,
-            format!(
-                "must be between 20.00 and 500.00 (the provider's limits); got {}",
-                shown(amount)
+        Some(cents) if !(MIN_INDICATED_CENTS..=MAX_INDICATED_CENTS).contains(&cents) => violations
+            .add(
+                field,
+                format!(
+                    "must be between 20.00 and 500.00 (the provider's limits); got {}",
+                    shown(amount)
+                ),
             ),
-        ),
         Some(_) => {}
     }
 }
 
 /// `CreateCashInRequest`.
-pub fn create_cash_in(request: &pb::CreateCashInRequest, v: &mut Violations) {
-    v.id("customer_id", &request.customer_id, "cst_", true);
+pub fn create_cash_in(request: &pb::CreateCashInRequest, violations: &mut Violations) {
+    violations.required_id("customer_id", &request.customer_id, "cst_");
     match &request.source {
-        None => v.add(
+        None => violations.add(
             "source",
             "is required (asset \"usd\" and an optional indicated_amount)",
         ),
         Some(source) => {
             if source.asset != "usd" {
-                v.add(
+                violations.add(
                     "source.asset",
                     format!("must be \"usd\"; got {}", shown(&source.asset)),
                 );
             }
             if let Some(amount) = &source.indicated_amount {
-                indicated_amount(v, "source.indicated_amount", amount);
+                indicated_amount(violations, "source.indicated_amount", amount);
             }
         }
     }
     match &request.destination {
-        None => v.add("destination", "is required (asset, network and wallet)"),
+        None => violations.add("destination", "is required (asset, network and wallet)"),
         Some(destination) => {
-            token(v, "destination.asset", &destination.asset, "e.g. \"usdc\"");
             token(
-                v,
+                violations,
+                "destination.asset",
+                &destination.asset,
+                "e.g. \"usdc\"",
+            );
+            token(
+                violations,
                 "destination.network",
                 &destination.network,
                 "e.g. \"polygon\"",
             );
             match destination.wallet.as_ref().and_then(|w| w.kind.as_ref()) {
-                None => v.add(
+                None => violations.add(
                     "destination.wallet",
                     "is required: set exactly one of wallet, blockchain_address or external_account",
                 ),
-                Some(Kind::Wallet(id)) => v.id("destination.wallet.wallet", id, "wlt_", true),
+                Some(Kind::Wallet(id)) => violations.required_id("destination.wallet.wallet", id, "wlt_"),
                 Some(Kind::ExternalAccount(id)) => {
-                    v.id("destination.wallet.external_account", id, "cpBcAddr_", true)
+                    violations.required_id("destination.wallet.external_account", id, "cpBcAddr_")
                 }
                 Some(Kind::BlockchainAddress(address)) => {
                     let hex = address.strip_prefix("0x").unwrap_or("");
                     if hex.len() != 40 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                        v.add(
+                        violations.add(
                             "destination.wallet.blockchain_address",
                             format!("must be 0x followed by 40 hex digits; got {}", shown(address)),
                         );
@@ -209,18 +220,13 @@ pub fn create_cash_in(request: &pb::CreateCashInRequest, v: &mut Violations) {
         }
     }
     match &request.cash {
-        None => v.add(
+        None => violations.add(
             "cash",
             "is required (cash_location_id and cash_location_reference from ListCashLocations)",
         ),
         Some(cash) => {
-            v.id(
-                "cash.cash_location_id",
-                &cash.cash_location_id,
-                "loc_",
-                true,
-            );
-            v.required_text(
+            violations.required_id("cash.cash_location_id", &cash.cash_location_id, "loc_");
+            violations.required_text(
                 "cash.cash_location_reference",
                 &cash.cash_location_reference,
                 MAX_REFERENCE_CHARS,
@@ -228,7 +234,7 @@ pub fn create_cash_in(request: &pb::CreateCashInRequest, v: &mut Violations) {
         }
     }
     if request.developer_fees.len() > MAX_DEVELOPER_FEES {
-        v.add(
+        violations.add(
             "developer_fees",
             format!("at most {MAX_DEVELOPER_FEES} entries"),
         );
@@ -236,7 +242,7 @@ pub fn create_cash_in(request: &pb::CreateCashInRequest, v: &mut Violations) {
     for (i, fee) in request.developer_fees.iter().enumerate() {
         let field = |name: &str| format!("developer_fees[{i}].{name}");
         if fee.percentage.is_none() && fee.flat_fee.is_none() {
-            v.add(
+            violations.add(
                 format!("developer_fees[{i}]"),
                 "set percentage, flat_fee or both",
             );
@@ -245,7 +251,7 @@ pub fn create_cash_in(request: &pb::CreateCashInRequest, v: &mut Violations) {
             // A rate in [0, 1) with up to 6 fraction digits: "0.01" is 1%.
             match parse_decimal(rate, 6) {
                 Some(micros) if micros < 1_000_000 => {}
-                _ => v.add(
+                _ => violations.add(
                     field("percentage"),
                     format!(
                         "must be a decimal rate in [0, 1), e.g. \"0.01\" for 1%; got {}",
@@ -257,35 +263,35 @@ pub fn create_cash_in(request: &pb::CreateCashInRequest, v: &mut Violations) {
         if let Some(amount) = &fee.flat_fee {
             match parse_decimal(amount, 2) {
                 Some(cents) if cents <= MAX_INDICATED_CENTS => {}
-                _ => v.add(field("flat_fee"), format!("must be a decimal amount between 0 and 500.00 with at most 2 fraction digits; got {}", shown(amount))),
+                _ => violations.add(field("flat_fee"), format!("must be a decimal amount between 0 and 500.00 with at most 2 fraction digits; got {}", shown(amount))),
             }
         }
         if let Some(wallet) = &fee.wallet {
-            v.id(&field("wallet"), wallet, "wlt_", true);
+            violations.required_id(&field("wallet"), wallet, "wlt_");
         }
         if let Some(asset) = &fee.payout_asset
             && asset != "usdc"
             && asset != "usdt"
         {
-            v.add(
+            violations.add(
                 field("payout_asset"),
                 format!("must be \"usdc\" or \"usdt\"; got {}", shown(asset)),
             );
         }
     }
-    metadata(v, &request.metadata);
-    idempotency_key(v, "idempotency_key", &request.idempotency_key);
+    metadata(violations, &request.metadata);
+    idempotency_key(violations, "idempotency_key", &request.idempotency_key);
 }
 
-fn token(v: &mut Violations, field: &str, value: &str, example: &str) {
+fn token(violations: &mut Violations, field: &str, value: &str, example: &str) {
     if value.is_empty() {
-        v.add(field, format!("is required ({example})"));
+        violations.add(field, format!("is required ({example})"));
     } else if value.len() > 32
         || !value
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     {
-        v.add(
+        violations.add(
             field,
             format!(
                 "must be a short identifier ({example}); got {}",
@@ -295,9 +301,9 @@ fn token(v: &mut Violations, field: &str, value: &str, example: &str) {
     }
 }
 
-fn metadata(v: &mut Violations, metadata: &std::collections::HashMap<String, String>) {
+fn metadata(violations: &mut Violations, metadata: &std::collections::HashMap<String, String>) {
     if metadata.len() > MAX_METADATA_KEYS {
-        v.add(
+        violations.add(
             "metadata",
             format!("at most {MAX_METADATA_KEYS} keys; got {}", metadata.len()),
         );
@@ -308,13 +314,13 @@ fn metadata(v: &mut Violations, metadata: &std::collections::HashMap<String, Str
     for key in keys {
         let value = &metadata[key];
         if key.is_empty() || key.chars().count() > MAX_METADATA_KEY_CHARS {
-            v.add(
+            violations.add(
                 format!("metadata[{}]", shown(key)),
                 format!("keys must be 1 to {MAX_METADATA_KEY_CHARS} characters"),
             );
         }
         if value.chars().count() > MAX_METADATA_VALUE_CHARS {
-            v.add(
+            violations.add(
                 format!("metadata[{}]", shown(key)),
                 format!("values must be at most {MAX_METADATA_VALUE_CHARS} characters"),
             );
@@ -323,41 +329,48 @@ fn metadata(v: &mut Violations, metadata: &std::collections::HashMap<String, Str
 }
 
 /// `GetCashInRequest`, `RefreshCashInRequest`, `WatchCashInRequest`: a cash-in id.
-pub fn cash_in_id(v: &mut Violations, id: &str) {
-    v.id("cash_in_id", id, "ci_", true);
+pub fn cash_in_id(violations: &mut Violations, id: &str) {
+    violations.required_id("cash_in_id", id, "ci_");
 }
 
 /// `ListCashLocationsRequest`.
-pub fn list_cash_locations(request: &pb::ListCashLocationsRequest, v: &mut Violations) {
-    token(v, "provider", &request.provider, "e.g. \"greendot\"");
-    coordinate(v, "latitude", request.latitude, 90.0);
-    coordinate(v, "longitude", request.longitude, 180.0);
+pub fn list_cash_locations(request: &pb::ListCashLocationsRequest, violations: &mut Violations) {
+    token(
+        violations,
+        "provider",
+        &request.provider,
+        "e.g. \"greendot\"",
+    );
+    coordinate(violations, "latitude", request.latitude, 90.0);
+    coordinate(violations, "longitude", request.longitude, 180.0);
     if let Some(flow) = &request.flow {
-        token(v, "flow", flow, "\"cash-in\" or \"cash-out\"");
+        token(violations, "flow", flow, "\"cash-in\" or \"cash-out\"");
     }
 }
 
-fn coordinate(v: &mut Violations, field: &str, value: Option<f64>, bound: f64) {
+fn coordinate(violations: &mut Violations, field: &str, value: Option<f64>, bound: f64) {
     match value {
-        None => v.add(
+        None => violations.add(
             field,
             format!("is required (decimal degrees in [-{bound}, {bound}])"),
         ),
-        Some(x) if !x.is_finite() => v.add(field, format!("must be a finite number; got {x}")),
+        Some(x) if !x.is_finite() => {
+            violations.add(field, format!("must be a finite number; got {x}"))
+        }
         Some(x) if !(-bound..=bound).contains(&x) => {
-            v.add(field, format!("must be in [-{bound}, {bound}]; got {x}"))
+            violations.add(field, format!("must be in [-{bound}, {bound}]; got {x}"))
         }
         Some(_) => {}
     }
 }
 
 /// A timestamp a caller sent: seconds and nanos within the proto's documented ranges.
-pub fn timestamp(v: &mut Violations, field: &str, ts: Option<&prost_types::Timestamp>) {
+pub fn timestamp(violations: &mut Violations, field: &str, ts: Option<&prost_types::Timestamp>) {
     if let Some(ts) = ts
         && (!(-62_135_596_800..=253_402_300_799).contains(&ts.seconds)
             || !(0..1_000_000_000).contains(&ts.nanos))
     {
-        v.add(
+        violations.add(
             field,
             "must be a valid timestamp between 0001-01-01 and 9999-12-31",
         );
@@ -384,20 +397,20 @@ mod tests {
 
     #[test]
     fn an_empty_create_request_lists_every_missing_part() {
-        let mut v = Violations::default();
-        create_cash_in(&pb::CreateCashInRequest::default(), &mut v);
-        let fields: Vec<String> = v.0.iter().map(|f| f.field.clone()).collect();
+        let mut violations = Violations::default();
+        create_cash_in(&pb::CreateCashInRequest::default(), &mut violations);
+        let fields: Vec<String> = violations.0.iter().map(|f| f.field.clone()).collect();
         assert_eq!(fields, ["customer_id", "source", "destination", "cash"]);
     }
 
     #[test]
     fn ids_need_their_prefix() {
-        let mut v = Violations::default();
-        v.id("x", "ci_01H9", "ci_", true);
-        v.id("y", "ci_", "ci_", true);
-        v.id("z", "cst_1", "ci_", true);
-        v.id("w", "ci_a/b", "ci_", true);
-        let fields: Vec<String> = v.0.iter().map(|f| f.field.clone()).collect();
+        let mut violations = Violations::default();
+        violations.required_id("x", "ci_01H9", "ci_");
+        violations.required_id("y", "ci_", "ci_");
+        violations.required_id("z", "cst_1", "ci_");
+        violations.required_id("w", "ci_a/b", "ci_");
+        let fields: Vec<String> = violations.0.iter().map(|f| f.field.clone()).collect();
         assert_eq!(fields, ["y", "z", "w"]);
     }
 }

@@ -6,7 +6,7 @@
 mod common;
 mod support;
 
-use oms_gateway::config::GatewayConfig;
+use oms_gateway::config::GatewaySettings;
 use oms_gateway::proto::v1 as pb;
 use oms_sandbox::{Fault, FaultAction};
 use std::time::{Duration, Instant};
@@ -505,7 +505,7 @@ async fn an_upstream_slower_than_the_callers_deadline_is_deadline_exceeded_promp
 
 #[tokio::test]
 async fn an_upstream_slower_than_the_attempt_timeout_is_deadline_exceeded() {
-    let mut config: GatewayConfig = common::test_config();
+    let mut config: GatewaySettings = common::test_config();
     config.upstream.request_timeout = Duration::from_millis(200);
     config.upstream.max_attempts = 1;
     let gateway = common::start_with(config).await;

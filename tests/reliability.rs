@@ -880,11 +880,11 @@ async fn with_no_token_and_a_hanging_oms_calls_soon_fail_fast() {
 #[tokio::test]
 async fn the_prober_backs_off_while_token_exchanges_fail() {
     let secret = "prober-secret";
-    let sandbox = oms_sandbox::start(oms_sandbox::SandboxConfig {
+    let sandbox = oms_sandbox::start(oms_sandbox::SandboxSettings {
         api_key: support::REMOTE_API_KEY.to_owned(),
         api_secret: secret.to_owned(),
         token_ttl: Duration::from_secs(1),
-        ..oms_sandbox::SandboxConfig::default()
+        ..oms_sandbox::SandboxSettings::default()
     })
     .await
     .expect("sandbox");

@@ -7,7 +7,7 @@ mod common;
 mod support;
 
 use oms_gateway::config::Secret;
-use oms_sandbox::{self as sandbox, SandboxConfig};
+use oms_sandbox::{self as sandbox, SandboxSettings};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
@@ -72,10 +72,10 @@ async fn sandbox_behind_tls() -> (
     String,
     tokio::task::JoinHandle<()>,
 ) {
-    let sandbox = sandbox::start(SandboxConfig {
+    let sandbox = sandbox::start(SandboxSettings {
         api_key: "sk_sdbx_tls".into(),
         api_secret: "tls-secret".into(),
-        ..SandboxConfig::default()
+        ..SandboxSettings::default()
     })
     .await
     .unwrap();
@@ -87,7 +87,7 @@ async fn sandbox_behind_tls() -> (
 fn remote_config(
     port: u16,
     ca_file: Option<std::path::PathBuf>,
-) -> oms_gateway::config::GatewayConfig {
+) -> oms_gateway::config::GatewaySettings {
     let mut config = common::test_config();
     config.oms_base_url = Some(format!("https://localhost:{port}"));
     config.oms_api_key = Some("sk_sdbx_tls".into());

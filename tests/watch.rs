@@ -5,7 +5,7 @@
 mod common;
 
 use common::TestGateway;
-use oms_gateway::config::GatewayConfig;
+use oms_gateway::config::GatewaySettings;
 use oms_gateway::proto::v1 as pb;
 use oms_sandbox::{Fault, FaultAction};
 use pb::{CashInEventType as Kind, CashInStatus as St};
@@ -19,7 +19,7 @@ use tonic::transport::{Channel, Endpoint};
 // === harness ===
 
 /// The test config with watch settings short enough for tests.
-fn config(poll: Duration, heartbeat: Duration) -> GatewayConfig {
+fn config(poll: Duration, heartbeat: Duration) -> GatewaySettings {
     let mut config = common::test_config();
     config.watch.poll_interval = poll;
     config.watch.heartbeat_interval = heartbeat;

@@ -12,8 +12,8 @@
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
-//! use oms_sandbox::SandboxConfig;
-//! let sandbox = oms_sandbox::start(SandboxConfig::default()).await?;
+//! use oms_sandbox::SandboxSettings;
+//! let sandbox = oms_sandbox::start(SandboxSettings::default()).await?;
 //! let base_url = sandbox.base_url(); // e.g. http://127.0.0.1:43121, routes directly under it
 //! # let _ = base_url;
 //! sandbox.shutdown().await;
@@ -70,7 +70,7 @@ pub enum Spelling {
 
 /// How to run a sandbox.
 #[derive(Clone)]
-pub struct SandboxConfig {
+pub struct SandboxSettings {
     /// Where to listen; port 0 picks a free one. Default `127.0.0.1:0`.
     pub listen: SocketAddr,
     /// The one API key the sandbox accepts. Default `sk_sdbx_local`.
@@ -90,9 +90,9 @@ pub struct SandboxConfig {
     pub faults: FaultPlan,
 }
 
-impl Default for SandboxConfig {
+impl Default for SandboxSettings {
     fn default() -> Self {
-        SandboxConfig {
+        SandboxSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             api_key: "sk_sdbx_local".to_owned(),
             api_secret: uuid::Uuid::new_v4().simple().to_string(),
@@ -105,9 +105,9 @@ impl Default for SandboxConfig {
     }
 }
 
-impl fmt::Debug for SandboxConfig {
+impl fmt::Debug for SandboxSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SandboxConfig")
+        f.debug_struct("SandboxSettings")
             .field("listen", &self.listen)
             .field("api_key", &self.api_key)
             .field("api_secret", &"[redacted]")
@@ -123,7 +123,7 @@ impl fmt::Debug for SandboxConfig {
 /// Binds `config.listen`, spawns the server (and its expiry sweep) on the current tokio
 /// runtime, and returns once it accepts connections. It runs until [`SandboxHandle::shutdown`]
 /// or the runtime ends; dropping the handles does not stop it.
-pub async fn start(config: SandboxConfig) -> std::io::Result<SandboxHandle> {
+pub async fn start(config: SandboxSettings) -> std::io::Result<SandboxHandle> {
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     // Its connections carry a kill switch, which is how faults reset a connection.

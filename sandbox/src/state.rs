@@ -20,7 +20,7 @@ use super::faults::FaultQueue;
 use super::idempotency::IdempotencyStore;
 use super::journal::Journal;
 use super::store::Store;
-use super::{SandboxConfig, Spelling};
+use super::{SandboxSettings, Spelling};
 
 pub(crate) struct Sandbox {
     pub(crate) api_key: String,
@@ -44,7 +44,7 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 // === impl Sandbox ===
 
 impl Sandbox {
-    pub(crate) fn new(config: SandboxConfig) -> Sandbox {
+    pub(crate) fn new(config: SandboxSettings) -> Sandbox {
         Sandbox {
             store: Mutex::new(Store::new(config.seed)),
             spelling: Mutex::new(config.spelling),

@@ -7,7 +7,7 @@ use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
 use oms_sandbox::{
-    CONNECTION_RESET, Fault, FaultAction, FaultPlan, FaultStats, SandboxConfig, SandboxHandle,
+    CONNECTION_RESET, Fault, FaultAction, FaultPlan, FaultStats, SandboxHandle, SandboxSettings,
     Spelling, start,
 };
 
@@ -42,7 +42,7 @@ async fn answer(resp: reqwest::Response) -> Answer {
     }
 }
 
-async fn sandbox(config: SandboxConfig) -> (SandboxHandle, Api) {
+async fn sandbox(config: SandboxSettings) -> (SandboxHandle, Api) {
     let sb = start(config).await.expect("start");
     let http = reqwest::Client::new();
     let resp = http
@@ -120,10 +120,10 @@ impl Api {
     }
 }
 
-fn config() -> SandboxConfig {
-    SandboxConfig {
+fn config() -> SandboxSettings {
+    SandboxSettings {
         seed: 7,
-        ..SandboxConfig::default()
+        ..SandboxSettings::default()
     }
 }
 
@@ -297,7 +297,7 @@ async fn the_guides_flow_end_to_end() {
 
 #[tokio::test]
 async fn guide_spelling_writes_nulls_for_what_is_not_known_yet() {
-    let (sb, api) = sandbox(SandboxConfig {
+    let (sb, api) = sandbox(SandboxSettings {
         spelling: Spelling::Guide,
         ..config()
     })
@@ -447,7 +447,7 @@ async fn auth_is_checked_first_and_revocation_bites() {
 
 #[tokio::test]
 async fn codes_expire_and_refresh_replaces_them() {
-    let (sb, api) = sandbox(SandboxConfig {
+    let (sb, api) = sandbox(SandboxSettings {
         code_ttl: Duration::from_millis(400),
         ..config()
     })
@@ -562,12 +562,12 @@ async fn listing_pages_and_validates() {
 
 #[tokio::test]
 async fn locations_are_deterministic_across_seeds() {
-    let (sb1, api1) = sandbox(SandboxConfig {
+    let (sb1, api1) = sandbox(SandboxSettings {
         seed: 1,
         ..config()
     })
     .await;
-    let (sb2, api2) = sandbox(SandboxConfig {
+    let (sb2, api2) = sandbox(SandboxSettings {
         seed: 2,
         ..config()
     })
@@ -804,7 +804,7 @@ fn faults_seen(sb: &SandboxHandle) -> Vec<Option<String>> {
 async fn a_seeded_plan_faults_the_same_requests_every_time() {
     let spec = "seed=11,500=0.1,503=0.1,429=0.1,reset_before=0.1,reset_after=0.05,\
                 latency=0.2:1ms-3ms,revoke=0.05";
-    let sb = start(SandboxConfig {
+    let sb = start(SandboxSettings {
         faults: plan(spec),
         ..config()
     })
@@ -826,7 +826,7 @@ async fn a_seeded_plan_faults_the_same_requests_every_time() {
     assert_eq!(faults_seen(&sb), first_faults);
 
     // And another sandbox with the same plan does the same.
-    let other = start(SandboxConfig {
+    let other = start(SandboxSettings {
         faults: plan(spec),
         ..config()
     })

@@ -144,7 +144,7 @@ impl CashIns {
 
     /// Runs `call` through the idempotency layer (share, replay or refuse; see idempotency.rs);
     /// `call` is told whether it resumes an abandoned call with the same key.
-    async fn once<F, Fut>(
+    async fn run_idempotently<F, Fut>(
         &self,
         mutation: &Mutation,
         operation: &'static str,
@@ -202,12 +202,12 @@ impl CashInService for CashIns {
         request: Request<pb::CreateCashInRequest>,
     ) -> Result<Response<pb::CreateCashInResponse>, Status> {
         let mut violations = Violations::default();
-        let m = self.mutation(
+        let mutation = self.mutation(
             &request,
             &request.get_ref().idempotency_key,
             &mut violations,
         );
-        let span = tracing::info_span!("CreateCashIn", idempotency_key = %m.key, caller = %m.caller, cash_in_id = tracing::field::Empty);
+        let span = tracing::info_span!("CreateCashIn", idempotency_key = %mutation.key, caller = %mutation.caller, cash_in_id = tracing::field::Empty);
         let request = request.into_inner();
         let customer_id = request.customer_id.clone();
         let call = async {
@@ -217,17 +217,22 @@ impl CashInService for CashIns {
             // The REST body is what OMS fingerprints too; metadata is a BTreeMap, so it is stable.
             let fingerprint =
                 idempotency::fingerprint(&[&serde_json::to_vec(&body).unwrap_or_default()]);
-            let (m, body) = (&m, &body);
+            let (mutation, body) = (&mutation, &body);
             let cash_in = self
-                .once(m, "CreateCashIn", fingerprint, |resumes| async move {
-                    let key = m.write_key(resumes);
-                    let dto = self
-                        .client
-                        .create_cash_in(body, key, m.deadline)
-                        .await
-                        .map_err(GatewayError::upstream("POST /cash-ins", None))?;
-                    decode_cash_in("POST /cash-ins", dto)
-                })
+                .run_idempotently(
+                    mutation,
+                    "CreateCashIn",
+                    fingerprint,
+                    |resumes| async move {
+                        let key = mutation.write_key(resumes);
+                        let dto = self
+                            .client
+                            .create_cash_in(body, key, mutation.deadline)
+                            .await
+                            .map_err(GatewayError::upstream("POST /cash-ins", None))?;
+                        decode_cash_in("POST /cash-ins", dto)
+                    },
+                )
                 .await?;
             tracing::Span::current().record("cash_in_id", cash_in.id.as_str());
             tracing::info!(status = cash_in.status, "cash-in created");
@@ -236,7 +241,11 @@ impl CashInService for CashIns {
             let mut response = Response::new(pb::CreateCashInResponse {
                 cash_in: Some(cash_in),
             });
-            echo_idempotency_keys(response.metadata_mut(), &m.key, &m.upstream_key);
+            echo_idempotency_keys(
+                response.metadata_mut(),
+                &mutation.key,
+                &mutation.upstream_key,
+            );
             Ok(response)
         }
         .instrument(span);
@@ -249,14 +258,14 @@ impl CashInService for CashIns {
             Ok(response) => response.get_ref().cash_in.as_ref().map(|c| c.id.clone()),
             Err(_) => None,
         };
-        m.audit(
+        mutation.audit(
             "polygon.oms.v1.CashInService/CreateCashIn",
             cash_in_id.as_deref().unwrap_or(""),
             &customer_id,
             result.as_ref().map(|_| ()),
             &upstream_request_id,
         );
-        result.map_err(|err| status_with_keys(err, &m.key, &m.upstream_key))
+        result.map_err(|err| status_with_keys(err, &mutation.key, &mutation.upstream_key))
     }
 
     async fn get_cash_in(
@@ -289,7 +298,7 @@ impl CashInService for CashIns {
         let span = tracing::info_span!("ListCashIns", customer_id = %request.customer_id, page_size = request.page_size);
         async {
             let mut violations = Violations::default();
-            violations.id("customer_id", &request.customer_id, "cst_", false);
+            violations.optional_id("customer_id", &request.customer_id, "cst_");
             let status = match pb::CashInStatus::try_from(request.status) {
                 Ok(pb::CashInStatus::Unspecified) => None,
                 Ok(status) => convert::status_name(status),
@@ -379,40 +388,49 @@ impl CashInService for CashIns {
         request: Request<pb::RefreshCashInRequest>,
     ) -> Result<Response<pb::RefreshCashInResponse>, Status> {
         let mut violations = Violations::default();
-        let m = self.mutation(
+        let mutation = self.mutation(
             &request,
             &request.get_ref().idempotency_key,
             &mut violations,
         );
         let request = request.into_inner();
-        let span = tracing::info_span!("RefreshCashIn", cash_in_id = %request.cash_in_id, idempotency_key = %m.key, caller = %m.caller);
+        let span = tracing::info_span!("RefreshCashIn", cash_in_id = %request.cash_in_id, idempotency_key = %mutation.key, caller = %mutation.caller);
         let call = async {
             validate::cash_in_id(&mut violations, &request.cash_in_id);
             validate::idempotency_key(&mut violations, "idempotency_key", &request.idempotency_key);
             violations.finish()?;
             let id = &request.cash_in_id;
             let fingerprint = idempotency::fingerprint(&[id.as_bytes()]);
-            let m = &m;
+            let mutation = &mutation;
             let cash_in = self
-                .once(m, "RefreshCashIn", fingerprint, |resumes| async move {
-                    let key = m.write_key(resumes);
-                    let dto = self
-                        .client
-                        .refresh_cash_in(id, key, m.deadline)
-                        .await
-                        .map_err(GatewayError::upstream(
-                            "POST /cash-ins/{id}/refresh",
-                            Some(ResourceRef::cash_in(id)),
-                        ))?;
-                    decode_cash_in("POST /cash-ins/{id}/refresh", dto)
-                })
+                .run_idempotently(
+                    mutation,
+                    "RefreshCashIn",
+                    fingerprint,
+                    |resumes| async move {
+                        let key = mutation.write_key(resumes);
+                        let dto = self
+                            .client
+                            .refresh_cash_in(id, key, mutation.deadline)
+                            .await
+                            .map_err(GatewayError::upstream(
+                                "POST /cash-ins/{id}/refresh",
+                                Some(ResourceRef::cash_in(id)),
+                            ))?;
+                        decode_cash_in("POST /cash-ins/{id}/refresh", dto)
+                    },
+                )
                 .await?;
             tracing::info!("deposit code refreshed");
             self.hub.publish(&cash_in);
             let mut response = Response::new(pb::RefreshCashInResponse {
                 cash_in: Some(cash_in),
             });
-            echo_idempotency_keys(response.metadata_mut(), &m.key, &m.upstream_key);
+            echo_idempotency_keys(
+                response.metadata_mut(),
+                &mutation.key,
+                &mutation.upstream_key,
+            );
             Ok(response)
         }
         .instrument(span);
@@ -429,14 +447,14 @@ impl CashInService for CashIns {
                 .map(|c| c.customer_id.clone()),
             Err(_) => None,
         };
-        m.audit(
+        mutation.audit(
             "polygon.oms.v1.CashInService/RefreshCashIn",
             &request.cash_in_id,
             customer_id.as_deref().unwrap_or(""),
             result.as_ref().map(|_| ()),
             &upstream_request_id,
         );
-        result.map_err(|err| status_with_keys(err, &m.key, &m.upstream_key))
+        result.map_err(|err| status_with_keys(err, &mutation.key, &mutation.upstream_key))
     }
 
     type WatchCashInStream = EventStream;
@@ -463,7 +481,7 @@ impl CashInService for CashIns {
         let customer = request.get_ref().customer_id.clone();
         let _span = tracing::info_span!("WatchCashIns", customer_id = %customer).entered();
         let mut violations = Violations::default();
-        violations.id("customer_id", &customer, "cst_", true);
+        violations.required_id("customer_id", &customer, "cst_");
         let mut statuses = Vec::new();
         for (i, status) in request.get_ref().statuses.iter().enumerate() {
             match pb::CashInStatus::try_from(*status) {

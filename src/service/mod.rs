@@ -56,7 +56,7 @@ pub fn deadline(metadata: &MetadataMap, default_deadline: Duration) -> Instant {
 /// wins over the `idempotency-key` metadata; absent both, the call is refused. A key the gateway
 /// made up would differ on every retry of the RPC (by a client, a gRPC retry policy or a mesh
 /// proxy), and each retry would then create another cash-in or kill the code just shown.
-pub fn idempotency_key(field: &str, metadata: &MetadataMap, v: &mut Violations) -> String {
+pub fn idempotency_key(field: &str, metadata: &MetadataMap, violations: &mut Violations) -> String {
     if !field.is_empty() {
         // The field itself is validated with the rest of the request.
         return field.to_owned();
@@ -66,18 +66,18 @@ pub fn idempotency_key(field: &str, metadata: &MetadataMap, v: &mut Violations) 
         .map(|value| value.to_str())
     {
         Some(Ok(key)) if !key.is_empty() => {
-            validate::idempotency_key(v, "idempotency-key (metadata)", key);
+            validate::idempotency_key(violations, "idempotency-key (metadata)", key);
             key.to_owned()
         }
         Some(Err(_)) => {
-            v.add(
+            violations.add(
                 "idempotency-key (metadata)",
                 "must be printable ASCII (space to `~`)",
             );
             String::new()
         }
         _ => {
-            v.add("idempotency_key", KEY_REQUIRED);
+            violations.add("idempotency_key", KEY_REQUIRED);
             String::new()
         }
     }
@@ -184,13 +184,19 @@ mod tests {
     #[test]
     fn the_field_key_wins_over_metadata_and_absent_both_the_call_is_refused() {
         let mut md = MetadataMap::new();
-        let mut v = Violations::default();
+        let mut violations = Violations::default();
         md.insert(IDEMPOTENCY_KEY_METADATA, "from-metadata".parse().unwrap());
-        assert_eq!(idempotency_key("from-field", &md, &mut v), "from-field");
-        assert_eq!(idempotency_key("", &md, &mut v), "from-metadata");
-        assert!(v.finish().is_ok());
-        let mut v = Violations::default();
-        assert_eq!(idempotency_key("", &MetadataMap::new(), &mut v), "");
-        assert!(v.finish().is_err());
+        assert_eq!(
+            idempotency_key("from-field", &md, &mut violations),
+            "from-field"
+        );
+        assert_eq!(idempotency_key("", &md, &mut violations), "from-metadata");
+        assert!(violations.finish().is_ok());
+        let mut violations = Violations::default();
+        assert_eq!(
+            idempotency_key("", &MetadataMap::new(), &mut violations),
+            ""
+        );
+        assert!(violations.finish().is_err());
     }
 }

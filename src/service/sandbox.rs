@@ -20,7 +20,7 @@ use tracing::Instrument;
 
 /// The SandboxService implementation.
 #[derive(Clone, Debug)]
-pub struct Sandbox {
+pub struct SandboxSimulator {
     client: OmsClient,
     hub: WatchHub,
     default_deadline: Duration,
@@ -28,7 +28,7 @@ pub struct Sandbox {
 
 // === impl Sandbox ===
 
-impl Sandbox {
+impl SandboxSimulator {
     /// A service driving the sandbox behind `client`.
     pub fn new(client: OmsClient, hub: WatchHub, default_deadline: Duration) -> Self {
         Self {
@@ -49,12 +49,12 @@ impl Sandbox {
         request: pb::SimulateDepositRequest,
         deadline: Instant,
     ) -> Result<pb::SimulateDepositResponse, GatewayError> {
-        let mut v = Violations::default();
-        validate::cash_in_id(&mut v, &request.cash_in_id);
+        let mut violations = Violations::default();
+        validate::cash_in_id(&mut violations, &request.cash_in_id);
         if !request.amount.is_empty() {
-            validate::indicated_amount(&mut v, "amount", &request.amount);
+            validate::indicated_amount(&mut violations, "amount", &request.amount);
         }
-        v.finish()?;
+        violations.finish()?;
         let id = &request.cash_in_id;
         let current = self.get(id, deadline).await?;
         if current.status != pb::CashInStatus::Pending as i32 {
@@ -148,7 +148,7 @@ fn audit_sandbox(
 }
 
 #[tonic::async_trait]
-impl SandboxService for Sandbox {
+impl SandboxService for SandboxSimulator {
     async fn simulate_deposit(
         &self,
         request: Request<pb::SimulateDepositRequest>,
@@ -186,9 +186,9 @@ impl SandboxService for Sandbox {
         let span = tracing::info_span!("ExpireCashIn", cash_in_id = %id);
         let recorded = audit::recording_request_id(
             async {
-                let mut v = Violations::default();
-                validate::cash_in_id(&mut v, &id);
-                v.finish()?;
+                let mut violations = Violations::default();
+                validate::cash_in_id(&mut violations, &id);
+                violations.finish()?;
                 let operation = "POST /sandbox/cash-ins/{id}/expire";
                 let dto = self
                     .client
@@ -237,21 +237,21 @@ impl SandboxService for Sandbox {
         let id = request.cash_in_id;
         let span = tracing::info_span!("FailCashIn", cash_in_id = %id);
         let recorded = audit::recording_request_id(async {
-            let mut v = Violations::default();
-            validate::cash_in_id(&mut v, &id);
+            let mut violations = Violations::default();
+            validate::cash_in_id(&mut violations, &id);
             let sub_status = match pb::CashInSubStatus::try_from(request.sub_status) {
                 Ok(pb::CashInSubStatus::Unspecified | pb::CashInSubStatus::CashDepositFailed) => "cash_deposit_failed",
                 Ok(pb::CashInSubStatus::ProviderOrderFailed) => "provider_order_failed",
                 Ok(pb::CashInSubStatus::ProviderOrderTemplateError) => "provider_order_template_error",
                 _ => {
-                    v.add(
+                    violations.add(
                         "sub_status",
                         "must be CASH_DEPOSIT_FAILED, PROVIDER_ORDER_FAILED or PROVIDER_ORDER_TEMPLATE_ERROR",
                     );
                     ""
                 }
             };
-            v.finish()?;
+            violations.finish()?;
             let operation = "POST /sandbox/cash-ins/{id}/fail";
             let body = model::FailBody {
                 sub_status: sub_status.to_owned(),

@@ -13,7 +13,7 @@ pub mod breaker;
 pub mod budget;
 pub mod model;
 
-use crate::config::UpstreamConfig;
+use crate::config::UpstreamSettings;
 use crate::error::{HttpFailure, UpstreamError};
 use auth::{Credentials, TokenSource};
 use breaker::{Admission, CircuitBreaker, CircuitState};
@@ -118,7 +118,7 @@ struct Inner {
     fresh_http: reqwest::Client,
     base: Url,
     auth: Arc<TokenSource>,
-    config: UpstreamConfig,
+    config: UpstreamSettings,
     health: watch::Receiver<UpstreamHealth>,
     budget: RetryBudget,
     breaker: Arc<CircuitBreaker>,
@@ -146,7 +146,7 @@ impl OmsClient {
     pub fn new(
         base_url: &str,
         credentials: Credentials,
-        config: UpstreamConfig,
+        config: UpstreamSettings,
     ) -> Result<Self, String> {
         let mut base = Url::parse(base_url.trim_end_matches('/'))
             .map_err(|e| format!("invalid OMS base URL `{base_url}`: {e}"))?;
@@ -659,7 +659,7 @@ impl OmsClient {
 /// The REST client's HTTP settings; `max_idle` 0 makes every request use a new connection.
 fn http_client(
     base: &Url,
-    config: &UpstreamConfig,
+    config: &UpstreamSettings,
     roots: &[reqwest::Certificate],
     max_idle: usize,
 ) -> Result<reqwest::Client, String> {

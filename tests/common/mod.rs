@@ -2,7 +2,7 @@
 //! sandbox unless told otherwise), connect real tonic clients, and build valid requests.
 #![allow(dead_code)]
 
-use oms_gateway::config::GatewayConfig;
+use oms_gateway::config::GatewaySettings;
 use oms_gateway::proto::v1 as pb;
 use oms_gateway::server::{self, RunningGateway};
 use oms_sandbox::SandboxHandle;
@@ -78,8 +78,8 @@ impl TestGateway {
 }
 
 /// A config for tests: ephemeral port, embedded sandbox, short timeouts.
-pub fn test_config() -> GatewayConfig {
-    let mut config = GatewayConfig::for_tests();
+pub fn test_config() -> GatewaySettings {
+    let mut config = GatewaySettings::for_tests();
     config.upstream.request_timeout = Duration::from_secs(5);
     config.upstream.default_deadline = Duration::from_secs(10);
     config
@@ -91,7 +91,7 @@ pub async fn start() -> TestGateway {
 }
 
 /// Starts a gateway and connects to it; does not wait for health.
-pub async fn start_unchecked(config: GatewayConfig) -> TestGateway {
+pub async fn start_unchecked(config: GatewaySettings) -> TestGateway {
     let gateway = server::start(config).await.expect("gateway starts");
     let channel = Endpoint::from_shared(format!("http://{}", gateway.addr()))
         .expect("endpoint")
@@ -103,7 +103,7 @@ pub async fn start_unchecked(config: GatewayConfig) -> TestGateway {
 }
 
 /// Starts a gateway and waits (at most 10 s) until its health is SERVING.
-pub async fn start_with(config: GatewayConfig) -> TestGateway {
+pub async fn start_with(config: GatewaySettings) -> TestGateway {
     let gateway = start_unchecked(config).await;
     let serving = tonic_health::ServingStatus::Serving as i32;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

@@ -6,8 +6,8 @@
 //! A test file that uses this declares both `mod common;` and `mod support;`.
 #![allow(dead_code)]
 
-use oms_gateway::config::{GatewayConfig, Secret};
-use oms_sandbox::{self as sandbox, RecordedRequest, SandboxConfig, SandboxHandle};
+use oms_gateway::config::{GatewaySettings, Secret};
+use oms_sandbox::{self as sandbox, RecordedRequest, SandboxHandle, SandboxSettings};
 use std::time::Duration;
 use tonic::Status;
 use tonic_types::{ErrorDetail, ErrorInfo, StatusExt};
@@ -66,17 +66,17 @@ pub fn retry_delay(status: &Status) -> Option<Duration> {
 /// Starts a sandbox of its own (not embedded in a gateway) that accepts [`REMOTE_API_KEY`] with
 /// `secret`.
 pub async fn start_remote_sandbox(secret: &str) -> SandboxHandle {
-    sandbox::start(SandboxConfig {
+    sandbox::start(SandboxSettings {
         api_key: REMOTE_API_KEY.to_owned(),
         api_secret: secret.to_owned(),
-        ..SandboxConfig::default()
+        ..SandboxSettings::default()
     })
     .await
     .expect("sandbox starts")
 }
 
 /// The test config pointed at `base_url` as a remote OMS with these credentials.
-pub fn remote_config(base_url: &str, api_key: &str, api_secret: &str) -> GatewayConfig {
+pub fn remote_config(base_url: &str, api_key: &str, api_secret: &str) -> GatewaySettings {
     let mut config = crate::common::test_config();
     config.oms_base_url = Some(base_url.to_owned());
     config.oms_api_key = Some(api_key.to_owned());

@@ -2,7 +2,7 @@
 //! `localhost` and 127.0.0.1, client certificates naming a caller by SPIFFE URI SAN, DNS SAN or
 //! CN, PEM files in a per-test directory, and tonic TLS/mTLS channels to a gateway.
 
-use oms_gateway::config::GatewayConfig;
+use oms_gateway::config::GatewaySettings;
 use oms_gateway::server::{self, RunningGateway};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -122,7 +122,7 @@ pub fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {
 
 /// The test config serving TLS with `server` (and mTLS against `client_ca` when given), with a
 /// short reload interval.
-pub fn tls_config(dir: &Path, server: &Pem, client_ca: Option<&str>) -> GatewayConfig {
+pub fn tls_config(dir: &Path, server: &Pem, client_ca: Option<&str>) -> GatewaySettings {
     let mut config = crate::common::test_config();
     config.security.tls_cert = Some(write(dir, "server.pem", &server.cert));
     config.security.tls_key = Some(write(dir, "server-key.pem", &server.key));
@@ -152,7 +152,7 @@ pub async fn channel(
 }
 
 /// Starts a gateway and waits (at most 10 s) until its upstream token exchange succeeded.
-pub async fn start(config: GatewayConfig) -> RunningGateway {
+pub async fn start(config: GatewaySettings) -> RunningGateway {
     let gateway = server::start(config).await.expect("gateway starts");
     crate::support::eventually(Duration::from_secs(10), "the first token exchange", || {
         gateway.token_exchanges() > 0
