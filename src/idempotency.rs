@@ -140,6 +140,7 @@ impl<T: Clone + Send + Sync + 'static> IdempotencyLayer<T> {
     }
 
     /// Counters so far.
+    #[cfg(test)]
     pub fn stats(&self) -> IdempotencyStats {
         *self.stats.lock().unwrap_or_else(|e| e.into_inner())
     }

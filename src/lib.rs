@@ -1,19 +1,40 @@
 //! oms-gateway: a gRPC gateway in front of the Polygon OMS cash-in REST API.
 //!
-//! The binary (`src/main.rs`) only parses configuration and starts things; everything a test or
-//! an embedding program needs is reachable from here. See `ARCHITECTURE.md` for the module map.
+//! The binary (`src/main.rs`) only parses configuration and starts things. The public surface is
+//! what the binary, the benchmark and the black-box tests need: [`config`] (every setting),
+//! [`server`] (start and stop a gateway), [`proto`] (the generated contract), and, hidden from
+//! the docs, [`fuzzing`] (the decoders and validation the property tests drive). Everything else
+//! is private, so a test cannot lean on an internal. See `ARCHITECTURE.md` for the module map.
 
-pub mod audit;
-pub mod codec;
+mod audit;
+mod codec;
 pub mod config;
-pub mod convert;
-pub mod error;
-pub mod idempotency;
-pub mod limits;
+mod convert;
+mod error;
+mod idempotency;
+mod limits;
 pub mod proto;
-pub mod security;
+mod security;
 pub mod server;
-pub mod service;
-pub mod upstream;
-pub mod validate;
-pub mod watch;
+mod service;
+mod upstream;
+mod validate;
+mod watch;
+
+/// What the property-based fuzz tests (`tests/fuzz.rs`) drive directly: the upstream JSON
+/// decoders, the REST → proto conversion and request validation. Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::upstream::model::{CashInDto, CashInPageDto, CashLocationListDto};
+    pub use crate::validate::Violations;
+
+    /// REST → proto conversions.
+    pub mod convert {
+        pub use crate::convert::{cash_in, cash_location, create_body};
+    }
+
+    /// Request validation.
+    pub mod validate {
+        pub use crate::validate::{create_cash_in, list_cash_locations, parse_decimal};
+    }
+}

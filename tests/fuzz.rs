@@ -6,10 +6,10 @@
 //! under `proptest-regressions/`; commit that file, and it is replayed first on every run, so each
 //! crash found becomes a regression test.
 
-use oms_gateway::convert;
+use oms_gateway::fuzzing::convert;
+use oms_gateway::fuzzing::{CashInDto, CashInPageDto, CashLocationListDto};
+use oms_gateway::fuzzing::{Violations, validate};
 use oms_gateway::proto::v1 as pb;
-use oms_gateway::upstream::model::{CashInDto, CashInPageDto, CashLocationListDto};
-use oms_gateway::validate::{self, Violations};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 

@@ -154,8 +154,6 @@ pub fn certificate_identity(der: &[u8]) -> Option<String> {
 /// What a TLS connection tells handlers about its peer (a request extension).
 #[derive(Debug, Clone, Default)]
 pub struct PeerIdentity {
-    /// The remote address.
-    pub remote_addr: Option<std::net::SocketAddr>,
     /// The identity of the verified client certificate, when the client presented one.
     pub identity: Option<Arc<str>>,
 }
@@ -257,10 +255,7 @@ pub fn incoming(
                     .and_then(|chain| chain.first())
                     .and_then(|leaf| certificate_identity(leaf))
                     .map(Arc::from);
-                let peer = PeerIdentity {
-                    remote_addr: Some(remote_addr),
-                    identity,
-                };
+                let peer = PeerIdentity { identity };
                 let _ = tx.send(Ok(TlsConnection { stream, peer })).await;
             });
         }
