@@ -102,6 +102,14 @@ const FIXED_SIDE_NAMES: &[(&str, pb::FixedAmountSide)] = &[
     ("destination", pb::FixedAmountSide::Destination),
 ];
 
+/// OMS's spelling of a sub-status.
+pub fn sub_status_name(sub_status: pb::CashInSubStatus) -> Option<&'static str> {
+    SUB_STATUS_NAMES
+        .iter()
+        .find(|(_, s)| *s == sub_status)
+        .map(|(name, _)| *name)
+}
+
 /// OMS's spelling of a status, for list filters.
 pub fn status_name(status: pb::CashInStatus) -> Option<&'static str> {
     STATUS_NAMES

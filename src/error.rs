@@ -55,6 +55,16 @@ pub enum UpstreamError {
     BadResponse(String),
 }
 
+/// An upstream call that failed: which REST operation, and what went wrong.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{operation}: {error}")]
+pub struct UpstreamFailure {
+    /// The REST operation, e.g. `POST /cash-ins` (see `upstream::ops`).
+    pub operation: &'static str,
+    /// What went wrong.
+    pub error: UpstreamError,
+}
+
 /// A non-2xx answer from OMS, with what it said.
 #[derive(Debug, Clone, Default)]
 pub struct HttpFailure {
@@ -283,15 +293,21 @@ impl GatewayError {
         }
     }
 
-    /// Wraps an upstream failure of `operation` (on `resource`, for NOT_FOUND's ResourceInfo).
-    pub fn upstream(
-        operation: &'static str,
-        resource: Option<ResourceRef>,
-    ) -> impl FnOnce(UpstreamError) -> Self {
-        move |source| Self::Upstream {
-            operation,
+    /// Wraps an upstream failure (on `resource`, for NOT_FOUND's ResourceInfo).
+    pub fn upstream(resource: Option<ResourceRef>) -> impl FnOnce(UpstreamFailure) -> Self {
+        move |failure| Self::Upstream {
+            operation: failure.operation,
             resource,
-            source,
+            source: failure.error,
+        }
+    }
+
+    /// A 2xx answer of `operation` that the contract cannot hold (UPSTREAM_BAD_RESPONSE).
+    pub fn bad_response(operation: &'static str, problem: impl std::fmt::Display) -> Self {
+        Self::Upstream {
+            operation,
+            resource: None,
+            source: UpstreamError::BadResponse(problem.to_string()),
         }
     }
 
@@ -567,7 +583,7 @@ mod tests {
 
     fn http(status: u16) -> GatewayError {
         GatewayError::Upstream {
-            operation: "GET /cash-ins/{id}",
+            operation: crate::upstream::ops::GET_CASH_IN,
             resource: Some(ResourceRef {
                 kind: "polygon.oms.v1.CashIn",
                 name: "ci_1".into(),

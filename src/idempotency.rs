@@ -28,6 +28,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+/// Call metadata key carrying the idempotency key, in requests and responses.
+pub const KEY_METADATA: &str = "idempotency-key";
+
 /// Identifies one logical mutation.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct EntryKey {

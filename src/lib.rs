@@ -13,6 +13,7 @@ mod convert;
 mod error;
 mod idempotency;
 mod limits;
+mod oms;
 pub mod proto;
 mod security;
 pub mod server;

@@ -10,6 +10,7 @@ use crate::config::Secret;
 use crate::config::{GatewaySettings, ServerSettings, UpstreamTarget};
 use crate::idempotency::IdempotencyLayer;
 use crate::limits::LoadShedLayer;
+use crate::oms::Oms;
 use crate::proto::{
     self,
     v1::{cash_in_service_server, cash_location_service_server, sandbox_service_server},
@@ -278,8 +279,9 @@ pub async fn start(config: GatewaySettings) -> Result<RunningGateway, StartError
         .map_err(|e| StartError::Reflection(e.to_string()))?;
 
     let default_deadline = config.upstream.default_deadline;
+    let oms = Oms::new(client.clone());
     let hub = WatchHub::new(
-        client.clone(),
+        oms.clone(),
         config.watch.clone(),
         config.upstream.request_timeout,
     );
@@ -288,17 +290,17 @@ pub async fn start(config: GatewaySettings) -> Result<RunningGateway, StartError
         config.idempotency.max_entries,
     ));
     let cash_ins = CashIns::new(
-        client.clone(),
+        oms.clone(),
         default_deadline,
         hub.clone(),
         stopping.subscribe(),
         idempotency,
     );
-    let cash_locations = CashLocations::new(client.clone(), default_deadline);
+    let cash_locations = CashLocations::new(oms.clone(), default_deadline);
     let max_message = config.server.max_message_bytes;
     let sandbox_service = sandbox.is_some().then(|| {
         sandbox_service_server::SandboxServiceServer::new(SandboxSimulator::new(
-            client.clone(),
+            oms.clone(),
             hub.clone(),
             default_deadline,
         ))

@@ -141,6 +141,33 @@ pub fn idempotency_key(violations: &mut Violations, field: &str, key: &str) {
     }
 }
 
+/// A status filter that may be UNSPECIFIED (any status): the known status, recording a
+/// violation for a value the contract does not define.
+pub fn status_filter(violations: &mut Violations, field: &str, value: i32) -> pb::CashInStatus {
+    pb::CashInStatus::try_from(value).unwrap_or_else(|_| {
+        violations.add(field, format!("unknown status value {value}"));
+        pb::CashInStatus::Unspecified
+    })
+}
+
+/// A status filter naming one status: known and not UNSPECIFIED.
+pub fn required_status(
+    violations: &mut Violations,
+    field: &str,
+    value: i32,
+) -> Option<pb::CashInStatus> {
+    match pb::CashInStatus::try_from(value) {
+        Ok(pb::CashInStatus::Unspecified) | Err(_) => {
+            violations.add(
+                field,
+                format!("must be a known status other than UNSPECIFIED; got {value}"),
+            );
+            None
+        }
+        Ok(status) => Some(status),
+    }
+}
+
 /// A cash amount within the provider's limits, 20.00 to 500.00, at most 2 fraction digits.
 pub fn indicated_amount(violations: &mut Violations, field: &str, amount: &str) {
     match parse_decimal(amount, 2) {

@@ -178,7 +178,7 @@ impl CallerLayer {
         let method = request.uri().path().trim_start_matches('/');
         let key = request
             .headers()
-            .get(crate::service::IDEMPOTENCY_KEY_METADATA)
+            .get(crate::idempotency::KEY_METADATA)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
         let identity = self.identity(request);

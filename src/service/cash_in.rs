@@ -5,12 +5,11 @@ use super::{
     upstream_idempotency_key,
 };
 use crate::audit;
-use crate::convert;
-use crate::error::{GatewayError, ResourceRef, UpstreamError};
-use crate::idempotency::{self, IdempotencyLayer};
+use crate::error::GatewayError;
+use crate::idempotency::IdempotencyLayer;
+use crate::oms::{CashInQuery, NewCashIn, Oms, WriteKey};
 use crate::proto::v1::{self as pb, cash_in_service_server::CashInService};
 use crate::security::Caller;
-use crate::upstream::{ListCashInsQuery, OmsClient, WriteKey, model::CashInDto};
 use crate::validate::{self, Violations};
 use crate::watch::{
     WatchHub, WatchKey,
@@ -30,7 +29,7 @@ const MAX_PAGE_SIZE: u32 = 100;
 /// The CashInService implementation.
 #[derive(Clone, Debug)]
 pub struct CashIns {
-    client: OmsClient,
+    oms: Oms,
     default_deadline: Duration,
     hub: WatchHub,
     /// Turns true when the gateway starts shutting down: watch streams end with UNAVAILABLE.
@@ -42,16 +41,16 @@ pub struct CashIns {
 // === impl CashIns ===
 
 impl CashIns {
-    /// A service calling OMS through `client` and watching through `hub`.
+    /// A service calling OMS through `oms` and watching through `hub`.
     pub fn new(
-        client: OmsClient,
+        oms: Oms,
         default_deadline: Duration,
         hub: WatchHub,
         shutdown: watch::Receiver<bool>,
         idempotency: Arc<IdempotencyLayer<pb::CashIn>>,
     ) -> Self {
         Self {
-            client,
+            oms,
             default_deadline,
             hub,
             shutdown,
@@ -168,33 +167,6 @@ impl CashIns {
     }
 }
 
-/// `GET /cash-ins/{id}` as a proto CashIn, with the error a caller should see (NOT_FOUND with
-/// ResourceInfo, UPSTREAM_BAD_RESPONSE, ...). Shared by GetCashIn, the sandbox service and the
-/// watch poller.
-pub async fn fetch_cash_in(
-    client: &OmsClient,
-    id: &str,
-    deadline: Instant,
-) -> Result<pb::CashIn, GatewayError> {
-    let operation = "GET /cash-ins/{id}";
-    let dto = client
-        .get_cash_in(id, deadline)
-        .await
-        .map_err(GatewayError::upstream(
-            operation,
-            Some(ResourceRef::cash_in(id)),
-        ))?;
-    decode_cash_in(operation, dto)
-}
-
-/// Converts an upstream cash-in, turning a shape the contract cannot hold into
-/// UPSTREAM_BAD_RESPONSE for `operation`.
-pub fn decode_cash_in(operation: &'static str, dto: CashInDto) -> Result<pb::CashIn, GatewayError> {
-    convert::cash_in(dto).map_err(|e| {
-        GatewayError::upstream(operation, None)(UpstreamError::BadResponse(e.to_string()))
-    })
-}
-
 #[tonic::async_trait]
 impl CashInService for CashIns {
     async fn create_cash_in(
@@ -213,11 +185,9 @@ impl CashInService for CashIns {
         let call = async {
             validate::create_cash_in(&request, &mut violations);
             violations.finish()?;
-            let body = convert::create_body(&request);
-            // The REST body is what OMS fingerprints too; metadata is a BTreeMap, so it is stable.
-            let fingerprint =
-                idempotency::fingerprint(&[&serde_json::to_vec(&body).unwrap_or_default()]);
-            let (mutation, body) = (&mutation, &body);
+            let new = NewCashIn::new(&request);
+            let fingerprint = new.fingerprint();
+            let (mutation, new) = (&mutation, &new);
             let cash_in = self
                 .run_idempotently(
                     mutation,
@@ -225,12 +195,7 @@ impl CashInService for CashIns {
                     fingerprint,
                     |resumes| async move {
                         let key = mutation.write_key(resumes);
-                        let dto = self
-                            .client
-                            .create_cash_in(body, key, mutation.deadline)
-                            .await
-                            .map_err(GatewayError::upstream("POST /cash-ins", None))?;
-                        decode_cash_in("POST /cash-ins", dto)
+                        self.oms.create_cash_in(new, key, mutation.deadline).await
                     },
                 )
                 .await?;
@@ -279,7 +244,7 @@ impl CashInService for CashIns {
             let mut violations = Violations::default();
             validate::cash_in_id(&mut violations, &id);
             violations.finish()?;
-            let cash_in = fetch_cash_in(&self.client, &id, deadline).await?;
+            let cash_in = self.oms.get_cash_in(&id, deadline).await?;
             Ok(Response::new(pb::GetCashInResponse {
                 cash_in: Some(cash_in),
             }))
@@ -297,83 +262,12 @@ impl CashInService for CashIns {
         let request = request.into_inner();
         let span = tracing::info_span!("ListCashIns", customer_id = %request.customer_id, page_size = request.page_size);
         async {
-            let mut violations = Violations::default();
-            violations.optional_id("customer_id", &request.customer_id, "cst_");
-            let status = match pb::CashInStatus::try_from(request.status) {
-                Ok(pb::CashInStatus::Unspecified) => None,
-                Ok(status) => convert::status_name(status),
-                Err(_) => {
-                    violations.add("status", format!("unknown status value {}", request.status));
-                    None
-                }
-            };
-            validate::timestamp(
-                &mut violations,
-                "created_after",
-                request.created_after.as_ref(),
-            );
-            validate::timestamp(
-                &mut violations,
-                "created_before",
-                request.created_before.as_ref(),
-            );
-            if let (Some(after), Some(before)) = (&request.created_after, &request.created_before)
-                && (after.seconds, after.nanos) > (before.seconds, before.nanos)
-            {
-                violations.add("created_before", "must not be earlier than created_after");
-            }
-            if request.page_size < 0 {
-                violations.add(
-                    "page_size",
-                    format!("must not be negative; got {}", request.page_size),
-                );
-            }
-            let created_after = request.created_after.as_ref().map(convert::rfc3339);
-            let created_before = request.created_before.as_ref().map(convert::rfc3339);
-            let filters = page_token::fingerprint(&[
-                &request.customer_id,
-                status.unwrap_or(""),
-                created_after.as_deref().unwrap_or(""),
-                created_before.as_deref().unwrap_or(""),
-            ]);
-            let starting_after = if request.page_token.is_empty() {
-                None
-            } else {
-                match page_token::decode(&request.page_token, filters) {
-                    Ok(cursor) => Some(cursor),
-                    Err(problem) => {
-                        violations.add("page_token", problem);
-                        None
-                    }
-                }
-            };
-            violations.finish()?;
-            let limit = match u32::try_from(request.page_size).unwrap_or(0) {
-                0 => DEFAULT_PAGE_SIZE,
-                n => n.min(MAX_PAGE_SIZE),
-            };
-            let query = ListCashInsQuery {
-                customer: (!request.customer_id.is_empty()).then(|| request.customer_id.clone()),
-                status: status.map(str::to_owned),
-                created_after,
-                created_before,
-                limit,
-                starting_after,
-            };
-            let page = self
-                .client
-                .list_cash_ins(&query, deadline)
-                .await
-                .map_err(GatewayError::upstream("GET /cash-ins", None))?;
-            let next_cursor = page.next_cursor();
-            let cash_ins = page
-                .data
-                .into_iter()
-                .map(|dto| decode_cash_in("GET /cash-ins", dto))
-                .collect::<Result<Vec<_>, _>>()?;
+            let (query, filters) = list_query(&request)?;
+            let page = self.oms.list_cash_ins(&query, deadline).await?;
             Ok(Response::new(pb::ListCashInsResponse {
-                cash_ins,
-                next_page_token: next_cursor
+                cash_ins: page.cash_ins,
+                next_page_token: page
+                    .next_cursor
                     .map(|cursor| page_token::encode(filters, &cursor))
                     .unwrap_or_default(),
             }))
@@ -400,7 +294,7 @@ impl CashInService for CashIns {
             validate::idempotency_key(&mut violations, "idempotency_key", &request.idempotency_key);
             violations.finish()?;
             let id = &request.cash_in_id;
-            let fingerprint = idempotency::fingerprint(&[id.as_bytes()]);
+            let fingerprint = crate::idempotency::fingerprint(&[id.as_bytes()]);
             let mutation = &mutation;
             let cash_in = self
                 .run_idempotently(
@@ -409,15 +303,7 @@ impl CashInService for CashIns {
                     fingerprint,
                     |resumes| async move {
                         let key = mutation.write_key(resumes);
-                        let dto = self
-                            .client
-                            .refresh_cash_in(id, key, mutation.deadline)
-                            .await
-                            .map_err(GatewayError::upstream(
-                                "POST /cash-ins/{id}/refresh",
-                                Some(ResourceRef::cash_in(id)),
-                            ))?;
-                        decode_cash_in("POST /cash-ins/{id}/refresh", dto)
+                        self.oms.refresh_cash_in(id, key, mutation.deadline).await
                     },
                 )
                 .await?;
@@ -482,16 +368,16 @@ impl CashInService for CashIns {
         let _span = tracing::info_span!("WatchCashIns", customer_id = %customer).entered();
         let mut violations = Violations::default();
         violations.required_id("customer_id", &customer, "cst_");
-        let mut statuses = Vec::new();
-        for (i, status) in request.get_ref().statuses.iter().enumerate() {
-            match pb::CashInStatus::try_from(*status) {
-                Ok(pb::CashInStatus::Unspecified) | Err(_) => violations.add(
-                    format!("statuses[{i}]"),
-                    format!("must be a known status other than UNSPECIFIED; got {status}"),
-                ),
-                Ok(known) => statuses.push(known as i32),
-            }
-        }
+        let statuses = request
+            .get_ref()
+            .statuses
+            .iter()
+            .enumerate()
+            .filter_map(|(i, status)| {
+                validate::required_status(&mut violations, &format!("statuses[{i}]"), *status)
+            })
+            .map(|status| status as i32)
+            .collect();
         violations.finish()?;
         let stream = self.watch(
             WatchKey::Customer(customer),
@@ -500,4 +386,57 @@ impl CashInService for CashIns {
         )?;
         Ok(Response::new(stream))
     }
+}
+
+/// ListCashIns's request as the query to send and the fingerprint its page tokens are bound to,
+/// or every problem with it.
+fn list_query(request: &pb::ListCashInsRequest) -> Result<(CashInQuery, u64), GatewayError> {
+    let mut violations = Violations::default();
+    violations.optional_id("customer_id", &request.customer_id, "cst_");
+    let status = validate::status_filter(&mut violations, "status", request.status);
+    let (after, before) = (request.created_after, request.created_before);
+    validate::timestamp(&mut violations, "created_after", after.as_ref());
+    validate::timestamp(&mut violations, "created_before", before.as_ref());
+    if let (Some(after), Some(before)) = (&after, &before)
+        && (after.seconds, after.nanos) > (before.seconds, before.nanos)
+    {
+        violations.add("created_before", "must not be earlier than created_after");
+    }
+    if request.page_size < 0 {
+        violations.add(
+            "page_size",
+            format!("must not be negative; got {}", request.page_size),
+        );
+    }
+    let stamp = |t: Option<prost_types::Timestamp>| {
+        t.map(|t| format!("{}.{}", t.seconds, t.nanos))
+            .unwrap_or_default()
+    };
+    let filters = page_token::fingerprint(&[
+        &request.customer_id,
+        &(status as i32).to_string(),
+        &stamp(after),
+        &stamp(before),
+    ]);
+    let starting_after = if request.page_token.is_empty() {
+        None
+    } else {
+        page_token::decode(&request.page_token, filters)
+            .map_err(|problem| violations.add("page_token", problem))
+            .ok()
+    };
+    violations.finish()?;
+    let limit = match u32::try_from(request.page_size).unwrap_or(0) {
+        0 => DEFAULT_PAGE_SIZE,
+        n => n.min(MAX_PAGE_SIZE),
+    };
+    let query = CashInQuery {
+        customer_id: request.customer_id.clone(),
+        status,
+        created_after: after,
+        created_before: before,
+        limit,
+        starting_after,
+    };
+    Ok((query, filters))
 }

@@ -1,10 +1,9 @@
 //! `polygon.oms.v1.CashLocationService`: retail locations near a point, over `GET /cash-locations`.
 
 use super::deadline;
-use crate::convert;
 use crate::error::GatewayError;
+use crate::oms::Oms;
 use crate::proto::v1::{self as pb, cash_location_service_server::CashLocationService};
-use crate::upstream::{ListCashLocationsQuery, OmsClient};
 use crate::validate::{self, Violations};
 use std::time::Duration;
 use tonic::{Request, Response, Status};
@@ -13,17 +12,17 @@ use tracing::Instrument;
 /// The CashLocationService implementation.
 #[derive(Clone, Debug)]
 pub struct CashLocations {
-    client: OmsClient,
+    oms: Oms,
     default_deadline: Duration,
 }
 
 // === impl CashLocations ===
 
 impl CashLocations {
-    /// A service calling OMS through `client`.
-    pub fn new(client: OmsClient, default_deadline: Duration) -> Self {
+    /// A service calling OMS through `oms`.
+    pub fn new(oms: Oms, default_deadline: Duration) -> Self {
         Self {
-            client,
+            oms,
             default_deadline,
         }
     }
@@ -42,19 +41,9 @@ impl CashLocationService for CashLocations {
             let mut violations = Violations::default();
             validate::list_cash_locations(&request, &mut violations);
             violations.finish()?;
-            let query = ListCashLocationsQuery {
-                provider: request.provider,
-                latitude: request.latitude.unwrap_or_default(),
-                longitude: request.longitude.unwrap_or_default(),
-                flow: request.flow,
-            };
-            let locations = self
-                .client
-                .list_cash_locations(&query, deadline)
-                .await
-                .map_err(GatewayError::upstream("GET /cash-locations", None))?;
+            let cash_locations = self.oms.list_cash_locations(&request, deadline).await?;
             Ok(Response::new(pb::ListCashLocationsResponse {
-                cash_locations: locations.into_iter().map(convert::cash_location).collect(),
+                cash_locations,
             }))
         }
         .instrument(span)

@@ -16,8 +16,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tonic::metadata::{MetadataMap, MetadataValue};
 
-/// Metadata key carrying the idempotency key, in requests and responses.
-pub const IDEMPOTENCY_KEY_METADATA: &str = "idempotency-key";
+pub use crate::idempotency::KEY_METADATA as IDEMPOTENCY_KEY_METADATA;
 
 /// Response and error metadata key carrying the `Idempotency-Key` header exactly as sent to OMS,
 /// for teams that reconcile against OMS directly.

@@ -4,13 +4,13 @@
 //! endpoints and the embedded sandbox's control endpoints), and publishes the resulting state to
 //! watchers at once.
 
-use super::cash_in::{decode_cash_in, fetch_cash_in};
 use super::deadline;
 use crate::audit;
-use crate::error::{GatewayError, ResourceRef};
+use crate::convert;
+use crate::error::GatewayError;
+use crate::oms::{Deposit, Oms};
 use crate::proto::v1::{self as pb, sandbox_service_server::SandboxService};
 use crate::security::Caller;
-use crate::upstream::{OmsClient, model};
 use crate::validate::{self, Violations};
 use crate::watch::WatchHub;
 use std::time::Duration;
@@ -21,25 +21,25 @@ use tracing::Instrument;
 /// The SandboxService implementation.
 #[derive(Clone, Debug)]
 pub struct SandboxSimulator {
-    client: OmsClient,
+    oms: Oms,
     hub: WatchHub,
     default_deadline: Duration,
 }
 
-// === impl Sandbox ===
+// === impl SandboxSimulator ===
 
 impl SandboxSimulator {
-    /// A service driving the sandbox behind `client`.
-    pub fn new(client: OmsClient, hub: WatchHub, default_deadline: Duration) -> Self {
+    /// A service driving the sandbox behind `oms`.
+    pub fn new(oms: Oms, hub: WatchHub, default_deadline: Duration) -> Self {
         Self {
-            client,
+            oms,
             hub,
             default_deadline,
         }
     }
 
     async fn get(&self, id: &str, deadline: Instant) -> Result<pb::CashIn, GatewayError> {
-        let cash_in = fetch_cash_in(&self.client, id, deadline).await?;
+        let cash_in = self.oms.get_cash_in(id, deadline).await?;
         self.hub.publish(&cash_in);
         Ok(cash_in)
     }
@@ -62,11 +62,6 @@ impl SandboxSimulator {
                 "{id} is not pending, so no deposit can be made with its code"
             )));
         }
-        let code = current
-            .deposit_instructions
-            .as_ref()
-            .map(|d| d.code.clone())
-            .unwrap_or_default();
         let amount = if request.amount.is_empty() {
             current
                 .source
@@ -76,46 +71,12 @@ impl SandboxSimulator {
         } else {
             request.amount.clone()
         };
-        let auth = self
-            .client
-            .simulate_barcode_auth(
-                &model::BarcodeAuthBody {
-                    account_number: code.clone(),
-                    amount: amount.clone(),
-                },
-                &uuid::Uuid::new_v4().to_string(),
-                deadline,
-            )
-            .await
-            .map_err(GatewayError::upstream(
-                "POST /cash-ins/simulate/barcode-auth",
-                Some(ResourceRef::cash_in(id)),
-            ))?;
-        let mut confirmation_id = auth.confirmation_id.clone().unwrap_or_default();
-        if !request.authorize_only {
-            let commit = self
-                .client
-                .simulate_auth_commit(
-                    &model::AuthCommitBody {
-                        account_number: code,
-                        account_reference_number: id.clone(),
-                        amount,
-                        original_confirmation_id: confirmation_id.clone(),
-                        customer_id: Some(current.customer_id.clone()).filter(|c| !c.is_empty()),
-                        description: Some("oms-gateway SandboxService.SimulateDeposit".to_owned()),
-                    },
-                    &uuid::Uuid::new_v4().to_string(),
-                    deadline,
-                )
-                .await
-                .map_err(GatewayError::upstream(
-                    "POST /cash-ins/simulate/auth-commit",
-                    Some(ResourceRef::cash_in(id)),
-                ))?;
-            if let Some(id) = commit.confirmation_id {
-                confirmation_id = id;
-            }
-        }
+        let deposit = Deposit {
+            cash_in: &current,
+            amount: &amount,
+            authorize_only: request.authorize_only,
+        };
+        let confirmation_id = self.oms.simulate_deposit(deposit, deadline).await?;
         let cash_in = self.get(id, deadline).await?;
         Ok(pb::SimulateDepositResponse {
             cash_in: Some(cash_in),
@@ -189,16 +150,7 @@ impl SandboxService for SandboxSimulator {
                 let mut violations = Violations::default();
                 validate::cash_in_id(&mut violations, &id);
                 violations.finish()?;
-                let operation = "POST /sandbox/cash-ins/{id}/expire";
-                let dto = self
-                    .client
-                    .sandbox_expire(&id, &uuid::Uuid::new_v4().to_string(), deadline)
-                    .await
-                    .map_err(GatewayError::upstream(
-                        operation,
-                        Some(ResourceRef::cash_in(&id)),
-                    ))?;
-                let cash_in = decode_cash_in(operation, dto)?;
+                let cash_in = self.oms.expire_cash_in(&id, deadline).await?;
                 self.hub.publish(&cash_in);
                 Ok(Response::new(pb::ExpireCashInResponse {
                     cash_in: Some(cash_in),
@@ -240,28 +192,24 @@ impl SandboxService for SandboxSimulator {
             let mut violations = Violations::default();
             validate::cash_in_id(&mut violations, &id);
             let sub_status = match pb::CashInSubStatus::try_from(request.sub_status) {
-                Ok(pb::CashInSubStatus::Unspecified | pb::CashInSubStatus::CashDepositFailed) => "cash_deposit_failed",
-                Ok(pb::CashInSubStatus::ProviderOrderFailed) => "provider_order_failed",
-                Ok(pb::CashInSubStatus::ProviderOrderTemplateError) => "provider_order_template_error",
+                // A failure's sub-status; unset means the cash never arrived.
+                Ok(pb::CashInSubStatus::Unspecified) => Some(pb::CashInSubStatus::CashDepositFailed),
+                Ok(
+                    failed @ (pb::CashInSubStatus::CashDepositFailed
+                    | pb::CashInSubStatus::ProviderOrderFailed
+                    | pb::CashInSubStatus::ProviderOrderTemplateError),
+                ) => Some(failed),
                 _ => {
                     violations.add(
                         "sub_status",
                         "must be CASH_DEPOSIT_FAILED, PROVIDER_ORDER_FAILED or PROVIDER_ORDER_TEMPLATE_ERROR",
                     );
-                    ""
+                    None
                 }
             };
             violations.finish()?;
-            let operation = "POST /sandbox/cash-ins/{id}/fail";
-            let body = model::FailBody {
-                sub_status: sub_status.to_owned(),
-            };
-            let dto = self
-                .client
-                .sandbox_fail(&id, &body, &uuid::Uuid::new_v4().to_string(), deadline)
-                .await
-                .map_err(GatewayError::upstream(operation, Some(ResourceRef::cash_in(&id))))?;
-            let cash_in = decode_cash_in(operation, dto)?;
+            let sub_status = sub_status.and_then(convert::sub_status_name).unwrap_or_default();
+            let cash_in = self.oms.fail_cash_in(&id, sub_status, deadline).await?;
             self.hub.publish(&cash_in);
             Ok(Response::new(pb::FailCashInResponse {
                 cash_in: Some(cash_in),

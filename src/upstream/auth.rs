@@ -13,7 +13,8 @@
 //! clamped, so a token is renewed at least every few seconds and at most hourly.
 
 use super::breaker::CircuitBreaker;
-use super::{UpstreamHealth, failure_from_response, model};
+use super::failure::{classify_transport, failure_from_response, read_body};
+use super::{UpstreamHealth, model};
 use crate::config::Secret;
 use crate::error::UpstreamError;
 use std::sync::{
@@ -255,7 +256,7 @@ impl TokenSource {
                 .json(&body)
                 .send()
                 .await
-                .map_err(super::classify_transport)?;
+                .map_err(classify_transport)?;
             let status = response.status().as_u16();
             if !(200..300).contains(&status) {
                 let secrets = [credentials.api_secret.expose()];
@@ -269,7 +270,7 @@ impl TokenSource {
                     UpstreamError::Http(Box::new(failure))
                 });
             }
-            let bytes = super::read_body(response).await?;
+            let bytes = read_body(response).await?;
             serde_json::from_slice::<model::TokenDto>(&bytes)
                 .map_err(|e| UpstreamError::BadResponse(format!("POST /auth/token: {e}")))
         };

@@ -9,8 +9,8 @@
 //! intermediate states, and always finds the latest (so the terminal) one. Every upstream poll
 //! takes a permit from the global [`budget::PollBudget`]. On upstream errors a poller backs off
 //! and keeps its streams open; only after the upstream has failed for longer than the configured
-//! limit does it end them (UNAVAILABLE). This module never parses JSON: it calls the upstream
-//! client and the converter.
+//! limit does it end them (UNAVAILABLE). This module never parses JSON nor builds a request: it
+//! calls the OMS operations layer (`oms.rs`).
 
 pub mod budget;
 pub mod diff;
@@ -18,9 +18,8 @@ pub mod stream;
 
 use crate::config::WatchSettings;
 use crate::error::GatewayError;
+use crate::oms::{CashInQuery, Oms};
 use crate::proto::v1 as pb;
-use crate::service::cash_in::{decode_cash_in, fetch_cash_in};
-use crate::upstream::{ListCashInsQuery, OmsClient};
 use budget::PollBudget;
 use std::collections::HashMap;
 use std::sync::{
@@ -73,7 +72,7 @@ pub struct WatchHub {
 
 #[derive(Debug)]
 struct HubInner {
-    client: OmsClient,
+    oms: Oms,
     config: WatchSettings,
     /// Timeout of one poll request (the upstream's per-attempt timeout).
     poll_timeout: Duration,
@@ -162,12 +161,12 @@ impl Subscription {
 // === impl WatchHub ===
 
 impl WatchHub {
-    /// A hub polling through `client`, each poll bounded by `poll_timeout`.
-    pub fn new(client: OmsClient, config: WatchSettings, poll_timeout: Duration) -> Self {
+    /// A hub polling through `oms`, each poll bounded by `poll_timeout`.
+    pub fn new(oms: Oms, config: WatchSettings, poll_timeout: Duration) -> Self {
         Self {
             inner: Arc::new(HubInner {
                 budget: PollBudget::new(config.max_polls_per_second),
-                client,
+                oms,
                 config,
                 poll_timeout,
                 pollers: Mutex::new(HashMap::new()),
@@ -314,7 +313,7 @@ async fn fetch(hub: &HubInner, key: &WatchKey) -> Result<Vec<pb::CashIn>, Gatewa
     match key {
         WatchKey::CashIn(id) => {
             let deadline = Instant::now() + hub.poll_timeout;
-            Ok(vec![fetch_cash_in(&hub.client, id, deadline).await?])
+            Ok(vec![hub.oms.get_cash_in(id, deadline).await?])
         }
         WatchKey::Customer(customer) => {
             let mut items = Vec::new();
@@ -324,22 +323,15 @@ async fn fetch(hub: &HubInner, key: &WatchKey) -> Result<Vec<pb::CashIn>, Gatewa
                     hub.budget.acquire().await;
                 }
                 let deadline = Instant::now() + hub.poll_timeout;
-                let query = ListCashInsQuery {
-                    customer: Some(customer.clone()),
+                let query = CashInQuery {
+                    customer_id: customer.clone(),
                     limit: 100,
                     starting_after: cursor.take(),
                     ..Default::default()
                 };
-                let page = hub
-                    .client
-                    .list_cash_ins(&query, deadline)
-                    .await
-                    .map_err(GatewayError::upstream("GET /cash-ins", None))?;
-                let next = page.next_cursor();
-                for dto in page.data {
-                    items.push(decode_cash_in("GET /cash-ins", dto)?);
-                }
-                match next {
+                let page = hub.oms.list_cash_ins(&query, deadline).await?;
+                items.extend(page.cash_ins);
+                match page.next_cursor {
                     Some(next) => cursor = Some(next),
                     None => break,
                 }

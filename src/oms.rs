@@ -1,0 +1,280 @@
+//! The OMS operations layer: what the gRPC services and the watch hub ask of OMS, as typed
+//! calls with proto-side inputs and proto (or [`GatewayError`]) outputs, built on
+//! [`OmsClient`] (HTTP, token, retries, deadline) and [`convert`] (REST ⇄ proto).
+//!
+//! Both `service/*` and `watch/*` use it, so neither imports the other, and neither builds a REST
+//! request or names a REST operation: the operation names live in `upstream::ops`, and every
+//! upstream failure carries its own. This layer knows nothing of gRPC metadata or callers: the
+//! idempotency key a write sends is decided before it is called.
+
+use crate::convert;
+use crate::error::{GatewayError, ResourceRef};
+use crate::idempotency;
+use crate::proto::v1 as pb;
+use crate::upstream::model::{
+    AuthCommitBody, BarcodeAuthBody, CashInDto, CreateCashInBody, FailBody,
+};
+use crate::upstream::{ListCashInsQuery, ListCashLocationsQuery, OmsClient, ops};
+use tokio::time::Instant;
+
+pub use crate::upstream::WriteKey;
+
+/// The OMS operations. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Oms {
+    client: OmsClient,
+}
+
+/// A CreateCashIn request as the REST body it sends, built once: its fingerprint binds the
+/// request to its idempotency key, and the same bytes' meaning goes upstream on every attempt.
+pub struct NewCashIn {
+    body: CreateCashInBody,
+}
+
+/// What ListCashIns and a customer's poller ask for, in proto terms.
+#[derive(Debug, Clone, Default)]
+pub struct CashInQuery {
+    /// Only this customer's cash-ins (`cst_...`); empty: everyone's.
+    pub customer_id: String,
+    /// Only cash-ins in this status; `Unspecified`: any.
+    pub status: pb::CashInStatus,
+    /// Only cash-ins created at or after this time.
+    pub created_after: Option<prost_types::Timestamp>,
+    /// Only cash-ins created before this time.
+    pub created_before: Option<prost_types::Timestamp>,
+    /// Page size, 1 to 100.
+    pub limit: u32,
+    /// The cursor of the page before (OMS's `nextCursor`).
+    pub starting_after: Option<String>,
+}
+
+/// One page of cash-ins, newest first.
+#[derive(Debug)]
+pub struct CashInPage {
+    /// The cash-ins.
+    pub cash_ins: Vec<pb::CashIn>,
+    /// The cursor of the next page, if there is one.
+    pub next_cursor: Option<String>,
+}
+
+/// What SimulateDeposit does at the counter (OMS's sandbox-only simulation endpoints).
+pub struct Deposit<'a> {
+    /// The cash-in, pending, as just read.
+    pub cash_in: &'a pb::CashIn,
+    /// The cash handed over.
+    pub amount: &'a str,
+    /// Stop after the barcode authorization (the cash-in stays processing).
+    pub authorize_only: bool,
+}
+
+// === impl NewCashIn ===
+
+impl NewCashIn {
+    /// The REST body of a validated request.
+    pub fn new(request: &pb::CreateCashInRequest) -> Self {
+        Self {
+            body: convert::create_body(request),
+        }
+    }
+
+    /// The request's fingerprint: the REST body is what OMS fingerprints too (its metadata is a
+    /// BTreeMap, so the encoding is stable).
+    pub fn fingerprint(&self) -> u64 {
+        idempotency::fingerprint(&[&serde_json::to_vec(&self.body).unwrap_or_default()])
+    }
+}
+
+// === impl Oms ===
+
+impl Oms {
+    /// The operations over `client`.
+    pub fn new(client: OmsClient) -> Self {
+        Self { client }
+    }
+
+    /// `GetCashIn`: NOT_FOUND (with ResourceInfo) when OMS does not know it.
+    pub async fn get_cash_in(
+        &self,
+        id: &str,
+        deadline: Instant,
+    ) -> Result<pb::CashIn, GatewayError> {
+        let dto = self
+            .client
+            .get_cash_in(id, deadline)
+            .await
+            .map_err(GatewayError::upstream(Some(ResourceRef::cash_in(id))))?;
+        decode(ops::GET_CASH_IN, dto)
+    }
+
+    /// One page of `ListCashIns`.
+    pub async fn list_cash_ins(
+        &self,
+        query: &CashInQuery,
+        deadline: Instant,
+    ) -> Result<CashInPage, GatewayError> {
+        let rest = ListCashInsQuery {
+            customer: (!query.customer_id.is_empty()).then(|| query.customer_id.clone()),
+            status: convert::status_name(query.status).map(str::to_owned),
+            created_after: query.created_after.as_ref().map(convert::rfc3339),
+            created_before: query.created_before.as_ref().map(convert::rfc3339),
+            limit: query.limit,
+            starting_after: query.starting_after.clone(),
+        };
+        let page = self
+            .client
+            .list_cash_ins(&rest, deadline)
+            .await
+            .map_err(GatewayError::upstream(None))?;
+        let next_cursor = page.next_cursor();
+        let cash_ins = page
+            .data
+            .into_iter()
+            .map(|dto| decode(ops::LIST_CASH_INS, dto))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(CashInPage {
+            cash_ins,
+            next_cursor,
+        })
+    }
+
+    /// `CreateCashIn`, sending `key`.
+    pub async fn create_cash_in(
+        &self,
+        new: &NewCashIn,
+        key: WriteKey<'_>,
+        deadline: Instant,
+    ) -> Result<pb::CashIn, GatewayError> {
+        let dto = self
+            .client
+            .create_cash_in(&new.body, key, deadline)
+            .await
+            .map_err(GatewayError::upstream(None))?;
+        decode(ops::CREATE_CASH_IN, dto)
+    }
+
+    /// `RefreshCashIn`, sending `key`.
+    pub async fn refresh_cash_in(
+        &self,
+        id: &str,
+        key: WriteKey<'_>,
+        deadline: Instant,
+    ) -> Result<pb::CashIn, GatewayError> {
+        let dto = self
+            .client
+            .refresh_cash_in(id, key, deadline)
+            .await
+            .map_err(GatewayError::upstream(Some(ResourceRef::cash_in(id))))?;
+        decode(ops::REFRESH_CASH_IN, dto)
+    }
+
+    /// `ListCashLocations` for a validated request.
+    pub async fn list_cash_locations(
+        &self,
+        request: &pb::ListCashLocationsRequest,
+        deadline: Instant,
+    ) -> Result<Vec<pb::CashLocation>, GatewayError> {
+        let query = ListCashLocationsQuery {
+            provider: request.provider.clone(),
+            latitude: request.latitude.unwrap_or_default(),
+            longitude: request.longitude.unwrap_or_default(),
+            flow: request.flow.clone(),
+        };
+        let locations = self
+            .client
+            .list_cash_locations(&query, deadline)
+            .await
+            .map_err(GatewayError::upstream(None))?;
+        Ok(locations.into_iter().map(convert::cash_location).collect())
+    }
+
+    /// A deposit at the counter with the cash-in's code (barcode authorization, then the
+    /// commit unless `authorize_only`). Returns the confirmation id. Each simulation call sends
+    /// a key of its own (sandbox only: nothing to deduplicate across retries of the RPC).
+    pub async fn simulate_deposit(
+        &self,
+        deposit: Deposit<'_>,
+        deadline: Instant,
+    ) -> Result<String, GatewayError> {
+        let cash_in = deposit.cash_in;
+        let resource = || Some(ResourceRef::cash_in(&cash_in.id));
+        let code = cash_in
+            .deposit_instructions
+            .as_ref()
+            .map(|d| d.code.clone())
+            .unwrap_or_default();
+        let authorization = BarcodeAuthBody {
+            account_number: code.clone(),
+            amount: deposit.amount.to_owned(),
+        };
+        let auth = self
+            .client
+            .simulate_barcode_auth(&authorization, &fresh_key(), deadline)
+            .await
+            .map_err(GatewayError::upstream(resource()))?;
+        let mut confirmation_id = auth.confirmation_id.unwrap_or_default();
+        if deposit.authorize_only {
+            return Ok(confirmation_id);
+        }
+        let commit = AuthCommitBody {
+            account_number: code,
+            account_reference_number: cash_in.id.clone(),
+            amount: deposit.amount.to_owned(),
+            original_confirmation_id: confirmation_id.clone(),
+            customer_id: Some(cash_in.customer_id.clone()).filter(|c| !c.is_empty()),
+            description: Some("oms-gateway SandboxService.SimulateDeposit".to_owned()),
+        };
+        let committed = self
+            .client
+            .simulate_auth_commit(&commit, &fresh_key(), deadline)
+            .await
+            .map_err(GatewayError::upstream(resource()))?;
+        if let Some(id) = committed.confirmation_id {
+            confirmation_id = id;
+        }
+        Ok(confirmation_id)
+    }
+
+    /// The embedded sandbox's control: the code lapses now.
+    pub async fn expire_cash_in(
+        &self,
+        id: &str,
+        deadline: Instant,
+    ) -> Result<pb::CashIn, GatewayError> {
+        let dto = self
+            .client
+            .sandbox_expire(id, &fresh_key(), deadline)
+            .await
+            .map_err(GatewayError::upstream(Some(ResourceRef::cash_in(id))))?;
+        decode(ops::SANDBOX_EXPIRE, dto)
+    }
+
+    /// The embedded sandbox's control: the cash-in fails with `sub_status` (one that
+    /// [`convert::sub_status_name`] names).
+    pub async fn fail_cash_in(
+        &self,
+        id: &str,
+        sub_status: &str,
+        deadline: Instant,
+    ) -> Result<pb::CashIn, GatewayError> {
+        let body = FailBody {
+            sub_status: sub_status.to_owned(),
+        };
+        let dto = self
+            .client
+            .sandbox_fail(id, &body, &fresh_key(), deadline)
+            .await
+            .map_err(GatewayError::upstream(Some(ResourceRef::cash_in(id))))?;
+        decode(ops::SANDBOX_FAIL, dto)
+    }
+}
+
+/// Converts an upstream cash-in of `operation`; a shape the contract cannot hold is
+/// UPSTREAM_BAD_RESPONSE.
+fn decode(operation: &'static str, dto: CashInDto) -> Result<pb::CashIn, GatewayError> {
+    convert::cash_in(dto).map_err(|e| GatewayError::bad_response(operation, e))
+}
+
+/// A key for a sandbox-only write.
+fn fresh_key() -> String {
+    uuid::Uuid::new_v4().to_string()
+}

@@ -1,0 +1,263 @@
+//! Sending one REST call: the retry loop (budget, backoff with full jitter, `Retry-After`, a
+//! new connection after a 421, the caller's deadline over everything) and one attempt (circuit
+//! breaker admission, token, request, verdict for the breaker and for health, one
+//! re-authentication after a 401).
+
+use super::OmsClient;
+use super::breaker::{Admission, CircuitBreaker};
+use super::failure::{classify_transport, failure_from_response, read_body};
+use crate::error::{UpstreamError, UpstreamFailure};
+use reqwest::{Method, StatusCode, Url};
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+const BACKOFF_CAP: Duration = Duration::from_secs(2);
+
+/// One REST request, described once and sent as many times as the retry policy allows.
+pub(super) struct Call<'a> {
+    pub(super) operation: &'static str,
+    pub(super) method: Method,
+    pub(super) url: Url,
+    pub(super) body: Option<Vec<u8>>,
+    pub(super) idempotency_key: Option<&'a str>,
+    /// See [`super::WriteKey::resumes`].
+    pub(super) resumes: bool,
+    pub(super) deadline: Instant,
+}
+
+/// Releases the breaker's half-open probe if the attempt ends without a verdict (cancelled, or
+/// cut by the caller's deadline).
+struct ProbeGuard<'a> {
+    breaker: &'a CircuitBreaker,
+    armed: bool,
+}
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.breaker.release_probe();
+        }
+    }
+}
+
+// === impl OmsClient ===
+
+impl OmsClient {
+    /// Sends `call`, retrying as the module documentation says, and decodes a 2xx body as `T`.
+    pub(super) async fn send<T: DeserializeOwned>(
+        &self,
+        mut call: Call<'_>,
+    ) -> Result<T, UpstreamFailure> {
+        let operation = call.operation;
+        call.deadline = answer_by(call.deadline);
+        let span = tracing::info_span!(
+            "oms_call",
+            operation = call.operation,
+            idempotency_key = call.idempotency_key,
+            attempts = tracing::field::Empty,
+            http_status = tracing::field::Empty,
+        );
+        async {
+            let retryable_call = call.method == Method::GET || call.idempotency_key.is_some();
+            let max_attempts = if retryable_call { self.inner.config.max_attempts } else { 1 };
+            let mut attempt = 0u32;
+            let mut reauthenticated = false;
+            let mut new_connection = false;
+            self.inner.budget.record_request();
+            loop {
+                attempt += 1;
+                tracing::Span::current().record("attempts", attempt);
+                let outcome = self.attempt(&call, &mut reauthenticated, new_connection).await;
+                let err = match outcome {
+                    Ok(bytes) => {
+                        return serde_json::from_slice::<T>(&bytes).map_err(|e| {
+                            UpstreamError::BadResponse(format!("{}: {e}", call.operation))
+                        });
+                    }
+                    Err(err) => err,
+                };
+                // A 409 on a retry (or on a call resuming an abandoned one) is most likely our own
+                // earlier request still holding the key upstream; waiting and asking again gets
+                // its outcome.
+                let own_conflict =
+                    (attempt > 1 || call.resumes) && err.http_status() == Some(409);
+                if attempt >= max_attempts || !(err.is_retryable() || own_conflict) {
+                    return Err(err);
+                }
+                // 421 Misdirected Request: the connection went to the wrong server (RFC 9110
+                // 15.5.20); the same request on a new connection is the prescribed retry.
+                new_connection = err.http_status() == Some(421);
+                let backoff = if new_connection {
+                    Duration::ZERO
+                } else {
+                    full_jitter(attempt)
+                };
+                let wait = err.retry_after().map_or(backoff, |after| after.max(backoff));
+                if Instant::now() + wait >= call.deadline {
+                    return Err(err);
+                }
+                // Retries may add only a fraction of the traffic: an outage is not amplified.
+                if !self.inner.budget.try_retry() {
+                    tracing::debug!(error = %err, "retry budget exhausted; not retrying");
+                    return Err(err);
+                }
+                tracing::debug!(attempt, wait_ms = wait.as_millis() as u64, error = %err, "retrying OMS call");
+                tokio::time::sleep(wait).await;
+            }
+        }
+        .instrument(span)
+        .await
+        .map_err(|error| UpstreamFailure { operation, error })
+    }
+
+    /// One attempt, plus at most one re-authentication per call, on a new connection when
+    /// `new_connection`. Returns the 2xx body.
+    async fn attempt(
+        &self,
+        call: &Call<'_>,
+        reauthenticated: &mut bool,
+        new_connection: bool,
+    ) -> Result<Vec<u8>, UpstreamError> {
+        let http = if new_connection {
+            &self.inner.fresh_http
+        } else {
+            &self.inner.http
+        };
+        loop {
+            let now = Instant::now();
+            if now >= call.deadline {
+                return Err(UpstreamError::DeadlineExceeded);
+            }
+            // Admission first: while the circuit is open a call fails fast, even one that would
+            // need a token exchange.
+            let mut probe = match self.inner.breaker.admit() {
+                Admission::Refused(wait) => return Err(UpstreamError::CircuitOpen(wait)),
+                Admission::Probe => Some(ProbeGuard {
+                    breaker: &self.inner.breaker,
+                    armed: true,
+                }),
+                Admission::Allowed => None,
+            };
+            let token = match self.inner.auth.token_for_call(call.deadline).await {
+                Ok(token) => token,
+                Err(failure) => {
+                    // The exchange counted its own failure; a probe that met one reopens the
+                    // circuit (with a longer cool-down) like any failed probe.
+                    if let Some(guard) = probe.as_mut()
+                        && failure.error.is_outage()
+                    {
+                        self.inner.breaker.on_failure(true);
+                        guard.armed = false;
+                    }
+                    return Err(failure.error);
+                }
+            };
+            let attempt_deadline = call.deadline.min(now + self.inner.config.request_timeout);
+            let mut request = http
+                .request(call.method.clone(), call.url.clone())
+                .bearer_auth(token.bearer())
+                .header(reqwest::header::ACCEPT, "application/json");
+            if let Some(key) = call.idempotency_key {
+                request = request.header("Idempotency-Key", key);
+            }
+            if let Some(body) = &call.body {
+                request = request
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body.clone());
+            }
+            let exchange = async {
+                let response = request.send().await.map_err(classify_transport)?;
+                let status = response.status();
+                tracing::Span::current().record("http_status", status.as_u16());
+                if status.is_success() {
+                    crate::audit::note_upstream_request_id(response.headers());
+                    return read_body(response).await.map(Ok);
+                }
+                let api_secret = self.inner.auth.api_secret();
+                let secrets = [token.bearer(), api_secret.expose()];
+                Ok(Err((
+                    status,
+                    failure_from_response(response, &secrets).await,
+                )))
+            };
+            let outcome = match tokio::time::timeout_at(attempt_deadline, exchange).await {
+                Ok(outcome) => outcome,
+                Err(_) if attempt_deadline == call.deadline => Err(UpstreamError::DeadlineExceeded),
+                Err(_) => Err(UpstreamError::Timeout(self.inner.config.request_timeout)),
+            };
+            // What the outcome says about OMS's health; the caller's own deadline says nothing.
+            let healthy = match &outcome {
+                Ok(Ok(_)) => {
+                    self.inner.auth.report_accepted();
+                    Some(true)
+                }
+                Ok(Err((status, _))) => {
+                    Some(!(status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS))
+                }
+                Err(UpstreamError::DeadlineExceeded) => None,
+                Err(_) => Some(false),
+            };
+            match healthy {
+                Some(true) => self.inner.breaker.on_success(),
+                Some(false) => self.inner.breaker.on_failure(probe.is_some()),
+                None => {}
+            }
+            if let Some(guard) = probe.as_mut() {
+                guard.armed = healthy.is_none();
+            }
+            let result = outcome?;
+            match result {
+                Ok(body) => return Ok(body),
+                Err((StatusCode::UNAUTHORIZED, failure)) => {
+                    if *reauthenticated {
+                        self.inner.auth.report_rejected(&token);
+                        return Err(UpstreamError::AuthFailed {
+                            message: failure.message,
+                            request_id: failure.request_id,
+                        });
+                    }
+                    // Tokens can be revoked or expire early: exchange once and try again.
+                    tracing::info!("OMS answered 401; exchanging a fresh token");
+                    *reauthenticated = true;
+                    self.inner.auth.invalidate(&token);
+                }
+                Err((_, failure)) => return Err(UpstreamError::Http(Box::new(failure))),
+            }
+        }
+    }
+}
+
+/// The most a call's upstream work is cut short of the caller's deadline.
+const DEADLINE_HEADROOM: Duration = Duration::from_millis(100);
+
+/// When the upstream work of a call due at `deadline` must give up: a little before it (a fifth
+/// of the time left, at most [`DEADLINE_HEADROOM`]), so the gateway's DEADLINE_EXCEEDED, with its
+/// details, reaches the caller before the caller's own timer and tonic's server-side
+/// `grpc-timeout` layer fire; both of those end the call as a bare CANCELLED "Timeout expired".
+fn answer_by(deadline: Instant) -> Instant {
+    let left = deadline.saturating_duration_since(Instant::now());
+    deadline - (left / 5).min(DEADLINE_HEADROOM)
+}
+
+/// Exponential backoff with full jitter: uniform in [0, min(cap, base × 2^(attempt−1))].
+fn full_jitter(attempt: u32) -> Duration {
+    let exp = BACKOFF_BASE.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+    let ceiling = exp.min(BACKOFF_CAP);
+    ceiling.mul_f64(fastrand::f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_stays_within_its_ceiling() {
+        for attempt in 1..40 {
+            let wait = full_jitter(attempt);
+            assert!(wait <= BACKOFF_CAP, "attempt {attempt}: {wait:?}");
+        }
+    }
+}
