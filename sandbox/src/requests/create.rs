@@ -9,8 +9,8 @@ use serde_json::{Map, Value};
 
 use crate::error::ApiError;
 use crate::locations::{self, ResolvedLocation};
-use crate::pricing::{self, Cents, FeeTerms};
-use crate::store::{Asset, DevFee, NewCashIn, WalletRef};
+use crate::pricing::{self, Cents};
+use crate::store::{Asset, DevFee, NewCashIn, WalletRef, fees_leave_nothing};
 
 use super::fields::{
     Problems, aliased, cash_amount, has_prefix_and_more, is_evm_address, member, money_problem,
@@ -51,8 +51,9 @@ pub(crate) fn parse_create(body: &[u8]) -> Result<NewCashIn, ApiError> {
     // Fees may only be judged against the amount once both are known to be valid.
     if p.is_empty()
         && let Some(amount) = indicated
+        && let Some(message) = fees_leave_nothing(amount, &developer_fees)
     {
-        check_fees_leave_something(amount, &developer_fees, &mut p);
+        p.add("developerFees", message);
     }
 
     match (customer_id, indicated, destination, location) {
@@ -206,22 +207,6 @@ fn parse_developer_fees(root: &Map<String, Value>, p: &mut Problems) -> Vec<DevF
             p.add("developerFees", "must be an array");
             Vec::new()
         }
-    }
-}
-
-/// Fees that would leave nothing to deliver are refused up front rather than at the counter.
-fn check_fees_leave_something(amount: Cents, fees: &[DevFee], p: &mut Problems) {
-    let terms: Vec<FeeTerms> = fees.iter().map(DevFee::terms).collect();
-    let q = pricing::quote(amount, &terms);
-    if q.net <= 0 {
-        p.add(
-            "developerFees",
-            format!(
-                "fees of {} leave nothing to deliver from {}",
-                pricing::format_cents(q.total),
-                pricing::format_cents(amount)
-            ),
-        );
     }
 }
 

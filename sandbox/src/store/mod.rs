@@ -17,11 +17,12 @@ mod records;
 use std::collections::HashMap;
 
 use crate::clock::Millis;
-use crate::pricing::{self, Cents, FeeTerms};
+use crate::pricing::{self, Cents};
 
 pub(crate) use listing::{Cursor, ListQuery};
 pub(crate) use records::{
     Asset, Authorization, CashIn, Commit, DevFee, NewCashIn, Refusal, Status, SubStatus, WalletRef,
+    fees_leave_nothing,
 };
 
 /// Crockford base32, as ULIDs use: no I, L, O or U to misread.
@@ -108,16 +109,10 @@ impl Store {
             .ok_or(Refusal::NotFound)?;
         let confirmation_id = self.new_id("cnf_", now);
         let ci = self.cash_ins.get_mut(&id).ok_or(Refusal::NotFound)?;
-        let terms: Vec<FeeTerms> = ci.spec.developer_fees.iter().map(DevFee::terms).collect();
-        let q = pricing::quote(amount, &terms);
-        if q.net <= 0 {
+        if let Some(message) = fees_leave_nothing(amount, &ci.spec.developer_fees) {
             return Err(Refusal::Mismatch {
                 field: "amount",
-                message: format!(
-                    "fees of {} leave nothing to deliver from {}",
-                    pricing::format_cents(q.total),
-                    pricing::format_cents(amount)
-                ),
+                message,
             });
         }
         let auth = Authorization {

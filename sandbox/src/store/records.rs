@@ -123,6 +123,25 @@ impl DevFee {
     }
 }
 
+/// The pricing of `amount` under these developer fees.
+pub(crate) fn quote_with_fees(amount: Cents, fees: &[DevFee]) -> pricing::Quote {
+    let terms: Vec<FeeTerms> = fees.iter().map(DevFee::terms).collect();
+    pricing::quote(amount, &terms)
+}
+
+/// Why `amount` cannot carry these fees, if it cannot. One rule with one wording, because it is
+/// checked twice: against the indicated amount at creation, and against the cash at the counter.
+pub(crate) fn fees_leave_nothing(amount: Cents, fees: &[DevFee]) -> Option<String> {
+    let q = quote_with_fees(amount, fees);
+    (q.net <= 0).then(|| {
+        format!(
+            "fees of {} leave nothing to deliver from {}",
+            pricing::format_cents(q.total),
+            pricing::format_cents(amount)
+        )
+    })
+}
+
 /// A validated create request, with its location already resolved.
 #[derive(Debug, Clone)]
 pub(crate) struct NewCashIn {
@@ -172,8 +191,10 @@ pub(crate) struct CashIn {
 impl CashIn {
     /// The pricing to show: final once deposited, else the estimate from `indicatedAmount`.
     pub(crate) fn quote(&self) -> pricing::Quote {
-        let terms: Vec<FeeTerms> = self.spec.developer_fees.iter().map(DevFee::terms).collect();
-        pricing::quote(self.deposited.unwrap_or(self.spec.indicated), &terms)
+        quote_with_fees(
+            self.deposited.unwrap_or(self.spec.indicated),
+            &self.spec.developer_fees,
+        )
     }
 
     /// Where it sorts in a listing (newest last).
