@@ -182,56 +182,9 @@ pub(crate) fn render_cash_in(ci: &CashIn, spelling: &Spelling) -> Value {
     let guide = *spelling == Spelling::Guide;
     let spec = &ci.spec;
     let q = ci.quote();
-    let money = |c| Value::String(format_cents(c));
-    let zero_fees = json!({"total": "0.00", "developer": "0.00", "oms": "0.00", "gas": "0.00"});
-    let amount_known = ci.deposited.is_some();
-
-    let source = Obj::new(spelling)
-        .put("asset", "usd")
-        .put("network", "cash")
-        .put("indicatedAmount", format_cents(spec.indicated))
-        .opt("amount", ci.deposited.map(format_cents))
-        .put("amountGross", money(q.amount))
-        .put("amountNet", money(q.net))
-        .put(
-            "feesDeducted",
-            json!({
-                "total": format_cents(q.total),
-                "developer": format_cents(q.developer),
-                "oms": format_cents(q.oms),
-                "gas": "0.00",
-            }),
-        )
-        .build();
-
-    let wallet = match (&spec.wallet, guide) {
-        (WalletRef::Wallet(w), true) => json!({ "wallet": w }),
-        (WalletRef::Wallet(w), false) => json!({ "id": w }),
-        (WalletRef::BlockchainAddress(a), _) => json!({ "blockchainAddress": a }),
-        (WalletRef::ExternalAccount(a), _) => json!({ "externalAccount": a }),
-    };
-    // The exchange rate is 1.0000, so the destination receives the source's net unchanged.
-    let destination = Obj::new(spelling)
-        .put("asset", spec.dest_asset.as_str())
-        .put("network", spec.network.as_str())
-        .put("wallet", wallet)
-        .opt("amount", amount_known.then(|| format_cents(q.net)))
-        .put("amountGross", money(q.net))
-        .put("amountNet", money(q.net))
-        .put("feesDeducted", zero_fees)
-        .build();
-
-    let cash = if guide {
-        json!({
-            "cashLocationId": spec.location_id,
-            "cashLocationReference": spec.location_reference,
-        })
-    } else {
-        json!({
-            "locationId": spec.location_id,
-            "locationReference": spec.location_reference,
-        })
-    };
+    let source = render_source(ci, &q, spelling);
+    let destination = render_destination(ci, &q, spelling);
+    let cash = render_cash_ref(ci, guide);
 
     let mut o = Obj::new(spelling);
     o.put("id", ci.id.as_str())
@@ -299,6 +252,68 @@ pub(crate) fn render_cash_in(ci: &CashIn, spelling: &Spelling) -> Value {
         o.put("metadata", Value::Object(map));
     }
     o.build()
+}
+
+/// `source`: the cash side, with the fees deducted from it.
+fn render_source(ci: &CashIn, q: &pricing::Quote, spelling: &Spelling) -> Value {
+    let money = |c| Value::String(format_cents(c));
+    Obj::new(spelling)
+        .put("asset", "usd")
+        .put("network", "cash")
+        .put("indicatedAmount", format_cents(ci.spec.indicated))
+        .opt("amount", ci.deposited.map(format_cents))
+        .put("amountGross", money(q.amount))
+        .put("amountNet", money(q.net))
+        .put(
+            "feesDeducted",
+            json!({
+                "total": format_cents(q.total),
+                "developer": format_cents(q.developer),
+                "oms": format_cents(q.oms),
+                "gas": "0.00",
+            }),
+        )
+        .build()
+}
+
+/// `destination`: the crypto side and its wallet, which the spelling names differently.
+fn render_destination(ci: &CashIn, q: &pricing::Quote, spelling: &Spelling) -> Value {
+    let spec = &ci.spec;
+    let money = |c| Value::String(format_cents(c));
+    let zero_fees = json!({"total": "0.00", "developer": "0.00", "oms": "0.00", "gas": "0.00"});
+    let amount_known = ci.deposited.is_some();
+    let wallet = match (&spec.wallet, *spelling == Spelling::Guide) {
+        (WalletRef::Wallet(w), true) => json!({ "wallet": w }),
+        (WalletRef::Wallet(w), false) => json!({ "id": w }),
+        (WalletRef::BlockchainAddress(a), _) => json!({ "blockchainAddress": a }),
+        (WalletRef::ExternalAccount(a), _) => json!({ "externalAccount": a }),
+    };
+    // The exchange rate is 1.0000, so the destination receives the source's net unchanged.
+    Obj::new(spelling)
+        .put("asset", spec.dest_asset.as_str())
+        .put("network", spec.network.as_str())
+        .put("wallet", wallet)
+        .opt("amount", amount_known.then(|| format_cents(q.net)))
+        .put("amountGross", money(q.net))
+        .put("amountNet", money(q.net))
+        .put("feesDeducted", zero_fees)
+        .build()
+}
+
+/// `cash`: the location id and reference, under the names the spelling uses.
+fn render_cash_ref(ci: &CashIn, guide: bool) -> Value {
+    let spec = &ci.spec;
+    if guide {
+        json!({
+            "cashLocationId": spec.location_id,
+            "cashLocationReference": spec.location_reference,
+        })
+    } else {
+        json!({
+            "locationId": spec.location_id,
+            "locationReference": spec.location_reference,
+        })
+    }
 }
 
 /// Developer fees: the schema's `FeeEntry` (one entry, computed `amount`) or the guide's typed

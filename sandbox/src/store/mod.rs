@@ -6,242 +6,27 @@
 //! lazily by every operation here *and* by the server's periodic sweep, so whichever runs first
 //! the state is right. Pricing is not stored: it is a pure function of the amount and the fee
 //! terms (see `pricing`), computed when a cash-in is rendered.
+//!
+//! `records` holds the types, `listing` the paged queries, `expiry` the lapse of codes; the
+//! table, creation and the deposit flow are here.
 
-use std::collections::{BTreeMap, HashMap};
+mod expiry;
+mod listing;
+mod records;
 
-use super::clock::Millis;
-use super::pricing::{self, Cents, FeeTerms, Ppm};
+use std::collections::HashMap;
+
+use crate::clock::Millis;
+use crate::pricing::{self, Cents};
+
+pub(crate) use listing::{Cursor, ListQuery};
+pub(crate) use records::{
+    Asset, Authorization, CashIn, Commit, DevFee, NewCashIn, Refusal, Status, SubStatus, WalletRef,
+    fees_leave_nothing,
+};
 
 /// Crockford base32, as ULIDs use: no I, L, O or U to misread.
 const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Status {
-    Pending,
-    Processing,
-    Completed,
-    Failed,
-    Expired,
-}
-
-impl Status {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Status::Pending => "pending",
-            Status::Processing => "processing",
-            Status::Completed => "completed",
-            Status::Failed => "failed",
-            Status::Expired => "expired",
-        }
-    }
-
-    pub(crate) fn parse(s: &str) -> Option<Status> {
-        [
-            Status::Pending,
-            Status::Processing,
-            Status::Completed,
-            Status::Failed,
-            Status::Expired,
-        ]
-        .into_iter()
-        .find(|st| st.as_str() == s)
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SubStatus {
-    OrderReserved,
-    Settled,
-    CashDepositExpired,
-    CashDepositFailed,
-    ProviderOrderFailed,
-    ProviderOrderTemplateError,
-}
-
-impl SubStatus {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            SubStatus::OrderReserved => "order_reserved",
-            SubStatus::Settled => "settled",
-            SubStatus::CashDepositExpired => "cash_deposit_expired",
-            SubStatus::CashDepositFailed => "cash_deposit_failed",
-            SubStatus::ProviderOrderFailed => "provider_order_failed",
-            SubStatus::ProviderOrderTemplateError => "provider_order_template_error",
-        }
-    }
-
-    /// The sub-statuses a cash-in can be failed with.
-    pub(crate) fn parse_failure(s: &str) -> Option<SubStatus> {
-        [
-            SubStatus::CashDepositFailed,
-            SubStatus::ProviderOrderFailed,
-            SubStatus::ProviderOrderTemplateError,
-        ]
-        .into_iter()
-        .find(|st| st.as_str() == s)
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Asset {
-    Usdc,
-    Usdt,
-}
-
-impl Asset {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Asset::Usdc => "usdc",
-            Asset::Usdt => "usdt",
-        }
-    }
-
-    pub(crate) fn parse(s: &str) -> Option<Asset> {
-        match s {
-            "usdc" => Some(Asset::Usdc),
-            "usdt" => Some(Asset::Usdt),
-            _ => None,
-        }
-    }
-}
-
-/// Where the crypto goes: exactly one of the three kinds of destination.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum WalletRef {
-    Wallet(String),
-    BlockchainAddress(String),
-    ExternalAccount(String),
-}
-
-/// One developer fee entry as requested (either spelling parses into this).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct DevFee {
-    pub(crate) percentage: Option<Ppm>,
-    pub(crate) flat: Option<Cents>,
-    pub(crate) wallet: Option<String>,
-    pub(crate) payout_asset: Asset,
-}
-
-impl DevFee {
-    pub(crate) fn terms(&self) -> FeeTerms {
-        FeeTerms {
-            percentage: self.percentage,
-            flat: self.flat,
-        }
-    }
-}
-
-/// A validated create request, with its location already resolved.
-#[derive(Debug, Clone)]
-pub(crate) struct NewCashIn {
-    pub(crate) customer_id: String,
-    pub(crate) indicated: Cents,
-    pub(crate) dest_asset: Asset,
-    pub(crate) network: String,
-    pub(crate) wallet: WalletRef,
-    pub(crate) location_id: String,
-    pub(crate) location_reference: String,
-    pub(crate) location_name: String,
-    pub(crate) location_address: String,
-    pub(crate) sponsor_gas: bool,
-    pub(crate) developer_fees: Vec<DevFee>,
-    pub(crate) metadata: Option<BTreeMap<String, String>>,
-}
-
-/// The authorization a simulated counter deposit made.
-#[derive(Debug, Clone)]
-pub(crate) struct Authorization {
-    pub(crate) confirmation_id: String,
-    pub(crate) amount: Cents,
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct CashIn {
-    pub(crate) id: String,
-    /// Creation order, to break ties between cash-ins created in the same millisecond.
-    pub(crate) seq: u64,
-    pub(crate) spec: NewCashIn,
-    /// `fee_…` ids, parallel to `spec.developer_fees`.
-    pub(crate) fee_ids: Vec<String>,
-    pub(crate) status: Status,
-    pub(crate) sub_status: Option<SubStatus>,
-    /// Six digits, shown as `"483 291"`.
-    pub(crate) code: String,
-    pub(crate) code_expires_at: Millis,
-    pub(crate) created_at: Millis,
-    pub(crate) updated_at: Millis,
-    pub(crate) completed_at: Option<Millis>,
-    pub(crate) authorization: Option<Authorization>,
-    /// The amount actually deposited, once committed.
-    pub(crate) deposited: Option<Cents>,
-    pub(crate) transaction_id: Option<String>,
-}
-
-impl CashIn {
-    /// The pricing to show: final once deposited, else the estimate from `indicatedAmount`.
-    pub(crate) fn quote(&self) -> pricing::Quote {
-        let terms: Vec<FeeTerms> = self.spec.developer_fees.iter().map(DevFee::terms).collect();
-        pricing::quote(self.deposited.unwrap_or(self.spec.indicated), &terms)
-    }
-
-    fn order_key(&self) -> (Millis, u64) {
-        (self.created_at, self.seq)
-    }
-}
-
-/// Why the store refused an operation; the server maps these to HTTP answers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Refusal {
-    NotFound,
-    /// The cash-in is in a state where this action is not allowed.
-    InvalidState {
-        status: Status,
-        action: &'static str,
-    },
-    /// A paging cursor names no cash-in.
-    UnknownCursor {
-        param: &'static str,
-    },
-    /// A request field contradicts what the sandbox recorded.
-    Mismatch {
-        field: &'static str,
-        message: String,
-    },
-}
-
-/// Which page of the newest-first list to return.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Cursor {
-    StartingAfter(String),
-    EndingBefore(String),
-}
-
-#[derive(Debug, Clone, Default)]
-pub(crate) struct ListQuery {
-    pub(crate) customer: Option<String>,
-    pub(crate) status: Option<Status>,
-    /// Inclusive bounds, in nanoseconds since the epoch.
-    pub(crate) created_after: Option<i128>,
-    pub(crate) created_before: Option<i128>,
-    pub(crate) limit: usize,
-    pub(crate) cursor: Option<Cursor>,
-}
-
-pub(crate) struct Page<'a> {
-    pub(crate) items: Vec<&'a CashIn>,
-    pub(crate) has_more: bool,
-    pub(crate) next_cursor: Option<String>,
-}
-
-/// What a simulated commit sends.
-#[derive(Debug, Clone)]
-pub(crate) struct Commit {
-    pub(crate) code: String,
-    pub(crate) cash_in_id: String,
-    pub(crate) amount: Cents,
-    pub(crate) confirmation_id: String,
-    pub(crate) customer_id: Option<String>,
-}
 
 /// Every cash-in, plus the seeded generator for their ids and codes.
 pub(crate) struct Store {
@@ -268,20 +53,6 @@ impl Store {
     /// The status as stored, without applying lazy expiry (lets tests see the sweep's work).
     pub(crate) fn stored_status(&self, id: &str) -> Option<Status> {
         self.cash_ins.get(id).map(|c| c.status)
-    }
-
-    /// Moves every pending cash-in whose code has lapsed to `expired`, dated at the lapse.
-    pub(crate) fn expire_due(&mut self, now: Millis) -> usize {
-        let mut n = 0;
-        for ci in self.cash_ins.values_mut() {
-            if ci.status == Status::Pending && ci.code_expires_at <= now {
-                ci.status = Status::Expired;
-                ci.sub_status = Some(SubStatus::CashDepositExpired);
-                ci.updated_at = ci.code_expires_at;
-                n += 1;
-            }
-        }
-        n
     }
 
     pub(crate) fn create(&mut self, spec: NewCashIn, now: Millis, code_ttl: Millis) -> &CashIn {
@@ -322,102 +93,6 @@ impl Store {
         self.cash_ins.get(id)
     }
 
-    pub(crate) fn list(&mut self, q: &ListQuery, now: Millis) -> Result<Page<'_>, Refusal> {
-        self.expire_due(now);
-        let cursor_key = match &q.cursor {
-            None => None,
-            Some(Cursor::StartingAfter(id)) => {
-                Some(self.cash_ins.get(id).map(CashIn::order_key).ok_or(
-                    Refusal::UnknownCursor {
-                        param: "startingAfter",
-                    },
-                )?)
-            }
-            Some(Cursor::EndingBefore(id)) => {
-                Some(self.cash_ins.get(id).map(CashIn::order_key).ok_or(
-                    Refusal::UnknownCursor {
-                        param: "endingBefore",
-                    },
-                )?)
-            }
-        };
-        let mut items: Vec<&CashIn> = self
-            .cash_ins
-            .values()
-            .filter(|c| q.customer.as_ref().is_none_or(|v| &c.spec.customer_id == v))
-            .filter(|c| q.status.is_none_or(|s| c.status == s))
-            .filter(|c| {
-                let t = super::clock::ms_to_nanos(c.created_at);
-                q.created_after.is_none_or(|a| t >= a) && q.created_before.is_none_or(|b| t <= b)
-            })
-            .collect();
-        // Newest first; the sequence breaks ties within a millisecond.
-        items.sort_by_key(|c| std::cmp::Reverse(c.order_key()));
-        let limit = q.limit.max(1);
-        let page = match (&q.cursor, cursor_key) {
-            (Some(Cursor::EndingBefore(_)), Some(key)) => {
-                // The `limit` items just newer than the cursor, still listed newest first;
-                // "more" means there are newer ones still, reached from the first item.
-                let newer: Vec<&CashIn> =
-                    items.into_iter().filter(|c| c.order_key() > key).collect();
-                let has_more = newer.len() > limit;
-                let start = newer.len().saturating_sub(limit);
-                let items: Vec<&CashIn> = newer.into_iter().skip(start).collect();
-                let next_cursor = has_more
-                    .then(|| items.first().map(|c| c.id.clone()))
-                    .flatten();
-                Page {
-                    items,
-                    has_more,
-                    next_cursor,
-                }
-            }
-            (_, key) => {
-                let mut older: Vec<&CashIn> = items
-                    .into_iter()
-                    .filter(|c| key.is_none_or(|k| c.order_key() < k))
-                    .collect();
-                let has_more = older.len() > limit;
-                older.truncate(limit);
-                let next_cursor = has_more
-                    .then(|| older.last().map(|c| c.id.clone()))
-                    .flatten();
-                Page {
-                    items: older,
-                    has_more,
-                    next_cursor,
-                }
-            }
-        };
-        Ok(page)
-    }
-
-    /// A new code and a new expiry; the old code dies with it.
-    pub(crate) fn refresh(
-        &mut self,
-        id: &str,
-        now: Millis,
-        code_ttl: Millis,
-    ) -> Result<&CashIn, Refusal> {
-        self.expire_due(now);
-        let (status, old_code) = match self.cash_ins.get(id) {
-            Some(ci) => (ci.status, ci.code.clone()),
-            None => return Err(Refusal::NotFound),
-        };
-        if status != Status::Pending {
-            return Err(Refusal::InvalidState {
-                status,
-                action: "refresh",
-            });
-        }
-        let code = self.new_code(Some(&old_code));
-        let ci = self.cash_ins.get_mut(id).ok_or(Refusal::NotFound)?;
-        ci.code = code;
-        ci.code_expires_at = now.saturating_add(code_ttl);
-        ci.updated_at = now;
-        Ok(ci)
-    }
-
     /// A counter authorizes a deposit against a live code: the cash-in starts processing.
     pub(crate) fn barcode_auth(
         &mut self,
@@ -434,16 +109,10 @@ impl Store {
             .ok_or(Refusal::NotFound)?;
         let confirmation_id = self.new_id("cnf_", now);
         let ci = self.cash_ins.get_mut(&id).ok_or(Refusal::NotFound)?;
-        let terms: Vec<FeeTerms> = ci.spec.developer_fees.iter().map(DevFee::terms).collect();
-        let q = pricing::quote(amount, &terms);
-        if q.net <= 0 {
+        if let Some(message) = fees_leave_nothing(amount, &ci.spec.developer_fees) {
             return Err(Refusal::Mismatch {
                 field: "amount",
-                message: format!(
-                    "fees of {} leave nothing to deliver from {}",
-                    pricing::format_cents(q.total),
-                    pricing::format_cents(amount)
-                ),
+                message,
             });
         }
         let auth = Authorization {
@@ -502,24 +171,6 @@ impl Store {
         ci.completed_at = Some(now);
         ci.updated_at = now;
         Ok(authorized)
-    }
-
-    /// Sandbox control: lapse the code now.
-    pub(crate) fn force_expire(&mut self, id: &str, now: Millis) -> Result<&CashIn, Refusal> {
-        self.expire_due(now);
-        let ci = self.cash_ins.get_mut(id).ok_or(Refusal::NotFound)?;
-        if ci.status != Status::Pending {
-            return Err(Refusal::InvalidState {
-                status: ci.status,
-                action: "expire",
-            });
-        }
-        ci.status = Status::Expired;
-        ci.sub_status = Some(SubStatus::CashDepositExpired);
-        // The code is dead from now on, and the instructions should say so.
-        ci.code_expires_at = ci.code_expires_at.min(now);
-        ci.updated_at = now;
-        Ok(ci)
     }
 
     /// Sandbox control: fail a cash-in that has not reached a terminal state.
