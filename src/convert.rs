@@ -141,55 +141,17 @@ pub fn cash_in(dto: CashInDto) -> Result<pb::CashIn, DecodeError> {
         STATUS_NAMES,
         pb::CashInStatus::Unspecified,
     );
-    let source = dto.source.map(|s| pb::CashInSource {
-        asset: s.asset.unwrap_or_default(),
-        network: s.network,
-        email: s.email,
-        indicated_amount: s.indicated_amount,
-        amount: s.amount,
-        amount_gross: s.amount_gross,
-        amount_net: s.amount_net,
-        fees_deducted: fees(s.fees_deducted),
-    });
-    let destination = dto.destination.map(|d| pb::CashInDestination {
-        asset: d.asset,
-        network: d.network,
-        wallet: d.wallet.map(|w| pb::CashInDestinationWallet {
-            id: w.id,
-            blockchain_address: w.blockchain_address,
-            external_account: w.external_account,
-        }),
-        amount: d.amount,
-        amount_gross: d.amount_gross,
-        amount_net: d.amount_net,
-        fees_deducted: fees(d.fees_deducted),
-    });
+    let source = dto.source.map(source);
+    let destination = dto.destination.map(destination);
     let deposit_instructions = dto
         .deposit_instructions
-        .map(|d| {
-            Ok::<_, DecodeError>(pb::CashInDepositInstructions {
-                code: d.code.unwrap_or_default(),
-                expires_at: timestamp("depositInstructions.expiresAt", d.expires_at)?,
-                location_name: d.location_name,
-                location_address: d.location_address,
-            })
-        })
+        .map(deposit_instructions)
         .transpose()?;
     let developer_fees = dto
         .developer_fees
         .unwrap_or_default()
         .into_iter()
-        .map(|entry| {
-            let fee = entry.normalized();
-            pb::FeeEntry {
-                id: fee.id,
-                percentage: fee.percentage,
-                flat_fee: fee.flat_fee,
-                amount: fee.amount,
-                wallet: fee.wallet,
-                payout_asset: fee.payout_asset,
-            }
-        })
+        .map(developer_fee)
         .collect();
     Ok(pb::CashIn {
         id: dto.id,
@@ -224,19 +186,7 @@ pub fn cash_in(dto: CashInDto) -> Result<pb::CashIn, DecodeError> {
         }),
         deposit_instructions,
         developer_fees,
-        oms_fee_schedule: dto.oms_fee_schedule.map(|s| pb::OmsFeeSchedule {
-            fee_currency: s.fee_currency.unwrap_or_default(),
-            entries: s
-                .entries
-                .unwrap_or_default()
-                .into_iter()
-                .map(|e| pb::OmsFeeEntry {
-                    r#type: e.kind.unwrap_or_default(),
-                    rate: e.rate,
-                    amount: e.amount,
-                })
-                .collect(),
-        }),
+        oms_fee_schedule: dto.oms_fee_schedule.map(oms_fee_schedule),
         rates: dto.rates.map(|r| pb::Rates {
             pair: r.pair.unwrap_or_default(),
             exchange_rate: r.exchange_rate.unwrap_or_default(),
@@ -263,6 +213,75 @@ pub fn cash_in(dto: CashInDto) -> Result<pb::CashIn, DecodeError> {
         updated_at: timestamp("updatedAt", dto.updated_at)?,
         completed_at: timestamp("completedAt", dto.completed_at)?,
     })
+}
+
+fn source(s: model::SourceDto) -> pb::CashInSource {
+    pb::CashInSource {
+        asset: s.asset.unwrap_or_default(),
+        network: s.network,
+        email: s.email,
+        indicated_amount: s.indicated_amount,
+        amount: s.amount,
+        amount_gross: s.amount_gross,
+        amount_net: s.amount_net,
+        fees_deducted: fees(s.fees_deducted),
+    }
+}
+
+fn destination(d: model::DestinationDto) -> pb::CashInDestination {
+    pb::CashInDestination {
+        asset: d.asset,
+        network: d.network,
+        wallet: d.wallet.map(|w| pb::CashInDestinationWallet {
+            id: w.id,
+            blockchain_address: w.blockchain_address,
+            external_account: w.external_account,
+        }),
+        amount: d.amount,
+        amount_gross: d.amount_gross,
+        amount_net: d.amount_net,
+        fees_deducted: fees(d.fees_deducted),
+    }
+}
+
+fn deposit_instructions(
+    d: model::DepositInstructionsDto,
+) -> Result<pb::CashInDepositInstructions, DecodeError> {
+    Ok(pb::CashInDepositInstructions {
+        code: d.code.unwrap_or_default(),
+        expires_at: timestamp("depositInstructions.expiresAt", d.expires_at)?,
+        location_name: d.location_name,
+        location_address: d.location_address,
+    })
+}
+
+/// A developer fee in either documented form, normalized.
+fn developer_fee(entry: model::FeeEntryDto) -> pb::FeeEntry {
+    let fee = entry.normalized();
+    pb::FeeEntry {
+        id: fee.id,
+        percentage: fee.percentage,
+        flat_fee: fee.flat_fee,
+        amount: fee.amount,
+        wallet: fee.wallet,
+        payout_asset: fee.payout_asset,
+    }
+}
+
+fn oms_fee_schedule(s: model::OmsFeeScheduleDto) -> pb::OmsFeeSchedule {
+    pb::OmsFeeSchedule {
+        fee_currency: s.fee_currency.unwrap_or_default(),
+        entries: s
+            .entries
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| pb::OmsFeeEntry {
+                r#type: e.kind.unwrap_or_default(),
+                rate: e.rate,
+                amount: e.amount,
+            })
+            .collect(),
+    }
 }
 
 /// An upstream cash location as the proto message.

@@ -7,7 +7,7 @@
 //!   configured window;
 //! - the same key with a different request is FAILED_PRECONDITION, reason IDEMPOTENCY_KEY_REUSED.
 //!
-//! What is stored: the fingerprint (a 64-bit hash of the REST request the call would send), the
+//! What is stored: the fingerprint (64 bits of the SHA-256 of the REST request the call would send), the
 //! outcome, and the time — per entry about the size of one CashIn. Replayed outcomes: only the
 //! final ones ([`is_final_outcome`]): successes, the gateway's own validation refusals, and OMS's
 //! 400, 403, 404 and 422. Everything else (other 4xx, which a load balancer may have sent, 5xx,
@@ -22,7 +22,6 @@
 use crate::error::{GatewayError, UpstreamError, is_final_outcome};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -112,11 +111,7 @@ impl<T> std::fmt::Debug for IdempotencyLayer<T> {
 
 /// Fingerprint of a request: a hash of its parts (e.g. the REST body it would send).
 pub fn fingerprint(parts: &[&[u8]]) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    for part in parts {
-        part.hash(&mut hasher);
-    }
-    hasher.finish()
+    crate::digest::fingerprint(parts)
 }
 
 fn reused(key: &str) -> GatewayError {

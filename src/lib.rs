@@ -10,6 +10,7 @@ mod audit;
 mod codec;
 pub mod config;
 mod convert;
+mod digest;
 mod error;
 mod idempotency;
 mod limits;

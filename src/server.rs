@@ -7,7 +7,7 @@
 //! unreachable or rejects the gateway's credentials.
 
 use crate::config::Secret;
-use crate::config::{GatewaySettings, ServerSettings, UpstreamTarget};
+use crate::config::{GatewaySettings, SecuritySettings, ServerSettings, UpstreamTarget};
 use crate::idempotency::IdempotencyLayer;
 use crate::limits::LoadShedLayer;
 use crate::oms::Oms;
@@ -154,74 +154,17 @@ pub async fn start(config: GatewaySettings) -> Result<RunningGateway, StartError
     // Security first: a configuration that would expose the port refuses to start before
     // anything else happens.
     security::check_listen(config.listen, &config.security).map_err(StartError::Config)?;
-    let interval = config.security.reload_interval;
     let mut reloaders = Vec::new();
-    let tls_config = match (&config.security.tls_cert, &config.security.tls_key) {
-        (Some(cert), Some(key)) => {
-            let files = tls::TlsFiles {
-                cert: cert.clone(),
-                key: key.clone(),
-                client_ca: config.security.tls_client_ca.clone(),
-            };
-            let shared: tls::SharedConfig = Arc::new(std::sync::RwLock::new(
-                files
-                    .load()
-                    .map_err(|e| StartError::Config(format!("TLS: {e}")))?,
-            ));
-            let target = shared.clone();
-            let paths = files.paths();
-            reloaders.push(reload::spawn(
-                "TLS certificate",
-                paths,
-                interval,
-                move |contents| {
-                    let config = tls::server_config(&files, contents)?;
-                    *target.write().unwrap_or_else(|e| e.into_inner()) = config;
-                    Ok(())
-                },
-            ));
-            Some(shared)
-        }
-        (None, None) if config.security.tls_client_ca.is_some() => {
-            return Err(StartError::Config(
-                "--tls-client-ca needs --tls-cert and --tls-key".into(),
-            ));
-        }
-        (None, None) => None,
-        _ => {
-            return Err(StartError::Config(
-                "--tls-cert and --tls-key go together".into(),
-            ));
-        }
-    };
-    let policy: Option<SharedPolicy> = match &config.security.authz_policy {
-        Some(path) => {
-            let shared: SharedPolicy = Arc::new(std::sync::RwLock::new(Arc::new(
-                security::load_policy(path).map_err(StartError::Config)?,
-            )));
-            let target = shared.clone();
-            let shown = path.display().to_string();
-            reloaders.push(reload::spawn(
-                "authorization policy",
-                vec![path.clone()],
-                interval,
-                move |contents| {
-                    let text = String::from_utf8_lossy(&contents[0]);
-                    let policy = security::policy::Policy::parse(&text)
-                        .map_err(|e| format!("{shown}: {e}"))?;
-                    *target.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
-                    Ok(())
-                },
-            ));
-            Some(shared)
-        }
-        None => None,
-    };
+    let tls_config = load_tls(&config.security, &mut reloaders)?;
+    let policy = load_authz_policy(&config.security, &mut reloaders)?;
     let caller_layer = CallerLayer::new(&config.security, policy);
 
     let (sandbox, base_url, credentials) = resolve_upstream(&config).await?;
     let client = OmsClient::new(&base_url, credentials, config.upstream.clone())
         .map_err(StartError::Config)?;
+    if sandbox.is_none() {
+        follow_credential_files(&config, &client, &mut reloaders);
+    }
 
     let mut services: Vec<&'static str> = SERVICES.to_vec();
     if sandbox.is_some() {
@@ -236,23 +179,6 @@ pub async fn start(config: GatewaySettings) -> Result<RunningGateway, StartError
     )
     .await;
     let (stopping, stopping_rx) = watch::channel(false);
-    let files = config.credential_files();
-    if sandbox.is_none() && !files.is_empty() {
-        let (gateway_config, client) = (config.clone(), client.clone());
-        reloaders.push(reload::spawn(
-            "OMS credentials",
-            files,
-            interval,
-            move |_| {
-                let (api_key, api_secret) = gateway_config.api_credentials()?;
-                client.token_source().set_credentials(Credentials {
-                    api_key,
-                    api_secret,
-                });
-                Ok(())
-            },
-        ));
-    }
     let mut background = vec![
         tokio::spawn(client.token_source().keep_fresh()),
         tokio::spawn(client.clone().probe_while_open()),
@@ -263,61 +189,21 @@ pub async fn start(config: GatewaySettings) -> Result<RunningGateway, StartError
             stopping_rx,
         )),
     ];
+    let (reflection_v1, reflection_v1alpha) = reflection_services()?;
 
-    // grpcurl 1.8 speaks only v1alpha; newer tools v1. The health descriptors are registered
-    // too, so `grpcurl ... grpc.health.v1.Health/Check` works with no proto files.
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-    };
-    let reflection_v1 = reflection()
-        .build_v1()
-        .map_err(|e| StartError::Reflection(e.to_string()))?;
-    let reflection_v1alpha = reflection()
-        .build_v1alpha()
-        .map_err(|e| StartError::Reflection(e.to_string()))?;
-
-    let default_deadline = config.upstream.default_deadline;
     let oms = Oms::new(client.clone());
     let hub = WatchHub::new(
         oms.clone(),
         config.watch.clone(),
         config.upstream.request_timeout,
     );
-    let idempotency = Arc::new(IdempotencyLayer::new(
-        config.idempotency.window,
-        config.idempotency.max_entries,
-    ));
-    let cash_ins = CashIns::new(
-        oms.clone(),
-        default_deadline,
-        hub.clone(),
-        stopping.subscribe(),
-        idempotency,
-    );
-    let cash_locations = CashLocations::new(oms.clone(), default_deadline);
-    let max_message = config.server.max_message_bytes;
-    let sandbox_service = sandbox.is_some().then(|| {
-        sandbox_service_server::SandboxServiceServer::new(SandboxSimulator::new(
-            oms.clone(),
-            hub.clone(),
-            default_deadline,
-        ))
-        .max_decoding_message_size(max_message)
-        .max_encoding_message_size(max_message)
-    });
+    let Services {
+        cash_ins,
+        cash_locations,
+        sandbox: sandbox_service,
+    } = Services::new(&config, &oms, &hub, &stopping, sandbox.is_some());
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Bind {
-        addr: config.listen,
-        source,
-    })?;
+    let (listener, addr) = bind(config.listen).await?;
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let router = Server::builder()
         .max_concurrent_streams(Some(config.server.max_streams_per_connection))
@@ -330,16 +216,8 @@ pub async fn start(config: GatewaySettings) -> Result<RunningGateway, StartError
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(
-            cash_in_service_server::CashInServiceServer::new(cash_ins)
-                .max_decoding_message_size(max_message)
-                .max_encoding_message_size(max_message),
-        )
-        .add_service(
-            cash_location_service_server::CashLocationServiceServer::new(cash_locations)
-                .max_decoding_message_size(max_message)
-                .max_encoding_message_size(max_message),
-        )
+        .add_service(cash_ins)
+        .add_service(cash_locations)
         .add_optional_service(sandbox_service);
     let shutdown_signal = async move {
         let _ = shutdown_rx.await;
@@ -381,6 +259,198 @@ pub async fn start(config: GatewaySettings) -> Result<RunningGateway, StartError
         server,
         background,
     })
+}
+
+/// The gateway's own gRPC services, with their message size limits.
+struct Services {
+    cash_ins: cash_in_service_server::CashInServiceServer<CashIns>,
+    cash_locations: cash_location_service_server::CashLocationServiceServer<CashLocations>,
+    /// Only with the embedded sandbox.
+    sandbox: Option<sandbox_service_server::SandboxServiceServer<SandboxSimulator>>,
+}
+
+impl Services {
+    fn new(
+        config: &GatewaySettings,
+        oms: &Oms,
+        hub: &WatchHub,
+        stopping: &watch::Sender<bool>,
+        with_sandbox: bool,
+    ) -> Self {
+        let default_deadline = config.upstream.default_deadline;
+        let max_message = config.server.max_message_bytes;
+        let idempotency = Arc::new(IdempotencyLayer::new(
+            config.idempotency.window,
+            config.idempotency.max_entries,
+        ));
+        let cash_ins = CashIns::new(
+            oms.clone(),
+            default_deadline,
+            hub.clone(),
+            stopping.subscribe(),
+            idempotency,
+        );
+        Self {
+            cash_ins: cash_in_service_server::CashInServiceServer::new(cash_ins)
+                .max_decoding_message_size(max_message)
+                .max_encoding_message_size(max_message),
+            cash_locations: cash_location_service_server::CashLocationServiceServer::new(
+                CashLocations::new(oms.clone(), default_deadline),
+            )
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(max_message),
+            sandbox: with_sandbox.then(|| {
+                sandbox_service_server::SandboxServiceServer::new(SandboxSimulator::new(
+                    oms.clone(),
+                    hub.clone(),
+                    default_deadline,
+                ))
+                .max_decoding_message_size(max_message)
+                .max_encoding_message_size(max_message)
+            }),
+        }
+    }
+}
+
+/// The TLS listener's configuration, when `--tls-cert`/`--tls-key` are given, reloaded (by a
+/// task pushed to `reloaders`) when the files change.
+fn load_tls(
+    settings: &SecuritySettings,
+    reloaders: &mut Vec<JoinHandle<()>>,
+) -> Result<Option<tls::SharedConfig>, StartError> {
+    let (cert, key) = match (&settings.tls_cert, &settings.tls_key) {
+        (Some(cert), Some(key)) => (cert, key),
+        (None, None) if settings.tls_client_ca.is_some() => {
+            return Err(StartError::Config(
+                "--tls-client-ca needs --tls-cert and --tls-key".into(),
+            ));
+        }
+        (None, None) => return Ok(None),
+        _ => {
+            return Err(StartError::Config(
+                "--tls-cert and --tls-key go together".into(),
+            ));
+        }
+    };
+    let files = tls::TlsFiles {
+        cert: cert.clone(),
+        key: key.clone(),
+        client_ca: settings.tls_client_ca.clone(),
+    };
+    let shared: tls::SharedConfig = Arc::new(std::sync::RwLock::new(
+        files
+            .load()
+            .map_err(|e| StartError::Config(format!("TLS: {e}")))?,
+    ));
+    let target = shared.clone();
+    let paths = files.paths();
+    reloaders.push(reload::spawn(
+        "TLS certificate",
+        paths,
+        settings.reload_interval,
+        move |contents| {
+            let config = tls::server_config(&files, contents)?;
+            *target.write().unwrap_or_else(|e| e.into_inner()) = config;
+            Ok(())
+        },
+    ));
+    Ok(Some(shared))
+}
+
+/// The authorization policy, when `--authz-policy` is given, reloaded when the file changes.
+fn load_authz_policy(
+    settings: &SecuritySettings,
+    reloaders: &mut Vec<JoinHandle<()>>,
+) -> Result<Option<SharedPolicy>, StartError> {
+    let Some(path) = &settings.authz_policy else {
+        return Ok(None);
+    };
+    let shared: SharedPolicy = Arc::new(std::sync::RwLock::new(Arc::new(
+        security::load_policy(path).map_err(StartError::Config)?,
+    )));
+    let target = shared.clone();
+    let shown = path.display().to_string();
+    reloaders.push(reload::spawn(
+        "authorization policy",
+        vec![path.clone()],
+        settings.reload_interval,
+        move |contents| {
+            let text = String::from_utf8_lossy(&contents[0]);
+            let policy =
+                security::policy::Policy::parse(&text).map_err(|e| format!("{shown}: {e}"))?;
+            *target.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
+            Ok(())
+        },
+    ));
+    Ok(Some(shared))
+}
+
+/// Re-reads `--oms-api-key-file` / `--oms-api-secret-file` when they change: the next token
+/// exchange uses the new credentials.
+fn follow_credential_files(
+    config: &GatewaySettings,
+    client: &OmsClient,
+    reloaders: &mut Vec<JoinHandle<()>>,
+) {
+    let files = config.credential_files();
+    if files.is_empty() {
+        return;
+    }
+    let (gateway_config, client) = (config.clone(), client.clone());
+    reloaders.push(reload::spawn(
+        "OMS credentials",
+        files,
+        config.security.reload_interval,
+        move |_| {
+            let (api_key, api_secret) = gateway_config.api_credentials()?;
+            client.token_source().set_credentials(Credentials {
+                api_key,
+                api_secret,
+            });
+            Ok(())
+        },
+    ));
+}
+
+/// Server reflection v1 and v1alpha (grpcurl 1.8 speaks only v1alpha; newer tools v1). The
+/// health descriptors are registered too, so `grpcurl ... grpc.health.v1.Health/Check` works
+/// with no proto files.
+fn reflection_services() -> Result<
+    (
+        tonic_reflection::server::v1::ServerReflectionServer<
+            impl tonic_reflection::server::v1::ServerReflection,
+        >,
+        tonic_reflection::server::v1alpha::ServerReflectionServer<
+            impl tonic_reflection::server::v1alpha::ServerReflection,
+        >,
+    ),
+    StartError,
+> {
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let v1 = reflection()
+        .build_v1()
+        .map_err(|e| StartError::Reflection(e.to_string()))?;
+    let v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(|e| StartError::Reflection(e.to_string()))?;
+    Ok((v1, v1alpha))
+}
+
+/// The gRPC port, and the address it got (for an ephemeral port).
+async fn bind(listen: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), StartError> {
+    let bind_error = |source| StartError::Bind {
+        addr: listen,
+        source,
+    };
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(bind_error)?;
+    let addr = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, addr))
 }
 
 /// The upstream: the configured OMS, or the embedded sandbox started here.

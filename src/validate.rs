@@ -190,72 +190,34 @@ pub fn indicated_amount(violations: &mut Violations, field: &str, amount: &str) 
     }
 }
 
-/// `CreateCashInRequest`.
+/// `CreateCashInRequest`: every part, every problem.
 pub fn create_cash_in(request: &pb::CreateCashInRequest, violations: &mut Violations) {
+    use pb::create_cash_in_request as req;
     violations.required_id("customer_id", &request.customer_id, "cst_");
     match &request.source {
         None => violations.add(
             "source",
             "is required (asset \"usd\" and an optional indicated_amount)",
         ),
-        Some(source) => {
-            if source.asset != "usd" {
-                violations.add(
-                    "source.asset",
-                    format!("must be \"usd\"; got {}", shown(&source.asset)),
-                );
-            }
-            if let Some(amount) = &source.indicated_amount {
-                indicated_amount(violations, "source.indicated_amount", amount);
-            }
-        }
+        Some(source) => create_source(violations, source),
     }
     match &request.destination {
         None => violations.add("destination", "is required (asset, network and wallet)"),
-        Some(destination) => {
-            token(
-                violations,
-                "destination.asset",
-                &destination.asset,
-                "e.g. \"usdc\"",
-            );
-            token(
-                violations,
-                "destination.network",
-                &destination.network,
-                "e.g. \"polygon\"",
-            );
-            match destination.wallet.as_ref().and_then(|w| w.kind.as_ref()) {
-                None => violations.add(
-                    "destination.wallet",
-                    "is required: set exactly one of wallet, blockchain_address or external_account",
-                ),
-                Some(Kind::Wallet(id)) => violations.required_id("destination.wallet.wallet", id, "wlt_"),
-                Some(Kind::ExternalAccount(id)) => {
-                    violations.required_id("destination.wallet.external_account", id, "cpBcAddr_")
-                }
-                Some(Kind::BlockchainAddress(address)) => {
-                    let hex = address.strip_prefix("0x").unwrap_or("");
-                    if hex.len() != 40 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                        violations.add(
-                            "destination.wallet.blockchain_address",
-                            format!("must be 0x followed by 40 hex digits; got {}", shown(address)),
-                        );
-                    }
-                }
-            }
-        }
+        Some(destination) => create_destination(violations, destination),
     }
     match &request.cash {
         None => violations.add(
             "cash",
             "is required (cash_location_id and cash_location_reference from ListCashLocations)",
         ),
-        Some(cash) => {
-            violations.required_id("cash.cash_location_id", &cash.cash_location_id, "loc_");
+        Some(req::Cash {
+            cash_location_id,
+            cash_location_reference,
+        }) => {
+            violations.required_id("cash.cash_location_id", cash_location_id, "loc_");
             violations.required_text(
                 "cash.cash_location_reference",
-                &cash.cash_location_reference,
+                cash_location_reference,
                 MAX_REFERENCE_CHARS,
             );
         }
@@ -267,47 +229,108 @@ pub fn create_cash_in(request: &pb::CreateCashInRequest, violations: &mut Violat
         );
     }
     for (i, fee) in request.developer_fees.iter().enumerate() {
-        let field = |name: &str| format!("developer_fees[{i}].{name}");
-        if fee.percentage.is_none() && fee.flat_fee.is_none() {
-            violations.add(
-                format!("developer_fees[{i}]"),
-                "set percentage, flat_fee or both",
-            );
-        }
-        if let Some(rate) = &fee.percentage {
-            // A rate in [0, 1) with up to 6 fraction digits: "0.01" is 1%.
-            match parse_decimal(rate, 6) {
-                Some(micros) if micros < 1_000_000 => {}
-                _ => violations.add(
-                    field("percentage"),
-                    format!(
-                        "must be a decimal rate in [0, 1), e.g. \"0.01\" for 1%; got {}",
-                        shown(rate)
-                    ),
-                ),
-            }
-        }
-        if let Some(amount) = &fee.flat_fee {
-            match parse_decimal(amount, 2) {
-                Some(cents) if cents <= MAX_INDICATED_CENTS => {}
-                _ => violations.add(field("flat_fee"), format!("must be a decimal amount between 0 and 500.00 with at most 2 fraction digits; got {}", shown(amount))),
-            }
-        }
-        if let Some(wallet) = &fee.wallet {
-            violations.required_id(&field("wallet"), wallet, "wlt_");
-        }
-        if let Some(asset) = &fee.payout_asset
-            && asset != "usdc"
-            && asset != "usdt"
-        {
-            violations.add(
-                field("payout_asset"),
-                format!("must be \"usdc\" or \"usdt\"; got {}", shown(asset)),
-            );
-        }
+        developer_fee(violations, i, fee);
     }
     metadata(violations, &request.metadata);
     idempotency_key(violations, "idempotency_key", &request.idempotency_key);
+}
+
+fn create_source(violations: &mut Violations, source: &pb::create_cash_in_request::Source) {
+    if source.asset != "usd" {
+        violations.add(
+            "source.asset",
+            format!("must be \"usd\"; got {}", shown(&source.asset)),
+        );
+    }
+    if let Some(amount) = &source.indicated_amount {
+        indicated_amount(violations, "source.indicated_amount", amount);
+    }
+}
+
+fn create_destination(
+    violations: &mut Violations,
+    destination: &pb::create_cash_in_request::Destination,
+) {
+    token(
+        violations,
+        "destination.asset",
+        &destination.asset,
+        "e.g. \"usdc\"",
+    );
+    token(
+        violations,
+        "destination.network",
+        &destination.network,
+        "e.g. \"polygon\"",
+    );
+    match destination.wallet.as_ref().and_then(|w| w.kind.as_ref()) {
+        None => violations.add(
+            "destination.wallet",
+            "is required: set exactly one of wallet, blockchain_address or external_account",
+        ),
+        Some(Kind::Wallet(id)) => violations.required_id("destination.wallet.wallet", id, "wlt_"),
+        Some(Kind::ExternalAccount(id)) => {
+            violations.required_id("destination.wallet.external_account", id, "cpBcAddr_")
+        }
+        Some(Kind::BlockchainAddress(address)) => {
+            let hex = address.strip_prefix("0x").unwrap_or("");
+            if hex.len() != 40 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                violations.add(
+                    "destination.wallet.blockchain_address",
+                    format!(
+                        "must be 0x followed by 40 hex digits; got {}",
+                        shown(address)
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// `developer_fees[i]`.
+fn developer_fee(
+    violations: &mut Violations,
+    i: usize,
+    fee: &pb::create_cash_in_request::DeveloperFee,
+) {
+    let field = |name: &str| format!("developer_fees[{i}].{name}");
+    if fee.percentage.is_none() && fee.flat_fee.is_none() {
+        violations.add(
+            format!("developer_fees[{i}]"),
+            "set percentage, flat_fee or both",
+        );
+    }
+    if let Some(rate) = &fee.percentage {
+        // A rate in [0, 1) with up to 6 fraction digits: "0.01" is 1%.
+        match parse_decimal(rate, 6) {
+            Some(micros) if micros < 1_000_000 => {}
+            _ => violations.add(
+                field("percentage"),
+                format!(
+                    "must be a decimal rate in [0, 1), e.g. \"0.01\" for 1%; got {}",
+                    shown(rate)
+                ),
+            ),
+        }
+    }
+    if let Some(amount) = &fee.flat_fee {
+        match parse_decimal(amount, 2) {
+            Some(cents) if cents <= MAX_INDICATED_CENTS => {}
+            _ => violations.add(field("flat_fee"), format!("must be a decimal amount between 0 and 500.00 with at most 2 fraction digits; got {}", shown(amount))),
+        }
+    }
+    if let Some(wallet) = &fee.wallet {
+        violations.required_id(&field("wallet"), wallet, "wlt_");
+    }
+    if let Some(asset) = &fee.payout_asset
+        && asset != "usdc"
+        && asset != "usdt"
+    {
+        violations.add(
+            field("payout_asset"),
+            format!("must be \"usdc\" or \"usdt\"; got {}", shown(asset)),
+        );
+    }
 }
 
 fn token(violations: &mut Violations, field: &str, value: &str, example: &str) {

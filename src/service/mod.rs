@@ -96,13 +96,7 @@ pub fn upstream_idempotency_key(caller: &str, key: &str) -> String {
     if qualified.len() <= validate::MAX_IDEMPOTENCY_KEY_CHARS {
         return qualified;
     }
-    let digest = ring::digest::digest(&ring::digest::SHA256, qualified.as_bytes());
-    let mut hashed = String::with_capacity(3 + 64);
-    hashed.push_str("h1:");
-    for byte in digest.as_ref() {
-        hashed.push_str(&format!("{byte:02x}"));
-    }
-    hashed
+    format!("h1:{}", crate::digest::sha256_hex(qualified.as_bytes()))
 }
 
 /// Puts the caller's key and the key OMS received into response or error metadata, so a caller

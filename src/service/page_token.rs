@@ -6,16 +6,9 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 
 const VERSION: &str = "v1";
 
-/// FNV-1a over the filter fields, separated so `("ab","c")` and `("a","bc")` differ.
+/// The fingerprint of the filter fields (see `digest::fingerprint`).
 pub fn fingerprint(parts: &[&str]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for byte in part.bytes().chain([0xff]) {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    hash
+    crate::digest::fingerprint(parts)
 }
 
 /// Encodes a token for the page after `cursor`.

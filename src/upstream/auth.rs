@@ -242,47 +242,20 @@ impl TokenSource {
     }
 
     async fn exchange_now(&self, deadline: Instant) -> Result<Arc<Token>, UpstreamError> {
-        let credentials = self.credentials();
-        let body = model::TokenRequestDto {
-            api_key: &credentials.api_key,
-            api_secret: credentials.api_secret.expose(),
-        };
         let attempt_deadline = deadline.min(Instant::now() + self.exchange_timeout);
         let span = tracing::info_span!("oms_token_exchange", url = %self.token_url);
-        let exchange = async {
-            let response = self
-                .http
-                .post(self.token_url.clone())
-                .json(&body)
-                .send()
-                .await
-                .map_err(classify_transport)?;
-            let status = response.status().as_u16();
-            if !(200..300).contains(&status) {
-                let secrets = [credentials.api_secret.expose()];
-                let failure = failure_from_response(response, &secrets).await;
-                return Err(if status == 401 || status == 403 {
-                    UpstreamError::AuthFailed {
-                        message: failure.message,
-                        request_id: failure.request_id,
-                    }
-                } else {
-                    UpstreamError::Http(Box::new(failure))
-                });
-            }
-            let bytes = read_body(response).await?;
-            serde_json::from_slice::<model::TokenDto>(&bytes)
-                .map_err(|e| UpstreamError::BadResponse(format!("POST /auth/token: {e}")))
-        };
-        let result = tokio::time::timeout_at(attempt_deadline, exchange.instrument(span.clone()))
-            .await
-            .unwrap_or_else(|_| {
-                Err(if attempt_deadline == deadline {
-                    UpstreamError::DeadlineExceeded
-                } else {
-                    UpstreamError::Timeout(self.exchange_timeout)
-                })
-            });
+        let result = tokio::time::timeout_at(
+            attempt_deadline,
+            self.request_token().instrument(span.clone()),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(if attempt_deadline == deadline {
+                UpstreamError::DeadlineExceeded
+            } else {
+                UpstreamError::Timeout(self.exchange_timeout)
+            })
+        });
         let _enter = span.enter();
         *self.last_failure.lock().unwrap_or_else(|e| e.into_inner()) = match &result {
             Err(err) if !matches!(err, UpstreamError::DeadlineExceeded) => Some(err.clone()),
@@ -290,47 +263,87 @@ impl TokenSource {
         };
         self.finished.fetch_add(1, Ordering::Release);
         match result {
-            Ok(dto) => {
-                let refresh_after = refresh_after(dto.expires_in);
-                let token = Arc::new(Token {
-                    value: Secret::new(dto.access_token),
-                    refresh_at: Instant::now() + refresh_after,
-                    generation: self.generation.fetch_add(1, Ordering::Relaxed) + 1,
-                });
-                *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(token.clone());
-                self.exchanges.fetch_add(1, Ordering::Relaxed);
-                self.health.send_replace(UpstreamHealth::Serving);
-                tracing::info!(
-                    generation = token.generation,
-                    expires_in_s = dto.expires_in,
-                    refresh_after_s = refresh_after.as_secs(),
-                    "exchanged a new OMS access token"
-                );
-                Ok(token)
-            }
+            Ok(dto) => Ok(self.accept(dto)),
             Err(UpstreamError::DeadlineExceeded) => {
                 // One caller's deadline cut it short: nothing learnt about OMS.
                 tracing::debug!("OMS token exchange cut short by the caller's deadline");
                 Err(UpstreamError::DeadlineExceeded)
             }
             Err(err) => {
-                if err.is_outage() {
-                    self.breaker.on_failure(false);
-                }
-                let health = match &err {
-                    UpstreamError::AuthFailed { .. } => {
-                        tracing::error!(error = %err, "OMS rejected the gateway's API key and secret");
-                        UpstreamHealth::AuthFailed
-                    }
-                    _ => {
-                        tracing::warn!(error = %err, "OMS token exchange failed");
-                        UpstreamHealth::Unreachable
-                    }
-                };
-                self.health.send_replace(health);
+                self.record_failure(&err);
                 Err(err)
             }
         }
+    }
+
+    /// `POST /auth/token` with the current credentials.
+    async fn request_token(&self) -> Result<model::TokenDto, UpstreamError> {
+        let credentials = self.credentials();
+        let body = model::TokenRequestDto {
+            api_key: &credentials.api_key,
+            api_secret: credentials.api_secret.expose(),
+        };
+        let response = self
+            .http
+            .post(self.token_url.clone())
+            .json(&body)
+            .send()
+            .await
+            .map_err(classify_transport)?;
+        let status = response.status().as_u16();
+        if !(200..300).contains(&status) {
+            let secrets = [credentials.api_secret.expose()];
+            let failure = failure_from_response(response, &secrets).await;
+            return Err(if status == 401 || status == 403 {
+                UpstreamError::AuthFailed {
+                    message: failure.message,
+                    request_id: failure.request_id,
+                }
+            } else {
+                UpstreamError::Http(Box::new(failure))
+            });
+        }
+        let bytes = read_body(response).await?;
+        serde_json::from_slice::<model::TokenDto>(&bytes)
+            .map_err(|e| UpstreamError::BadResponse(format!("POST /auth/token: {e}")))
+    }
+
+    /// Caches a token OMS issued, and health turns SERVING.
+    fn accept(&self, dto: model::TokenDto) -> Arc<Token> {
+        let refresh_after = refresh_after(dto.expires_in);
+        let token = Arc::new(Token {
+            value: Secret::new(dto.access_token),
+            refresh_at: Instant::now() + refresh_after,
+            generation: self.generation.fetch_add(1, Ordering::Relaxed) + 1,
+        });
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(token.clone());
+        self.exchanges.fetch_add(1, Ordering::Relaxed);
+        self.health.send_replace(UpstreamHealth::Serving);
+        tracing::info!(
+            generation = token.generation,
+            expires_in_s = dto.expires_in,
+            refresh_after_s = refresh_after.as_secs(),
+            "exchanged a new OMS access token"
+        );
+        token
+    }
+
+    /// What a failed exchange tells: the breaker counts an outage, health says which failure.
+    fn record_failure(&self, err: &UpstreamError) {
+        if err.is_outage() {
+            self.breaker.on_failure(false);
+        }
+        let health = match err {
+            UpstreamError::AuthFailed { .. } => {
+                tracing::error!(error = %err, "OMS rejected the gateway's API key and secret");
+                UpstreamHealth::AuthFailed
+            }
+            _ => {
+                tracing::warn!(error = %err, "OMS token exchange failed");
+                UpstreamHealth::Unreachable
+            }
+        };
+        self.health.send_replace(health);
     }
 
     /// Keeps a token fresh in the background so callers rarely wait for an exchange, and so

@@ -4,11 +4,13 @@
 //! re-authentication after a 401).
 
 use super::OmsClient;
+use super::auth::Token;
 use super::breaker::{Admission, CircuitBreaker};
 use super::failure::{classify_transport, failure_from_response, read_body};
-use crate::error::{UpstreamError, UpstreamFailure};
+use crate::error::{HttpFailure, UpstreamError, UpstreamFailure};
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -131,75 +133,15 @@ impl OmsClient {
             if now >= call.deadline {
                 return Err(UpstreamError::DeadlineExceeded);
             }
-            // Admission first: while the circuit is open a call fails fast, even one that would
-            // need a token exchange.
-            let mut probe = match self.inner.breaker.admit() {
-                Admission::Refused(wait) => return Err(UpstreamError::CircuitOpen(wait)),
-                Admission::Probe => Some(ProbeGuard {
-                    breaker: &self.inner.breaker,
-                    armed: true,
-                }),
-                Admission::Allowed => None,
-            };
-            let token = match self.inner.auth.token_for_call(call.deadline).await {
-                Ok(token) => token,
-                Err(failure) => {
-                    // The exchange counted its own failure; a probe that met one reopens the
-                    // circuit (with a longer cool-down) like any failed probe.
-                    if let Some(guard) = probe.as_mut()
-                        && failure.error.is_outage()
-                    {
-                        self.inner.breaker.on_failure(true);
-                        guard.armed = false;
-                    }
-                    return Err(failure.error);
-                }
-            };
+            let (mut probe, token) = self.admit_with_token(call.deadline).await?;
             let attempt_deadline = call.deadline.min(now + self.inner.config.request_timeout);
-            let mut request = http
-                .request(call.method.clone(), call.url.clone())
-                .bearer_auth(token.bearer())
-                .header(reqwest::header::ACCEPT, "application/json");
-            if let Some(key) = call.idempotency_key {
-                request = request.header("Idempotency-Key", key);
-            }
-            if let Some(body) = &call.body {
-                request = request
-                    .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body(body.clone());
-            }
-            let exchange = async {
-                let response = request.send().await.map_err(classify_transport)?;
-                let status = response.status();
-                tracing::Span::current().record("http_status", status.as_u16());
-                if status.is_success() {
-                    crate::audit::note_upstream_request_id(response.headers());
-                    return read_body(response).await.map(Ok);
-                }
-                let api_secret = self.inner.auth.api_secret();
-                let secrets = [token.bearer(), api_secret.expose()];
-                Ok(Err((
-                    status,
-                    failure_from_response(response, &secrets).await,
-                )))
-            };
+            let exchange = self.exchange(request(http, call, &token), &token);
             let outcome = match tokio::time::timeout_at(attempt_deadline, exchange).await {
                 Ok(outcome) => outcome,
                 Err(_) if attempt_deadline == call.deadline => Err(UpstreamError::DeadlineExceeded),
                 Err(_) => Err(UpstreamError::Timeout(self.inner.config.request_timeout)),
             };
-            // What the outcome says about OMS's health; the caller's own deadline says nothing.
-            let healthy = match &outcome {
-                Ok(Ok(_)) => {
-                    self.inner.auth.report_accepted();
-                    Some(true)
-                }
-                Ok(Err((status, _))) => {
-                    Some(!(status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS))
-                }
-                Err(UpstreamError::DeadlineExceeded) => None,
-                Err(_) => Some(false),
-            };
+            let healthy = verdict(&outcome);
             match healthy {
                 Some(true) => self.inner.breaker.on_success(),
                 Some(false) => self.inner.breaker.on_failure(probe.is_some()),
@@ -208,9 +150,11 @@ impl OmsClient {
             if let Some(guard) = probe.as_mut() {
                 guard.armed = healthy.is_none();
             }
-            let result = outcome?;
-            match result {
-                Ok(body) => return Ok(body),
+            match outcome? {
+                Ok(body) => {
+                    self.inner.auth.report_accepted();
+                    return Ok(body);
+                }
                 Err((StatusCode::UNAUTHORIZED, failure)) => {
                     if *reauthenticated {
                         self.inner.auth.report_rejected(&token);
@@ -227,6 +171,90 @@ impl OmsClient {
                 Err((_, failure)) => return Err(UpstreamError::Http(Box::new(failure))),
             }
         }
+    }
+
+    /// The breaker's admission, then a token. Admission first: while the circuit is open a call
+    /// fails fast, even one that would need a token exchange.
+    async fn admit_with_token(
+        &self,
+        deadline: Instant,
+    ) -> Result<(Option<ProbeGuard<'_>>, Arc<Token>), UpstreamError> {
+        let mut probe = match self.inner.breaker.admit() {
+            Admission::Refused(wait) => return Err(UpstreamError::CircuitOpen(wait)),
+            Admission::Probe => Some(ProbeGuard {
+                breaker: &self.inner.breaker,
+                armed: true,
+            }),
+            Admission::Allowed => None,
+        };
+        match self.inner.auth.token_for_call(deadline).await {
+            Ok(token) => Ok((probe, token)),
+            Err(failure) => {
+                // The exchange counted its own failure; a probe that met one reopens the circuit
+                // (with a longer cool-down) like any failed probe.
+                if let Some(guard) = probe.as_mut()
+                    && failure.error.is_outage()
+                {
+                    self.inner.breaker.on_failure(true);
+                    guard.armed = false;
+                }
+                Err(failure.error)
+            }
+        }
+    }
+
+    /// Sends `request` and reads the answer: the 2xx body, or the status and decoded failure
+    /// (with the credentials the request carried cut out of what OMS said).
+    async fn exchange(
+        &self,
+        request: reqwest::RequestBuilder,
+        token: &Token,
+    ) -> Result<Result<Vec<u8>, (StatusCode, HttpFailure)>, UpstreamError> {
+        let response = request.send().await.map_err(classify_transport)?;
+        let status = response.status();
+        tracing::Span::current().record("http_status", status.as_u16());
+        if status.is_success() {
+            crate::audit::note_upstream_request_id(response.headers());
+            return read_body(response).await.map(Ok);
+        }
+        let api_secret = self.inner.auth.api_secret();
+        let secrets = [token.bearer(), api_secret.expose()];
+        Ok(Err((
+            status,
+            failure_from_response(response, &secrets).await,
+        )))
+    }
+}
+
+/// The HTTP request of one attempt of `call`.
+fn request(http: &reqwest::Client, call: &Call<'_>, token: &Token) -> reqwest::RequestBuilder {
+    let mut request = http
+        .request(call.method.clone(), call.url.clone())
+        .bearer_auth(token.bearer())
+        .header(reqwest::header::ACCEPT, "application/json");
+    if let Some(key) = call.idempotency_key {
+        request = request.header("Idempotency-Key", key);
+    }
+    if let Some(body) = &call.body {
+        request = request
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.clone());
+    }
+    request
+}
+
+/// What an attempt's outcome says about OMS's health, for the breaker: an answer that is no 5xx
+/// or 429 is healthy; no answer is not; the caller's own deadline says nothing.
+fn verdict<T>(
+    outcome: &Result<Result<T, (StatusCode, HttpFailure)>, UpstreamError>,
+) -> Option<bool> {
+    match outcome {
+        Ok(Ok(_)) => Some(true),
+        Ok(Err((status, _))) => {
+            Some(!(status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS))
+        }
+        Err(UpstreamError::DeadlineExceeded) => None,
+        Err(_) => Some(false),
     }
 }
 

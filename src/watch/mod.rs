@@ -377,33 +377,7 @@ async fn poll_loop(
                 };
                 let terminal = matches!(&key, WatchKey::CashIn(_))
                     && items.first().is_some_and(|c| diff::is_terminal(c.status));
-                sender.send_if_modified(|observation| {
-                    let changed = match observation {
-                        // A poll answered before a state published meanwhile (RefreshCashIn,
-                        // SandboxService) must not bring the older state, say a revoked
-                        // deposit code, back.
-                        Observation::Seen { items: old, .. }
-                            if matches!(&key, WatchKey::CashIn(_))
-                                && is_older(items.first(), old.first()) =>
-                        {
-                            false
-                        }
-                        Observation::Seen { items: old, .. } => {
-                            old.len() != items.len()
-                                || old.iter().zip(items.iter()).any(|(a, b)| {
-                                    a.id != b.id || !diff::changed_fields(a, b).is_empty()
-                                })
-                        }
-                        _ => true,
-                    };
-                    if changed {
-                        *observation = Observation::Seen {
-                            items: Arc::new(items),
-                            at: SystemTime::now(),
-                        };
-                    }
-                    changed
-                });
+                observe(&sender, &key, items);
                 if terminal {
                     // Nothing changes after a terminal status: keep the last state, stop polling.
                     return;
@@ -450,6 +424,36 @@ async fn poll_loop(
             () = wake.notified() => {}
         }
     }
+}
+
+/// Publishes what a poll of `key` saw, if it differs from the latest observation. A poll
+/// answered before a state published meanwhile (RefreshCashIn, SandboxService) must not bring the
+/// older state, say a revoked deposit code, back.
+fn observe(sender: &watch::Sender<Observation>, key: &WatchKey, items: Vec<pb::CashIn>) {
+    sender.send_if_modified(|observation| {
+        let changed = match observation {
+            Observation::Seen { items: old, .. }
+                if matches!(key, WatchKey::CashIn(_)) && is_older(items.first(), old.first()) =>
+            {
+                false
+            }
+            Observation::Seen { items: old, .. } => {
+                old.len() != items.len()
+                    || old
+                        .iter()
+                        .zip(items.iter())
+                        .any(|(a, b)| a.id != b.id || !diff::changed_fields(a, b).is_empty())
+            }
+            _ => true,
+        };
+        if changed {
+            *observation = Observation::Seen {
+                items: Arc::new(items),
+                at: SystemTime::now(),
+            };
+        }
+        changed
+    });
 }
 
 /// Whether `polled` was last updated before `current`, judged by `updatedAt` when both have it.
