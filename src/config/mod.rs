@@ -4,6 +4,12 @@
 //! Secrets are held in [`Secret`], whose `Debug` and `Display` print `[redacted]`, so a config
 //! dumped into a log or a panic never leaks the OMS API secret.
 
+mod sandbox;
+mod security;
+
+pub use sandbox::{EmbeddedSandboxSettings, SandboxCommandSettings, SpellingArg};
+pub use security::{IdentityHeader, SecuritySettings};
+
 use clap::{Args, FromArgMatches, Parser, Subcommand, ValueEnum};
 use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -142,15 +148,6 @@ pub enum LogFormat {
     Json,
 }
 
-/// Which of the documentation's two spellings the embedded sandbox emits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SpellingArg {
-    /// The OpenAPI schema's spellings (`cash.locationId`, `transactionId`, ...).
-    Openapi,
-    /// The cash-in guide's spellings (`cash.cashLocationId`, `transaction`, nulls present, ...).
-    Guide,
-}
-
 /// The gateway's settings.
 #[derive(Debug, Clone, Args)]
 pub struct GatewaySettings {
@@ -236,83 +233,6 @@ pub struct IdempotencySettings {
 impl Default for IdempotencySettings {
     fn default() -> Self {
         flag_defaults()
-    }
-}
-
-/// Who may call the gateway: TLS on the gRPC port, where the caller's identity comes from, and
-/// what each caller may call (see README, "Security").
-#[derive(Debug, Clone, PartialEq, Args)]
-pub struct SecuritySettings {
-    /// PEM certificate chain the gRPC port presents (TLS 1.2+, ALPN h2); re-read when it changes.
-    #[arg(long = "tls-cert", env = "OMS_GATEWAY_TLS_CERT", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key of --tls-cert; re-read when it changes.
-    #[arg(long = "tls-key", env = "OMS_GATEWAY_TLS_KEY", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-    /// PEM CA bundle: require a client certificate signed by it (mTLS); the caller is the
-    /// certificate's SPIFFE URI SAN, else its first DNS SAN, else its subject CN.
-    #[arg(
-        long = "tls-client-ca",
-        env = "OMS_GATEWAY_TLS_CLIENT_CA",
-        requires = "tls_cert"
-    )]
-    pub tls_client_ca: Option<PathBuf>,
-    /// Trust this header, set by a mesh sidecar that terminates mTLS, for the caller's identity:
-    /// x-forwarded-client-cert (Istio/Envoy; the URI= of its last element) or l5d-client-id
-    /// (Linkerd). Safe only when every inbound connection passes the sidecar.
-    #[arg(
-        long = "caller-identity-header",
-        env = "OMS_GATEWAY_CALLER_IDENTITY_HEADER",
-        value_enum,
-        conflicts_with = "tls_client_ca"
-    )]
-    pub caller_identity_header: Option<IdentityHeader>,
-    /// TOML authorization policy: which callers may call which methods; everything else is
-    /// denied. Re-read when it changes.
-    #[arg(long = "authz-policy", env = "OMS_GATEWAY_AUTHZ_POLICY")]
-    pub authz_policy: Option<PathBuf>,
-    /// Allow listening beyond loopback without a way to identify callers. Anyone who reaches the
-    /// port can then call every RPC.
-    #[arg(
-        long = "insecure-allow-unauthenticated",
-        env = "OMS_GATEWAY_INSECURE_ALLOW_UNAUTHENTICATED"
-    )]
-    pub insecure_allow_unauthenticated: bool,
-    /// How often the certificate, key, CA, policy and secret files are checked for changes (they
-    /// are also re-read on SIGHUP).
-    #[arg(long = "reload-interval", env = "OMS_GATEWAY_RELOAD_INTERVAL", default_value = "2s", value_parser = parse_duration)]
-    pub reload_interval: Duration,
-    /// Longest TLS handshake; a slower client is disconnected.
-    #[arg(long = "tls-handshake-timeout", env = "OMS_GATEWAY_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
-    pub handshake_timeout: Duration,
-}
-
-impl Default for SecuritySettings {
-    fn default() -> Self {
-        flag_defaults()
-    }
-}
-
-/// The mesh header that carries the caller's identity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum IdentityHeader {
-    /// Istio/Envoy `x-forwarded-client-cert`: the `URI=` of its last element.
-    #[value(name = "x-forwarded-client-cert")]
-    ForwardedClientCert,
-    /// Linkerd `l5d-client-id`.
-    #[value(name = "l5d-client-id")]
-    LinkerdClientId,
-}
-
-// === impl IdentityHeader ===
-
-impl IdentityHeader {
-    /// The header's name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::ForwardedClientCert => "x-forwarded-client-cert",
-            Self::LinkerdClientId => "l5d-client-id",
-        }
     }
 }
 
@@ -460,97 +380,6 @@ impl Default for UpstreamSettings {
     fn default() -> Self {
         flag_defaults()
     }
-}
-
-/// Settings of the embedded sandbox when the gateway starts it.
-#[derive(Debug, Clone, PartialEq, Args)]
-pub struct EmbeddedSandboxSettings {
-    /// Which documented spelling the embedded sandbox emits.
-    #[arg(
-        long = "sandbox-spelling",
-        env = "OMS_SANDBOX_SPELLING",
-        value_enum,
-        default_value = "openapi"
-    )]
-    pub spelling: SpellingArg,
-
-    /// Lifetime of a sandbox deposit code.
-    #[arg(long = "sandbox-code-ttl", env = "OMS_SANDBOX_CODE_TTL", default_value = "1h", value_parser = parse_duration)]
-    pub code_ttl: Duration,
-
-    /// Lifetime of a sandbox access token.
-    #[arg(long = "sandbox-token-ttl", env = "OMS_SANDBOX_TOKEN_TTL", default_value = "1h", value_parser = parse_duration)]
-    pub token_ttl: Duration,
-
-    /// Seeded fault injection in the sandbox, e.g.
-    /// `seed=42,503=0.1,429=0.05,retry_after=1s,reset_before=0.03,reset_after=0.05,latency=0.1:50ms-300ms,revoke=0.01`;
-    /// `none` for none. Changeable at run time with `PUT /sandbox/faults`.
-    #[arg(long = "sandbox-faults", env = "OMS_SANDBOX_FAULTS", default_value = "none", value_parser = parse_fault_plan)]
-    pub faults: oms_sandbox::FaultPlan,
-}
-
-fn parse_fault_plan(text: &str) -> Result<oms_sandbox::FaultPlan, String> {
-    text.parse()
-        .map_err(|e: oms_sandbox::FaultPlanError| e.to_string())
-}
-
-impl Default for EmbeddedSandboxSettings {
-    fn default() -> Self {
-        flag_defaults()
-    }
-}
-
-// === impl EmbeddedSandboxSettings ===
-
-impl EmbeddedSandboxSettings {
-    /// The sandbox's configuration: these options, listening on `listen`, accepting `api_key`
-    /// and `api_secret`.
-    pub fn sandbox_config(
-        &self,
-        listen: SocketAddr,
-        api_key: &str,
-        api_secret: &Secret,
-    ) -> oms_sandbox::SandboxSettings {
-        oms_sandbox::SandboxSettings {
-            listen,
-            api_key: api_key.to_owned(),
-            api_secret: api_secret.expose().to_owned(),
-            token_ttl: self.token_ttl,
-            code_ttl: self.code_ttl,
-            spelling: match self.spelling {
-                SpellingArg::Openapi => oms_sandbox::Spelling::OpenApi,
-                SpellingArg::Guide => oms_sandbox::Spelling::Guide,
-            },
-            faults: self.faults.clone(),
-            ..oms_sandbox::SandboxSettings::default()
-        }
-    }
-}
-
-/// `oms-gateway sandbox`: the simulator alone.
-#[derive(Debug, Clone, Args)]
-pub struct SandboxCommandSettings {
-    /// Address the sandbox's REST server listens on.
-    #[arg(long, env = "OMS_SANDBOX_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
-    /// The API key the sandbox accepts.
-    #[arg(
-        long = "api-key",
-        env = "OMS_SANDBOX_API_KEY",
-        default_value = "sk_sdbx_local"
-    )]
-    pub api_key: String,
-    /// The API secret the sandbox accepts.
-    #[arg(
-        long = "api-secret",
-        env = "OMS_SANDBOX_API_SECRET",
-        default_value = "sandbox-secret",
-        hide_env_values = true
-    )]
-    pub api_secret: Secret,
-    /// Sandbox behaviour.
-    #[command(flatten)]
-    pub options: EmbeddedSandboxSettings,
 }
 
 /// Where the gateway's upstream is.
