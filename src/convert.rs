@@ -135,12 +135,10 @@ pub fn cash_in(dto: CashInDto) -> Result<pb::CashIn, DecodeError> {
             problem: "is empty".into(),
         });
     }
-    let status = enum_value(
-        "status",
-        &dto.status,
-        STATUS_NAMES,
-        pb::CashInStatus::Unspecified,
-    );
+    let status = enum_value("status", &dto.status, STATUS_NAMES, Default::default());
+    let kind = |v: &str| enum_value("type", v, TRANSFER_TYPE_NAMES, Default::default());
+    let sub_status = |v: &str| enum_value("subStatus", v, SUB_STATUS_NAMES, Default::default());
+    let side = |v: &str| enum_value("fixedAmountSide", v, FIXED_SIDE_NAMES, Default::default());
     let source = dto.source.map(source);
     let destination = dto.destination.map(destination);
     let deposit_instructions = dto
@@ -156,23 +154,9 @@ pub fn cash_in(dto: CashInDto) -> Result<pb::CashIn, DecodeError> {
     Ok(pb::CashIn {
         id: dto.id,
         object: dto.object,
-        r#type: dto.kind.as_deref().map_or(0, |v| {
-            enum_value(
-                "type",
-                v,
-                TRANSFER_TYPE_NAMES,
-                pb::TransferType::Unspecified,
-            )
-        }),
+        r#type: dto.kind.as_deref().map_or(0, kind),
         status,
-        sub_status: dto.sub_status.as_deref().map(|v| {
-            enum_value(
-                "subStatus",
-                v,
-                SUB_STATUS_NAMES,
-                pb::CashInSubStatus::Unspecified,
-            )
-        }),
+        sub_status: dto.sub_status.as_deref().map(sub_status),
         customer_id: dto.customer_id.unwrap_or_default(),
         source,
         destination,
@@ -192,14 +176,7 @@ pub fn cash_in(dto: CashInDto) -> Result<pb::CashIn, DecodeError> {
             exchange_rate: r.exchange_rate.unwrap_or_default(),
             effective_rate: r.effective_rate.unwrap_or_default(),
         }),
-        fixed_amount_side: dto.fixed_amount_side.as_deref().map(|v| {
-            enum_value(
-                "fixedAmountSide",
-                v,
-                FIXED_SIDE_NAMES,
-                pb::FixedAmountSide::Unspecified,
-            )
-        }),
+        fixed_amount_side: dto.fixed_amount_side.as_deref().map(side),
         sponsor_gas: dto.sponsor_gas,
         sponsor_gas_cost: dto.sponsor_gas_cost,
         transaction_id: dto.transaction_id,

@@ -19,6 +19,8 @@ pub mod proto;
 mod security;
 pub mod server;
 mod service;
+#[cfg(test)]
+mod tidy;
 mod upstream;
 mod validate;
 mod watch;

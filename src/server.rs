@@ -166,29 +166,10 @@ pub async fn start(config: GatewaySettings) -> Result<RunningGateway, StartError
         follow_credential_files(&config, &client, &mut reloaders);
     }
 
-    let mut services: Vec<&'static str> = SERVICES.to_vec();
-    if sandbox.is_some() {
-        services.push(sandbox_service_server::SERVICE_NAME);
-    }
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    set_health(
-        &health_reporter,
-        &services,
-        ServingStatus::NotServing,
-        ServingStatus::NotServing,
-    )
-    .await;
     let (stopping, stopping_rx) = watch::channel(false);
-    let mut background = vec![
-        tokio::spawn(client.token_source().keep_fresh()),
-        tokio::spawn(client.clone().probe_while_open()),
-        tokio::spawn(follow_health(
-            health_reporter,
-            services,
-            client.clone(),
-            stopping_rx,
-        )),
-    ];
+    let (health_service, mut background) =
+        serve_health(&client, sandbox.is_some(), stopping_rx).await;
+    background.append(&mut reloaders);
     let (reflection_v1, reflection_v1alpha) = reflection_services()?;
 
     let oms = Oms::new(client.clone());
@@ -236,17 +217,7 @@ pub async fn start(config: GatewaySettings) -> Result<RunningGateway, StartError
             shutdown_signal,
         )),
     };
-    background.extend(reloaders);
-    tracing::info!(
-        %addr,
-        upstream = %base_url,
-        sandbox = sandbox.is_some(),
-        tls = tls_enabled,
-        mtls = config.security.tls_client_ca.is_some(),
-        caller_identity_header = config.security.caller_identity_header.map(|h| h.name()),
-        authz_policy = config.security.authz_policy.is_some(),
-        "gateway listening"
-    );
+    log_listening(&config, addr, &base_url, sandbox.is_some(), tls_enabled);
     Ok(RunningGateway {
         addr,
         upstream_url: base_url,
@@ -259,6 +230,56 @@ pub async fn start(config: GatewaySettings) -> Result<RunningGateway, StartError
         server,
         background,
     })
+}
+
+/// grpc.health.v1, NOT_SERVING until the first token exchange, kept current by background
+/// tasks (the token refresher, the circuit prober and `follow_health`), returned with it.
+async fn serve_health(
+    client: &OmsClient,
+    with_sandbox: bool,
+    stopping: watch::Receiver<bool>,
+) -> (
+    tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+    Vec<JoinHandle<()>>,
+) {
+    let mut services: Vec<&'static str> = SERVICES.to_vec();
+    if with_sandbox {
+        services.push(sandbox_service_server::SERVICE_NAME);
+    }
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    set_health(
+        &reporter,
+        &services,
+        ServingStatus::NotServing,
+        ServingStatus::NotServing,
+    )
+    .await;
+    let background = vec![
+        tokio::spawn(client.token_source().keep_fresh()),
+        tokio::spawn(client.clone().probe_while_open()),
+        tokio::spawn(follow_health(reporter, services, client.clone(), stopping)),
+    ];
+    (health_service, background)
+}
+
+/// The one line that says the gateway is up, and how it is set up.
+fn log_listening(
+    config: &GatewaySettings,
+    addr: SocketAddr,
+    upstream: &str,
+    sandbox: bool,
+    tls: bool,
+) {
+    tracing::info!(
+        %addr,
+        upstream,
+        sandbox,
+        tls,
+        mtls = config.security.tls_client_ca.is_some(),
+        caller_identity_header = config.security.caller_identity_header.map(|h| h.name()),
+        authz_policy = config.security.authz_policy.is_some(),
+        "gateway listening"
+    );
 }
 
 /// The gateway's own gRPC services, with their message size limits.

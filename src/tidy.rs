@@ -1,0 +1,163 @@
+//! Tidy tests: the claims of ARCHITECTURE.md that neither the compiler nor clippy can check,
+//! checked against the source text (as rust-analyzer's tidy tests do). Each test names the rule
+//! it keeps and why; a failure names the file and line that broke it.
+
+use std::path::{Path, PathBuf};
+
+/// Every `.rs` file under `dir`, relative to the crate root, with its text.
+fn sources(dir: &str) -> Vec<(String, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if root.join(dir).is_file() {
+        let text = std::fs::read_to_string(root.join(dir)).expect("a source file");
+        return vec![(dir.to_owned(), text)];
+    }
+    let mut pending = vec![root.join(dir)];
+    let mut files = Vec::new();
+    while let Some(dir) = pending.pop() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|entry| entry.expect("a directory entry").path())
+            .collect();
+        entries.sort();
+        for path in entries {
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|ext| ext == "rs") {
+                let text = std::fs::read_to_string(&path).expect("a source file");
+                let relative = path.strip_prefix(root).expect("under the root");
+                files.push((relative.display().to_string(), text));
+            }
+        }
+    }
+    files
+}
+
+/// The text of a file before its unit tests.
+fn without_tests(text: &str) -> &str {
+    text.find("#[cfg(test)]").map_or(text, |at| &text[..at])
+}
+
+/// `(file, line number, line)` of every non-comment line of the files under `dir` (but `skip`)
+/// that contains `needle`.
+fn lines_with(dir: &str, skip: &[&str], needle: &str) -> Vec<String> {
+    sources(dir)
+        .iter()
+        .filter(|(path, _)| !skip.iter().any(|s| path.starts_with(s)))
+        .flat_map(|(path, text)| {
+            without_tests(text)
+                .lines()
+                .enumerate()
+                .filter(|(_, line)| !line.trim_start().starts_with("//"))
+                .filter(|(_, line)| line.contains(needle))
+                .map(move |(n, line)| format!("{path}:{}: {}", n + 1, line.trim()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn only_the_server_uses_the_services() {
+    // The services are the top of the stack: what they share with others (OMS calls, the
+    // idempotency-key metadata name) lives below them, so layers stay one-way.
+    let offenders = lines_with("src", &["src/service/", "src/server.rs"], "crate::service");
+    assert!(offenders.is_empty(), "{offenders:#?}");
+}
+
+#[test]
+fn services_and_the_watch_hub_reach_oms_only_through_the_operations_layer() {
+    // So no REST request is built, and no upstream error is mapped, in two places.
+    for dir in ["src/service", "src/watch"] {
+        let offenders = lines_with(dir, &[], "crate::upstream");
+        assert!(offenders.is_empty(), "{offenders:#?}");
+    }
+}
+
+#[test]
+fn no_rest_operation_is_named_outside_the_rest_client() {
+    // REST paths and operation names live in `upstream/` (`upstream::ops`); everything else
+    // gets them from the upstream failure that carries them.
+    let mut offenders = Vec::new();
+    for verb in ["\"GET /", "\"POST /", "\"PUT /", "\"DELETE /", "\"PATCH /"] {
+        offenders.extend(lines_with("src", &["src/upstream/", "src/tidy.rs"], verb));
+    }
+    assert!(offenders.is_empty(), "{offenders:#?}");
+}
+
+#[test]
+fn the_rest_client_knows_nothing_of_protobuf() {
+    let offenders = lines_with("src/upstream", &[], "crate::proto");
+    assert!(offenders.is_empty(), "{offenders:#?}");
+}
+
+#[test]
+fn conversion_and_validation_do_no_io() {
+    for file in ["src/convert.rs", "src/validate.rs"] {
+        for io in ["tokio::", "reqwest", "std::fs", "std::net"] {
+            let offenders = lines_with(file, &[], io);
+            assert!(offenders.is_empty(), "{offenders:#?}");
+        }
+    }
+}
+
+#[test]
+fn the_sandbox_crate_depends_on_nothing_of_the_gateway() {
+    // It is a separate "server": a misreading of the API in the gateway cannot hide in it.
+    let manifest = include_str!("../sandbox/Cargo.toml");
+    let gateway = manifest
+        .lines()
+        .filter(|line| !line.trim_start().starts_with('#'))
+        .find(|line| line.trim_start().starts_with("oms-gateway") || line.contains("path = \".."));
+    assert_eq!(gateway, None, "sandbox/Cargo.toml depends on the gateway");
+    let offenders = lines_with("sandbox/src", &[], "oms_gateway");
+    assert!(offenders.is_empty(), "{offenders:#?}");
+}
+
+#[test]
+fn every_module_says_what_it_owns() {
+    let mut files = sources("src");
+    files.extend(sources("sandbox/src"));
+    let silent: Vec<&String> = files
+        .iter()
+        .filter(|(_, text)| !text.trim_start().starts_with("//!"))
+        .map(|(path, _)| path)
+        .collect();
+    assert!(silent.is_empty(), "no `//!` paragraph: {silent:#?}");
+}
+
+#[test]
+fn files_and_functions_stay_a_readable_size() {
+    const MAX_FILE_LINES: usize = 650;
+    const MAX_FN_LINES: usize = 80;
+    let mut files = sources("src");
+    files.extend(sources("sandbox/src"));
+    let mut offenders = Vec::new();
+    for (path, text) in &files {
+        let lines: Vec<&str> = without_tests(text).lines().collect();
+        if lines.len() > MAX_FILE_LINES {
+            offenders.push(format!("{path}: {} lines", lines.len()));
+        }
+        for (start, line) in lines.iter().enumerate() {
+            let trimmed = line.trim_start();
+            let is_fn = [
+                "fn ",
+                "pub fn ",
+                "async fn ",
+                "pub async fn ",
+                "pub(crate) fn ",
+            ]
+            .iter()
+            .any(|p| trimmed.starts_with(p));
+            if !is_fn || !line.ends_with('{') {
+                continue;
+            }
+            let indent = line.len() - trimmed.len();
+            let closing = format!("{}}}", " ".repeat(indent));
+            if let Some(length) = lines[start + 1..].iter().position(|l| *l == closing) {
+                if length + 1 > MAX_FN_LINES {
+                    offenders.push(format!("{path}:{}: {} lines", start + 1, length + 1));
+                }
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "{offenders:#?}");
+}
