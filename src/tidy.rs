@@ -152,10 +152,10 @@ fn files_and_functions_stay_a_readable_size() {
             }
             let indent = line.len() - trimmed.len();
             let closing = format!("{}}}", " ".repeat(indent));
-            if let Some(length) = lines[start + 1..].iter().position(|l| *l == closing) {
-                if length + 1 > MAX_FN_LINES {
-                    offenders.push(format!("{path}:{}: {} lines", start + 1, length + 1));
-                }
+            if let Some(length) = lines[start + 1..].iter().position(|l| *l == closing)
+                && length + 1 > MAX_FN_LINES
+            {
+                offenders.push(format!("{path}:{}: {} lines", start + 1, length + 1));
             }
         }
     }
