@@ -15,9 +15,6 @@ use std::task::{Context, Poll};
 use tokio::sync::Semaphore;
 use tower::{Layer, Service};
 
-/// Paths never shed.
-const EXEMPT_PREFIX: &str = "/grpc.health.v1.Health/";
-
 /// Sheds calls beyond `max_in_flight`.
 #[derive(Clone, Debug)]
 pub struct LoadShedLayer {
@@ -113,7 +110,11 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        if request.uri().path().starts_with(EXEMPT_PREFIX) {
+        if request
+            .uri()
+            .path()
+            .starts_with(crate::proto::HEALTH_PATH_PREFIX)
+        {
             return Box::pin(self.inner.call(request));
         }
         match self.permits.clone().try_acquire_owned() {

@@ -1,6 +1,7 @@
 //! The generated gRPC types of `proto/polygon/oms/v1` and the descriptor set for reflection.
 //!
-//! Nothing here is written by hand except the re-exports: the wire contract lives in `proto/`.
+//! Nothing here is written by hand except the re-exports and the path of grpc.health.v1: the wire
+//! contract lives in `proto/`.
 
 /// `polygon.oms.v1`: messages, enums, and the client and server stubs.
 pub mod v1 {
@@ -12,3 +13,7 @@ pub mod v1 {
 /// the imported well-known types), registered with server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/oms_descriptor.bin"));
+
+/// The HTTP/2 path prefix of every grpc.health.v1 call: always open (no caller identity, no
+/// policy) and never shed, so the mesh can always ask.
+pub const HEALTH_PATH_PREFIX: &str = "/grpc.health.v1.Health/";

@@ -24,9 +24,6 @@ use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use tower::{Layer, Service};
 
-/// Paths that need no identity and no policy.
-const ALWAYS_OPEN_PREFIX: &str = "/grpc.health.v1.Health/";
-
 /// The longest identity taken from a mesh header.
 const MAX_HEADER_IDENTITY_CHARS: usize = 1024;
 
@@ -250,7 +247,11 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
-        if request.uri().path().starts_with(ALWAYS_OPEN_PREFIX) {
+        if request
+            .uri()
+            .path()
+            .starts_with(crate::proto::HEALTH_PATH_PREFIX)
+        {
             return Box::pin(self.inner.call(request));
         }
         match self.layer.admit(&request) {

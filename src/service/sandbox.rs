@@ -85,27 +85,34 @@ impl SandboxSimulator {
     }
 }
 
-/// The audit line of a SandboxService call (they change a cash-in's state).
-fn audit_sandbox(
+/// Runs a SandboxService call and writes its audit line (they change a cash-in's state):
+/// `cash_in` finds the cash-in in the answer, for the line's customer id.
+async fn audited<T>(
     caller: &str,
     rpc: &str,
     cash_in_id: &str,
-    customer_id: Option<&str>,
-    result: Result<(), &GatewayError>,
-    upstream_request_id: &str,
-) {
+    call: impl std::future::Future<Output = Result<T, GatewayError>>,
+    cash_in: impl Fn(&T) -> Option<&pb::CashIn>,
+) -> Result<Response<T>, Status> {
+    let (result, upstream_request_id) = audit::recording_request_id(call).await;
     let method = format!("polygon.oms.v1.SandboxService/{rpc}");
+    let customer_id = result
+        .as_ref()
+        .ok()
+        .and_then(&cash_in)
+        .map_or("", |c| c.customer_id.as_str());
     audit::mutation(
         &audit::Mutation {
             caller,
             method: &method,
             cash_in_id,
-            customer_id: customer_id.unwrap_or(""),
+            customer_id,
             ..Default::default()
         },
-        result,
-        upstream_request_id,
+        result.as_ref().map(|_| ()),
+        &upstream_request_id,
     );
+    result.map(Response::new).map_err(Status::from)
 }
 
 #[tonic::async_trait]
@@ -119,22 +126,11 @@ impl SandboxService for SandboxSimulator {
         let request = request.into_inner();
         let id = request.cash_in_id.clone();
         let span = tracing::info_span!("SimulateDeposit", cash_in_id = %request.cash_in_id, amount = %request.amount);
-        let (result, upstream_request_id) =
-            audit::recording_request_id(self.simulate(request, deadline).instrument(span)).await;
-        let customer = result
-            .as_ref()
-            .ok()
-            .and_then(|r| r.cash_in.as_ref())
-            .map(|c| c.customer_id.as_str());
-        audit_sandbox(
-            &caller,
-            "SimulateDeposit",
-            &id,
-            customer,
-            result.as_ref().map(|_| ()),
-            &upstream_request_id,
-        );
-        result.map(Response::new).map_err(Status::from)
+        let call = self.simulate(request, deadline).instrument(span);
+        audited(&caller, "SimulateDeposit", &id, call, |r| {
+            r.cash_in.as_ref()
+        })
+        .await
     }
 
     async fn expire_cash_in(
@@ -145,38 +141,20 @@ impl SandboxService for SandboxSimulator {
         let caller = Caller::of(&request);
         let id = request.into_inner().cash_in_id;
         let span = tracing::info_span!("ExpireCashIn", cash_in_id = %id);
-        let recorded = audit::recording_request_id(
-            async {
-                let mut violations = Violations::default();
-                validate::cash_in_id(&mut violations, &id);
-                violations.finish()?;
-                let cash_in = self.oms.expire_cash_in(&id, deadline).await?;
-                self.hub.publish(&cash_in);
-                Ok(Response::new(pb::ExpireCashInResponse {
-                    cash_in: Some(cash_in),
-                }))
-            }
-            .instrument(span),
-        )
-        .await;
-        let (result, upstream_request_id): (
-            Result<Response<pb::ExpireCashInResponse>, GatewayError>,
-            String,
-        ) = recorded;
-        let customer = result
-            .as_ref()
-            .ok()
-            .and_then(|r| r.get_ref().cash_in.as_ref())
-            .map(|c| c.customer_id.as_str());
-        audit_sandbox(
-            &caller,
-            "ExpireCashIn",
-            &id,
-            customer,
-            result.as_ref().map(|_| ()),
-            &upstream_request_id,
-        );
-        result.map_err(Status::from)
+        let call = async {
+            let mut violations = Violations::default();
+            validate::cash_in_id(&mut violations, &id);
+            violations.finish()?;
+            let cash_in = self.oms.expire_cash_in(&id, deadline).await?;
+            self.hub.publish(&cash_in);
+            Ok(pb::ExpireCashInResponse {
+                cash_in: Some(cash_in),
+            })
+        };
+        audited(&caller, "ExpireCashIn", &id, call.instrument(span), |r| {
+            r.cash_in.as_ref()
+        })
+        .await
     }
 
     async fn fail_cash_in(
@@ -188,12 +166,14 @@ impl SandboxService for SandboxSimulator {
         let request = request.into_inner();
         let id = request.cash_in_id;
         let span = tracing::info_span!("FailCashIn", cash_in_id = %id);
-        let recorded = audit::recording_request_id(async {
+        let call = async {
             let mut violations = Violations::default();
             validate::cash_in_id(&mut violations, &id);
             let sub_status = match pb::CashInSubStatus::try_from(request.sub_status) {
                 // A failure's sub-status; unset means the cash never arrived.
-                Ok(pb::CashInSubStatus::Unspecified) => Some(pb::CashInSubStatus::CashDepositFailed),
+                Ok(pb::CashInSubStatus::Unspecified) => {
+                    Some(pb::CashInSubStatus::CashDepositFailed)
+                }
                 Ok(
                     failed @ (pb::CashInSubStatus::CashDepositFailed
                     | pb::CashInSubStatus::ProviderOrderFailed
@@ -208,32 +188,18 @@ impl SandboxService for SandboxSimulator {
                 }
             };
             violations.finish()?;
-            let sub_status = sub_status.and_then(convert::sub_status_name).unwrap_or_default();
+            let sub_status = sub_status
+                .and_then(convert::sub_status_name)
+                .unwrap_or_default();
             let cash_in = self.oms.fail_cash_in(&id, sub_status, deadline).await?;
             self.hub.publish(&cash_in);
-            Ok(Response::new(pb::FailCashInResponse {
+            Ok(pb::FailCashInResponse {
                 cash_in: Some(cash_in),
-            }))
-        }
-        .instrument(span))
-        .await;
-        let (result, upstream_request_id): (
-            Result<Response<pb::FailCashInResponse>, GatewayError>,
-            String,
-        ) = recorded;
-        let customer = result
-            .as_ref()
-            .ok()
-            .and_then(|r| r.get_ref().cash_in.as_ref())
-            .map(|c| c.customer_id.as_str());
-        audit_sandbox(
-            &caller,
-            "FailCashIn",
-            &id,
-            customer,
-            result.as_ref().map(|_| ()),
-            &upstream_request_id,
-        );
-        result.map_err(Status::from)
+            })
+        };
+        audited(&caller, "FailCashIn", &id, call.instrument(span), |r| {
+            r.cash_in.as_ref()
+        })
+        .await
     }
 }
