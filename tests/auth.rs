@@ -3,7 +3,6 @@
 //! no caller ever sees UNAUTHENTICATED.
 
 mod common;
-mod support;
 
 use oms_gateway::proto::v1 as pb;
 use std::time::Duration;
@@ -98,7 +97,7 @@ async fn a_revoked_token_costs_one_exchange_and_one_retry() {
             (get, 200)
         ]
     );
-    let bearers: Vec<Option<String>> = support::api_requests(gateway.sandbox())
+    let bearers: Vec<Option<String>> = common::api_requests(gateway.sandbox())
         .into_iter()
         .map(|r| r.authorization)
         .collect();
