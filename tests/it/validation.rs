@@ -2,7 +2,7 @@
 //! the request at once, by proto field path, and no upstream call (the sandbox's journal holds
 //! nothing but the gateway's token exchange).
 
-mod common;
+use crate::common;
 
 use oms_gateway::proto::v1 as pb;
 use pb::create_cash_in_request::{Cash, Destination, DeveloperFee, Source, Wallet, wallet::Kind};

@@ -11,9 +11,9 @@
 //! its fault-plan statistics, outcomes as the tonic clients saw them. The tests here run one at a
 //! time (they measure time and load on a small machine), each bounded in time.
 
-mod common;
+use crate::common;
 
-use common::ms;
+use crate::common::ms;
 use oms_gateway::proto::v1 as pb;
 use oms_sandbox::{Fault, FaultPlan, RecordedRequest};
 use pb::cash_in_service_client::CashInServiceClient;

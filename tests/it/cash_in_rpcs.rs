@@ -1,7 +1,7 @@
 //! Every RPC's happy path, as a user of the README would call it: find a location, create a
 //! cash-in, read it, list cash-ins with filters and pages, refresh its code.
 
-mod common;
+use crate::common;
 
 use oms_gateway::proto::v1 as pb;
 use prost_types::Timestamp;

@@ -3,7 +3,7 @@
 //! `https://localhost:PORT`, trusting that CA through `upstream.ca_file` (`--upstream-ca-file`).
 //! A gateway without the CA refuses the connection (UNAVAILABLE), so verification is real.
 
-mod common;
+use crate::common;
 
 use oms_gateway::config::Secret;
 use oms_sandbox::{self as sandbox, SandboxSettings};

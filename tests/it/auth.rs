@@ -2,7 +2,7 @@
 //! gateway runs, and tokens OMS revokes, are replaced behind the callers' backs; no call fails and
 //! no caller ever sees UNAUTHENTICATED.
 
-mod common;
+use crate::common;
 
 use oms_gateway::proto::v1 as pb;
 use std::time::Duration;

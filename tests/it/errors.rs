@@ -3,7 +3,7 @@
 //! would not misbehave on its own; each status carries exactly one ErrorInfo with its domain, and
 //! for HTTP answers the `httpStatus` and the upstream request id.
 
-mod common;
+use crate::common;
 
 use oms_gateway::config::GatewaySettings;
 use oms_gateway::proto::v1 as pb;

@@ -4,7 +4,7 @@
 //! reconnect; the process exits 0 within drain delay + grace. Run with `--nocapture` to see the
 //! figures.
 
-mod common;
+use crate::common;
 
 use oms_gateway::proto::v1 as pb;
 use pb::cash_in_service_client::CashInServiceClient;

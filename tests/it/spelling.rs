@@ -2,7 +2,7 @@
 //! `../shared/oms-api/README.md`). The gateway must decode both to the same proto CashIn; here
 //! the embedded sandbox answers in one spelling, then the other.
 
-mod common;
+use crate::common;
 
 use oms_gateway::proto::v1 as pb;
 use oms_sandbox::Spelling;

@@ -2,7 +2,7 @@
 //! which key is echoed, and that retries (the caller's or the gateway's own) never create a
 //! second cash-in. What the gateway sent is read from the sandbox's journal.
 
-mod common;
+use crate::common;
 
 use oms_gateway::proto::v1 as pb;
 use oms_sandbox::Fault;

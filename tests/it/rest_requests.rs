@@ -2,7 +2,7 @@
 //! `Authorization: Bearer <token>`, `Idempotency-Key` on POSTs only, and the JSON body of a
 //! create, spelled as the guide's request example spells it.
 
-mod common;
+use crate::common;
 
 use oms_gateway::proto::v1 as pb;
 use oms_sandbox::RecordedRequest;

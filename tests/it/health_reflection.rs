@@ -1,6 +1,6 @@
 //! grpc.health.v1 and server reflection (v1 and v1alpha), as grpcurl or a mesh would use them.
 
-mod common;
+use crate::common;
 
 use prost::Message;
 use std::time::Duration;

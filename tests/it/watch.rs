@@ -2,9 +2,9 @@
 //! against the gateway and its embedded sandbox. Upstream polls are counted where they land, in
 //! the sandbox's request journal, never through the gateway's own counters.
 
-mod common;
+use crate::common;
 
-use common::{TestGateway, ms};
+use crate::common::{TestGateway, ms};
 use oms_gateway::config::GatewaySettings;
 use oms_gateway::proto::v1 as pb;
 use oms_sandbox::Fault;

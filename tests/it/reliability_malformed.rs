@@ -17,7 +17,7 @@
 //! test's bound); clippy's rule that statuses come from `src/error.rs` is for the gateway.
 #![allow(clippy::disallowed_methods)]
 
-mod common;
+use crate::common;
 
 use oms_gateway::proto::v1 as pb;
 use oms_sandbox::Fault;
