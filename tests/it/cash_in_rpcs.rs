@@ -54,10 +54,8 @@ async fn list_cash_locations_returns_loc_ids_with_references_nearest_first() {
     let locations = gateway
         .locations()
         .list_cash_locations(pb::ListCashLocationsRequest {
-            provider: "greendot".into(),
-            latitude: Some(38.495133),
-            longitude: Some(-121.505336),
             flow: Some("cash-in".into()),
+            ..common::guide_point()
         })
         .await
         .expect("ListCashLocations")

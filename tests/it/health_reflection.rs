@@ -165,12 +165,7 @@ async fn a_gateway_with_a_wrong_secret_stays_not_serving_and_calls_fail_upstream
 
     let status = gateway
         .locations()
-        .list_cash_locations(oms_gateway::proto::v1::ListCashLocationsRequest {
-            provider: "greendot".into(),
-            latitude: Some(38.5),
-            longitude: Some(-121.5),
-            flow: None,
-        })
+        .list_cash_locations(common::guide_point())
         .await
         .expect_err("OMS refuses the gateway's credentials");
     assert_eq!(status.code(), Code::Internal, "{status:?}");

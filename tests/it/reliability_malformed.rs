@@ -1021,12 +1021,7 @@ async fn call(gateway: &common::TestGateway, endpoint: Endpoint, n: usize) -> Re
             gateway.cash_ins().list_cash_ins(request).await.map(|_| ())
         }
         Endpoint::Locations => {
-            let mut request = Request::new(pb::ListCashLocationsRequest {
-                provider: "greendot".into(),
-                latitude: Some(38.495133),
-                longitude: Some(-121.505336),
-                flow: None,
-            });
+            let mut request = Request::new(common::guide_point());
             request.set_timeout(timeout);
             gateway
                 .locations()

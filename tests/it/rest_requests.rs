@@ -271,10 +271,8 @@ async fn list_cash_locations_sends_provider_coordinates_and_flow() {
     gateway
         .locations()
         .list_cash_locations(pb::ListCashLocationsRequest {
-            provider: "greendot".into(),
-            latitude: Some(38.495133),
-            longitude: Some(-121.505336),
             flow: Some("cash-in".into()),
+            ..common::guide_point()
         })
         .await
         .expect("ListCashLocations");

@@ -133,12 +133,7 @@ async fn an_upstream_certificate_from_an_unknown_ca_is_refused() {
     let gateway = common::start_unchecked(remote_config(port, None)).await;
     let status = gateway
         .locations()
-        .list_cash_locations(oms_gateway::proto::v1::ListCashLocationsRequest {
-            provider: "greendot".into(),
-            latitude: Some(38.5),
-            longitude: Some(-121.5),
-            flow: None,
-        })
+        .list_cash_locations(common::guide_point())
         .await
         .expect_err("the certificate is not trusted");
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
