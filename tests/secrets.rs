@@ -7,53 +7,11 @@
 //! metadata), Debug print and log line of this test binary is searched for them.
 
 mod common;
-mod support;
 
+use common::logs::Format;
 use oms_gateway::proto::v1 as pb;
-use oms_sandbox::{Fault, FaultAction, SandboxHandle};
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
+use oms_sandbox::{Fault, SandboxHandle};
 use tonic::Status;
-
-// === log capture ===
-
-/// Everything logged by this test binary, at every level (the subscriber is process-wide, so it
-/// also holds other tests' lines, which must be just as clean).
-fn logs() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        let writer = {
-            let buffer = buffer.clone();
-            move || LogWriter(buffer.clone())
-        };
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("trace"))
-            .with_writer(writer)
-            .with_ansi(false)
-            .try_init();
-        buffer
-    })
-}
-
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl Write for LogWriter {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn logged() -> String {
-    String::from_utf8_lossy(&logs().lock().unwrap_or_else(|e| e.into_inner())).into_owned()
-}
 
 // === helpers ===
 
@@ -105,8 +63,8 @@ fn assert_clean(what: &str, text: &str, secrets: &[String]) {
 #[tokio::test]
 async fn the_api_secret_never_appears_in_a_debug_print_of_the_config_or_gateway() {
     let secret = fresh_secret();
-    let sandbox = support::start_remote_sandbox(&secret).await;
-    let config = support::remote_config(&sandbox.base_url(), support::REMOTE_API_KEY, &secret);
+    let sandbox = common::start_remote_sandbox(&secret).await;
+    let config = common::remote_config(&sandbox.base_url(), common::REMOTE_API_KEY, &secret);
     assert_clean(
         "the config's Debug",
         &format!("{config:?}"),
@@ -136,31 +94,31 @@ async fn the_api_secret_never_appears_in_a_debug_print_of_the_config_or_gateway(
 
 #[tokio::test]
 async fn a_refused_api_secret_never_appears_in_the_status_or_logs() {
-    logs();
+    common::logs::capture("trace", Format::Text);
     let right = fresh_secret();
     let wrong = fresh_secret();
-    let sandbox = support::start_remote_sandbox(&right).await;
-    let config = support::remote_config(&sandbox.base_url(), support::REMOTE_API_KEY, &wrong);
+    let sandbox = common::start_remote_sandbox(&right).await;
+    let config = common::remote_config(&sandbox.base_url(), common::REMOTE_API_KEY, &wrong);
     let gateway = common::start_unchecked(config).await;
     let status = gateway
         .locations()
         .list_cash_locations(common::guide_point())
         .await
         .expect_err("the secret is refused");
-    assert_eq!(support::error_info(&status).reason, "UPSTREAM_AUTH_FAILED");
+    assert_eq!(common::error_info(&status).reason, "UPSTREAM_AUTH_FAILED");
     let secrets = [right, wrong];
     assert_clean("the status", &visible(&status), &secrets);
     gateway.gateway.shutdown().await;
     sandbox.shutdown().await;
-    assert_clean("the logs", &logged(), &secrets);
+    assert_clean("the logs", &common::logs::captured(), &secrets);
 }
 
 #[tokio::test]
 async fn secrets_and_tokens_never_appear_in_upstream_error_statuses_or_logs() {
-    logs();
+    common::logs::capture("trace", Format::Text);
     let secret = fresh_secret();
-    let sandbox = support::start_remote_sandbox(&secret).await;
-    let config = support::remote_config(&sandbox.base_url(), support::REMOTE_API_KEY, &secret);
+    let sandbox = common::start_remote_sandbox(&secret).await;
+    let config = common::remote_config(&sandbox.base_url(), common::REMOTE_API_KEY, &secret);
     let gateway = common::start_with(config).await;
     let created = common::create_cash_in(&gateway, "cst_secret_errors").await;
 
@@ -198,7 +156,7 @@ async fn secrets_and_tokens_never_appear_in_upstream_error_statuses_or_logs() {
             .await
             .expect_err("404"),
     );
-    let location = common::a_location(&gateway).await;
+    let location = common::first_location(&gateway.channel).await;
     let mut request = common::create_request(&location, "cst_secret_errors");
     request.source.as_mut().expect("source").indicated_amount = Some("20.00".into());
     request.developer_fees[1].flat_fee = Some("19.00".into());
@@ -217,20 +175,20 @@ async fn secrets_and_tokens_never_appear_in_upstream_error_statuses_or_logs() {
     );
     secrets.push(secret);
     for status in &statuses {
-        support::error_info(status);
+        common::error_info(status);
         assert_clean("a status", &visible(status), &secrets);
     }
     gateway.gateway.shutdown().await;
     sandbox.shutdown().await;
-    assert_clean("the logs", &logged(), &secrets);
+    assert_clean("the logs", &common::logs::captured(), &secrets);
 }
 
 #[tokio::test]
 async fn an_upstream_quoting_credentials_back_leaks_them_to_no_caller_and_no_log() {
-    logs();
+    common::logs::capture("trace", Format::Text);
     let secret = fresh_secret();
-    let sandbox = support::start_remote_sandbox(&secret).await;
-    let config = support::remote_config(&sandbox.base_url(), support::REMOTE_API_KEY, &secret);
+    let sandbox = common::start_remote_sandbox(&secret).await;
+    let config = common::remote_config(&sandbox.base_url(), common::REMOTE_API_KEY, &secret);
     let gateway = common::start_with(config).await;
     gateway
         .locations()
@@ -242,17 +200,17 @@ async fn an_upstream_quoting_credentials_back_leaks_them_to_no_caller_and_no_log
     let secrets = [tokens[0].clone(), secret.clone()];
     // A careless upstream that quotes the request's credentials in its errors: in a body, in
     // field details, in a header, and when refusing a token exchange.
-    let quoting = |status: u16, path: &str, method: &str, quoted: &str| Fault {
-        method: Some(method.into()),
-        path_prefix: path.into(),
-        times: 1,
-        action: FaultAction::Respond {
+    let quoting = |status: u16, path: &str, method: &str, quoted: &str| {
+        common::respond(
+            method,
+            path,
+            1,
             status,
-            body: format!(
+            format!(
                 r#"{{"error":{{"code":"forbidden","message":"you sent {quoted}","details":[{{"field":"auth.{quoted}","message":"bad {quoted}"}}]}}}}"#
             ),
-            headers: vec![("x-request-id".into(), format!("req_{quoted}"))],
-        },
+            &[("x-request-id", &format!("req_{quoted}"))],
+        )
     };
     let both = format!("token {} and apiSecret {}", tokens[0], secret);
     sandbox.inject(quoting(403, "/cash-locations", "GET", &both));
@@ -269,7 +227,7 @@ async fn an_upstream_quoting_credentials_back_leaks_them_to_no_caller_and_no_log
     }
     assert_eq!(statuses[0].code(), tonic::Code::PermissionDenied);
     assert_eq!(statuses[1].code(), tonic::Code::InvalidArgument);
-    assert_eq!(support::violations(&statuses[1]).len(), 1);
+    assert_eq!(common::violations(&statuses[1]).len(), 1);
     // The token is revoked; the fresh exchange is refused with the secret (the only credential
     // an exchange carries) quoted back.
     sandbox.revoke_tokens();
@@ -282,7 +240,7 @@ async fn an_upstream_quoting_credentials_back_leaks_them_to_no_caller_and_no_log
             .expect_err("the exchange is refused"),
     );
     assert_eq!(
-        support::error_info(&statuses[2]).reason,
+        common::error_info(&statuses[2]).reason,
         "UPSTREAM_AUTH_FAILED"
     );
     for status in &statuses {
@@ -290,7 +248,7 @@ async fn an_upstream_quoting_credentials_back_leaks_them_to_no_caller_and_no_log
     }
     gateway.gateway.shutdown().await;
     sandbox.shutdown().await;
-    let logged = logged();
+    let logged = common::logs::captured();
     assert!(
         logged.contains("you sent token [redacted] and apiSecret [redacted]"),
         "the upstream's words were logged, redacted"

@@ -7,18 +7,17 @@
 //! every mutation and refusal leaves an audit line without a secret.
 
 mod common;
-mod support;
 
+use common::logs::Format;
+use common::tls::{self, Ca, Name};
 use oms_gateway::proto::v1 as pb;
 use oms_gateway::server;
 use pb::cash_in_service_client::CashInServiceClient;
 use pb::cash_location_service_client::CashLocationServiceClient;
 use pb::sandbox_service_client::SandboxServiceClient;
-use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
-use support::tls::{self, Ca, Name};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
@@ -39,44 +38,10 @@ methods = ["grpc.reflection.*", "polygon.oms.v1.SandboxService/*"]
 
 // === log capture (audit lines) ===
 
-fn logs() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        let writer = {
-            let buffer = buffer.clone();
-            move || LogWriter(buffer.clone())
-        };
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
-            .with_writer(writer)
-            .with_ansi(false)
-            .json()
-            .try_init();
-        buffer
-    })
-}
-
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl Write for LogWriter {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// The audit lines logged so far, parsed.
 fn audit_lines() -> Vec<serde_json::Value> {
-    let text =
-        String::from_utf8_lossy(&logs().lock().unwrap_or_else(|e| e.into_inner())).into_owned();
-    text.lines()
+    common::logs::captured()
+        .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .filter(|line| line["target"] == "audit")
         .collect()
@@ -122,7 +87,7 @@ async fn seen_caller(channel: Channel) -> String {
         .await
         .expect_err("the deny-all policy denies");
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
-    let info = support::error_info(&status);
+    let info = common::error_info(&status);
     assert_eq!(info.reason, "CALLER_NOT_ALLOWED");
     info.metadata["caller"].clone()
 }
@@ -258,7 +223,7 @@ async fn the_policy_allows_and_denies_per_method_with_one_error_info() {
         .await
         .expect_err("checkout may not drive the sandbox");
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
-    let info = support::error_info(&status);
+    let info = common::error_info(&status);
     assert_eq!(
         (info.reason.as_str(), info.domain.as_str()),
         ("CALLER_NOT_ALLOWED", "oms-gateway")
@@ -285,7 +250,7 @@ async fn the_policy_allows_and_denies_per_method_with_one_error_info() {
         .expect_err("ops may not read cash-ins");
     assert_eq!(status.code(), Code::PermissionDenied);
     assert_eq!(
-        support::error_info(&status).metadata["method"],
+        common::error_info(&status).metadata["method"],
         "polygon.oms.v1.CashInService/GetCashIn"
     );
 
@@ -332,7 +297,7 @@ async fn an_edited_policy_is_picked_up_without_a_restart() {
     let checkout = mtls.channel_as(Name::Spiffe(CHECKOUT.into())).await;
     assert_eq!(seen_caller(checkout.clone()).await, CHECKOUT);
     tls::write(&mtls.dir, "policy.toml", POLICY);
-    tls::eventually_async(Duration::from_secs(5), "the new policy", || {
+    common::eventually(Duration::from_secs(5), "the new policy", || {
         let channel = checkout.clone();
         async move { list_locations(channel).await.is_ok() }
     })
@@ -377,11 +342,7 @@ async fn plain_gateway(
     config.security.caller_identity_header = header;
     config.security.authz_policy = Some(tls::write(dir, "policy.toml", POLICY));
     let gateway = tls::start(config).await;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", gateway.addr()))
-        .unwrap()
-        .connect()
-        .await
-        .expect("connect");
+    let channel = common::connect(gateway.addr()).await;
     (gateway, channel)
 }
 
@@ -417,10 +378,7 @@ async fn the_identity_header_is_honoured_only_when_configured() {
         .await
         .expect_err("no header, no identity");
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
-    assert_eq!(
-        support::error_info(&status).reason,
-        "CALLER_UNAUTHENTICATED"
-    );
+    assert_eq!(common::error_info(&status).reason, "CALLER_UNAUTHENTICATED");
     // Another mesh's header is not this one.
     let status = locations
         .list_cash_locations(with_header(
@@ -458,10 +416,7 @@ async fn the_identity_header_is_honoured_only_when_configured() {
             .await
             .expect_err("an unconfigured header is not an identity");
         assert_eq!(status.code(), Code::Unauthenticated, "{name}: {status:?}");
-        assert_eq!(
-            support::error_info(&status).reason,
-            "CALLER_UNAUTHENTICATED"
-        );
+        assert_eq!(common::error_info(&status).reason, "CALLER_UNAUTHENTICATED");
     }
     gateway.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
@@ -477,14 +432,14 @@ async fn x_caller_id_is_ignored_for_identity_and_for_idempotency() {
         .await
         .expect_err("denied");
     assert_eq!(
-        support::error_info(&status).metadata["caller"],
+        common::error_info(&status).metadata["caller"],
         "real-caller"
     );
     mtls.stop().await;
 
     // On loopback dev mode, two "callers" by x-caller-id share one key space: it scopes nothing.
     let gateway = common::start().await;
-    let location = common::a_location(&gateway).await;
+    let location = common::first_location(&gateway.channel).await;
     let mut ids = Vec::new();
     for claimed in ["svc-a", "svc-b"] {
         let mut request = with_key(common::create_request(&location, "cst_xcid"), "xcid-key");
@@ -517,7 +472,7 @@ async fn two_callers_with_the_same_key_get_two_cash_ins_and_neither_replays_the_
     let b = mtls
         .channel_as(Name::Spiffe("spiffe://test.local/ns/b/sa/b".into()))
         .await;
-    let location = common::first_location(a.clone()).await;
+    let location = common::first_location(&a).await;
     let request = common::create_request(&location, "cst_twocallers");
     let create = |channel: Channel| {
         let request = request.clone();
@@ -550,7 +505,7 @@ async fn a_rotated_certificate_is_served_to_new_connections_while_a_watch_stream
     let old_channel = tls::channel(&gateway, &old_ca.pem, None)
         .await
         .expect("TLS");
-    let location = common::first_location(old_channel.clone()).await;
+    let location = common::first_location(&old_channel).await;
     let created = CashInServiceClient::new(old_channel.clone())
         .create_cash_in(with_key(
             common::create_request(&location, "cst_rotation"),
@@ -580,7 +535,7 @@ async fn a_rotated_certificate_is_served_to_new_connections_while_a_watch_stream
     let renewed = new_ca.server();
     tls::write(&dir, "server-key.pem", &renewed.key);
     tls::write(&dir, "server.pem", &renewed.cert);
-    tls::eventually_async(Duration::from_secs(5), "the renewed certificate", || {
+    common::eventually(Duration::from_secs(5), "the renewed certificate", || {
         let (gateway_addr, ca) = (gateway.addr(), new_ca.pem.clone());
         async move { connect_and_check(gateway_addr, &ca).await.is_ok() }
     })
@@ -661,14 +616,14 @@ async fn a_non_loopback_listen_without_authentication_refuses_to_start_naming_th
 
 #[tokio::test]
 async fn audit_lines_record_each_mutation_and_refusal_without_a_secret() {
-    logs();
+    common::logs::capture("info", Format::Json);
     let secret = format!("audit-secret-{}", uuid::Uuid::new_v4().simple());
-    let sandbox = support::start_remote_sandbox(&secret).await;
+    let sandbox = common::start_remote_sandbox(&secret).await;
     let ca = Ca::new("audit CA");
     let dir = tls::temp_dir("audit");
     let mut config = tls::tls_config(&dir, &ca.server(), Some(&ca.pem));
     config.oms_base_url = Some(sandbox.base_url());
-    config.oms_api_key = Some(support::REMOTE_API_KEY.to_owned());
+    config.oms_api_key = Some(common::REMOTE_API_KEY.to_owned());
     config.oms_api_secret = Some(oms_gateway::config::Secret::new(&secret));
     config.security.authz_policy = Some(tls::write(&dir, "policy.toml", POLICY));
     let gateway = tls::start(config).await;
@@ -679,7 +634,7 @@ async fn audit_lines_record_each_mutation_and_refusal_without_a_secret() {
     )
     .await
     .expect("mTLS");
-    let location = common::first_location(checkout.clone()).await;
+    let location = common::first_location(&checkout).await;
     let created = CashInServiceClient::new(checkout.clone())
         .create_cash_in(with_key(
             common::create_request(&location, "cst_audit1"),
@@ -795,15 +750,15 @@ fn api_post_key(sandbox: &oms_sandbox::SandboxHandle, path: &str) -> String {
 #[tokio::test]
 async fn a_renewed_secret_file_is_used_by_the_next_token_exchange() {
     let secret = format!("file-secret-{}", uuid::Uuid::new_v4().simple());
-    let sandbox = support::start_remote_sandbox(&secret).await;
+    let sandbox = common::start_remote_sandbox(&secret).await;
     let dir = tls::temp_dir("secret-file");
-    let mut config = support::remote_config(&sandbox.base_url(), support::REMOTE_API_KEY, "unused");
+    let mut config = common::remote_config(&sandbox.base_url(), common::REMOTE_API_KEY, "unused");
     config.oms_api_secret = None;
     config.oms_api_key = None;
     config.oms_api_key_file = Some(tls::write(
         &dir,
         "api-key",
-        &format!("{}\n", support::REMOTE_API_KEY),
+        &format!("{}\n", common::REMOTE_API_KEY),
     ));
     config.oms_api_secret_file = Some(tls::write(&dir, "api-secret", "not-yet-the-secret\n"));
     config.security.reload_interval = Duration::from_millis(100);
@@ -812,10 +767,10 @@ async fn a_renewed_secret_file_is_used_by_the_next_token_exchange() {
     assert_eq!(gateway.token_exchanges(), 0, "the wrong secret is refused");
 
     tls::write(&dir, "api-secret", &format!("{secret}\n"));
-    support::eventually(
+    common::eventually(
         Duration::from_secs(20),
         "an exchange with the new secret",
-        || gateway.token_exchanges() > 0,
+        async || gateway.token_exchanges() > 0,
     )
     .await;
     gateway.shutdown().await;

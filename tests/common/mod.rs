@@ -1,17 +1,37 @@
-//! Shared test harness: start the gateway in-process on a loopback port (against its embedded
-//! sandbox unless told otherwise), connect real tonic clients, and build valid requests.
+//! The one support module of the gateway's black-box tests (`benches/load.rs` borrows it too).
+//! It offers:
+//! - a gateway started in-process on a loopback port against its embedded sandbox ([`start`],
+//!   [`start_with`], [`start_unchecked`]), or against a separately started sandbox as a
+//!   "remote" OMS ([`start_remote_sandbox`], [`remote_config`]), with real tonic clients
+//!   ([`TestGateway`], [`connect`]);
+//! - valid requests ([`guide_point`], [`first_location`], [`create_request`],
+//!   [`create_cash_in`]) and the sandbox fault that answers in OMS's place ([`respond`]);
+//! - reading a status the way a client would: its `ErrorInfo`, its BadRequest violations, its
+//!   retry hint ([`error_info`], [`error_infos`], [`violations`], [`retry_delay`]);
+//! - the sandbox journal without token exchanges ([`api_requests`]), query strings
+//!   ([`query_pairs`]), a loopback port nothing listens on ([`free_port`]), and [`ms`];
+//! - the one way to wait for a condition without sleeping blindly ([`eventually`]);
+//! - [`tls`]: a throwaway CA, client certificates and TLS/mTLS channels to the gateway;
+//! - [`logs`]: this test binary's log lines, captured in memory.
+//!
+//! Each test binary declares it once (`mod common;`) and uses a part of it.
 #![allow(dead_code)]
 
-use oms_gateway::config::GatewaySettings;
+use oms_gateway::config::{GatewaySettings, Secret};
 use oms_gateway::proto::v1 as pb;
 use oms_gateway::server::{self, RunningGateway};
-use oms_sandbox::SandboxHandle;
+use oms_sandbox::{
+    self as sandbox, Fault, FaultAction, RecordedRequest, SandboxHandle, SandboxSettings,
+};
 use pb::cash_in_service_client::CashInServiceClient;
 use pb::cash_location_service_client::CashLocationServiceClient;
 use pb::sandbox_service_client::SandboxServiceClient;
+use std::net::SocketAddr;
 use std::time::Duration;
+use tonic::Status;
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+use tonic_types::{ErrorDetail, ErrorInfo, StatusExt};
 
 /// A running gateway and a channel to it.
 pub struct TestGateway {
@@ -93,27 +113,30 @@ pub async fn start() -> TestGateway {
 /// Starts a gateway and connects to it; does not wait for health.
 pub async fn start_unchecked(config: GatewaySettings) -> TestGateway {
     let gateway = server::start(config).await.expect("gateway starts");
-    let channel = Endpoint::from_shared(format!("http://{}", gateway.addr()))
+    let channel = connect(gateway.addr()).await;
+    TestGateway { gateway, channel }
+}
+
+/// A new plaintext connection to the gateway listening at `addr`, which must succeed.
+pub async fn connect(addr: SocketAddr) -> Channel {
+    Endpoint::from_shared(format!("http://{addr}"))
         .expect("endpoint")
         .connect_timeout(Duration::from_secs(5))
         .connect()
         .await
-        .expect("connect to the gateway");
-    TestGateway { gateway, channel }
+        .expect("connect to the gateway")
 }
 
 /// Starts a gateway and waits (at most 10 s) until its health is SERVING.
 pub async fn start_with(config: GatewaySettings) -> TestGateway {
     let gateway = start_unchecked(config).await;
     let serving = tonic_health::ServingStatus::Serving as i32;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while gateway.health_status("").await != serving {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "gateway never became SERVING"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        Duration::from_secs(10),
+        "the gateway to be SERVING",
+        async || gateway.health_status("").await == serving,
+    )
+    .await;
     gateway
 }
 
@@ -128,8 +151,8 @@ pub fn guide_point() -> pb::ListCashLocationsRequest {
 }
 
 /// The first cash location near the guide's example point, over any channel to a gateway.
-pub async fn first_location(channel: Channel) -> pb::CashLocation {
-    CashLocationServiceClient::new(channel)
+pub async fn first_location(channel: &Channel) -> pb::CashLocation {
+    CashLocationServiceClient::new(channel.clone())
         .list_cash_locations(guide_point())
         .await
         .expect("ListCashLocations")
@@ -140,12 +163,8 @@ pub async fn first_location(channel: Channel) -> pb::CashLocation {
         .expect("at least one location")
 }
 
-/// The first cash location near the guide's example point.
-pub async fn a_location(gateway: &TestGateway) -> pb::CashLocation {
-    first_location(gateway.channel.clone()).await
-}
-
-/// A loopback port nothing listens on (for a server to take, or to find nothing at).
+/// A loopback port nothing listens on (bound, then released): for a server to take, or for a
+/// client to find nothing at (`http://127.0.0.1:{free_port()}`).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -196,7 +215,7 @@ pub fn create_request(location: &pb::CashLocation, customer: &str) -> pb::Create
 
 /// Creates a cash-in for `customer` and returns it.
 pub async fn create_cash_in(gateway: &TestGateway, customer: &str) -> pb::CashIn {
-    let location = a_location(gateway).await;
+    let location = first_location(&gateway.channel).await;
     gateway
         .cash_ins()
         .create_cash_in(create_request(&location, customer))
@@ -206,3 +225,147 @@ pub async fn create_cash_in(gateway: &TestGateway, customer: &str) -> pb::CashIn
         .cash_in
         .expect("cash_in")
 }
+
+/// The API key of sandboxes started by [`start_remote_sandbox`].
+pub const REMOTE_API_KEY: &str = "sk_sdbx_remote_tests";
+
+/// The status's `ErrorInfo` details, however many it has.
+pub fn error_infos(status: &Status) -> Vec<ErrorInfo> {
+    status
+        .get_error_details_vec()
+        .into_iter()
+        .filter_map(|detail| match detail {
+            ErrorDetail::ErrorInfo(info) => Some(info),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The status's one `ErrorInfo`; fails the test if there is none or more than one.
+pub fn error_info(status: &Status) -> ErrorInfo {
+    let infos = error_infos(status);
+    assert_eq!(
+        infos.len(),
+        1,
+        "exactly one ErrorInfo expected in {status:?}"
+    );
+    infos.into_iter().next().expect("one ErrorInfo")
+}
+
+/// The `(field, description)` pairs of the status's BadRequest, in order (empty without one).
+pub fn violations(status: &Status) -> Vec<(String, String)> {
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|bad| {
+            bad.field_violations
+                .iter()
+                .map(|v| (v.field.clone(), v.description.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The fields of the status's BadRequest violations, in order.
+pub fn violation_fields(status: &Status) -> Vec<String> {
+    violations(status)
+        .into_iter()
+        .map(|(field, _)| field)
+        .collect()
+}
+
+/// The status's RetryInfo delay, if it has a RetryInfo.
+pub fn retry_delay(status: &Status) -> Option<Duration> {
+    status
+        .get_error_details()
+        .retry_info()
+        .map(|info| info.retry_delay.unwrap_or_default())
+}
+
+/// Starts a sandbox of its own (not embedded in a gateway) that accepts [`REMOTE_API_KEY`] with
+/// `secret`.
+pub async fn start_remote_sandbox(secret: &str) -> SandboxHandle {
+    sandbox::start(SandboxSettings {
+        api_key: REMOTE_API_KEY.to_owned(),
+        api_secret: secret.to_owned(),
+        ..SandboxSettings::default()
+    })
+    .await
+    .expect("sandbox starts")
+}
+
+/// The test config pointed at `base_url` as a remote OMS with these credentials.
+pub fn remote_config(base_url: &str, api_key: &str, api_secret: &str) -> GatewaySettings {
+    let mut config = test_config();
+    config.oms_base_url = Some(base_url.to_owned());
+    config.oms_api_key = Some(api_key.to_owned());
+    config.oms_api_secret = Some(Secret::new(api_secret));
+    config
+}
+
+/// The journal without the token exchanges: the requests the RPCs caused.
+pub fn api_requests(sandbox: &SandboxHandle) -> Vec<RecordedRequest> {
+    sandbox
+        .journal()
+        .into_iter()
+        .filter(|r| r.path != "/auth/token")
+        .collect()
+}
+
+/// Polls `condition` every 10 ms until it holds; fails the test after `limit`. The one way the
+/// tests wait for something to happen.
+pub async fn eventually(limit: Duration, what: &str, mut condition: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The `name=value` pairs of a raw query string, percent-decoded.
+pub fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    let url =
+        reqwest::Url::parse(&format!("http://x/?{}", query.unwrap_or(""))).expect("query parses");
+    url.query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+/// `n` milliseconds.
+pub fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// A sandbox fault: the next `times` requests `method path_prefix…` are answered `status` with
+/// `body` and `headers`.
+pub fn respond(
+    method: &str,
+    path_prefix: &str,
+    times: usize,
+    status: u16,
+    body: impl Into<String>,
+    headers: &[(&str, &str)],
+) -> Fault {
+    Fault {
+        method: Some(method.into()),
+        path_prefix: path_prefix.into(),
+        times,
+        action: FaultAction::Respond {
+            status,
+            body: body.into(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        },
+    }
+}
+
+/// TLS and mTLS to the gateway's own listener (a throwaway CA, client certificates, channels).
+pub mod tls;
+
+/// This test binary's log lines, captured in memory by one process-wide subscriber.
+pub mod logs;

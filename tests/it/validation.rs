@@ -2,8 +2,7 @@
 //! the request at once, by proto field path, and no upstream call (the sandbox's journal holds
 //! nothing but the gateway's token exchange).
 
-mod common;
-mod support;
+use crate::common;
 
 use oms_gateway::proto::v1 as pb;
 use pb::create_cash_in_request::{Cash, Destination, DeveloperFee, Source, Wallet, wallet::Kind};
@@ -14,10 +13,10 @@ use tonic::{Code, Request, Status};
 /// the violated fields.
 fn rejected(gateway: &common::TestGateway, status: &Status) -> Vec<String> {
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    let info = support::error_info(status);
+    let info = common::error_info(status);
     assert_eq!(info.domain, "oms-gateway");
     assert_eq!(info.reason, "INVALID_REQUEST_FIELDS");
-    let fields = support::violation_fields(status);
+    let fields = common::violation_fields(status);
     assert_eq!(
         info.metadata.get("violations"),
         Some(&fields.len().to_string())
@@ -29,7 +28,7 @@ fn rejected(gateway: &common::TestGateway, status: &Status) -> Vec<String> {
             status.message()
         );
     }
-    let sent = support::api_requests(gateway.sandbox());
+    let sent = common::api_requests(gateway.sandbox());
     assert!(sent.is_empty(), "no upstream call: {sent:?}");
     fields
 }
@@ -163,7 +162,7 @@ async fn amounts_must_be_plain_decimals_with_two_fraction_digits_within_limits()
             ["source.indicated_amount"],
             "{amount:?}"
         );
-        let (_, description) = &support::violations(&status)[0];
+        let (_, description) = &common::violations(&status)[0];
         assert!(!description.is_empty());
     }
     gateway.gateway.shutdown().await;
@@ -206,7 +205,7 @@ async fn a_non_ascii_idempotency_key_is_refused() {
     request.idempotency_key = "clé-1".into();
     let status = create_error(&gateway, request).await;
     assert_eq!(rejected(&gateway, &status), ["idempotency_key"]);
-    assert!(support::violations(&status)[0].1.contains("ASCII"));
+    assert!(common::violations(&status)[0].1.contains("ASCII"));
     gateway.gateway.shutdown().await;
 }
 

@@ -3,8 +3,7 @@
 //! `https://localhost:PORT`, trusting that CA through `upstream.ca_file` (`--upstream-ca-file`).
 //! A gateway without the CA refuses the connection (UNAVAILABLE), so verification is real.
 
-mod common;
-mod support;
+use crate::common;
 
 use oms_gateway::config::Secret;
 use oms_sandbox::{self as sandbox, SandboxSettings};
@@ -88,10 +87,11 @@ fn remote_config(
     port: u16,
     ca_file: Option<std::path::PathBuf>,
 ) -> oms_gateway::config::GatewaySettings {
-    let mut config = common::test_config();
-    config.oms_base_url = Some(format!("https://localhost:{port}"));
-    config.oms_api_key = Some("sk_sdbx_tls".into());
-    config.oms_api_secret = Some(Secret::new("tls-secret"));
+    let mut config = common::remote_config(
+        &format!("https://localhost:{port}"),
+        "sk_sdbx_tls",
+        "tls-secret",
+    );
     config.upstream.ca_file = ca_file;
     config.upstream.max_attempts = 1;
     config
@@ -133,16 +133,11 @@ async fn an_upstream_certificate_from_an_unknown_ca_is_refused() {
     let gateway = common::start_unchecked(remote_config(port, None)).await;
     let status = gateway
         .locations()
-        .list_cash_locations(oms_gateway::proto::v1::ListCashLocationsRequest {
-            provider: "greendot".into(),
-            latitude: Some(38.5),
-            longitude: Some(-121.5),
-            flow: None,
-        })
+        .list_cash_locations(common::guide_point())
         .await
         .expect_err("the certificate is not trusted");
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
-    let info = support::error_info(&status);
+    let info = common::error_info(&status);
     assert_eq!(info.reason, "UPSTREAM_UNREACHABLE");
     assert_eq!(
         sandbox.token_exchanges(),
@@ -185,11 +180,11 @@ async fn plain_http_to_a_host_that_is_not_loopback_refuses_to_start() {
 
 #[tokio::test]
 async fn plain_http_to_loopback_is_accepted() {
-    let sandbox = support::start_remote_sandbox("loopback-secret").await;
+    let sandbox = common::start_remote_sandbox("loopback-secret").await;
     let port = sandbox.addr().port();
     for host in ["localhost", "127.0.0.1", "[::1]"] {
         let url = format!("http://{host}:{port}");
-        let config = support::remote_config(&url, support::REMOTE_API_KEY, "loopback-secret");
+        let config = common::remote_config(&url, common::REMOTE_API_KEY, "loopback-secret");
         match oms_gateway::server::start(config).await {
             Ok(gateway) => gateway.shutdown().await,
             Err(err) => panic!("{url}: {err}"),

@@ -11,9 +11,9 @@
 //! its fault-plan statistics, outcomes as the tonic clients saw them. The tests here run one at a
 //! time (they measure time and load on a small machine), each bounded in time.
 
-mod common;
-mod support;
+use crate::common;
 
+use crate::common::ms;
 use oms_gateway::proto::v1 as pb;
 use oms_sandbox::{Fault, FaultPlan, RecordedRequest};
 use pb::cash_in_service_client::CashInServiceClient;
@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::time::{Instant, sleep, timeout};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 use tonic_health::ServingStatus;
 use tonic_types::StatusExt;
@@ -31,10 +31,6 @@ use tonic_types::StatusExt;
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const CASH_IN_SERVICE: &str = pb::cash_in_service_server::SERVICE_NAME;
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
 
 /// The status's ErrorInfo reason, or "" (a transport error may carry none).
 fn reason(status: &Status) -> String {
@@ -65,19 +61,10 @@ fn caller_retries(status: &Status) -> bool {
 
 /// How long a caller waits before retrying: the RetryInfo hint, loosely (capped), plus jitter.
 fn caller_backoff(status: &Status) -> Duration {
-    support::retry_delay(status)
+    common::retry_delay(status)
         .unwrap_or(ms(50))
         .min(ms(200))
         .saturating_add(ms(fastrand::u64(0..50)))
-}
-
-async fn connect(gateway: &common::TestGateway) -> Channel {
-    Endpoint::from_shared(format!("http://{}", gateway.gateway.addr()))
-        .expect("endpoint")
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .expect("connect to the gateway")
 }
 
 /// Upstream API requests (token exchanges left out) in a slice of the journal.
@@ -170,7 +157,7 @@ async fn a_thousand_creates_under_thirty_percent_faults_make_exactly_a_thousand_
     config.upstream.breaker_cooldown = ms(100);
     config.upstream.breaker_max_cooldown = ms(400);
     let gateway = common::start_with(config).await;
-    let location = common::a_location(&gateway).await;
+    let location = common::first_location(&gateway.channel).await;
     let plan: FaultPlan = "seed=20261122,500=0.04,502=0.04,503=0.06,504=0.04,429=0.04,\
         retry_after=0,reset_before=0.04,reset_after=0.04"
         .parse()
@@ -180,7 +167,7 @@ async fn a_thousand_creates_under_thirty_percent_faults_make_exactly_a_thousand_
     let started = Instant::now();
     let mut clients = Vec::new();
     for client_no in 0..CLIENTS {
-        let channel = connect(&gateway).await;
+        let channel = common::connect(gateway.gateway.addr()).await;
         let location = location.clone();
         clients.push(tokio::spawn(async move {
             let mut client = CashInServiceClient::new(channel);
@@ -304,7 +291,7 @@ async fn a_token_revoked_mid_load_costs_callers_nothing_and_one_exchange() {
     let stop = Arc::new(AtomicBool::new(false));
     let mut readers = Vec::new();
     for _ in 0..20 {
-        let channel = connect(&gateway).await;
+        let channel = common::connect(gateway.gateway.addr()).await;
         let (stop, id) = (stop.clone(), cash_in.id.clone());
         readers.push(tokio::spawn(async move {
             let mut client = CashInServiceClient::new(channel);
@@ -567,14 +554,14 @@ async fn mtls_callers(
     std::collections::HashMap<&'static str, Channel>,
     std::path::PathBuf,
 ) {
-    let ca = support::tls::Ca::new("reliability CA");
-    let dir = support::tls::temp_dir("reliability-g");
-    let config = support::tls::tls_config(&dir, &ca.server(), Some(&ca.pem));
-    let gateway = support::tls::start(config).await;
+    let ca = common::tls::Ca::new("reliability CA");
+    let dir = common::tls::temp_dir("reliability-g");
+    let config = common::tls::tls_config(&dir, &ca.server(), Some(&ca.pem));
+    let gateway = common::tls::start(config).await;
     let mut channels = std::collections::HashMap::new();
     for caller in callers {
-        let pem = ca.client(&support::tls::Name::Cn((*caller).to_owned()));
-        let channel = support::tls::channel(&gateway, &ca.pem, Some(&pem))
+        let pem = ca.client(&common::tls::Name::Cn((*caller).to_owned()));
+        let channel = common::tls::channel(&gateway, &ca.pem, Some(&pem))
             .await
             .expect("mTLS connect");
         channels.insert(*caller, channel);
@@ -589,7 +576,7 @@ async fn the_idempotency_layer_shares_replays_refuses_reuse_and_scopes_keys_per_
     // Callers are told apart by their client certificates (the CN here), never by a header.
     let (gateway, channels, dir) = mtls_callers(&["svc-a", "svc-b", "svc-c"]).await;
     let client = |caller: &str| CashInServiceClient::new(channels[caller].clone());
-    let location = common::a_location(&gateway).await;
+    let location = common::first_location(&gateway.channel).await;
     let sandbox = gateway.sandbox().clone();
     let mut request = common::create_request(&location, "cst_relg");
     request.idempotency_key = "rel-g-order-1".into();
@@ -633,7 +620,7 @@ async fn the_idempotency_layer_shares_replays_refuses_reuse_and_scopes_keys_per_
         .await
         .expect_err("key reused with another request");
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
-    let info = support::error_info(&status);
+    let info = common::error_info(&status);
     assert_eq!(
         (info.reason.as_str(), info.domain.as_str()),
         ("IDEMPOTENCY_KEY_REUSED", "oms-gateway")
@@ -697,14 +684,18 @@ async fn beyond_the_concurrency_cap_calls_are_shed_at_once_while_health_answers(
             tokio::spawn(async move { client.get_cash_in(request).await })
         })
         .collect();
-    support::eventually(Duration::from_secs(5), "two slow calls upstream", || {
-        sandbox
-            .journal()
-            .iter()
-            .filter(|r| r.path.starts_with("/cash-ins/") && r.status == 0)
-            .count()
-            == 2
-    })
+    common::eventually(
+        Duration::from_secs(5),
+        "two slow calls upstream",
+        async || {
+            sandbox
+                .journal()
+                .iter()
+                .filter(|r| r.path.starts_with("/cash-ins/") && r.status == 0)
+                .count()
+                == 2
+        },
+    )
     .await;
 
     let started = Instant::now();
@@ -715,12 +706,12 @@ async fn beyond_the_concurrency_cap_calls_are_shed_at_once_while_health_answers(
         .expect_err("a third call is shed");
     let shed_in = started.elapsed();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-    let info = support::error_info(&status);
+    let info = common::error_info(&status);
     assert_eq!(
         (info.reason.as_str(), info.domain.as_str()),
         ("GATEWAY_OVERLOADED", "oms-gateway")
     );
-    assert!(support::retry_delay(&status).is_some(), "with a retry hint");
+    assert!(common::retry_delay(&status).is_some(), "with a retry hint");
     let started = Instant::now();
     let health = gateway.health_status("").await;
     let health_in = started.elapsed();
@@ -840,7 +831,7 @@ async fn hanging_upstream() -> (String, tokio::task::JoinHandle<()>) {
 #[tokio::test]
 async fn with_no_token_and_a_hanging_oms_calls_soon_fail_fast() {
     let (url, _upstream) = hanging_upstream().await;
-    let mut config = support::remote_config(&url, support::REMOTE_API_KEY, "hang-secret");
+    let mut config = common::remote_config(&url, common::REMOTE_API_KEY, "hang-secret");
     config.upstream.request_timeout = ms(300);
     config.upstream.breaker_threshold = 3;
     config.upstream.breaker_cooldown = Duration::from_secs(10);
@@ -864,7 +855,7 @@ async fn with_no_token_and_a_hanging_oms_calls_soon_fail_fast() {
         reasons.push(format!("{} in {} ms", reason(&status), took.as_millis()));
         if reason(&status) == "UPSTREAM_CIRCUIT_OPEN" && took < ms(200) {
             assert_eq!(status.code(), Code::Unavailable);
-            assert!(support::retry_delay(&status).is_some());
+            assert!(common::retry_delay(&status).is_some());
             fast_refusals += 1;
         }
     }
@@ -881,14 +872,14 @@ async fn with_no_token_and_a_hanging_oms_calls_soon_fail_fast() {
 async fn the_prober_backs_off_while_token_exchanges_fail() {
     let secret = "prober-secret";
     let sandbox = oms_sandbox::start(oms_sandbox::SandboxSettings {
-        api_key: support::REMOTE_API_KEY.to_owned(),
+        api_key: common::REMOTE_API_KEY.to_owned(),
         api_secret: secret.to_owned(),
         token_ttl: Duration::from_secs(1),
         ..oms_sandbox::SandboxSettings::default()
     })
     .await
     .expect("sandbox");
-    let mut config = support::remote_config(&sandbox.base_url(), support::REMOTE_API_KEY, secret);
+    let mut config = common::remote_config(&sandbox.base_url(), common::REMOTE_API_KEY, secret);
     config.upstream.breaker_threshold = 2;
     config.upstream.breaker_cooldown = ms(200);
     config.upstream.breaker_max_cooldown = Duration::from_secs(2);

@@ -17,11 +17,10 @@
 //! test's bound); clippy's rule that statuses come from `src/error.rs` is for the gateway.
 #![allow(clippy::disallowed_methods)]
 
-mod common;
-mod support;
+use crate::common;
 
 use oms_gateway::proto::v1 as pb;
-use oms_sandbox::{Fault, FaultAction};
+use oms_sandbox::Fault;
 use pb::create_cash_in_request::{self as create, wallet::Kind};
 use prost::bytes::{Buf, BufMut};
 use std::collections::{BTreeMap, HashMap};
@@ -32,7 +31,6 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::Channel;
 use tonic::{Request, Status};
-use tonic_types::{ErrorDetail, StatusExt};
 
 // === panics ===
 
@@ -762,14 +760,7 @@ fn outcome_label(result: &Result<(), Status>) -> String {
     match result {
         Ok(()) => "OK".into(),
         Err(status) => {
-            let infos: Vec<_> = status
-                .get_error_details_vec()
-                .into_iter()
-                .filter_map(|d| match d {
-                    ErrorDetail::ErrorInfo(info) => Some(info),
-                    _ => None,
-                })
-                .collect();
+            let infos = common::error_infos(status);
             match infos.as_slice() {
                 [info] => format!("{:?}/{}", status.code(), info.reason),
                 _ => format!("{:?}/({} ErrorInfo)", status.code(), infos.len()),
@@ -829,7 +820,7 @@ async fn a_corpus_of_malformed_requests_is_invalid_argument_every_time_and_never
     assert!(upstream.is_empty(), "nothing reached OMS: {upstream:?}");
     assert_eq!(panics, 0, "no panic in the gateway");
     // Still serving.
-    common::a_location(&gateway).await;
+    common::first_location(&gateway.channel).await;
     gateway.gateway.shutdown().await;
 }
 
@@ -977,7 +968,7 @@ enum Endpoint {
     Locations,
 }
 
-fn respond(endpoint: Endpoint, status: u16, body: String, content_type: Option<&str>) -> Fault {
+fn fault(endpoint: Endpoint, status: u16, body: String, content_type: Option<&str>) -> Fault {
     let (method, path) = match endpoint {
         Endpoint::Get => ("GET", "/cash-ins/"),
         Endpoint::Create => ("POST", "/cash-ins"),
@@ -985,18 +976,11 @@ fn respond(endpoint: Endpoint, status: u16, body: String, content_type: Option<&
         Endpoint::List => ("GET", "/cash-ins"),
         Endpoint::Locations => ("GET", "/cash-locations"),
     };
-    Fault {
-        method: Some(method.into()),
-        path_prefix: path.into(),
-        times: 1,
-        action: FaultAction::Respond {
-            status,
-            body,
-            headers: content_type
-                .map(|t| vec![("content-type".to_owned(), t.to_owned())])
-                .unwrap_or_default(),
-        },
-    }
+    let headers: Vec<(&str, &str)> = content_type
+        .map(|t| ("content-type", t))
+        .into_iter()
+        .collect();
+    common::respond(method, path, 1, status, body, &headers)
 }
 
 async fn call(gateway: &common::TestGateway, endpoint: Endpoint, n: usize) -> Result<(), Status> {
@@ -1037,12 +1021,7 @@ async fn call(gateway: &common::TestGateway, endpoint: Endpoint, n: usize) -> Re
             gateway.cash_ins().list_cash_ins(request).await.map(|_| ())
         }
         Endpoint::Locations => {
-            let mut request = Request::new(pb::ListCashLocationsRequest {
-                provider: "greendot".into(),
-                latitude: Some(38.495133),
-                longitude: Some(-121.505336),
-                flow: None,
-            });
+            let mut request = Request::new(common::guide_point());
             request.set_timeout(timeout);
             gateway
                 .locations()
@@ -1084,7 +1063,7 @@ async fn answers_that_do_not_decode_are_internal_upstream_bad_response_never_a_p
             statuses[n % statuses.len()]
         };
         sandbox.clear_faults();
-        sandbox.inject(respond(endpoint, status, body, content_type));
+        sandbox.inject(fault(endpoint, status, body, content_type));
         let before = sandbox.journal().len();
         let result = tokio::time::timeout(Duration::from_secs(15), call(&gateway, endpoint, n))
             .await
@@ -1122,6 +1101,6 @@ async fn answers_that_do_not_decode_are_internal_upstream_bad_response_never_a_p
     assert_eq!(panics, 0, "no panic in the gateway");
     // Nothing was created by the scripted creates, and the gateway still serves.
     assert_eq!(sandbox.cash_in_count(), 0);
-    common::a_location(&gateway).await;
+    common::first_location(&gateway.channel).await;
     gateway.gateway.shutdown().await;
 }

@@ -2,8 +2,7 @@
 //! gateway runs, and tokens OMS revokes, are replaced behind the callers' backs; no call fails and
 //! no caller ever sees UNAUTHENTICATED.
 
-mod common;
-mod support;
+use crate::common;
 
 use oms_gateway::proto::v1 as pb;
 use std::time::Duration;
@@ -98,7 +97,7 @@ async fn a_revoked_token_costs_one_exchange_and_one_retry() {
             (get, 200)
         ]
     );
-    let bearers: Vec<Option<String>> = support::api_requests(gateway.sandbox())
+    let bearers: Vec<Option<String>> = common::api_requests(gateway.sandbox())
         .into_iter()
         .map(|r| r.authorization)
         .collect();

@@ -3,12 +3,11 @@
 //! would not misbehave on its own; each status carries exactly one ErrorInfo with its domain, and
 //! for HTTP answers the `httpStatus` and the upstream request id.
 
-mod common;
-mod support;
+use crate::common;
 
 use oms_gateway::config::GatewaySettings;
 use oms_gateway::proto::v1 as pb;
-use oms_sandbox::{Fault, FaultAction};
+use oms_sandbox::Fault;
 use std::time::{Duration, Instant};
 use tonic::{Code, Request, Status};
 use tonic_health::ServingStatus;
@@ -25,27 +24,10 @@ async fn list_locations_error(gateway: &common::TestGateway) -> Status {
         .expect_err("ListCashLocations fails")
 }
 
-/// A fault answering `status` with `body` and `headers` on the next `times` location searches.
-fn respond(times: usize, status: u16, body: &str, headers: &[(&str, &str)]) -> Fault {
-    Fault {
-        method: Some("GET".into()),
-        path_prefix: "/cash-locations".into(),
-        times,
-        action: FaultAction::Respond {
-            status,
-            body: body.into(),
-            headers: headers
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        },
-    }
-}
-
 /// Asserts the ErrorInfo of an upstream HTTP answer: OMS's domain, the HTTP status, the
 /// upstream request id; returns its reason.
 fn assert_upstream_info(status: &Status, http_status: &str) -> String {
-    let info = support::error_info(status);
+    let info = common::error_info(status);
     assert_eq!(info.domain, UPSTREAM, "{info:?}");
     assert_eq!(
         info.metadata.get("httpStatus").map(String::as_str),
@@ -78,7 +60,7 @@ fn location_attempts(gateway: &common::TestGateway) -> usize {
 #[tokio::test]
 async fn upstream_400_is_invalid_argument_with_its_message_and_proto_field_names() {
     let gateway = common::start().await;
-    let location = common::a_location(&gateway).await;
+    let location = common::first_location(&gateway.channel).await;
     let mut request = common::create_request(&location, "cst_err400");
     // Well-formed for the gateway, but the sandbox checks that the reference belongs to the id.
     request.cash.as_mut().expect("cash").cash_location_id = "loc_000000000000000000000000".into();
@@ -95,7 +77,7 @@ async fn upstream_400_is_invalid_argument_with_its_message_and_proto_field_names
     );
     assert_eq!(assert_upstream_info(&status, "400"), "VALIDATION_ERROR");
     assert_eq!(
-        support::violation_fields(&status),
+        common::violation_fields(&status),
         ["cash.cash_location_id"],
         "BadRequest names the proto field"
     );
@@ -106,7 +88,9 @@ async fn upstream_400_is_invalid_argument_with_its_message_and_proto_field_names
 #[tokio::test]
 async fn upstream_400_without_field_details_keeps_the_message_and_has_no_bad_request() {
     let gateway = common::start().await;
-    gateway.sandbox().inject(respond(
+    gateway.sandbox().inject(common::respond(
+        "GET",
+        "/cash-locations",
         1,
         400,
         r#"{"error":{"code":"bad_search","message":"that search makes no sense"}}"#,
@@ -120,7 +104,7 @@ async fn upstream_400_without_field_details_keeps_the_message_and_has_no_bad_req
         status.message()
     );
     assert_eq!(assert_upstream_info(&status, "400"), "BAD_SEARCH");
-    assert!(support::violations(&status).is_empty());
+    assert!(common::violations(&status).is_empty());
     assert_eq!(location_attempts(&gateway), 1, "a 400 is not retried");
     gateway.gateway.shutdown().await;
 }
@@ -140,7 +124,7 @@ async fn upstream_401_after_a_fresh_exchange_is_internal_upstream_auth_failed() 
         Code::Internal,
         "our credentials, not the caller's: {status:?}"
     );
-    let info = support::error_info(&status);
+    let info = common::error_info(&status);
     assert_eq!(info.reason, "UPSTREAM_AUTH_FAILED");
     assert_eq!(info.domain, GATEWAY);
     assert_eq!(
@@ -216,11 +200,11 @@ async fn upstream_404_is_not_found_with_resource_info() {
 async fn upstream_409_while_another_replica_holds_the_key_is_aborted_with_retry_info() {
     // Two gateway replicas in front of one OMS, with the same credentials: OMS scopes keys per
     // API key, so a key in flight through one replica is in use for the other.
-    let sandbox = support::start_remote_sandbox("replica-secret").await;
+    let sandbox = common::start_remote_sandbox("replica-secret").await;
     let config = || {
-        support::remote_config(
+        common::remote_config(
             &sandbox.base_url(),
-            support::REMOTE_API_KEY,
+            common::REMOTE_API_KEY,
             "replica-secret",
         )
     };
@@ -228,7 +212,7 @@ async fn upstream_409_while_another_replica_holds_the_key_is_aborted_with_retry_
         common::start_with(config()).await,
         common::start_with(config()).await,
     );
-    let location = common::a_location(&one).await;
+    let location = common::first_location(&one.channel).await;
     let mut request = common::create_request(&location, "cst_err409");
     request.idempotency_key = "in-flight-key".into();
     // The first creation is slow upstream, holding its key while the second one arrives.
@@ -243,9 +227,11 @@ async fn upstream_409_while_another_replica_holds_the_key_is_aborted_with_retry_
         let request = request.clone();
         async move { client.create_cash_in(request).await }
     });
-    support::eventually(Duration::from_secs(2), "the first POST upstream", || {
-        sandbox.count("POST", "/cash-ins") == 1
-    })
+    common::eventually(
+        Duration::from_secs(2),
+        "the first POST upstream",
+        async || sandbox.count("POST", "/cash-ins") == 1,
+    )
     .await;
     let status = two
         .cash_ins()
@@ -257,7 +243,7 @@ async fn upstream_409_while_another_replica_holds_the_key_is_aborted_with_retry_
         assert_upstream_info(&status, "409"),
         "IDEMPOTENCY_KEY_IN_USE"
     );
-    assert_eq!(support::retry_delay(&status), Some(Duration::from_secs(1)));
+    assert_eq!(common::retry_delay(&status), Some(Duration::from_secs(1)));
     let created = first
         .await
         .expect("task")
@@ -296,7 +282,9 @@ async fn upstream_429_after_retries_is_resource_exhausted_with_retry_after_as_re
     let mut config = common::test_config();
     config.upstream.max_attempts = 2;
     let gateway = common::start_with(config).await;
-    gateway.sandbox().inject(respond(
+    gateway.sandbox().inject(common::respond(
+        "GET",
+        "/cash-locations",
         2,
         429,
         r#"{"error":{"code":"rate_limited","message":"slow down"}}"#,
@@ -306,7 +294,7 @@ async fn upstream_429_after_retries_is_resource_exhausted_with_retry_after_as_re
     let status = list_locations_error(&gateway).await;
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert_eq!(assert_upstream_info(&status, "429"), "RATE_LIMITED");
-    assert_eq!(support::retry_delay(&status), Some(Duration::from_secs(1)));
+    assert_eq!(common::retry_delay(&status), Some(Duration::from_secs(1)));
     assert_eq!(location_attempts(&gateway), 2, "retried once");
     assert!(
         started.elapsed() >= Duration::from_secs(1),
@@ -318,7 +306,9 @@ async fn upstream_429_after_retries_is_resource_exhausted_with_retry_after_as_re
 #[tokio::test]
 async fn an_upstream_429_followed_by_success_is_invisible_to_the_caller() {
     let gateway = common::start().await;
-    gateway.sandbox().inject(respond(
+    gateway.sandbox().inject(common::respond(
+        "GET",
+        "/cash-locations",
         1,
         429,
         r#"{"error":{"code":"rate_limited","message":"slow down"}}"#,
@@ -361,7 +351,7 @@ async fn upstream_502_after_retries_is_unavailable_with_retry_info() {
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert_upstream_info(&status, "502");
     assert!(
-        support::retry_delay(&status).is_some(),
+        common::retry_delay(&status).is_some(),
         "RetryInfo: {status:?}"
     );
     assert_eq!(location_attempts(&gateway), 3, "every attempt was spent");
@@ -371,7 +361,9 @@ async fn upstream_502_after_retries_is_unavailable_with_retry_info() {
 #[tokio::test]
 async fn upstream_503_after_retries_is_unavailable_with_retry_after_as_retry_info() {
     let gateway = common::start().await;
-    gateway.sandbox().inject(respond(
+    gateway.sandbox().inject(common::respond(
+        "GET",
+        "/cash-locations",
         3,
         503,
         r#"{"error":{"code":"maintenance","message":"back soon"}}"#,
@@ -385,19 +377,19 @@ async fn upstream_503_after_retries_is_unavailable_with_retry_after_as_retry_inf
         status.message()
     );
     assert_eq!(assert_upstream_info(&status, "503"), "MAINTENANCE");
-    assert_eq!(support::retry_delay(&status), Some(Duration::ZERO));
+    assert_eq!(common::retry_delay(&status), Some(Duration::ZERO));
     assert_eq!(location_attempts(&gateway), 3);
     gateway.gateway.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_closed_upstream_port_is_unavailable_with_retry_info() {
-    let url = support::closed_port_url();
-    let config = support::remote_config(&url, "sk_sdbx_nobody", "no-secret");
+    let url = format!("http://127.0.0.1:{}", common::free_port());
+    let config = common::remote_config(&url, "sk_sdbx_nobody", "no-secret");
     let gateway = common::start_unchecked(config).await;
     let status = list_locations_error(&gateway).await;
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    let info = support::error_info(&status);
+    let info = common::error_info(&status);
     assert_eq!(info.reason, "UPSTREAM_UNREACHABLE");
     assert_eq!(info.domain, GATEWAY);
     assert!(
@@ -405,7 +397,7 @@ async fn a_closed_upstream_port_is_unavailable_with_retry_info() {
         "no HTTP answer: {info:?}"
     );
     assert!(
-        support::retry_delay(&status).is_some(),
+        common::retry_delay(&status).is_some(),
         "RetryInfo: {status:?}"
     );
     assert_eq!(
@@ -448,10 +440,10 @@ async fn a_caller_that_cancels_cancels_the_upstream_request() {
             .is_err(),
         "the upstream is slower than the caller's patience"
     );
-    support::eventually(
+    common::eventually(
         Duration::from_secs(2),
         "the upstream request to be dropped",
-        || {
+        async || {
             gateway
                 .sandbox()
                 .journal()
@@ -485,13 +477,13 @@ async fn an_upstream_slower_than_the_callers_deadline_is_deadline_exceeded_promp
         elapsed < Duration::from_millis(1000),
         "answered at the deadline, not after the upstream: {elapsed:?}"
     );
-    let info = support::error_info(&status);
+    let info = common::error_info(&status);
     assert_eq!(info.domain, GATEWAY);
     // The abandoned upstream request was cancelled, not left running.
-    support::eventually(
+    common::eventually(
         Duration::from_secs(2),
         "the upstream request to be dropped",
-        || {
+        async || {
             gateway
                 .sandbox()
                 .journal()
@@ -523,7 +515,7 @@ async fn an_upstream_slower_than_the_attempt_timeout_is_deadline_exceeded() {
         "{:?}",
         started.elapsed()
     );
-    let info = support::error_info(&status);
+    let info = common::error_info(&status);
     assert_eq!(info.reason, "UPSTREAM_TIMEOUT");
     assert_eq!(info.domain, GATEWAY);
     gateway.gateway.shutdown().await;
@@ -534,12 +526,17 @@ async fn an_upstream_slower_than_the_attempt_timeout_is_deadline_exceeded() {
 #[tokio::test]
 async fn a_2xx_with_malformed_json_is_internal_upstream_bad_response() {
     let gateway = common::start().await;
-    gateway
-        .sandbox()
-        .inject(respond(1, 200, r#"{"data": [{"id": "loc_1", "#, &[]));
+    gateway.sandbox().inject(common::respond(
+        "GET",
+        "/cash-locations",
+        1,
+        200,
+        r#"{"data": [{"id": "loc_1", "#,
+        &[],
+    ));
     let status = list_locations_error(&gateway).await;
     assert_eq!(status.code(), Code::Internal, "{status:?}");
-    let info = support::error_info(&status);
+    let info = common::error_info(&status);
     assert_eq!(info.reason, "UPSTREAM_BAD_RESPONSE");
     assert_eq!(info.domain, GATEWAY);
     assert_eq!(location_attempts(&gateway), 1);
@@ -550,19 +547,17 @@ async fn a_2xx_with_malformed_json_is_internal_upstream_bad_response() {
 async fn a_2xx_cash_in_the_contract_cannot_hold_is_internal_upstream_bad_response() {
     let gateway = common::start().await;
     let created = common::create_cash_in(&gateway, "cst_bad_shape").await;
-    gateway.sandbox().inject(Fault {
-        method: Some("GET".into()),
-        path_prefix: format!("/cash-ins/{}", created.id),
-        times: 1,
-        action: FaultAction::Respond {
-            status: 200,
-            body: format!(
-                r#"{{"id":"{}","status":"pending","createdAt":"yesterday"}}"#,
-                created.id
-            ),
-            headers: Vec::new(),
-        },
-    });
+    gateway.sandbox().inject(common::respond(
+        "GET",
+        &format!("/cash-ins/{}", created.id),
+        1,
+        200,
+        format!(
+            r#"{{"id":"{}","status":"pending","createdAt":"yesterday"}}"#,
+            created.id
+        ),
+        &[],
+    ));
     let status = gateway
         .cash_ins()
         .get_cash_in(pb::GetCashInRequest {
@@ -571,7 +566,7 @@ async fn a_2xx_cash_in_the_contract_cannot_hold_is_internal_upstream_bad_respons
         .await
         .expect_err("createdAt is not a timestamp");
     assert_eq!(status.code(), Code::Internal, "{status:?}");
-    assert_eq!(support::error_info(&status).reason, "UPSTREAM_BAD_RESPONSE");
+    assert_eq!(common::error_info(&status).reason, "UPSTREAM_BAD_RESPONSE");
     assert!(
         status.message().contains("createdAt"),
         "{}",

@@ -4,7 +4,7 @@
 //! reconnect; the process exits 0 within drain delay + grace. Run with `--nocapture` to see the
 //! figures.
 
-mod common;
+use crate::common;
 
 use oms_gateway::proto::v1 as pb;
 use pb::cash_in_service_client::CashInServiceClient;
@@ -128,7 +128,7 @@ async fn sigterm_under_load_fails_no_call_accepted_before_the_drain_and_exits_ze
     .await;
     let pid = gateway.child.id();
 
-    let location = common::first_location(channel.clone()).await;
+    let location = common::first_location(&channel).await;
     let create = move |n: usize| pb::CreateCashInRequest {
         idempotency_key: format!("shutdown-{n}"),
         ..common::create_request(&location, "cst_shutdown")

@@ -2,23 +2,10 @@
 //! `../shared/oms-api/README.md`). The gateway must decode both to the same proto CashIn; here
 //! the embedded sandbox answers in one spelling, then the other.
 
-mod common;
+use crate::common;
 
 use oms_gateway::proto::v1 as pb;
 use oms_sandbox::Spelling;
-
-async fn get(gateway: &common::TestGateway, id: &str) -> pb::CashIn {
-    gateway
-        .cash_ins()
-        .get_cash_in(pb::GetCashInRequest {
-            cash_in_id: id.to_owned(),
-        })
-        .await
-        .expect("GetCashIn")
-        .into_inner()
-        .cash_in
-        .expect("cash_in")
-}
 
 /// The guide's developer fee rows carry no computed amount (in its `fixed` form `amount` is the
 /// flat fee itself), so `developer_fees[].amount` is the one thing only the schema spelling
@@ -47,7 +34,7 @@ async fn a_completed_cash_in_reads_the_same_in_both_spellings() {
         .expect("SimulateDeposit");
 
     gateway.sandbox().set_spelling(Spelling::OpenApi);
-    let schema = get(&gateway, &created.id).await;
+    let schema = gateway.get(&created.id).await;
     let raw = gateway.sandbox().cash_in_json(&created.id).expect("json");
     assert!(
         raw["cash"].get("locationId").is_some(),
@@ -56,7 +43,7 @@ async fn a_completed_cash_in_reads_the_same_in_both_spellings() {
     assert!(raw.get("transactionId").is_some(), "schema spelling: {raw}");
 
     gateway.sandbox().set_spelling(Spelling::Guide);
-    let guide = get(&gateway, &created.id).await;
+    let guide = gateway.get(&created.id).await;
     let raw = gateway.sandbox().cash_in_json(&created.id).expect("json");
     assert!(
         raw["cash"].get("cashLocationId").is_some(),
@@ -100,7 +87,7 @@ async fn a_completed_cash_in_reads_the_same_in_both_spellings() {
 async fn a_pending_cash_in_reads_the_same_in_both_spellings() {
     let gateway = common::start().await;
     let created = common::create_cash_in(&gateway, "cst_spelling2").await;
-    let schema = get(&gateway, &created.id).await;
+    let schema = gateway.get(&created.id).await;
     gateway.sandbox().set_spelling(Spelling::Guide);
     // The guide sends nullable fields as explicit nulls; they decode to unset like absent ones.
     let raw = gateway.sandbox().cash_in_json(&created.id).expect("json");
@@ -108,7 +95,7 @@ async fn a_pending_cash_in_reads_the_same_in_both_spellings() {
         raw["completedAt"].is_null() && raw.get("completedAt").is_some(),
         "{raw}"
     );
-    let guide = get(&gateway, &created.id).await;
+    let guide = gateway.get(&created.id).await;
     assert_eq!(guide.transaction_id, None);
     assert_eq!(guide.completed_at, None);
     assert_eq!(guide.source.as_ref().and_then(|s| s.amount.clone()), None);

@@ -1,7 +1,7 @@
 //! The README's first steps, as a test: start the gateway with no OMS settings and create a
 //! cash-in against the embedded sandbox.
 
-mod common;
+use crate::common;
 
 #[tokio::test]
 async fn a_fresh_gateway_creates_a_cash_in_against_its_sandbox() {

@@ -2,8 +2,7 @@
 //! which key is echoed, and that retries (the caller's or the gateway's own) never create a
 //! second cash-in. What the gateway sent is read from the sandbox's journal.
 
-mod common;
-mod support;
+use crate::common;
 
 use oms_gateway::proto::v1 as pb;
 use oms_sandbox::Fault;
@@ -42,7 +41,7 @@ fn create_keys(gateway: &common::TestGateway) -> Vec<Option<String>> {
 #[tokio::test]
 async fn the_same_key_twice_returns_the_same_cash_in_and_creates_one() {
     let gateway = common::start().await;
-    let location = common::a_location(&gateway).await;
+    let location = common::first_location(&gateway.channel).await;
     let mut request = common::create_request(&location, "cst_idem1");
     request.idempotency_key = "order-789-attempt".into();
     let first = gateway
@@ -80,7 +79,7 @@ async fn the_same_key_twice_returns_the_same_cash_in_and_creates_one() {
 #[tokio::test]
 async fn the_key_from_request_metadata_is_used_when_the_field_is_empty() {
     let gateway = common::start().await;
-    let location = common::a_location(&gateway).await;
+    let location = common::first_location(&gateway.channel).await;
     let mut request = Request::new(common::create_request(&location, "cst_idem2"));
     request.get_mut().idempotency_key.clear();
     request.metadata_mut().insert(
@@ -104,7 +103,7 @@ async fn the_key_from_request_metadata_is_used_when_the_field_is_empty() {
 #[tokio::test]
 async fn the_field_wins_over_request_metadata() {
     let gateway = common::start().await;
-    let location = common::a_location(&gateway).await;
+    let location = common::first_location(&gateway.channel).await;
     let mut request = Request::new(common::create_request(&location, "cst_idem3"));
     request.get_mut().idempotency_key = "key-from-field".into();
     request.metadata_mut().insert(
@@ -129,7 +128,7 @@ async fn the_field_wins_over_request_metadata() {
 #[tokio::test]
 async fn a_create_without_a_key_is_invalid_argument_before_any_upstream_call() {
     let gateway = common::start().await;
-    let location = common::a_location(&gateway).await;
+    let location = common::first_location(&gateway.channel).await;
     gateway.sandbox().clear_journal();
     let mut request = common::create_request(&location, "cst_idem4");
     request.idempotency_key.clear();
@@ -139,7 +138,7 @@ async fn a_create_without_a_key_is_invalid_argument_before_any_upstream_call() {
         .await
         .expect_err("a create needs a key");
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    let violations = support::violations(&status);
+    let violations = common::violations(&status);
     assert_eq!(violations.len(), 1, "{violations:?}");
     assert_eq!(violations[0].0, "idempotency_key");
     assert!(
@@ -147,7 +146,7 @@ async fn a_create_without_a_key_is_invalid_argument_before_any_upstream_call() {
         "the violation says how to pass a key: {}",
         violations[0].1
     );
-    assert!(support::api_requests(gateway.sandbox()).is_empty());
+    assert!(common::api_requests(gateway.sandbox()).is_empty());
     assert_eq!(gateway.sandbox().cash_in_count(), 0);
     gateway.gateway.shutdown().await;
 }
@@ -166,8 +165,8 @@ async fn a_refresh_without_a_key_is_invalid_argument_before_any_upstream_call() 
         .await
         .expect_err("a refresh needs a key");
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    assert_eq!(support::violation_fields(&status), ["idempotency_key"]);
-    assert!(support::api_requests(gateway.sandbox()).is_empty());
+    assert_eq!(common::violation_fields(&status), ["idempotency_key"]);
+    assert!(common::api_requests(gateway.sandbox()).is_empty());
     let unchanged = gateway.get(&created.id).await;
     assert_eq!(
         unchanged.deposit_instructions, created.deposit_instructions,
@@ -179,7 +178,7 @@ async fn a_refresh_without_a_key_is_invalid_argument_before_any_upstream_call() 
 #[tokio::test]
 async fn a_retry_after_an_upstream_503_carries_the_same_key_and_creates_one_cash_in() {
     let gateway = common::start().await;
-    let location = common::a_location(&gateway).await;
+    let location = common::first_location(&gateway.channel).await;
     gateway
         .sandbox()
         .inject(Fault::status(Some("POST"), "/cash-ins", 1, 503));
@@ -209,7 +208,7 @@ async fn a_retry_after_an_upstream_503_carries_the_same_key_and_creates_one_cash
 #[tokio::test]
 async fn the_same_key_with_another_request_is_failed_precondition() {
     let gateway = common::start().await;
-    let location = common::a_location(&gateway).await;
+    let location = common::first_location(&gateway.channel).await;
     let mut request = common::create_request(&location, "cst_idem6");
     request.idempotency_key = "reused-key".into();
     gateway
@@ -226,7 +225,7 @@ async fn the_same_key_with_another_request_is_failed_precondition() {
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
     // OMS's 422 (or the gateway's own check, if it remembers the key): either way the reason
     // says the key was reused.
-    let info = support::error_info(&status);
+    let info = common::error_info(&status);
     assert_eq!(info.reason, "IDEMPOTENCY_KEY_REUSED", "{info:?}");
     assert_eq!(
         status
@@ -277,7 +276,7 @@ async fn refreshing_twice_with_one_key_refreshes_once() {
 async fn rest_token(http: &reqwest::Client, base: &str, secret: &str) -> String {
     let token: serde_json::Value = http
         .post(format!("{base}/auth/token"))
-        .json(&serde_json::json!({"apiKey": support::REMOTE_API_KEY, "apiSecret": secret}))
+        .json(&serde_json::json!({"apiKey": common::REMOTE_API_KEY, "apiSecret": secret}))
         .send()
         .await
         .expect("token exchange")
@@ -296,14 +295,14 @@ async fn rest_token(http: &reqwest::Client, base: &str, secret: &str) -> String 
 #[tokio::test]
 async fn an_anonymous_key_shaped_like_a_qualified_one_never_gets_another_callers_cash_in() {
     let secret = "collision-secret";
-    let sandbox = support::start_remote_sandbox(secret).await;
-    let gateway = common::start_with(support::remote_config(
+    let sandbox = common::start_remote_sandbox(secret).await;
+    let gateway = common::start_with(common::remote_config(
         &sandbox.base_url(),
-        support::REMOTE_API_KEY,
+        common::REMOTE_API_KEY,
         secret,
     ))
     .await;
-    let location = common::a_location(&gateway).await;
+    let location = common::first_location(&gateway.channel).await;
     let mut request = common::create_request(&location, "cst_collide");
     request.idempotency_key = "probe".into();
     gateway
@@ -366,7 +365,7 @@ async fn an_anonymous_key_shaped_like_a_qualified_one_never_gets_another_callers
 #[tokio::test]
 async fn a_key_too_long_to_qualify_is_sent_as_its_sha256() {
     let gateway = common::start().await;
-    let location = common::a_location(&gateway).await;
+    let location = common::first_location(&gateway.channel).await;
     let mut request = common::create_request(&location, "cst_longkey");
     request.idempotency_key = "k".repeat(255);
     let response = gateway
@@ -389,7 +388,7 @@ async fn a_key_too_long_to_qualify_is_sent_as_its_sha256() {
 #[tokio::test]
 async fn an_intermediarys_408_425_or_499_is_unavailable_and_the_same_key_then_creates() {
     let gateway = common::start().await;
-    let location = common::a_location(&gateway).await;
+    let location = common::first_location(&gateway.channel).await;
     for http_status in [408, 425, 499] {
         let mut request = common::create_request(&location, "cst_lb4xx");
         request.idempotency_key = format!("lb-{http_status}");
@@ -408,10 +407,10 @@ async fn an_intermediarys_408_425_or_499_is_unavailable_and_the_same_key_then_cr
             "{http_status}: {status:?}"
         );
         assert!(
-            support::retry_delay(&status).is_some(),
+            common::retry_delay(&status).is_some(),
             "{http_status}: a retry hint"
         );
-        let info = support::error_info(&status);
+        let info = common::error_info(&status);
         assert_eq!(info.metadata["httpStatus"], http_status.to_string());
         let before = gateway.sandbox().cash_in_count();
         let created = gateway
@@ -428,7 +427,7 @@ async fn an_intermediarys_408_425_or_499_is_unavailable_and_the_same_key_then_cr
 #[tokio::test]
 async fn an_unknown_4xx_is_reported_but_not_replayed() {
     let gateway = common::start().await;
-    let location = common::a_location(&gateway).await;
+    let location = common::first_location(&gateway.channel).await;
     let mut request = common::create_request(&location, "cst_teapot");
     request.idempotency_key = "teapot-1".into();
     gateway
@@ -453,7 +452,7 @@ async fn an_unknown_4xx_is_reported_but_not_replayed() {
 #[tokio::test]
 async fn a_421_misdirected_request_is_retried_on_a_new_connection() {
     let gateway = common::start().await;
-    let location = common::a_location(&gateway).await;
+    let location = common::first_location(&gateway.channel).await;
     gateway
         .sandbox()
         .inject(Fault::status(Some("POST"), "/cash-ins", 1, 421));
@@ -485,7 +484,7 @@ async fn a_421_misdirected_request_is_retried_on_a_new_connection() {
 #[tokio::test]
 async fn a_follower_takes_over_when_the_leader_runs_out_of_time() {
     let gateway = common::start().await;
-    let location = common::a_location(&gateway).await;
+    let location = common::first_location(&gateway.channel).await;
     let request = common::create_request(&location, "cst_takeover");
     // The first POST is slow: the leader's 400 ms run out while OMS works on it.
     gateway.sandbox().inject(Fault::delay(
@@ -498,10 +497,10 @@ async fn a_follower_takes_over_when_the_leader_runs_out_of_time() {
     leader_request.set_timeout(std::time::Duration::from_millis(400));
     let mut leader_client = gateway.cash_ins();
     let leader = tokio::spawn(async move { leader_client.create_cash_in(leader_request).await });
-    support::eventually(
+    common::eventually(
         std::time::Duration::from_secs(2),
         "the leader's POST",
-        || gateway.sandbox().count("POST", "/cash-ins") == 1,
+        async || gateway.sandbox().count("POST", "/cash-ins") == 1,
     )
     .await;
     let mut follower_request = Request::new(request);

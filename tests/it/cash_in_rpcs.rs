@@ -1,8 +1,7 @@
 //! Every RPC's happy path, as a user of the README would call it: find a location, create a
 //! cash-in, read it, list cash-ins with filters and pages, refresh its code.
 
-mod common;
-mod support;
+use crate::common;
 
 use oms_gateway::proto::v1 as pb;
 use prost_types::Timestamp;
@@ -55,10 +54,8 @@ async fn list_cash_locations_returns_loc_ids_with_references_nearest_first() {
     let locations = gateway
         .locations()
         .list_cash_locations(pb::ListCashLocationsRequest {
-            provider: "greendot".into(),
-            latitude: Some(38.495133),
-            longitude: Some(-121.505336),
             flow: Some("cash-in".into()),
+            ..common::guide_point()
         })
         .await
         .expect("ListCashLocations")
@@ -87,7 +84,7 @@ async fn list_cash_locations_returns_loc_ids_with_references_nearest_first() {
 #[tokio::test]
 async fn create_cash_in_prices_the_guides_worked_example_and_echoes_key_and_metadata() {
     let gateway = common::start().await;
-    let location = common::a_location(&gateway).await;
+    let location = common::first_location(&gateway.channel).await;
     let mut request = Request::new(common::create_request(&location, "cst_01H9Xa"));
     request.get_mut().idempotency_key = "create-worked-example".into();
     let response = gateway
@@ -336,8 +333,8 @@ async fn a_page_token_reused_with_other_filters_is_invalid_argument() {
         .await
         .expect_err("a token bound to other filters");
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    assert_eq!(support::violation_fields(&status), ["page_token"]);
-    assert_eq!(support::error_info(&status).domain, "oms-gateway");
+    assert_eq!(common::violation_fields(&status), ["page_token"]);
+    assert_eq!(common::error_info(&status).domain, "oms-gateway");
 
     let status = gateway
         .cash_ins()
@@ -351,7 +348,7 @@ async fn a_page_token_reused_with_other_filters_is_invalid_argument() {
         .await
         .expect_err("a token bound to other filters");
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    assert_eq!(support::violation_fields(&status), ["page_token"]);
+    assert_eq!(common::violation_fields(&status), ["page_token"]);
     gateway.gateway.shutdown().await;
 }
 
@@ -410,7 +407,7 @@ async fn refresh_of_an_expired_cash_in_is_failed_precondition() {
         .expect_err("only a pending cash-in can be refreshed");
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
     assert!(status.message().contains("expired"), "{}", status.message());
-    let info = support::error_info(&status);
+    let info = common::error_info(&status);
     assert_eq!(info.domain, "oms.polygon.technology");
     assert_eq!(
         info.metadata.get("httpStatus").map(String::as_str),

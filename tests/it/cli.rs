@@ -2,7 +2,7 @@
 //! with no OMS settings prints one line saying it serves the embedded sandbox with a grpcurl
 //! command to try, and `oms-gateway sandbox` serves the REST simulator alone.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

@@ -123,7 +123,7 @@ pub fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {
 /// The test config serving TLS with `server` (and mTLS against `client_ca` when given), with a
 /// short reload interval.
 pub fn tls_config(dir: &Path, server: &Pem, client_ca: Option<&str>) -> GatewaySettings {
-    let mut config = crate::common::test_config();
+    let mut config = super::test_config();
     config.security.tls_cert = Some(write(dir, "server.pem", &server.cert));
     config.security.tls_key = Some(write(dir, "server-key.pem", &server.key));
     config.security.tls_client_ca = client_ca.map(|ca| write(dir, "client-ca.pem", ca));
@@ -154,25 +154,11 @@ pub async fn channel(
 /// Starts a gateway and waits (at most 10 s) until its upstream token exchange succeeded.
 pub async fn start(config: GatewaySettings) -> RunningGateway {
     let gateway = server::start(config).await.expect("gateway starts");
-    crate::support::eventually(Duration::from_secs(10), "the first token exchange", || {
-        gateway.token_exchanges() > 0
-    })
+    super::eventually(
+        Duration::from_secs(10),
+        "the first token exchange",
+        async || gateway.token_exchanges() > 0,
+    )
     .await;
     gateway
-}
-
-/// Polls the async `condition` every 50 ms until it holds; fails the test after `limit`.
-pub async fn eventually_async<F, Fut>(limit: Duration, what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    while !condition().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }

@@ -1,7 +1,6 @@
 //! grpc.health.v1 and server reflection (v1 and v1alpha), as grpcurl or a mesh would use them.
 
-mod common;
-mod support;
+use crate::common;
 
 use prost::Message;
 use std::time::Duration;
@@ -136,19 +135,23 @@ async fn health_is_serving_for_the_server_and_every_service_after_start() {
 
 #[tokio::test]
 async fn a_gateway_with_a_wrong_secret_stays_not_serving_and_calls_fail_upstream_auth_failed() {
-    let sandbox = support::start_remote_sandbox("the-right-secret").await;
-    let config = support::remote_config(
+    let sandbox = common::start_remote_sandbox("the-right-secret").await;
+    let config = common::remote_config(
         &sandbox.base_url(),
-        support::REMOTE_API_KEY,
+        common::REMOTE_API_KEY,
         "the-wrong-secret",
     );
     let gateway = common::start_unchecked(config).await;
-    support::eventually(Duration::from_secs(3), "a refused token exchange", || {
-        sandbox
-            .journal()
-            .iter()
-            .any(|r| r.path == "/auth/token" && r.status == 401)
-    })
+    common::eventually(
+        Duration::from_secs(3),
+        "a refused token exchange",
+        async || {
+            sandbox
+                .journal()
+                .iter()
+                .any(|r| r.path == "/auth/token" && r.status == 401)
+        },
+    )
     .await;
     let not_serving = ServingStatus::NotServing as i32;
     assert_eq!(gateway.health_status("").await, not_serving);
@@ -162,22 +165,17 @@ async fn a_gateway_with_a_wrong_secret_stays_not_serving_and_calls_fail_upstream
 
     let status = gateway
         .locations()
-        .list_cash_locations(oms_gateway::proto::v1::ListCashLocationsRequest {
-            provider: "greendot".into(),
-            latitude: Some(38.5),
-            longitude: Some(-121.5),
-            flow: None,
-        })
+        .list_cash_locations(common::guide_point())
         .await
         .expect_err("OMS refuses the gateway's credentials");
     assert_eq!(status.code(), Code::Internal, "{status:?}");
-    let info = support::error_info(&status);
+    let info = common::error_info(&status);
     assert_eq!(info.reason, "UPSTREAM_AUTH_FAILED");
     assert_eq!(info.domain, "oms-gateway");
     assert_eq!(gateway.health_status("").await, not_serving);
     assert_eq!(sandbox.token_exchanges(), 0);
     assert_eq!(
-        support::api_requests(&sandbox).len(),
+        common::api_requests(&sandbox).len(),
         0,
         "nothing but exchanges"
     );
@@ -187,10 +185,10 @@ async fn a_gateway_with_a_wrong_secret_stays_not_serving_and_calls_fail_upstream
 
 #[tokio::test]
 async fn a_gateway_against_a_remote_sandbox_with_the_right_secret_serves() {
-    let sandbox = support::start_remote_sandbox("the-right-secret").await;
-    let config = support::remote_config(
+    let sandbox = common::start_remote_sandbox("the-right-secret").await;
+    let config = common::remote_config(
         &sandbox.base_url(),
-        support::REMOTE_API_KEY,
+        common::REMOTE_API_KEY,
         "the-right-secret",
     );
     let gateway = common::start_with(config).await;

@@ -2,8 +2,7 @@
 //! `Authorization: Bearer <token>`, `Idempotency-Key` on POSTs only, and the JSON body of a
 //! create, spelled as the guide's request example spells it.
 
-mod common;
-mod support;
+use crate::common;
 
 use oms_gateway::proto::v1 as pb;
 use oms_sandbox::RecordedRequest;
@@ -11,7 +10,7 @@ use serde_json::{Value, json};
 
 /// The one request the RPC under test sent (the journal is cleared before each RPC).
 fn only_request(gateway: &common::TestGateway) -> RecordedRequest {
-    let requests = support::api_requests(gateway.sandbox());
+    let requests = common::api_requests(gateway.sandbox());
     assert_eq!(requests.len(), 1, "one REST request: {requests:?}");
     requests.into_iter().next().expect("one request")
 }
@@ -30,7 +29,7 @@ fn assert_bearer(request: &RecordedRequest) {
 #[tokio::test]
 async fn create_cash_in_posts_the_guides_json_with_bearer_and_idempotency_key() {
     let gateway = common::start().await;
-    let location = common::a_location(&gateway).await;
+    let location = common::first_location(&gateway.channel).await;
     gateway.sandbox().clear_journal();
     let mut request = common::create_request(&location, "cst_01H9Xa");
     request.idempotency_key = "rest-create-1".into();
@@ -79,7 +78,7 @@ async fn create_cash_in_posts_the_guides_json_with_bearer_and_idempotency_key() 
 async fn create_cash_in_sends_other_wallet_kinds_and_payout_assets_by_their_rest_names() {
     use pb::create_cash_in_request::{DeveloperFee, wallet::Kind};
     let gateway = common::start().await;
-    let location = common::a_location(&gateway).await;
+    let location = common::first_location(&gateway.channel).await;
     let address = format!("0x{}", "ab".repeat(20));
     let mut request = common::create_request(&location, "cst_rest2");
     request.destination.as_mut().expect("destination").wallet =
@@ -178,7 +177,7 @@ async fn list_cash_ins_sends_its_filters_limit_and_cursor_as_query_parameters() 
     );
     assert_bearer(&sent);
     assert_eq!(sent.idempotency_key, None);
-    let query = support::query_pairs(sent.query.as_deref());
+    let query = common::query_pairs(sent.query.as_deref());
     let names: Vec<&str> = query.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(names, ["customer", "status", "createdAfter", "limit"]);
     assert_eq!(query[0].1, "cst_rest4");
@@ -197,7 +196,7 @@ async fn list_cash_ins_sends_its_filters_limit_and_cursor_as_query_parameters() 
         })
         .await
         .expect("ListCashIns page 2");
-    let query = support::query_pairs(only_request(&gateway).query.as_deref());
+    let query = common::query_pairs(only_request(&gateway).query.as_deref());
     let cursor = query
         .iter()
         .find(|(k, _)| k == "startingAfter")
@@ -211,7 +210,7 @@ async fn list_cash_ins_sends_its_filters_limit_and_cursor_as_query_parameters() 
         .list_cash_ins(pb::ListCashInsRequest::default())
         .await
         .expect("ListCashIns");
-    let query = support::query_pairs(only_request(&gateway).query.as_deref());
+    let query = common::query_pairs(only_request(&gateway).query.as_deref());
     assert_eq!(query, [("limit".to_owned(), "50".to_owned())]);
     gateway.gateway.shutdown().await;
 }
@@ -232,7 +231,7 @@ async fn list_cash_ins_sends_created_before_and_caps_the_limit_at_100() {
         })
         .await
         .expect("ListCashIns");
-    let query = support::query_pairs(only_request(&gateway).query.as_deref());
+    let query = common::query_pairs(only_request(&gateway).query.as_deref());
     let names: Vec<&str> = query.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(names, ["createdBefore", "limit"]);
     assert_eq!(
@@ -272,10 +271,8 @@ async fn list_cash_locations_sends_provider_coordinates_and_flow() {
     gateway
         .locations()
         .list_cash_locations(pb::ListCashLocationsRequest {
-            provider: "greendot".into(),
-            latitude: Some(38.495133),
-            longitude: Some(-121.505336),
             flow: Some("cash-in".into()),
+            ..common::guide_point()
         })
         .await
         .expect("ListCashLocations");
@@ -286,7 +283,7 @@ async fn list_cash_locations_sends_provider_coordinates_and_flow() {
     );
     assert_bearer(&sent);
     assert_eq!(sent.idempotency_key, None);
-    let query = support::query_pairs(sent.query.as_deref());
+    let query = common::query_pairs(sent.query.as_deref());
     let expected: Vec<(String, String)> = [
         ("provider", "greendot"),
         ("latitude", "38.495133"),
@@ -310,7 +307,7 @@ async fn list_cash_locations_sends_provider_coordinates_and_flow() {
         })
         .await
         .expect("ListCashLocations");
-    let query = support::query_pairs(only_request(&gateway).query.as_deref());
+    let query = common::query_pairs(only_request(&gateway).query.as_deref());
     let names: Vec<&str> = query.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(names, ["provider", "latitude", "longitude"]);
     gateway.gateway.shutdown().await;

@@ -1,6 +1,6 @@
 //! Server limits a caller can run into: the message size cap.
 
-mod common;
+use crate::common;
 
 use oms_gateway::proto::v1 as pb;
 

@@ -2,12 +2,12 @@
 //! against the gateway and its embedded sandbox. Upstream polls are counted where they land, in
 //! the sandbox's request journal, never through the gateway's own counters.
 
-mod common;
+use crate::common;
 
-use common::TestGateway;
+use crate::common::{TestGateway, ms};
 use oms_gateway::config::GatewaySettings;
 use oms_gateway::proto::v1 as pb;
-use oms_sandbox::{Fault, FaultAction};
+use oms_sandbox::Fault;
 use pb::{CashInEventType as Kind, CashInStatus as St};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -26,9 +26,6 @@ fn config(poll: Duration, heartbeat: Duration) -> GatewaySettings {
     config
 }
 
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
 /// A heartbeat interval long enough never to fire in a test.
 const NO_HEARTBEAT: Duration = Duration::from_secs(60);
 
@@ -196,15 +193,6 @@ fn code_of(cash_in: &pb::CashIn) -> String {
 /// Upstream `GET /cash-ins/{id}` requests the sandbox received.
 fn gets(gateway: &TestGateway, id: &str) -> usize {
     gateway.sandbox().count("GET", &format!("/cash-ins/{id}"))
-}
-
-/// Waits (bounded) until `check` holds.
-async fn until(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !check() {
-        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
-        sleep(ms(10)).await;
-    }
 }
 
 async fn simulate_deposit(
@@ -424,22 +412,20 @@ async fn a_poll_answered_with_an_older_state_does_not_undo_a_published_refresh()
     // The next poll is answered with the state as it is now, before the refresh: what a poll
     // that was answered just before the refresh, but arrives just after it, brings back.
     let stale = gateway.sandbox().cash_in_json(&created.id).expect("known");
-    gateway.sandbox().inject(Fault {
-        method: Some("GET".into()),
-        path_prefix: format!("/cash-ins/{}", created.id),
-        times: 1,
-        action: FaultAction::Respond {
-            status: 200,
-            body: stale.to_string(),
-            headers: Vec::new(),
-        },
-    });
+    gateway.sandbox().inject(common::respond(
+        "GET",
+        &format!("/cash-ins/{}", created.id),
+        1,
+        200,
+        stale.to_string(),
+        &[],
+    ));
     let polls_before = gets(&gateway, &created.id);
     let refreshed = refresh(&gateway, &created.id).await;
     let changed = watcher.event(Duration::from_secs(2)).await;
     assert_eq!(code_of(cash_in(&changed)), code_of(&refreshed));
 
-    until("the stale poll", Duration::from_secs(3), || {
+    common::eventually(Duration::from_secs(3), "the stale poll", async || {
         gets(&gateway, &created.id) > polls_before
     })
     .await;
@@ -530,9 +516,11 @@ async fn an_unknown_cash_in_ends_the_watch_with_not_found_at_once() {
         started.elapsed()
     );
     drop(watcher);
-    until("the poller is released", Duration::from_secs(2), || {
-        gateway.gateway.watch_hub().watched() == 0
-    })
+    common::eventually(
+        Duration::from_secs(2),
+        "the poller is released",
+        async || gateway.gateway.watch_hub().watched() == 0,
+    )
     .await;
     gateway.gateway.shutdown().await;
 }
@@ -638,7 +626,7 @@ async fn watchers_of_a_hundred_cash_ins_never_poll_faster_than_the_budget() {
     let mut config = config(ms(250), NO_HEARTBEAT);
     config.watch.max_polls_per_second = rate;
     let gateway = common::start_with(config).await;
-    let location = common::a_location(&gateway).await;
+    let location = common::first_location(&gateway.channel).await;
     let mut ids = Vec::new();
     for _ in 0..100 {
         let created = gateway
@@ -710,11 +698,11 @@ async fn cancelling_every_stream_stops_the_upstream_polls() {
     assert_eq!(hub.watched(), 1);
 
     drop(watchers);
-    until("the poller is released", interval * 3, || {
+    common::eventually(interval * 3, "the poller is released", async || {
         hub.watched() == 0
     })
     .await;
-    until("the streams are released", interval * 3, || {
+    common::eventually(interval * 3, "the streams are released", async || {
         hub.streams() == 0
     })
     .await;
@@ -753,7 +741,7 @@ async fn a_client_deadline_ends_the_stream_promptly_and_releases_the_poller() {
     println!("a 500 ms deadline ended the watch with {code:?} after {ended:?}");
 
     let hub = gateway.gateway.watch_hub();
-    until("the poller is released", interval * 3, || {
+    common::eventually(interval * 3, "the poller is released", async || {
         hub.watched() == 0
     })
     .await;
@@ -822,10 +810,10 @@ async fn an_upstream_outage_shorter_than_the_limit_keeps_the_stream_open() {
             .map(|r| r.status)
             .collect::<Vec<_>>()
     };
-    until(
-        "a successful poll after the outage",
+    common::eventually(
         Duration::from_secs(5),
-        || answered().last() == Some(&200),
+        "a successful poll after the outage",
+        async || answered().last() == Some(&200),
     )
     .await;
     println!(
@@ -867,9 +855,11 @@ async fn an_upstream_outage_longer_than_the_limit_ends_the_stream_with_unavailab
         "unreachable_limit {limit:?}: the stream ended UNAVAILABLE {ended:?} into the outage ({message})"
     );
     drop(watcher);
-    until("the poller is released", Duration::from_secs(2), || {
-        gateway.gateway.watch_hub().watched() == 0
-    })
+    common::eventually(
+        Duration::from_secs(2),
+        "the poller is released",
+        async || gateway.gateway.watch_hub().watched() == 0,
+    )
     .await;
     gateway.sandbox().clear_faults();
     gateway.gateway.shutdown().await;
@@ -1111,7 +1101,7 @@ async fn a_stream_beyond_max_streams_is_resource_exhausted() {
 
     // Closing one frees its slot.
     open.pop();
-    until("the slot is released", Duration::from_secs(2), || {
+    common::eventually(Duration::from_secs(2), "the slot is released", async || {
         gateway.gateway.watch_hub().streams() == 1
     })
     .await;
@@ -1272,7 +1262,7 @@ async fn a_customer_with_no_cash_ins_is_polled_ever_less_often_until_one_is_crea
 async fn a_customer_stream_remembers_no_more_than_one_poll_can_read() {
     let gateway = common::start_with(config(ms(100), NO_HEARTBEAT)).await;
     let customer = "cst_busy";
-    let location = common::a_location(&gateway).await;
+    let location = common::first_location(&gateway.channel).await;
     let create_many = |n: usize| {
         let location = location.clone();
         let channel = gateway.channel.clone();
@@ -1300,9 +1290,11 @@ async fn a_customer_stream_remembers_no_more_than_one_poll_can_read() {
     for _ in 0..500 {
         watcher.event(Duration::from_secs(10)).await;
     }
-    until("the stream remembers 500", Duration::from_secs(5), || {
-        gateway.gateway.watch_hub().tracked_cash_ins() == 500
-    })
+    common::eventually(
+        Duration::from_secs(5),
+        "the stream remembers 500",
+        async || gateway.gateway.watch_hub().tracked_cash_ins() == 500,
+    )
     .await;
     // 40 more: the newest 500 are all a poll reads; the 40 oldest fall out of view.
     create_many(40).await;

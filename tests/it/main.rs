@@ -1,0 +1,26 @@
+//! The gateway's black-box tests in one binary, so that an edit links one test executable
+//! instead of one a file. Each module is one area (its own doc says what it covers); they share
+//! [`common`]. Three test files stay binaries of their own: `tests/secrets.rs` and
+//! `tests/security.rs` each install the process's one log subscriber (trace-level text, and
+//! info-level JSON), and `tests/fuzz.rs` keeps its README command
+//! (`cargo test --release --test fuzz`).
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod auth;
+mod cash_in_rpcs;
+mod cli;
+mod errors;
+mod health_reflection;
+mod idempotency;
+mod limits;
+mod reliability;
+mod reliability_malformed;
+mod rest_requests;
+mod shutdown;
+mod smoke;
+mod spelling;
+mod tls;
+mod validation;
+mod watch;
