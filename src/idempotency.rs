@@ -375,7 +375,8 @@ mod tests {
         Instant::now() + Duration::from_secs(5)
     }
 
-    #[tokio::test]
+    // Paused time: the sleeps below cost no wall time and race nothing.
+    #[tokio::test(start_paused = true)]
     async fn concurrent_calls_share_one_upstream_call() {
         let layer = Arc::new(IdempotencyLayer::<u32>::new(Duration::from_secs(60), 100));
         let calls = Arc::new(AtomicUsize::new(0));
@@ -400,7 +401,8 @@ mod tests {
         assert_eq!((stats.led, stats.joined + stats.replayed), (1, 19));
     }
 
-    #[tokio::test]
+    // Paused time: the sleeps below cost no wall time and race nothing.
+    #[tokio::test(start_paused = true)]
     async fn a_repeat_replays_and_another_request_is_refused() {
         let layer = IdempotencyLayer::<u32>::new(Duration::from_secs(60), 100);
         assert_eq!(
@@ -432,7 +434,8 @@ mod tests {
         );
     }
 
-    #[tokio::test]
+    // Paused time: the sleeps below cost no wall time and race nothing.
+    #[tokio::test(start_paused = true)]
     async fn transient_failures_are_not_replayed() {
         let layer = IdempotencyLayer::<u32>::new(Duration::from_secs(60), 100);
         let unavailable = |_| async { Err(GatewayError::Unavailable("down".into())) };
@@ -451,7 +454,8 @@ mod tests {
         );
     }
 
-    #[tokio::test]
+    // Paused time: the sleeps below cost no wall time and race nothing.
+    #[tokio::test(start_paused = true)]
     async fn memory_is_bounded_and_entries_expire() {
         let layer = IdempotencyLayer::<u32>::new(Duration::from_millis(100), 3);
         for i in 0..10u32 {
@@ -479,7 +483,8 @@ mod tests {
         );
     }
 
-    #[tokio::test]
+    // Paused time: the sleeps below cost no wall time and race nothing.
+    #[tokio::test(start_paused = true)]
     async fn a_waiter_takes_over_from_a_cancelled_leader() {
         let layer = Arc::new(IdempotencyLayer::<u32>::new(Duration::from_secs(60), 100));
         let leader = {
