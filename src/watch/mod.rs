@@ -104,10 +104,11 @@ impl Poller {
     }
 
     /// Whether the poll loop ended with an error: its streams have been told to go, and a new
-    /// subscriber must get a new poller rather than that error. (A loop that ended at a terminal
-    /// state holds the final state, which is still true.)
+    /// subscriber must get a new poller rather than that error. The loop publishes `Ended` only
+    /// as its last act, so this holds from that moment on, before its task has quite finished.
+    /// (A loop that ended at a terminal state holds the final state, which is still true.)
     fn is_dead(&self) -> bool {
-        self.task.is_finished() && matches!(*self.sender.borrow(), Observation::Ended(_))
+        matches!(*self.sender.borrow(), Observation::Ended(_))
     }
 }
 
