@@ -11,6 +11,7 @@ every process, upstream requests per call. It exits 1 only if COMMAND failed or 
 import json
 import os
 import re
+import resource
 import subprocess
 import sys
 import time
@@ -27,11 +28,21 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime (fields 14, 15)
 
 
-def nginx_requests(url):
+def nginx_counts(url):
+    """(connections accepted, requests served) from stub_status."""
     with urllib.request.urlopen(url, timeout=5) as r:
         text = r.read().decode()
     # "Active connections: N \nserver accepts handled requests\n A H R \n..."
-    return int(text.splitlines()[2].split()[2])
+    accepts, _handled, requests = text.splitlines()[2].split()
+    return int(accepts), int(requests)
+
+
+def machine_cpu():
+    """(busy, steal, total) jiffies of all CPUs, from /proc/stat: how loaded the machine was."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq, steal = v[:8]
+    return user + nice + system + irq + softirq, steal, sum(v[:8])
 
 
 def percentile(sorted_values, p):
@@ -110,16 +121,21 @@ def main():
         command = command + [f"--log-file={log_file}"]
 
     cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
-    req0 = nginx_requests(status_url)
+    acc0, req0 = nginx_counts(status_url)
+    m0 = machine_cpu()
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
     proc = subprocess.run(command, capture_output=True, text=True)
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    tool_cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
     wall = time.monotonic() - t0
     time.sleep(0.2)  # let the last answers' bookkeeping land before reading the counters
     try:
         cpu1 = {name: cpu_seconds(pid) for name, pid in pids.items()}
     except FileNotFoundError as e:
         sys.exit(f"measure: a process died during {row}: {e}")
-    req1 = nginx_requests(status_url)
+    acc1, req1 = nginx_counts(status_url)
+    m1 = machine_cpu()
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout + proc.stderr)
         sys.exit(f"measure: {row}: {command[0]} exited {proc.returncode}")
@@ -140,6 +156,18 @@ def main():
         wall_s=round(wall, 3),
         upstream_requests=upstream,
         upstream_per_call=(upstream / calls) if calls else None,
+        upstream_connections_opened=acc1 - acc0 - 1,
+        tool_cpu_us_per_call=(tool_cpu * 1e6 / calls) if calls else None,
+        # Busy CPU of the whole machine not spent by the three servers or the load tool, as a
+        # share of all CPU time: other processes (another session, a build) competing with the row.
+        others_cpu_pct=round(
+            100
+            * ((m1[0] - m0[0]) / TICK - tool_cpu - sum(cpu1[n] - cpu0[n] for n in pids))
+            / max(1e-9, (m1[2] - m0[2]) / TICK),
+            1,
+        ),
+        machine_busy_pct=round(100 * (m1[0] - m0[0]) / max(1, m1[2] - m0[2]), 1),
+        machine_steal_pct=round(100 * (m1[1] - m0[1]) / max(1, m1[2] - m0[2]), 1),
         cpu_us_per_call={
             name: ((cpu1[name] - cpu0[name]) * 1e6 / calls) if calls else None for name in pids
         },

@@ -40,7 +40,7 @@ def main():
             results[r["row"]] = r
 
     head = ["what", "in flight", "calls", "req/s", "mean µs", "p50 µs", "p99 µs",
-            "gateway CPU µs/call", "Envoy CPU µs/call", "nginx CPU µs/call", "upstream req/call", "errors"]
+            "gateway CPU µs/call", "Envoy CPU µs/call", "nginx CPU µs/call", "upstream req/call", "errors", "load tool CPU µs/call", "others' CPU %"]
     body = []
     problems = []
     for key, label in ROWS:
@@ -63,6 +63,8 @@ def main():
             fmt(cpu.get("nginx"), 1),
             fmt(r["upstream_per_call"], 3),
             fmt(r["errors"]) + (f" {r['statuses']}" if r.get("errors") and r.get("statuses") else ""),
+            fmt(r.get("tool_cpu_us_per_call"), 1),
+            fmt(r.get("others_cpu_pct"), 1) + (f" (steal {r['machine_steal_pct']})" if r.get("machine_steal_pct") else ""),
         ])
         if r["errors"]:
             problems.append(f"{key}: {r['errors']} errors {r.get('statuses', '')}")
