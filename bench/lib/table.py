@@ -40,7 +40,7 @@ def main():
             results[r["row"]] = r
 
     head = ["what", "in flight", "calls", "req/s", "mean µs", "p50 µs", "p99 µs",
-            "gateway CPU µs/call", "Envoy CPU µs/call", "nginx CPU µs/call", "upstream req/call", "errors", "load tool CPU µs/call", "others' CPU %"]
+            "gateway CPU µs/call", "Envoy CPU µs/call", "nginx CPU µs/call", "upstream req/call", "upstream conns opened", "errors", "load tool CPU µs/call", "others' CPU % (tick-sampled)"]
     body = []
     problems = []
     for key, label in ROWS:
@@ -62,6 +62,7 @@ def main():
             fmt(cpu.get("envoy"), 1) if via_envoy else "–",
             fmt(cpu.get("nginx"), 1),
             fmt(r["upstream_per_call"], 3),
+            fmt(r.get("upstream_connections_opened")),
             fmt(r["errors"]) + (f" {r['statuses']}" if r.get("errors") and r.get("statuses") else ""),
             fmt(r.get("tool_cpu_us_per_call"), 1),
             fmt(r.get("others_cpu_pct"), 1) + (f" (steal {r['machine_steal_pct']})" if r.get("machine_steal_pct") else ""),
@@ -71,7 +72,7 @@ def main():
         calls, upstream = r["calls"], r["upstream_requests"]
         if not calls or not (calls <= upstream <= calls + r["inflight"] + TOKEN_SLACK):
             problems.append(f"{key}: {upstream} upstream requests for {calls} calls "
-                            f"({fmt(r['upstream_per_call'], 4)} per call), not 1 per call")
+                            f"({fmt(upstream / calls if calls else None, 4)} per call), not 1 per call")
 
     if markdown:
         print("| " + " | ".join(head) + " |")
