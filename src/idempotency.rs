@@ -23,6 +23,7 @@ use crate::error::{GatewayError, UpstreamError, is_final_outcome};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -79,23 +80,29 @@ struct State<T> {
     next_flight: u64,
 }
 
-/// Counters, for tests and logs.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct IdempotencyStats {
+/// How the layer answered calls (atomics: counting takes no lock on the call path).
+#[derive(Debug, Default)]
+struct Counters {
     /// Calls that went upstream.
-    pub led: u64,
+    led: AtomicU64,
     /// Calls that joined an in-flight call.
-    pub joined: u64,
+    joined: AtomicU64,
     /// Calls answered from a stored outcome.
-    pub replayed: u64,
+    replayed: AtomicU64,
     /// Calls refused for reusing a key with another request.
-    pub conflicts: u64,
+    conflicts: AtomicU64,
+}
+
+impl Counters {
+    fn add(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// The idempotency layer for outcomes of type `T`.
 pub struct IdempotencyLayer<T> {
     state: Mutex<State<T>>,
-    stats: Mutex<IdempotencyStats>,
+    counters: Counters,
     window: Duration,
     max_entries: usize,
 }
@@ -107,11 +114,6 @@ impl<T> std::fmt::Debug for IdempotencyLayer<T> {
             .field("max_entries", &self.max_entries)
             .finish_non_exhaustive()
     }
-}
-
-/// Fingerprint of a request: a hash of its parts (e.g. the REST body it would send).
-pub fn fingerprint(parts: &[&[u8]]) -> u64 {
-    crate::digest::fingerprint(parts)
 }
 
 fn reused(key: &str) -> GatewayError {
@@ -131,20 +133,18 @@ impl<T: Clone + Send + Sync + 'static> IdempotencyLayer<T> {
                 order: VecDeque::new(),
                 next_flight: 0,
             }),
-            stats: Mutex::new(IdempotencyStats::default()),
+            counters: Counters::default(),
             window,
             max_entries: max_entries.max(1),
         }
     }
 
-    /// Counters so far.
+    /// (calls that led, calls that joined or were replayed), for the unit tests.
     #[cfg(test)]
-    pub fn stats(&self) -> IdempotencyStats {
-        *self.stats.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn count(&self, f: impl FnOnce(&mut IdempotencyStats)) {
-        f(&mut self.stats.lock().unwrap_or_else(|e| e.into_inner()));
+    fn answered(&self) -> (u64, u64) {
+        let c = &self.counters;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        (load(&c.led), load(&c.joined) + load(&c.replayed))
     }
 
     /// Runs `call` at most once per (caller, operation, key) and request fingerprint, as the
@@ -175,16 +175,16 @@ impl<T: Clone + Send + Sync + 'static> IdempotencyLayer<T> {
         let (sender, flight) = loop {
             match self.decide(&entry_key, fingerprint) {
                 Decision::Replay(outcome) => {
-                    self.count(|s| s.replayed += 1);
+                    Counters::add(&self.counters.replayed);
                     tracing::debug!(operation, key, "replaying a stored outcome");
                     return outcome;
                 }
                 Decision::Conflict => {
-                    self.count(|s| s.conflicts += 1);
+                    Counters::add(&self.counters.conflicts);
                     return Err(reused(key));
                 }
                 Decision::Join(done) => {
-                    self.count(|s| s.joined += 1);
+                    Counters::add(&self.counters.joined);
                     match wait_for(done, deadline).await {
                         Flight::Finished(outcome) => return outcome,
                         Flight::GaveUp(_) if Instant::now() < deadline => {
@@ -201,7 +201,7 @@ impl<T: Clone + Send + Sync + 'static> IdempotencyLayer<T> {
                 Decision::Lead(sender, flight) => break (sender, flight),
             }
         };
-        self.count(|s| s.led += 1);
+        Counters::add(&self.counters.led);
         // If this future is dropped mid-call, the guard clears the entry and tells waiters.
         let mut guard = FlightGuard {
             layer: self,
@@ -369,7 +369,7 @@ impl<T: Clone + Send + Sync + 'static> Drop for FlightGuard<'_, T> {
 mod tests {
     use super::*;
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
 
     fn soon() -> Instant {
         Instant::now() + Duration::from_secs(5)
@@ -397,8 +397,7 @@ mod tests {
             assert_eq!(task.await.unwrap().unwrap(), 7);
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
-        let stats = layer.stats();
-        assert_eq!((stats.led, stats.joined + stats.replayed), (1, 19));
+        assert_eq!(layer.answered(), (1, 19));
     }
 
     // Paused time: the sleeps below cost no wall time and race nothing.

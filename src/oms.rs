@@ -8,8 +8,8 @@
 //! idempotency key a write sends is decided before it is called.
 
 use crate::convert;
+use crate::digest;
 use crate::error::{GatewayError, ResourceRef};
-use crate::idempotency;
 use crate::proto::v1 as pb;
 use crate::upstream::model::{
     AuthCommitBody, BarcodeAuthBody, CashInDto, CreateCashInBody, FailBody,
@@ -80,7 +80,7 @@ impl NewCashIn {
     /// The request's fingerprint: the REST body is what OMS fingerprints too (its metadata is a
     /// BTreeMap, so the encoding is stable).
     pub fn fingerprint(&self) -> u64 {
-        idempotency::fingerprint(&[&serde_json::to_vec(&self.body).unwrap_or_default()])
+        digest::fingerprint(&[serde_json::to_vec(&self.body).unwrap_or_default()])
     }
 }
 

@@ -294,7 +294,7 @@ impl CashInService for CashIns {
             validate::idempotency_key(&mut violations, "idempotency_key", &request.idempotency_key);
             violations.finish()?;
             let id = &request.cash_in_id;
-            let fingerprint = crate::idempotency::fingerprint(&[id.as_bytes()]);
+            let fingerprint = crate::digest::fingerprint(&[id]);
             let mutation = &mutation;
             let cash_in = self
                 .run_idempotently(
@@ -412,7 +412,7 @@ fn list_query(request: &pb::ListCashInsRequest) -> Result<(CashInQuery, u64), Ga
         t.map(|t| format!("{}.{}", t.seconds, t.nanos))
             .unwrap_or_default()
     };
-    let filters = page_token::fingerprint(&[
+    let filters = crate::digest::fingerprint(&[
         &request.customer_id,
         &(status as i32).to_string(),
         &stamp(after),

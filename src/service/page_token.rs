@@ -6,11 +6,6 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 
 const VERSION: &str = "v1";
 
-/// The fingerprint of the filter fields (see `digest::fingerprint`).
-pub fn fingerprint(parts: &[&str]) -> u64 {
-    crate::digest::fingerprint(parts)
-}
-
 /// Encodes a token for the page after `cursor`.
 pub fn encode(filters: u64, cursor: &str) -> String {
     URL_SAFE_NO_PAD.encode(format!("{VERSION}:{filters:016x}:{cursor}"))
@@ -41,6 +36,7 @@ pub fn decode(token: &str, filters: u64) -> Result<String, &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::digest::fingerprint;
 
     #[test]
     fn tokens_round_trip_and_are_bound_to_their_filters() {
