@@ -478,6 +478,41 @@ async fn a_421_misdirected_request_is_retried_on_a_new_connection() {
     gateway.gateway.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_421_that_persists_is_unavailable_and_the_error_names_both_keys() {
+    let gateway = common::start().await;
+    let location = common::first_location(&gateway.channel).await;
+    let mut request = common::create_request(&location, "cst_421_persists");
+    request.idempotency_key = "misdirected-1".into();
+    // Every attempt (each on a new connection after the first) meets it.
+    gateway
+        .sandbox()
+        .inject(Fault::status(Some("POST"), "/cash-ins", 3, 421));
+    let status = gateway
+        .cash_ins()
+        .create_cash_in(request.clone())
+        .await
+        .expect_err("misdirected on every attempt");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(common::retry_delay(&status).is_some(), "a retry hint");
+    assert_eq!(
+        metadata_text(status.metadata(), "idempotency-key"),
+        "misdirected-1"
+    );
+    assert_eq!(
+        metadata_text(status.metadata(), "oms-idempotency-key"),
+        "0::misdirected-1",
+        "the key OMS saw, on errors too"
+    );
+    gateway
+        .cash_ins()
+        .create_cash_in(request)
+        .await
+        .expect("the same key is not burnt");
+    assert_eq!(gateway.sandbox().cash_in_count(), 1);
+    gateway.gateway.shutdown().await;
+}
+
 // === Issue 7.10: a shared call does not impose the leader's deadline ===
 
 // Before: the follower, with seconds left, got the leader's DEADLINE_EXCEEDED.
