@@ -3,7 +3,8 @@
 # run, on loopback, printing one table (see BENCHMARKS.md for what each figure means).
 #
 #   bench/run.sh            full run: 8 rows × BENCH_DURATION (default 10 s) of load, ≈ 1.5 min
-#   bench/run.sh --smoke    CI: the same rows × 1 s (or BENCH_SMOKE=1)
+#   bench/run.sh --smoke    CI: the same rows × 1 s (or BENCH_SMOKE=1), and two small watch rows
+#   bench/run.sh --unary    only the unary rows;  --watch: only the watch rows (bench/watch/rows.sh)
 #
 # It starts, all on 127.0.0.1 and all killed on exit:
 #   nginx    the static OMS stand-in: canned CashIn for GET /v0.9/cash-ins/*, POST /v0.9/cash-ins,
@@ -27,9 +28,12 @@ set -euo pipefail
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(dirname "$BENCH_DIR")"
 SMOKE="${BENCH_SMOKE:-0}"
+ONLY=all
 for arg in "$@"; do
   case "$arg" in
     --smoke) SMOKE=1 ;;
+    --unary) ONLY=unary ;;
+    --watch) ONLY=watch ;;
     -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d'; exit 0 ;;
     *) echo "unknown argument: $arg (try --help)" >&2; exit 2 ;;
   esac
@@ -177,6 +181,7 @@ row() { # key tool inflight command...
   alive "$NGINX_PID" nginx; alive "$GATEWAY_PID" gateway; alive "$ENVOY_PID" envoy
 }
 REST_URL="http://127.0.0.1:$NGINX_PORT/v0.9/cash-ins/$CASH_IN_ID"
+if [[ "$ONLY" != watch ]]; then
 for n in 1 64; do
   if [[ $n == 1 ]]; then c=1 m=1 t=1; else c=4 m=16 t=2; fi
   row "rest-get-$n" wrk "$n" \
@@ -195,9 +200,23 @@ done
 
 log "grpc-status samples after the load"
 check
+fi
+
+# === the watch rows (a fresh gateway each, against a second nginx) ===
+
+if [[ "$ONLY" != unary ]]; then
+  kill "$ENVOY_PID" "$GATEWAY_PID" 2>/dev/null || true
+  source "$BENCH_DIR/watch/rows.sh"
+fi
 
 # === the table ===
 
 echo
 echo "oms-gateway bench: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $DURATION s per row$([[ $SMOKE == 1 ]] && echo ' (smoke)'), $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
-"$PY" "$BENCH_DIR/lib/table.py" "$RESULTS" ${BENCH_MARKDOWN:+--markdown}
+if [[ "$ONLY" != watch ]]; then
+  "$PY" "$BENCH_DIR/lib/table.py" "$RESULTS" ${BENCH_MARKDOWN:+--markdown}
+fi
+if [[ "$ONLY" != unary ]]; then
+  echo
+  "$PY" "$BENCH_DIR/lib/watch_table.py" "$WATCH_RESULTS" ${BENCH_MARKDOWN:+--markdown}
+fi

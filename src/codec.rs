@@ -5,10 +5,16 @@
 //!
 //! The generated clients share this codec, so a client built from this crate reports an
 //! undecodable *response* as INVALID_ARGUMENT too; clients generated elsewhere are unaffected.
+//!
+//! [`EventCodec`] is the watch RPCs' codec: their events arrive encoded already (shared by every
+//! stream that sends them, see `watch::wire`), so its encoder copies bytes, and its buffer starts
+//! small: tonic keeps one per open stream for the stream's whole life.
 
 use crate::error::GatewayError;
+use crate::watch::wire::Encoded;
+use bytes::BufMut;
 use prost::Message;
-use tonic::codec::{BufferSettings, DecodeBuf, Decoder};
+use tonic::codec::{BufferSettings, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::{Code, Status};
 use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
 
@@ -60,5 +66,58 @@ impl<U: Message + Default> Decoder for RequestDecoder<U> {
 
     fn buffer_settings(&self) -> BufferSettings {
         self.0.buffer_settings()
+    }
+}
+
+/// The watch RPCs' codec: requests decoded as by [`Codec`], events written as the bytes they
+/// were encoded to.
+#[derive(Debug)]
+pub struct EventCodec<U>(std::marker::PhantomData<fn() -> U>);
+
+impl<U> Default for EventCodec<U> {
+    fn default() -> Self {
+        Self(std::marker::PhantomData)
+    }
+}
+
+/// A watch stream's encode buffer starts at this and grows for a larger event: one buffer per
+/// open stream, so tonic's default of 8 KiB would be most of what a stream costs.
+const EVENT_BUFFER: usize = 256;
+/// tonic's default: how much a buffer may hold before it is sent.
+const YIELD_THRESHOLD: usize = 32 * 1024;
+
+impl<U> tonic::codec::Codec for EventCodec<U>
+where
+    U: Message + Default + Send + 'static,
+{
+    type Encode = Encoded;
+    type Decode = U;
+    type Encoder = EventEncoder;
+    type Decoder = RequestDecoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        EventEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RequestDecoder(ProstDecoder::default())
+    }
+}
+
+/// Writes an already encoded event.
+#[derive(Debug)]
+pub struct EventEncoder;
+
+impl Encoder for EventEncoder {
+    type Item = Encoded;
+    type Error = Status;
+
+    fn encode(&mut self, item: Encoded, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        buf.put_slice(&item.0);
+        Ok(())
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        BufferSettings::new(EVENT_BUFFER, YIELD_THRESHOLD)
     }
 }

@@ -16,6 +16,7 @@ use crate::proto::{
     v1::{cash_in_service_server, cash_location_service_server, sandbox_service_server},
 };
 use crate::security::{self, CallerLayer, SharedPolicy, reload, tls};
+use crate::service::watch_route::CashInRoutes;
 use crate::service::{cash_in::CashIns, cash_location::CashLocations, sandbox::SandboxSimulator};
 use crate::upstream::breaker::CircuitState;
 use crate::upstream::{OmsClient, UpstreamHealth, auth::Credentials};
@@ -284,7 +285,7 @@ fn log_listening(
 
 /// The gateway's own gRPC services, with their message size limits.
 struct Services {
-    cash_ins: cash_in_service_server::CashInServiceServer<CashIns>,
+    cash_ins: CashInRoutes,
     cash_locations: cash_location_service_server::CashLocationServiceServer<CashLocations>,
     /// Only with the embedded sandbox.
     sandbox: Option<sandbox_service_server::SandboxServiceServer<SandboxSimulator>>,
@@ -312,9 +313,7 @@ impl Services {
             idempotency,
         );
         Self {
-            cash_ins: cash_in_service_server::CashInServiceServer::new(cash_ins)
-                .max_decoding_message_size(max_message)
-                .max_encoding_message_size(max_message),
+            cash_ins: CashInRoutes::new(cash_ins, max_message),
             cash_locations: cash_location_service_server::CashLocationServiceServer::new(
                 CashLocations::new(oms.clone(), default_deadline),
             )

@@ -9,6 +9,7 @@ pub mod cash_in;
 pub mod cash_location;
 pub mod page_token;
 pub mod sandbox;
+pub mod watch_route;
 
 use crate::error::GatewayError;
 use crate::validate::{self, Violations};

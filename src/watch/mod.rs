@@ -15,6 +15,7 @@
 pub mod budget;
 pub mod diff;
 pub mod stream;
+pub mod wire;
 
 use crate::config::WatchSettings;
 use crate::error::GatewayError;
@@ -55,13 +56,26 @@ pub enum Observation {
     Waiting,
     /// The resource's state (one cash-in, or a customer's cash-ins newest first).
     Seen {
-        /// The cash-ins.
-        items: Arc<Vec<pb::CashIn>>,
+        /// The cash-ins; a stream remembers what it sent by keeping these `Arc`s.
+        items: Arc<Vec<Arc<pb::CashIn>>>,
         /// When the gateway observed them.
         at: SystemTime,
+        /// The events of this observation encoded so far, shared by its streams.
+        events: Arc<wire::EventCache>,
     },
     /// The poller stopped for good; streams end with this error.
     Ended(GatewayError),
+}
+
+impl Observation {
+    /// What a poll (or another call) just saw.
+    fn seen(items: Vec<pb::CashIn>) -> Self {
+        Observation::Seen {
+            items: Arc::new(items.into_iter().map(Arc::new).collect()),
+            at: SystemTime::now(),
+            events: Arc::default(),
+        }
+    }
 }
 
 /// The hub. Cheap to clone.
@@ -98,7 +112,7 @@ impl Poller {
     /// Whether the poller's latest observation already holds `cash_in` exactly as it is.
     fn has_seen(&self, cash_in: &pb::CashIn) -> bool {
         match &*self.sender.borrow() {
-            Observation::Seen { items, .. } => items.iter().any(|seen| seen == cash_in),
+            Observation::Seen { items, .. } => items.iter().any(|seen| **seen == *cash_in),
             _ => false,
         }
     }
@@ -278,10 +292,7 @@ impl WatchHub {
                 Observation::Ended(_) => false,
             };
             if newer {
-                *observation = Observation::Seen {
-                    items: Arc::new(vec![cash_in.clone()]),
-                    at: SystemTime::now(),
-                };
+                *observation = Observation::seen(vec![cash_in.clone()]);
             }
             newer
         });
@@ -434,7 +445,8 @@ fn observe(sender: &watch::Sender<Observation>, key: &WatchKey, items: Vec<pb::C
     sender.send_if_modified(|observation| {
         let changed = match observation {
             Observation::Seen { items: old, .. }
-                if matches!(key, WatchKey::CashIn(_)) && is_older(items.first(), old.first()) =>
+                if matches!(key, WatchKey::CashIn(_))
+                    && is_older(items.first(), old.first().map(|c| &**c)) =>
             {
                 false
             }
@@ -448,10 +460,7 @@ fn observe(sender: &watch::Sender<Observation>, key: &WatchKey, items: Vec<pb::C
             _ => true,
         };
         if changed {
-            *observation = Observation::Seen {
-                items: Arc::new(items),
-                at: SystemTime::now(),
-            };
+            *observation = Observation::seen(items);
         }
         changed
     });

@@ -8,12 +8,14 @@
 //! the caller goes away — and in every case its subscription is dropped, releasing its share of
 //! the poller.
 
+use super::wire::{Encoded, EventCache};
 use super::{Observation, Subscription, diff};
 use crate::error::GatewayError;
 use crate::proto::v1 as pb;
 use futures_util::{Stream, StreamExt};
 use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -32,12 +34,15 @@ pub enum Mode {
     },
 }
 
-/// The stream type of both watch RPCs: the buffered events, then the closing status if any
-/// (none means OK).
-pub type EventStream = Pin<Box<dyn Stream<Item = Result<pb::CashInEvent, Status>> + Send>>;
+/// The stream type of both watch RPCs: the buffered events, encoded, then the closing status if
+/// any (none means OK).
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<Encoded, Status>> + Send>>;
 
 /// Events buffered towards a caller; small, so a slow caller reads fresh states, not old ones.
 const BUFFER: usize = 2;
+
+/// What a stream last sent, per cash-in id: the observation's own `Arc`s, never a copy.
+type Sent = HashMap<String, Arc<pb::CashIn>>;
 
 /// Starts the stream's task and returns the stream tonic sends from.
 pub fn spawn(
@@ -61,23 +66,13 @@ pub fn spawn(
     ));
     let closing =
         futures_util::stream::once(end_rx).filter_map(|end| async move { end.ok().map(Err) });
-    Box::pin(ReceiverStream::new(rx).chain(closing))
+    Box::pin(ReceiverStream::new(rx).map(Ok).chain(closing))
 }
 
-fn event(
-    kind: pb::CashInEventType,
-    cash_in: Option<pb::CashIn>,
-    previous_status: i32,
-    changed: Vec<&'static str>,
-    at: SystemTime,
-) -> pb::CashInEvent {
-    pb::CashInEvent {
-        cash_in,
-        r#type: kind as i32,
-        previous_status,
-        changed_fields: changed.into_iter().map(str::to_owned).collect(),
-        observed_at: Some(at.into()),
-    }
+/// One event for a stream, and whether it reports a terminal state.
+struct Outgoing {
+    event: Encoded,
+    terminal: bool,
 }
 
 /// The events an observation produces for a stream that last sent `sent`. Afterwards `sent`
@@ -86,12 +81,17 @@ fn event(
 /// stream's memory is bounded by one observation whatever the customer's history.
 fn events_for(
     mode: &Mode,
-    items: &[pb::CashIn],
+    items: &[Arc<pb::CashIn>],
     at: SystemTime,
-    sent: &mut HashMap<String, pb::CashIn>,
+    cache: &EventCache,
+    sent: &mut Sent,
     first: bool,
-) -> Vec<pb::CashInEvent> {
+) -> Vec<Outgoing> {
     let mut events = Vec::new();
+    let outgoing = |event: Encoded, item: &pb::CashIn| Outgoing {
+        event,
+        terminal: matches!(mode, Mode::Single) && diff::is_terminal(item.status),
+    };
     // Oldest first, so a caller sees cash-ins in the order they were created.
     for item in items.iter().rev() {
         let wanted = match mode {
@@ -105,22 +105,18 @@ fn events_for(
                 } else {
                     pb::CashInEventType::Added
                 };
-                events.push(event(kind, Some(item.clone()), 0, Vec::new(), at));
+                events.push(outgoing(cache.event(kind, None, item, &[], at), item));
                 sent.insert(item.id.clone(), item.clone());
             }
             None => {}
+            Some(previous) if Arc::ptr_eq(previous, item) => {}
             Some(previous) => {
                 let changed = diff::changed_fields(previous, item);
                 if !changed.is_empty() {
                     // Reported even when it leaves the filter, so the caller sees it go.
-                    let previous_status = previous.status;
-                    events.push(event(
-                        pb::CashInEventType::Changed,
-                        Some(item.clone()),
-                        previous_status,
-                        changed,
-                        at,
-                    ));
+                    let kind = pb::CashInEventType::Changed;
+                    let event = cache.event(kind, Some(previous), item, &changed, at);
+                    events.push(outgoing(event, item));
                     if wanted {
                         sent.insert(item.id.clone(), item.clone());
                     } else {
@@ -165,14 +161,10 @@ impl Ends {
         }
     }
 
-    async fn send(
-        &mut self,
-        tx: &mpsc::Sender<Result<pb::CashInEvent, Status>>,
-        event: pb::CashInEvent,
-    ) -> Result<(), Stop> {
+    async fn send(&mut self, tx: &mpsc::Sender<Encoded>, event: Encoded) -> Result<(), Stop> {
         tokio::select! {
             biased;
-            sent = tx.send(Ok(event)) => sent.map_err(|_| Stop::Gone),
+            sent = tx.send(event) => sent.map_err(|_| Stop::Gone),
             stop = self.reached() => Err(stop),
         }
     }
@@ -184,7 +176,7 @@ async fn run(
     deadline: Option<Instant>,
     heartbeat: Duration,
     shutdown: tokio::sync::watch::Receiver<bool>,
-    tx: mpsc::Sender<Result<pb::CashInEvent, Status>>,
+    tx: mpsc::Sender<Encoded>,
     end: oneshot::Sender<Status>,
 ) {
     let far_future = Instant::now() + Duration::from_secs(86_400 * 365);
@@ -217,8 +209,8 @@ async fn watch_loop(
     mode: &Mode,
     heartbeat: Duration,
     ends: &mut Ends,
-    tx: &mpsc::Sender<Result<pb::CashInEvent, Status>>,
-    sent: &mut HashMap<String, pb::CashIn>,
+    tx: &mpsc::Sender<Encoded>,
+    sent: &mut Sent,
 ) -> Result<(), Stop> {
     let mut first = true;
     let mut next_heartbeat = Instant::now() + heartbeat;
@@ -238,15 +230,14 @@ async fn watch_loop(
                 match observation {
                     Observation::Waiting => {}
                     Observation::Ended(err) => return Err(Stop::With(err.into())),
-                    Observation::Seen { items, at } => {
+                    Observation::Seen { items, at, events } => {
                         let before = sent.len();
-                        let events = events_for(mode, &items, at, sent, first);
+                        let outgoing = events_for(mode, &items, at, &events, sent, first);
                         subscription.track(before, sent.len());
                         first = false;
                         let mut terminal = false;
-                        for event in events {
-                            terminal |= matches!(mode, Mode::Single)
-                                && event.cash_in.as_ref().is_some_and(|c| diff::is_terminal(c.status));
+                        for Outgoing { event, terminal: last } in outgoing {
+                            terminal |= last;
                             ends.send(tx, event).await?;
                             next_heartbeat = Instant::now() + heartbeat;
                         }
@@ -257,8 +248,7 @@ async fn watch_loop(
                 }
             }
             () = tokio::time::sleep_until(next_heartbeat) => {
-                let beat = event(pb::CashInEventType::Heartbeat, None, 0, Vec::new(), SystemTime::now());
-                ends.send(tx, beat).await?;
+                ends.send(tx, Encoded::heartbeat()).await?;
                 next_heartbeat = Instant::now() + heartbeat;
             }
         }
@@ -269,12 +259,16 @@ async fn watch_loop(
 mod tests {
     use super::*;
 
-    fn cash_in(id: &str, status: pb::CashInStatus) -> pb::CashIn {
-        pb::CashIn {
+    fn cash_in(id: &str, status: pb::CashInStatus) -> Arc<pb::CashIn> {
+        Arc::new(pb::CashIn {
             id: id.into(),
             status: status as i32,
             ..Default::default()
-        }
+        })
+    }
+
+    fn decoded(events: &[Outgoing]) -> Vec<pb::CashInEvent> {
+        events.iter().map(|o| o.event.decode().unwrap()).collect()
     }
 
     #[test]
@@ -284,20 +278,23 @@ mod tests {
         };
         let mut sent = HashMap::new();
         let now = SystemTime::now();
-        let first = events_for(
+        let cache = EventCache::default();
+        let first = decoded(&events_for(
             &mode,
             &[cash_in("ci_1", pb::CashInStatus::Pending)],
             now,
+            &cache,
             &mut sent,
             true,
-        );
+        ));
         assert_eq!(first.len(), 1);
         assert_eq!(first[0].r#type, pb::CashInEventType::Initial as i32);
         let items = [
             cash_in("ci_2", pb::CashInStatus::Pending),
             cash_in("ci_1", pb::CashInStatus::Processing),
         ];
-        let next = events_for(&mode, &items, now, &mut sent, false);
+        let cache = EventCache::default();
+        let next = decoded(&events_for(&mode, &items, now, &cache, &mut sent, false));
         let kinds: Vec<i32> = next.iter().map(|e| e.r#type).collect();
         assert_eq!(
             kinds,
@@ -313,6 +310,21 @@ mod tests {
             cash_in("ci_2", pb::CashInStatus::Pending),
             cash_in("ci_1", pb::CashInStatus::Completed),
         ];
-        assert!(events_for(&mode, &items, now, &mut sent, false).is_empty());
+        let cache = EventCache::default();
+        assert!(events_for(&mode, &items, now, &cache, &mut sent, false).is_empty());
+    }
+
+    #[test]
+    fn a_single_stream_flags_the_terminal_state() {
+        let mut sent = HashMap::new();
+        let now = SystemTime::now();
+        let cache = EventCache::default();
+        let pending = [cash_in("ci_1", pb::CashInStatus::Pending)];
+        let first = events_for(&Mode::Single, &pending, now, &cache, &mut sent, true);
+        assert!(!first[0].terminal);
+        let done = [cash_in("ci_1", pb::CashInStatus::Completed)];
+        let last = events_for(&Mode::Single, &done, now, &cache, &mut sent, false);
+        assert_eq!(last.len(), 1);
+        assert!(last[0].terminal);
     }
 }

@@ -56,7 +56,8 @@ fn parse_args() -> Result<Options, String> {
             "--header" => {
                 let h = value()?;
                 let (n, v) = h.split_once(':').ok_or("--header NAME:VALUE")?;
-                o.headers.push((n.trim().to_ascii_lowercase(), v.trim().to_owned()));
+                o.headers
+                    .push((n.trim().to_ascii_lowercase(), v.trim().to_owned()));
             }
             _ => positional.push(a),
         }
@@ -66,7 +67,8 @@ fn parse_args() -> Result<Options, String> {
     }
     o.addr = positional[0].clone();
     o.path = positional[1].clone();
-    o.body = Bytes::from(std::fs::read(&positional[2]).map_err(|e| format!("{}: {e}", positional[2]))?);
+    o.body =
+        Bytes::from(std::fs::read(&positional[2]).map_err(|e| format!("{}: {e}", positional[2]))?);
     Ok(o)
 }
 
@@ -95,8 +97,12 @@ async fn one_call(
     let request = builder.body(()).map_err(|e| e.to_string())?;
     let ready = send.clone().ready().await.map_err(|e| e.to_string())?;
     *send = ready;
-    let (response, mut stream) = send.send_request(request, false).map_err(|e| e.to_string())?;
-    stream.send_data(o.body.clone(), true).map_err(|e| e.to_string())?;
+    let (response, mut stream) = send
+        .send_request(request, false)
+        .map_err(|e| e.to_string())?;
+    stream
+        .send_data(o.body.clone(), true)
+        .map_err(|e| e.to_string())?;
     let response = response.await.map_err(|e| e.to_string())?;
     if response.status() != http::StatusCode::OK {
         return Ok(format!("http-{}", response.status().as_u16()));
@@ -112,7 +118,11 @@ async fn one_call(
     }
     let trailers = body.trailers().await.map_err(|e| e.to_string())?;
     Ok(trailers
-        .and_then(|t| t.get("grpc-status").and_then(|s| s.to_str().ok()).map(str::to_owned))
+        .and_then(|t| {
+            t.get("grpc-status")
+                .and_then(|s| s.to_str().ok())
+                .map(str::to_owned)
+        })
         .unwrap_or_else(|| "missing".into()))
 }
 
@@ -164,7 +174,12 @@ async fn main() {
                     }
                     let key = prefix.as_ref().map(|p| format!("{p}-{n}"));
                     let t0 = Instant::now();
-                    let status = match tokio::time::timeout(Duration::from_secs(10), one_call(&mut send, &o, key)).await {
+                    let status = match tokio::time::timeout(
+                        Duration::from_secs(10),
+                        one_call(&mut send, &o, key),
+                    )
+                    .await
+                    {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => format!("error: {e}"),
                         Err(_) => "timeout".to_owned(),
@@ -189,8 +204,18 @@ async fn main() {
     let mut l = all.latencies_us;
     l.sort_unstable();
     let calls = l.len() as u64;
-    let pct = |p: f64| if l.is_empty() { 0 } else { l[((l.len() - 1) as f64 * p).round() as usize] };
-    let mean = if l.is_empty() { 0.0 } else { l.iter().sum::<u64>() as f64 / l.len() as f64 };
+    let pct = |p: f64| {
+        if l.is_empty() {
+            0
+        } else {
+            l[((l.len() - 1) as f64 * p).round() as usize]
+        }
+    };
+    let mean = if l.is_empty() {
+        0.0
+    } else {
+        l.iter().sum::<u64>() as f64 / l.len() as f64
+    };
     let ok = all.statuses.get("0").copied().unwrap_or(0);
     let statuses: Vec<String> = all
         .statuses
