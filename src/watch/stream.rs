@@ -18,7 +18,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
@@ -144,15 +144,23 @@ enum Stop {
 /// The stream's end conditions, checked while waiting for anything, sends included: a caller
 /// that stops reading still gets its deadline and the shutdown notice (delivered after the
 /// events already buffered), and its slot and poller share are released.
-struct Ends {
-    deadline: Instant,
+/// The deadline's timer is registered once for the stream's life (none without a deadline),
+/// not once per event: fifty thousand streams woken by one change must not each re-arm timers.
+struct Ends<'a> {
+    deadline: Option<Pin<&'a mut Sleep>>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
-impl Ends {
+impl Ends<'_> {
     async fn reached(&mut self) -> Stop {
+        let deadline = async {
+            match &mut self.deadline {
+                Some(sleep) => sleep.as_mut().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            () = tokio::time::sleep_until(self.deadline) => {
+            () = deadline => {
                 Stop::With(GatewayError::DeadlineExceeded("the watch reached the caller's deadline".into()).into())
             }
             _ = self.shutdown.changed() => Stop::With(
@@ -179,9 +187,9 @@ async fn run(
     tx: mpsc::Sender<Encoded>,
     end: oneshot::Sender<Status>,
 ) {
-    let far_future = Instant::now() + Duration::from_secs(86_400 * 365);
+    let mut deadline = deadline.map(|at| Box::pin(tokio::time::sleep_until(at)));
     let mut ends = Ends {
-        deadline: deadline.unwrap_or(far_future),
+        deadline: deadline.as_mut().map(|sleep| sleep.as_mut()),
         shutdown,
     };
     let mut sent = HashMap::new();
@@ -208,12 +216,14 @@ async fn watch_loop(
     subscription: &mut Subscription,
     mode: &Mode,
     heartbeat: Duration,
-    ends: &mut Ends,
+    ends: &mut Ends<'_>,
     tx: &mpsc::Sender<Encoded>,
     sent: &mut Sent,
 ) -> Result<(), Stop> {
     let mut first = true;
-    let mut next_heartbeat = Instant::now() + heartbeat;
+    // Re-armed only when an event goes out.
+    let beat = tokio::time::sleep(heartbeat);
+    tokio::pin!(beat);
     // Mark the current value unseen so the first loop turn reports it at once.
     subscription.receiver().mark_changed();
     loop {
@@ -233,13 +243,16 @@ async fn watch_loop(
                     Observation::Seen { items, at, events } => {
                         let before = sent.len();
                         let outgoing = events_for(mode, &items, at, &events, sent, first);
+                        let outgoing_was_empty = outgoing.is_empty();
                         subscription.track(before, sent.len());
                         first = false;
                         let mut terminal = false;
                         for Outgoing { event, terminal: last } in outgoing {
                             terminal |= last;
                             ends.send(tx, event).await?;
-                            next_heartbeat = Instant::now() + heartbeat;
+                        }
+                        if !outgoing_was_empty {
+                            beat.as_mut().reset(Instant::now() + heartbeat);
                         }
                         if terminal {
                             return Ok(());
@@ -247,9 +260,9 @@ async fn watch_loop(
                     }
                 }
             }
-            () = tokio::time::sleep_until(next_heartbeat) => {
+            () = beat.as_mut() => {
                 ends.send(tx, Encoded::heartbeat()).await?;
-                next_heartbeat = Instant::now() + heartbeat;
+                beat.as_mut().reset(Instant::now() + heartbeat);
             }
         }
     }
