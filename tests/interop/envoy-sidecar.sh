@@ -8,7 +8,7 @@
 #
 # It starts, all on 127.0.0.1 free ports and all stopped on exit:
 #   heartbeat  a gateway (embedded sandbox) whose --watch-heartbeat-interval (1 s) is shorter than
-#              Envoy's stream_idle_timeout (3 s), with --drain-delay 5s; Envoy health-checks it
+#              Envoy's stream_idle_timeout (3 s), with --drain-delay 8s; Envoy health-checks it
 #              with grpc.health.v1 every 0.5 s
 #   quiet      a gateway whose heartbeat (30 s, the default) is longer than stream_idle_timeout
 #   sandbox    `oms-gateway sandbox` alone, so this script can set its fault plan at run time
@@ -41,7 +41,7 @@ helper="$here/envoy/sidecar.py"
 idle_timeout=3      # Envoy stream_idle_timeout, seconds
 heartbeat=1s        # the heartbeat gateway's --watch-heartbeat-interval (< idle_timeout)
 quiet_heartbeat=30s # the quiet gateway's (> idle_timeout)
-drain_delay=5       # the heartbeat gateway's --drain-delay, seconds
+drain_delay=8       # the heartbeat gateway's --drain-delay, seconds
 startup_timeout="${OMS_INTEROP_STARTUP_TIMEOUT:-60}"
 
 passed=0
