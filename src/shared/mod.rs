@@ -261,8 +261,9 @@ impl SharedState {
     }
 
     fn mark_down(&self, error: &str) {
-        self.inner.errors.fetch_add(1, Ordering::Relaxed);
-        if self.inner.up.swap(false, Ordering::Relaxed) {
+        let first = self.inner.errors.fetch_add(1, Ordering::Relaxed) == 0;
+        // Said when shared mode ends, and when it never began (Redis down at start).
+        if self.inner.up.swap(false, Ordering::Relaxed) || first {
             tracing::warn!(
                 error,
                 "Redis unreachable: this replica falls back to its own idempotency store, pollers and poll budget until it answers again"

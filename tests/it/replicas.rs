@@ -73,6 +73,19 @@ impl RedisServer {
         server
     }
 
+    /// A server not started yet (its port is free): a Redis that is down.
+    fn not_started() -> Self {
+        let port = common::free_port();
+        let dir = std::env::temp_dir().join(format!("oms-gateway-redis-{port}"));
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        Self {
+            port,
+            dir,
+            child: None,
+            cluster: false,
+        }
+    }
+
     fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
@@ -719,4 +732,48 @@ async fn the_poll_budget_caps_the_whole_fleet_not_each_replica() {
         "{per_second:.1}/s > the fleet's 4/s"
     );
     assert!(per_second >= 1.5, "{per_second:.1}/s: the pollers starve");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_redis_is_down_at_start_serves_alone_then_shares_once_redis_is_up() {
+    if redis_missing("a_replica_whose_redis_is_down") {
+        return;
+    }
+    let mut redis = RedisServer::not_started();
+    let sandbox = common::start_remote_sandbox(SECRET).await;
+    // It starts, turns SERVING and creates with Redis unreachable.
+    let replica = Replica::start(&sandbox, &redis, &[]).await;
+    let location = common::first_location(&replica.channel).await;
+    replica
+        .cash_ins()
+        .create_cash_in(create(&location, "while-redis-is-down"))
+        .await
+        .expect("CreateCashIn without Redis");
+    redis.spawn().await;
+    let mut conn = redis.conn().await;
+    // Back in shared mode within the PING interval: a create leaves its outcome in Redis.
+    common::eventually(
+        Duration::from_secs(10),
+        "an outcome stored in Redis",
+        async || {
+            let n = common::free_port();
+            let _ = replica
+                .cash_ins()
+                .create_cash_in(create(&location, &format!("after-{n}")))
+                .await;
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg("oms-gateway:idem:*:done")
+                .query_async(&mut conn)
+                .await
+                .unwrap_or_default();
+            !keys.is_empty()
+        },
+    )
+    .await;
+    assert_eq!(replica.health().await, Some(ServingStatus::Serving as i32));
+    let text = std::fs::read_to_string(&replica.log).unwrap_or_default();
+    assert!(
+        text.contains("Redis reachable"),
+        "the replica says it shares again"
+    );
 }
