@@ -777,3 +777,57 @@ async fn a_replica_whose_redis_is_down_at_start_serves_alone_then_shares_once_re
         "the replica says it shares again"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_dies_mid_call_loses_its_lease_and_another_finishes_the_call_once() {
+    if redis_missing("a_replica_that_dies_mid_call") {
+        return;
+    }
+    let (_redis, sandbox, mut replicas) = fleet(&[]).await;
+    let location = common::first_location(&replicas[0].channel).await;
+    sandbox.set_fault_plan("latency=1:1500ms-1500ms".parse::<FaultPlan>().unwrap());
+    let request = create(&location, "leader-dies");
+    let mut leader = replicas[0].cash_ins();
+    let first = {
+        let request = request.clone();
+        tokio::spawn(async move { leader.create_cash_in(request).await })
+    };
+    sleep(Duration::from_millis(300)).await;
+    replicas[0].kill();
+    assert!(
+        first.await.unwrap().is_err(),
+        "the killed replica's caller lost its call"
+    );
+    sandbox.set_fault_plan(FaultPlan::default());
+    // The caller retries on another replica: it waits out the dead leader's lease, then calls
+    // upstream with the same key.
+    let started = Instant::now();
+    let mut retry = tonic::Request::new(request);
+    retry.set_timeout(Duration::from_secs(10));
+    let cash_in = replicas[1]
+        .cash_ins()
+        .create_cash_in(retry)
+        .await
+        .expect("the retry on another replica succeeds")
+        .into_inner()
+        .cash_in
+        .expect("cash_in");
+    let keys: std::collections::HashSet<_> = common::api_requests(&sandbox)
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path == "/cash-ins")
+        .map(|r| r.idempotency_key)
+        .collect();
+    say!(
+        "leader killed mid-call: the retry on another replica answered after {:?}; {} upstream POSTs, {} cash-in(s)",
+        started.elapsed(),
+        posts(&sandbox),
+        sandbox.cash_in_count()
+    );
+    assert_eq!(
+        keys.len(),
+        1,
+        "every upstream attempt sent the same key: {keys:?}"
+    );
+    assert_eq!(sandbox.cash_in_count(), 1, "one cash-in");
+    assert!(!cash_in.id.is_empty());
+}
