@@ -52,6 +52,8 @@ pub struct RedisServer {
     child: Option<Child>,
     /// A one-node Redis Cluster owning every slot, for `--redis-cluster`.
     cluster: bool,
+    /// TLS only (`rediss://`): the CA file that signed its certificate.
+    tls_ca: Option<PathBuf>,
 }
 
 impl RedisServer {
@@ -68,6 +70,7 @@ impl RedisServer {
             dir,
             child: None,
             cluster,
+            tls_ca: None,
         };
         server.spawn().await;
         server
@@ -83,16 +86,72 @@ impl RedisServer {
             dir,
             child: None,
             cluster: false,
+            tls_ca: None,
         }
     }
 
+    /// A TLS-only server (plaintext port off), its certificate signed by a throwaway CA.
+    async fn start_tls() -> Self {
+        let mut server = Self::not_started();
+        let ca = common::tls::Ca::new("redis test CA");
+        let pem = ca.server();
+        let ca_file = common::tls::write(&server.dir, "ca.pem", &ca.pem);
+        common::tls::write(&server.dir, "redis.pem", &pem.cert);
+        common::tls::write(&server.dir, "redis.key", &pem.key);
+        server.tls_ca = Some(ca_file);
+        server.spawn().await;
+        server
+    }
+
     fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls_ca.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    fn client(&self) -> redis::Client {
+        match &self.tls_ca {
+            Some(ca) => redis::Client::build_with_tls(
+                self.url(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(std::fs::read(ca).expect("CA file")),
+                },
+            )
+            .expect("redis url"),
+            None => redis::Client::open(self.url()).expect("redis url"),
+        }
+    }
+
+    fn port_args(&self) -> Vec<String> {
+        let port = self.port.to_string();
+        let Some(ca) = &self.tls_ca else {
+            return vec!["--port".into(), port];
+        };
+        let file = |name: &str| self.dir.join(name).display().to_string();
+        vec![
+            "--port".into(),
+            "0".into(),
+            "--tls-port".into(),
+            port,
+            "--tls-cert-file".into(),
+            file("redis.pem"),
+            "--tls-key-file".into(),
+            file("redis.key"),
+            "--tls-ca-cert-file".into(),
+            ca.display().to_string(),
+            "--tls-auth-clients".into(),
+            "no".into(),
+        ]
     }
 
     async fn spawn(&mut self) {
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(self.port_args())
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(&self.dir)
@@ -106,7 +165,7 @@ impl RedisServer {
             .spawn()
             .expect("start redis-server");
         self.child = Some(child);
-        let client = redis::Client::open(self.url()).expect("redis url");
+        let client = self.client();
         common::eventually(
             Duration::from_secs(10),
             "redis-server answers",
@@ -148,8 +207,7 @@ impl RedisServer {
     }
 
     async fn conn(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url())
-            .expect("redis url")
+        self.client()
             .get_multiplexed_async_connection()
             .await
             .expect("connect to redis-server")
@@ -180,6 +238,8 @@ impl Replica {
             .args(["--oms-base-url", &sandbox.base_url()])
             .args(["--oms-api-key", common::REMOTE_API_KEY])
             .env("OMS_API_SECRET", SECRET)
+            // rediss:// trusts the system's roots; a test Redis's CA is added the usual way.
+            .envs(redis.tls_ca.as_ref().map(|ca| ("SSL_CERT_FILE", ca)))
             .args(["--redis-url", &redis.url()])
             .args(["--redis-lease-ttl", &format!("{}ms", LEASE_TTL.as_millis())])
             .args([
@@ -307,6 +367,17 @@ async fn on_a_redis_cluster_fifty_concurrent_creates_with_one_key_make_one_upstr
     }
     let redis = RedisServer::start_with(true).await;
     let (redis, sandbox, replicas) = fleet_on(redis, &["--redis-cluster"]).await;
+    fifty_creates_with_one_key(&redis, &sandbox, &replicas).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_fifty_concurrent_creates_with_one_key_make_one_upstream_post() {
+    if redis_missing("over_tls") {
+        return;
+    }
+    let redis = RedisServer::start_tls().await;
+    let (redis, sandbox, replicas) = fleet_on(redis, &[]).await;
+    assert!(redis.url().starts_with("rediss://"));
     fifty_creates_with_one_key(&redis, &sandbox, &replicas).await;
 }
 
