@@ -18,8 +18,13 @@
 //! If the caller that leads a shared call cancels, the upstream request is cancelled with it (a
 //! cancelled call cancels its upstream request), and the callers waiting on it get ABORTED with a
 //! retry hint.
+//!
+//! With `--redis-url`, a leader asks the fleet first (`shared::idempotency`): the same key on
+//! another replica is shared, replayed or refused there too.
 
 use crate::error::{GatewayError, UpstreamError, is_final_outcome};
+use crate::shared::idempotency::{Call, SharedIdempotency};
+use crate::shared::outcome::Stored;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Mutex;
@@ -105,6 +110,8 @@ pub struct IdempotencyLayer<T> {
     counters: Counters,
     window: Duration,
     max_entries: usize,
+    /// The fleet's store in Redis, when replicas share one.
+    fleet: Option<SharedIdempotency>,
 }
 
 impl<T> std::fmt::Debug for IdempotencyLayer<T> {
@@ -116,7 +123,7 @@ impl<T> std::fmt::Debug for IdempotencyLayer<T> {
     }
 }
 
-fn reused(key: &str) -> GatewayError {
+pub(crate) fn reused(key: &str) -> GatewayError {
     GatewayError::KeyReused(format!(
         "idempotency key {key:?} was already used with a different request; use a new key for a new request"
     ))
@@ -136,7 +143,14 @@ impl<T: Clone + Send + Sync + 'static> IdempotencyLayer<T> {
             counters: Counters::default(),
             window,
             max_entries: max_entries.max(1),
+            fleet: None,
         }
+    }
+
+    /// The same layer, asking the fleet's store before going upstream.
+    pub fn with_fleet(mut self, fleet: Option<SharedIdempotency>) -> Self {
+        self.fleet = fleet;
+        self
     }
 
     /// (calls that led, calls that joined or were replayed), for the unit tests.
@@ -163,6 +177,7 @@ impl<T: Clone + Send + Sync + 'static> IdempotencyLayer<T> {
         call: F,
     ) -> Result<T, GatewayError>
     where
+        T: Stored,
         F: FnOnce(bool) -> Fut,
         Fut: Future<Output = Result<T, GatewayError>>,
     {
@@ -209,7 +224,20 @@ impl<T: Clone + Send + Sync + 'static> IdempotencyLayer<T> {
             flight,
             sender,
         };
-        let outcome = call(resumes).await;
+        let outcome = match &self.fleet {
+            Some(fleet) => {
+                let shared = Call {
+                    caller,
+                    operation,
+                    key,
+                    fingerprint,
+                    deadline,
+                    resumes,
+                };
+                fleet.run(shared, call).await
+            }
+            None => call(resumes).await,
+        };
         guard.finish(outcome.clone(), fingerprint);
         outcome
     }
@@ -370,6 +398,15 @@ mod tests {
     use super::*;
     use std::sync::Arc;
     use std::sync::atomic::AtomicUsize;
+
+    impl Stored for u32 {
+        fn encode_stored(&self) -> Vec<u8> {
+            self.to_be_bytes().to_vec()
+        }
+        fn decode_stored(bytes: &[u8]) -> Option<Self> {
+            Some(u32::from_be_bytes(bytes.try_into().ok()?))
+        }
+    }
 
     fn soon() -> Instant {
         Instant::now() + Duration::from_secs(5)

@@ -19,6 +19,7 @@ pub mod proto;
 mod security;
 pub mod server;
 mod service;
+mod shared;
 #[cfg(test)]
 mod tidy;
 mod upstream;

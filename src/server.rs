@@ -18,6 +18,7 @@ use crate::proto::{
 use crate::security::{self, CallerLayer, SharedPolicy, reload, tls};
 use crate::service::watch_route::CashInRoutes;
 use crate::service::{cash_in::CashIns, cash_location::CashLocations, sandbox::SandboxSimulator};
+use crate::shared;
 use crate::upstream::breaker::CircuitState;
 use crate::upstream::{OmsClient, UpstreamHealth, auth::Credentials};
 use crate::watch::WatchHub;
@@ -174,16 +175,13 @@ pub async fn start(config: GatewaySettings) -> Result<RunningGateway, StartError
     let (reflection_v1, reflection_v1alpha) = reflection_services()?;
 
     let oms = Oms::new(client.clone());
-    let hub = WatchHub::new(
-        oms.clone(),
-        config.watch.clone(),
-        config.upstream.request_timeout,
-    );
+    let shared = shared::SharedState::connect(&config.redis).map_err(StartError::Config)?;
+    let hub = shared::watch::hub(&oms, &config, &shared);
     let Services {
         cash_ins,
         cash_locations,
         sandbox: sandbox_service,
-    } = Services::new(&config, &oms, &hub, &stopping, sandbox.is_some());
+    } = Services::new(&config, &oms, &hub, &stopping, sandbox.is_some(), &shared);
 
     let (listener, addr) = bind(config.listen).await?;
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
@@ -298,13 +296,14 @@ impl Services {
         hub: &WatchHub,
         stopping: &watch::Sender<bool>,
         with_sandbox: bool,
+        shared: &Option<shared::SharedState>,
     ) -> Self {
         let default_deadline = config.upstream.default_deadline;
         let max_message = config.server.max_message_bytes;
-        let idempotency = Arc::new(IdempotencyLayer::new(
-            config.idempotency.window,
-            config.idempotency.max_entries,
-        ));
+        let idempotency = Arc::new(
+            IdempotencyLayer::new(config.idempotency.window, config.idempotency.max_entries)
+                .with_fleet(shared::idempotency::fleet(shared, &config.idempotency)),
+        );
         let cash_ins = CashIns::new(
             oms.clone(),
             default_deadline,

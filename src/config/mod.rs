@@ -4,9 +4,11 @@
 //! Secrets are held in [`Secret`], whose `Debug` and `Display` print `[redacted]`, so a config
 //! dumped into a log or a panic never leaks the OMS API secret.
 
+mod redis;
 mod sandbox;
 mod security;
 
+pub use redis::RedisSettings;
 pub use sandbox::{EmbeddedSandboxSettings, SandboxCommandSettings, SpellingArg};
 pub use security::{IdentityHeader, SecuritySettings};
 
@@ -213,6 +215,10 @@ pub struct GatewaySettings {
     /// The embedded sandbox's settings (used only without OMS_BASE_URL).
     #[command(flatten)]
     pub sandbox: EmbeddedSandboxSettings,
+
+    /// State shared by the replicas of a fleet (unset: none).
+    #[command(flatten)]
+    pub redis: RedisSettings,
 }
 
 /// The gateway's own idempotency layer (see README, "Guarantees").

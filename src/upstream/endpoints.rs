@@ -32,6 +32,25 @@ pub mod ops {
     pub const SANDBOX_EXPIRE: &str = "POST /sandbox/cash-ins/{id}/expire";
     #[allow(missing_docs)]
     pub const SANDBOX_FAIL: &str = "POST /sandbox/cash-ins/{id}/fail";
+
+    /// Every operation above: a name read back (an outcome stored in Redis) becomes its
+    /// `&'static str` again through [`named`].
+    const ALL: &[&str] = &[
+        CREATE_CASH_IN,
+        GET_CASH_IN,
+        LIST_CASH_INS,
+        REFRESH_CASH_IN,
+        LIST_CASH_LOCATIONS,
+        SIMULATE_BARCODE_AUTH,
+        SIMULATE_AUTH_COMMIT,
+        SANDBOX_EXPIRE,
+        SANDBOX_FAIL,
+    ];
+
+    /// The operation called `name`, if there is one.
+    pub fn named(name: &str) -> Option<&'static str> {
+        ALL.iter().copied().find(|op| *op == name)
+    }
 }
 
 // === impl OmsClient ===

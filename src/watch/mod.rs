@@ -10,10 +10,12 @@
 //! takes a permit from the global [`budget::PollBudget`]. On upstream errors a poller backs off
 //! and keeps its streams open; only after the upstream has failed for longer than the configured
 //! limit does it end them (UNAVAILABLE). This module never parses JSON nor builds a request: it
-//! calls the OMS operations layer (`oms.rs`).
+//! calls the OMS operations layer (`oms.rs`). With `--redis-url`, one poller per resource polls
+//! for the whole fleet and the others follow what it publishes (`fleet.rs`).
 
 pub mod budget;
 pub mod diff;
+mod fleet;
 pub mod stream;
 pub mod wire;
 
@@ -91,6 +93,8 @@ struct HubInner {
     /// Timeout of one poll request (the upstream's per-attempt timeout).
     poll_timeout: Duration,
     budget: PollBudget,
+    /// The fleet's leases, observations and poll budget, when replicas share Redis.
+    fleet: Option<crate::shared::watch::FleetWatch>,
     pollers: Mutex<HashMap<WatchKey, Weak<Poller>>>,
     streams: AtomicUsize,
     /// Cash-ins remembered by open streams (what each last told its caller), summed.
@@ -181,6 +185,7 @@ impl WatchHub {
         Self {
             inner: Arc::new(HubInner {
                 budget: PollBudget::new(config.max_polls_per_second),
+                fleet: None,
                 oms,
                 config,
                 poll_timeout,
@@ -189,6 +194,15 @@ impl WatchHub {
                 tracked: AtomicUsize::new(0),
             }),
         }
+    }
+
+    /// The same hub, sharing its pollers with the fleet's replicas through `fleet`. Call it
+    /// before the first clone.
+    pub fn with_fleet(mut self, fleet: Option<crate::shared::watch::FleetWatch>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.fleet = fleet;
+        }
+        self
     }
 
     /// The settings.
@@ -332,7 +346,7 @@ async fn fetch(hub: &HubInner, key: &WatchKey) -> Result<Vec<pb::CashIn>, Gatewa
             let mut cursor = None;
             for page in 0..MAX_LIST_PAGES {
                 if page > 0 {
-                    hub.budget.acquire().await;
+                    fleet::acquire(hub).await;
                 }
                 let deadline = Instant::now() + hub.poll_timeout;
                 let query = CashInQuery {
@@ -367,14 +381,24 @@ async fn poll_loop(
     let mut failing_since: Option<Instant> = None;
     let mut failures = 0u32;
     let mut empty_polls = 0u32;
+    let mut follower = fleet::Follower::new(&key);
     loop {
         let Some(strong) = hub.upgrade() else { return };
         let interval = strong.config.poll_interval;
         let limit = strong.config.unreachable_limit;
-        strong.budget.acquire().await;
+        if follower.follows(&strong, &key, &sender).await {
+            drop(strong);
+            if follower.stopped() {
+                return;
+            }
+            follower.wait(&wake, jittered(interval)).await;
+            continue;
+        }
+        fleet::acquire(&strong).await;
         // The poll starts when its first request may go out.
         let started = Instant::now();
         let result = fetch(&strong, &key).await;
+        follower.publish(&strong, &sender, &result).await;
         drop(strong);
         let wait = match result {
             Ok(items) => {
@@ -450,13 +474,7 @@ fn observe(sender: &watch::Sender<Observation>, key: &WatchKey, items: Vec<pb::C
             {
                 false
             }
-            Observation::Seen { items: old, .. } => {
-                old.len() != items.len()
-                    || old
-                        .iter()
-                        .zip(items.iter())
-                        .any(|(a, b)| a.id != b.id || !diff::changed_fields(a, b).is_empty())
-            }
+            Observation::Seen { items: old, .. } => differs(old, &items),
             _ => true,
         };
         if changed {
@@ -467,6 +485,16 @@ fn observe(sender: &watch::Sender<Observation>, key: &WatchKey, items: Vec<pb::C
 }
 
 /// Whether `polled` was last updated before `current`, judged by `updatedAt` when both have it.
+/// Whether a poll's `items` say something the observation `old` does not (another cash-in, or
+/// a change worth an event).
+fn differs(old: &[Arc<pb::CashIn>], items: &[pb::CashIn]) -> bool {
+    old.len() != items.len()
+        || old
+            .iter()
+            .zip(items)
+            .any(|(a, b)| a.id != b.id || !diff::changed_fields(a, b).is_empty())
+}
+
 fn is_older(polled: Option<&pb::CashIn>, current: Option<&pb::CashIn>) -> bool {
     let stamp = |c: Option<&pb::CashIn>| c.and_then(|c| c.updated_at).map(|t| (t.seconds, t.nanos));
     matches!((stamp(polled), stamp(current)), (Some(p), Some(c)) if p < c)

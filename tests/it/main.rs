@@ -17,6 +17,7 @@ mod idempotency;
 mod limits;
 mod reliability;
 mod reliability_malformed;
+mod replicas;
 mod rest_requests;
 mod shutdown;
 mod smoke;
