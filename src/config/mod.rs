@@ -4,9 +4,11 @@
 //! Secrets are held in [`Secret`], whose `Debug` and `Display` print `[redacted]`, so a config
 //! dumped into a log or a panic never leaks the OMS API secret.
 
+mod file;
 mod sandbox;
 mod security;
 
+pub use file::{ConfigFileArgs, EffectiveConfig, LoadError, LoadedCli};
 pub use sandbox::{EmbeddedSandboxSettings, SandboxCommandSettings, SpellingArg};
 pub use security::{IdentityHeader, SecuritySettings};
 
@@ -108,6 +110,9 @@ pub struct Cli {
     /// Logging.
     #[command(flatten)]
     pub log: LogSettings,
+    /// The configuration file (`--config`) and `--print-config` (see `file.rs`).
+    #[command(flatten)]
+    pub config_file: ConfigFileArgs,
 }
 
 /// Subcommands.

@@ -11,6 +11,7 @@ mod common;
 mod auth;
 mod cash_in_rpcs;
 mod cli;
+mod config_file;
 mod errors;
 mod health_reflection;
 mod idempotency;
