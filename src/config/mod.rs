@@ -269,6 +269,10 @@ pub struct ServerSettings {
     /// After the listener closes: how long in-flight calls may take to finish.
     #[arg(long = "shutdown-grace", env = "OMS_GATEWAY_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+    /// Also serve grpc.health.v1 alone, in plaintext, on this address: for probes that cannot
+    /// speak TLS (the kubelet's native gRPC probes). Its `liveness` service is SERVING until exit.
+    #[arg(long = "health-listen", env = "OMS_GATEWAY_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
 }
 
 impl Default for ServerSettings {

@@ -16,6 +16,7 @@ mod errors;
 mod health_reflection;
 mod idempotency;
 mod limits;
+mod probe_port;
 mod reliability;
 mod reliability_malformed;
 mod rest_requests;
