@@ -12,6 +12,7 @@ mod auth;
 mod cash_in_rpcs;
 mod cli;
 mod config_file;
+mod deploy_manifests;
 mod errors;
 mod health_reflection;
 mod idempotency;
