@@ -1,8 +1,9 @@
 //! The Kubernetes manifests in `deploy/kubernetes` against the binary they run: the
 //! Deployment's container args with the ConfigMap's `config.toml` are accepted (every key a flag,
 //! every value one it takes), every file the config names lies under a volume mount, and the
-//! termination grace period covers the drain delay plus the shutdown grace. (The manifests'
-//! Kubernetes schema is checked by `deploy/validate.sh` in CI.)
+//! termination grace period covers the drain delay plus the shutdown grace; and the Dockerfile's
+//! dependency layer stubs every Cargo target. (The manifests' Kubernetes schema and the
+//! Dockerfile's lint are `deploy/validate.sh`, in CI.)
 
 use crate::config_file::{TempConfig, gateway, print_config, run, setting};
 
@@ -181,4 +182,48 @@ fn the_deployments_probes_and_ports_are_the_ones_the_config_opens() {
         port_of(&setting(&printout, "listen").0)
     );
     assert_eq!(container_port("health"), port_of(&health_listen));
+}
+
+#[test]
+fn the_dockerfile_stubs_every_cargo_target_so_its_dependency_layer_builds() {
+    // Cargo refuses a manifest whose declared targets are missing, so the dependency layer must
+    // create every one of them; a target added to Cargo.toml without a stub breaks the image.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
+    let stage = &dockerfile[..dockerfile.find("COPY src src").expect("the sources' COPY")];
+    for manifest in ["Cargo.toml", "sandbox/Cargo.toml"] {
+        let text = std::fs::read_to_string(root.join(manifest)).unwrap();
+        let manifest_dir = Path::new(manifest).parent().unwrap();
+        let table: toml::Table = toml::from_str(&text).unwrap();
+        let mut paths: Vec<String> = Vec::new();
+        for kind in ["bin", "test", "bench", "example"] {
+            for target in table
+                .get(kind)
+                .and_then(|v| v.as_array())
+                .into_iter()
+                .flatten()
+            {
+                if let Some(path) = target.get("path").and_then(|p| p.as_str()) {
+                    paths.push(path.to_owned());
+                }
+            }
+        }
+        let lib = table.get("lib").and_then(|lib| lib.get("path"));
+        paths.push(
+            lib.and_then(|p| p.as_str())
+                .unwrap_or("src/lib.rs")
+                .to_owned(),
+        );
+        for path in paths {
+            let path = manifest_dir.join(path).display().to_string();
+            assert!(
+                stage.contains(&path),
+                "the Dockerfile's dependency layer does not create {path} ({manifest})"
+            );
+        }
+        assert!(
+            stage.contains(&format!("COPY {manifest}")),
+            "the dependency layer does not copy {manifest}"
+        );
+    }
 }
