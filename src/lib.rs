@@ -12,6 +12,7 @@ pub mod config;
 mod convert;
 mod digest;
 mod error;
+mod health_port;
 mod idempotency;
 mod limits;
 mod oms;

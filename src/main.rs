@@ -1,7 +1,6 @@
 //! The `oms-gateway` binary: parse configuration, start the gateway (or the sandbox alone), wait
 //! for SIGINT or SIGTERM, shut down. No business logic lives here.
 
-use clap::Parser;
 use oms_gateway::config::{Cli, Command, LogFormat, LogSettings, SandboxCommandSettings};
 use oms_gateway::server;
 use std::process::ExitCode;
@@ -78,7 +77,12 @@ async fn run_sandbox(args: SandboxCommandSettings) -> ExitCode {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let loaded = Cli::load();
+    if loaded.cli.config_file.print_config {
+        print!("{}", loaded.effective);
+        return ExitCode::SUCCESS;
+    }
+    let cli = loaded.cli;
     init_logging(&cli.log);
     if let Some(Command::Sandbox(args)) = cli.command {
         return run_sandbox(args).await;

@@ -8,6 +8,7 @@
 
 use crate::config::Secret;
 use crate::config::{GatewaySettings, SecuritySettings, ServerSettings, UpstreamTarget};
+use crate::health_port;
 use crate::idempotency::IdempotencyLayer;
 use crate::limits::LoadShedLayer;
 use crate::oms::Oms;
@@ -170,7 +171,7 @@ pub async fn start(config: GatewaySettings) -> Result<RunningGateway, StartError
 
     let (stopping, stopping_rx) = watch::channel(false);
     let (health_service, mut background) =
-        serve_health(&client, sandbox.is_some(), stopping_rx).await;
+        serve_health(&client, sandbox.is_some(), stopping_rx, &config.server).await?;
     background.append(&mut reloaders);
     let (reflection_v1, reflection_v1alpha) = reflection_services()?;
 
@@ -232,20 +233,28 @@ pub async fn start(config: GatewaySettings) -> Result<RunningGateway, StartError
 }
 
 /// grpc.health.v1, NOT_SERVING until the first token exchange, kept current by background
-/// tasks (the token refresher, the circuit prober and `follow_health`), returned with it.
+/// tasks (the token refresher, the circuit prober and `follow_health`), returned with it; also
+/// served alone on the probe port (`--health-listen`) when one is set.
 async fn serve_health(
     client: &OmsClient,
     with_sandbox: bool,
     stopping: watch::Receiver<bool>,
-) -> (
-    tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
-    Vec<JoinHandle<()>>,
-) {
+    settings: &ServerSettings,
+) -> Result<
+    (
+        tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+        Vec<JoinHandle<()>>,
+    ),
+    StartError,
+> {
     let mut services: Vec<&'static str> = SERVICES.to_vec();
     if with_sandbox {
         services.push(sandbox_service_server::SERVICE_NAME);
     }
     let (reporter, health_service) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status(health_port::LIVENESS, ServingStatus::Serving)
+        .await;
     set_health(
         &reporter,
         &services,
@@ -253,12 +262,16 @@ async fn serve_health(
         ServingStatus::NotServing,
     )
     .await;
-    let background = vec![
+    let mut background = vec![
         tokio::spawn(client.token_source().keep_fresh()),
         tokio::spawn(client.clone().probe_while_open()),
         tokio::spawn(follow_health(reporter, services, client.clone(), stopping)),
     ];
-    (health_service, background)
+    if let Some(listen) = settings.health_listen {
+        let (listener, addr) = bind(listen).await?;
+        background.push(health_port::serve(listener, addr, health_service.clone()));
+    }
+    Ok((health_service, background))
 }
 
 /// The one line that says the gateway is up, and how it is set up.

@@ -4,10 +4,12 @@
 //! Secrets are held in [`Secret`], whose `Debug` and `Display` print `[redacted]`, so a config
 //! dumped into a log or a panic never leaks the OMS API secret.
 
+mod file;
 mod redis;
 mod sandbox;
 mod security;
 
+pub use file::{ConfigFileArgs, EffectiveConfig, LoadError, LoadedCli};
 pub use redis::RedisSettings;
 pub use sandbox::{EmbeddedSandboxSettings, SandboxCommandSettings, SpellingArg};
 pub use security::{IdentityHeader, SecuritySettings};
@@ -110,6 +112,9 @@ pub struct Cli {
     /// Logging.
     #[command(flatten)]
     pub log: LogSettings,
+    /// The configuration file (`--config`) and `--print-config` (see `file.rs`).
+    #[command(flatten)]
+    pub config_file: ConfigFileArgs,
 }
 
 /// Subcommands.
@@ -270,6 +275,10 @@ pub struct ServerSettings {
     /// After the listener closes: how long in-flight calls may take to finish.
     #[arg(long = "shutdown-grace", env = "OMS_GATEWAY_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+    /// Also serve grpc.health.v1 alone, in plaintext, on this address: for probes that cannot
+    /// speak TLS (the kubelet's native gRPC probes). Its `liveness` service is SERVING until exit.
+    #[arg(long = "health-listen", env = "OMS_GATEWAY_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
 }
 
 impl Default for ServerSettings {
