@@ -4,9 +4,11 @@
 //! Secrets are held in [`Secret`], whose `Debug` and `Display` print `[redacted]`, so a config
 //! dumped into a log or a panic never leaks the OMS API secret.
 
+mod admin;
 mod sandbox;
 mod security;
 
+pub use admin::{AdminListen, AdminSettings};
 pub use sandbox::{EmbeddedSandboxSettings, SandboxCommandSettings, SpellingArg};
 pub use security::{IdentityHeader, SecuritySettings};
 
@@ -213,6 +215,10 @@ pub struct GatewaySettings {
     /// The embedded sandbox's settings (used only without OMS_BASE_URL).
     #[command(flatten)]
     pub sandbox: EmbeddedSandboxSettings,
+
+    /// The admin HTTP listener: metrics and probes.
+    #[command(flatten)]
+    pub admin: AdminSettings,
 }
 
 /// The gateway's own idempotency layer (see README, "Guarantees").
@@ -406,6 +412,7 @@ impl GatewaySettings {
     pub fn for_tests() -> Self {
         let mut config: Self = flag_defaults();
         config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.admin.listen = AdminListen::On(SocketAddr::from(([127, 0, 0, 1], 0)));
         config.server.drain_delay = Duration::ZERO;
         config.server.shutdown_grace = Duration::from_secs(5);
         config
