@@ -15,6 +15,7 @@ mod errors;
 mod health_reflection;
 mod idempotency;
 mod limits;
+mod metrics;
 mod reliability;
 mod reliability_malformed;
 mod rest_requests;
