@@ -342,12 +342,8 @@ impl<B: http_body::Body> http_body::Body for MeteredBody<B> {
                     *this.code = Some(parse_code(code));
                 }
             }
-            Poll::Ready(None) => {
-                if let Some(end) = this.end.take() {
-                    end.finish(this.code.unwrap_or(UNKNOWN));
-                }
-            }
-            Poll::Ready(Some(Err(_))) => {
+            // The end, or a body that failed: no status beyond what was seen is coming.
+            Poll::Ready(None | Some(Err(_))) => {
                 if let Some(end) = this.end.take() {
                     end.finish(this.code.unwrap_or(UNKNOWN));
                 }
