@@ -434,3 +434,54 @@ async fn admin_listen_none_starts_no_admin_listener() {
     assert!(gateway.gateway.admin_addr().is_none());
     gateway.gateway.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_retry_the_budget_refuses_is_counted() {
+    let mut config = common::test_config();
+    config.upstream.retry_budget_ratio = 0.0;
+    config.upstream.retry_budget_floor = 0.0;
+    let gateway = common::start_with(config).await;
+    let location = common::first_location(&gateway.channel).await;
+    gateway
+        .sandbox()
+        .inject(Fault::status(Some("POST"), "/cash-ins", 1, 503));
+    let status = gateway
+        .cash_ins()
+        .create_cash_in(common::create_request(&location, "cst_metrics6"))
+        .await
+        .expect_err("no budget for the retry");
+    assert_eq!(status.code(), Code::Unavailable);
+    let text = scrape(&gateway).await;
+    assert_eq!(
+        value(&text, "oms_upstream_retry_budget_exhausted_total", &[]),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(value(&text, "oms_upstream_retries_total", &[]), 0.0);
+    assert_eq!(handled(&text, "CreateCashIn", "Unavailable"), 1.0);
+    gateway.gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn refused_credentials_count_as_rejected_exchanges_and_keep_readyz_at_503() {
+    let sandbox = common::start_remote_sandbox("the-right-secret").await;
+    let config = common::remote_config(
+        &sandbox.base_url(),
+        common::REMOTE_API_KEY,
+        "a-wrong-secret",
+    );
+    let gateway = common::start_unchecked(config).await;
+    common::eventually(Duration::from_secs(5), "a rejected exchange", async || {
+        value(
+            &scrape(&gateway).await,
+            "oms_upstream_token_exchanges_total",
+            &[("outcome", "rejected")],
+        ) >= 1.0
+    })
+    .await;
+    let (status, _, body) = admin_get(&gateway, "/readyz", None).await;
+    assert_eq!((status, body.as_str()), (503, "NOT_SERVING\n"));
+    assert_eq!(admin_get(&gateway, "/healthz", None).await.0, 200);
+    gateway.gateway.shutdown().await;
+    sandbox.shutdown().await;
+}
