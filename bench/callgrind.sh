@@ -37,7 +37,7 @@ one() { # what calls -> prints Ir
   local what="$1" calls="$2" port
   port="$(free_port)"
   valgrind --tool=callgrind --callgrind-out-file="$RUN/cg.$what.$calls" \
-    "$GATEWAY" --listen "127.0.0.1:$port" --oms-base-url "http://127.0.0.1:$NGINX_PORT/v0.9" \
+    "$GATEWAY" --listen "127.0.0.1:$port" --admin-listen none --oms-base-url "http://127.0.0.1:$NGINX_PORT/v0.9" \
     --oms-api-key sk_bench --oms-api-secret bench-secret --log-level warn > "$RUN/gw.$what.$calls.log" 2>&1 &
   local pid=$!
   for _ in $(seq 1 300); do

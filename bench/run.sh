@@ -140,7 +140,7 @@ NGINX_PID=$!; PIDS+=("$NGINX_PID")
 STATUS_URL="http://127.0.0.1:$NGINX_PORT/nginx_status"
 wait_for nginx "$NGINX_PID" curl -sf "$STATUS_URL"
 
-"$GATEWAY" --listen "127.0.0.1:$GATEWAY_PORT" \
+"$GATEWAY" --listen "127.0.0.1:$GATEWAY_PORT" --admin-listen none \
   --oms-base-url "http://127.0.0.1:$NGINX_PORT/v0.9" --oms-api-key sk_bench --oms-api-secret bench-secret \
   --log-level warn > "$RUN/gateway.log" 2>&1 &
 GATEWAY_PID=$!; PIDS+=("$GATEWAY_PID")

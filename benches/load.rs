@@ -114,6 +114,7 @@ async fn main() {
             "warn",
         ])
         .args(["--max-concurrent-calls", "100000"])
+        .args(["--admin-listen", "none"])
         .env_remove("OMS_BASE_URL")
         .env_remove("OMS_API_KEY")
         .env_remove("OMS_API_SECRET")

@@ -86,7 +86,7 @@ unset_oms=()
 while IFS= read -r name; do unset_oms+=(-u "$name"); done < <(compgen -e | grep '^OMS_' || true)
 faults='503=1,paths=/cash-ins/ci_outage'
 log "start: $bin --listen $addr --sandbox-faults '$faults'"
-env "${unset_oms[@]}" "$bin" --listen "$addr" --sandbox-faults "$faults" >"$workdir/server.log" 2>&1 </dev/null &
+env "${unset_oms[@]}" "$bin" --listen "$addr" --admin-listen none --sandbox-faults "$faults" >"$workdir/server.log" 2>&1 </dev/null &
 server_pid=$!
 
 # grpc.health.v1.Health/Check("") without stubs: the request is empty, SERVING is field 1 = 1.

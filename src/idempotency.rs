@@ -104,6 +104,19 @@ impl Counters {
     }
 }
 
+/// How many calls the layer answered each way, since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Went upstream.
+    pub led: u64,
+    /// Joined a call in flight.
+    pub shared: u64,
+    /// Answered from a stored outcome.
+    pub replayed: u64,
+    /// Refused: the key was used with another request.
+    pub key_reused: u64,
+}
+
 /// The idempotency layer for outcomes of type `T`.
 pub struct IdempotencyLayer<T> {
     state: Mutex<State<T>>,
@@ -151,6 +164,17 @@ impl<T: Clone + Send + Sync + 'static> IdempotencyLayer<T> {
     pub fn with_fleet(mut self, fleet: Option<SharedIdempotency>) -> Self {
         self.fleet = fleet;
         self
+    }
+
+    /// How the layer has answered calls so far (for the metrics).
+    pub fn counts(&self) -> Counts {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Counts {
+            led: load(&self.counters.led),
+            shared: load(&self.counters.joined),
+            replayed: load(&self.counters.replayed),
+            key_reused: load(&self.counters.conflicts),
+        }
     }
 
     /// (calls that led, calls that joined or were replayed), for the unit tests.

@@ -6,6 +6,8 @@
 //! the docs, [`fuzzing`] (the decoders and validation the property tests drive). Everything else
 //! is private, so a test cannot lean on an internal. See `ARCHITECTURE.md` for the module map.
 
+mod access;
+mod admin;
 mod audit;
 mod codec;
 pub mod config;
@@ -15,6 +17,7 @@ mod error;
 mod health_port;
 mod idempotency;
 mod limits;
+mod metrics;
 mod oms;
 pub mod proto;
 mod security;

@@ -11,6 +11,7 @@ use crate::error::GatewayError;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use tokio::sync::Semaphore;
 use tower::{Layer, Service};
@@ -20,6 +21,8 @@ use tower::{Layer, Service};
 pub struct LoadShedLayer {
     permits: Arc<Semaphore>,
     max_in_flight: usize,
+    /// Calls shed since start (for the metrics).
+    shed: Arc<AtomicU64>,
 }
 
 impl LoadShedLayer {
@@ -28,7 +31,19 @@ impl LoadShedLayer {
         Self {
             permits: Arc::new(Semaphore::new(max_in_flight)),
             max_in_flight,
+            shed: Arc::default(),
         }
+    }
+
+    /// Calls holding a slot now.
+    pub fn in_flight(&self) -> usize {
+        self.max_in_flight
+            .saturating_sub(self.permits.available_permits())
+    }
+
+    /// Calls shed since start.
+    pub fn shed(&self) -> u64 {
+        self.shed.load(Ordering::Relaxed)
     }
 }
 
@@ -39,6 +54,7 @@ impl<S> Layer<S> for LoadShedLayer {
             inner,
             permits: self.permits.clone(),
             max_in_flight: self.max_in_flight,
+            shed: self.shed.clone(),
         }
     }
 }
@@ -49,6 +65,7 @@ pub struct LoadShed<S> {
     inner: S,
     permits: Arc<Semaphore>,
     max_in_flight: usize,
+    shed: Arc<AtomicU64>,
 }
 
 /// Replaces tonic's trailers-only OUT_OF_RANGE for an oversize message with the gateway's
@@ -127,6 +144,7 @@ where
                 })
             }
             Err(_) => {
+                self.shed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     max_in_flight = self.max_in_flight,
                     "shedding a call: at the concurrency limit"

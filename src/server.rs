@@ -6,11 +6,13 @@
 //! the upstream, SERVING while exchanges succeed, and NOT_SERVING again while the upstream is
 //! unreachable or rejects the gateway's credentials.
 
+use crate::admin::{self, AdminServer};
 use crate::config::Secret;
 use crate::config::{GatewaySettings, SecuritySettings, ServerSettings, UpstreamTarget};
 use crate::health_port;
 use crate::idempotency::IdempotencyLayer;
 use crate::limits::LoadShedLayer;
+use crate::metrics::{Live, Metrics, grpc::GrpcMetricsLayer};
 use crate::oms::Oms;
 use crate::proto::{
     self,
@@ -70,6 +72,7 @@ pub struct RunningGateway {
     shutdown: Option<oneshot::Sender<()>>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     background: Vec<JoinHandle<()>>,
+    admin: Option<AdminServer>,
 }
 
 // === impl RunningGateway ===
@@ -93,6 +96,11 @@ impl RunningGateway {
     /// How many token exchanges with the upstream have succeeded.
     pub fn token_exchanges(&self) -> u64 {
         self.client.token_source().exchanges()
+    }
+
+    /// The address of the admin listener (metrics, probes), unless `--admin-listen none`.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(AdminServer::addr)
     }
 
     /// The watch hub, for its counters.
@@ -128,6 +136,9 @@ impl RunningGateway {
         for task in &self.background {
             task.abort();
         }
+        if let Some(admin) = self.admin.take() {
+            admin.shutdown(Duration::from_secs(2)).await;
+        }
         if let Some(sandbox) = self.sandbox.take() {
             sandbox.shutdown().await;
         }
@@ -154,23 +165,14 @@ fn sandbox_config(config: &GatewaySettings) -> SandboxSettings {
 /// Starts the gateway (and the embedded sandbox when no upstream is configured) and returns
 /// once it is listening. Health turns SERVING when the first token exchange succeeds.
 pub async fn start(config: GatewaySettings) -> Result<RunningGateway, StartError> {
-    // Security first: a configuration that would expose the port refuses to start before
-    // anything else happens.
-    security::check_listen(config.listen, &config.security).map_err(StartError::Config)?;
     let mut reloaders = Vec::new();
-    let tls_config = load_tls(&config.security, &mut reloaders)?;
-    let policy = load_authz_policy(&config.security, &mut reloaders)?;
-    let caller_layer = CallerLayer::new(&config.security, policy);
+    let (tls_config, caller_layer) = caller_security(&config, &mut reloaders)?;
 
-    let (sandbox, base_url, credentials) = resolve_upstream(&config).await?;
-    let client = OmsClient::new(&base_url, credentials, config.upstream.clone())
-        .map_err(StartError::Config)?;
-    if sandbox.is_none() {
-        follow_credential_files(&config, &client, &mut reloaders);
-    }
+    let (metrics, registry) = Metrics::registered();
+    let (sandbox, base_url, client) = connect_upstream(&config, &metrics, &mut reloaders).await?;
 
     let (stopping, stopping_rx) = watch::channel(false);
-    let (health_service, mut background) =
+    let (health_service, readiness, mut background) =
         serve_health(&client, sandbox.is_some(), stopping_rx, &config.server).await?;
     background.append(&mut reloaders);
     let (reflection_v1, reflection_v1alpha) = reflection_services()?;
@@ -182,13 +184,18 @@ pub async fn start(config: GatewaySettings) -> Result<RunningGateway, StartError
         cash_ins,
         cash_locations,
         sandbox: sandbox_service,
+        idempotency,
     } = Services::new(&config, &oms, &hub, &stopping, sandbox.is_some(), &shared);
+    let shed = LoadShedLayer::new(config.server.max_concurrent_calls);
+    let live = Live::new(hub.clone(), shed.clone(), idempotency, client.circuit());
+    let admin = admin::start(config.admin.listen, registry, live, readiness).await?;
 
     let (listener, addr) = bind(config.listen).await?;
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let router = Server::builder()
         .max_concurrent_streams(Some(config.server.max_streams_per_connection))
-        .layer(LoadShedLayer::new(config.server.max_concurrent_calls))
+        .layer(GrpcMetricsLayer::new(metrics))
+        .layer(shed)
         .layer(caller_layer)
         // Pings keep idle connections (and long watch streams) alive through NATs and proxies,
         // and detect dead peers.
@@ -229,7 +236,22 @@ pub async fn start(config: GatewaySettings) -> Result<RunningGateway, StartError
         shutdown: Some(shutdown_tx),
         server,
         background,
+        admin,
     })
+}
+
+/// The TLS configuration and the caller layer (identity, policy), their reloaders pushed to
+/// `reloaders`.
+fn caller_security(
+    config: &GatewaySettings,
+    reloaders: &mut Vec<JoinHandle<()>>,
+) -> Result<(Option<tls::SharedConfig>, CallerLayer), StartError> {
+    // Security first: a configuration that would expose the port refuses to start before
+    // anything else happens.
+    security::check_listen(config.listen, &config.security).map_err(StartError::Config)?;
+    let tls_config = load_tls(&config.security, reloaders)?;
+    let policy = load_authz_policy(&config.security, reloaders)?;
+    Ok((tls_config, CallerLayer::new(&config.security, policy)))
 }
 
 /// grpc.health.v1, NOT_SERVING until the first token exchange, kept current by background
@@ -243,6 +265,7 @@ async fn serve_health(
 ) -> Result<
     (
         tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+        tonic_health::server::HealthService,
         Vec<JoinHandle<()>>,
     ),
     StartError,
@@ -255,6 +278,8 @@ async fn serve_health(
     reporter
         .set_service_status(health_port::LIVENESS, ServingStatus::Serving)
         .await;
+    // The admin listener's /readyz asks the same statuses.
+    let readiness = tonic_health::server::HealthService::from_health_reporter(reporter.clone());
     set_health(
         &reporter,
         &services,
@@ -271,7 +296,7 @@ async fn serve_health(
         let (listener, addr) = bind(listen).await?;
         background.push(health_port::serve(listener, addr, health_service.clone()));
     }
-    Ok((health_service, background))
+    Ok((health_service, readiness, background))
 }
 
 /// The one line that says the gateway is up, and how it is set up.
@@ -300,6 +325,8 @@ struct Services {
     cash_locations: cash_location_service_server::CashLocationServiceServer<CashLocations>,
     /// Only with the embedded sandbox.
     sandbox: Option<sandbox_service_server::SandboxServiceServer<SandboxSimulator>>,
+    /// The idempotency layer of CashInService, for its metrics.
+    idempotency: Arc<IdempotencyLayer<proto::v1::CashIn>>,
 }
 
 impl Services {
@@ -322,7 +349,7 @@ impl Services {
             default_deadline,
             hub.clone(),
             stopping.subscribe(),
-            idempotency,
+            idempotency.clone(),
         );
         Self {
             cash_ins: CashInRoutes::new(cash_ins, max_message),
@@ -340,6 +367,7 @@ impl Services {
                 .max_decoding_message_size(max_message)
                 .max_encoding_message_size(max_message)
             }),
+            idempotency,
         }
     }
 }
@@ -483,6 +511,27 @@ async fn bind(listen: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr
         .map_err(bind_error)?;
     let addr = listener.local_addr().map_err(bind_error)?;
     Ok((listener, addr))
+}
+
+/// The upstream and its client (recording into `metrics`); with a remote OMS, its credential
+/// files followed by a task pushed to `reloaders`.
+async fn connect_upstream(
+    config: &GatewaySettings,
+    metrics: &Arc<Metrics>,
+    reloaders: &mut Vec<JoinHandle<()>>,
+) -> Result<(Option<SandboxHandle>, String, OmsClient), StartError> {
+    let (sandbox, base_url, credentials) = resolve_upstream(config).await?;
+    let client = OmsClient::new(
+        &base_url,
+        credentials,
+        config.upstream.clone(),
+        metrics.clone(),
+    )
+    .map_err(StartError::Config)?;
+    if sandbox.is_none() {
+        follow_credential_files(config, &client, reloaders);
+    }
+    Ok((sandbox, base_url, client))
 }
 
 /// The upstream: the configured OMS, or the embedded sandbox started here.

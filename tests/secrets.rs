@@ -255,3 +255,145 @@ async fn an_upstream_quoting_credentials_back_leaks_them_to_no_caller_and_no_log
     );
     assert_clean("the logs", &logged, &secrets);
 }
+
+#[tokio::test]
+async fn a_whole_run_logs_one_access_line_per_call_and_no_secret_token_or_code() {
+    common::logs::capture("trace", Format::Text);
+    let secret = fresh_secret();
+    let sandbox = common::start_remote_sandbox(&secret).await;
+    let config = common::remote_config(&sandbox.base_url(), common::REMOTE_API_KEY, &secret);
+    let gateway = common::start_with(config).await;
+    let customer = format!("cst_access_{}", uuid::Uuid::new_v4().simple());
+    let created = common::create_cash_in(&gateway, &customer).await;
+    let mut codes = vec![
+        created
+            .deposit_instructions
+            .as_ref()
+            .map(|d| d.code.clone())
+            .expect("a deposit code"),
+    ];
+    // Successes, a refresh (a new code), a revoked token (401, a fresh exchange, the retry), an
+    // upstream 503 retried, OMS's 404, our own validation, and a watch stream.
+    gateway.get(&created.id).await;
+    let refreshed = gateway
+        .cash_ins()
+        .refresh_cash_in(pb::RefreshCashInRequest {
+            cash_in_id: created.id.clone(),
+            idempotency_key: "access-refresh-1".into(),
+        })
+        .await
+        .expect("RefreshCashIn")
+        .into_inner()
+        .cash_in
+        .expect("cash_in");
+    codes.extend(refreshed.deposit_instructions.map(|d| d.code));
+    sandbox.revoke_tokens();
+    gateway.get(&created.id).await;
+    sandbox.inject(Fault::status(Some("GET"), "/cash-ins", 1, 503));
+    gateway
+        .cash_ins()
+        .list_cash_ins(pb::ListCashInsRequest {
+            customer_id: customer.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("ListCashIns after a retry");
+    let missing = gateway
+        .cash_ins()
+        .get_cash_in(pb::GetCashInRequest {
+            cash_in_id: "ci_unknown_access".into(),
+        })
+        .await
+        .expect_err("404");
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+    let invalid = gateway
+        .cash_ins()
+        .get_cash_in(pb::GetCashInRequest {
+            cash_in_id: String::new(),
+        })
+        .await
+        .expect_err("no id");
+    assert_eq!(invalid.code(), tonic::Code::InvalidArgument);
+    let mut watch = gateway
+        .cash_ins()
+        .watch_cash_in(pb::WatchCashInRequest {
+            cash_in_id: created.id.clone(),
+        })
+        .await
+        .expect("WatchCashIn")
+        .into_inner();
+    watch
+        .message()
+        .await
+        .expect("an event")
+        .expect("the initial event");
+    drop(watch);
+    common::eventually(
+        std::time::Duration::from_secs(5),
+        "the watch stream to end",
+        async || gateway.gateway.watch_hub().streams() == 0,
+    )
+    .await;
+    let mut secrets = bearer_tokens(&sandbox);
+    assert!(secrets.len() >= 2, "the revocation forced a fresh exchange");
+    secrets.push(secret);
+    gateway.gateway.shutdown().await;
+    sandbox.shutdown().await;
+
+    let logged = common::logs::captured();
+    let access: Vec<&str> = logged
+        .lines()
+        .filter(|line| line.contains("access: call"))
+        .collect();
+    let has = |method: &str, rest: &[&str]| {
+        access.iter().any(|line| {
+            line.contains(&format!("method=\"polygon.oms.v1.{method}\""))
+                && rest.iter().all(|part| line.contains(part))
+        })
+    };
+    assert!(
+        has(
+            "CashInService/CreateCashIn",
+            &["code=\"OK\"", "upstream_attempts=1", "latency_ms="]
+        ),
+        "{access:#?}"
+    );
+    assert!(
+        has("CashInService/RefreshCashIn", &["code=\"OK\""]),
+        "{access:#?}"
+    );
+    assert!(
+        has(
+            "CashInService/GetCashIn",
+            &["code=\"OK\"", "upstream_attempts=2"]
+        ),
+        "the 401 and its retry: {access:#?}"
+    );
+    assert!(
+        has(
+            "CashInService/ListCashIns",
+            &["code=\"OK\"", "upstream_attempts=2"]
+        ),
+        "the 503 and its retry: {access:#?}"
+    );
+    assert!(
+        has("CashInService/GetCashIn", &["code=\"NOT_FOUND\""]),
+        "{access:#?}"
+    );
+    assert!(
+        has(
+            "CashInService/GetCashIn",
+            &["code=\"INVALID_ARGUMENT\"", "upstream_attempts=0"]
+        ),
+        "{access:#?}"
+    );
+    assert!(
+        has(
+            "CashInService/WatchCashIn",
+            &["code=\"CANCELLED\"", "grpc_type=\"server_stream\""]
+        ),
+        "{access:#?}"
+    );
+    assert_clean("the logs", &logged, &secrets);
+    assert_clean("the logs", &logged, &codes);
+}

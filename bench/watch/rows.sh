@@ -23,7 +23,7 @@ watch_row() { # key streams ids interval rounds [stalled]
   local connections=$(((total + 499) / 500))
   port="$(free_port)"
   log "watch row $key: $streams streams on $ids ids, $stalled stalled readers, poll every $interval s"
-  "$GATEWAY" --listen "127.0.0.1:$port" \
+  "$GATEWAY" --listen "127.0.0.1:$port" --admin-listen none \
     --oms-base-url "http://127.0.0.1:$WATCH_NGINX_PORT/v0.9" --oms-api-key sk_bench --oms-api-secret bench-secret \
     --watch-poll-interval "${interval}s" --watch-max-streams 250000 --watch-max-watched 5000 \
     --watch-max-polls-per-second 10000 --max-concurrent-streams-per-connection 1000 \

@@ -4,11 +4,13 @@
 //! Secrets are held in [`Secret`], whose `Debug` and `Display` print `[redacted]`, so a config
 //! dumped into a log or a panic never leaks the OMS API secret.
 
+mod admin;
 mod file;
 mod redis;
 mod sandbox;
 mod security;
 
+pub use admin::{AdminListen, AdminSettings};
 pub use file::{ConfigFileArgs, EffectiveConfig, LoadError, LoadedCli};
 pub use redis::RedisSettings;
 pub use sandbox::{EmbeddedSandboxSettings, SandboxCommandSettings, SpellingArg};
@@ -224,6 +226,10 @@ pub struct GatewaySettings {
     /// State shared by the replicas of a fleet (unset: none).
     #[command(flatten)]
     pub redis: RedisSettings,
+
+    /// The admin HTTP listener: metrics and probes.
+    #[command(flatten)]
+    pub admin: AdminSettings,
 }
 
 /// The gateway's own idempotency layer (see README, "Guarantees").
@@ -421,6 +427,7 @@ impl GatewaySettings {
     pub fn for_tests() -> Self {
         let mut config: Self = flag_defaults();
         config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.admin.listen = AdminListen::On(SocketAddr::from(([127, 0, 0, 1], 0)));
         config.server.drain_delay = Duration::ZERO;
         config.server.shutdown_grace = Duration::from_secs(5);
         config

@@ -199,6 +199,7 @@ impl CallerLayer {
             }
             None => String::new(),
         };
+        crate::access::note_caller(&caller);
         if let Some(policy) = &self.policy {
             let policy = policy.read().unwrap_or_else(|e| e.into_inner()).clone();
             if !policy.allows(&caller, method) {

@@ -98,6 +98,7 @@ pub struct TokenSource {
     refresh_now: Notify,
     breaker: Arc<CircuitBreaker>,
     health: watch::Sender<UpstreamHealth>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Why a call got no token.
@@ -119,6 +120,7 @@ impl TokenSource {
         exchange_timeout: Duration,
         breaker: Arc<CircuitBreaker>,
         health: watch::Sender<UpstreamHealth>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Self {
         Self {
             http,
@@ -134,6 +136,7 @@ impl TokenSource {
             refresh_now: Notify::new(),
             breaker,
             health,
+            metrics,
         }
     }
 
@@ -262,6 +265,7 @@ impl TokenSource {
             _ => None,
         };
         self.finished.fetch_add(1, Ordering::Release);
+        self.metrics.token_exchange(&result);
         match result {
             Ok(dto) => Ok(self.accept(dto)),
             Err(UpstreamError::DeadlineExceeded) => {

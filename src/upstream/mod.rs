@@ -19,6 +19,7 @@ mod send;
 pub use endpoints::ops;
 
 use crate::config::UpstreamSettings;
+use crate::metrics::Metrics;
 use auth::{Credentials, TokenSource};
 use breaker::{CircuitBreaker, CircuitState};
 use budget::RetryBudget;
@@ -106,6 +107,7 @@ struct Inner {
     health: watch::Receiver<UpstreamHealth>,
     budget: RetryBudget,
     breaker: Arc<CircuitBreaker>,
+    metrics: Arc<Metrics>,
 }
 
 // === impl OmsClient ===
@@ -116,6 +118,7 @@ impl OmsClient {
         base_url: &str,
         credentials: Credentials,
         config: UpstreamSettings,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, String> {
         let mut base = Url::parse(base_url.trim_end_matches('/'))
             .map_err(|e| format!("invalid OMS base URL `{base_url}`: {e}"))?;
@@ -158,6 +161,7 @@ impl OmsClient {
             config.request_timeout,
             breaker.clone(),
             health_tx,
+            metrics.clone(),
         ));
         Ok(Self {
             inner: Arc::new(Inner {
@@ -169,6 +173,7 @@ impl OmsClient {
                 breaker,
                 config,
                 health: health_rx,
+                metrics,
             }),
         })
     }

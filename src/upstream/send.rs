@@ -103,10 +103,12 @@ impl OmsClient {
                 }
                 // Retries may add only a fraction of the traffic: an outage is not amplified.
                 if !self.inner.budget.try_retry() {
+                    self.inner.metrics.retry_budget_exhausted();
                     tracing::debug!(error = %err, "retry budget exhausted; not retrying");
                     return Err(err);
                 }
                 tracing::debug!(attempt, wait_ms = wait.as_millis() as u64, error = %err, "retrying OMS call");
+                self.inner.metrics.upstream_retry();
                 tokio::time::sleep(wait).await;
             }
         }
@@ -136,11 +138,15 @@ impl OmsClient {
             let (mut probe, token) = self.admit_with_token(call.deadline).await?;
             let attempt_deadline = call.deadline.min(now + self.inner.config.request_timeout);
             let exchange = self.exchange(request(http, call, &token), &token);
+            let sent = Instant::now();
             let outcome = match tokio::time::timeout_at(attempt_deadline, exchange).await {
                 Ok(outcome) => outcome,
                 Err(_) if attempt_deadline == call.deadline => Err(UpstreamError::DeadlineExceeded),
                 Err(_) => Err(UpstreamError::Timeout(self.inner.config.request_timeout)),
             };
+            self.inner
+                .metrics
+                .upstream_request(call.operation, &outcome, sent.elapsed());
             let healthy = verdict(&outcome);
             match healthy {
                 Some(true) => self.inner.breaker.on_success(),

@@ -27,7 +27,7 @@ use budget::PollBudget;
 use std::collections::HashMap;
 use std::sync::{
     Arc, Mutex, Weak,
-    atomic::{AtomicUsize, Ordering},
+    atomic::{AtomicU64, AtomicUsize, Ordering},
 };
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
@@ -99,6 +99,8 @@ struct HubInner {
     streams: AtomicUsize,
     /// Cash-ins remembered by open streams (what each last told its caller), summed.
     tracked: AtomicUsize,
+    /// Polls made since start (for the metrics).
+    polls: AtomicU64,
 }
 
 /// A running poller; dropping the last reference stops it.
@@ -192,6 +194,7 @@ impl WatchHub {
                 pollers: Mutex::new(HashMap::new()),
                 streams: AtomicUsize::new(0),
                 tracked: AtomicUsize::new(0),
+                polls: AtomicU64::new(0),
             }),
         }
     }
@@ -219,6 +222,11 @@ impl WatchHub {
     /// Open watch streams.
     pub fn streams(&self) -> usize {
         self.inner.streams.load(Ordering::Relaxed)
+    }
+
+    /// Polls of OMS made by the pollers since start.
+    pub fn polls(&self) -> u64 {
+        self.inner.polls.load(Ordering::Relaxed)
     }
 
     /// Cash-ins that open streams remember, summed: what their memory grows with.
@@ -336,6 +344,7 @@ impl WatchHub {
 /// limit starts when it is sent, after its permit: waiting for the poll budget is no upstream
 /// time, so a long queue for permits never times a request out before it went out.
 async fn fetch(hub: &HubInner, key: &WatchKey) -> Result<Vec<pb::CashIn>, GatewayError> {
+    hub.polls.fetch_add(1, Ordering::Relaxed);
     match key {
         WatchKey::CashIn(id) => {
             let deadline = Instant::now() + hub.poll_timeout;

@@ -155,13 +155,13 @@ start() {
   eval "pid_$name=$!"
 }
 
-start heartbeat "$bin" --listen "127.0.0.1:${port[heartbeat]}" --watch-heartbeat-interval "$heartbeat" \
+start heartbeat "$bin" --listen "127.0.0.1:${port[heartbeat]}" --admin-listen none --watch-heartbeat-interval "$heartbeat" \
   --watch-poll-interval 500ms --drain-delay "${drain_delay}s" --shutdown-grace 5s
-start quiet "$bin" --listen "127.0.0.1:${port[quiet]}" --watch-heartbeat-interval "$quiet_heartbeat" \
+start quiet "$bin" --listen "127.0.0.1:${port[quiet]}" --admin-listen none --watch-heartbeat-interval "$quiet_heartbeat" \
   --watch-poll-interval 500ms
 start sandbox "$bin" sandbox --listen "127.0.0.1:${port[sandbox]}"
 start retry env OMS_BASE_URL="$sandbox_url" OMS_API_KEY="$OMS_SANDBOX_API_KEY" \
-  OMS_API_SECRET="$OMS_SANDBOX_API_SECRET" "$bin" --listen "127.0.0.1:${port[retry]}" \
+  OMS_API_SECRET="$OMS_SANDBOX_API_SECRET" "$bin" --listen "127.0.0.1:${port[retry]}" --admin-listen none \
   --upstream-max-attempts 1
 
 for name in heartbeat quiet retry; do

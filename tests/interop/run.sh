@@ -10,6 +10,9 @@
 # (client.py); then starts it again with TLS, client certificates (openssl, made here) and a policy,
 # and repeats the flow with grpcurl (-cacert -cert -key) and the Python client
 # (grpc.ssl_channel_credentials). Tools go into tests/interop/.venv (gitignored), installed once and reused.
+# Between the two, it scrapes the first server's admin listener (/metrics, /healthz, /readyz): every
+# RPC the script made moved its counter, and `promtool check metrics` (Debian's prometheus package,
+# apt-installed here when missing) accepts the scrape.
 # Prints `PASS <check>` / `FAIL <check>: why` per check, then `N passed, M failed`; exits non-zero
 # when any check failed. Every wait is bounded; the server is stopped on exit.
 set -euo pipefail
@@ -158,6 +161,12 @@ gc() { timeout 30 "$grpcurl" "${transport[@]}" -connect-timeout 5 -max-time 20 "
 
 log "tools"
 setup_venv || die "install the interop tools (pip: $(tr '\n' ' ' <"$requirements"))"
+# promtool (Debian's prometheus package) lints the /metrics scrape; installed only when missing.
+if ! command -v promtool >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  log "tools: apt-get install prometheus (for promtool)"
+  timeout 300 apt-get update -q >/dev/null 2>&1 || true
+  timeout 600 apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1 || true
+fi
 echo "python: $("$py" --version 2>&1); $("$grpcurl" -version 2>&1)"
 
 if [ -n "${OMS_GATEWAY_BIN:-}" ]; then
@@ -176,8 +185,10 @@ addr="127.0.0.1:$port"
 # No OMS_* settings at all: the gateway must serve against its embedded sandbox.
 unset_oms=()
 while IFS= read -r name; do unset_oms+=(-u "$name"); done < <(compgen -e | grep '^OMS_' || true)
-log "start: $bin --listen $addr (no OMS_* env)"
-env "${unset_oms[@]}" "$bin" --listen "$addr" >"$server_log" 2>&1 </dev/null &
+admin_port="$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+admin="127.0.0.1:$admin_port"
+log "start: $bin --listen $addr --admin-listen $admin (no OMS_* env)"
+env "${unset_oms[@]}" "$bin" --listen "$addr" --admin-listen "$admin" >"$server_log" 2>&1 </dev/null &
 server_pid=$!
 
 if "$py" "$here/client.py" wait --addr "$addr" --timeout "$startup_timeout" --pid "$server_pid"; then
@@ -252,8 +263,11 @@ check() {
   if [ "$got" = "$4" ]; then pass "$1"; else fail "$1" "expected $4, got ${got:-<empty>}"; fi
 }
 # call NAME METHOD JSON: grpcurl a polygon.oms.v1 method; on success the response is in $out.
+# Successful calls are counted per method in ok_calls (the /metrics check compares them).
+declare -A ok_calls=()
 call() {
   if out="$(gc -d "$3" "$addr" "polygon.oms.v1.$2" 2>&1)"; then
+    ok_calls[$2]=$(( ${ok_calls[$2]:-0} + 1 ))
     pass "$1"
   else
     fail "$1" "$(tr '\n' ' ' <<<"$out")"
@@ -407,6 +421,119 @@ watch_flow() {
 }
 if [ -d "$gen/polygon" ]; then watch_flow; else fail "watch flow" "no python stubs"; fi
 
+# === metrics and probes: the admin listener ============================================================
+
+log "admin listener http://$admin (/metrics, /healthz, /readyz)"
+# http_get URL OUT [ACCEPT]: GET with Python (no curl needed); the body into OUT; prints the status and
+# the content type.
+http_get() {
+  "$py" - "$1" "$2" "${3:-}" <<'PY'
+import sys, urllib.request, urllib.error
+url, out, accept = sys.argv[1:4]
+req = urllib.request.Request(url, headers={"Accept": accept} if accept else {})
+try:
+    with urllib.request.urlopen(req, timeout=10) as r:
+        status, ctype, body = r.status, r.headers.get("content-type", ""), r.read()
+except urllib.error.HTTPError as e:
+    status, ctype, body = e.code, e.headers.get("content-type", ""), e.read()
+except Exception as e:
+    status, ctype, body = 0, "", str(e).encode()
+open(out, "wb").write(body)
+print(status, ctype)
+PY
+}
+# metric FILE NAME LABEL=VALUE...: the sum of the samples NAME whose labels include all those given
+# (0 when none).
+metric() {
+  "$py" - "$@" <<'PY'
+import re, sys
+path, name, want = sys.argv[1], sys.argv[2], dict(a.split("=", 1) for a in sys.argv[3:])
+total = 0.0
+for line in open(path, encoding="utf-8"):
+    m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$', line.strip())
+    if not m or m.group(1) != name:
+        continue
+    labels = dict(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+    if all(labels.get(k) == v for k, v in want.items()):
+        total += float(m.group(3))
+print(int(total) if total == int(total) else total)
+PY
+}
+scrape="$workdir/metrics.txt"
+read -r code ctype <<<"$(http_get "http://$admin/healthz" "$workdir/healthz")"
+if [ "$code" = 200 ]; then pass "GET /healthz is 200"; else fail "GET /healthz is 200" "got $code"; fi
+read -r code ctype <<<"$(http_get "http://$admin/readyz" "$workdir/readyz")"
+if [ "$code" = 200 ]; then pass "GET /readyz is 200 while SERVING"; else fail "GET /readyz is 200 while SERVING" "got $code"; fi
+read -r code ctype <<<"$(http_get "http://$admin/metrics" "$scrape")"
+if [ "$code" = 200 ] && [[ "$ctype" == text/plain*version=0.0.4* ]]; then
+  pass "GET /metrics is 200 in the Prometheus text format ($(wc -l <"$scrape") lines)"
+else
+  fail "GET /metrics is 200 in the Prometheus text format" "got $code $ctype"
+fi
+# Every RPC this script made (grpcurl, counted above) moved its counter; the Python client's calls
+# only add to them.
+for m in "${!ok_calls[@]}"; do
+  svc="polygon.oms.v1.${m%%/*}" rpc="${m##*/}"
+  got="$(metric "$scrape" grpc_server_handled_total grpc_service="$svc" grpc_method="$rpc" grpc_code=OK)"
+  if [ "${got%.*}" -ge "${ok_calls[$m]}" ]; then
+    pass "grpc_server_handled_total{grpc_method=\"$rpc\",grpc_code=\"OK\"} = $got >= ${ok_calls[$m]} calls made"
+  else
+    fail "grpc_server_handled_total{grpc_method=\"$rpc\",grpc_code=\"OK\"} >= ${ok_calls[$m]}" "got $got"
+  fi
+done
+[ "${#ok_calls[@]}" -ge 5 ] || fail "the script counted its grpcurl calls" "only ${#ok_calls[*]} methods"
+# threshold NAME EXPECTED-MIN LABEL=VALUE...: a check that the sample sum is at least EXPECTED-MIN.
+threshold() {
+  local name="$1" min="$2" got
+  shift 2
+  got="$(metric "$scrape" "$name" "$@")"
+  if [ "${got%.*}" -ge "$min" ]; then pass "$name{$*} = $got >= $min"; else fail "$name{$*} >= $min" "got $got"; fi
+}
+threshold grpc_server_handled_total 1 grpc_method=CreateCashIn grpc_code=InvalidArgument
+threshold grpc_server_handled_total 1 grpc_method=WatchCashIn grpc_type=server_stream grpc_code=OK
+threshold grpc_server_msg_sent_total 2 grpc_method=WatchCashIn
+threshold grpc_server_handled_total 1 grpc_service=grpc.health.v1.Health grpc_method=Check grpc_code=OK
+threshold oms_upstream_requests_total 2 "operation=POST /cash-ins" status=2xx
+threshold oms_upstream_token_exchanges_total 1 outcome=ok
+threshold oms_gateway_idempotency_total 1 outcome=replayed
+threshold oms_gateway_watch_polls_total 1
+if command -v promtool >/dev/null 2>&1; then
+  if out="$(timeout 30 promtool check metrics <"$scrape" 2>&1)"; then
+    pass "promtool check metrics accepts the scrape ($(promtool --version 2>&1 | head -n 1 | cut -d' ' -f1-3))"
+  else
+    fail "promtool check metrics accepts the scrape" "$(head -n 10 <<<"$out" | tr '\n' ' ')"
+  fi
+else
+  fail "promtool check metrics" "promtool is not installed (apt-get install prometheus failed)"
+fi
+read -r code ctype <<<"$(http_get "http://$admin/metrics" "$workdir/metrics.om" "application/openmetrics-text; version=1.0.0")"
+if [[ "$ctype" == application/openmetrics-text* ]] && [ "$(tail -n 1 "$workdir/metrics.om")" = "# EOF" ]; then
+  pass "GET /metrics with Accept: application/openmetrics-text answers OpenMetrics"
+else
+  fail "GET /metrics with Accept: application/openmetrics-text answers OpenMetrics" "got $code $ctype"
+fi
+if grep -q ' access: call' "$server_log" && grep ' access: call' "$server_log" | grep -q 'CreateCashIn'; then
+  pass "the server logged access lines (one per call)"
+  echo "     $(grep ' access: call' "$server_log" | grep CreateCashIn | head -n 1 | sed -E 's/\x1b\[[0-9;]*m//g' | cut -c1-300)"
+else
+  fail "the server logged access lines (one per call)"
+fi
+# Draining: SIGTERM turns health NOT_SERVING at once (the drain delay keeps the listeners up), so
+# /readyz says 503 while /healthz still says 200.
+kill -TERM "$server_pid" 2>/dev/null || true
+ready=""
+for i in $(seq 1 30); do
+  read -r ready ctype <<<"$(http_get "http://$admin/readyz" "$workdir/readyz")"
+  [ "$ready" = 503 ] && break
+  sleep 0.1
+done
+read -r code ctype <<<"$(http_get "http://$admin/healthz" "$workdir/healthz")"
+if [ "$ready" = 503 ] && [ "$code" = 200 ]; then
+  pass "after SIGTERM /readyz is 503 while /healthz is still 200"
+else
+  fail "after SIGTERM /readyz is 503 while /healthz is still 200" "readyz $ready, healthz $code"
+fi
+
 # === shutdown =========================================================================================
 
 log "shutdown"
@@ -468,7 +595,7 @@ addr="127.0.0.1:$port"
 server_log="$workdir/server-mtls.log"
 log "start: $bin --listen $addr --tls-cert --tls-key --tls-client-ca --authz-policy"
 env "${unset_oms[@]}" "$bin" --listen "$addr" --tls-cert "$pki/server.pem" --tls-key "$pki/server.key" \
-  --tls-client-ca "$pki/ca.pem" --authz-policy "$pki/policy.toml" >"$server_log" 2>&1 </dev/null &
+  --tls-client-ca "$pki/ca.pem" --authz-policy "$pki/policy.toml" --admin-listen none >"$server_log" 2>&1 </dev/null &
 server_pid=$!
 as_checkout=(--ca "$pki/ca.pem" --cert "$pki/checkout.pem" --key "$pki/checkout.key")
 if "$py" "$here/client.py" wait --addr "$addr" --timeout "$startup_timeout" --pid "$server_pid" "${as_checkout[@]}"; then
@@ -529,6 +656,11 @@ if grep -E 'audit' "$server_log" | grep -q "$checkout_id" && grep -E 'audit' "$s
   echo "     $(grep -E 'audit' "$server_log" | grep CreateCashIn | head -n 1 | sed -E 's/\x1b\[[0-9;]*m//g' | cut -c1-400)"
 else
   fail "the server logged audit lines naming the caller and CreateCashIn"
+fi
+if grep ' access: call' "$server_log" | grep 'CreateCashIn' | grep -q "caller=\"$checkout_id\""; then
+  pass "the server's access lines name the mTLS caller"
+else
+  fail "the server's access lines name the mTLS caller"
 fi
 if grep -E 'audit' "$server_log" | grep -q 'PERMISSION_DENIED'; then
   pass "the server logged an audit line for the refused call"

@@ -85,6 +85,7 @@ fn with_no_oms_settings_it_prints_one_line_naming_the_sandbox_and_a_grpcurl_comm
     let port = common::free_port();
     let mut child = without_oms_env(&mut Command::new(BIN))
         .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--admin-listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -308,7 +308,11 @@ fn the_printout_fed_back_as_a_file_gives_the_same_configuration() {
 #[test]
 fn the_gateway_serves_where_the_file_says() {
     let port = common::free_port();
-    let file = TempConfig::new("serve", &format!("listen = \"127.0.0.1:{port}\"\n"));
+    // Port 0 for the admin listener: other tests start gateways at the same time.
+    let file = TempConfig::new(
+        "serve",
+        &format!("listen = \"127.0.0.1:{port}\"\nadmin-listen = \"127.0.0.1:0\"\n"),
+    );
     let mut child = gateway()
         .arg("--config")
         .arg(&file.path)

@@ -5,14 +5,9 @@
 //! dependency layer stubs every Cargo target. (The manifests' Kubernetes schema and the
 //! Dockerfile's lint are `deploy/validate.sh`, in CI.)
 
-use crate::config_file::{TempConfig, gateway, print_config, run, setting};
+use crate::config_file::{TempConfig, gateway, print_config, setting};
 
 use std::path::Path;
-
-/// Keys of the deployment's config.toml whose flags another branch adds: until `--help` lists
-/// them they are left out of the check (and the check says so); once it does they are checked
-/// like every other key.
-const KEYS_FROM_OTHER_BRANCHES: &[&str] = &["admin-listen"];
 
 // === the Kubernetes manifests ===
 
@@ -79,22 +74,7 @@ type Printout = std::collections::BTreeMap<String, (String, String)>;
 
 /// `--print-config` of the Deployment's container args with the ConfigMap's config.toml.
 fn deployment_printout() -> (String, Printout) {
-    let help = String::from_utf8(run(gateway().arg("--help")).stdout).unwrap();
-    let mut toml = yaml_block(&manifest("configmap.yaml"), "config.toml");
-    for key in KEYS_FROM_OTHER_BRANCHES {
-        let prefix = format!("{key} = ");
-        assert!(toml.contains(&prefix), "config.toml sets {key}");
-        if !help.contains(&format!("--{key}")) {
-            eprintln!(
-                "note: --{key} is not a flag of this build yet; config.toml's `{key}` skipped"
-            );
-            toml = toml
-                .lines()
-                .filter(|l| !l.starts_with(&prefix))
-                .collect::<Vec<_>>()
-                .join("\n");
-        }
-    }
+    let toml = yaml_block(&manifest("configmap.yaml"), "config.toml");
     let file = TempConfig::new("deployment", &toml);
     let deployment = manifest("deployment.yaml");
     let printout = print_config(gateway().args(deployment_args(&deployment, &file.path)));

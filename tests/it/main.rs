@@ -17,6 +17,7 @@ mod errors;
 mod health_reflection;
 mod idempotency;
 mod limits;
+mod metrics;
 mod probe_port;
 mod reliability;
 mod reliability_malformed;

@@ -35,6 +35,8 @@ fn start(args: &[String]) -> Gateway {
         }
     }
     let mut child = command
+        // Port 0 for the admin listener: other tests start gateways at the same time.
+        .args(["--admin-listen", "127.0.0.1:0"])
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

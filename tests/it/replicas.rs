@@ -235,6 +235,7 @@ impl Replica {
         let log = std::env::temp_dir().join(format!("oms-gateway-replica-{port}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_oms-gateway"))
             .args(["--listen", &addr, "--log-level", "info"])
+            .args(["--admin-listen", "127.0.0.1:0"])
             .args(["--oms-base-url", &sandbox.base_url()])
             .args(["--oms-api-key", common::REMOTE_API_KEY])
             .env("OMS_API_SECRET", SECRET)

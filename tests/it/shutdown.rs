@@ -76,6 +76,7 @@ async fn start_gateway(args: &[&str]) -> (Gateway, Channel) {
     let log = std::env::temp_dir().join(format!("oms-gateway-shutdown-test-{port}.log"));
     let child = Command::new(env!("CARGO_BIN_EXE_oms-gateway"))
         .args(["--listen", &addr, "--log-level", "info"])
+        .args(["--admin-listen", "127.0.0.1:0"])
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -1,0 +1,146 @@
+//! The admin HTTP listener (HTTP/1.1, axum): `/metrics` (Prometheus text, or OpenMetrics when
+//! the `Accept` header asks for `application/openmetrics-text`), `/healthz` (the process is up:
+//! always 200) and `/readyz` (grpc.health.v1 `""`, asked of the same health service the gRPC
+//! port serves: 200 when SERVING, 503 otherwise), for probes and scrapers that speak no gRPC.
+//!
+//! A route is one line in [`router`]. The listener starts and stops with the gateway: bound in
+//! `server::start` (a bind failure stops the start), shut down gracefully after the gRPC
+//! listener. It serves no gRPC, reads no caller identity and shows nothing secret: metrics carry
+//! method names, codes and counts only.
+
+use crate::server::StartError;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic_health::pb::health_server::Health;
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+use tonic_health::server::HealthService;
+
+/// What the routes read.
+#[derive(Clone)]
+pub struct AdminState {
+    /// The gateway's metrics registry.
+    pub registry: Arc<Registry>,
+    /// The health service of the gRPC port (the same statuses).
+    pub health: Arc<HealthService>,
+}
+
+/// The admin routes.
+pub fn router(state: AdminState) -> axum::Router {
+    axum::Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<AdminState>, headers: HeaderMap) -> impl IntoResponse {
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|value| value.contains("application/openmetrics-text"));
+    let content_type = if openmetrics {
+        crate::metrics::OPENMETRICS_TEXT
+    } else {
+        crate::metrics::PROMETHEUS_TEXT
+    };
+    let body = crate::metrics::render(&state.registry, openmetrics);
+    ([(header::CONTENT_TYPE, content_type)], body)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(state): State<AdminState>) -> (StatusCode, &'static str) {
+    let request = tonic::Request::new(HealthCheckRequest {
+        service: String::new(),
+    });
+    let serving = match state.health.check(request).await {
+        Ok(response) => response.into_inner().status == ServingStatus::Serving as i32,
+        Err(_) => false,
+    };
+    if serving {
+        (StatusCode::OK, "SERVING\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "NOT_SERVING\n")
+    }
+}
+
+/// A running admin listener.
+#[derive(Debug)]
+pub struct AdminServer {
+    addr: SocketAddr,
+    shutdown: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl AdminServer {
+    /// Binds `listen` and serves `router` on it.
+    pub async fn start(listen: SocketAddr, router: axum::Router) -> Result<Self, StartError> {
+        let bind_error = |source| StartError::Bind {
+            addr: listen,
+            source,
+        };
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(bind_error)?;
+        let addr = listener.local_addr().map_err(bind_error)?;
+        let (shutdown, stop) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let served = axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.await;
+                })
+                .await;
+            if let Err(err) = served {
+                tracing::error!(error = %err, "admin listener failed");
+            }
+        });
+        tracing::info!(%addr, "admin listener (metrics, probes) listening");
+        Ok(Self {
+            addr,
+            shutdown,
+            task,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, lets requests in progress finish (at most `grace`), then stops.
+    pub async fn shutdown(mut self, grace: std::time::Duration) {
+        let _ = self.shutdown.send(());
+        if tokio::time::timeout(grace, &mut self.task).await.is_err() {
+            self.task.abort();
+        }
+    }
+}
+
+/// Starts the admin listener at `listen` (none when off), serving `registry` with `live`
+/// registered in it, and `/readyz` from `health`.
+pub async fn start(
+    listen: crate::config::AdminListen,
+    mut registry: Registry,
+    live: crate::metrics::Live,
+    health: HealthService,
+) -> Result<Option<AdminServer>, StartError> {
+    let crate::config::AdminListen::On(addr) = listen else {
+        return Ok(None);
+    };
+    registry.register_collector(Box::new(live));
+    let state = AdminState {
+        registry: Arc::new(registry),
+        health: Arc::new(health),
+    };
+    AdminServer::start(addr, router(state)).await.map(Some)
+}
