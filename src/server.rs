@@ -17,6 +17,7 @@ use crate::proto::{
 };
 use crate::security::{self, CallerLayer, SharedPolicy, reload, tls};
 use crate::service::{cash_in::CashIns, cash_location::CashLocations, sandbox::SandboxSimulator};
+use crate::telemetry::TraceContextLayer;
 use crate::upstream::breaker::CircuitState;
 use crate::upstream::{OmsClient, UpstreamHealth, auth::Credentials};
 use crate::watch::WatchHub;
@@ -189,7 +190,7 @@ pub async fn start(config: GatewaySettings) -> Result<RunningGateway, StartError
     let router = Server::builder()
         .max_concurrent_streams(Some(config.server.max_streams_per_connection))
         .layer(LoadShedLayer::new(config.server.max_concurrent_calls))
-        .layer(caller_layer)
+        .layer((caller_layer, TraceContextLayer))
         // Pings keep idle connections (and long watch streams) alive through NATs and proxies,
         // and detect dead peers.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))

@@ -6,9 +6,11 @@
 
 mod sandbox;
 mod security;
+mod telemetry;
 
 pub use sandbox::{EmbeddedSandboxSettings, SandboxCommandSettings, SpellingArg};
 pub use security::{IdentityHeader, SecuritySettings};
+pub use telemetry::TelemetrySettings;
 
 use clap::{Args, FromArgMatches, Parser, Subcommand, ValueEnum};
 use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
@@ -108,6 +110,9 @@ pub struct Cli {
     /// Logging.
     #[command(flatten)]
     pub log: LogSettings,
+    /// Span export (OTLP).
+    #[command(flatten)]
+    pub telemetry: TelemetrySettings,
 }
 
 /// Subcommands.
