@@ -142,6 +142,47 @@ async fn each_upstream_attempt_is_a_span_of_its_own_in_the_callers_trace() {
 }
 
 #[tokio::test]
+async fn a_token_exchange_a_call_needs_is_part_of_the_calls_trace() {
+    let gateway = common::start().await;
+    // The next call meets a 401, exchanges a fresh token and tries again.
+    gateway.sandbox().revoke_tokens();
+    gateway.sandbox().clear_journal();
+    gateway
+        .locations()
+        .list_cash_locations(with_trace(
+            common::guide_point(),
+            &caller_traceparent(),
+            None,
+        ))
+        .await
+        .expect("ListCashLocations, after a fresh token");
+    let journal = gateway.sandbox().journal();
+    let paths: Vec<(&str, u16)> = journal
+        .iter()
+        .map(|r| (r.path.as_str(), r.status))
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            ("/cash-locations", 401),
+            ("/auth/token", 200),
+            ("/cash-locations", 200)
+        ],
+        "{journal:?}"
+    );
+    let sent: Vec<_> = journal
+        .iter()
+        .map(|r| fields(r.traceparent.as_deref().expect("traceparent")))
+        .collect();
+    assert!(
+        sent.iter().all(|(_, trace, _, _)| trace == CALLER_TRACE),
+        "{sent:?}"
+    );
+    let parents: std::collections::HashSet<_> = sent.iter().map(|f| &f.2).collect();
+    assert_eq!(parents.len(), 3, "three requests, three spans: {sent:?}");
+}
+
+#[tokio::test]
 async fn a_malformed_traceparent_is_ignored_and_the_call_starts_a_new_trace() {
     let gateway = common::start().await;
     for malformed in [
