@@ -272,15 +272,92 @@ async fn start_collector() -> (Collector, String) {
     (collector, endpoint)
 }
 
-/// The built gateway; killed if the test ends before it exits.
-struct Process(Child);
+/// The built gateway with `--otlp-endpoint`, against a sandbox of the test's; killed if the test
+/// ends before it exits.
+struct Gateway {
+    child: Child,
+    log: std::path::PathBuf,
+    /// Set once the gateway takes connections.
+    channel: Option<tonic::transport::Channel>,
+}
 
-impl Drop for Process {
+impl Drop for Gateway {
     fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
+    }
+}
+
+impl Gateway {
+    /// Starts the binary exporting to `otlp_endpoint` and waits (at most 20 s) until it takes
+    /// connections.
+    async fn start(otlp_endpoint: &str, sandbox: &oms_sandbox::SandboxHandle) -> Self {
+        let addr = format!("127.0.0.1:{}", common::free_port());
+        let log = std::env::temp_dir().join(format!(
+            "oms-gateway-otlp-test-{}.log",
+            addr.replace(':', "-")
+        ));
+        let child = Command::new(env!("CARGO_BIN_EXE_oms-gateway"))
+            .args(["--listen", &addr, "--otlp-endpoint", otlp_endpoint])
+            .args(["--drain-delay", "0s"])
+            .env("OMS_BASE_URL", sandbox.base_url())
+            .env("OMS_API_KEY", common::REMOTE_API_KEY)
+            .env("OMS_API_SECRET", sandbox.api_secret())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start the built gateway");
+        let mut gateway = Self {
+            child,
+            log,
+            channel: None,
+        };
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap();
+        let ready_by = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(channel) = endpoint.connect().await {
+                gateway.channel = Some(channel);
+                return gateway;
+            }
+            assert!(
+                Instant::now() < ready_by,
+                "the gateway never started:\n{}",
+                gateway.log_text()
+            );
+            sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn channel(&self) -> tonic::transport::Channel {
+        self.channel.clone().expect("started")
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then waits (at most 20 s) for a clean exit.
+    async fn stop(&mut self) {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        let exit_by = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < exit_by,
+                "the gateway did not exit:\n{}",
+                self.log_text()
+            );
+            sleep(Duration::from_millis(50)).await;
+        };
+        assert!(status.success(), "exit {status}:\n{}", self.log_text());
     }
 }
 
@@ -346,52 +423,14 @@ async fn exported_spans_hang_under_the_callers_span_and_the_attempts_span_is_oms
     let (collector, endpoint) = start_collector().await;
     let secret = "otlp-test-secret";
     let sandbox = common::start_remote_sandbox(secret).await;
-    let addr = format!("127.0.0.1:{}", common::free_port());
-    let log = std::env::temp_dir().join(format!(
-        "oms-gateway-otlp-test-{}.log",
-        addr.replace(':', "-")
-    ));
-    let child = Command::new(env!("CARGO_BIN_EXE_oms-gateway"))
-        .args([
-            "--listen",
-            &addr,
-            "--otlp-endpoint",
-            &endpoint,
-            "--drain-delay",
-            "0s",
-        ])
-        .env("OMS_BASE_URL", sandbox.base_url())
-        .env("OMS_API_KEY", common::REMOTE_API_KEY)
-        .env("OMS_API_SECRET", secret)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log file"))
-        .spawn()
-        .expect("start the built gateway");
-    let mut process = Process(child);
-    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
-
-    let mut channel = None;
-    let ready_by = Instant::now() + Duration::from_secs(20);
-    while channel.is_none() {
-        assert!(
-            Instant::now() < ready_by,
-            "the gateway never started:\n{}",
-            log_text()
-        );
-        if let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{addr}")) {
-            channel = endpoint.connect().await.ok();
-        }
-        sleep(Duration::from_millis(50)).await;
-    }
-    let channel = channel.unwrap();
-    let location = common::first_location(&channel).await;
+    let mut gateway = Gateway::start(&endpoint, &sandbox).await;
+    let location = common::first_location(&gateway.channel()).await;
     sandbox.clear_journal();
     let create = keyed(
         common::create_request(&location, "cst_trace_otlp"),
         "trace-otlp-1",
     );
-    let cash_in = pb::cash_in_service_client::CashInServiceClient::new(channel)
+    let cash_in = pb::cash_in_service_client::CashInServiceClient::new(gateway.channel())
         .create_cash_in(with_trace(
             create,
             &caller_traceparent(),
@@ -406,25 +445,8 @@ async fn exported_spans_hang_under_the_callers_span_and_the_attempts_span_is_oms
     assert_eq!(oms_saw.len(), 1, "{oms_saw:?}");
     let (_, oms_trace, oms_parent, _) = fields(oms_saw[0].traceparent.as_deref().expect("sent"));
 
-    // The spans arrive within the batch delay; SIGTERM flushes them at once, and a clean exit
-    // proves the flush on shutdown is bounded.
-    std::process::Command::new("kill")
-        .args(["-TERM", &process.0.id().to_string()])
-        .status()
-        .expect("kill -TERM");
-    let exit_by = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = process.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < exit_by,
-            "the gateway did not exit:\n{}",
-            log_text()
-        );
-        sleep(Duration::from_millis(50)).await;
-    };
-    assert!(status.success(), "exit {status}:\n{}", log_text());
+    // The batch would go out within 5 s; a clean exit at once must flush it (bounded).
+    gateway.stop().await;
     let arrived_by = Instant::now() + Duration::from_secs(10);
     let ours = loop {
         let spans: Vec<Span> = collector
@@ -441,7 +463,7 @@ async fn exported_spans_hang_under_the_callers_span_and_the_attempts_span_is_oms
         assert!(
             Instant::now() < arrived_by,
             "no attempt span exported: {spans:?}\n{}",
-            log_text()
+            gateway.log_text()
         );
         sleep(Duration::from_millis(50)).await;
     };
@@ -508,4 +530,45 @@ async fn exported_spans_hang_under_the_callers_span_and_the_attempts_span_is_oms
         .unwrap_or_default();
     assert!(!code.is_empty(), "the cash-in has a deposit code");
     assert!(!everything.contains(&code), "the deposit code was exported");
+}
+
+#[tokio::test]
+async fn a_collector_that_is_down_costs_calls_nothing_and_its_failed_export_is_logged() {
+    let sandbox = common::start_remote_sandbox("otlp-down-secret").await;
+    let nobody = format!("http://127.0.0.1:{}", common::free_port());
+    let mut gateway = Gateway::start(&nobody, &sandbox).await;
+    let started = Instant::now();
+    for _ in 0..3 {
+        common::first_location(&gateway.channel()).await;
+    }
+    let calls = started.elapsed();
+    // An export that held calls up would cost them its 5 s timeout.
+    assert!(calls < Duration::from_secs(4), "3 calls took {calls:?}");
+    gateway.stop().await;
+    let log = gateway.log_text();
+    assert!(
+        log.contains("BatchSpanProcessor.ExportError"),
+        "the failed export is in the log:\n{log}"
+    );
+    println!("3 calls with the collector down: {calls:?}; the log said:\n{log}");
+}
+
+#[test]
+fn an_otlp_endpoint_that_is_no_url_is_refused_at_start() {
+    let output = Command::new(env!("CARGO_BIN_EXE_oms-gateway"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--otlp-endpoint",
+            "collector:4317",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the gateway");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--otlp-endpoint `collector:4317`"),
+        "the error names the flag and its value: {stderr}"
+    );
 }
