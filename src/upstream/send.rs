@@ -150,6 +150,7 @@ impl OmsClient {
                 span_id = tracing::field::Empty,
                 http_status = tracing::field::Empty,
                 upstream_request_id = tracing::field::Empty,
+                error = tracing::field::Empty,
             );
             let trace = telemetry::outgoing(&span);
             let call_span = tracing::Span::current();
@@ -231,9 +232,13 @@ impl OmsClient {
         token: &Token,
         call_span: &tracing::Span,
     ) -> Result<Result<Vec<u8>, (StatusCode, HttpFailure)>, UpstreamError> {
-        let response = request.send().await.map_err(classify_transport)?;
-        let status = response.status();
         let attempt_span = tracing::Span::current();
+        let response = request.send().await.map_err(|e| {
+            let err = classify_transport(e);
+            attempt_span.record("error", tracing::field::display(&err));
+            err
+        })?;
+        let status = response.status();
         attempt_span.record("http_status", status.as_u16());
         call_span.record("http_status", status.as_u16());
         telemetry::note_upstream_request_id(&attempt_span, response.headers());
