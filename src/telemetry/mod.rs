@@ -129,11 +129,9 @@ pub fn outgoing(attempt: &tracing::Span) -> Outgoing {
     }
 }
 
-/// Records OMS's request id (`x-request-id` of an answer) on the attempt span and the RPC span.
-pub fn note_upstream_request_id(attempt: &tracing::Span, headers: &http::HeaderMap) {
-    let Some(id) = headers.get("x-request-id").and_then(|v| v.to_str().ok()) else {
-        return;
-    };
+/// Records OMS's request id (`x-request-id` of an answer, already redacted by the REST client)
+/// on the attempt span and the RPC span.
+pub fn note_upstream_request_id(attempt: &tracing::Span, id: &str) {
     attempt.record("upstream_request_id", id);
     let _ = CALL.try_with(|call| {
         if let Some(span) = call.span.borrow().as_ref() {

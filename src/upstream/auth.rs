@@ -13,7 +13,7 @@
 //! clamped, so a token is renewed at least every few seconds and at most hourly.
 
 use super::breaker::CircuitBreaker;
-use super::failure::{classify_transport, failure_from_response, read_body};
+use super::failure::{classify_transport, failure_from_response, read_body, request_id};
 use super::{UpstreamHealth, model};
 use crate::config::Secret;
 use crate::error::UpstreamError;
@@ -306,11 +306,11 @@ impl TokenSource {
             .map_err(classify_transport)?;
         let status = response.status().as_u16();
         span.record("http_status", status);
-        if let Some(id) = response.headers().get("x-request-id") {
-            span.record("upstream_request_id", id.to_str().unwrap_or_default());
+        let secrets = [credentials.api_secret.expose()];
+        if let Some(id) = request_id(response.headers(), &secrets) {
+            span.record("upstream_request_id", id);
         }
         if !(200..300).contains(&status) {
-            let secrets = [credentials.api_secret.expose()];
             let failure = failure_from_response(response, &secrets).await;
             return Err(if status == 401 || status == 403 {
                 UpstreamError::AuthFailed {

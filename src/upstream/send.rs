@@ -6,7 +6,7 @@
 use super::OmsClient;
 use super::auth::Token;
 use super::breaker::{Admission, CircuitBreaker};
-use super::failure::{classify_transport, failure_from_response, read_body};
+use super::failure::{classify_transport, failure_from_response, read_body, request_id};
 use crate::error::{HttpFailure, UpstreamError, UpstreamFailure};
 use crate::telemetry::{self, Outgoing};
 use reqwest::{Method, StatusCode, Url};
@@ -241,13 +241,15 @@ impl OmsClient {
         let status = response.status();
         attempt_span.record("http_status", status.as_u16());
         call_span.record("http_status", status.as_u16());
-        telemetry::note_upstream_request_id(&attempt_span, response.headers());
+        let api_secret = self.inner.auth.api_secret();
+        let secrets = [token.bearer(), api_secret.expose()];
+        if let Some(id) = request_id(response.headers(), &secrets) {
+            telemetry::note_upstream_request_id(&attempt_span, &id);
+        }
         if status.is_success() {
             crate::audit::note_upstream_request_id(response.headers());
             return read_body(response).await.map(Ok);
         }
-        let api_secret = self.inner.auth.api_secret();
-        let secrets = [token.bearer(), api_secret.expose()];
         Ok(Err((
             status,
             failure_from_response(response, &secrets).await,
