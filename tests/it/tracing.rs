@@ -72,6 +72,15 @@ fn with_trace<T>(message: T, traceparent: &str, tracestate: Option<&str>) -> Req
     request
 }
 
+/// The caller's identity as a Linkerd sidecar would pass it (`--caller-identity-header`).
+const BILLING: &str = "billing.payments.serviceaccount.identity";
+
+fn from_billing<T>(mut request: Request<T>) -> Request<T> {
+    let identity = MetadataValue::from_static(BILLING);
+    request.metadata_mut().insert("l5d-client-id", identity);
+    request
+}
+
 fn keyed(request: pb::CreateCashInRequest, key: &str) -> pb::CreateCashInRequest {
     pb::CreateCashInRequest {
         idempotency_key: key.to_owned(),
@@ -293,7 +302,11 @@ impl Drop for Gateway {
 impl Gateway {
     /// Starts the binary exporting to `otlp_endpoint` and waits (at most 20 s) until it takes
     /// connections.
-    async fn start(otlp_endpoint: &str, sandbox: &oms_sandbox::SandboxHandle) -> Self {
+    async fn start(
+        otlp_endpoint: &str,
+        sandbox: &oms_sandbox::SandboxHandle,
+        args: &[&str],
+    ) -> Self {
         let addr = format!("127.0.0.1:{}", common::free_port());
         let log = std::env::temp_dir().join(format!(
             "oms-gateway-otlp-test-{}.log",
@@ -302,6 +315,7 @@ impl Gateway {
         let child = Command::new(env!("CARGO_BIN_EXE_oms-gateway"))
             .args(["--listen", &addr, "--otlp-endpoint", otlp_endpoint])
             .args(["--drain-delay", "0s"])
+            .args(args)
             .env("OMS_BASE_URL", sandbox.base_url())
             .env("OMS_API_KEY", common::REMOTE_API_KEY)
             .env("OMS_API_SECRET", sandbox.api_secret())
@@ -423,19 +437,28 @@ async fn exported_spans_hang_under_the_callers_span_and_the_attempts_span_is_oms
     let (collector, endpoint) = start_collector().await;
     let secret = "otlp-test-secret";
     let sandbox = common::start_remote_sandbox(secret).await;
-    let mut gateway = Gateway::start(&endpoint, &sandbox).await;
-    let location = common::first_location(&gateway.channel()).await;
+    // The caller named by a mesh sidecar's header, so the span has one.
+    let args = ["--caller-identity-header", "l5d-client-id"];
+    let mut gateway = Gateway::start(&endpoint, &sandbox, &args).await;
+    let location =
+        pb::cash_location_service_client::CashLocationServiceClient::new(gateway.channel())
+            .list_cash_locations(from_billing(Request::new(common::guide_point())))
+            .await
+            .expect("ListCashLocations")
+            .into_inner()
+            .cash_locations
+            .swap_remove(0);
     sandbox.clear_journal();
     let create = keyed(
         common::create_request(&location, "cst_trace_otlp"),
         "trace-otlp-1",
     );
     let cash_in = pb::cash_in_service_client::CashInServiceClient::new(gateway.channel())
-        .create_cash_in(with_trace(
+        .create_cash_in(from_billing(with_trace(
             create,
             &caller_traceparent(),
             Some(CALLER_STATE),
-        ))
+        )))
         .await
         .expect("CreateCashIn")
         .into_inner()
@@ -444,6 +467,10 @@ async fn exported_spans_hang_under_the_callers_span_and_the_attempts_span_is_oms
     let oms_saw = common::api_requests(&sandbox);
     assert_eq!(oms_saw.len(), 1, "{oms_saw:?}");
     let (_, oms_trace, oms_parent, _) = fields(oms_saw[0].traceparent.as_deref().expect("sent"));
+    println!(
+        "OMS received traceparent {:?}, tracestate {:?}",
+        oms_saw[0].traceparent, oms_saw[0].tracestate
+    );
 
     // The batch would go out within 5 s; a clean exit at once must flush it (bounded).
     gateway.stop().await;
@@ -503,6 +530,7 @@ async fn exported_spans_hang_under_the_callers_span_and_the_attempts_span_is_oms
         attribute(rpc, "method").as_deref(),
         Some("polygon.oms.v1.CashInService/CreateCashIn")
     );
+    assert_eq!(attribute(rpc, "caller").as_deref(), Some(BILLING));
     assert_eq!(
         attribute(rpc, "idempotency_key").as_deref(),
         Some("trace-otlp-1")
@@ -536,7 +564,7 @@ async fn exported_spans_hang_under_the_callers_span_and_the_attempts_span_is_oms
 async fn a_collector_that_is_down_costs_calls_nothing_and_its_failed_export_is_logged() {
     let sandbox = common::start_remote_sandbox("otlp-down-secret").await;
     let nobody = format!("http://127.0.0.1:{}", common::free_port());
-    let mut gateway = Gateway::start(&nobody, &sandbox).await;
+    let mut gateway = Gateway::start(&nobody, &sandbox, &[]).await;
     let started = Instant::now();
     for _ in 0..3 {
         common::first_location(&gateway.channel()).await;
