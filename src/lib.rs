@@ -2,8 +2,8 @@
 //!
 //! The binary (`src/main.rs`) only parses configuration and starts things. The public surface is
 //! what the binary, the benchmark and the black-box tests need: [`config`] (every setting),
-//! [`server`] (start and stop a gateway), [`proto`] (the generated contract), and, hidden from
-//! the docs, [`fuzzing`] (the decoders and validation the property tests drive). Everything else
+//! [`server`] (start and stop a gateway), [`proto`] (the generated contract), [`otlp`] (the
+//! binary's optional span export), and, hidden from the docs, [`fuzzing`] (the decoders and validation the property tests drive). Everything else
 //! is private, so a test cannot lean on an internal. See `ARCHITECTURE.md` for the module map.
 
 mod access;
@@ -24,11 +24,14 @@ mod security;
 pub mod server;
 mod service;
 mod shared;
+mod telemetry;
 #[cfg(test)]
 mod tidy;
 mod upstream;
 mod validate;
 mod watch;
+
+pub use telemetry::otlp;
 
 /// What the property-based fuzz tests (`tests/fuzz.rs`) drive directly: the upstream JSON
 /// decoders, the REST → proto conversion and request validation. Not an API.

@@ -1,29 +1,49 @@
 //! The `oms-gateway` binary: parse configuration, start the gateway (or the sandbox alone), wait
 //! for SIGINT or SIGTERM, shut down. No business logic lives here.
 
-use oms_gateway::config::{Cli, Command, LogFormat, LogSettings, SandboxCommandSettings};
-use oms_gateway::server;
+use oms_gateway::config::{
+    Cli, Command, LogFormat, LogSettings, SandboxCommandSettings, TelemetrySettings,
+};
+use oms_gateway::{otlp, server};
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::prelude::*;
 
 /// mimalloc: fewer instructions per allocation than glibc's malloc on the call path (measured in
 /// BENCHMARKS.md), and no per-thread arenas holding freed memory.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn init_logging(log: &LogSettings) {
+/// Installs the log subscriber and, with `--otlp-endpoint`, the span exporter (returned, to be
+/// flushed on exit). The log filter applies to the log lines only: the exporter takes the
+/// gateway's info spans whatever the log level.
+fn init_logging(
+    log: &LogSettings,
+    telemetry: &TelemetrySettings,
+) -> Result<Option<otlp::Exporter>, String> {
     let filter = EnvFilter::try_new(&log.level).unwrap_or_else(|err| {
         eprintln!("invalid --log-level `{}` ({err}); using `info`", log.level);
         EnvFilter::new("info")
     });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let (export, exporter) = match telemetry.otlp_endpoint.as_deref() {
+        Some(endpoint) => {
+            let (layer, exporter) = otlp::layer(endpoint)?;
+            (Some(layer), Some(exporter))
+        }
+        None => (None, None),
+    };
+    let lines = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
-    match log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
+    let lines = match log.format {
+        LogFormat::Json => lines.json().boxed(),
+        LogFormat::Text => lines.boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(lines.with_filter(filter))
+        .with(export)
+        .init();
+    Ok(exporter)
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -83,7 +103,13 @@ async fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let cli = loaded.cli;
-    init_logging(&cli.log);
+    let exporter = match init_logging(&cli.log, &cli.telemetry) {
+        Ok(exporter) => exporter,
+        Err(err) => {
+            eprintln!("oms-gateway: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     if let Some(Command::Sandbox(args)) = cli.command {
         return run_sandbox(args).await;
     }
@@ -116,5 +142,9 @@ async fn main() -> ExitCode {
         ),
     }
     gateway.run_until(shutdown_signal()).await;
+    if let Some(exporter) = exporter {
+        // Sends the spans still batched; blocks until done (bounded by the export timeout).
+        let _ = tokio::task::spawn_blocking(move || exporter.shutdown()).await;
+    }
     ExitCode::SUCCESS
 }

@@ -22,6 +22,7 @@ use crate::security::{self, CallerLayer, SharedPolicy, reload, tls};
 use crate::service::watch_route::CashInRoutes;
 use crate::service::{cash_in::CashIns, cash_location::CashLocations, sandbox::SandboxSimulator};
 use crate::shared;
+use crate::telemetry::TraceContextLayer;
 use crate::upstream::breaker::CircuitState;
 use crate::upstream::{OmsClient, UpstreamHealth, auth::Credentials};
 use crate::watch::WatchHub;
@@ -196,7 +197,7 @@ pub async fn start(config: GatewaySettings) -> Result<RunningGateway, StartError
         .max_concurrent_streams(Some(config.server.max_streams_per_connection))
         .layer(GrpcMetricsLayer::new(metrics))
         .layer(shed)
-        .layer(caller_layer)
+        .layer((caller_layer, TraceContextLayer))
         // Pings keep idle connections (and long watch streams) alive through NATs and proxies,
         // and detect dead peers.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))

@@ -28,6 +28,10 @@ pub struct RecordedRequest {
     pub idempotency_key: Option<String>,
     /// The `Content-Type` header as sent.
     pub content_type: Option<String>,
+    /// The W3C `traceparent` header as sent.
+    pub traceparent: Option<String>,
+    /// The W3C `tracestate` header as sent.
+    pub tracestate: Option<String>,
     /// The body, lossily decoded as UTF-8.
     pub body: String,
     /// The status the sandbox answered (499 if the caller went away first, 0 while in flight,
@@ -72,6 +76,8 @@ impl fmt::Debug for RecordedRequest {
             .field("authorization", &authorization)
             .field("idempotency_key", &self.idempotency_key)
             .field("content_type", &self.content_type)
+            .field("traceparent", &self.traceparent)
+            .field("tracestate", &self.tracestate)
             .field("body", body)
             .field("status", &self.status)
             .field("fault", &self.fault)
@@ -145,6 +151,8 @@ mod tests {
             authorization: None,
             idempotency_key: None,
             content_type: None,
+            traceparent: None,
+            tracestate: None,
             body: String::new(),
             status: 0,
             fault: None,

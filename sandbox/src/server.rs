@@ -235,6 +235,8 @@ async fn entry(State(sandbox): State<Arc<Sandbox>>, request: Request) -> Respons
         authorization: header(&AUTHORIZATION),
         idempotency_key: header(&IDEMPOTENCY_KEY),
         content_type: header(&CONTENT_TYPE),
+        traceparent: header(&HeaderName::from_static("traceparent")),
+        tracestate: header(&HeaderName::from_static("tracestate")),
         body: body
             .as_ref()
             .map(|b| String::from_utf8_lossy(b).into_owned())

@@ -9,12 +9,14 @@ mod file;
 mod redis;
 mod sandbox;
 mod security;
+mod telemetry;
 
 pub use admin::{AdminListen, AdminSettings};
 pub use file::{ConfigFileArgs, EffectiveConfig, LoadError, LoadedCli};
 pub use redis::RedisSettings;
 pub use sandbox::{EmbeddedSandboxSettings, SandboxCommandSettings, SpellingArg};
 pub use security::{IdentityHeader, SecuritySettings};
+pub use telemetry::TelemetrySettings;
 
 use clap::{Args, FromArgMatches, Parser, Subcommand, ValueEnum};
 use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
@@ -117,6 +119,9 @@ pub struct Cli {
     /// The configuration file (`--config`) and `--print-config` (see `file.rs`).
     #[command(flatten)]
     pub config_file: ConfigFileArgs,
+    /// Span export (OTLP).
+    #[command(flatten)]
+    pub telemetry: TelemetrySettings,
 }
 
 /// Subcommands.

@@ -10,6 +10,7 @@ use crate::idempotency::IdempotencyLayer;
 use crate::oms::{CashInQuery, NewCashIn, Oms, WriteKey};
 use crate::proto::v1::{self as pb, cash_in_service_server::CashInService};
 use crate::security::Caller;
+use crate::telemetry::rpc_span;
 use crate::validate::{self, Violations};
 use crate::watch::{
     WatchHub, WatchKey,
@@ -179,7 +180,7 @@ impl CashInService for CashIns {
             &request.get_ref().idempotency_key,
             &mut violations,
         );
-        let span = tracing::info_span!("CreateCashIn", idempotency_key = %mutation.key, caller = %mutation.caller, cash_in_id = tracing::field::Empty);
+        let span = rpc_span!("CreateCashIn", idempotency_key = %mutation.key, caller = %mutation.caller, cash_in_id = tracing::field::Empty);
         let request = request.into_inner();
         let customer_id = request.customer_id.clone();
         let call = async {
@@ -238,8 +239,9 @@ impl CashInService for CashIns {
         request: Request<pb::GetCashInRequest>,
     ) -> Result<Response<pb::GetCashInResponse>, Status> {
         let deadline = deadline(request.metadata(), self.default_deadline);
+        let caller = Caller::of(&request);
         let id = request.into_inner().cash_in_id;
-        let span = tracing::info_span!("GetCashIn", cash_in_id = %id);
+        let span = rpc_span!("GetCashIn", caller = %caller, cash_in_id = %id);
         async {
             let mut violations = Violations::default();
             validate::cash_in_id(&mut violations, &id);
@@ -259,8 +261,9 @@ impl CashInService for CashIns {
         request: Request<pb::ListCashInsRequest>,
     ) -> Result<Response<pb::ListCashInsResponse>, Status> {
         let deadline = deadline(request.metadata(), self.default_deadline);
+        let caller = Caller::of(&request);
         let request = request.into_inner();
-        let span = tracing::info_span!("ListCashIns", customer_id = %request.customer_id, page_size = request.page_size);
+        let span = rpc_span!("ListCashIns", caller = %caller, customer_id = %request.customer_id, page_size = request.page_size);
         async {
             let (query, filters) = list_query(&request)?;
             let page = self.oms.list_cash_ins(&query, deadline).await?;
@@ -288,7 +291,7 @@ impl CashInService for CashIns {
             &mut violations,
         );
         let request = request.into_inner();
-        let span = tracing::info_span!("RefreshCashIn", cash_in_id = %request.cash_in_id, idempotency_key = %mutation.key, caller = %mutation.caller);
+        let span = rpc_span!("RefreshCashIn", cash_in_id = %request.cash_in_id, idempotency_key = %mutation.key, caller = %mutation.caller);
         let call = async {
             validate::cash_in_id(&mut violations, &request.cash_in_id);
             validate::idempotency_key(&mut violations, "idempotency_key", &request.idempotency_key);
@@ -393,7 +396,8 @@ impl CashIns {
         request: Request<pb::WatchCashInRequest>,
     ) -> Result<Response<EventStream>, Status> {
         let id = request.get_ref().cash_in_id.clone();
-        let _span = tracing::info_span!("WatchCashIn", cash_in_id = %id).entered();
+        let caller = Caller::of(&request);
+        let _span = rpc_span!("WatchCashIn", caller = %caller, cash_in_id = %id).entered();
         let mut violations = Violations::default();
         validate::cash_in_id(&mut violations, &id);
         violations.finish()?;
@@ -407,7 +411,8 @@ impl CashIns {
         request: Request<pb::WatchCashInsRequest>,
     ) -> Result<Response<EventStream>, Status> {
         let customer = request.get_ref().customer_id.clone();
-        let _span = tracing::info_span!("WatchCashIns", customer_id = %customer).entered();
+        let caller = Caller::of(&request);
+        let _span = rpc_span!("WatchCashIns", caller = %caller, customer_id = %customer).entered();
         let mut violations = Violations::default();
         violations.required_id("customer_id", &customer, "cst_");
         let statuses = request

@@ -4,6 +4,8 @@ use super::deadline;
 use crate::error::GatewayError;
 use crate::oms::Oms;
 use crate::proto::v1::{self as pb, cash_location_service_server::CashLocationService};
+use crate::security::Caller;
+use crate::telemetry::rpc_span;
 use crate::validate::{self, Violations};
 use std::time::Duration;
 use tonic::{Request, Response, Status};
@@ -35,8 +37,9 @@ impl CashLocationService for CashLocations {
         request: Request<pb::ListCashLocationsRequest>,
     ) -> Result<Response<pb::ListCashLocationsResponse>, Status> {
         let deadline = deadline(request.metadata(), self.default_deadline);
+        let caller = Caller::of(&request);
         let request = request.into_inner();
-        let span = tracing::info_span!("ListCashLocations", provider = %request.provider);
+        let span = rpc_span!("ListCashLocations", caller = %caller, provider = %request.provider);
         async {
             let mut violations = Violations::default();
             validate::list_cash_locations(&request, &mut violations);

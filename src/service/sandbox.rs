@@ -11,6 +11,7 @@ use crate::error::GatewayError;
 use crate::oms::{Deposit, Oms};
 use crate::proto::v1::{self as pb, sandbox_service_server::SandboxService};
 use crate::security::Caller;
+use crate::telemetry::rpc_span;
 use crate::validate::{self, Violations};
 use crate::watch::WatchHub;
 use std::time::Duration;
@@ -125,7 +126,7 @@ impl SandboxService for SandboxSimulator {
         let caller = Caller::of(&request);
         let request = request.into_inner();
         let id = request.cash_in_id.clone();
-        let span = tracing::info_span!("SimulateDeposit", cash_in_id = %request.cash_in_id, amount = %request.amount);
+        let span = rpc_span!("SimulateDeposit", caller = %caller, cash_in_id = %request.cash_in_id, amount = %request.amount);
         let call = self.simulate(request, deadline).instrument(span);
         audited(&caller, "SimulateDeposit", &id, call, |r| {
             r.cash_in.as_ref()
@@ -140,7 +141,7 @@ impl SandboxService for SandboxSimulator {
         let deadline = deadline(request.metadata(), self.default_deadline);
         let caller = Caller::of(&request);
         let id = request.into_inner().cash_in_id;
-        let span = tracing::info_span!("ExpireCashIn", cash_in_id = %id);
+        let span = rpc_span!("ExpireCashIn", caller = %caller, cash_in_id = %id);
         let call = async {
             let mut violations = Violations::default();
             validate::cash_in_id(&mut violations, &id);
@@ -165,7 +166,7 @@ impl SandboxService for SandboxSimulator {
         let caller = Caller::of(&request);
         let request = request.into_inner();
         let id = request.cash_in_id;
-        let span = tracing::info_span!("FailCashIn", cash_in_id = %id);
+        let span = rpc_span!("FailCashIn", caller = %caller, cash_in_id = %id);
         let call = async {
             let mut violations = Violations::default();
             validate::cash_in_id(&mut violations, &id);

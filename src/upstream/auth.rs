@@ -13,7 +13,7 @@
 //! clamped, so a token is renewed at least every few seconds and at most hourly.
 
 use super::breaker::CircuitBreaker;
-use super::failure::{classify_transport, failure_from_response, read_body};
+use super::failure::{classify_transport, failure_from_response, read_body, request_id};
 use super::{UpstreamHealth, model};
 use crate::config::Secret;
 use crate::error::UpstreamError;
@@ -246,7 +246,15 @@ impl TokenSource {
 
     async fn exchange_now(&self, deadline: Instant) -> Result<Arc<Token>, UpstreamError> {
         let attempt_deadline = deadline.min(Instant::now() + self.exchange_timeout);
-        let span = tracing::info_span!("oms_token_exchange", url = %self.token_url);
+        let span = tracing::info_span!(
+            "oms_token_exchange",
+            otel.kind = "client",
+            url = %self.token_url,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+            http_status = tracing::field::Empty,
+            upstream_request_id = tracing::field::Empty,
+        );
         let result = tokio::time::timeout_at(
             attempt_deadline,
             self.request_token().instrument(span.clone()),
@@ -287,16 +295,26 @@ impl TokenSource {
             api_key: &credentials.api_key,
             api_secret: credentials.api_secret.expose(),
         };
-        let response = self
-            .http
-            .post(self.token_url.clone())
+        // In the trace of the call that needed the token (a refresh in the background: its own).
+        let span = tracing::Span::current();
+        let trace = crate::telemetry::outgoing(&span);
+        let mut request = self.http.post(self.token_url.clone());
+        request = request.header("traceparent", &trace.traceparent);
+        if let Some(state) = &trace.tracestate {
+            request = request.header("tracestate", state);
+        }
+        let response = request
             .json(&body)
             .send()
             .await
             .map_err(classify_transport)?;
         let status = response.status().as_u16();
+        span.record("http_status", status);
+        let secrets = [credentials.api_secret.expose()];
+        if let Some(id) = request_id(response.headers(), &secrets) {
+            span.record("upstream_request_id", id);
+        }
         if !(200..300).contains(&status) {
-            let secrets = [credentials.api_secret.expose()];
             let failure = failure_from_response(response, &secrets).await;
             return Err(if status == 401 || status == 403 {
                 UpstreamError::AuthFailed {

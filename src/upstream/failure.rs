@@ -136,6 +136,13 @@ pub(super) async fn failure_from_response(
     }
 }
 
+/// OMS's request id (`x-request-id`) of an answer, for spans, with `secrets` (the credentials
+/// the request carried) cut out, in case OMS quotes them back, and at most 128 characters.
+pub(super) fn request_id(headers: &http::HeaderMap, secrets: &[&str]) -> Option<String> {
+    let id = headers.get("x-request-id")?.to_str().ok()?;
+    Some(redact(id, secrets).chars().take(128).collect())
+}
+
 /// `text` with every occurrence of each non-empty secret replaced by `[redacted]`.
 fn redact(text: &str, secrets: &[&str]) -> String {
     secrets

@@ -6,8 +6,9 @@
 use super::OmsClient;
 use super::auth::Token;
 use super::breaker::{Admission, CircuitBreaker};
-use super::failure::{classify_transport, failure_from_response, read_body};
+use super::failure::{classify_transport, failure_from_response, read_body, request_id};
 use crate::error::{HttpFailure, UpstreamError, UpstreamFailure};
+use crate::telemetry::{self, Outgoing};
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
@@ -72,7 +73,9 @@ impl OmsClient {
             loop {
                 attempt += 1;
                 tracing::Span::current().record("attempts", attempt);
-                let outcome = self.attempt(&call, &mut reauthenticated, new_connection).await;
+                let outcome = self
+                    .attempt(&call, attempt, &mut reauthenticated, new_connection)
+                    .await;
                 let err = match outcome {
                     Ok(bytes) => {
                         return serde_json::from_slice::<T>(&bytes).map_err(|e| {
@@ -117,11 +120,12 @@ impl OmsClient {
         .map_err(|error| UpstreamFailure { operation, error })
     }
 
-    /// One attempt, plus at most one re-authentication per call, on a new connection when
-    /// `new_connection`. Returns the 2xx body.
+    /// One attempt (number `number` of the call), plus at most one re-authentication per call,
+    /// on a new connection when `new_connection`. Returns the 2xx body.
     async fn attempt(
         &self,
         call: &Call<'_>,
+        number: u32,
         reauthenticated: &mut bool,
         new_connection: bool,
     ) -> Result<Vec<u8>, UpstreamError> {
@@ -137,7 +141,24 @@ impl OmsClient {
             }
             let (mut probe, token) = self.admit_with_token(call.deadline).await?;
             let attempt_deadline = call.deadline.min(now + self.inner.config.request_timeout);
-            let exchange = self.exchange(request(http, call, &token), &token);
+            // Each HTTP request has its span, a child of the call's; OMS's request is its child.
+            let span = tracing::info_span!(
+                "oms_attempt",
+                otel.kind = "client",
+                operation = call.operation,
+                attempt = number,
+                reauthenticated = *reauthenticated,
+                trace_id = tracing::field::Empty,
+                span_id = tracing::field::Empty,
+                http_status = tracing::field::Empty,
+                upstream_request_id = tracing::field::Empty,
+                error = tracing::field::Empty,
+            );
+            let trace = telemetry::outgoing(&span);
+            let call_span = tracing::Span::current();
+            let exchange = self
+                .exchange(request(http, call, &token, &trace), &token, &call_span)
+                .instrument(span);
             let sent = Instant::now();
             let outcome = match tokio::time::timeout_at(attempt_deadline, exchange).await {
                 Ok(outcome) => outcome,
@@ -215,16 +236,26 @@ impl OmsClient {
         &self,
         request: reqwest::RequestBuilder,
         token: &Token,
+        call_span: &tracing::Span,
     ) -> Result<Result<Vec<u8>, (StatusCode, HttpFailure)>, UpstreamError> {
-        let response = request.send().await.map_err(classify_transport)?;
+        let attempt_span = tracing::Span::current();
+        let response = request.send().await.map_err(|e| {
+            let err = classify_transport(e);
+            attempt_span.record("error", tracing::field::display(&err));
+            err
+        })?;
         let status = response.status();
-        tracing::Span::current().record("http_status", status.as_u16());
+        attempt_span.record("http_status", status.as_u16());
+        call_span.record("http_status", status.as_u16());
+        let api_secret = self.inner.auth.api_secret();
+        let secrets = [token.bearer(), api_secret.expose()];
+        if let Some(id) = request_id(response.headers(), &secrets) {
+            telemetry::note_upstream_request_id(&attempt_span, &id);
+        }
         if status.is_success() {
             crate::audit::note_upstream_request_id(response.headers());
             return read_body(response).await.map(Ok);
         }
-        let api_secret = self.inner.auth.api_secret();
-        let secrets = [token.bearer(), api_secret.expose()];
         Ok(Err((
             status,
             failure_from_response(response, &secrets).await,
@@ -232,12 +263,21 @@ impl OmsClient {
     }
 }
 
-/// The HTTP request of one attempt of `call`.
-fn request(http: &reqwest::Client, call: &Call<'_>, token: &Token) -> reqwest::RequestBuilder {
+/// The HTTP request of one attempt of `call`, carrying the attempt's trace context.
+fn request(
+    http: &reqwest::Client,
+    call: &Call<'_>,
+    token: &Token,
+    trace: &Outgoing,
+) -> reqwest::RequestBuilder {
     let mut request = http
         .request(call.method.clone(), call.url.clone())
         .bearer_auth(token.bearer())
-        .header(reqwest::header::ACCEPT, "application/json");
+        .header(reqwest::header::ACCEPT, "application/json")
+        .header("traceparent", &trace.traceparent);
+    if let Some(state) = &trace.tracestate {
+        request = request.header("tracestate", state);
+    }
     if let Some(key) = call.idempotency_key {
         request = request.header("Idempotency-Key", key);
     }

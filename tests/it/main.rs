@@ -27,5 +27,6 @@ mod shutdown;
 mod smoke;
 mod spelling;
 mod tls;
+mod tracing;
 mod validation;
 mod watch;
