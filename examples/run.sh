@@ -21,13 +21,8 @@ venv="$here/python/.venv"
 py="$venv/bin/python"
 node_dir="$here/node"
 
-passed=0
-failed=0
-pass() { passed=$((passed + 1)); echo "PASS $1"; }
-fail() { failed=$((failed + 1)); echo "FAIL $1${2:+: $2}"; }
-summary() { echo "$passed passed, $failed failed"; }
-die() { fail "$1" "${2:-}"; summary; exit 1; }
-log() { echo "--- $*"; }
+# shellcheck source=/dev/null
+source "$root/tests/interop/checks.sh"
 
 workdir="$(mktemp -d "${TMPDIR:-/tmp}/oms-examples.XXXXXX")"
 server_pid=""

@@ -8,7 +8,7 @@ WATCH_FILES="$RUN/watch-files"
 mkdir -p "$WATCH_FILES"
 "$PY" "$BENCH_DIR/lib/watch_template.py" "$FIXTURE" "$WATCH_FILES"
 WATCH_NGINX_PORT="$(free_port)"
-"$PY" "$BENCH_DIR/lib/render_nginx_watch.py" "$RUN" "$WATCH_NGINX_PORT" "$WATCH_FILES" > "$RUN/nginx-watch.conf"
+"$PY" "$BENCH_DIR/lib/render_nginx.py" --watch "$RUN" "$WATCH_NGINX_PORT" "$WATCH_FILES" > "$RUN/nginx-watch.conf"
 "$NGINX" -p "$RUN" -c "$RUN/nginx-watch.conf" > "$RUN/nginx-watch.log" 2>&1 &
 WATCH_NGINX_PID=$!; PIDS+=("$WATCH_NGINX_PID")
 WATCH_STATUS_URL="http://127.0.0.1:$WATCH_NGINX_PORT/nginx_status"

@@ -44,13 +44,8 @@ quiet_heartbeat=30s # the quiet gateway's (> idle_timeout)
 drain_delay=8       # the heartbeat gateway's --drain-delay, seconds
 startup_timeout="${OMS_INTEROP_STARTUP_TIMEOUT:-60}"
 
-passed=0
-failed=0
-pass() { passed=$((passed + 1)); echo "PASS $1"; }
-fail() { failed=$((failed + 1)); echo "FAIL $1${2:+: $2}"; }
-summary() { echo "$passed passed, $failed failed"; }
-die() { fail "$1" "${2:-}"; summary; exit 1; }
-log() { echo "--- $*"; }
+# shellcheck source=/dev/null
+source "$here/checks.sh"
 # since START: seconds (one decimal) from $EPOCHREALTIME START to now.
 since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
 

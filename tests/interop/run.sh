@@ -27,14 +27,8 @@ requirements="$here/requirements.txt"
 
 startup_timeout="${OMS_INTEROP_STARTUP_TIMEOUT:-60}"
 
-passed=0
-failed=0
-pass() { passed=$((passed + 1)); echo "PASS $1"; }
-fail() { failed=$((failed + 1)); echo "FAIL $1${2:+: $2}"; }
-summary() { echo "$passed passed, $failed failed"; }
-# A step the remaining checks cannot do without: count it, print the summary, stop.
-die() { fail "$1" "${2:-}"; summary; exit 1; }
-log() { echo "--- $*"; }
+# shellcheck source=/dev/null
+source "$here/checks.sh"
 
 workdir="$(mktemp -d "${TMPDIR:-/tmp}/oms-interop.XXXXXX")"
 server_pid=""

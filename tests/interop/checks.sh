@@ -1,0 +1,10 @@
+# tests/interop/checks.sh: the check counting that tests/interop/run.sh, envoy-sidecar.sh and
+# examples/run.sh share (sourced, not run): PASS/FAIL lines, the summary, a fatal step, log lines.
+passed=0
+failed=0
+pass() { passed=$((passed + 1)); echo "PASS $1"; }
+fail() { failed=$((failed + 1)); echo "FAIL $1${2:+: $2}"; }
+summary() { echo "$passed passed, $failed failed"; }
+# A step the remaining checks cannot do without: count it, print the summary, stop.
+die() { fail "$1" "${2:-}"; summary; exit 1; }
+log() { echo "--- $*"; }
