@@ -9,11 +9,6 @@ use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::prelude::*;
 
-/// mimalloc: fewer instructions per allocation than glibc's malloc on the call path (measured in
-/// BENCHMARKS.md), and no per-thread arenas holding freed memory.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Installs the log subscriber and, with `--otlp-endpoint`, the span exporter (returned, to be
 /// flushed on exit). The log filter applies to the log lines only: the exporter takes the
 /// gateway's info spans whatever the log level.
