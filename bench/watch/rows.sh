@@ -54,7 +54,7 @@ elif [[ "$SMOKE" == 1 ]]; then
   watch_row watch-1k-10 1000 10 1 1
   watch_row watch-stalled 100 10 0.2 5 500
 else
-  WATCH_IDLE=5
+  WATCH_IDLE=10
   for n in 10000 50000 100000; do
     watch_row "watch-$((n / 1000))k-1" "$n" 1 2 3
     watch_row "watch-$((n / 1000))k-1000" "$n" 1000 2 3

@@ -161,16 +161,20 @@ async fn nginx_requests(url: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Rewrites every cash-in's file (write a temporary, rename over) with `net` as its new amount.
-fn rewrite(o: &Options, template: &str, net: &str) -> std::io::Result<()> {
+/// Rewrites every cash-in's file (write a temporary, rename over) with `net` as its new amount;
+/// returns when each file was in place (µs since the epoch): with 1,000 ids the last lands tens
+/// of milliseconds after the first, and a poll in between still read the old state.
+fn rewrite(o: &Options, template: &str, net: &str) -> std::io::Result<Vec<u64>> {
+    let mut done = Vec::with_capacity(o.ids);
     for i in 0..o.ids {
         let id = id(o, i);
         let body = template.replace("@ID@", &id).replace("@NET@", net);
         let tmp = format!("{}/.{id}.tmp", o.fixtures);
         std::fs::write(&tmp, body)?;
         std::fs::rename(&tmp, format!("{}/{id}.json", o.fixtures))?;
+        done.push(now_us());
     }
-    Ok(())
+    Ok(done)
 }
 
 /// Per id, the times (µs since the epoch) of its upstream GETs, from nginx's `$msec $uri` log.
@@ -479,7 +483,7 @@ async fn main() {
     let fanout_us = fanout_ticks as f64 * 10_000.0 / delays.len().max(1) as f64;
     let per_stream = (rss_open.saturating_sub(rss_before) * 1024) as f64 / total.max(1) as f64;
     println!(
-        "{{\"streams\":{},\"stalled\":{},\"ids\":{},\"connections\":{},\"open_s\":{open_s:.2},\"rss_before_kib\":{rss_before},\"rss_open_kib\":{rss_open},\"rss_end_kib\":{rss_end},\"rss_peak_kib\":{rss_peak},\"bytes_per_stream\":{per_stream:.0},\"idle_cpu_pct\":{idle_cpu_pct:.1},\"polls_per_s\":{polls_per_s:.1},\"expected_polls_per_s\":{expected_polls:.1},\"rounds\":{},\"deliveries\":{},\"missed\":{missed},\"delay_p50_ms\":{:.1},\"delay_p99_ms\":{:.1},\"delay_max_ms\":{:.1},\"cpu_us_per_delivery\":{fanout_us:.1},\"rss_rounds_kib\":{:?},\"ended\":{{{}}}}}",
+        "{{\"streams\":{},\"stalled\":{},\"ids\":{},\"connections\":{},\"open_s\":{open_s:.2},\"rss_before_kib\":{rss_before},\"rss_open_kib\":{rss_open},\"rss_end_kib\":{rss_end},\"rss_peak_kib\":{rss_peak},\"bytes_per_stream\":{per_stream:.0},\"idle_s\":{idle_s:.2},\"idle_cpu_pct\":{idle_cpu_pct:.1},\"polls_per_s\":{polls_per_s:.1},\"expected_polls_per_s\":{expected_polls:.1},\"rounds\":{},\"deliveries\":{},\"missed\":{missed},\"delay_p50_ms\":{:.1},\"delay_p99_ms\":{:.1},\"delay_max_ms\":{:.1},\"cpu_us_per_delivery\":{fanout_us:.1},\"rss_rounds_kib\":{:?},\"ended\":{{{}}}}}",
         o.streams,
         o.stalled,
         o.ids,
