@@ -436,8 +436,7 @@ async fn main() {
     let mut fanout_ticks = 0u64;
     for round in 1..=o.rounds {
         let ticks_before = cpu_ticks(o.gateway_pid);
-        let flip = now_us();
-        rewrite(&o, &template, &format!("192.{round:02}"))
+        let flipped = rewrite(&o, &template, &format!("192.{round:02}"))
             .unwrap_or_else(|e| fail(format!("fixtures: {e}")));
         let all = wait_until(o.timeout, || {
             (0..o.streams).all(|i| shared.changed[i].load(Ordering::Acquire) >= round)
@@ -460,13 +459,26 @@ async fn main() {
             // resolution), so it read the new file.
             let t = log
                 .get(&id)
-                .and_then(|ts| ts.iter().copied().find(|&t| t >= flip + 1_000));
+                .and_then(|ts| ts.iter().copied().find(|&t| t >= flipped[i] + 1_000));
             first_poll.insert(i, t);
         }
+        let mut shown = 0;
         for i in 0..o.streams {
             if let Some(Some(poll)) = first_poll.get(&(i % o.ids)) {
                 let at = shared.arrival[i].load(Ordering::Relaxed);
                 delays.push(at.saturating_sub(*poll));
+                if std::env::var_os("BENCH_WATCH_DEBUG").is_some()
+                    && at.saturating_sub(*poll) > 500_000
+                    && shown < 5
+                {
+                    shown += 1;
+                    let k = i % o.ids;
+                    let ts: Vec<i64> = log
+                        .get(&id(&o, k))
+                        .map(|v| v.iter().map(|&t| t as i64 - flipped[k] as i64).collect())
+                        .unwrap_or_default();
+                    eprintln!("slow stream {i} id {k}: arrival {} ms after its rewrite; polls relative to its rewrite (ms): {:?}", (at as i64 - flipped[k] as i64) / 1000, ts.iter().map(|t| t / 1000).collect::<Vec<_>>());
+                }
             }
         }
         rss_rounds.push(rss_kib(o.gateway_pid).0);
