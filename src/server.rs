@@ -192,6 +192,7 @@ pub async fn start(config: GatewaySettings) -> Result<RunningGateway, StartError
     let live = Live::new(hub.clone(), shed.clone(), idempotency, client.circuit())
         .with_webhooks(webhooks.clone());
     let admin = admin::start(config.admin.listen, registry, live, readiness, webhooks).await?;
+    sandbox_webhooks(&config, &sandbox, &admin)?;
 
     let (listener, addr) = bind(config.listen).await?;
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
@@ -258,6 +259,17 @@ fn webhook_endpoint(
         ));
     }
     crate::webhooks::from_settings(&config.webhooks, hub, shared).map_err(StartError::Config)
+}
+
+/// Points the embedded sandbox's webhooks (`--sandbox-webhook-url`) at their receiver.
+fn sandbox_webhooks(
+    config: &GatewaySettings,
+    sandbox: &Option<SandboxHandle>,
+    admin: &Option<AdminServer>,
+) -> Result<(), StartError> {
+    let admin = admin.as_ref().map(AdminServer::addr);
+    crate::webhooks::wire_sandbox(&config.webhooks, sandbox.as_ref(), admin)
+        .map_err(StartError::Config)
 }
 
 /// The TLS configuration and the caller layer (identity, policy), their reloaders pushed to

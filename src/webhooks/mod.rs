@@ -241,6 +241,43 @@ pub fn from_settings(
     ))))
 }
 
+/// Points the embedded `sandbox` at `--sandbox-webhook-url` (`self`: the admin listener at
+/// `admin`), signing with the first secret of `--webhook-secret-file`.
+pub fn wire_sandbox(
+    settings: &crate::config::WebhookSettings,
+    sandbox: Option<&oms_sandbox::SandboxHandle>,
+    admin: Option<std::net::SocketAddr>,
+) -> Result<(), String> {
+    let Some(url) = &settings.sandbox_url else {
+        return Ok(());
+    };
+    let sandbox =
+        sandbox.ok_or("--sandbox-webhook-url needs the embedded sandbox (no OMS_BASE_URL)")?;
+    let path = settings
+        .secret_file
+        .as_ref()
+        .ok_or("--sandbox-webhook-url needs --webhook-secret-file (the sandbox signs with it)")?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read --webhook-secret-file {}: {e}", path.display()))?;
+    let secret = text
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let url = if url == "self" {
+        let admin = admin.ok_or("--sandbox-webhook-url self needs the admin listener")?;
+        format!("http://{admin}/webhooks/oms")
+    } else {
+        url.clone()
+    };
+    sandbox.set_webhooks(Some(oms_sandbox::WebhookTarget {
+        url,
+        secret,
+        faults: settings.sandbox_faults,
+    }));
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::cash_in_of;

@@ -759,3 +759,99 @@ async fn a_flood_of_bad_requests_does_not_slow_the_watch_streams() {
     );
     gateway.gateway.shutdown().await;
 }
+
+// === the sandbox as the sender ===
+
+/// A gateway whose embedded sandbox sends its webhooks to the gateway itself, with `faults`.
+fn sandbox_sender(faults: &str) -> GatewaySettings {
+    let mut config = config(&[SECRET], LONG, LONG);
+    config.webhooks.sandbox_url = Some("self".into());
+    config.webhooks.sandbox_faults = faults.parse_faults();
+    config
+}
+
+trait ParseFaults {
+    fn parse_faults(&self) -> oms_sandbox::WebhookFaults;
+}
+
+impl ParseFaults for str {
+    fn parse_faults(&self) -> oms_sandbox::WebhookFaults {
+        let mut faults = oms_sandbox::WebhookFaults::default();
+        for pair in self.split(',').filter(|p| !p.is_empty()) {
+            let (name, p) = pair.split_once('=').unwrap();
+            let p: f64 = p.parse().unwrap();
+            match name {
+                "duplicate" => faults.duplicate = p,
+                "reorder" => faults.reorder = p,
+                "bad-signature" => faults.bad_signature = p,
+                _ => faults.drop = p,
+            }
+        }
+        faults
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sandbox_sends_signed_webhooks_that_reach_watchers_long_before_any_poll() {
+    let gateway = common::start_with(sandbox_sender("")).await;
+    let created = common::create_cash_in(&gateway, "cst_webhook_sender").await;
+    // Changes within one scan of the sandbox's store (20 ms) are one event: keep them apart.
+    sleep(ms(200)).await;
+    let (seen, _task) = watch(gateway.channel.clone(), WatchOf::CashIn(created.id.clone()));
+    all_saw(std::slice::from_ref(&seen), 1, Duration::from_secs(5)).await;
+    let changed = Instant::now();
+    Behind::new(&gateway).await.expire(&created.id).await;
+    all_saw(std::slice::from_ref(&seen), 2, Duration::from_secs(2)).await;
+    let delay = seen.lock().unwrap()[1].0.duration_since(changed);
+    println!("sandbox state change → its webhook → the stream: {delay:?} (polls every 60 s)");
+    assert_eq!(statuses(&seen)[1], St::Expired as i32);
+    let stats = gateway.sandbox().webhook_stats();
+    assert!(
+        stats.delivered >= 2 && stats.events >= 2,
+        "created and expired: {stats:?}"
+    );
+    assert!(metric(&gateway, "oms_gateway_webhooks_total{outcome=\"accepted\"}").await >= 2.0);
+    gateway.gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_webhooks_duplicated_reordered_and_first_signed_wrongly_still_give_one_event_per_change()
+ {
+    let gateway =
+        common::start_with(sandbox_sender("duplicate=1,reorder=0.5,bad-signature=1")).await;
+    let created = common::create_cash_in(&gateway, "cst_webhook_faults").await;
+    let (seen, task) = watch(gateway.channel.clone(), WatchOf::CashIn(created.id.clone()));
+    all_saw(std::slice::from_ref(&seen), 1, Duration::from_secs(5)).await;
+    let behind = Behind::new(&gateway).await;
+    let confirmation = behind.authorize(&created).await;
+    all_saw(std::slice::from_ref(&seen), 2, Duration::from_secs(3)).await;
+    behind.commit(&created, &confirmation).await;
+    timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the stream ends after completed")
+        .ok();
+    assert_eq!(
+        statuses(&seen),
+        [
+            St::Pending as i32,
+            St::Processing as i32,
+            St::Completed as i32
+        ],
+        "one event per change"
+    );
+    let stats = gateway.sandbox().webhook_stats();
+    assert!(
+        stats.attempts > stats.delivered,
+        "wrongly signed first attempts were retried: {stats:?}"
+    );
+    assert!(metric(&gateway, "oms_gateway_webhooks_total{outcome=\"refused\"}").await >= 1.0);
+    // The duplicates' retries may still be on their way when the stream ends.
+    common::eventually(
+        Duration::from_secs(3),
+        "a duplicate answered as replayed",
+        async || metric(&gateway, "oms_gateway_webhooks_total{outcome=\"replayed\"}").await >= 1.0,
+    )
+    .await;
+
+    gateway.gateway.shutdown().await;
+}
