@@ -127,12 +127,13 @@ impl AdminServer {
 }
 
 /// Starts the admin listener at `listen` (none when off), serving `registry` with `live`
-/// registered in it, and `/readyz` from `health`.
+/// registered in it, `/readyz` from `health`, and `POST /webhooks/oms` when `webhooks` is on.
 pub async fn start(
     listen: crate::config::AdminListen,
     mut registry: Registry,
     live: crate::metrics::Live,
     health: HealthService,
+    webhooks: Option<Arc<crate::webhooks::Webhooks>>,
 ) -> Result<Option<AdminServer>, StartError> {
     let crate::config::AdminListen::On(addr) = listen else {
         return Ok(None);
@@ -142,5 +143,9 @@ pub async fn start(
         registry: Arc::new(registry),
         health: Arc::new(health),
     };
-    AdminServer::start(addr, router(state)).await.map(Some)
+    let mut routes = router(state);
+    if let Some(webhooks) = webhooks {
+        routes = routes.merge(crate::webhooks::router(webhooks));
+    }
+    AdminServer::start(addr, routes).await.map(Some)
 }

@@ -30,6 +30,7 @@ mod tidy;
 mod upstream;
 mod validate;
 mod watch;
+mod webhooks;
 
 pub use telemetry::otlp;
 

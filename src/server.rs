@@ -180,7 +180,8 @@ pub async fn start(config: GatewaySettings) -> Result<RunningGateway, StartError
 
     let oms = Oms::new(client.clone());
     let shared = shared::SharedState::connect(&config.redis).map_err(StartError::Config)?;
-    let hub = shared::watch::hub(&oms, &config, &shared);
+    let hub = shared::watch::hub(&oms, &config, &shared).with_webhooks(&config.webhooks);
+    let webhooks = webhook_endpoint(&config, &hub, &shared)?;
     let Services {
         cash_ins,
         cash_locations,
@@ -188,8 +189,10 @@ pub async fn start(config: GatewaySettings) -> Result<RunningGateway, StartError
         idempotency,
     } = Services::new(&config, &oms, &hub, &stopping, sandbox.is_some(), &shared);
     let shed = LoadShedLayer::new(config.server.max_concurrent_calls);
-    let live = Live::new(hub.clone(), shed.clone(), idempotency, client.circuit());
-    let admin = admin::start(config.admin.listen, registry, live, readiness).await?;
+    let live = Live::new(hub.clone(), shed.clone(), idempotency, client.circuit())
+        .with_webhooks(webhooks.clone());
+    let admin = admin::start(config.admin.listen, registry, live, readiness, webhooks).await?;
+    sandbox_webhooks(&config, &sandbox, &admin)?;
 
     let (listener, addr) = bind(config.listen).await?;
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
@@ -239,6 +242,34 @@ pub async fn start(config: GatewaySettings) -> Result<RunningGateway, StartError
         background,
         admin,
     })
+}
+
+/// The webhook endpoint (issue 13), when `--webhook-secret-file` is given; it needs the admin
+/// listener it is served on.
+fn webhook_endpoint(
+    config: &GatewaySettings,
+    hub: &WatchHub,
+    shared: &Option<shared::SharedState>,
+) -> Result<Option<std::sync::Arc<crate::webhooks::Webhooks>>, StartError> {
+    if config.webhooks.secret_file.is_some()
+        && config.admin.listen == crate::config::AdminListen::Off
+    {
+        return Err(StartError::Config(
+            "--webhook-secret-file serves POST /webhooks/oms on the admin listener, but --admin-listen is none".to_owned(),
+        ));
+    }
+    crate::webhooks::from_settings(&config.webhooks, hub, shared).map_err(StartError::Config)
+}
+
+/// Points the embedded sandbox's webhooks (`--sandbox-webhook-url`) at their receiver.
+fn sandbox_webhooks(
+    config: &GatewaySettings,
+    sandbox: &Option<SandboxHandle>,
+    admin: &Option<AdminServer>,
+) -> Result<(), StartError> {
+    let admin = admin.as_ref().map(AdminServer::addr);
+    crate::webhooks::wire_sandbox(&config.webhooks, sandbox.as_ref(), admin)
+        .map_err(StartError::Config)
 }
 
 /// The TLS configuration and the caller layer (identity, policy), their reloaders pushed to

@@ -36,6 +36,7 @@ mod requests;
 mod server;
 mod state;
 mod store;
+mod webhooks;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -48,6 +49,7 @@ use tokio::task::JoinHandle;
 pub use fault_plan::{FaultPlan, FaultPlanError, FaultStats};
 pub use faults::{Fault, FaultAction};
 pub use journal::{CONNECTION_RESET, RecordedRequest};
+pub use webhooks::{WebhookFaults, WebhookStats, WebhookTarget};
 
 use state::{Sandbox, lock};
 
@@ -133,6 +135,7 @@ pub async fn start(config: SandboxSettings) -> std::io::Result<SandboxHandle> {
         .into_make_service_with_connect_info::<conn::Connection>();
     let (shutdown, mut stop) = watch::channel(false);
 
+    let sender = webhooks::run(Arc::clone(&sandbox));
     let sweeper = Arc::clone(&sandbox);
     let task = tokio::spawn(async move {
         let signal = async move {
@@ -157,6 +160,7 @@ pub async fn start(config: SandboxSettings) -> std::io::Result<SandboxHandle> {
                 }
             }
             () = sweep => {}
+            () = sender => {}
         }
     });
     tracing::info!(%addr, "OMS sandbox listening");
@@ -268,6 +272,16 @@ impl SandboxHandle {
 
     pub fn clear_faults(&self) {
         lock(&self.inner.sandbox.faults).clear();
+    }
+
+    /// Delivers signed webhooks of every later state change to `target` (none: stop).
+    pub fn set_webhooks(&self, target: Option<WebhookTarget>) {
+        self.inner.sandbox.webhooks.set(target);
+    }
+
+    /// What the webhook sender has done so far.
+    pub fn webhook_stats(&self) -> WebhookStats {
+        self.inner.sandbox.webhooks.stats()
     }
 
     /// How many cash-ins exist (in any state).

@@ -34,6 +34,8 @@ pub(crate) struct Sandbox {
     pub(crate) journal: Mutex<Journal>,
     pub(crate) faults: Mutex<FaultQueue>,
     pub(crate) plan: Mutex<PlanState>,
+    /// The webhook sender's target, scan state and counts.
+    pub(crate) webhooks: super::webhooks::Sender,
 }
 
 /// Locks, shrugging off poisoning (see the module docs).
@@ -57,6 +59,7 @@ impl Sandbox {
             journal: Mutex::default(),
             faults: Mutex::default(),
             plan: Mutex::new(PlanState::new(config.faults)),
+            webhooks: Default::default(),
         }
     }
 

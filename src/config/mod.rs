@@ -10,6 +10,7 @@ mod redis;
 mod sandbox;
 mod security;
 mod telemetry;
+mod webhooks;
 
 pub use admin::{AdminListen, AdminSettings};
 pub use file::{ConfigFileArgs, EffectiveConfig, LoadError, LoadedCli};
@@ -17,6 +18,7 @@ pub use redis::RedisSettings;
 pub use sandbox::{EmbeddedSandboxSettings, SandboxCommandSettings, SpellingArg};
 pub use security::{IdentityHeader, SecuritySettings};
 pub use telemetry::TelemetrySettings;
+pub use webhooks::WebhookSettings;
 
 use clap::{Args, FromArgMatches, Parser, Subcommand, ValueEnum};
 use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
@@ -235,6 +237,10 @@ pub struct GatewaySettings {
     /// The admin HTTP listener: metrics and probes.
     #[command(flatten)]
     pub admin: AdminSettings,
+
+    /// OMS webhooks (issue 13) and the reconcile interval they allow.
+    #[command(flatten)]
+    pub webhooks: WebhookSettings,
 }
 
 /// The gateway's own idempotency layer (see README, "Guarantees").

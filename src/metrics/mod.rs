@@ -102,8 +102,8 @@ struct OperationLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct OutcomeLabels {
-    outcome: &'static str,
+pub(crate) struct OutcomeLabels {
+    pub(crate) outcome: &'static str,
 }
 
 /// The metrics one gateway records. Built with [`Metrics::new`], which registers them.
@@ -228,6 +228,8 @@ pub struct Live {
     idempotency: Arc<IdempotencyLayer<pb::CashIn>>,
     /// The circuit breaker's state.
     circuit: watch::Receiver<CircuitState>,
+    /// The webhook endpoint's counts, when it is on.
+    webhooks: Option<Arc<crate::webhooks::Webhooks>>,
 }
 
 impl Live {
@@ -243,7 +245,14 @@ impl Live {
             shed,
             idempotency,
             circuit,
+            webhooks: None,
         }
+    }
+
+    /// The same collector, also reading the webhook endpoint's counts.
+    pub fn with_webhooks(mut self, webhooks: Option<Arc<crate::webhooks::Webhooks>>) -> Self {
+        self.webhooks = webhooks;
+        self
     }
 }
 
@@ -253,7 +262,7 @@ impl std::fmt::Debug for Live {
     }
 }
 
-fn encode_gauge(
+pub(crate) fn encode_gauge(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
@@ -263,7 +272,7 @@ fn encode_gauge(
     gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)
 }
 
-fn encode_counter(
+pub(crate) fn encode_counter(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
@@ -321,6 +330,7 @@ impl Collector for Live {
             "Polls of OMS made by the watch pollers.",
             self.hub.polls(),
         )?;
+        crate::webhooks::encode_metrics(&mut encoder, &self.hub, self.webhooks.as_deref())?;
         encode_gauge(
             &mut encoder,
             "oms_gateway_calls_in_flight",

@@ -56,11 +56,9 @@ impl Follower {
         let Some(fleet) = &hub.fleet else {
             return false;
         };
+        self.waker.get_or_insert_with(|| fleet.waker(&self.names));
         let token = self.token.get_or_insert_with(|| fleet.state().token());
-        match fleet
-            .hold(&self.names, token, hub.config.poll_interval)
-            .await
-        {
+        match fleet.hold(&self.names, token, hub.interval()).await {
             Some(true) => return false,
             Some(false) => {}
             None => {
@@ -68,7 +66,6 @@ impl Follower {
                 return false;
             }
         }
-        self.waker.get_or_insert_with(|| fleet.waker(&self.names));
         match fleet.latest(&self.names).await {
             None => false,
             Some(None) => true,
@@ -83,6 +80,14 @@ impl Follower {
                 self.stopped = true;
                 true
             }
+        }
+    }
+
+    /// Until the resource's observation is published anew in Redis (never without a fleet).
+    pub(super) async fn published(&self) {
+        match &self.waker {
+            Some(waker) => waker.notified().await,
+            None => std::future::pending().await,
         }
     }
 
@@ -122,7 +127,17 @@ impl Follower {
             (Err(_), _) => return,
         };
         fleet
-            .publish(&self.names, result, changed, hub.config.poll_interval)
+            .publish(&self.names, result, changed, hub.interval())
             .await;
     }
+}
+
+/// Shares the state a webhook's re-read found with the other replicas' streams of that cash-in
+/// (their followers read it, its lease holder polls at once).
+pub(super) async fn hinted(hub: &HubInner, cash_in: pb::CashIn) {
+    let Some(fleet) = &hub.fleet else { return };
+    let names = Names::new(&format!("cash-in:{}", cash_in.id));
+    fleet
+        .publish(&names, &Ok(vec![cash_in]), true, hub.interval())
+        .await;
 }

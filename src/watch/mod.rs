@@ -16,6 +16,7 @@
 pub mod budget;
 pub mod diff;
 mod fleet;
+mod push;
 pub mod stream;
 pub mod wire;
 
@@ -101,6 +102,8 @@ struct HubInner {
     tracked: AtomicUsize,
     /// Polls made since start (for the metrics).
     polls: AtomicU64,
+    /// Webhook hints and the reconcile cadence (`push.rs`).
+    push: push::Push,
 }
 
 /// A running poller; dropping the last reference stops it.
@@ -195,6 +198,7 @@ impl WatchHub {
                 streams: AtomicUsize::new(0),
                 tracked: AtomicUsize::new(0),
                 polls: AtomicU64::new(0),
+                push: push::Push::new(&crate::config::WebhookSettings::default()),
             }),
         }
     }
@@ -393,7 +397,7 @@ async fn poll_loop(
     let mut follower = fleet::Follower::new(&key);
     loop {
         let Some(strong) = hub.upgrade() else { return };
-        let interval = strong.config.poll_interval;
+        let interval = strong.interval();
         let limit = strong.config.unreachable_limit;
         if follower.follows(&strong, &key, &sender).await {
             drop(strong);
@@ -467,6 +471,9 @@ async fn poll_loop(
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             () = wake.notified() => {}
+            // Another replica published a state (a webhook's re-read): poll now, so this
+            // replica's streams see it too.
+            () = follower.published() => {}
         }
     }
 }

@@ -30,3 +30,4 @@ mod tls;
 mod tracing;
 mod validation;
 mod watch;
+mod webhooks;

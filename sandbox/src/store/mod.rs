@@ -46,6 +46,11 @@ impl Store {
         }
     }
 
+    /// Every cash-in as stored (for the webhook sender's change scan).
+    pub(crate) fn all(&self) -> impl Iterator<Item = &CashIn> {
+        self.cash_ins.values()
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.cash_ins.len()
     }

@@ -1,0 +1,321 @@
+//! OMS webhooks (issue 13): `POST /webhooks/oms` on the admin listener, on when
+//! `--webhook-secret-file` is given. A delivery is verified ([`verify`]: Standard Webhooks),
+//! deduplicated by `webhook-id` ([`Replays`]: kept for twice the timestamp tolerance, in Redis
+//! with `SET NX PX` when the replicas share it), and read for the one thing the gateway needs:
+//! which cash-in changed. That is a hint to the watch hub, which re-reads the cash-in from OMS
+//! and publishes it to its watchers; the webhook's own payload is never trusted for state.
+//!
+//! Answers: 401 unsigned, wrongly signed or a body that does not match; 400 a stale timestamp or
+//! a signed body that is not a JSON event; 413 a body over [`BODY_LIMIT`]; 202 a cash-in hint
+//! taken; 200 a `webhook-id` already processed (acted on once); 204 an event the gateway does
+//! not act on. Only ids are logged (the delivery's and the cash-in's), never amounts or codes.
+
+mod metrics;
+pub mod verify;
+
+pub use metrics::encode as encode_metrics;
+
+use crate::shared::SharedState;
+use crate::watch::WatchHub;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
+use verify::{Rejection, Verifier};
+
+/// The largest delivery accepted (OMS's events are a few KiB).
+pub const BODY_LIMIT: usize = 64 * 1024;
+/// How long a processed `webhook-id` is remembered: a timestamp may be 5 minutes either way.
+const REPLAY_WINDOW: Duration = Duration::from_secs(2 * 5 * 60);
+/// The most ids remembered in process; past it (a flood of valid deliveries) an id may be acted
+/// on twice, which costs one more re-read and nothing else.
+const MAX_REMEMBERED: usize = 200_000;
+
+/// The webhook endpoint's state.
+pub struct Webhooks {
+    verifier: Box<dyn Verifier>,
+    replays: Replays,
+    hub: WatchHub,
+    counts: Counts,
+}
+
+/// Deliveries by outcome (for the metrics).
+#[derive(Debug, Default)]
+pub struct Counts {
+    /// Cash-in hints taken.
+    pub accepted: AtomicU64,
+    /// Already processed ids.
+    pub replayed: AtomicU64,
+    /// Events not acted on.
+    pub ignored: AtomicU64,
+    /// 401 and 400 answers.
+    pub refused: AtomicU64,
+}
+
+/// The processed `webhook-id`s.
+struct Replays {
+    local: Mutex<HashMap<String, Instant>>,
+    shared: Option<SharedState>,
+}
+
+impl Replays {
+    /// Whether `id` is seen here for the first time (and remember it).
+    async fn first(&self, id: &str) -> bool {
+        if let Some(shared) = &self.shared {
+            let key = format!("{}webhook:{id}", crate::shared::PREFIX);
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(&key)
+                .arg(1)
+                .arg("NX")
+                .arg("PX")
+                .arg(REPLAY_WINDOW.as_millis() as u64);
+            if let Some(set) = shared.query::<Option<String>>(&cmd).await {
+                return set.is_some();
+            }
+        }
+        let now = Instant::now();
+        let mut local = self.local.lock().unwrap_or_else(|e| e.into_inner());
+        if local.len() >= MAX_REMEMBERED {
+            local.retain(|_, at| now.duration_since(*at) < REPLAY_WINDOW);
+        }
+        match local.get(id) {
+            Some(at) if now.duration_since(*at) < REPLAY_WINDOW => false,
+            _ => {
+                if local.len() < MAX_REMEMBERED {
+                    local.insert(id.to_owned(), now);
+                }
+                true
+            }
+        }
+    }
+}
+
+/// The part of an event the gateway reads: its name and the cash-in it is about.
+#[derive(Deserialize)]
+struct Event {
+    /// OMS's guide spells it `event`; Standard Webhooks payloads use `type`.
+    #[serde(alias = "type")]
+    event: String,
+    #[serde(default)]
+    data: Data,
+}
+
+#[derive(Deserialize, Default)]
+struct Data {
+    #[serde(default)]
+    id: Option<String>,
+    /// A transaction's link to its cash-in: an id, or an object with one.
+    #[serde(default, rename = "cashIn", alias = "cash_in")]
+    cash_in: Option<Link>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Link {
+    Id(String),
+    Object { id: String },
+}
+
+/// The cash-in an event is about, if the gateway acts on it; `Err`: not a JSON event.
+fn cash_in_of(body: &[u8]) -> Result<Option<String>, ()> {
+    let event: Event = serde_json::from_slice(body).map_err(|_| ())?;
+    let name = event.event.as_str();
+    let id = if name.starts_with("cashIn.") || name.starts_with("cash_in.") {
+        event.data.id
+    } else if name.starts_with("transaction.fiatToCrypto.") {
+        event.data.cash_in.map(|link| match link {
+            Link::Id(id) | Link::Object { id } => id,
+        })
+    } else {
+        None
+    };
+    // Only a well-formed cash-in id goes upstream (it becomes a path segment).
+    Ok(id.filter(|id| {
+        id.len() > 3
+            && id.len() <= 128
+            && id.starts_with("ci_")
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    }))
+}
+
+// === impl Webhooks ===
+
+impl Webhooks {
+    /// The endpoint verifying with `verifier`, hinting `hub`, remembering ids in `shared` too.
+    pub fn new(verifier: Box<dyn Verifier>, hub: WatchHub, shared: Option<SharedState>) -> Self {
+        Self {
+            verifier,
+            replays: Replays {
+                local: Mutex::new(HashMap::new()),
+                shared,
+            },
+            hub,
+            counts: Counts::default(),
+        }
+    }
+
+    /// Deliveries by outcome.
+    pub fn counts(&self) -> &Counts {
+        &self.counts
+    }
+
+    async fn receive(&self, headers: &HeaderMap, body: &[u8]) -> (StatusCode, &'static str) {
+        let verified = match self.verifier.verify(headers, body, SystemTime::now()) {
+            Ok(verified) => verified,
+            Err(rejection) => {
+                self.counts.refused.fetch_add(1, Ordering::Relaxed);
+                return match rejection {
+                    Rejection::Unauthenticated(why) => (StatusCode::UNAUTHORIZED, why),
+                    Rejection::Stale => (
+                        StatusCode::BAD_REQUEST,
+                        "the webhook-timestamp is more than 5 minutes away from now",
+                    ),
+                };
+            }
+        };
+        self.hub.webhook_arrived();
+        let Ok(cash_in) = cash_in_of(body) else {
+            self.counts.refused.fetch_add(1, Ordering::Relaxed);
+            return (
+                StatusCode::BAD_REQUEST,
+                "the body is not a JSON event with an `event` name",
+            );
+        };
+        if !self.replays.first(&verified.id).await {
+            self.counts.replayed.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(webhook_id = %verified.id, "webhook already processed");
+            return (StatusCode::OK, "already processed\n");
+        }
+        let Some(cash_in) = cash_in else {
+            self.counts.ignored.fetch_add(1, Ordering::Relaxed);
+            return (StatusCode::NO_CONTENT, "");
+        };
+        self.counts.accepted.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(webhook_id = %verified.id, %cash_in, "webhook: re-reading the cash-in");
+        self.hub.hint_cash_in(&cash_in);
+        (StatusCode::ACCEPTED, "accepted\n")
+    }
+}
+
+async fn receive(
+    State(webhooks): State<Arc<Webhooks>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, &'static str) {
+    webhooks.receive(&headers, &body).await
+}
+
+/// The `POST /webhooks/oms` route.
+pub fn router(webhooks: Arc<Webhooks>) -> axum::Router {
+    axum::Router::new()
+        .route("/webhooks/oms", post(receive))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(webhooks)
+}
+
+/// The endpoint of `settings` (none without a secret file), for `hub`.
+pub fn from_settings(
+    settings: &crate::config::WebhookSettings,
+    hub: &WatchHub,
+    shared: &Option<SharedState>,
+) -> Result<Option<Arc<Webhooks>>, String> {
+    let Some(path) = &settings.secret_file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read --webhook-secret-file {}: {e}", path.display()))?;
+    let scheme = verify::StandardWebhooks::from_secrets(&text)
+        .map_err(|e| format!("--webhook-secret-file {}: {e}", path.display()))?;
+    Ok(Some(Arc::new(Webhooks::new(
+        Box::new(scheme),
+        hub.clone(),
+        shared.clone(),
+    ))))
+}
+
+/// Points the embedded `sandbox` at `--sandbox-webhook-url` (`self`: the admin listener at
+/// `admin`), signing with the first secret of `--webhook-secret-file`.
+pub fn wire_sandbox(
+    settings: &crate::config::WebhookSettings,
+    sandbox: Option<&oms_sandbox::SandboxHandle>,
+    admin: Option<std::net::SocketAddr>,
+) -> Result<(), String> {
+    let Some(url) = &settings.sandbox_url else {
+        return Ok(());
+    };
+    let sandbox =
+        sandbox.ok_or("--sandbox-webhook-url needs the embedded sandbox (no OMS_BASE_URL)")?;
+    let path = settings
+        .secret_file
+        .as_ref()
+        .ok_or("--sandbox-webhook-url needs --webhook-secret-file (the sandbox signs with it)")?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read --webhook-secret-file {}: {e}", path.display()))?;
+    let secret = text
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let url = if url == "self" {
+        let admin = admin.ok_or("--sandbox-webhook-url self needs the admin listener")?;
+        format!("http://{admin}/webhooks/oms")
+    } else {
+        url.clone()
+    };
+    sandbox.set_webhooks(Some(oms_sandbox::WebhookTarget {
+        url,
+        secret,
+        faults: settings.sandbox_faults,
+    }));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cash_in_of;
+
+    #[test]
+    fn cash_in_events_of_either_spelling_and_linked_transactions_name_their_cash_in() {
+        let ci = |body: &str| cash_in_of(body.as_bytes());
+        assert_eq!(
+            ci(r#"{"event":"cash_in.completed","data":{"id":"ci_1"}}"#),
+            Ok(Some("ci_1".into()))
+        );
+        assert_eq!(
+            ci(r#"{"type":"cashIn.expired","data":{"id":"ci_2"}}"#),
+            Ok(Some("ci_2".into()))
+        );
+        assert_eq!(
+            ci(
+                r#"{"event":"transaction.fiatToCrypto.processing","data":{"id":"txn_1","cashIn":"ci_3"}}"#
+            ),
+            Ok(Some("ci_3".into()))
+        );
+        assert_eq!(
+            ci(r#"{"event":"transaction.fiatToCrypto.failed","data":{"cashIn":{"id":"ci_4"}}}"#),
+            Ok(Some("ci_4".into()))
+        );
+        assert_eq!(
+            ci(r#"{"event":"transaction.fiatToCrypto.completed","data":{"id":"txn_1"}}"#),
+            Ok(None)
+        );
+        assert_eq!(
+            ci(r#"{"event":"customer.created","data":{"id":"cst_1"}}"#),
+            Ok(None)
+        );
+        assert_eq!(
+            ci(r#"{"event":"cashIn.completed","data":{"id":"ci_../x"}}"#),
+            Ok(None)
+        );
+        assert_eq!(ci("not json"), Err(()));
+        assert_eq!(ci(r#"{"data":{}}"#), Err(()));
+    }
+}

@@ -1,0 +1,857 @@
+//! OMS webhooks as OMS and a watcher see them (issue 13): deliveries signed per Standard
+//! Webhooks, sent over real HTTP to the admin listener's `POST /webhooks/oms`, answered as the
+//! README says; a delivery for a cash-in that changed behind the gateway's back reaches every
+//! watch stream at once, through a re-read the sandbox's journal counts; duplicates and
+//! reordering cost nothing; dropped webhooks are caught by the reconcile poll. Signatures are
+//! computed here from first principles (ring), not by the gateway's code.
+
+use crate::common::{self, TestGateway, ms};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use oms_gateway::config::GatewaySettings;
+use oms_gateway::proto::v1 as pb;
+use pb::{CashInEventType as Kind, CashInStatus as St};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::time::{Instant, sleep, timeout};
+use tonic::transport::Channel;
+
+// === harness ===
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const OLD_SECRET: &str = "whsec_dGhlIG9sZCBzZWNyZXQgb2YgdGhpcyB0ZXN0IQ==";
+const LONG: Duration = Duration::from_secs(60);
+
+/// A gateway whose webhook endpoint trusts `secrets`, polling every `poll` (every `reconcile`
+/// while webhooks arrive).
+fn config(secrets: &[&str], poll: Duration, reconcile: Duration) -> GatewaySettings {
+    let dir = common::tls::temp_dir("webhooks");
+    let file = common::tls::write(&dir, "whsec", &secrets.join("\n"));
+    let mut config = common::test_config();
+    config.webhooks.secret_file = Some(file);
+    config.watch.poll_interval = poll;
+    config.watch.heartbeat_interval = LONG;
+    config.webhooks.reconcile_interval = reconcile;
+    config
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// `v1,<base64 HMAC-SHA256("id.timestamp.body")>` with the key after `whsec_`.
+fn sign(secret: &str, id: &str, stamp: u64, body: &str) -> String {
+    let raw = STANDARD
+        .decode(secret.strip_prefix("whsec_").unwrap())
+        .unwrap();
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &raw);
+    let tag = ring::hmac::sign(&key, format!("{id}.{stamp}.{body}").as_bytes());
+    format!("v1,{}", STANDARD.encode(tag.as_ref()))
+}
+
+/// An event as OMS's guide shows them.
+fn event(name: &str, cash_in: &str) -> String {
+    if name.starts_with("transaction.") {
+        format!(
+            r#"{{"id":"whk_evt_1","event":"{name}","createdAt":"2026-03-16T18:47:05Z","data":{{"id":"txn_1","object":"transaction","cashIn":"{cash_in}","source":{{"amountGross":"200.00"}}}}}}"#
+        )
+    } else {
+        format!(
+            r#"{{"id":"whk_evt_1","event":"{name}","createdAt":"2026-03-16T18:47:00Z","data":{{"id":"{cash_in}","status":"completed","depositInstructions":{{"code":"483 291"}}}}}}"#
+        )
+    }
+}
+
+/// POSTs `body` with the three headers (`signature: None` leaves that header out); the status.
+async fn post(
+    http: &reqwest::Client,
+    gateway: &TestGateway,
+    id: &str,
+    stamp: u64,
+    body: &str,
+    signature: Option<&str>,
+) -> u16 {
+    let addr = gateway.gateway.admin_addr().expect("an admin listener");
+    let mut request = http
+        .post(format!("http://{addr}/webhooks/oms"))
+        .timeout(Duration::from_secs(5))
+        .header("content-type", "application/json")
+        .header("webhook-id", id)
+        .header("webhook-timestamp", stamp.to_string())
+        .body(body.to_owned());
+    if let Some(signature) = signature {
+        request = request.header("webhook-signature", signature);
+    }
+    request
+        .send()
+        .await
+        .expect("the admin listener answers")
+        .status()
+        .as_u16()
+}
+
+/// A delivery signed with `SECRET`, now.
+async fn deliver(http: &reqwest::Client, gateway: &TestGateway, id: &str, body: &str) -> u16 {
+    let stamp = now();
+    post(
+        http,
+        gateway,
+        id,
+        stamp,
+        body,
+        Some(&sign(SECRET, id, stamp, body)),
+    )
+    .await
+}
+
+fn gets(gateway: &TestGateway, id: &str) -> usize {
+    gateway.sandbox().count("GET", &format!("/cash-ins/{id}"))
+}
+
+/// The sandbox's REST API, used behind the gateway's back so only a webhook (or a poll) can tell
+/// the gateway.
+struct Behind {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Behind {
+    async fn new(gateway: &TestGateway) -> Self {
+        let sandbox = gateway.sandbox();
+        let http = reqwest::Client::new();
+        let token: serde_json::Value = http
+            .post(format!("{}/auth/token", sandbox.base_url()))
+            .json(&serde_json::json!({"apiKey": sandbox.api_key(), "apiSecret": sandbox.api_secret()}))
+            .send()
+            .await
+            .expect("POST /auth/token")
+            .json()
+            .await
+            .expect("token JSON");
+        Self {
+            http,
+            base: sandbox.base_url(),
+            token: token["accessToken"]
+                .as_str()
+                .expect("accessToken")
+                .to_owned(),
+        }
+    }
+
+    async fn post(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+            .json(&body)
+            .send()
+            .await
+            .expect("the sandbox answers");
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        assert!(status.is_success(), "{path} answered {status}: {text}");
+        serde_json::from_str(&text).unwrap_or_default()
+    }
+
+    async fn expire(&self, id: &str) {
+        self.post(
+            &format!("/sandbox/cash-ins/{id}/expire"),
+            serde_json::json!({}),
+        )
+        .await;
+    }
+
+    /// The barcode authorization (pending → processing); its confirmation id.
+    async fn authorize(&self, cash_in: &pb::CashIn) -> String {
+        let auth = self
+            .post(
+                "/cash-ins/simulate/barcode-auth",
+                serde_json::json!({"accountNumber": code(cash_in), "amount": "150.00"}),
+            )
+            .await;
+        auth["confirmationId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// The commit (processing → completed).
+    async fn commit(&self, cash_in: &pb::CashIn, confirmation: &str) {
+        self.post(
+            "/cash-ins/simulate/auth-commit",
+            serde_json::json!({
+                "accountNumber": code(cash_in),
+                "accountReferenceNumber": cash_in.id,
+                "amount": "150.00",
+                "originalConfirmationId": confirmation,
+            }),
+        )
+        .await;
+    }
+}
+
+fn code(cash_in: &pb::CashIn) -> String {
+    cash_in
+        .deposit_instructions
+        .as_ref()
+        .map(|d| d.code.clone())
+        .expect("a deposit code")
+}
+
+/// One watch stream read in the background: every non-heartbeat event, with when it arrived.
+type Seen = Arc<Mutex<Vec<(Instant, pb::CashInEvent)>>>;
+
+fn watch(channel: Channel, request: WatchOf) -> (Seen, tokio::task::JoinHandle<()>) {
+    let seen: Seen = Arc::default();
+    let into = seen.clone();
+    let task = tokio::spawn(async move {
+        let mut client = pb::cash_in_service_client::CashInServiceClient::new(channel);
+        let mut stream = match request {
+            WatchOf::CashIn(id) => client
+                .watch_cash_in(pb::WatchCashInRequest { cash_in_id: id })
+                .await
+                .expect("WatchCashIn")
+                .into_inner(),
+            WatchOf::Customer(id) => client
+                .watch_cash_ins(pb::WatchCashInsRequest {
+                    customer_id: id,
+                    statuses: vec![],
+                })
+                .await
+                .expect("WatchCashIns")
+                .into_inner(),
+        };
+        while let Ok(Some(event)) = stream.message().await {
+            if event.r#type != Kind::Heartbeat as i32 {
+                into.lock().unwrap().push((Instant::now(), event));
+            }
+        }
+    });
+    (seen, task)
+}
+
+enum WatchOf {
+    CashIn(String),
+    Customer(String),
+}
+
+fn statuses(seen: &Seen) -> Vec<i32> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .map(|(_, e)| e.cash_in.as_ref().map_or(0, |c| c.status))
+        .collect()
+}
+
+/// Waits (bounded) until every stream has seen `n` events.
+async fn all_saw(streams: &[Seen], n: usize, within: Duration) {
+    common::eventually(within, "every stream's events", async || {
+        streams.iter().all(|s| s.lock().unwrap().len() >= n)
+    })
+    .await;
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+async fn metric(gateway: &TestGateway, name: &str) -> f64 {
+    let addr = gateway.gateway.admin_addr().unwrap();
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+}
+
+// === verification ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn valid_invalid_stale_oversized_unknown_and_replayed_deliveries_are_answered_as_documented()
+{
+    let gateway = common::start_with(config(&[SECRET], LONG, LONG)).await;
+    let created = common::create_cash_in(&gateway, "cst_webhook1").await;
+    let http = reqwest::Client::new();
+    let body = event("cash_in.completed", &created.id);
+    let stamp = now();
+    let good = sign(SECRET, "msg_1", stamp, &body);
+    let before = gets(&gateway, &created.id);
+
+    assert_eq!(
+        post(&http, &gateway, "msg_1", stamp, &body, None).await,
+        401,
+        "no signature"
+    );
+    let wrong = sign(OLD_SECRET, "msg_1", stamp, &body);
+    assert_eq!(
+        post(&http, &gateway, "msg_1", stamp, &body, Some(&wrong)).await,
+        401,
+        "other secret"
+    );
+    let tampered = body.replace("completed", "failed");
+    assert_eq!(
+        post(&http, &gateway, "msg_1", stamp, &tampered, Some(&good)).await,
+        401,
+        "body changed"
+    );
+    assert_eq!(
+        post(&http, &gateway, "msg_2", stamp, &body, Some(&good)).await,
+        401,
+        "id changed"
+    );
+    let old = stamp - 301;
+    let stale = sign(SECRET, "msg_1", old, &body);
+    assert_eq!(
+        post(&http, &gateway, "msg_1", old, &body, Some(&stale)).await,
+        400,
+        "stale"
+    );
+    let future = stamp + 400;
+    let early = sign(SECRET, "msg_1", future, &body);
+    assert_eq!(
+        post(&http, &gateway, "msg_1", future, &body, Some(&early)).await,
+        400,
+        "future"
+    );
+    let big = format!(
+        r#"{{"event":"cash_in.completed","pad":"{}"}}"#,
+        "x".repeat(70 * 1024)
+    );
+    let big_signature = sign(SECRET, "msg_big", stamp, &big);
+    assert_eq!(
+        post(
+            &http,
+            &gateway,
+            "msg_big",
+            stamp,
+            &big,
+            Some(&big_signature)
+        )
+        .await,
+        413
+    );
+    // Refused deliveries cause no upstream read.
+    sleep(ms(200)).await;
+    assert_eq!(gets(&gateway, &created.id), before);
+
+    assert_eq!(
+        post(&http, &gateway, "msg_1", stamp, &body, Some(&good)).await,
+        202,
+        "valid"
+    );
+    assert_eq!(
+        post(&http, &gateway, "msg_1", stamp, &body, Some(&good)).await,
+        200,
+        "replayed"
+    );
+    assert_eq!(
+        post(&http, &gateway, "msg_1", stamp, &body, Some(&good)).await,
+        200,
+        "replayed"
+    );
+    common::eventually(Duration::from_secs(3), "the re-read", async || {
+        gets(&gateway, &created.id) > before
+    })
+    .await;
+    sleep(ms(300)).await;
+    assert_eq!(gets(&gateway, &created.id), before + 1, "acted on once");
+
+    let unknown = r#"{"id":"whk_evt_9","event":"customer.kyc.approved","data":{"id":"cst_1"}}"#;
+    assert_eq!(deliver(&http, &gateway, "msg_3", unknown).await, 204);
+    let unlinked = r#"{"event":"transaction.fiatToCrypto.completed","data":{"id":"txn_9"}}"#;
+    assert_eq!(deliver(&http, &gateway, "msg_4", unlinked).await, 204);
+    assert_eq!(deliver(&http, &gateway, "msg_5", "not json").await, 400);
+    gateway.gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_secret_is_accepted_from_either_side_of_the_rotation() {
+    let http = reqwest::Client::new();
+    let body = event("cashIn.expired", "ci_rotation1");
+    let stamp = now();
+    let old = sign(OLD_SECRET, "msg_r1", stamp, &body);
+    let new = sign(SECRET, "msg_r1", stamp, &body);
+
+    // The sender rotates: it signs with both; the receiver knows only the new secret.
+    let receiver = common::start_with(config(&[SECRET], LONG, LONG)).await;
+    let both = format!("{old} {new}");
+    assert_eq!(
+        post(&http, &receiver, "msg_r1", stamp, &body, Some(&both)).await,
+        202
+    );
+    assert_eq!(
+        post(
+            &http,
+            &receiver,
+            "msg_r2",
+            stamp,
+            &body,
+            Some(&sign(OLD_SECRET, "msg_r2", stamp, &body))
+        )
+        .await,
+        401
+    );
+    receiver.gateway.shutdown().await;
+
+    // The receiver rotates: it holds both secrets while the sender still signs with the old.
+    let receiver = common::start_with(config(&[SECRET, OLD_SECRET], LONG, LONG)).await;
+    assert_eq!(
+        post(&http, &receiver, "msg_r1", stamp, &body, Some(&old)).await,
+        202
+    );
+    assert_eq!(
+        post(
+            &http,
+            &receiver,
+            "msg_r2",
+            stamp,
+            &body,
+            Some(&sign(SECRET, "msg_r2", stamp, &body))
+        )
+        .await,
+        202
+    );
+    receiver.gateway.shutdown().await;
+}
+
+// === watchers ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_reaches_every_one_of_a_thousand_watch_streams_within_100_ms() {
+    let gateway = common::start_with(config(&[SECRET], LONG, LONG)).await;
+    let created = common::create_cash_in(&gateway, "cst_webhook_fanout").await;
+    let mut channels = Vec::new();
+    for _ in 0..8 {
+        channels.push(common::connect(gateway.gateway.addr()).await);
+    }
+    let (streams, tasks): (Vec<Seen>, Vec<_>) = (0..1000)
+        .map(|n| watch(channels[n % 8].clone(), WatchOf::CashIn(created.id.clone())))
+        .unzip();
+    let (customer, customer_task) = watch(
+        channels[0].clone(),
+        WatchOf::Customer("cst_webhook_fanout".into()),
+    );
+    all_saw(&streams, 1, Duration::from_secs(20)).await;
+    all_saw(std::slice::from_ref(&customer), 1, Duration::from_secs(5)).await;
+
+    Behind::new(&gateway).await.expire(&created.id).await;
+    sleep(ms(300)).await;
+    assert!(
+        streams.iter().all(|s| s.lock().unwrap().len() == 1),
+        "only a webhook can tell"
+    );
+    let http = reqwest::Client::new();
+    let sent = Instant::now();
+    assert_eq!(
+        deliver(
+            &http,
+            &gateway,
+            "msg_fanout",
+            &event("cash_in.expired", &created.id)
+        )
+        .await,
+        202
+    );
+    all_saw(&streams, 2, Duration::from_secs(5)).await;
+    let mut delays: Vec<Duration> = streams
+        .iter()
+        .map(|s| {
+            let seen = s.lock().unwrap();
+            assert_eq!(
+                seen[1].1.cash_in.as_ref().unwrap().status,
+                St::Expired as i32
+            );
+            seen[1].0.duration_since(sent)
+        })
+        .collect();
+    delays.sort();
+    let (p50, p99, max) = (
+        percentile(&delays, 0.5),
+        percentile(&delays, 0.99),
+        delays[999],
+    );
+    println!(
+        "webhook → 1,000 WatchCashIn streams: min {:?}, p50 {p50:?}, p99 {p99:?}, max {max:?}",
+        delays[0]
+    );
+    // 100 ms is the promise of an optimized build; an unoptimized one (plain `cargo test`, on
+    // two cores shared with the client side of 1,000 streams) is held to 300 ms.
+    let bound = if cfg!(debug_assertions) {
+        ms(300)
+    } else {
+        ms(100)
+    };
+    assert!(
+        max <= bound,
+        "every stream within {bound:?}: p50 {p50:?} p99 {p99:?} max {max:?}"
+    );
+    // The customer's WatchCashIns stream sees it too (its poller lists at once).
+    all_saw(std::slice::from_ref(&customer), 2, Duration::from_secs(2)).await;
+    let customer_delay = customer.lock().unwrap()[1].0.duration_since(sent);
+    println!("webhook → the customer's WatchCashIns stream: {customer_delay:?}");
+    assert_eq!(statuses(&customer)[1], St::Expired as i32);
+    for task in tasks {
+        task.abort();
+    }
+    customer_task.abort();
+    gateway.gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicated_and_reordered_deliveries_produce_one_change_event_each() {
+    let gateway = common::start_with(config(&[SECRET], LONG, LONG)).await;
+    let created = common::create_cash_in(&gateway, "cst_webhook_dup").await;
+    let channel = gateway.channel.clone();
+    let (seen, task) = watch(channel, WatchOf::CashIn(created.id.clone()));
+    all_saw(std::slice::from_ref(&seen), 1, Duration::from_secs(5)).await;
+    let behind = Behind::new(&gateway).await;
+    let http = reqwest::Client::new();
+
+    let confirmation = behind.authorize(&created).await;
+    let processing = event("cashIn.processing", &created.id);
+    let (a, b, c) = tokio::join!(
+        deliver(&http, &gateway, "msg_p", &processing),
+        deliver(&http, &gateway, "msg_p", &processing),
+        deliver(&http, &gateway, "msg_p", &processing),
+    );
+    let mut answers = [a, b, c];
+    answers.sort();
+    assert_eq!(
+        answers,
+        [200, 200, 202],
+        "one acted on, the duplicates acknowledged"
+    );
+    all_saw(std::slice::from_ref(&seen), 2, Duration::from_secs(3)).await;
+
+    behind.commit(&created, &confirmation).await;
+    // The completion's events arrive out of order: the transaction's first, then the cash-in's,
+    // then the processing event again (a sender retry) and once more under a new id.
+    let completed_txn = event("transaction.fiatToCrypto.completed", &created.id);
+    assert_eq!(deliver(&http, &gateway, "msg_t", &completed_txn).await, 202);
+    assert_eq!(
+        deliver(
+            &http,
+            &gateway,
+            "msg_c",
+            &event("cash_in.completed", &created.id)
+        )
+        .await,
+        202
+    );
+    assert_eq!(deliver(&http, &gateway, "msg_p", &processing).await, 200);
+    assert_eq!(deliver(&http, &gateway, "msg_p2", &processing).await, 202);
+    assert_eq!(deliver(&http, &gateway, "msg_t", &completed_txn).await, 200);
+    timeout(Duration::from_secs(3), task)
+        .await
+        .expect("the stream ends after completed")
+        .ok();
+    assert_eq!(
+        statuses(&seen),
+        [
+            St::Pending as i32,
+            St::Processing as i32,
+            St::Completed as i32
+        ],
+        "one event per change"
+    );
+    gateway.gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_webhooks_dropped_the_change_still_arrives_by_polling_within_one_reconcile_interval() {
+    let reconcile = ms(1500);
+    let gateway = common::start_with(config(&[SECRET], ms(200), reconcile)).await;
+    let http = reqwest::Client::new();
+    let keepalive = r#"{"event":"customer.updated","data":{"id":"cst_1"}}"#;
+    assert_eq!(deliver(&http, &gateway, "msg_k1", keepalive).await, 204);
+    assert_eq!(metric(&gateway, "oms_gateway_watch_reconciling").await, 1.0);
+    let created = common::create_cash_in(&gateway, "cst_webhook_drop").await;
+    let (seen, _task) = watch(gateway.channel.clone(), WatchOf::CashIn(created.id.clone()));
+    all_saw(std::slice::from_ref(&seen), 1, Duration::from_secs(5)).await;
+
+    // The change's webhook is dropped: nothing is delivered for it.
+    let changed = Instant::now();
+    Behind::new(&gateway).await.expire(&created.id).await;
+    all_saw(
+        std::slice::from_ref(&seen),
+        2,
+        reconcile.mul_f64(1.1) + ms(500),
+    )
+    .await;
+    let delay = seen.lock().unwrap()[1].0.duration_since(changed);
+    println!(
+        "a change whose webhook was dropped arrived by polling after {delay:?} (reconcile {reconcile:?})"
+    );
+    assert_eq!(statuses(&seen)[1], St::Expired as i32);
+    gateway.gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pollers_relax_while_webhooks_arrive_and_return_to_the_poll_interval_when_they_stop() {
+    let mut settings = config(&[SECRET], ms(250), ms(1000));
+    settings.webhooks.healthy_window = ms(1500);
+    settings.watch.max_polls_per_second = 200.0;
+    let gateway = common::start_with(settings).await;
+    let http = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for n in 0..10 {
+        ids.push(
+            common::create_cash_in(&gateway, &format!("cst_webhook_rate{n}"))
+                .await
+                .id,
+        );
+    }
+    let watchers: Vec<_> = ids
+        .iter()
+        .map(|id| watch(gateway.channel.clone(), WatchOf::CashIn(id.clone())))
+        .collect();
+    all_saw(
+        &watchers.iter().map(|w| w.0.clone()).collect::<Vec<_>>(),
+        1,
+        Duration::from_secs(5),
+    )
+    .await;
+    let total = |g: &TestGateway| ids.iter().map(|id| gets(g, id)).sum::<usize>();
+    let keepalive = r#"{"event":"customer.updated","data":{"id":"cst_1"}}"#;
+
+    // Webhooks flowing: one every 300 ms for 4 s; the first second lets running waits end.
+    let mut n = 0;
+    let mut deliver_for = async |span: Duration| {
+        let until = Instant::now() + span;
+        while Instant::now() < until {
+            n += 1;
+            assert_eq!(
+                deliver(&http, &gateway, &format!("msg_keep{n}"), keepalive).await,
+                204
+            );
+            sleep(ms(300)).await;
+        }
+    };
+    deliver_for(ms(1000)).await;
+    let (start, at) = (total(&gateway), Instant::now());
+    deliver_for(ms(3000)).await;
+    let flowing = (total(&gateway) - start) as f64 / at.elapsed().as_secs_f64();
+    assert_eq!(metric(&gateway, "oms_gateway_watch_reconciling").await, 1.0);
+    assert_eq!(
+        metric(&gateway, "oms_gateway_watch_poll_interval_seconds").await,
+        1.0
+    );
+
+    // Stopped: past the healthy window and one reconcile wait, pollers are back at 250 ms.
+    sleep(ms(2600)).await;
+    assert_eq!(metric(&gateway, "oms_gateway_watch_reconciling").await, 0.0);
+    assert_eq!(
+        metric(&gateway, "oms_gateway_watch_poll_interval_seconds").await,
+        0.25
+    );
+    let (start, at) = (total(&gateway), Instant::now());
+    sleep(ms(3000)).await;
+    let stopped = (total(&gateway) - start) as f64 / at.elapsed().as_secs_f64();
+    println!(
+        "10 watched cash-ins: {flowing:.1} upstream polls/s with webhooks flowing (reconcile 1 s), {stopped:.1}/s with them stopped (poll 250 ms)"
+    );
+    assert!(
+        flowing <= 10.0 * 1.0 / 0.9 + 2.0,
+        "about one poll per cash-in per second: {flowing}"
+    );
+    assert!(
+        stopped >= 30.0,
+        "about four polls per cash-in per second: {stopped}"
+    );
+    drop(watchers);
+    gateway.gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_bad_requests_does_not_slow_the_watch_streams() {
+    let gateway = common::start_with(config(&[SECRET], LONG, LONG)).await;
+    let http = reqwest::Client::new();
+    let mut delays = Vec::new();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut flood = Vec::new();
+    for round in 0..2 {
+        let created = common::create_cash_in(&gateway, &format!("cst_webhook_flood{round}")).await;
+        let streams: Vec<_> = (0..100)
+            .map(|_| watch(gateway.channel.clone(), WatchOf::CashIn(created.id.clone())))
+            .collect();
+        let seen: Vec<Seen> = streams.iter().map(|s| s.0.clone()).collect();
+        all_saw(&seen, 1, Duration::from_secs(5)).await;
+        if round == 1 {
+            // 8 clients sending badly signed and unsigned deliveries as fast as they are answered.
+            for client in 0..8 {
+                let (http, stop, gateway_admin) = (
+                    http.clone(),
+                    stop.clone(),
+                    gateway.gateway.admin_addr().unwrap(),
+                );
+                flood.push(tokio::spawn(async move {
+                    let mut sent = 0u64;
+                    let body = event("cash_in.completed", "ci_flood");
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let _ = http
+                            .post(format!("http://{gateway_admin}/webhooks/oms"))
+                            .timeout(Duration::from_secs(2))
+                            .header("webhook-id", format!("bad{client}-{sent}"))
+                            .header("webhook-timestamp", now().to_string())
+                            .header(
+                                "webhook-signature",
+                                "v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+                            )
+                            .body(body.clone())
+                            .send()
+                            .await;
+                        sent += 1;
+                    }
+                    sent
+                }));
+            }
+            sleep(ms(500)).await;
+        }
+        Behind::new(&gateway).await.expire(&created.id).await;
+        let sent = Instant::now();
+        assert_eq!(
+            deliver(
+                &http,
+                &gateway,
+                &format!("msg_flood{round}"),
+                &event("cash_in.expired", &created.id)
+            )
+            .await,
+            202
+        );
+        all_saw(&seen, 2, Duration::from_secs(5)).await;
+        let mut round_delays: Vec<Duration> = seen
+            .iter()
+            .map(|s| s.lock().unwrap()[1].0.duration_since(sent))
+            .collect();
+        round_delays.sort();
+        delays.push(round_delays[99]);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut bad = 0;
+    for task in flood {
+        bad += timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the flood stops")
+            .unwrap();
+    }
+    let refused = metric(&gateway, "oms_gateway_webhooks_total{outcome=\"refused\"}").await;
+    println!(
+        "webhook → 100 streams, slowest: {:?} quiet, {:?} during a flood of {bad} bad requests",
+        delays[0], delays[1]
+    );
+    assert!(
+        refused >= bad as f64 - 8.0 && bad > 100,
+        "the flood was sent and refused: {bad} sent, {refused} refused"
+    );
+    assert!(
+        delays[1] <= ms(100),
+        "the flood slowed the streams: {delays:?}"
+    );
+    gateway.gateway.shutdown().await;
+}
+
+// === the sandbox as the sender ===
+
+/// A gateway whose embedded sandbox sends its webhooks to the gateway itself, with `faults`.
+fn sandbox_sender(faults: &str) -> GatewaySettings {
+    let mut config = config(&[SECRET], LONG, LONG);
+    config.webhooks.sandbox_url = Some("self".into());
+    config.webhooks.sandbox_faults = faults.parse_faults();
+    config
+}
+
+trait ParseFaults {
+    fn parse_faults(&self) -> oms_sandbox::WebhookFaults;
+}
+
+impl ParseFaults for str {
+    fn parse_faults(&self) -> oms_sandbox::WebhookFaults {
+        let mut faults = oms_sandbox::WebhookFaults::default();
+        for pair in self.split(',').filter(|p| !p.is_empty()) {
+            let (name, p) = pair.split_once('=').unwrap();
+            let p: f64 = p.parse().unwrap();
+            match name {
+                "duplicate" => faults.duplicate = p,
+                "reorder" => faults.reorder = p,
+                "bad-signature" => faults.bad_signature = p,
+                _ => faults.drop = p,
+            }
+        }
+        faults
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sandbox_sends_signed_webhooks_that_reach_watchers_long_before_any_poll() {
+    let gateway = common::start_with(sandbox_sender("")).await;
+    let created = common::create_cash_in(&gateway, "cst_webhook_sender").await;
+    // Changes within one scan of the sandbox's store (20 ms) are one event: keep them apart.
+    sleep(ms(200)).await;
+    let (seen, _task) = watch(gateway.channel.clone(), WatchOf::CashIn(created.id.clone()));
+    all_saw(std::slice::from_ref(&seen), 1, Duration::from_secs(5)).await;
+    let changed = Instant::now();
+    Behind::new(&gateway).await.expire(&created.id).await;
+    all_saw(std::slice::from_ref(&seen), 2, Duration::from_secs(2)).await;
+    let delay = seen.lock().unwrap()[1].0.duration_since(changed);
+    println!("sandbox state change → its webhook → the stream: {delay:?} (polls every 60 s)");
+    assert_eq!(statuses(&seen)[1], St::Expired as i32);
+    let stats = gateway.sandbox().webhook_stats();
+    assert!(
+        stats.delivered >= 2 && stats.events >= 2,
+        "created and expired: {stats:?}"
+    );
+    assert!(metric(&gateway, "oms_gateway_webhooks_total{outcome=\"accepted\"}").await >= 2.0);
+    gateway.gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_webhooks_duplicated_reordered_and_first_signed_wrongly_still_give_one_event_per_change()
+ {
+    let gateway =
+        common::start_with(sandbox_sender("duplicate=1,reorder=0.5,bad-signature=1")).await;
+    let created = common::create_cash_in(&gateway, "cst_webhook_faults").await;
+    let (seen, task) = watch(gateway.channel.clone(), WatchOf::CashIn(created.id.clone()));
+    all_saw(std::slice::from_ref(&seen), 1, Duration::from_secs(5)).await;
+    let behind = Behind::new(&gateway).await;
+    let confirmation = behind.authorize(&created).await;
+    all_saw(std::slice::from_ref(&seen), 2, Duration::from_secs(3)).await;
+    behind.commit(&created, &confirmation).await;
+    timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the stream ends after completed")
+        .ok();
+    assert_eq!(
+        statuses(&seen),
+        [
+            St::Pending as i32,
+            St::Processing as i32,
+            St::Completed as i32
+        ],
+        "one event per change"
+    );
+    let stats = gateway.sandbox().webhook_stats();
+    assert!(
+        stats.attempts > stats.delivered,
+        "wrongly signed first attempts were retried: {stats:?}"
+    );
+    assert!(metric(&gateway, "oms_gateway_webhooks_total{outcome=\"refused\"}").await >= 1.0);
+    // The duplicates' retries may still be on their way when the stream ends.
+    common::eventually(
+        Duration::from_secs(3),
+        "a duplicate answered as replayed",
+        async || metric(&gateway, "oms_gateway_webhooks_total{outcome=\"replayed\"}").await >= 1.0,
+    )
+    .await;
+
+    gateway.gateway.shutdown().await;
+}
