@@ -29,7 +29,7 @@ const LEASE_TTL: Duration = Duration::from_secs(1);
 const POLL_INTERVAL: Duration = Duration::from_millis(300);
 
 /// Whether `redis-server` can run here; if not, says so (the test then passes, skipped).
-fn redis_missing(test: &str) -> bool {
+pub(crate) fn redis_missing(test: &str) -> bool {
     let found = Command::new("redis-server")
         .arg("--version")
         .stdout(Stdio::null())
@@ -57,7 +57,7 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         Self::start_with(false).await
     }
 
@@ -103,7 +103,7 @@ impl RedisServer {
         server
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         let scheme = if self.tls_ca.is_some() {
             "rediss"
         } else {

@@ -121,7 +121,10 @@ struct Behind {
 
 impl Behind {
     async fn new(gateway: &TestGateway) -> Self {
-        let sandbox = gateway.sandbox();
+        Self::at(gateway.sandbox()).await
+    }
+
+    async fn at(sandbox: &oms_sandbox::SandboxHandle) -> Self {
         let http = reqwest::Client::new();
         let token: serde_json::Value = http
             .post(format!("{}/auth/token", sandbox.base_url()))
@@ -854,4 +857,49 @@ async fn sandbox_webhooks_duplicated_reordered_and_first_signed_wrongly_still_gi
     .await;
 
     gateway.gateway.shutdown().await;
+}
+
+// === across replicas ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_received_by_one_replica_reaches_the_watchers_of_another_and_is_acted_on_once() {
+    let test = "a_webhook_received_by_one_replica_reaches_the_watchers_of_another";
+    if crate::replicas::redis_missing(test) {
+        return;
+    }
+    let redis = crate::replicas::RedisServer::start().await;
+    let sandbox = common::start_remote_sandbox("webhook-fleet-secret").await;
+    let replica = || {
+        let mut config = common::remote_config(
+            &sandbox.base_url(),
+            common::REMOTE_API_KEY,
+            "webhook-fleet-secret",
+        );
+        let webhooks = self::config(&[SECRET], LONG, LONG);
+        config.webhooks = webhooks.webhooks;
+        config.watch = webhooks.watch;
+        config.redis.url = Some(oms_gateway::config::Secret::new(redis.url()));
+        config
+    };
+    let receiver = common::start_with(replica()).await;
+    let watcher = common::start_with(replica()).await;
+    // Both replicas see Redis (they PING it every 500 ms before they share).
+    sleep(ms(1200)).await;
+    let created = common::create_cash_in(&receiver, "cst_webhook_fleet").await;
+    let (seen, _task) = watch(watcher.channel.clone(), WatchOf::CashIn(created.id.clone()));
+    all_saw(std::slice::from_ref(&seen), 1, Duration::from_secs(5)).await;
+
+    Behind::at(&sandbox).await.expire(&created.id).await;
+    let http = reqwest::Client::new();
+    let body = event("cash_in.expired", &created.id);
+    let sent = Instant::now();
+    assert_eq!(deliver(&http, &receiver, "msg_fleet", &body).await, 202);
+    all_saw(std::slice::from_ref(&seen), 2, Duration::from_secs(3)).await;
+    let delay = seen.lock().unwrap()[1].0.duration_since(sent);
+    println!("webhook to one replica → a stream on another: {delay:?} (polls every 60 s)");
+    assert_eq!(statuses(&seen)[1], St::Expired as i32);
+    // The same delivery to the other replica (a load balancer's retry) is known there too.
+    assert_eq!(deliver(&http, &watcher, "msg_fleet", &body).await, 200);
+    receiver.gateway.shutdown().await;
+    watcher.gateway.shutdown().await;
 }
