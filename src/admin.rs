@@ -85,14 +85,7 @@ pub struct AdminServer {
 impl AdminServer {
     /// Binds `listen` and serves `router` on it.
     pub async fn start(listen: SocketAddr, router: axum::Router) -> Result<Self, StartError> {
-        let bind_error = |source| StartError::Bind {
-            addr: listen,
-            source,
-        };
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .map_err(bind_error)?;
-        let addr = listener.local_addr().map_err(bind_error)?;
+        let (listener, addr) = crate::server::bind(listen).await?;
         let (shutdown, stop) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let served = axum::serve(listener, router)

@@ -532,8 +532,11 @@ fn reflection_services() -> Result<
     Ok((v1, v1alpha))
 }
 
-/// The gRPC port, and the address it got (for an ephemeral port).
-async fn bind(listen: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), StartError> {
+/// A listening socket (the gRPC port, the probe port, the admin listener), and the address it got
+/// (for an ephemeral port).
+pub(crate) async fn bind(
+    listen: SocketAddr,
+) -> Result<(tokio::net::TcpListener, SocketAddr), StartError> {
     let bind_error = |source| StartError::Bind {
         addr: listen,
         source,
