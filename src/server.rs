@@ -532,8 +532,7 @@ fn reflection_services() -> Result<
     Ok((v1, v1alpha))
 }
 
-/// A listening socket (the gRPC port, the probe port, the admin listener), and the address it got
-/// (for an ephemeral port).
+/// A listening socket (gRPC, probe or admin port) and the address it got (an ephemeral port's).
 pub(crate) async fn bind(
     listen: SocketAddr,
 ) -> Result<(tokio::net::TcpListener, SocketAddr), StartError> {
