@@ -330,6 +330,26 @@ async fn reader(
     end(format!("ended with grpc-status {status}"));
 }
 
+/// BENCH_WATCH_DEBUG=1: what nginx's log says about the cash-in of a stream that was slow.
+fn explain_slow(
+    o: &Options,
+    log: &HashMap<String, Vec<u64>>,
+    flipped: &[u64],
+    stream: usize,
+    at: u64,
+) {
+    let k = stream % o.ids;
+    let ms = |t: u64| (t as i64 - flipped[k] as i64) / 1000;
+    let polls: Vec<i64> = log
+        .get(&id(o, k))
+        .map(|v| v.iter().map(|&t| ms(t)).collect())
+        .unwrap_or_default();
+    eprintln!(
+        "slow stream {stream} (id {k}): arrived {} ms after its cash-in's rewrite; that cash-in's polls (ms from the rewrite): {polls:?}",
+        ms(at)
+    );
+}
+
 async fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     while !done() {
@@ -434,6 +454,7 @@ async fn main() {
     let mut rss_rounds = Vec::new();
     let mut missed = 0usize;
     let mut fanout_ticks = 0u64;
+    let debug = std::env::var_os("BENCH_WATCH_DEBUG").is_some();
     for round in 1..=o.rounds {
         let ticks_before = cpu_ticks(o.gateway_pid);
         let flipped = rewrite(&o, &template, &format!("192.{round:02}"))
@@ -452,33 +473,24 @@ async fn main() {
         // nginx writes its log line as it finishes the answer; give it a moment.
         tokio::time::sleep(Duration::from_millis(50)).await;
         let log = polls(&o);
-        let mut first_poll = HashMap::new();
-        for i in 0..o.ids {
-            let id = id(&o, i);
-            // The first poll that began after the rewrite (1 ms of slack for the log's ms
-            // resolution), so it read the new file.
-            let t = log
-                .get(&id)
-                .and_then(|ts| ts.iter().copied().find(|&t| t >= flipped[i] + 1_000));
-            first_poll.insert(i, t);
-        }
+        // Per id, the first poll that began after its file was rewritten (1 ms of slack for the
+        // log's ms resolution), so it read the new file.
+        let first_poll: Vec<Option<u64>> = (0..o.ids)
+            .map(|i| {
+                let polls = log.get(&id(&o, i))?;
+                polls.iter().copied().find(|&t| t >= flipped[i] + 1_000)
+            })
+            .collect();
         let mut shown = 0;
         for i in 0..o.streams {
-            if let Some(Some(poll)) = first_poll.get(&(i % o.ids)) {
-                let at = shared.arrival[i].load(Ordering::Relaxed);
-                delays.push(at.saturating_sub(*poll));
-                if std::env::var_os("BENCH_WATCH_DEBUG").is_some()
-                    && at.saturating_sub(*poll) > 500_000
-                    && shown < 5
-                {
-                    shown += 1;
-                    let k = i % o.ids;
-                    let ts: Vec<i64> = log
-                        .get(&id(&o, k))
-                        .map(|v| v.iter().map(|&t| t as i64 - flipped[k] as i64).collect())
-                        .unwrap_or_default();
-                    eprintln!("slow stream {i} id {k}: arrival {} ms after its rewrite; polls relative to its rewrite (ms): {:?}", (at as i64 - flipped[k] as i64) / 1000, ts.iter().map(|t| t / 1000).collect::<Vec<_>>());
-                }
+            let Some(poll) = first_poll[i % o.ids] else {
+                continue;
+            };
+            let at = shared.arrival[i].load(Ordering::Relaxed);
+            delays.push(at.saturating_sub(poll));
+            if debug && at.saturating_sub(poll) > 500_000 && shown < 5 {
+                shown += 1;
+                explain_slow(&o, &log, &flipped, i, at);
             }
         }
         rss_rounds.push(rss_kib(o.gateway_pid).0);
