@@ -140,11 +140,22 @@ NGINX_PID=$!; PIDS+=("$NGINX_PID")
 STATUS_URL="http://127.0.0.1:$NGINX_PORT/nginx_status"
 wait_for nginx "$NGINX_PID" curl -sf "$STATUS_URL"
 
-"$GATEWAY" --listen "127.0.0.1:$GATEWAY_PORT" --admin-listen none \
-  --oms-base-url "http://127.0.0.1:$NGINX_PORT/v0.9" --oms-api-key sk_bench --oms-api-secret bench-secret \
-  --log-level warn > "$RUN/gateway.log" 2>&1 &
-GATEWAY_PID=$!; PIDS+=("$GATEWAY_PID")
-wait_for gateway "$GATEWAY_PID" port_open "$GATEWAY_PORT"
+# The gateway gets one worker thread, as Envoy gets `--concurrency 1`: the like-for-like pair.
+# Two more gateways give the rows of other settings: `--busy-poll` at 1 in flight, and the
+# default worker count (one per CPU) at 64.
+start_gateway() { # name port args...
+  local name="$1" port="$2"; shift 2
+  "$GATEWAY" --listen "127.0.0.1:$port" --admin-listen none \
+    --oms-base-url "http://127.0.0.1:$NGINX_PORT/v0.9" --oms-api-key sk_bench --oms-api-secret bench-secret \
+    --log-level warn "$@" > "$RUN/$name.log" 2>&1 &
+  STARTED_PID=$!; PIDS+=("$STARTED_PID")
+  wait_for "$name" "$STARTED_PID" port_open "$port"
+}
+BUSY_PORT="$(free_port)"; DEFAULT_PORT="$(free_port)"
+BUSY_POLL=200us
+start_gateway gateway "$GATEWAY_PORT" --worker-threads 1; GATEWAY_PID=$STARTED_PID
+start_gateway gateway-busy-poll "$BUSY_PORT" --worker-threads 1 --busy-poll "$BUSY_POLL"; BUSY_PID=$STARTED_PID
+start_gateway gateway-default "$DEFAULT_PORT"; DEFAULT_PID=$STARTED_PID
 
 sed -e "s|@ENVOY_PORT@|$ENVOY_PORT|; s|@ADMIN_PORT@|$ADMIN_PORT|; s|@NGINX_PORT@|$NGINX_PORT|; s|@DESCRIPTOR@|$GEN/omsrest.pb|" \
   "$BENCH_DIR/unary/envoy.yaml.in" > "$RUN/envoy.yaml"
@@ -152,13 +163,16 @@ sed -e "s|@ENVOY_PORT@|$ENVOY_PORT|; s|@ADMIN_PORT@|$ADMIN_PORT|; s|@NGINX_PORT@
 ENVOY_PID=$!; PIDS+=("$ENVOY_PID")
 wait_for envoy "$ENVOY_PID" curl -sf "http://127.0.0.1:$ADMIN_PORT/ready"
 
-log "nginx :$NGINX_PORT (pid $NGINX_PID), gateway :$GATEWAY_PORT (pid $GATEWAY_PID), envoy :$ENVOY_PORT (pid $ENVOY_PID); $DURATION s per row"
+log "nginx :$NGINX_PORT (pid $NGINX_PID), gateway :$GATEWAY_PORT (pid $GATEWAY_PID; --busy-poll :$BUSY_PORT pid $BUSY_PID; default workers :$DEFAULT_PORT pid $DEFAULT_PID), envoy :$ENVOY_PORT (pid $ENVOY_PID); $DURATION s per row"
 
 # === check answers with a real client (also warms the gateway's token and pools) ===
 
 check() {
-  timeout 120 "$PY" "$BENCH_DIR/lib/grpc_check.py" check "$FIXTURE" \
-    "127.0.0.1:$GATEWAY_PORT" "127.0.0.1:$ENVOY_PORT" "$SAMPLES" || die "grpc-status samples failed"
+  local port
+  for port in "$GATEWAY_PORT" "$BUSY_PORT" "$DEFAULT_PORT"; do
+    timeout 120 "$PY" "$BENCH_DIR/lib/grpc_check.py" check "$FIXTURE" \
+      "127.0.0.1:$port" "127.0.0.1:$ENVOY_PORT" "$SAMPLES" || die "grpc-status samples failed"
+  done
 }
 log "grpc-status samples before the load"
 check
@@ -167,7 +181,6 @@ check
 
 RESULTS="$RUN/results.jsonl"
 : > "$RESULTS"
-ALL_PIDS="gateway=$GATEWAY_PID,envoy=$ENVOY_PID,nginx=$NGINX_PID"
 GRPC_HEADERS=(-H 'content-type: application/grpc' -H 'te: trailers')
 GET_PATH=/polygon.oms.v1.CashInService/GetCashIn
 ENVOY_GET_PATH=/bench.omsrest.v1.CashInRestService/GetCashIn
@@ -176,9 +189,11 @@ CREATE_PATH=/polygon.oms.v1.CashInService/CreateCashIn
 row() { # key tool inflight command...
   local key="$1" tool="$2" inflight="$3"; shift 3
   log "row $key"
+  # ROW_GATEWAY=PID: the gateway whose CPU the row counts (default: the one-worker gateway).
   timeout "$LOAD_TIMEOUT" "$PY" "$BENCH_DIR/lib/measure.py" "$RESULTS" "$key" "$tool" "$inflight" \
-    "$STATUS_URL" "$ALL_PIDS" -- "$@" || die "row $key failed"
+    "$STATUS_URL" "gateway=${ROW_GATEWAY:-$GATEWAY_PID},envoy=$ENVOY_PID,nginx=$NGINX_PID" -- "$@" || die "row $key failed"
   alive "$NGINX_PID" nginx; alive "$GATEWAY_PID" gateway; alive "$ENVOY_PID" envoy
+  alive "$BUSY_PID" gateway-busy-poll; alive "$DEFAULT_PID" gateway-default
 }
 REST_URL="http://127.0.0.1:$NGINX_PORT/v0.9/cash-ins/$CASH_IN_ID"
 if [[ "$ONLY" != watch ]]; then
@@ -188,6 +203,10 @@ for n in 1 64; do
     wrk -t"$t" -c"$n" -d"${DURATION}s" --latency -H 'authorization: Bearer tok_bench' "$REST_URL"
   row "gateway-get-$n" h2load "$n" \
     h2load -c"$c" -m"$m" -D "$DURATION" -d "$GEN/get.bin" "${GRPC_HEADERS[@]}" "http://127.0.0.1:$GATEWAY_PORT$GET_PATH"
+  if [[ $n == 1 ]]; then other=busy-poll other_port=$BUSY_PORT other_pid=$BUSY_PID
+  else other=default other_port=$DEFAULT_PORT other_pid=$DEFAULT_PID; fi
+  ROW_GATEWAY=$other_pid row "gateway-$other-get-$n" h2load "$n" \
+    h2load -c"$c" -m"$m" -D "$DURATION" -d "$GEN/get.bin" "${GRPC_HEADERS[@]}" "http://127.0.0.1:$other_port$GET_PATH"
   row "envoy-get-$n" h2load "$n" \
     h2load -c"$c" -m"$m" -D "$DURATION" -d "$GEN/get.bin" "${GRPC_HEADERS[@]}" "http://127.0.0.1:$ENVOY_PORT$ENVOY_GET_PATH"
 done
@@ -205,7 +224,7 @@ fi
 # === the watch rows (a fresh gateway each, against a second nginx) ===
 
 if [[ "$ONLY" != unary ]]; then
-  kill "$ENVOY_PID" "$GATEWAY_PID" 2>/dev/null || true
+  kill "$ENVOY_PID" "$GATEWAY_PID" "$BUSY_PID" "$DEFAULT_PID" 2>/dev/null || true
   source "$BENCH_DIR/watch/rows.sh"
 fi
 

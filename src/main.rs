@@ -90,9 +90,19 @@ async fn run_sandbox(args: SandboxCommandSettings) -> ExitCode {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let loaded = Cli::load();
+    let runtime = match oms_gateway::runtime::build(&loaded.cli.gateway.runtime) {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("oms-gateway: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(loaded))
+}
+
+async fn run(loaded: oms_gateway::config::LoadedCli) -> ExitCode {
     if loaded.cli.config_file.print_config {
         print!("{}", loaded.effective);
         return ExitCode::SUCCESS;

@@ -9,9 +9,6 @@
 use crate::admin::{self, AdminServer};
 use crate::config::Secret;
 use crate::config::{GatewaySettings, SecuritySettings, ServerSettings, UpstreamTarget};
-use crate::health_port;
-use crate::idempotency::IdempotencyLayer;
-use crate::limits::LoadShedLayer;
 use crate::metrics::{Live, Metrics, grpc::GrpcMetricsLayer};
 use crate::oms::Oms;
 use crate::proto::{
@@ -26,6 +23,8 @@ use crate::telemetry::TraceContextLayer;
 use crate::upstream::breaker::CircuitState;
 use crate::upstream::{OmsClient, UpstreamHealth, auth::Credentials};
 use crate::watch::WatchHub;
+use crate::{health_port, idempotency::IdempotencyLayer};
+use crate::{limits::LoadShedLayer, runtime::BusyPollLayer};
 use oms_sandbox::{self as sandbox, SandboxHandle, SandboxSettings};
 use std::sync::Arc;
 use std::{net::SocketAddr, time::Duration};
@@ -199,7 +198,7 @@ pub async fn start(config: GatewaySettings) -> Result<RunningGateway, StartError
     let router = Server::builder()
         .max_concurrent_streams(Some(config.server.max_streams_per_connection))
         .layer(GrpcMetricsLayer::new(metrics))
-        .layer(shed)
+        .layer((BusyPollLayer::start(&config.runtime), shed))
         .layer((caller_layer, TraceContextLayer))
         // Pings keep idle connections (and long watch streams) alive through NATs and proxies,
         // and detect dead peers.

@@ -15,9 +15,11 @@ TOKEN_SLACK = 2
 ROWS = [
     ("rest-get-1", "GET direct REST (wrk → nginx)"),
     ("gateway-get-1", "GetCashIn via gateway (h2load)"),
+    ("gateway-busy-poll-get-1", "GetCashIn via gateway, --busy-poll 200us (h2load)"),
     ("envoy-get-1", "GetCashIn via Envoy (h2load)"),
     ("rest-get-64", "GET direct REST (wrk → nginx)"),
     ("gateway-get-64", "GetCashIn via gateway (h2load)"),
+    ("gateway-default-get-64", "GetCashIn via gateway, default workers (one per CPU) (h2load)"),
     ("envoy-get-64", "GetCashIn via Envoy (h2load)"),
     ("gateway-create-1", "CreateCashIn via gateway (h2 client)"),
     ("gateway-create-64", "CreateCashIn via gateway (h2 client)"),
@@ -93,16 +95,20 @@ def main():
             v = None if v is None else v.get(p)
         return v
 
-    for n in ("1", "64"):
-        g, e = get(f"gateway-get-{n}", "cpu_us_per_call", "gateway"), get(f"envoy-get-{n}", "cpu_us_per_call", "envoy")
+    ratios = [("1", "gateway", "one worker, as Envoy's --concurrency 1"),
+              ("1", "gateway-busy-poll", "one worker, --busy-poll 200us"),
+              ("64", "gateway", "one worker, as Envoy's --concurrency 1"),
+              ("64", "gateway-default", "default workers, one per CPU")]
+    for n, who, what in ratios:
+        g, e = get(f"{who}-get-{n}", "cpu_us_per_call", "gateway"), get(f"envoy-get-{n}", "cpu_us_per_call", "envoy")
         if g and e:
-            print(f"gateway/Envoy CPU per GetCashIn at {n} in flight: {g:.1f} / {e:.1f} µs = {g / e:.2f}× (target ≤ 0.40×: {'reached' if g / e <= 0.40 else 'not yet reached'} in this run)")
+            print(f"gateway ({what})/Envoy CPU per GetCashIn at {n} in flight: {g:.1f} / {e:.1f} µs = {g / e:.2f}× (target ≤ 0.40×: {'reached' if g / e <= 0.40 else 'not yet reached'} in this run)")
     rest = get("rest-get-1", "p50_us"), get("rest-get-1", "mean_us")
-    for who in ("gateway", "envoy"):
+    for who, what in (("gateway", "one worker"), ("gateway-busy-poll", "one worker, --busy-poll 200us"), ("envoy", "Envoy")):
         p50, mean = get(f"{who}-get-1", "p50_us"), get(f"{who}-get-1", "mean_us")
         if p50 is not None and rest[0] is not None:
-            print(f"added latency over direct REST at 1 in flight, {who}: p50 +{p50 - rest[0]:.0f} µs, mean +{mean - rest[1]:.0f} µs"
-                  + ((" (target ≤ 50 µs: " + ("reached" if p50 - rest[0] <= 50 else "not yet reached") + " in this run)") if who == "gateway" else ""))
+            print(f"added latency over direct REST at 1 in flight, {what}: p50 +{p50 - rest[0]:.0f} µs, mean +{mean - rest[1]:.0f} µs"
+                  + ((" (target ≤ 50 µs: " + ("reached" if p50 - rest[0] <= 50 else "not yet reached") + " in this run)") if who != "envoy" else ""))
     if problems:
         print("\nFAILED:")
         for p in problems:

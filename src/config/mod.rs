@@ -7,6 +7,7 @@
 mod admin;
 mod file;
 mod redis;
+mod runtime;
 mod sandbox;
 mod security;
 mod telemetry;
@@ -15,6 +16,7 @@ mod webhooks;
 pub use admin::{AdminListen, AdminSettings};
 pub use file::{ConfigFileArgs, EffectiveConfig, LoadError, LoadedCli};
 pub use redis::RedisSettings;
+pub use runtime::{MAX_BUSY_POLL, RuntimeSettings};
 pub use sandbox::{EmbeddedSandboxSettings, SandboxCommandSettings, SpellingArg};
 pub use security::{IdentityHeader, SecuritySettings};
 pub use telemetry::TelemetrySettings;
@@ -71,7 +73,7 @@ fn flag_defaults<T: Args + FromArgMatches>() -> T {
     T::from_arg_matches(&matches).expect("every flag's default parses")
 }
 
-/// Parses `250ms`, `3s`, `2m`, `1h` (or a bare number of seconds) into a [`Duration`].
+/// Parses `200us`, `250ms`, `3s`, `2m`, `1h` (or a bare number of seconds) into a [`Duration`].
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
@@ -82,13 +84,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| format!("`{text}` is not a duration such as 500ms, 3s, 2m or 1h"))?;
     let seconds = match unit.trim() {
+        "us" | "µs" => value / 1_000_000.0,
         "ms" => value / 1000.0,
         "" | "s" => value,
         "m" => value * 60.0,
         "h" => value * 3600.0,
         other => {
             return Err(format!(
-                "unknown duration unit `{other}` (use ms, s, m or h)"
+                "unknown duration unit `{other}` (use us, ms, s, m or h)"
             ));
         }
     };
@@ -237,6 +240,10 @@ pub struct GatewaySettings {
     /// The admin HTTP listener: metrics and probes.
     #[command(flatten)]
     pub admin: AdminSettings,
+
+    /// Worker threads and busy polling.
+    #[command(flatten)]
+    pub runtime: RuntimeSettings,
 
     /// OMS webhooks (issue 13) and the reconcile interval they allow.
     #[command(flatten)]
