@@ -90,9 +90,18 @@ fn the_rest_client_knows_nothing_of_protobuf() {
 }
 
 #[test]
+fn every_oms_request_goes_out_through_one_http_client() {
+    // Pooling, TLS roots, timeouts and the no-redirect rule are set in one place.
+    for client in ["hyper_util::client", "hyper_rustls", "reqwest"] {
+        let offenders = lines_with("src", &["src/upstream/transport.rs", "src/tidy.rs"], client);
+        assert!(offenders.is_empty(), "{offenders:#?}");
+    }
+}
+
+#[test]
 fn conversion_and_validation_do_no_io() {
     for file in ["src/convert.rs", "src/validate.rs"] {
-        for io in ["tokio::", "reqwest", "std::fs", "std::net"] {
+        for io in ["tokio::", "hyper", "std::fs", "std::net"] {
             let offenders = lines_with(file, &[], io);
             assert!(offenders.is_empty(), "{offenders:#?}");
         }

@@ -18,6 +18,7 @@ use crate::limits::LoadShedLayer;
 use crate::proto::v1 as pb;
 use crate::upstream::breaker::CircuitState;
 use crate::watch::WatchHub;
+use http::StatusCode;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
     DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
@@ -27,7 +28,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
-use reqwest::StatusCode;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;

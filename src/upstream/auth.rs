@@ -14,6 +14,7 @@
 
 use super::breaker::CircuitBreaker;
 use super::failure::{classify_transport, failure_from_response, read_body, request_id};
+use super::transport::{self, HttpClient, RequestBody};
 use super::{UpstreamHealth, model};
 use crate::config::Secret;
 use crate::error::UpstreamError;
@@ -56,15 +57,23 @@ pub struct Credentials {
 #[derive(Debug)]
 pub struct Token {
     value: Secret,
+    /// `Bearer <value>`, built once per token, marked sensitive (its Debug shows no value, and
+    /// HTTP/2's header compression never indexes it).
+    authorization: http::HeaderValue,
     /// When the gateway stops using it and exchanges a new one (before OMS's expiry).
     refresh_at: Instant,
     generation: u64,
 }
 
 impl Token {
-    /// The bearer value, for the Authorization header only.
+    /// The bearer value, to cut it out of what OMS says.
     pub fn bearer(&self) -> &str {
         self.value.expose()
+    }
+
+    /// The `Authorization` header value.
+    pub fn authorization(&self) -> &http::HeaderValue {
+        &self.authorization
     }
 
     /// When the token should be replaced.
@@ -79,8 +88,8 @@ impl Token {
 
 /// Hands out a valid token, exchanging one when needed.
 pub struct TokenSource {
-    http: reqwest::Client,
-    token_url: reqwest::Url,
+    http: HttpClient,
+    token_url: http::Uri,
     /// Replaced whole when a secret file changes; the next exchange uses the new value.
     credentials: RwLock<Arc<Credentials>>,
     exchange_timeout: Duration,
@@ -114,8 +123,8 @@ pub struct TokenFailure {
 
 impl TokenSource {
     pub(super) fn new(
-        http: reqwest::Client,
-        token_url: reqwest::Url,
+        http: HttpClient,
+        token_url: http::Uri,
         credentials: Credentials,
         exchange_timeout: Duration,
         breaker: Arc<CircuitBreaker>,
@@ -275,7 +284,7 @@ impl TokenSource {
         self.finished.fetch_add(1, Ordering::Release);
         self.metrics.token_exchange(&result);
         match result {
-            Ok(dto) => Ok(self.accept(dto)),
+            Ok((dto, authorization)) => Ok(self.accept(dto, authorization)),
             Err(UpstreamError::DeadlineExceeded) => {
                 // One caller's deadline cut it short: nothing learnt about OMS.
                 tracing::debug!("OMS token exchange cut short by the caller's deadline");
@@ -289,7 +298,7 @@ impl TokenSource {
     }
 
     /// `POST /auth/token` with the current credentials.
-    async fn request_token(&self) -> Result<model::TokenDto, UpstreamError> {
+    async fn request_token(&self) -> Result<(model::TokenDto, http::HeaderValue), UpstreamError> {
         let credentials = self.credentials();
         let body = model::TokenRequestDto {
             api_key: &credentials.api_key,
@@ -298,16 +307,32 @@ impl TokenSource {
         // In the trace of the call that needed the token (a refresh in the background: its own).
         let span = tracing::Span::current();
         let trace = crate::telemetry::outgoing(&span);
-        let mut request = self.http.post(self.token_url.clone());
-        request = request.header("traceparent", &trace.traceparent);
-        if let Some(state) = &trace.tracestate {
-            request = request.header("tracestate", state);
+        let body = serde_json::to_vec(&body)
+            .map_err(|e| UpstreamError::BadResponse(format!("cannot encode the request: {e}")))?;
+        let mut request = http::Request::new(RequestBody::new(body.into()));
+        *request.method_mut() = http::Method::POST;
+        *request.uri_mut() = self.token_url.clone();
+        let headers = request.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        headers.insert(
+            http::header::ACCEPT,
+            http::HeaderValue::from_static("application/json"),
+        );
+        headers.insert(http::header::USER_AGENT, transport::USER_AGENT);
+        if let Ok(value) = http::HeaderValue::try_from(&trace.traceparent) {
+            headers.insert(transport::TRACEPARENT, value);
         }
-        let response = request
-            .json(&body)
-            .send()
-            .await
-            .map_err(classify_transport)?;
+        if let Some(value) = trace
+            .tracestate
+            .as_ref()
+            .and_then(|state| http::HeaderValue::try_from(state).ok())
+        {
+            headers.insert(transport::TRACESTATE, value);
+        }
+        let response = self.http.send(request).await.map_err(classify_transport)?;
         let status = response.status().as_u16();
         span.record("http_status", status);
         let secrets = [credentials.api_secret.expose()];
@@ -326,15 +351,25 @@ impl TokenSource {
             });
         }
         let bytes = read_body(response).await?;
-        serde_json::from_slice::<model::TokenDto>(&bytes)
-            .map_err(|e| UpstreamError::BadResponse(format!("POST /auth/token: {e}")))
+        let dto = serde_json::from_slice::<model::TokenDto>(&bytes)
+            .map_err(|e| UpstreamError::BadResponse(format!("POST /auth/token: {e}")))?;
+        let mut authorization =
+            http::HeaderValue::try_from(format!("Bearer {}", dto.access_token)).map_err(|_| {
+                UpstreamError::BadResponse(
+                    "POST /auth/token: the access token holds characters an HTTP header cannot carry"
+                        .into(),
+                )
+            })?;
+        authorization.set_sensitive(true);
+        Ok((dto, authorization))
     }
 
     /// Caches a token OMS issued, and health turns SERVING.
-    fn accept(&self, dto: model::TokenDto) -> Arc<Token> {
+    fn accept(&self, dto: model::TokenDto, authorization: http::HeaderValue) -> Arc<Token> {
         let refresh_after = refresh_after(dto.expires_in);
         let token = Arc::new(Token {
             value: Secret::new(dto.access_token),
+            authorization,
             refresh_at: Instant::now() + refresh_after,
             generation: self.generation.fetch_add(1, Ordering::Relaxed) + 1,
         });
@@ -394,7 +429,7 @@ impl TokenSource {
 impl std::fmt::Debug for TokenSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenSource")
-            .field("token_url", &self.token_url.as_str())
+            .field("token_url", &self.token_url)
             .field("api_key", &self.credentials().api_key)
             .field("exchanges", &self.exchanges())
             .finish_non_exhaustive()

@@ -8,7 +8,7 @@ use super::model::{
 use super::send::Call;
 use super::{ListCashInsQuery, ListCashLocationsQuery, OmsClient, WriteKey};
 use crate::error::{UpstreamError, UpstreamFailure};
-use reqwest::Method;
+use http::Method;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
@@ -185,7 +185,7 @@ impl OmsClient {
     ) -> Result<T, UpstreamFailure> {
         let key = idempotency_key.into();
         let body = body
-            .map(serde_json::to_vec)
+            .map(|body| serde_json::to_vec(body).map(bytes::Bytes::from))
             .transpose()
             .map_err(|e| UpstreamFailure {
                 operation,

@@ -3,21 +3,24 @@
 //! errors, `Retry-After`) with the credentials the request carried cut out, in case OMS quotes
 //! them back.
 
+use super::transport::{Response, SendError};
 use crate::error::{HttpFailure, UpstreamError};
-use reqwest::StatusCode;
+use bytes::{Bytes, BytesMut};
+use http::StatusCode;
+use http_body_util::BodyExt;
 use std::time::Duration;
 
 /// Answers larger than this are refused as UPSTREAM_BAD_RESPONSE rather than buffered.
 const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 
-/// Classifies a reqwest error that happened before a response arrived.
-pub(super) fn classify_transport(err: reqwest::Error) -> UpstreamError {
-    // The error's Display may include the URL; never a header, so no token can leak here.
+/// Classifies a request that got no answer: it could not connect (nothing was sent), or the
+/// connection failed under it.
+pub(super) fn classify_transport(err: SendError) -> UpstreamError {
+    // The error chain names the failure and may include the host; never a header, so no token
+    // can leak here.
     let text = error_chain(&err);
     if err.is_connect() {
         UpstreamError::Connect(text)
-    } else if err.is_timeout() {
-        UpstreamError::Timeout(Duration::ZERO)
     } else {
         UpstreamError::Transport(text)
     }
@@ -34,36 +37,56 @@ fn error_chain(err: &dyn std::error::Error) -> String {
     text
 }
 
-/// Reads a body, refusing more than [`MAX_RESPONSE_BYTES`].
-pub(super) async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, UpstreamError> {
-    if response
-        .content_length()
-        .is_some_and(|len| len > MAX_RESPONSE_BYTES as u64)
-    {
-        return Err(UpstreamError::BadResponse(format!(
+/// Reads a body, refusing more than [`MAX_RESPONSE_BYTES`]. A body that arrives in one piece
+/// (most OMS answers: one read) is returned as that piece, uncopied.
+pub(super) async fn read_body(response: Response) -> Result<Bytes, UpstreamError> {
+    let too_large = || {
+        UpstreamError::BadResponse(format!(
             "the response body is larger than {MAX_RESPONSE_BYTES} bytes"
-        )));
+        ))
+    };
+    let declared = response
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > MAX_RESPONSE_BYTES as u64) {
+        return Err(too_large());
     }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(classify_transport)? {
-        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-            return Err(UpstreamError::BadResponse(format!(
-                "the response body is larger than {MAX_RESPONSE_BYTES} bytes"
-            )));
+    let mut body = response.into_body();
+    let mut first: Option<Bytes> = None;
+    let mut more = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| UpstreamError::Transport(error_chain(&e)))?;
+        let Ok(chunk) = frame.into_data() else {
+            continue; // trailers
+        };
+        let held = first.as_ref().map_or(0, Bytes::len) + more.len();
+        if held + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(too_large());
         }
-        body.extend_from_slice(&chunk);
+        match &first {
+            None => first = Some(chunk),
+            Some(_) => more.extend_from_slice(&chunk),
+        }
     }
-    Ok(body)
+    Ok(match first {
+        None => Bytes::new(),
+        Some(first) if more.is_empty() => first,
+        Some(first) => {
+            let mut whole = BytesMut::with_capacity(first.len() + more.len());
+            whole.extend_from_slice(&first);
+            whole.extend_from_slice(&more);
+            whole.freeze()
+        }
+    })
 }
 
 /// Decodes a non-2xx answer. OMS's error body is unpublished: the message is looked for where
 /// common APIs put it, and a body that is not JSON is kept (shortened) as the message. What OMS
 /// says reaches callers and logs, so `secrets` (the credentials the request carried) are cut out
 /// first, in case OMS quotes them back.
-pub(super) async fn failure_from_response(
-    response: reqwest::Response,
-    secrets: &[&str],
-) -> HttpFailure {
+pub(super) async fn failure_from_response(response: Response, secrets: &[&str]) -> HttpFailure {
     let status = response.status().as_u16();
     let header = |name: &str| {
         response

@@ -15,6 +15,7 @@ mod endpoints;
 mod failure;
 pub mod model;
 mod send;
+mod transport;
 
 pub use endpoints::ops;
 
@@ -23,10 +24,11 @@ use crate::metrics::Metrics;
 use auth::{Credentials, TokenSource};
 use breaker::{CircuitBreaker, CircuitState};
 use budget::RetryBudget;
-use reqwest::Url;
 use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::time::Instant;
+use transport::HttpClient;
+use url::Url;
 
 /// Whether the gateway can currently talk to OMS with its credentials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,9 +100,9 @@ pub struct OmsClient {
 
 #[derive(Debug)]
 struct Inner {
-    http: reqwest::Client,
+    http: HttpClient,
     /// Sends each request on a new connection (no pooling): the retry after a 421.
-    fresh_http: reqwest::Client,
+    fresh_http: HttpClient,
     base: Url,
     auth: Arc<TokenSource>,
     config: UpstreamSettings,
@@ -135,16 +137,16 @@ impl OmsClient {
         if let Some(path) = &config.ca_file {
             let pem = std::fs::read(path)
                 .map_err(|e| format!("cannot read the upstream CA file {}: {e}", path.display()))?;
-            roots = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| format!("{} holds no PEM certificates: {e}", path.display()))?;
-            if roots.is_empty() {
-                return Err(format!("{} holds no PEM certificates", path.display()));
-            }
+            roots =
+                transport::pem_certificates(&pem).map_err(|e| format!("{} {e}", path.display()))?;
         }
-        let http = http_client(&base, &config, &roots, 64)?;
+        // Never downgrade from https. No redirect is followed: a 3xx from OMS is an error to
+        // report, not a hop to take with a payment request in hand.
+        let https_only = base.scheme() == "https";
+        let http = HttpClient::new(https_only, &config, &roots, 64)?;
         // For the retry of a 421 Misdirected Request: a client that keeps no idle connection,
         // so its request goes out on a new one.
-        let fresh_http = http_client(&base, &config, &roots, 0)?;
+        let fresh_http = HttpClient::new(https_only, &config, &roots, 0)?;
         let (health_tx, health_rx) = watch::channel(UpstreamHealth::Starting);
         let breaker = Arc::new(CircuitBreaker::new(
             config.breaker_threshold,
@@ -153,6 +155,8 @@ impl OmsClient {
         ));
         let token_url = base
             .join("auth/token")
+            .map_err(|e| format!("invalid OMS base URL: {e}"))?;
+        let token_url = ::http::Uri::try_from(token_url.as_str())
             .map_err(|e| format!("invalid OMS base URL: {e}"))?;
         let auth = Arc::new(TokenSource::new(
             http.clone(),
@@ -233,31 +237,6 @@ impl OmsClient {
         }
         url
     }
-}
-
-/// The REST client's HTTP settings; `max_idle` 0 makes every request use a new connection.
-fn http_client(
-    base: &Url,
-    config: &UpstreamSettings,
-    roots: &[reqwest::Certificate],
-    max_idle: usize,
-) -> Result<reqwest::Client, String> {
-    let mut builder = reqwest::Client::builder();
-    for root in roots {
-        builder = builder.add_root_certificate(root.clone());
-    }
-    builder
-        // Never downgrade from https, and never follow a redirect with a payment request in
-        // hand: a 3xx from OMS is an error to report, not a hop to take.
-        .https_only(base.scheme() == "https")
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(config.connect_timeout)
-        .pool_idle_timeout(config.pool_idle_timeout)
-        .pool_max_idle_per_host(max_idle)
-        .tcp_nodelay(true)
-        .user_agent(concat!("oms-gateway/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))
 }
 
 /// Refuses a plain-http base URL unless it names a loopback host: the API secret and bearer
