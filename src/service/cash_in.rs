@@ -50,6 +50,7 @@ impl CashIns {
         shutdown: watch::Receiver<bool>,
         idempotency: Arc<IdempotencyLayer<pb::CashIn>>,
     ) -> Self {
+        hub.end_streams_on(shutdown.clone());
         Self {
             oms,
             default_deadline,
@@ -72,12 +73,11 @@ impl CashIns {
         }
         let subscription = self.hub.subscribe(key)?;
         let deadline = grpc_timeout(metadata).map(|t| Instant::now() + t);
-        Ok(stream::spawn(
+        Ok(stream::events(
             subscription,
             mode,
             deadline,
             self.hub.config().heartbeat_interval,
-            self.shutdown.clone(),
         ))
     }
 }

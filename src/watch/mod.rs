@@ -238,6 +238,30 @@ impl WatchHub {
         self.inner.tracked.load(Ordering::Relaxed)
     }
 
+    /// When `shutdown` turns true: stops every poller and ends its streams with UNAVAILABLE
+    /// ("reconnect"), through the poller's own channel, so streams need no shutdown watcher each.
+    pub fn end_streams_on(&self, mut shutdown: watch::Receiver<bool>) {
+        let hub = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            if shutdown.wait_for(|stopping| *stopping).await.is_err() {
+                return;
+            }
+            let Some(hub) = hub.upgrade() else { return };
+            let running: Vec<Arc<Poller>> = {
+                let pollers = hub.pollers.lock().unwrap_or_else(|e| e.into_inner());
+                pollers.values().filter_map(Weak::upgrade).collect()
+            };
+            for poller in running {
+                poller.task.abort();
+                poller
+                    .sender
+                    .send_replace(Observation::Ended(GatewayError::Unavailable(
+                        "the gateway is shutting down; reconnect to resume watching".into(),
+                    )));
+            }
+        });
+    }
+
     /// Joins the poller for `key`, starting it if needed. RESOURCE_EXHAUSTED past the caps.
     pub fn subscribe(&self, key: WatchKey) -> Result<Subscription, GatewayError> {
         let hub = &self.inner;

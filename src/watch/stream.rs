@@ -4,22 +4,31 @@
 //! `previous_status` are relative to what this caller saw (a slow caller that skipped states
 //! gets one event naming everything that changed since). A quiet stream sends HEARTBEAT events.
 //! It ends: with OK after sending a terminal state (single cash-in); with the poller's error
-//! (NOT_FOUND, UNAVAILABLE); with DEADLINE_EXCEEDED at the caller's deadline; or silently when
-//! the caller goes away — and in every case its subscription is dropped, releasing its share of
-//! the poller.
+//! (NOT_FOUND, UNAVAILABLE, and the hub's UNAVAILABLE when the gateway shuts down); with
+//! DEADLINE_EXCEEDED at the caller's deadline; or silently when the caller goes away — and in
+//! every case its subscription is dropped, releasing its share of the poller.
+//!
+//! The stream is the HTTP/2 response body itself, polled by hyper's task for the stream: no
+//! task, channel or buffer of its own. Fifty thousand streams woken by one change are fifty
+//! thousand polls of this state machine, each registered once with the poller's channel, its
+//! deadline and its heartbeat timers, never re-armed per event. While a caller does not read
+//! (its HTTP/2 window is full) hyper does not poll the body, so the stream holds nothing but its
+//! state, and reads the latest observation when the window opens; a caller that gives up resets
+//! the stream (gRPC clients do at their own deadline), which drops it.
 
 use super::wire::{Encoded, EventCache};
 use super::{Observation, Subscription, diff};
 use crate::error::GatewayError;
 use crate::proto::v1 as pb;
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
-use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, Sleep};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::wrappers::WatchStream;
 use tonic::Status;
 
 /// What a stream reports.
@@ -34,39 +43,154 @@ pub enum Mode {
     },
 }
 
-/// The stream type of both watch RPCs: the buffered events, encoded, then the closing status if
-/// any (none means OK).
+/// The stream type of both watch RPCs: events, encoded, then the closing status if any (none
+/// means OK).
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<Encoded, Status>> + Send>>;
-
-/// Events buffered towards a caller; small, so a slow caller reads fresh states, not old ones.
-const BUFFER: usize = 2;
 
 /// What a stream last sent, per cash-in id: the observation's own `Arc`s, never a copy.
 type Sent = HashMap<String, Arc<pb::CashIn>>;
 
-/// Starts the stream's task and returns the stream tonic sends from.
-pub fn spawn(
+/// The stream of `subscription`'s events for a caller watching in `mode` until `deadline`,
+/// with a HEARTBEAT after `heartbeat` of quiet.
+pub fn events(
     subscription: Subscription,
     mode: Mode,
     deadline: Option<Instant>,
     heartbeat: Duration,
-    shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> EventStream {
-    let (tx, rx) = mpsc::channel(BUFFER);
-    // The closing status travels apart from the events, so it never waits behind a full buffer.
-    let (end_tx, end_rx) = oneshot::channel::<Status>();
-    tokio::spawn(run(
+    // The current observation is reported at once (`WatchStream::new` yields it first).
+    let observations = WatchStream::new(subscription.receiver.clone());
+    Box::pin(Events {
         subscription,
+        observations,
         mode,
-        deadline,
+        deadline: deadline.map(|at| Box::pin(tokio::time::sleep_until(at))),
         heartbeat,
-        shutdown,
-        tx,
-        end_tx,
-    ));
-    let closing =
-        futures_util::stream::once(end_rx).filter_map(|end| async move { end.ok().map(Err) });
-    Box::pin(ReceiverStream::new(rx).map(Ok).chain(closing))
+        beat: Box::pin(tokio::time::sleep(heartbeat)),
+        sent: HashMap::new(),
+        first: true,
+        pending: Vec::new(),
+        state: State::Open,
+    })
+}
+
+/// Where a stream is in its life.
+enum State {
+    Open,
+    /// The last pending event is terminal: end with OK after it.
+    EndingOk,
+    /// End with this status (after nothing else).
+    Closing(Status),
+    Done,
+}
+
+/// The state of one stream.
+struct Events {
+    subscription: Subscription,
+    observations: WatchStream<Observation>,
+    mode: Mode,
+    deadline: Option<Pin<Box<Sleep>>>,
+    heartbeat: Duration,
+    /// Re-armed only when an event goes out.
+    beat: Pin<Box<Sleep>>,
+    sent: Sent,
+    first: bool,
+    /// The events of the latest observation not yet sent, last first.
+    pending: Vec<Encoded>,
+    state: State,
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        self.subscription.track(self.sent.len(), 0);
+    }
+}
+
+impl Events {
+    /// Takes in an observation: its events join `pending`, or it ends the stream.
+    fn observe(&mut self, observation: Observation) {
+        match observation {
+            Observation::Waiting => {}
+            Observation::Ended(err) => self.state = State::Closing(err.into()),
+            Observation::Seen { items, at, events } => {
+                let before = self.sent.len();
+                let outgoing =
+                    events_for(&self.mode, &items, at, &events, &mut self.sent, self.first);
+                self.subscription.track(before, self.sent.len());
+                self.first = false;
+                let mut terminal = false;
+                for Outgoing {
+                    event,
+                    terminal: last,
+                } in outgoing.into_iter().rev()
+                {
+                    terminal |= last;
+                    self.pending.push(event);
+                }
+                if terminal {
+                    self.state = State::EndingOk;
+                }
+            }
+        }
+    }
+
+    fn sent_one(&mut self, event: Encoded) -> Poll<Option<Result<Encoded, Status>>> {
+        let deadline = Instant::now() + self.heartbeat;
+        self.beat.as_mut().reset(deadline);
+        Poll::Ready(Some(Ok(event)))
+    }
+}
+
+impl Stream for Events {
+    type Item = Result<Encoded, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            match std::mem::replace(&mut this.state, State::Done) {
+                State::Done => return Poll::Ready(None),
+                State::Closing(status) => return Poll::Ready(Some(Err(status))),
+                state @ (State::Open | State::EndingOk) => this.state = state,
+            }
+            if let Some(deadline) = &mut this.deadline
+                && deadline.as_mut().poll(cx).is_ready()
+            {
+                this.state = State::Done;
+                let err = GatewayError::DeadlineExceeded(
+                    "the watch reached the caller's deadline".into(),
+                );
+                return Poll::Ready(Some(Err(err.into())));
+            }
+            // An observation's events all go out before the next observation is read (each is
+            // relative to what the caller was last sent); the channel keeps only the latest, so
+            // a slow caller skips states rather than queueing them.
+            if let Some(event) = this.pending.pop() {
+                return this.sent_one(event);
+            }
+            if matches!(this.state, State::EndingOk) {
+                this.state = State::Done;
+                return Poll::Ready(None);
+            }
+            match Pin::new(&mut this.observations).poll_next(cx) {
+                Poll::Ready(Some(observation)) => {
+                    this.observe(observation);
+                    continue;
+                }
+                Poll::Ready(None) => {
+                    // The poller is gone without a final word; should not happen while subscribed.
+                    let err =
+                        GatewayError::Unavailable("the watch poller stopped; reconnect".into());
+                    this.state = State::Closing(err.into());
+                    continue;
+                }
+                Poll::Pending => {}
+            }
+            if this.beat.as_mut().poll(cx).is_ready() {
+                return this.sent_one(Encoded::heartbeat());
+            }
+            return Poll::Pending;
+        }
+    }
 }
 
 /// One event for a stream, and whether it reports a terminal state.
@@ -131,141 +255,6 @@ fn events_for(
         sent.retain(|id, _| present.contains(id.as_str()));
     }
     events
-}
-
-/// Why a stream stops early.
-enum Stop {
-    /// The caller went away: nothing to say.
-    Gone,
-    /// End with this status.
-    With(Status),
-}
-
-/// The stream's end conditions, checked while waiting for anything, sends included: a caller
-/// that stops reading still gets its deadline and the shutdown notice (delivered after the
-/// events already buffered), and its slot and poller share are released.
-/// The deadline's timer is registered once for the stream's life (none without a deadline),
-/// not once per event: fifty thousand streams woken by one change must not each re-arm timers.
-struct Ends<'a> {
-    deadline: Option<Pin<&'a mut Sleep>>,
-    shutdown: tokio::sync::watch::Receiver<bool>,
-}
-
-impl Ends<'_> {
-    async fn reached(&mut self) -> Stop {
-        let deadline = async {
-            match &mut self.deadline {
-                Some(sleep) => sleep.as_mut().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            () = deadline => {
-                Stop::With(GatewayError::DeadlineExceeded("the watch reached the caller's deadline".into()).into())
-            }
-            _ = self.shutdown.changed() => Stop::With(
-                GatewayError::Unavailable("the gateway is shutting down; reconnect to resume watching".into()).into(),
-            ),
-        }
-    }
-
-    async fn send(&mut self, tx: &mpsc::Sender<Encoded>, event: Encoded) -> Result<(), Stop> {
-        tokio::select! {
-            biased;
-            sent = tx.send(event) => sent.map_err(|_| Stop::Gone),
-            stop = self.reached() => Err(stop),
-        }
-    }
-}
-
-async fn run(
-    mut subscription: Subscription,
-    mode: Mode,
-    deadline: Option<Instant>,
-    heartbeat: Duration,
-    shutdown: tokio::sync::watch::Receiver<bool>,
-    tx: mpsc::Sender<Encoded>,
-    end: oneshot::Sender<Status>,
-) {
-    let mut deadline = deadline.map(|at| Box::pin(tokio::time::sleep_until(at)));
-    let mut ends = Ends {
-        deadline: deadline.as_mut().map(|sleep| sleep.as_mut()),
-        shutdown,
-    };
-    let mut sent = HashMap::new();
-    let outcome = watch_loop(
-        &mut subscription,
-        &mode,
-        heartbeat,
-        &mut ends,
-        &tx,
-        &mut sent,
-    )
-    .await;
-    subscription.track(sent.len(), 0);
-    match outcome {
-        Ok(()) | Err(Stop::Gone) => {}
-        Err(Stop::With(status)) => {
-            let _ = end.send(status);
-        }
-    }
-}
-
-/// Sends events until the stream should end; `Ok` ends it with OK.
-async fn watch_loop(
-    subscription: &mut Subscription,
-    mode: &Mode,
-    heartbeat: Duration,
-    ends: &mut Ends<'_>,
-    tx: &mpsc::Sender<Encoded>,
-    sent: &mut Sent,
-) -> Result<(), Stop> {
-    let mut first = true;
-    // Re-armed only when an event goes out.
-    let beat = tokio::time::sleep(heartbeat);
-    tokio::pin!(beat);
-    // Mark the current value unseen so the first loop turn reports it at once.
-    subscription.receiver().mark_changed();
-    loop {
-        tokio::select! {
-            biased;
-            () = tx.closed() => return Err(Stop::Gone),
-            stop = ends.reached() => return Err(stop),
-            changed = subscription.receiver().changed() => {
-                if changed.is_err() {
-                    // The poller is gone without a final word; should not happen while subscribed.
-                    return Err(Stop::With(GatewayError::Unavailable("the watch poller stopped; reconnect".into()).into()));
-                }
-                let observation = subscription.receiver().borrow_and_update().clone();
-                match observation {
-                    Observation::Waiting => {}
-                    Observation::Ended(err) => return Err(Stop::With(err.into())),
-                    Observation::Seen { items, at, events } => {
-                        let before = sent.len();
-                        let outgoing = events_for(mode, &items, at, &events, sent, first);
-                        let outgoing_was_empty = outgoing.is_empty();
-                        subscription.track(before, sent.len());
-                        first = false;
-                        let mut terminal = false;
-                        for Outgoing { event, terminal: last } in outgoing {
-                            terminal |= last;
-                            ends.send(tx, event).await?;
-                        }
-                        if !outgoing_was_empty {
-                            beat.as_mut().reset(Instant::now() + heartbeat);
-                        }
-                        if terminal {
-                            return Ok(());
-                        }
-                    }
-                }
-            }
-            () = beat.as_mut() => {
-                ends.send(tx, Encoded::heartbeat()).await?;
-                beat.as_mut().reset(Instant::now() + heartbeat);
-            }
-        }
-    }
 }
 
 #[cfg(test)]
