@@ -9,6 +9,7 @@
 mod access;
 mod admin;
 mod audit;
+mod coalesce;
 mod codec;
 pub mod config;
 mod convert;

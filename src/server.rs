@@ -23,7 +23,7 @@ use crate::telemetry::TraceContextLayer;
 use crate::upstream::breaker::CircuitState;
 use crate::upstream::{OmsClient, UpstreamHealth, auth::Credentials};
 use crate::watch::WatchHub;
-use crate::{health_port, idempotency::IdempotencyLayer};
+use crate::{coalesce, health_port, idempotency::IdempotencyLayer};
 use crate::{limits::LoadShedLayer, runtime::BusyPollLayer};
 use oms_sandbox::{self as sandbox, SandboxHandle, SandboxSettings};
 use std::sync::Arc;
@@ -223,7 +223,7 @@ pub async fn start(config: GatewaySettings) -> Result<RunningGateway, StartError
             // The listener is ours (for the ephemeral port), so nodelay is set here: the
             // builder's tcp_nodelay does not apply to an incoming stream, and Nagle costs ~40 ms
             // per call.
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            coalesce::incoming(TcpIncoming::from(listener).with_nodelay(Some(true))),
             shutdown_signal,
         )),
     };

@@ -11,6 +11,8 @@
 //! SPIFFE URI SAN, else its first DNS SAN, else its subject common name. It reaches handlers as
 //! the connection's [`PeerIdentity`] (tonic's `Connected::connect_info`, a request extension).
 
+use crate::coalesce::Coalesced;
+use futures_util::Stream;
 use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -210,8 +212,18 @@ impl AsyncWrite for TlsConnection {
 }
 
 /// Accepts on `listener` and yields the connections whose TLS handshake succeeded within
-/// `handshake_timeout`. The listener closes when the stream is dropped (at shutdown).
+/// `handshake_timeout`, coalescing their writes (`coalesce.rs`). The listener closes when the
+/// stream is dropped (at shutdown).
 pub fn incoming(
+    listener: TcpListener,
+    config: SharedConfig,
+    handshake_timeout: Duration,
+) -> impl Stream<Item = Result<Coalesced<TlsConnection>, io::Error>> {
+    crate::coalesce::incoming(handshaken(listener, config, handshake_timeout))
+}
+
+/// The connections of `listener` that finished their handshake within `handshake_timeout`.
+fn handshaken(
     listener: TcpListener,
     config: SharedConfig,
     handshake_timeout: Duration,
