@@ -3,6 +3,7 @@
 # serves every cash-in from a file, runs bench/loadgen's `bench-watch` (see its header for the
 # phases), and appends its JSON line to $WATCH_RESULTS. The table is bench/lib/watch_table.py.
 # BENCH_WATCH_ROWS="key:streams:ids:interval_s:rounds[:stalled] ..." runs those rows instead.
+# The gateways get one worker thread, as the unary pair does (BENCH_WATCH_WORKERS=N for N).
 
 WATCH_FILES="$RUN/watch-files"
 mkdir -p "$WATCH_FILES"
@@ -27,7 +28,7 @@ watch_row() { # key streams ids interval rounds [stalled]
     --oms-base-url "http://127.0.0.1:$WATCH_NGINX_PORT/v0.9" --oms-api-key sk_bench --oms-api-secret bench-secret \
     --watch-poll-interval "${interval}s" --watch-max-streams 250000 --watch-max-watched 5000 \
     --watch-max-polls-per-second 10000 --max-concurrent-streams-per-connection 1000 \
-    --log-level warn > "$RUN/gateway-$key.log" 2>&1 &
+    --worker-threads "${BENCH_WATCH_WORKERS:-1}" --log-level warn > "$RUN/gateway-$key.log" 2>&1 &
   local pid=$!
   PIDS+=("$pid")
   wait_for "gateway-$key" "$pid" port_open "$port"

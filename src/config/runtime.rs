@@ -9,8 +9,9 @@ use std::time::Duration;
 /// Worker threads and busy polling.
 #[derive(Debug, Clone, PartialEq, Args)]
 pub struct RuntimeSettings {
-    /// Worker threads of the async runtime (unset: one per CPU, or TOKIO_WORKER_THREADS). Each
-    /// serves any call; one is enough for tens of thousands of calls a second.
+    /// Worker threads of the async runtime (unset: one per CPU, or TOKIO_WORKER_THREADS). 1 is
+    /// tokio's single-threaded scheduler: the least CPU per call and per watch event, tens of
+    /// thousands of calls a second on one core; scale with replicas.
     #[arg(long = "worker-threads", env = "OMS_GATEWAY_WORKER_THREADS")]
     pub worker_threads: Option<NonZeroUsize>,
     /// After a call starts or is answered, keep the worker threads polling for network events

@@ -334,3 +334,43 @@ async fn sigint_shuts_down_gracefully_like_sigterm_and_exits_zero() {
         gateway.log_tail()
     );
 }
+
+// The single-threaded runtime (`--worker-threads 1`) with busy polling: the whole gateway runs
+// on main's thread, the embedded sandbox included; a call goes upstream and back, and SIGTERM
+// still drains and exits 0 while the spinner is busy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_threaded_busy_polling_gateway_serves_calls_and_shuts_down() {
+    let args = [
+        "--worker-threads",
+        "1",
+        "--busy-poll",
+        "500us",
+        "--drain-delay",
+        "0s",
+    ];
+    let (mut gateway, channel) = start_gateway(&args).await;
+    let mut cash_ins = CashInServiceClient::new(channel);
+    for _ in 0..20 {
+        let status = cash_ins
+            .get_cash_in(pb::GetCashInRequest {
+                cash_in_id: "ci_01M8SR7H7V2HMRH1Q8B4ZQ34AR".into(),
+            })
+            .await
+            .expect_err("the sandbox has no such cash-in");
+        assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+    }
+    send_signal(gateway.child.id(), "-TERM");
+    let exit_by = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(status) = gateway.child.try_wait().expect("try_wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < exit_by,
+            "still running 10 s after SIGTERM:\n{}",
+            gateway.log_tail()
+        );
+        sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(exit.code(), Some(0), "{}", gateway.log_tail());
+}
