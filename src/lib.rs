@@ -21,7 +21,7 @@ mod limits;
 mod metrics;
 mod oms;
 pub mod proto;
-pub mod runtime;
+mod runtime;
 mod security;
 pub mod server;
 mod service;

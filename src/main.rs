@@ -92,7 +92,7 @@ async fn run_sandbox(args: SandboxCommandSettings) -> ExitCode {
 
 fn main() -> ExitCode {
     let loaded = Cli::load();
-    let runtime = match oms_gateway::runtime::build(&loaded.cli.gateway.runtime) {
+    let runtime = match server::runtime(&loaded.cli.gateway.runtime) {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("oms-gateway: cannot start the async runtime: {err}");

@@ -15,6 +15,7 @@ use crate::proto::{
     self,
     v1::{cash_in_service_server, cash_location_service_server, sandbox_service_server},
 };
+pub use crate::runtime::build as runtime;
 use crate::security::{self, CallerLayer, SharedPolicy, reload, tls};
 use crate::service::watch_route::CashInRoutes;
 use crate::service::{cash_in::CashIns, cash_location::CashLocations, sandbox::SandboxSimulator};
