@@ -100,6 +100,22 @@ async fn start_gateway(args: &[&str]) -> (Gateway, Channel) {
     }
 }
 
+/// How the gateway exited, at most 10 s after `signal` was sent to it.
+async fn exit_within_10s(gateway: &mut Gateway, signal: &str) -> std::process::ExitStatus {
+    let exit_by = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = gateway.child.try_wait().expect("try_wait") {
+            return status;
+        }
+        assert!(
+            Instant::now() < exit_by,
+            "still running 10 s after {signal}:\n{}",
+            gateway.log_tail()
+        );
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Sends `signal` (e.g. `-INT`) to `pid` with the system's kill(1).
 fn send_signal(pid: u32, signal: &str) {
     let kill = Command::new("kill")
@@ -315,18 +331,7 @@ async fn sigterm_under_load_fails_no_call_accepted_before_the_drain_and_exits_ze
 async fn sigint_shuts_down_gracefully_like_sigterm_and_exits_zero() {
     let (mut gateway, _channel) = start_gateway(&["--drain-delay", "0s"]).await;
     send_signal(gateway.child.id(), "-INT");
-    let exit_by = Instant::now() + Duration::from_secs(10);
-    let exit = loop {
-        if let Some(status) = gateway.child.try_wait().expect("try_wait") {
-            break status;
-        }
-        assert!(
-            Instant::now() < exit_by,
-            "still running 10 s after SIGINT:\n{}",
-            gateway.log_tail()
-        );
-        sleep(Duration::from_millis(20)).await;
-    };
+    let exit = exit_within_10s(&mut gateway, "SIGINT").await;
     assert_eq!(exit.code(), Some(0), "{}", gateway.log_tail());
     assert!(
         gateway.log_tail().contains("draining"),
@@ -360,17 +365,6 @@ async fn a_single_threaded_busy_polling_gateway_serves_calls_and_shuts_down() {
         assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
     }
     send_signal(gateway.child.id(), "-TERM");
-    let exit_by = Instant::now() + Duration::from_secs(10);
-    let exit = loop {
-        if let Some(status) = gateway.child.try_wait().expect("try_wait") {
-            break status;
-        }
-        assert!(
-            Instant::now() < exit_by,
-            "still running 10 s after SIGTERM:\n{}",
-            gateway.log_tail()
-        );
-        sleep(Duration::from_millis(20)).await;
-    };
+    let exit = exit_within_10s(&mut gateway, "SIGTERM").await;
     assert_eq!(exit.code(), Some(0), "{}", gateway.log_tail());
 }
