@@ -8,3 +8,7 @@ summary() { echo "$passed passed, $failed failed"; }
 # A step the remaining checks cannot do without: count it, print the summary, stop.
 die() { fail "$1" "${2:-}"; summary; exit 1; }
 log() { echo "--- $*"; }
+# Whether stdin has a line containing $1. It reads all of stdin: `producer | grep -q` under
+# `set -o pipefail` fails at random, when grep -q exits at its first match and the producer,
+# still writing, dies of SIGPIPE.
+has() { grep -c -- "$1" >/dev/null; }

@@ -354,7 +354,7 @@ if plan="$(timeout 60 "$py" "$helper" arm-reset --sandbox "$sandbox_url" 2>&1)";
     fail "the sandbox created on the first request and lost its answer, then answered the second" "${counts:-$stats}"
   fi
   attempts="$(grep -c 'idempotency_key="\?envoy-retry-1' "$workdir/retry.log" || true)"
-  if [ "$attempts" -ge 2 ] && grep 'envoy-retry-1' "$workdir/retry.log" | grep -q UNAVAILABLE; then
+  if [ "$attempts" -ge 2 ] && grep 'envoy-retry-1' "$workdir/retry.log" | has UNAVAILABLE; then
     pass "the gateway saw both attempts with the same key (audit: UNAVAILABLE, then OK)"
   else
     fail "the gateway saw both attempts with the same key" "$attempts audit lines with envoy-retry-1"

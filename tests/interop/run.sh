@@ -506,7 +506,7 @@ if [[ "$ctype" == application/openmetrics-text* ]] && [ "$(tail -n 1 "$workdir/m
 else
   fail "GET /metrics with Accept: application/openmetrics-text answers OpenMetrics" "got $code $ctype"
 fi
-if grep -q ' access: call' "$server_log" && grep ' access: call' "$server_log" | grep -q 'CreateCashIn'; then
+if grep ' access: call' "$server_log" | has 'CreateCashIn'; then
   pass "the server logged access lines (one per call)"
   echo "     $(grep ' access: call' "$server_log" | grep CreateCashIn | head -n 1 | sed -E 's/\x1b\[[0-9;]*m//g' | cut -c1-300)"
 else
@@ -645,18 +645,18 @@ f="$(grep -c '^FAIL ' "$client_out" || true)"
 failed=$((failed + f))
 if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then fail "python client over mTLS runs to the end" "exit $rc"; fi
 
-if grep -E 'audit' "$server_log" | grep -q "$checkout_id" && grep -E 'audit' "$server_log" | grep -q 'CreateCashIn'; then
+if grep -E 'audit' "$server_log" | has "$checkout_id" && grep -E 'audit' "$server_log" | has 'CreateCashIn'; then
   pass "the server logged audit lines naming the caller and CreateCashIn"
   echo "     $(grep -E 'audit' "$server_log" | grep CreateCashIn | head -n 1 | sed -E 's/\x1b\[[0-9;]*m//g' | cut -c1-400)"
 else
   fail "the server logged audit lines naming the caller and CreateCashIn"
 fi
-if grep ' access: call' "$server_log" | grep 'CreateCashIn' | grep -q "caller=\"$checkout_id\""; then
+if grep ' access: call' "$server_log" | grep 'CreateCashIn' | has "caller=\"$checkout_id\""; then
   pass "the server's access lines name the mTLS caller"
 else
   fail "the server's access lines name the mTLS caller"
 fi
-if grep -E 'audit' "$server_log" | grep -q 'PERMISSION_DENIED'; then
+if grep -E 'audit' "$server_log" | has 'PERMISSION_DENIED'; then
   pass "the server logged an audit line for the refused call"
 else
   fail "the server logged an audit line for the refused call"
