@@ -6,9 +6,10 @@
 //! The generated clients share this codec, so a client built from this crate reports an
 //! undecodable *response* as INVALID_ARGUMENT too; clients generated elsewhere are unaffected.
 //!
-//! [`EventCodec`] is the watch RPCs' codec: their events arrive encoded already (shared by every
-//! stream that sends them, see `watch::wire`), so its encoder copies bytes, and its buffer starts
-//! small: tonic keeps one per open stream for the stream's whole life.
+//! [`EventCodec`] is the watch RPCs' codec: tonic decodes their requests with it. Their events
+//! arrive encoded already (shared by every stream that sends them, see `watch::wire`) and go out
+//! through `service::watch_route::EventBody`, not through tonic's encoder, so the encoder here
+//! only copies bytes and asks for no buffer.
 
 use crate::error::GatewayError;
 use crate::watch::wire::Encoded;
@@ -80,9 +81,9 @@ impl<U> Default for EventCodec<U> {
     }
 }
 
-/// A watch stream's encode buffer starts at this and grows for a larger event: one buffer per
-/// open stream, so tonic's default of 8 KiB would be most of what a stream costs.
-const EVENT_BUFFER: usize = 256;
+/// tonic's encode buffer for a watch call: none up front (it would grow for an event; the
+/// events are sent by the watch route's own body, so it holds none).
+const EVENT_BUFFER: usize = 0;
 /// tonic's default: how much a buffer may hold before it is sent.
 const YIELD_THRESHOLD: usize = 32 * 1024;
 
@@ -113,7 +114,7 @@ impl Encoder for EventEncoder {
     type Error = Status;
 
     fn encode(&mut self, item: Encoded, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        buf.put_slice(&item.0);
+        buf.put_slice(item.message());
         Ok(())
     }
 

@@ -4,6 +4,8 @@
 # phases), and appends its JSON line to $WATCH_RESULTS. The table is bench/lib/watch_table.py.
 # BENCH_WATCH_ROWS="key:streams:ids:interval_s:rounds[:stalled] ..." runs those rows instead.
 # The gateways get one worker thread, as the unary pair does (BENCH_WATCH_WORKERS=N for N).
+# BENCH_PERF=1 records each row's gateway with `perf record ${BENCH_PERF_ARGS:--g}` into $RUN/perf-KEY.data (with
+# BENCH_KEEP=1 to keep it; build with CARGO_PROFILE_RELEASE_DEBUG=line-tables-only for lines).
 
 WATCH_FILES="$RUN/watch-files"
 mkdir -p "$WATCH_FILES"
@@ -32,6 +34,11 @@ watch_row() { # key streams ids interval rounds [stalled]
   local pid=$!
   PIDS+=("$pid")
   wait_for "gateway-$key" "$pid" port_open "$port"
+  local perf_pid=""
+  if [[ -n "${BENCH_PERF:-}" ]]; then
+    perf record -q -F 1999 ${BENCH_PERF_ARGS:--g} -p "$pid" -o "$RUN/perf-$key.data" > "$RUN/perf-$key.log" 2>&1 &
+    perf_pid=$!
+  fi
   : > "$RUN/polls.log"
   out="$(timeout $((120 + DURATION * 3)) "$WATCHER" --addr "127.0.0.1:$port" --streams "$streams" --stalled "$stalled" \
     --connections "$connections" --ids "$ids" --fixtures "$WATCH_FILES" --access-log "$RUN/polls.log" \
@@ -39,6 +46,7 @@ watch_row() { # key streams ids interval rounds [stalled]
     --interval "$interval" --timeout 90)" || { echo "$out" >&2; die "watch row $key failed (gateway log: $(tail -n 5 "$RUN/gateway-$key.log"))"; }
   alive "$pid" "gateway-$key"
   echo "{\"row\":\"$key\",\"interval_s\":$interval,${out#\{}" >> "$WATCH_RESULTS"
+  if [[ -n "$perf_pid" ]]; then kill -INT "$perf_pid" 2>/dev/null || true; wait "$perf_pid" 2>/dev/null || true; fi
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
 }

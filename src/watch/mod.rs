@@ -176,7 +176,7 @@ impl Subscription {
     pub(crate) fn track(&self, before: usize, now: usize) {
         if now > before {
             self.hub.tracked.fetch_add(now - before, Ordering::Relaxed);
-        } else {
+        } else if now < before {
             self.hub.tracked.fetch_sub(before - now, Ordering::Relaxed);
         }
     }

@@ -11,7 +11,9 @@
 //! The stream is the HTTP/2 response body itself, polled by hyper's task for the stream: no
 //! task, channel or buffer of its own. Fifty thousand streams woken by one change are fifty
 //! thousand polls of this state machine, each registered once with the poller's channel, its
-//! deadline and its heartbeat timers, never re-armed per event. While a caller does not read
+//! deadline and its heartbeat timers (in the stream's own allocation), and an event moves no
+//! timer: the heartbeat timer, when it fires early, is moved to a whole interval after the last
+//! event. While a caller does not read
 //! (its HTTP/2 window is full) hyper does not poll the body, so the stream holds nothing but its
 //! state, and reads the latest observation when the window opens; a caller that gives up resets
 //! the stream (gRPC clients do at their own deadline), which drops it.
@@ -21,6 +23,7 @@ use super::{Observation, Subscription, diff};
 use crate::error::GatewayError;
 use crate::proto::v1 as pb;
 use futures_util::Stream;
+use pin_project_lite::pin_project;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
@@ -47,9 +50,6 @@ pub enum Mode {
 /// means OK).
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<Encoded, Status>> + Send>>;
 
-/// What a stream last sent, per cash-in id: the observation's own `Arc`s, never a copy.
-type Sent = HashMap<String, Arc<pb::CashIn>>;
-
 /// The stream of `subscription`'s events for a caller watching in `mode` until `deadline`,
 /// with a HEARTBEAT after `heartbeat` of quiet.
 pub fn events(
@@ -60,17 +60,21 @@ pub fn events(
 ) -> EventStream {
     // The current observation is reported at once (`WatchStream::new` yields it first).
     let observations = WatchStream::new(subscription.receiver.clone());
+    let now = Instant::now();
     Box::pin(Events {
-        subscription,
-        observations,
-        mode,
-        deadline: deadline.map(|at| Box::pin(tokio::time::sleep_until(at))),
-        heartbeat,
-        beat: Box::pin(tokio::time::sleep(heartbeat)),
-        sent: HashMap::new(),
-        first: true,
-        pending: Vec::new(),
-        state: State::Open,
+        inner: Inner {
+            subscription,
+            observations,
+            sent: Sent::new(&mode),
+            mode,
+            heartbeat,
+            last_sent: now,
+            first: true,
+            pending: Vec::new(),
+            state: State::Open,
+        },
+        deadline: deadline.map(tokio::time::sleep_until),
+        beat: tokio::time::sleep_until(now + heartbeat),
     })
 }
 
@@ -84,15 +88,29 @@ enum State {
     Done,
 }
 
+pin_project! {
+    /// One stream: its state and its two timers, in one allocation (a fan-out touches every
+    /// stream, so each separate allocation would be one more cache miss per delivery).
+    struct Events {
+        inner: Inner,
+        #[pin]
+        deadline: Option<Sleep>,
+        // Fires `heartbeat` after the last event *armed*; an event does not re-arm it (that
+        // would be a timer-wheel move per delivery): when it fires early it is moved to
+        // `heartbeat` after the last event, and only a stream quiet that long gets a HEARTBEAT.
+        #[pin]
+        beat: Sleep,
+    }
+}
+
 /// The state of one stream.
-struct Events {
+struct Inner {
     subscription: Subscription,
     observations: WatchStream<Observation>,
     mode: Mode,
-    deadline: Option<Pin<Box<Sleep>>>,
     heartbeat: Duration,
-    /// Re-armed only when an event goes out.
-    beat: Pin<Box<Sleep>>,
+    /// When the last event went out.
+    last_sent: Instant,
     sent: Sent,
     first: bool,
     /// The events of the latest observation not yet sent, last first.
@@ -100,13 +118,13 @@ struct Events {
     state: State,
 }
 
-impl Drop for Events {
+impl Drop for Inner {
     fn drop(&mut self) {
         self.subscription.track(self.sent.len(), 0);
     }
 }
 
-impl Events {
+impl Inner {
     /// Takes in an observation: its events join `pending`, or it ends the stream.
     fn observe(&mut self, observation: Observation) {
         match observation {
@@ -114,19 +132,22 @@ impl Events {
             Observation::Ended(err) => self.state = State::Closing(err.into()),
             Observation::Seen { items, at, events } => {
                 let before = self.sent.len();
-                let outgoing =
-                    events_for(&self.mode, &items, at, &events, &mut self.sent, self.first);
+                debug_assert!(
+                    self.pending.is_empty(),
+                    "observations are read between events"
+                );
+                let terminal = events_for(
+                    &self.mode,
+                    &items,
+                    at,
+                    &events,
+                    &mut self.sent,
+                    self.first,
+                    &mut self.pending,
+                );
+                self.pending.reverse();
                 self.subscription.track(before, self.sent.len());
                 self.first = false;
-                let mut terminal = false;
-                for Outgoing {
-                    event,
-                    terminal: last,
-                } in outgoing.into_iter().rev()
-                {
-                    terminal |= last;
-                    self.pending.push(event);
-                }
                 if terminal {
                     self.state = State::EndingOk;
                 }
@@ -135,8 +156,7 @@ impl Events {
     }
 
     fn sent_one(&mut self, event: Encoded) -> Poll<Option<Result<Encoded, Status>>> {
-        let deadline = Instant::now() + self.heartbeat;
-        self.beat.as_mut().reset(deadline);
+        self.last_sent = Instant::now();
         Poll::Ready(Some(Ok(event)))
     }
 }
@@ -144,18 +164,19 @@ impl Events {
 impl Stream for Events {
     type Item = Result<Encoded, Status>;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut this = self.project();
+        let inner = this.inner;
         loop {
-            match std::mem::replace(&mut this.state, State::Done) {
+            match std::mem::replace(&mut inner.state, State::Done) {
                 State::Done => return Poll::Ready(None),
                 State::Closing(status) => return Poll::Ready(Some(Err(status))),
-                state @ (State::Open | State::EndingOk) => this.state = state,
+                state @ (State::Open | State::EndingOk) => inner.state = state,
             }
-            if let Some(deadline) = &mut this.deadline
-                && deadline.as_mut().poll(cx).is_ready()
+            if let Some(deadline) = this.deadline.as_mut().as_pin_mut()
+                && deadline.poll(cx).is_ready()
             {
-                this.state = State::Done;
+                inner.state = State::Done;
                 let err = GatewayError::DeadlineExceeded(
                     "the watch reached the caller's deadline".into(),
                 );
@@ -164,45 +185,125 @@ impl Stream for Events {
             // An observation's events all go out before the next observation is read (each is
             // relative to what the caller was last sent); the channel keeps only the latest, so
             // a slow caller skips states rather than queueing them.
-            if let Some(event) = this.pending.pop() {
-                return this.sent_one(event);
+            if let Some(event) = inner.pending.pop() {
+                return inner.sent_one(event);
             }
-            if matches!(this.state, State::EndingOk) {
-                this.state = State::Done;
+            if matches!(inner.state, State::EndingOk) {
+                inner.state = State::Done;
                 return Poll::Ready(None);
             }
-            match Pin::new(&mut this.observations).poll_next(cx) {
+            match Pin::new(&mut inner.observations).poll_next(cx) {
                 Poll::Ready(Some(observation)) => {
-                    this.observe(observation);
+                    inner.observe(observation);
                     continue;
                 }
                 Poll::Ready(None) => {
                     // The poller is gone without a final word; should not happen while subscribed.
                     let err =
                         GatewayError::Unavailable("the watch poller stopped; reconnect".into());
-                    this.state = State::Closing(err.into());
+                    inner.state = State::Closing(err.into());
                     continue;
                 }
                 Poll::Pending => {}
             }
-            if this.beat.as_mut().poll(cx).is_ready() {
-                return this.sent_one(Encoded::heartbeat());
+            loop {
+                if this.beat.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                let due = inner.last_sent + inner.heartbeat;
+                let now = Instant::now();
+                if due <= now {
+                    this.beat.as_mut().reset(now + inner.heartbeat);
+                    return inner.sent_one(Encoded::heartbeat());
+                }
+                this.beat.as_mut().reset(due);
             }
-            return Poll::Pending;
         }
     }
 }
 
-/// One event for a stream, and whether it reports a terminal state.
-struct Outgoing {
-    event: Encoded,
-    terminal: bool,
+/// What a stream last sent, per cash-in id: the observation's own `Arc`s, never a copy. A
+/// single-cash-in stream keeps its one entry in place, so a delivery touches no map.
+enum Sent {
+    /// A single-cash-in stream (its observations hold that one cash-in).
+    One(Option<Arc<pb::CashIn>>),
+    /// A customer's stream.
+    Many(HashMap<String, Arc<pb::CashIn>>),
 }
 
-/// The events an observation produces for a stream that last sent `sent`. Afterwards `sent`
-/// holds no more cash-ins than the observation: one that left it (fell out of the newest
-/// cash-ins a customer poll reads) can never be reported again, so it is forgotten, and a
-/// stream's memory is bounded by one observation whatever the customer's history.
+impl Sent {
+    fn new(mode: &Mode) -> Self {
+        match mode {
+            Mode::Single => Sent::One(None),
+            Mode::Filter { .. } => Sent::Many(HashMap::new()),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Sent::One(one) => usize::from(one.is_some()),
+            Sent::Many(map) => map.len(),
+        }
+    }
+
+    fn get(&self, id: &str) -> Option<&Arc<pb::CashIn>> {
+        match self {
+            Sent::One(one) => one.as_ref().filter(|sent| sent.id == id),
+            Sent::Many(map) => map.get(id),
+        }
+    }
+
+    /// Remembers `item` as the last sent state of its cash-in.
+    fn set(&mut self, item: &Arc<pb::CashIn>) {
+        match self {
+            Sent::One(one) => *one = Some(item.clone()),
+            Sent::Many(map) => match map.get_mut(&item.id) {
+                Some(slot) => *slot = item.clone(),
+                None => {
+                    map.insert(item.id.clone(), item.clone());
+                }
+            },
+        }
+    }
+
+    fn remove(&mut self, id: &str) {
+        match self {
+            Sent::One(one) => {
+                if one.as_ref().is_some_and(|sent| sent.id == id) {
+                    *one = None;
+                }
+            }
+            Sent::Many(map) => {
+                map.remove(id);
+            }
+        }
+    }
+
+    /// Forgets the cash-ins that are not among `items`.
+    fn keep_only(&mut self, items: &[Arc<pb::CashIn>]) {
+        if self.len() <= items.len() {
+            return;
+        }
+        let present: HashSet<&str> = items.iter().map(|c| c.id.as_str()).collect();
+        match self {
+            Sent::One(one) => {
+                if one
+                    .as_ref()
+                    .is_some_and(|sent| !present.contains(sent.id.as_str()))
+                {
+                    *one = None;
+                }
+            }
+            Sent::Many(map) => map.retain(|id, _| present.contains(id.as_str())),
+        }
+    }
+}
+
+/// Appends to `out` the events an observation produces for a stream that last sent `sent`, and
+/// says whether the last reports a terminal state. Afterwards `sent` holds no more cash-ins than
+/// the observation: one that left it (fell out of the newest cash-ins a customer poll reads) can
+/// never be reported again, so it is forgotten, and a stream's memory is bounded by one
+/// observation whatever the customer's history.
 fn events_for(
     mode: &Mode,
     items: &[Arc<pb::CashIn>],
@@ -210,11 +311,12 @@ fn events_for(
     cache: &EventCache,
     sent: &mut Sent,
     first: bool,
-) -> Vec<Outgoing> {
-    let mut events = Vec::new();
-    let outgoing = |event: Encoded, item: &pb::CashIn| Outgoing {
-        event,
-        terminal: matches!(mode, Mode::Single) && diff::is_terminal(item.status),
+    out: &mut Vec<Encoded>,
+) -> bool {
+    let mut terminal = false;
+    let mut push = |event: Encoded, item: &pb::CashIn| {
+        terminal |= matches!(mode, Mode::Single) && diff::is_terminal(item.status);
+        out.push(event);
     };
     // Oldest first, so a caller sees cash-ins in the order they were created.
     for item in items.iter().rev() {
@@ -229,20 +331,17 @@ fn events_for(
                 } else {
                     pb::CashInEventType::Added
                 };
-                events.push(outgoing(cache.event(kind, None, item, &[], at), item));
-                sent.insert(item.id.clone(), item.clone());
+                push(cache.event(kind, item, at), item);
+                sent.set(item);
             }
             None => {}
             Some(previous) if Arc::ptr_eq(previous, item) => {}
             Some(previous) => {
-                let changed = diff::changed_fields(previous, item);
-                if !changed.is_empty() {
-                    // Reported even when it leaves the filter, so the caller sees it go.
-                    let kind = pb::CashInEventType::Changed;
-                    let event = cache.event(kind, Some(previous), item, &changed, at);
-                    events.push(outgoing(event, item));
+                // Reported even when it leaves the filter, so the caller sees it go.
+                if let Some(event) = cache.changed(previous, item, at) {
+                    push(event, item);
                     if wanted {
-                        sent.insert(item.id.clone(), item.clone());
+                        sent.set(item);
                     } else {
                         sent.remove(&item.id);
                     }
@@ -250,11 +349,8 @@ fn events_for(
             }
         }
     }
-    if sent.len() > items.len() {
-        let present: HashSet<&str> = items.iter().map(|c| c.id.as_str()).collect();
-        sent.retain(|id, _| present.contains(id.as_str()));
-    }
-    events
+    sent.keep_only(items);
+    terminal
 }
 
 #[cfg(test)]
@@ -269,8 +365,26 @@ mod tests {
         })
     }
 
-    fn decoded(events: &[Outgoing]) -> Vec<pb::CashInEvent> {
-        events.iter().map(|o| o.event.decode().unwrap()).collect()
+    /// The events `events_for` appends, decoded, and whether the last is terminal.
+    fn run(
+        mode: &Mode,
+        items: &[Arc<pb::CashIn>],
+        sent: &mut Sent,
+        first: bool,
+    ) -> (Vec<pb::CashInEvent>, bool) {
+        let cache = EventCache::default();
+        let mut out = Vec::new();
+        let terminal = events_for(
+            mode,
+            items,
+            SystemTime::now(),
+            &cache,
+            sent,
+            first,
+            &mut out,
+        );
+        let events = out.iter().map(|e| e.decode().unwrap()).collect();
+        (events, terminal)
     }
 
     #[test]
@@ -278,25 +392,20 @@ mod tests {
         let mode = Mode::Filter {
             statuses: vec![pb::CashInStatus::Pending as i32],
         };
-        let mut sent = HashMap::new();
-        let now = SystemTime::now();
-        let cache = EventCache::default();
-        let first = decoded(&events_for(
+        let mut sent = Sent::new(&mode);
+        let (first, _) = run(
             &mode,
             &[cash_in("ci_1", pb::CashInStatus::Pending)],
-            now,
-            &cache,
             &mut sent,
             true,
-        ));
+        );
         assert_eq!(first.len(), 1);
         assert_eq!(first[0].r#type, pb::CashInEventType::Initial as i32);
         let items = [
             cash_in("ci_2", pb::CashInStatus::Pending),
             cash_in("ci_1", pb::CashInStatus::Processing),
         ];
-        let cache = EventCache::default();
-        let next = decoded(&events_for(&mode, &items, now, &cache, &mut sent, false));
+        let (next, _) = run(&mode, &items, &mut sent, false);
         let kinds: Vec<i32> = next.iter().map(|e| e.r#type).collect();
         assert_eq!(
             kinds,
@@ -312,21 +421,35 @@ mod tests {
             cash_in("ci_2", pb::CashInStatus::Pending),
             cash_in("ci_1", pb::CashInStatus::Completed),
         ];
-        let cache = EventCache::default();
-        assert!(events_for(&mode, &items, now, &cache, &mut sent, false).is_empty());
+        assert!(run(&mode, &items, &mut sent, false).0.is_empty());
+        // ci_2 fell out of the observation: forgotten, so a stream holds one observation at most.
+        run(
+            &mode,
+            &[cash_in("ci_3", pb::CashInStatus::Pending)],
+            &mut sent,
+            false,
+        );
+        assert_eq!(sent.len(), 1);
+        assert!(sent.get("ci_3").is_some() && sent.get("ci_2").is_none());
     }
 
     #[test]
     fn a_single_stream_flags_the_terminal_state() {
-        let mut sent = HashMap::new();
-        let now = SystemTime::now();
-        let cache = EventCache::default();
+        let mut sent = Sent::new(&Mode::Single);
         let pending = [cash_in("ci_1", pb::CashInStatus::Pending)];
-        let first = events_for(&Mode::Single, &pending, now, &cache, &mut sent, true);
-        assert!(!first[0].terminal);
+        let (first, terminal) = run(&Mode::Single, &pending, &mut sent, true);
+        assert_eq!(first.len(), 1);
+        assert!(!terminal);
+        // The same state again (another poll, nothing moved): no event.
+        let again = [cash_in("ci_1", pb::CashInStatus::Pending)];
+        assert_eq!(
+            run(&Mode::Single, &again, &mut sent, false),
+            (vec![], false)
+        );
         let done = [cash_in("ci_1", pb::CashInStatus::Completed)];
-        let last = events_for(&Mode::Single, &done, now, &cache, &mut sent, false);
+        let (last, terminal) = run(&Mode::Single, &done, &mut sent, false);
         assert_eq!(last.len(), 1);
-        assert!(last[0].terminal);
+        assert_eq!(last[0].previous_status, pb::CashInStatus::Pending as i32);
+        assert!(terminal);
     }
 }

@@ -964,6 +964,46 @@ async fn a_quiet_stream_sends_heartbeats() {
     gateway.gateway.shutdown().await;
 }
 
+/// A stream is "quiet" from its last event, not from its last heartbeat: an event part-way
+/// through the interval pushes the next HEARTBEAT to a whole interval after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heartbeat_comes_a_whole_interval_after_the_last_event() {
+    let heartbeat = ms(600);
+    let gateway = common::start_with(config(ms(100), heartbeat)).await;
+    let customer = "cst_watch_beat";
+    common::create_cash_in(&gateway, customer).await;
+    let mut watcher = watch_customer(&gateway, customer, &[]);
+    let (_, initial) = watcher.next(Duration::from_secs(3)).await;
+    assert!(
+        matches!(&initial, Item::Event(e) if e.r#type == Kind::Initial as i32),
+        "{initial:?}"
+    );
+    // Well inside the first interval, a new cash-in: ADDED.
+    tokio::time::sleep(ms(250)).await;
+    common::create_cash_in(&gateway, customer).await;
+    // (On a slow machine ADDED may come after the first interval, and a heartbeat before it.)
+    let added_at = loop {
+        let (at, item) = watcher.next(Duration::from_secs(3)).await;
+        match &item {
+            Item::Event(e) if e.r#type == Kind::Heartbeat as i32 => continue,
+            Item::Event(e) if e.r#type == Kind::Added as i32 => break at,
+            _ => panic!("expected ADDED, got {item:?}"),
+        }
+    };
+    let (beat_at, beat) = watcher.next(heartbeat * 3).await;
+    assert!(
+        matches!(&beat, Item::Event(e) if e.r#type == Kind::Heartbeat as i32),
+        "{beat:?}"
+    );
+    // The first interval would have ended ≈ 250-350 ms after ADDED; a whole one is 600 ms (less
+    // the ADDED event's own trip to this client).
+    let gap = beat_at - added_at;
+    println!("ADDED → HEARTBEAT {gap:?} (heartbeat {heartbeat:?})");
+    assert!(gap >= ms(500), "the heartbeat came {gap:?} after ADDED");
+    drop(watcher);
+    gateway.gateway.shutdown().await;
+}
+
 // === a customer's cash-ins ===
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
