@@ -376,11 +376,11 @@ impl Services {
             IdempotencyLayer::new(config.idempotency.window, config.idempotency.max_entries)
                 .with_fleet(shared::idempotency::fleet(shared, &config.idempotency)),
         );
+        hub.end_streams_on(stopping.subscribe());
         let cash_ins = CashIns::new(
             oms.clone(),
             default_deadline,
             hub.clone(),
-            stopping.subscribe(),
             idempotency.clone(),
         );
         Self {

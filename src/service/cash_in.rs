@@ -18,7 +18,6 @@ use crate::watch::{
 };
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
@@ -33,8 +32,6 @@ pub struct CashIns {
     oms: Oms,
     default_deadline: Duration,
     hub: WatchHub,
-    /// Turns true when the gateway starts shutting down: watch streams end with UNAVAILABLE.
-    shutdown: watch::Receiver<bool>,
     /// Shares and replays mutations per (caller, key): see `idempotency.rs`.
     idempotency: Arc<IdempotencyLayer<pb::CashIn>>,
 }
@@ -47,15 +44,12 @@ impl CashIns {
         oms: Oms,
         default_deadline: Duration,
         hub: WatchHub,
-        shutdown: watch::Receiver<bool>,
         idempotency: Arc<IdempotencyLayer<pb::CashIn>>,
     ) -> Self {
-        hub.end_streams_on(shutdown.clone());
         Self {
             oms,
             default_deadline,
             hub,
-            shutdown,
             idempotency,
         }
     }
@@ -66,11 +60,6 @@ impl CashIns {
         mode: Mode,
         metadata: &tonic::metadata::MetadataMap,
     ) -> Result<EventStream, GatewayError> {
-        if *self.shutdown.borrow() {
-            return Err(GatewayError::Unavailable(
-                "the gateway is shutting down; reconnect to another instance".into(),
-            ));
-        }
         let subscription = self.hub.subscribe(key)?;
         let deadline = grpc_timeout(metadata).map(|t| Instant::now() + t);
         Ok(stream::events(

@@ -28,7 +28,7 @@ use budget::PollBudget;
 use std::collections::HashMap;
 use std::sync::{
     Arc, Mutex, Weak,
-    atomic::{AtomicU64, AtomicUsize, Ordering},
+    atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
 };
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
@@ -97,6 +97,9 @@ struct HubInner {
     /// The fleet's leases, observations and poll budget, when replicas share Redis.
     fleet: Option<crate::shared::watch::FleetWatch>,
     pollers: Mutex<HashMap<WatchKey, Weak<Poller>>>,
+    /// Set (under the `pollers` lock) when the gateway shuts down: no poller starts after the
+    /// running ones were ended, so no stream can outlive the shutdown.
+    closed: AtomicBool,
     streams: AtomicUsize,
     /// Cash-ins remembered by open streams (what each last told its caller), summed.
     tracked: AtomicUsize,
@@ -195,6 +198,7 @@ impl WatchHub {
                 config,
                 poll_timeout,
                 pollers: Mutex::new(HashMap::new()),
+                closed: AtomicBool::new(false),
                 streams: AtomicUsize::new(0),
                 tracked: AtomicUsize::new(0),
                 polls: AtomicU64::new(0),
@@ -239,7 +243,8 @@ impl WatchHub {
     }
 
     /// When `shutdown` turns true: stops every poller and ends its streams with UNAVAILABLE
-    /// ("reconnect"), through the poller's own channel, so streams need no shutdown watcher each.
+    /// ("reconnect"), through the poller's own channel, so streams need no shutdown watcher each;
+    /// from then on a new watch is UNAVAILABLE too.
     pub fn end_streams_on(&self, mut shutdown: watch::Receiver<bool>) {
         let hub = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
@@ -249,6 +254,7 @@ impl WatchHub {
             let Some(hub) = hub.upgrade() else { return };
             let running: Vec<Arc<Poller>> = {
                 let pollers = hub.pollers.lock().unwrap_or_else(|e| e.into_inner());
+                hub.closed.store(true, Ordering::Relaxed);
                 pollers.values().filter_map(Weak::upgrade).collect()
             };
             for poller in running {
@@ -275,6 +281,13 @@ impl WatchHub {
         }
         let poller = {
             let mut pollers = hub.pollers.lock().unwrap_or_else(|e| e.into_inner());
+            if hub.closed.load(Ordering::Relaxed) {
+                drop(pollers);
+                hub.streams.fetch_sub(1, Ordering::Relaxed);
+                return Err(GatewayError::Unavailable(
+                    "the gateway is shutting down; reconnect to another instance".into(),
+                ));
+            }
             let running = pollers
                 .get(&key)
                 .and_then(Weak::upgrade)
@@ -538,4 +551,57 @@ fn differs(old: &[Arc<pb::CashIn>], items: &[pb::CashIn]) -> bool {
 fn is_older(polled: Option<&pb::CashIn>, current: Option<&pb::CashIn>) -> bool {
     let stamp = |c: Option<&pb::CashIn>| c.and_then(|c| c.updated_at).map(|t| (t.seconds, t.nanos));
     matches!((stamp(polled), stamp(current)), (Some(p), Some(c)) if p < c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Secret, UpstreamSettings};
+    use crate::upstream::{OmsClient, auth::Credentials};
+
+    /// A hub whose polls go to a port nothing listens on (they fail; these tests need none).
+    fn hub() -> WatchHub {
+        let credentials = Credentials {
+            api_key: "sk_test".into(),
+            api_secret: Secret::new("secret"),
+        };
+        let metrics = crate::metrics::Metrics::registered().0;
+        let client = OmsClient::new(
+            "http://127.0.0.1:9/v0.9",
+            credentials,
+            UpstreamSettings::default(),
+            metrics,
+        )
+        .unwrap();
+        WatchHub::new(
+            Oms::new(client),
+            WatchSettings::default(),
+            Duration::from_secs(1),
+        )
+    }
+
+    #[tokio::test]
+    async fn at_shutdown_open_streams_end_and_no_new_watch_starts_a_poller() {
+        let hub = hub();
+        let (stopping, stopping_rx) = watch::channel(false);
+        hub.end_streams_on(stopping_rx);
+        let mut open = hub.subscribe(WatchKey::CashIn("ci_1".into())).unwrap();
+        stopping.send_replace(true);
+        open.receiver
+            .wait_for(|o| matches!(o, Observation::Ended(_)))
+            .await
+            .expect("the open stream is told to go");
+        // A watch that arrives after the pollers were ended (it passed every check before the
+        // shutdown began) must not start a poller that nothing will end.
+        let late = hub.subscribe(WatchKey::CashIn("ci_2".into()));
+        let Err(GatewayError::Unavailable(message)) = late else {
+            panic!("a watch after shutdown was accepted");
+        };
+        assert!(message.contains("shutting down"), "{message}");
+        assert_eq!(
+            hub.inner.streams.load(Ordering::Relaxed),
+            1,
+            "its slot is given back"
+        );
+    }
 }
