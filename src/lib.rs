@@ -43,6 +43,12 @@ pub mod fuzzing {
     pub use crate::upstream::model::{CashInDto, CashInPageDto, CashLocationListDto};
     pub use crate::validate::Violations;
 
+    /// Caller identities from mesh headers.
+    pub mod security {
+        pub use crate::config::IdentityHeader;
+        pub use crate::security::identity_from_header;
+    }
+
     /// REST → proto conversions.
     pub mod convert {
         pub use crate::convert::{cash_in, cash_location, create_body};

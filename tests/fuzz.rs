@@ -230,3 +230,99 @@ proptest! {
         }
     }
 }
+
+// === x-forwarded-client-cert: whatever a caller prefixes, the sidecar's element decides ===
+
+mod xfcc {
+    use oms_gateway::fuzzing::security::{IdentityHeader, identity_from_header};
+    use proptest::prelude::*;
+
+    /// A quoted XFCC value as a sidecar writes it: `"` and `\` escaped.
+    fn quoted(text: &str) -> String {
+        format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+    }
+
+    /// A SPIFFE ID.
+    fn spiffe() -> impl Strategy<Value = String> {
+        "[a-z]{1,8}(/[a-z0-9.-]{1,8}){1,4}".prop_map(|path| format!("spiffe://{path}"))
+    }
+
+    /// An element a sidecar appends for a verified peer, and that peer's URI.
+    fn sidecar_element() -> impl Strategy<Value = (String, String)> {
+        (
+            spiffe(),
+            spiffe(),
+            "[0-9a-f]{8,64}",
+            proptest::option::of("[ -~]{0,40}"),
+            proptest::collection::vec("[a-z0-9.-]{1,20}", 0..3),
+            any::<bool>(),
+        )
+            .prop_map(|(by, uri, hash, subject, dns, quote_uri)| {
+                let mut element = format!("By={by};Hash={hash}");
+                if let Some(subject) = subject {
+                    element.push_str(&format!(";Subject={}", quoted(&subject)));
+                }
+                if quote_uri {
+                    element.push_str(&format!(";URI={}", quoted(&uri)));
+                } else {
+                    element.push_str(&format!(";URI={uri}"));
+                }
+                for name in dns {
+                    element.push_str(&format!(";DNS={name}"));
+                }
+                (element, uri)
+            })
+    }
+
+    /// Anything a caller might send as its own header value, rich in the grammar's characters.
+    fn caller_prefix() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-zA-Z=;,\"\\\\ :/.]{0,60}",
+            spiffe().prop_map(|uri| format!("URI={uri};Subject=\"")),
+            spiffe().prop_map(|uri| format!("URI={uri};Subject=\"x\\")),
+            (spiffe(), "[ -~]{0,30}").prop_map(|(uri, tail)| format!("URI={uri}{tail}")),
+        ]
+    }
+
+    fn identity(value: &str) -> Option<String> {
+        identity_from_header(IdentityHeader::ForwardedClientCert, value)
+    }
+
+    proptest! {
+        /// The sidecar's element alone names its peer.
+        #[test]
+        fn the_sidecars_element_names_its_peer((element, uri) in sidecar_element()) {
+            prop_assert_eq!(identity(&element), Some(uri));
+        }
+
+        /// For any prefix a caller controls, the caller is the sidecar's URI or no one.
+        #[test]
+        fn no_prefix_names_anyone_but_the_sidecars_peer(
+            prefix in caller_prefix(),
+            (element, uri) in sidecar_element(),
+        ) {
+            let header = format!("{prefix},{element}");
+            let seen = identity(&header);
+            prop_assert!(seen.is_none() || seen.as_deref() == Some(uri.as_str()),
+                "{header:?} gave {seen:?}");
+        }
+
+        /// A prefix of well-formed elements is passed over.
+        #[test]
+        fn well_formed_earlier_elements_are_passed_over(
+            earlier in proptest::collection::vec(sidecar_element(), 1..4),
+            (element, uri) in sidecar_element(),
+        ) {
+            let mut header: Vec<String> = earlier.into_iter().map(|(e, _)| e).collect();
+            header.push(element);
+            prop_assert_eq!(identity(&header.join(",")), Some(uri));
+        }
+
+        /// Any text at all: an identity or none, never a panic.
+        #[test]
+        fn any_header_value_parses_or_is_refused(value in "[ -~]{0,200}") {
+            let _ = identity(&value);
+            let _ = identity_from_header(IdentityHeader::LinkerdClientId, &value);
+        }
+    }
+}

@@ -79,7 +79,7 @@ async fn list_locations(channel: Channel) -> Result<pb::ListCashLocationsRespons
 }
 
 /// A policy that allows nobody anything we call: every call is denied, naming the caller.
-const DENY_ALL: &str = "[[allow]]\ncallers = [\"nobody\"]\nmethods = [\"none.None/*\"]\n";
+const DENY_ALL: &str = "[[allow]]\ncallers = [\"cn:nobody\"]\nmethods = [\"none.None/*\"]\n";
 
 /// The caller the gateway saw, read from a PERMISSION_DENIED's ErrorInfo.
 async fn seen_caller(channel: Channel) -> String {
@@ -182,9 +182,29 @@ async fn the_caller_is_the_spiffe_uri_san_else_the_first_dns_san_else_the_cn() {
     let dns = mtls
         .channel_as(Name::Dns("payments.example.test".into()))
         .await;
-    assert_eq!(seen_caller(dns).await, "payments.example.test");
+    assert_eq!(seen_caller(dns).await, "dns:payments.example.test");
     let cn = mtls.channel_as(Name::Cn("legacy-batch".into())).await;
-    assert_eq!(seen_caller(cn).await, "legacy-batch");
+    assert_eq!(seen_caller(cn).await, "cn:legacy-batch");
+    mtls.stop().await;
+}
+
+#[tokio::test]
+async fn a_common_name_that_looks_like_a_spiffe_id_matches_no_uri_rule() {
+    let mtls = Mtls::start("cn-spiffe", Some(POLICY)).await;
+    // Positive control: the URI SAN is checkout, which may list.
+    let checkout = mtls.channel_as(Name::Spiffe(CHECKOUT.into())).await;
+    list_locations(checkout)
+        .await
+        .expect("checkout by its URI SAN may list");
+    // A certificate with no SAN whose CN spells checkout's SPIFFE ID is not checkout.
+    let forged = mtls.channel_as(Name::Cn(CHECKOUT.into())).await;
+    let status = list_locations(forged)
+        .await
+        .expect_err("a CN never passes for a URI");
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    let info = common::error_info(&status);
+    assert_eq!(info.reason, "CALLER_NOT_ALLOWED");
+    assert_eq!(info.metadata["caller"], format!("cn:{CHECKOUT}"));
     mtls.stop().await;
 }
 
@@ -423,6 +443,75 @@ async fn the_identity_header_is_honoured_only_when_configured() {
 }
 
 #[tokio::test]
+async fn an_xfcc_prefix_with_an_open_quote_cannot_swallow_the_sidecars_element() {
+    use oms_gateway::config::IdentityHeader;
+    let dir = tls::temp_dir("xfcc-forged");
+    let (gateway, channel) = plain_gateway(Some(IdentityHeader::ForwardedClientCert), &dir).await;
+    let mut locations = CashLocationServiceClient::new(channel.clone());
+    // What an Envoy sidecar in APPEND_FORWARD mode appends for the real caller, the attacker.
+    let sidecar =
+        "By=spiffe://test.local/ns/gw/sa/gw;Hash=2;URI=spiffe://test.local/ns/attacker/sa/attacker";
+
+    // Positive control: a well-formed prefix naming checkout does not make the caller checkout.
+    let honest_prefix = format!("URI={CHECKOUT},{sidecar}");
+    let status = locations
+        .list_cash_locations(with_header(
+            common::guide_point(),
+            "x-forwarded-client-cert",
+            &honest_prefix,
+        ))
+        .await
+        .expect_err("the attacker may not list");
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert_eq!(
+        common::error_info(&status).metadata["caller"],
+        "spiffe://test.local/ns/attacker/sa/attacker"
+    );
+
+    // The forgery: an unterminated quote meant to hide the sidecar's element.
+    let forged = format!("URI={CHECKOUT};Subject=\",{sidecar}");
+    let status = locations
+        .list_cash_locations(with_header(
+            common::guide_point(),
+            "x-forwarded-client-cert",
+            &forged,
+        ))
+        .await
+        .expect_err("a header that does not parse is no identity");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert_eq!(common::error_info(&status).reason, "CALLER_UNAUTHENTICATED");
+    let location = pb::CashLocation {
+        id: "loc_forged".into(),
+        loc_reference: "UkVG".into(),
+        ..Default::default()
+    };
+    let mut create = common::create_request(&location, "cst_forged");
+    create.idempotency_key = "forged-key-1".into();
+    let status = CashInServiceClient::new(channel.clone())
+        .create_cash_in(with_header(create, "x-forwarded-client-cert", &forged))
+        .await
+        .expect_err("no create as checkout");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+
+    // Two headers are ambiguous: which one did the sidecar set?
+    let mut twice = with_header(
+        common::guide_point(),
+        "x-forwarded-client-cert",
+        &format!("URI={CHECKOUT}"),
+    );
+    twice
+        .metadata_mut()
+        .append("x-forwarded-client-cert", sidecar.parse().expect("ASCII"));
+    let status = locations
+        .list_cash_locations(twice)
+        .await
+        .expect_err("two identity headers are no identity");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    gateway.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
 async fn x_caller_id_is_ignored_for_identity_and_for_idempotency() {
     // Under mTLS the certificate names the caller, whatever x-caller-id says.
     let mtls = Mtls::start("x-caller-id", Some(DENY_ALL)).await;
@@ -433,7 +522,7 @@ async fn x_caller_id_is_ignored_for_identity_and_for_idempotency() {
         .expect_err("denied");
     assert_eq!(
         common::error_info(&status).metadata["caller"],
-        "real-caller"
+        "cn:real-caller"
     );
     mtls.stop().await;
 

@@ -10,9 +10,11 @@
 //! [`check_listen`] holds the safe default: beyond loopback, no start without a way to identify
 //! callers unless `--insecure-allow-unauthenticated`.
 
+pub mod identity;
 pub mod policy;
 pub mod reload;
 pub mod tls;
+pub mod xfcc;
 
 use crate::config::{IdentityHeader, SecuritySettings};
 use crate::error::GatewayError;
@@ -23,9 +25,6 @@ use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use tower::{Layer, Service};
-
-/// The longest identity taken from a mesh header.
-const MAX_HEADER_IDENTITY_CHARS: usize = 1024;
 
 /// The authenticated caller of a call (empty: anonymous, allowed only where no identity is
 /// required). Put into the request's extensions by [`CallerLayer`].
@@ -85,53 +84,20 @@ pub fn check_listen(listen: SocketAddr, security: &SecuritySettings) -> Result<(
     ))
 }
 
-/// The identity in a mesh header's value.
+/// The identity in a mesh header's value, or `None` (the call is refused where an identity is
+/// required). `x-forwarded-client-cert`: the `URI` of its last element, by its grammar
+/// ([`xfcc`]). `l5d-client-id`: a URI identity when it is one (`spiffe://…`), else a DNS name.
 pub fn identity_from_header(header: IdentityHeader, value: &str) -> Option<String> {
-    let identity = match header {
-        IdentityHeader::LinkerdClientId => value.trim().to_owned(),
-        IdentityHeader::ForwardedClientCert => xfcc_uri(value)?,
-    };
-    (!identity.is_empty() && identity.chars().count() <= MAX_HEADER_IDENTITY_CHARS)
-        .then_some(identity)
-}
-
-/// Splits `text` at `separator` outside double quotes.
-fn split_unquoted(text: &str, separator: char) -> Vec<&str> {
-    let mut parts = Vec::new();
-    let (mut quoted, mut escaped, mut start) = (false, false, 0);
-    for (i, c) in text.char_indices() {
-        match c {
-            _ if escaped => escaped = false,
-            '\\' if quoted => escaped = true,
-            '"' => quoted = !quoted,
-            c if c == separator && !quoted => {
-                parts.push(&text[start..i]);
-                start = i + c.len_utf8();
+    match header {
+        IdentityHeader::LinkerdClientId => {
+            if value.contains("://") {
+                identity::uri(value)
+            } else {
+                identity::dns(value)
             }
-            _ => {}
         }
+        IdentityHeader::ForwardedClientCert => identity::uri(&xfcc::last_uri(value)?),
     }
-    parts.push(&text[start..]);
-    parts
-}
-
-/// The `URI=` of the last element of an `x-forwarded-client-cert` value (Envoy appends the
-/// element of the hop that reached us last).
-fn xfcc_uri(value: &str) -> Option<String> {
-    let last = split_unquoted(value, ',').into_iter().last()?;
-    split_unquoted(last, ';').into_iter().find_map(|pair| {
-        let (key, value) = pair.trim().split_once('=')?;
-        if !key.trim().eq_ignore_ascii_case("uri") {
-            return None;
-        }
-        let value = value.trim();
-        let value = value
-            .strip_prefix('"')
-            .and_then(|v| v.strip_suffix('"'))
-            .map(|v| v.replace("\\\"", "\""))
-            .unwrap_or_else(|| value.to_owned());
-        Some(value)
-    })
 }
 
 /// Resolves callers and applies the policy in front of the gRPC router.
@@ -158,11 +124,12 @@ impl CallerLayer {
 
     fn identity<B>(&self, request: &http::Request<B>) -> Option<String> {
         match self.header {
-            Some(header) => request
-                .headers()
-                .get(header.name())
-                .and_then(|value| value.to_str().ok())
-                .and_then(|value| identity_from_header(header, value)),
+            Some(header) => {
+                // Exactly one such header: a second one is ambiguous (which did the sidecar set?).
+                let mut values = request.headers().get_all(header.name()).iter();
+                let value = values.next().filter(|_| values.next().is_none())?;
+                identity_from_header(header, value.to_str().ok()?)
+            }
             None => request
                 .extensions()
                 .get::<tls::PeerIdentity>()
@@ -283,13 +250,29 @@ mod tests {
             identity_from_header(IdentityHeader::ForwardedClientCert, "Hash=abc").as_deref(),
             None
         );
+    }
+
+    #[test]
+    fn a_linkerd_identity_is_a_dns_name_or_a_uri() {
         assert_eq!(
             identity_from_header(
                 IdentityHeader::LinkerdClientId,
                 "web.ns.serviceaccount.identity.linkerd.cluster.local"
             )
             .as_deref(),
-            Some("web.ns.serviceaccount.identity.linkerd.cluster.local")
+            Some("dns:web.ns.serviceaccount.identity.linkerd.cluster.local")
         );
+        assert_eq!(
+            identity_from_header(IdentityHeader::LinkerdClientId, "spiffe://td/ns/a/sa/a")
+                .as_deref(),
+            Some("spiffe://td/ns/a/sa/a")
+        );
+        for bad in ["", " web.ns", "web ns", "cn:web"] {
+            assert_eq!(
+                identity_from_header(IdentityHeader::LinkerdClientId, bad),
+                None,
+                "{bad:?}"
+            );
+        }
     }
 }

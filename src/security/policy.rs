@@ -1,5 +1,6 @@
 //! The authorization policy (`--authz-policy`, TOML): a list of `[[allow]]` rules, each naming
-//! callers (exact, or a prefix ending in `*`) and methods (`package.Service/Method`, or a prefix
+//! callers (exact, or a prefix ending in `*`, spelled with their kind: a URI, `dns:…` or `cn:…`,
+//! see [`super::identity`]) and methods (`package.Service/Method`, or a prefix
 //! ending in `*` such as `polygon.oms.v1.CashInService/*` or `grpc.reflection.*`). A call is
 //! allowed when one rule matches both its caller and its method; everything else is denied.
 //! Unknown keys and a `*` anywhere but at the end are errors, so a typo cannot widen the policy.
@@ -43,6 +44,24 @@ impl Pattern {
             Self::Prefix(prefix) => name.starts_with(prefix.as_str()),
         }
     }
+}
+
+/// Refuses a caller pattern that does not say which kind of identity it admits (`*` alone
+/// admits every caller): a rule written for a URI can then never admit a CN that looks like one,
+/// and a bare name from before identities had kinds fails to load instead of matching nothing.
+fn caller_kind(pattern: &Pattern) -> Result<(), String> {
+    let (name, any) = match pattern {
+        Pattern::Exact(name) => (name.as_str(), false),
+        Pattern::Prefix(body) => (body.as_str(), body.is_empty()),
+    };
+    if any || super::identity::names_a_kind(name) {
+        return Ok(());
+    }
+    Err(format!(
+        "caller `{name}` does not say which kind of identity it is: write a URI \
+         (`spiffe://…`), `dns:{name}` for a DNS SAN or Linkerd identity, or `cn:{name}` for a \
+         certificate's common name"
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -97,7 +116,11 @@ impl Policy {
                         } else {
                             name.as_str()
                         };
-                        Pattern::parse(name)
+                        let pattern = Pattern::parse(name)?;
+                        if what == "callers" {
+                            caller_kind(&pattern)?;
+                        }
+                        Ok::<_, String>(pattern)
                     })
                     .collect::<Result<_, _>>()
                     .map_err(|e| format!("[[allow]] rule {} ({what}): {e}", i + 1))
@@ -158,11 +181,35 @@ methods = ["grpc.reflection.*"]
 
     #[test]
     fn a_policy_that_does_not_parse_names_the_line() {
-        let err = Policy::parse("[[allow]]\ncallers = [\"a\"]\nmethods = \"oops\"\n").unwrap_err();
+        let err =
+            Policy::parse("[[allow]]\ncallers = [\"cn:a\"]\nmethods = \"oops\"\n").unwrap_err();
         assert!(err.starts_with("line 3:"), "{err}");
-        let err = Policy::parse("[[allow]]\ncallers = [\"a\"]\nmethod = [\"x\"]\n").unwrap_err();
+        let err = Policy::parse("[[allow]]\ncallers = [\"cn:a\"]\nmethod = [\"x\"]\n").unwrap_err();
         assert!(err.starts_with("line "), "{err}");
-        let err = Policy::parse("[[allow]]\ncallers = [\"a*b\"]\nmethods = [\"x\"]\n").unwrap_err();
+        let err =
+            Policy::parse("[[allow]]\ncallers = [\"cn:a*b\"]\nmethods = [\"x\"]\n").unwrap_err();
         assert!(err.contains("only at the end"), "{err}");
+    }
+
+    #[test]
+    fn a_caller_names_its_kind_and_no_kind_passes_for_another() {
+        let err = Policy::parse("[[allow]]\ncallers = [\"legacy-batch\"]\nmethods = [\"*\"]\n")
+            .unwrap_err();
+        assert!(err.contains("cn:legacy-batch"), "{err}");
+        let policy = Policy::parse(
+            "[[allow]]\ncallers = [\"spiffe://td/*\", \"cn:legacy-batch\", \"dns:*.example.test\"]\nmethods = [\"a.B/*\"]\n",
+        );
+        let err = policy.unwrap_err();
+        assert!(err.contains("only at the end"), "{err}");
+        let policy = Policy::parse(
+            "[[allow]]\ncallers = [\"spiffe://td/*\", \"cn:legacy-batch\", \"dns:pay.example.test\"]\nmethods = [\"a.B/*\"]\n",
+        )
+        .unwrap();
+        assert!(policy.allows("spiffe://td/ns/a/sa/a", "a.B/C"));
+        assert!(policy.allows("cn:legacy-batch", "a.B/C"));
+        assert!(policy.allows("dns:pay.example.test", "a.B/C"));
+        assert!(!policy.allows("cn:spiffe://td/ns/a/sa/a", "a.B/C"));
+        assert!(!policy.allows("dns:legacy-batch", "a.B/C"));
+        assert!(!policy.allows("legacy-batch", "a.B/C"));
     }
 }

@@ -8,9 +8,11 @@
 //! certificate serves new connections while open connections (and their streams) keep theirs.
 //!
 //! The caller's identity is read once per connection from the verified leaf certificate: its
-//! SPIFFE URI SAN, else its first DNS SAN, else its subject common name. It reaches handlers as
+//! SPIFFE URI SAN, else its first DNS SAN (`dns:…`), else its subject common name (`cn:…`), each
+//! spelled with its kind ([`super::identity`]) so a CN never passes for a URI. It reaches handlers as
 //! the connection's [`PeerIdentity`] (tonic's `Connected::connect_info`, a request extension).
 
+use super::identity;
 use crate::coalesce::Coalesced;
 use futures_util::Stream;
 use std::io;
@@ -30,9 +32,6 @@ use tokio_rustls::rustls::{
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
-
-/// The longest identity taken from a certificate; longer names are refused as no identity.
-const MAX_IDENTITY_CHARS: usize = 1024;
 
 /// The PEM files the listener's TLS is built from.
 #[derive(Debug, Clone)]
@@ -120,8 +119,9 @@ pub fn server_config(files: &TlsFiles, contents: &[Vec<u8>]) -> Result<Arc<Serve
 /// The current TLS configuration, replaced whole on reload.
 pub type SharedConfig = Arc<RwLock<Arc<ServerConfig>>>;
 
-/// The identity a client certificate names: its SPIFFE URI SAN, else its first DNS SAN, else its
-/// subject CN. `None` for a certificate that names nothing usable.
+/// The identity a client certificate names, with its kind ([`super::identity`]): its SPIFFE
+/// URI SAN as it is, else its first DNS SAN as `dns:…`, else its subject CN as `cn:…`. `None`
+/// for a certificate that names nothing usable.
 pub fn certificate_identity(der: &[u8]) -> Option<String> {
     let (_, cert) = X509Certificate::from_der(der).ok()?;
     let names = cert
@@ -130,13 +130,15 @@ pub fn certificate_identity(der: &[u8]) -> Option<String> {
         .flatten()
         .map(|san| san.value.general_names.clone())
         .unwrap_or_default();
-    let spiffe = names.iter().find_map(|name| match name {
-        GeneralName::URI(uri) if uri.starts_with("spiffe://") => Some(uri.to_string()),
-        _ => None,
-    });
+    let spiffe = || {
+        names.iter().find_map(|name| match name {
+            GeneralName::URI(uri) if uri.starts_with("spiffe://") => identity::uri(uri),
+            _ => None,
+        })
+    };
     let dns = || {
         names.iter().find_map(|name| match name {
-            GeneralName::DNSName(dns) => Some(dns.to_string()),
+            GeneralName::DNSName(dns) => identity::dns(dns),
             _ => None,
         })
     };
@@ -145,12 +147,9 @@ pub fn certificate_identity(der: &[u8]) -> Option<String> {
             .iter_common_name()
             .next()
             .and_then(|cn| cn.as_str().ok())
-            .map(str::to_owned)
+            .and_then(identity::common_name)
     };
-    spiffe
-        .or_else(dns)
-        .or_else(cn)
-        .filter(|id| !id.is_empty() && id.chars().count() <= MAX_IDENTITY_CHARS)
+    spiffe().or_else(dns).or_else(cn)
 }
 
 /// What a TLS connection tells handlers about its peer (a request extension).

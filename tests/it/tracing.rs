@@ -532,7 +532,11 @@ async fn exported_spans_hang_under_the_callers_span_and_the_attempts_span_is_oms
         attribute(rpc, "method").as_deref(),
         Some("polygon.oms.v1.CashInService/CreateCashIn")
     );
-    assert_eq!(attribute(rpc, "caller").as_deref(), Some(BILLING));
+    assert_eq!(
+        attribute(rpc, "caller"),
+        Some(format!("dns:{BILLING}")),
+        "a Linkerd identity is a DNS name"
+    );
     assert_eq!(
         attribute(rpc, "idempotency_key").as_deref(),
         Some("trace-otlp-1")
