@@ -25,9 +25,12 @@ pub struct TraceParent {
     pub trace_id: TraceId,
     /// The span of whoever sent the header (the parent of ours).
     pub parent_id: SpanId,
-    /// The trace flags; only `sampled` (0x01) is defined.
+    /// The trace flags, reduced to those the spec defines: `sampled` ([`SAMPLED`]).
     pub flags: u8,
 }
+
+/// The one trace flag the W3C spec defines.
+pub const SAMPLED: u8 = 0x01;
 
 /// The longest `tracestate` passed on (the spec's limit for what a vendor must propagate).
 const MAX_TRACESTATE: usize = 512;
@@ -114,7 +117,9 @@ impl TraceParent {
         }
         let trace_id = parse_hex::<16>(trace_id)?;
         let parent_id = parse_hex::<8>(parent_id)?;
-        let flags = parse_hex::<1>(flags)?[0];
+        // Only `sampled` is defined: other bits are not ours to pass on (a caller's `ff` goes on
+        // as `01`).
+        let flags = parse_hex::<1>(flags)?[0] & SAMPLED;
         if trace_id == [0; 16] || parent_id == [0; 8] {
             return None;
         }

@@ -121,6 +121,29 @@ async fn a_callers_traceparent_reaches_oms_with_its_trace_id_a_new_parent_and_it
 }
 
 #[tokio::test]
+async fn trace_flags_the_spec_does_not_define_are_not_passed_to_oms() {
+    let gateway = common::start().await;
+    gateway.sandbox().clear_journal();
+    for (caller_flags, sent_flags) in [("ff", "01"), ("fe", "00"), ("01", "01")] {
+        gateway.sandbox().clear_journal();
+        gateway
+            .locations()
+            .list_cash_locations(with_trace(
+                common::guide_point(),
+                &format!("00-{CALLER_TRACE}-{CALLER_SPAN}-{caller_flags}"),
+                None,
+            ))
+            .await
+            .expect("ListCashLocations");
+        let requests = common::api_requests(gateway.sandbox());
+        assert_eq!(requests.len(), 1, "{requests:?}");
+        let (_, trace, _, flags) = fields(requests[0].traceparent.as_deref().expect("sent"));
+        assert_eq!(trace, CALLER_TRACE, "the caller's trace continues");
+        assert_eq!(flags, sent_flags, "the caller's flags {caller_flags}");
+    }
+}
+
+#[tokio::test]
 async fn each_upstream_attempt_is_a_span_of_its_own_in_the_callers_trace() {
     let gateway = common::start().await;
     gateway.sandbox().clear_journal();
