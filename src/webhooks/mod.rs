@@ -181,7 +181,6 @@ impl Webhooks {
                 };
             }
         };
-        self.hub.webhook_arrived();
         let Ok(cash_in) = cash_in_of(body) else {
             self.counts.refused.fetch_add(1, Ordering::Relaxed);
             return (
@@ -194,6 +193,9 @@ impl Webhooks {
             tracing::debug!(webhook_id = %verified.id, "webhook already processed");
             return (StatusCode::OK, "already processed\n");
         }
+        // Only a first delivery shows that webhooks flow: a replay (an attacker's included) must
+        // not relax polling.
+        self.hub.webhook_arrived();
         let Some(cash_in) = cash_in else {
             self.counts.ignored.fetch_add(1, Ordering::Relaxed);
             return (StatusCode::NO_CONTENT, "");

@@ -675,6 +675,31 @@ async fn pollers_relax_while_webhooks_arrive_and_return_to_the_poll_interval_whe
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_webhook_does_not_count_as_webhooks_arriving() {
+    let mut settings = config(&[SECRET], ms(250), ms(1000));
+    settings.webhooks.healthy_window = ms(300);
+    let gateway = common::start_with(settings).await;
+    let http = reqwest::Client::new();
+    let keepalive = r#"{"event":"customer.updated","data":{"id":"cst_1"}}"#;
+    // Positive control: a first delivery relaxes polling.
+    assert_eq!(deliver(&http, &gateway, "msg_once", keepalive).await, 204);
+    assert_eq!(metric(&gateway, "oms_gateway_watch_reconciling").await, 1.0);
+    common::eventually(
+        Duration::from_secs(10),
+        "the healthy window to pass",
+        async || metric(&gateway, "oms_gateway_watch_reconciling").await == 0.0,
+    )
+    .await;
+    // The same webhook-id again (freshly signed, as a replaying attacker would): answered 200,
+    // and polling stays at the poll interval.
+    for _ in 0..3 {
+        assert_eq!(deliver(&http, &gateway, "msg_once", keepalive).await, 200);
+        assert_eq!(metric(&gateway, "oms_gateway_watch_reconciling").await, 0.0);
+    }
+    gateway.gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_bad_requests_does_not_slow_the_watch_streams() {
     let gateway = common::start_with(config(&[SECRET], LONG, LONG)).await;
     let http = reqwest::Client::new();
