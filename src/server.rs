@@ -217,7 +217,7 @@ pub async fn start(config: GatewaySettings) -> Result<RunningGateway, StartError
     let tls_enabled = tls_config.is_some();
     let server = match tls_config {
         Some(shared) => tokio::spawn(router.serve_with_incoming_shutdown(
-            tls::incoming(listener, shared, config.security.handshake_timeout),
+            tls::incoming(listener, shared, (&config.security).into()),
             shutdown_signal,
         )),
         None => tokio::spawn(router.serve_with_incoming_shutdown(

@@ -895,6 +895,44 @@ async fn a_silent_client_holds_up_no_one_and_is_dropped_after_the_handshake_time
 }
 
 #[tokio::test]
+async fn tls_handshakes_in_progress_are_bounded_and_new_connections_wait_for_a_slot() {
+    let ca = Ca::new("test CA");
+    let dir = tls::temp_dir("max-handshakes");
+    let mut config = tls::tls_config(&dir, &ca.server(), None);
+    config.security.handshake_timeout = Duration::from_secs(3);
+    config.security.max_handshakes = 4;
+    let gateway = tls::start(config).await;
+    // Positive control: below the bound, a client is answered.
+    let answered = probe(tls::channel(&gateway, &ca.pem, None).await).await;
+    assert_eq!(answered, Ok(tonic_health::ServingStatus::Serving as i32));
+    // Four connections that never speak take every handshake slot...
+    let mut silent = Vec::new();
+    for _ in 0..4 {
+        silent.push(
+            tokio::net::TcpStream::connect(gateway.addr())
+                .await
+                .expect("TCP connect"),
+        );
+    }
+    // ...so a fifth client's handshake does not start while they hold them...
+    let waiting = tokio::time::timeout(
+        Duration::from_millis(1500),
+        tls::channel(&gateway, &ca.pem, None),
+    )
+    .await;
+    assert!(
+        waiting.is_err() || waiting.as_ref().is_ok_and(|c| c.is_err()),
+        "a handshake past the bound was served at once"
+    );
+    // ...and is served once their handshake time is up.
+    let answered = probe(tls::channel(&gateway, &ca.pem, None).await).await;
+    assert_eq!(answered, Ok(tonic_health::ServingStatus::Serving as i32));
+    drop(silent);
+    gateway.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
 async fn the_tls_listener_speaks_only_h2_over_tls_1_2_or_later() {
     use tokio_rustls::rustls::{self, pki_types::pem::PemObject};
     let ca = Ca::new("test CA");

@@ -53,6 +53,10 @@ pub struct SecuritySettings {
     /// Longest TLS handshake; a slower client is disconnected.
     #[arg(long = "tls-handshake-timeout", env = "OMS_GATEWAY_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub handshake_timeout: Duration,
+    /// Most TLS handshakes in progress at once; past it, new connections wait in the accept
+    /// queue until one ends (1 to 65536).
+    #[arg(long = "tls-max-handshakes", env = "OMS_GATEWAY_TLS_MAX_HANDSHAKES", default_value = "1024", value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_handshakes: u32,
 }
 
 impl Default for SecuritySettings {

@@ -216,20 +216,54 @@ impl AsyncWrite for TlsConnection {
 pub fn incoming(
     listener: TcpListener,
     config: SharedConfig,
-    handshake_timeout: Duration,
+    handshakes: Handshakes,
 ) -> impl Stream<Item = Result<Coalesced<TlsConnection>, io::Error>> {
-    crate::coalesce::incoming(handshaken(listener, config, handshake_timeout))
+    crate::coalesce::incoming(handshaken(listener, config, handshakes))
 }
 
-/// The connections of `listener` that finished their handshake within `handshake_timeout`.
+/// The bounds on TLS handshakes: how long each may take, and how many may be in progress at
+/// once. At the bound the listener accepts nothing more (new connections wait in the kernel's
+/// accept queue) until a handshake ends, so a flood of connections that never speak costs at
+/// most `max_in_progress` handshake states, each for at most `timeout`.
+#[derive(Debug, Clone, Copy)]
+pub struct Handshakes {
+    /// `--tls-handshake-timeout`.
+    pub timeout: Duration,
+    /// `--tls-max-handshakes`.
+    pub max_in_progress: usize,
+}
+
+impl From<&crate::config::SecuritySettings> for Handshakes {
+    fn from(settings: &crate::config::SecuritySettings) -> Self {
+        Self {
+            timeout: settings.handshake_timeout,
+            max_in_progress: settings.max_handshakes as usize,
+        }
+    }
+}
+
+/// The connections of `listener` that finished their handshake within the bounds.
 fn handshaken(
     listener: TcpListener,
     config: SharedConfig,
-    handshake_timeout: Duration,
+    handshakes: Handshakes,
 ) -> ReceiverStream<Result<TlsConnection, io::Error>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let handshake_timeout = handshakes.timeout;
+    let in_progress = Arc::new(tokio::sync::Semaphore::new(
+        handshakes
+            .max_in_progress
+            .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+    ));
     tokio::spawn(async move {
         loop {
+            let permit = tokio::select! {
+                permit = in_progress.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+                () = tx.closed() => break,
+            };
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
                 () = tx.closed() => break,
@@ -247,6 +281,7 @@ fn handshaken(
             let current = config.read().unwrap_or_else(|e| e.into_inner()).clone();
             let tx = tx.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 let handshake = TlsAcceptor::from(current).accept(socket);
                 let stream = match tokio::time::timeout(handshake_timeout, handshake).await {
                     Ok(Ok(stream)) => stream,
