@@ -18,7 +18,8 @@ pub struct SecuritySettings {
     #[arg(long = "tls-key", env = "OMS_GATEWAY_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// PEM CA bundle: require a client certificate signed by it (mTLS); the caller is the
-    /// certificate's SPIFFE URI SAN, else its first DNS SAN, else its subject CN.
+    /// certificate's SPIFFE URI SAN, else its first DNS SAN (`dns:name`), else its subject CN
+    /// (`cn:name`).
     #[arg(
         long = "tls-client-ca",
         env = "OMS_GATEWAY_TLS_CLIENT_CA",
@@ -26,8 +27,9 @@ pub struct SecuritySettings {
     )]
     pub tls_client_ca: Option<PathBuf>,
     /// Trust this header, set by a mesh sidecar that terminates mTLS, for the caller's identity:
-    /// x-forwarded-client-cert (Istio/Envoy; the URI= of its last element) or l5d-client-id
-    /// (Linkerd). Safe only when every inbound connection passes the sidecar.
+    /// x-forwarded-client-cert (Istio/Envoy; the URI= of its last element, the header refused
+    /// whole unless it parses) or l5d-client-id (Linkerd). Safe only when every inbound
+    /// connection passes the sidecar and the mesh sanitizes the header (Istio SANITIZE_SET).
     #[arg(
         long = "caller-identity-header",
         env = "OMS_GATEWAY_CALLER_IDENTITY_HEADER",
