@@ -1,7 +1,8 @@
 //! Replicas that act as one (`--redis-url`): three built `oms-gateway` processes sharing one
 //! real `redis-server` (started here, on a free loopback port, no persistence) in front of ONE
 //! sandbox started in this process, so every upstream request is counted in its journal.
-//! Without `redis-server` on PATH each test prints that it was skipped, and why, and passes.
+//! Without `redis-server` on PATH each test prints that it was skipped, and why, and passes;
+//! under CI (`CI=true`) it fails instead.
 
 use crate::common;
 use oms_gateway::proto::v1 as pb;
@@ -28,7 +29,9 @@ const SECRET: &str = "replicas-test-secret";
 const LEASE_TTL: Duration = Duration::from_secs(1);
 const POLL_INTERVAL: Duration = Duration::from_millis(300);
 
-/// Whether `redis-server` can run here; if not, says so (the test then passes, skipped).
+/// Whether `redis-server` can run here; if not, says so (the test then passes, skipped). Under
+/// CI (`CI` set to anything but `false` or empty) a missing redis-server fails the test instead:
+/// a skip there would hide ten tests behind a green run.
 pub(crate) fn redis_missing(test: &str) -> bool {
     let found = Command::new("redis-server")
         .arg("--version")
@@ -36,6 +39,12 @@ pub(crate) fn redis_missing(test: &str) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
+    let under_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
+    assert!(
+        found || !under_ci,
+        "{test}: redis-server is not on PATH and CI is set: the multi-replica tests must run \
+         under CI (.ci/run installs the Debian package redis-server)"
+    );
     if !found {
         say!(
             "{test}: skipped: redis-server is not on PATH (install the Debian package \
