@@ -473,8 +473,9 @@ async fn an_upstream_slower_than_the_callers_deadline_is_deadline_exceeded_promp
         .expect_err("the upstream is too slow");
     let elapsed = started.elapsed();
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    // The upstream holds the request 5 s: an answer within 3 s came from the deadline.
     assert!(
-        elapsed < Duration::from_millis(1000),
+        elapsed < Duration::from_secs(3),
         "answered at the deadline, not after the upstream: {elapsed:?}"
     );
     let info = common::error_info(&status);

@@ -42,7 +42,7 @@ async fn two_slow_calls_on_one_connection(max_streams_per_connection: u32) -> st
     let mut config = common::test_config();
     config.server.max_streams_per_connection = max_streams_per_connection;
     let gateway = common::start_with(config).await;
-    let slow = std::time::Duration::from_millis(500);
+    let slow = std::time::Duration::from_secs(2);
     gateway
         .sandbox()
         .inject(Fault::delay(Some("GET"), "/cash-locations", 2, slow));
@@ -61,16 +61,18 @@ async fn two_slow_calls_on_one_connection(max_streams_per_connection: u32) -> st
 
 #[tokio::test]
 async fn the_per_connection_stream_cap_makes_calls_beyond_it_wait_for_a_stream() {
-    // Both calls share the test's one HTTP/2 connection; each waits 500 ms upstream.
+    // Both calls share the test's one HTTP/2 connection; each waits 2 s upstream. One at a time
+    // takes at least 4 s whatever the machine; in parallel, 2 s plus overheads, so the bound
+    // between them leaves a slow machine 1.5 s of slack.
     let capped = two_slow_calls_on_one_connection(1).await;
     let uncapped = two_slow_calls_on_one_connection(256).await;
-    println!("two 500 ms calls on one connection: cap 1 → {capped:?}, cap 256 → {uncapped:?}");
+    println!("two 2 s calls on one connection: cap 1 → {capped:?}, cap 256 → {uncapped:?}");
     assert!(
-        capped >= std::time::Duration::from_millis(950),
+        capped >= std::time::Duration::from_millis(3950),
         "one stream at a time: {capped:?}"
     );
     assert!(
-        uncapped < std::time::Duration::from_millis(900),
+        uncapped < std::time::Duration::from_millis(3500),
         "in parallel: {uncapped:?}"
     );
 }

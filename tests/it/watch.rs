@@ -668,8 +668,10 @@ async fn watchers_of_a_hundred_cash_ins_never_poll_faster_than_the_budget() {
         worst_excess <= 0.0,
         "polled faster than {rate}/s + burst {burst}: {worst_excess:+.1}"
     );
+    // The cap above is the claim; this only shows the budget is used at all (a quarter of it,
+    // whatever else the machine is doing).
     assert!(
-        total as f64 >= 0.7 * rate * elapsed,
+        total as f64 >= 0.25 * rate * elapsed,
         "the budget should be used, not starved: {total} in {elapsed:.2} s"
     );
     // Every stream was served its INITIAL state despite the queue at the budget.

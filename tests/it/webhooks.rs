@@ -666,8 +666,10 @@ async fn pollers_relax_while_webhooks_arrive_and_return_to_the_poll_interval_whe
         flowing <= 10.0 * 1.0 / 0.9 + 2.0,
         "about one poll per cash-in per second: {flowing}"
     );
+    // About four polls per cash-in per second when stopped (40/s): half of that on a loaded
+    // machine is still twice the most the relaxed cadence allows.
     assert!(
-        stopped >= 30.0,
+        stopped >= 20.0,
         "about four polls per cash-in per second: {stopped}"
     );
     drop(watchers);
