@@ -68,7 +68,16 @@ async fn probe(channel: Result<Channel, tonic::transport::Error>) -> Result<i32,
     tokio::time::timeout(Duration::from_secs(10), health_check(channel))
         .await
         .map_err(|_| "timed out".to_owned())?
-        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+        .map_err(|s| {
+            // The transport's own words (a TLS alert, a reset) sit in the source chain.
+            let mut text = format!("{:?}: {}", s.code(), s.message());
+            let mut source = std::error::Error::source(&s);
+            while let Some(cause) = source {
+                text.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            text
+        })
 }
 
 async fn list_locations(channel: Channel) -> Result<pb::ListCashLocationsResponse, Status> {
@@ -142,7 +151,21 @@ async fn plaintext_to_the_tls_port_fails_and_tls_works() {
         .connect()
         .await;
     let outcome = probe(plaintext).await;
-    assert!(outcome.is_err(), "plaintext got an answer: {outcome:?}");
+    // Plaintext HTTP/2 to a TLS port: the gateway's TLS side hangs up (what a client sees is a
+    // closed connection or an h2 protocol error, never an answer).
+    let refused = outcome.expect_err("plaintext got an answer");
+    assert!(
+        [
+            "broken pipe",
+            "connection reset",
+            "frame with invalid size",
+            "unexpected end of file",
+            "closed"
+        ]
+        .iter()
+        .any(|why| refused.contains(why)),
+        "{refused}"
+    );
     let tls_outcome = probe(tls::channel(&gateway, &ca.pem, None).await).await;
     assert_eq!(tls_outcome, Ok(tonic_health::ServingStatus::Serving as i32));
     gateway.shutdown().await;
@@ -153,10 +176,8 @@ async fn plaintext_to_the_tls_port_fails_and_tls_works() {
 async fn with_mtls_a_client_without_a_certificate_is_refused() {
     let mtls = Mtls::start("no-client-cert", None).await;
     let outcome = probe(tls::channel(&mtls.gateway, &mtls.ca.pem, None).await).await;
-    assert!(
-        outcome.is_err(),
-        "no certificate got an answer: {outcome:?}"
-    );
+    let refused = outcome.expect_err("no certificate got an answer");
+    assert!(refused.contains("CertificateRequired"), "{refused}");
     let with_cert = probe(Ok(mtls.channel_as(Name::Cn("svc".into())).await)).await;
     assert_eq!(with_cert, Ok(tonic_health::ServingStatus::Serving as i32));
     mtls.stop().await;
@@ -167,10 +188,8 @@ async fn with_mtls_a_certificate_from_another_ca_is_refused() {
     let mtls = Mtls::start("other-ca", None).await;
     let stranger = Ca::new("another CA").client(&Name::Spiffe(CHECKOUT.into()));
     let outcome = probe(tls::channel(&mtls.gateway, &mtls.ca.pem, Some(&stranger)).await).await;
-    assert!(
-        outcome.is_err(),
-        "a foreign certificate got an answer: {outcome:?}"
-    );
+    let refused = outcome.expect_err("a foreign certificate got an answer");
+    assert!(refused.contains("UnknownCA"), "{refused}");
     mtls.stop().await;
 }
 
@@ -322,9 +341,20 @@ async fn an_edited_policy_is_picked_up_without_a_restart() {
         async move { list_locations(channel).await.is_ok() }
     })
     .await;
-    // A broken edit keeps the last good policy.
-    tls::write(&mtls.dir, "policy.toml", "[[allow]\ncallers = [");
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // A broken edit keeps the last good policy: once the reloader has tried it and said so.
+    common::logs::capture("info", common::logs::Format::Json);
+    let path = tls::write(&mtls.dir, "policy.toml", "[[allow]\ncallers = [");
+    let path = path.display().to_string();
+    common::eventually(
+        Duration::from_secs(10),
+        "the failed reload's log line",
+        async || {
+            common::logs::captured()
+                .lines()
+                .any(|line| line.contains("reload failed") && line.contains(&path))
+        },
+    )
+    .await;
     list_locations(checkout.clone())
         .await
         .expect("the last good policy still applies");

@@ -600,7 +600,7 @@ async fn a_hundred_watchers_of_one_cash_in_cause_one_upstream_get_per_interval()
             Kind::Initial
         );
     }
-    assert_eq!(gateway.gateway.watch_hub().watched(), 1);
+    // The oracle is what OMS sees: about one GET per interval below, not a hundred.
     let window = Duration::from_millis(2500);
     sleep(window.saturating_sub(started.elapsed())).await;
     let polls = gets(&gateway, &created.id);
@@ -694,10 +694,15 @@ async fn cancelling_every_stream_stops_the_upstream_polls() {
     for watcher in &mut watchers {
         watcher.event(Duration::from_secs(3)).await;
     }
-    sleep(interval * 2).await;
-    assert!(gets(&gateway, &created.id) >= 2, "it was polling");
+    // Ten streams, one poller: over five intervals OMS sees about five GETs, not fifty.
+    let before = gets(&gateway, &created.id);
+    sleep(interval * 5).await;
+    let polled = gets(&gateway, &created.id) - before;
+    assert!(
+        (2..=8).contains(&polled),
+        "one poller for ten streams: {polled} GETs in five intervals"
+    );
     let hub = gateway.gateway.watch_hub();
-    assert_eq!(hub.watched(), 1);
 
     drop(watchers);
     common::eventually(interval * 3, "the poller is released", async || {
@@ -1085,10 +1090,14 @@ async fn watch_cash_ins_streams_on_one_customer_share_one_poller_whatever_their_
         kind(&everything.event(Duration::from_secs(3)).await),
         Kind::Initial
     );
-    assert_eq!(
-        gateway.gateway.watch_hub().watched(),
-        1,
-        "one poller for the customer"
+    // One poller for the three streams: over eight intervals OMS sees about eight lists of
+    // this customer, not twenty-four.
+    let before = list_polls();
+    sleep(interval * 8).await;
+    let polled = list_polls() - before;
+    assert!(
+        (3..=12).contains(&polled),
+        "one poller for the customer: {polled} lists in eight intervals"
     );
 
     // Each stream still applies its own filter: the completion reaches the `completed` stream
