@@ -181,7 +181,13 @@ async fn idempotency_outcomes_are_counted_led_shared_replayed_and_key_reused() {
     ));
     let (mut first, mut second) = (gateway.cash_ins(), gateway.cash_ins());
     let (a, b) = tokio::join!(first.create_cash_in(request.clone()), async {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Once the leader's POST is at OMS (journaled on arrival), the key is in flight.
+        common::eventually(
+            Duration::from_secs(5),
+            "the leader's POST upstream",
+            async || gateway.sandbox().count("POST", "/cash-ins") >= 1,
+        )
+        .await;
         second.create_cash_in(request.clone()).await
     });
     a.expect("the leader");
