@@ -353,11 +353,15 @@ if plan="$(timeout 60 "$py" "$helper" arm-reset --sandbox "$sandbox_url" 2>&1)";
   else
     fail "the sandbox created on the first request and lost its answer, then answered the second" "${counts:-$stats}"
   fi
-  attempts="$(grep -c 'idempotency_key="\?envoy-retry-1' "$workdir/retry.log" || true)"
-  if [ "$attempts" -ge 2 ] && grep 'envoy-retry-1' "$workdir/retry.log" | has UNAVAILABLE; then
+  # The audit lines of this key's attempts, in order, by their outcome: exactly the lost one
+  # (UNAVAILABLE) and Envoy's retry (OK).
+  outcomes="$(sed -E 's/\x1b\[[0-9;]*m//g' "$workdir/retry.log" \
+    | grep -E ' audit: mutation .*idempotency_key="?envoy-retry-1"?( |$)' \
+    | sed -nE 's/.* outcome="?([A-Z_]+)"?( .*|$)/\1/p' | tr '\n' ' ' | sed 's/ $//' || true)"
+  if [ "$outcomes" = "UNAVAILABLE OK" ]; then
     pass "the gateway saw both attempts with the same key (audit: UNAVAILABLE, then OK)"
   else
-    fail "the gateway saw both attempts with the same key" "$attempts audit lines with envoy-retry-1"
+    fail "the gateway saw both attempts with the same key" "audit outcomes for envoy-retry-1: '${outcomes}'"
     grep 'envoy-retry-1' "$workdir/retry.log" | sed -E 's/\x1b\[[0-9;]*m//g' | head -n 5
   fi
   if out="$(gc -d '{"customerId":"cst_envoy_retry"}' "$(direct retry)" polygon.oms.v1.CashInService/ListCashIns 2>&1)"; then
