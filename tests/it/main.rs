@@ -14,6 +14,7 @@ mod cli;
 mod config_file;
 mod deploy_manifests;
 mod errors;
+mod fleet_budget;
 mod health_reflection;
 mod idempotency;
 mod limits;
