@@ -28,6 +28,7 @@ mod shutdown;
 mod smoke;
 mod spelling;
 mod tls;
+mod token_outage;
 mod tracing;
 mod validation;
 mod watch;
