@@ -1,16 +1,25 @@
 //! The OMS access token: exchanged from the API key and secret at `POST /auth/token`, cached,
 //! renewed before it expires, and exchanged again after a 401.
 //!
-//! Invariants: at most one exchange runs at a time however many calls need a token (a mutex
-//! guards the exchange, and every waiter re-checks the cache after taking it; a waiter whose
-//! exchange-in-progress failed gets that failure instead of queuing another); a 401 only
-//! invalidates the token generation that earned it, so a storm of 401s on one stale token causes
-//! one exchange, not one per call. The token and the secret are [`Secret`]s and never printed.
-//! Health ([`UpstreamHealth`]) follows what OMS says: an exchange's outcome, a rejected fresh
-//! token, and any authenticated 2xx (which proves the credentials work); an exchange cut short
-//! by one caller's deadline says nothing and changes nothing. Exchange failures that say OMS is
-//! unwell (no answer, 5xx, 429) count as failures for the circuit breaker. OMS's `expiresIn` is
-//! clamped, so a token is renewed at least every few seconds and at most hourly.
+//! Invariants: at most one exchange runs at a time however many calls need a token (the one in
+//! flight is kept in a slot; a call that needs a token waits for it, or starts it when there is
+//! none, and everyone who waited for a failed exchange gets that failure instead of queuing
+//! another); a 401 only invalidates the token generation that earned it, so a storm of 401s on
+//! one stale token causes one exchange, not one per call. The token and the secret are
+//! [`Secret`]s and never printed.
+//!
+//! An exchange belongs to no caller: it runs as a task of its own, bounded by its own timeout
+//! (`--upstream-timeout`), and callers wait for it only as long as their deadlines allow (the
+//! caller that started it included), so it always ends with OMS's answer or that timeout, never
+//! at one caller's deadline. Health ([`UpstreamHealth`]) follows what OMS says: an exchange's
+//! outcome, a rejected fresh token, and any authenticated 2xx (which proves the credentials
+//! work). Exchange failures that say OMS is unwell (no answer, 5xx, 429) count for the circuit
+//! breaker; one that reached its timeout opens it at once (it held every call for that long).
+//! While the circuit is open the exchange in flight is the probe: a call that needs a token
+//! fails fast (UNAVAILABLE, with a retry hint) instead of waiting for it, and the first call
+//! after a successful exchange closes the circuit. The background refresher waits longer than
+//! an exchange may take, so it always sees how its exchange ended. OMS's `expiresIn` is clamped,
+//! so a token is renewed at least every few seconds and at most hourly.
 
 use super::breaker::CircuitBreaker;
 use super::failure::{classify_transport, failure_from_response, read_body, request_id};
@@ -18,12 +27,13 @@ use super::transport::{self, HttpClient, RequestBody};
 use super::{UpstreamHealth, model};
 use crate::config::Secret;
 use crate::error::UpstreamError;
+use crate::telemetry::Outgoing;
 use std::sync::{
     Arc, RwLock,
     atomic::{AtomicU64, Ordering},
 };
 use std::time::Duration;
-use tokio::sync::{Mutex, Notify, watch};
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -33,6 +43,26 @@ const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 /// u64::MAX must not overflow a clock or keep a token forever.
 const MIN_TOKEN_LIFETIME: Duration = Duration::from_secs(5);
 const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+/// How much longer than an exchange may take the background refresher waits for one, so it
+/// always sees the exchange's own outcome.
+const REFRESHER_SLACK: Duration = Duration::from_secs(1);
+/// The retry hint of a call refused while the circuit is open and the exchange is its probe
+/// (the breaker's own hint while a probe is out).
+const PROBE_OUT_RETRY: Duration = Duration::from_millis(100);
+
+/// How the exchange in flight ended: `None` until it has.
+type Outcome = Option<Result<Arc<Token>, UpstreamError>>;
+
+/// What a call that needs a token found.
+enum Pending {
+    /// A fresh token (an exchange just stored it).
+    Ready(Arc<Token>),
+    /// The exchange in flight, and whether this call started it.
+    Exchange {
+        outcome: watch::Receiver<Outcome>,
+        started: bool,
+    },
+}
 
 /// How long a token is used, from OMS's `expiresIn` (clamped; see [`MIN_TOKEN_LIFETIME`]):
 /// renewed a minute early, or a fifth of the lifetime early for short-lived tokens.
@@ -94,15 +124,11 @@ pub struct TokenSource {
     credentials: RwLock<Arc<Credentials>>,
     exchange_timeout: Duration,
     current: RwLock<Option<Arc<Token>>>,
-    exchange: Mutex<()>,
+    /// The exchange in flight, if any: its outcome, shared by every call that waits for it. Left
+    /// (emptied) by the exchange once its token, if any, is stored.
+    in_flight: std::sync::Mutex<Option<watch::Receiver<Outcome>>>,
     generation: AtomicU64,
     exchanges: AtomicU64,
-    /// Exchanges finished, successful or not: a waiter that sees it move knows the exchange it
-    /// waited for is over.
-    finished: AtomicU64,
-    /// The failure of the last finished exchange, if it failed for a reason other than its
-    /// caller's deadline; shared with the calls that waited for it.
-    last_failure: std::sync::Mutex<Option<UpstreamError>>,
     /// Wakes the background refresher (after OMS rejected a fresh token).
     refresh_now: Notify,
     breaker: Arc<CircuitBreaker>,
@@ -115,7 +141,7 @@ pub struct TokenSource {
 pub struct TokenFailure {
     /// What went wrong.
     pub error: UpstreamError,
-    /// Whether this call ran the failed exchange (rather than waiting for another's).
+    /// Whether this call started the failed exchange (rather than waiting for another's).
     pub exchanged: bool,
 }
 
@@ -137,11 +163,9 @@ impl TokenSource {
             credentials: RwLock::new(Arc::new(credentials)),
             exchange_timeout,
             current: RwLock::new(None),
-            exchange: Mutex::new(()),
+            in_flight: std::sync::Mutex::new(None),
             generation: AtomicU64::new(0),
             exchanges: AtomicU64::new(0),
-            finished: AtomicU64::new(0),
-            last_failure: std::sync::Mutex::new(None),
             refresh_now: Notify::new(),
             breaker,
             health,
@@ -160,48 +184,77 @@ impl TokenSource {
     }
 
     /// A fresh token: the cached one, or the result of the one exchange in flight, or a new
-    /// exchange. Waits no longer than `deadline`.
-    pub async fn token(&self, deadline: Instant) -> Result<Arc<Token>, UpstreamError> {
-        self.token_for_call(deadline).await.map_err(|f| f.error)
+    /// exchange. Waits no longer than `deadline`, even while the circuit is open (the refresher).
+    pub async fn token(self: &Arc<Self>, deadline: Instant) -> Result<Arc<Token>, UpstreamError> {
+        match self.pending() {
+            Pending::Ready(token) => Ok(token),
+            Pending::Exchange { outcome, .. } => wait(outcome, deadline).await,
+        }
     }
 
-    /// [`token`](Self::token), saying whether a failure came from this call's own exchange.
-    pub async fn token_for_call(&self, deadline: Instant) -> Result<Arc<Token>, TokenFailure> {
+    /// [`token`](Self::token) for a call, saying whether a failure came from an exchange this
+    /// call started. While the circuit is open the exchange is the probe, and the call does not
+    /// wait for it: CircuitOpen at once.
+    pub async fn token_for_call(
+        self: &Arc<Self>,
+        deadline: Instant,
+    ) -> Result<Arc<Token>, TokenFailure> {
+        let (outcome, started) = match self.pending() {
+            Pending::Ready(token) => return Ok(token),
+            Pending::Exchange { outcome, started } => (outcome, started),
+        };
+        let failed = |error| TokenFailure {
+            error,
+            exchanged: started,
+        };
+        if self.breaker.open_until().is_some() {
+            return Err(failed(UpstreamError::CircuitOpen(PROBE_OUT_RETRY)));
+        }
+        wait(outcome, deadline).await.map_err(failed)
+    }
+
+    /// The cached token, or the exchange in flight, or a new one started.
+    fn pending(self: &Arc<Self>) -> Pending {
         if let Some(token) = self.cached() {
-            return Ok(token);
+            return Pending::Ready(token);
         }
-        let seen = self.finished.load(Ordering::Acquire);
-        let _exchange = tokio::time::timeout_at(deadline, self.exchange.lock())
-            .await
-            .map_err(|_| TokenFailure {
-                error: UpstreamError::DeadlineExceeded,
-                exchanged: false,
-            })?;
-        // Whoever held the lock before us may have exchanged already.
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        // The exchange that just left the slot stored its token first.
         if let Some(token) = self.cached() {
-            return Ok(token);
+            return Pending::Ready(token);
         }
-        // The exchange we waited for failed: share its failure rather than queue behind one
-        // exchange after another while OMS is down.
-        if self.finished.load(Ordering::Acquire) != seen {
-            let shared = self
-                .last_failure
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
-            if let Some(error) = shared {
-                return Err(TokenFailure {
-                    error,
-                    exchanged: false,
-                });
-            }
+        // An exchange whose task is gone (the runtime is stopping) is no longer in flight.
+        if let Some(outcome) = in_flight.as_ref().filter(|o| o.has_changed().is_ok()) {
+            return Pending::Exchange {
+                outcome: outcome.clone(),
+                started: false,
+            };
         }
-        self.exchange_now(deadline)
-            .await
-            .map_err(|error| TokenFailure {
-                error,
-                exchanged: true,
-            })
+        let (sender, outcome) = watch::channel(None);
+        *in_flight = Some(outcome.clone());
+        drop(in_flight);
+        // In the trace of the call that needed the token (a refresh in the background: its own),
+        // read here, in the call's task.
+        let span = tracing::info_span!(
+            "oms_token_exchange",
+            otel.kind = "client",
+            url = %self.token_url,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+            http_status = tracing::field::Empty,
+            upstream_request_id = tracing::field::Empty,
+        );
+        let trace = crate::telemetry::outgoing(&span);
+        let source = Arc::clone(self);
+        tokio::spawn(async move {
+            let result = source.exchange(&trace, span).await;
+            *source.in_flight.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            sender.send_replace(Some(result));
+        });
+        Pending::Exchange {
+            outcome,
+            started: true,
+        }
     }
 
     fn credentials(&self) -> Arc<Credentials> {
@@ -253,43 +306,23 @@ impl TokenSource {
         }
     }
 
-    async fn exchange_now(&self, deadline: Instant) -> Result<Arc<Token>, UpstreamError> {
-        let attempt_deadline = deadline.min(Instant::now() + self.exchange_timeout);
-        let span = tracing::info_span!(
-            "oms_token_exchange",
-            otel.kind = "client",
-            url = %self.token_url,
-            trace_id = tracing::field::Empty,
-            span_id = tracing::field::Empty,
-            http_status = tracing::field::Empty,
-            upstream_request_id = tracing::field::Empty,
-        );
-        let result = tokio::time::timeout_at(
-            attempt_deadline,
-            self.request_token().instrument(span.clone()),
+    /// One exchange, bounded by its own timeout, whatever its callers' deadlines; what it says
+    /// about OMS goes to health and the breaker.
+    async fn exchange(
+        &self,
+        trace: &Outgoing,
+        span: tracing::Span,
+    ) -> Result<Arc<Token>, UpstreamError> {
+        let result = tokio::time::timeout(
+            self.exchange_timeout,
+            self.request_token(trace).instrument(span.clone()),
         )
         .await
-        .unwrap_or_else(|_| {
-            Err(if attempt_deadline == deadline {
-                UpstreamError::DeadlineExceeded
-            } else {
-                UpstreamError::Timeout(self.exchange_timeout)
-            })
-        });
+        .unwrap_or(Err(UpstreamError::Timeout(self.exchange_timeout)));
         let _enter = span.enter();
-        *self.last_failure.lock().unwrap_or_else(|e| e.into_inner()) = match &result {
-            Err(err) if !matches!(err, UpstreamError::DeadlineExceeded) => Some(err.clone()),
-            _ => None,
-        };
-        self.finished.fetch_add(1, Ordering::Release);
         self.metrics.token_exchange(&result);
         match result {
             Ok((dto, authorization)) => Ok(self.accept(dto, authorization)),
-            Err(UpstreamError::DeadlineExceeded) => {
-                // One caller's deadline cut it short: nothing learnt about OMS.
-                tracing::debug!("OMS token exchange cut short by the caller's deadline");
-                Err(UpstreamError::DeadlineExceeded)
-            }
             Err(err) => {
                 self.record_failure(&err);
                 Err(err)
@@ -298,15 +331,16 @@ impl TokenSource {
     }
 
     /// `POST /auth/token` with the current credentials.
-    async fn request_token(&self) -> Result<(model::TokenDto, http::HeaderValue), UpstreamError> {
+    async fn request_token(
+        &self,
+        trace: &Outgoing,
+    ) -> Result<(model::TokenDto, http::HeaderValue), UpstreamError> {
         let credentials = self.credentials();
         let body = model::TokenRequestDto {
             api_key: &credentials.api_key,
             api_secret: credentials.api_secret.expose(),
         };
-        // In the trace of the call that needed the token (a refresh in the background: its own).
         let span = tracing::Span::current();
-        let trace = crate::telemetry::outgoing(&span);
         let body = serde_json::to_vec(&body)
             .map_err(|e| UpstreamError::BadResponse(format!("cannot encode the request: {e}")))?;
         let mut request = http::Request::new(RequestBody::new(body.into()));
@@ -385,10 +419,12 @@ impl TokenSource {
         token
     }
 
-    /// What a failed exchange tells: the breaker counts an outage, health says which failure.
+    /// What a failed exchange tells: the breaker counts an outage (one that hung until the
+    /// timeout opens it), health says which failure.
     fn record_failure(&self, err: &UpstreamError) {
         if err.is_outage() {
-            self.breaker.on_failure(false);
+            self.breaker
+                .on_shared_failure(matches!(err, UpstreamError::Timeout(_)));
         }
         let health = match err {
             UpstreamError::AuthFailed { .. } => {
@@ -408,7 +444,9 @@ impl TokenSource {
     pub async fn keep_fresh(self: Arc<Self>) {
         let mut backoff = Duration::from_millis(250);
         loop {
-            let deadline = Instant::now() + self.exchange_timeout;
+            // Longer than the exchange may take: it ends with OMS's answer or its own timeout,
+            // and a hung endpoint counts as the outage it is.
+            let deadline = Instant::now() + self.exchange_timeout + REFRESHER_SLACK;
             match self.token(deadline).await {
                 Ok(token) => {
                     backoff = Duration::from_millis(250);
@@ -433,5 +471,26 @@ impl std::fmt::Debug for TokenSource {
             .field("api_key", &self.credentials().api_key)
             .field("exchanges", &self.exchanges())
             .finish_non_exhaustive()
+    }
+}
+
+/// The outcome of the exchange `outcome` follows, waited for until `deadline`.
+async fn wait(
+    mut outcome: watch::Receiver<Outcome>,
+    deadline: Instant,
+) -> Result<Arc<Token>, UpstreamError> {
+    let ended = tokio::time::timeout_at(deadline, async {
+        outcome
+            .wait_for(Option::is_some)
+            .await
+            .map(|ended| ended.clone())
+    })
+    .await;
+    match ended {
+        Err(_) => Err(UpstreamError::DeadlineExceeded),
+        Ok(Ok(Some(result))) => result,
+        Ok(Ok(None) | Err(_)) => Err(UpstreamError::Transport(
+            "the OMS token exchange stopped before it finished".into(),
+        )),
     }
 }

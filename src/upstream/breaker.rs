@@ -5,6 +5,9 @@
 //! timeouts, 5xx, 429) open it. Open: calls are refused for the cool-down (doubling on each
 //! failed probe, up to `max_cooldown`). Then half-open: one probe goes out (a caller's call, or
 //! the background prober's), and its outcome closes or reopens the circuit. Any success closes it.
+//! The token exchange, which no admission lets out and every call needing a token waits for,
+//! reports its own failures ([`CircuitBreaker::on_shared_failure`]): one that hangs until its
+//! timeout opens the circuit at once.
 //! State changes are published so health can report NOT_SERVING while open.
 
 use std::sync::Mutex;
@@ -134,6 +137,37 @@ impl CircuitBreaker {
         }
     }
 
+    /// Records a failure that says OMS is unwell of a request no admission let out: the token
+    /// exchange, which every call that needs a token waits for. Closed: counted like any
+    /// failure, except that an exchange that reached its own timeout (`held_every_call`) opens
+    /// the circuit at once, since it held every caller for that whole timeout, and waiting for
+    /// `threshold` of them would hold them `threshold` times as long. Open with the cool-down
+    /// over and no probe out: the exchange was the probe, so the circuit reopens with a longer
+    /// cool-down. Otherwise the cool-down, or the probe out, decides.
+    pub fn on_shared_failure(&self, held_every_call: bool) {
+        let mut inner = self.lock();
+        inner.consecutive_failures = inner.consecutive_failures.saturating_add(1);
+        let now = Instant::now();
+        let open = match inner.open_until {
+            None => held_every_call || inner.consecutive_failures >= self.threshold,
+            Some(until) if now >= until && !inner.probing => {
+                inner.cooldown = (inner.cooldown * 2).min(self.max_cooldown);
+                true
+            }
+            Some(_) => false,
+        };
+        if open {
+            inner.open_until = Some(now + inner.cooldown);
+            let cooldown = inner.cooldown;
+            drop(inner);
+            tracing::warn!(
+                cooldown_ms = cooldown.as_millis() as u64,
+                "OMS token exchanges failing; circuit open"
+            );
+            self.state.send_replace(CircuitState::Open);
+        }
+    }
+
     /// Releases a probe that ended without telling anything (e.g. the caller cancelled).
     pub fn release_probe(&self) {
         self.lock().probing = false;
@@ -171,5 +205,31 @@ mod tests {
         breaker.on_success();
         assert_eq!(breaker.admit(), Admission::Allowed);
         assert_eq!(*breaker.subscribe().borrow(), CircuitState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timed_out_token_exchange_opens_at_once_and_reopens_a_cooled_down_circuit() {
+        let breaker = CircuitBreaker::new(5, Duration::from_secs(1), Duration::from_secs(8));
+        // Failures that answered fast count towards the threshold like any other.
+        breaker.on_shared_failure(false);
+        assert_eq!(breaker.admit(), Admission::Allowed);
+        // One that held every call for its whole timeout opens the circuit.
+        breaker.on_shared_failure(true);
+        assert!(matches!(breaker.admit(), Admission::Refused(_)));
+        assert_eq!(*breaker.subscribe().borrow(), CircuitState::Open);
+        // Cooling down: another failure changes nothing.
+        breaker.on_shared_failure(true);
+        tokio::time::advance(Duration::from_millis(1001)).await;
+        // Cooled down, no probe out: the exchange was the probe; the cool-down doubles.
+        breaker.on_shared_failure(true);
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        assert!(matches!(breaker.admit(), Admission::Refused(_)));
+        tokio::time::advance(Duration::from_millis(600)).await;
+        assert_eq!(breaker.admit(), Admission::Probe);
+        // A probe is out: its own verdict decides.
+        breaker.on_shared_failure(true);
+        assert!(matches!(breaker.admit(), Admission::Refused(_)));
+        breaker.on_success();
+        assert_eq!(breaker.admit(), Admission::Allowed);
     }
 }

@@ -4,6 +4,11 @@
 //! the configured rate up to a small burst, and a poller takes one permit per upstream request.
 //! Waiters are served in arrival order, so ten thousand pollers each get their turn and together
 //! never exceed the rate, whatever the number of watchers.
+//!
+//! The bucket cannot go into debt: a permit is taken only when it is there (the semaphore never
+//! goes below zero), and a waiter dropped before its turn (its poller stopped because its
+//! streams went away) leaves the queue holding nothing, so pollers that come and go leave the
+//! next one's turn where it was.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,5 +86,31 @@ mod tests {
         let elapsed = start.elapsed();
         assert!(elapsed >= Duration::from_millis(450), "{elapsed:?}");
         assert!(elapsed <= Duration::from_millis(1500), "{elapsed:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiters_that_go_away_before_their_turn_leave_the_next_one_served_on_time() {
+        // A burst of one permit, then one every 100 ms.
+        let budget = PollBudget::new(10.0);
+        budget.acquire().await;
+        let waiters: Vec<_> = (0..1000)
+            .map(|_| {
+                let budget = budget.clone();
+                tokio::spawn(async move { budget.acquire().await })
+            })
+            .collect();
+        // Let every waiter queue, then let them all go away before their turn.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        for waiter in &waiters {
+            waiter.abort();
+        }
+        for waiter in waiters {
+            let _ = waiter.await;
+        }
+        let start = tokio::time::Instant::now();
+        budget.acquire().await;
+        // The next refill, not 1,000 of them (100 s).
+        let elapsed = start.elapsed();
+        assert!(elapsed <= Duration::from_millis(150), "{elapsed:?}");
     }
 }

@@ -171,9 +171,11 @@ async fn health_is_serving_again_once_calls_succeed_after_a_rejected_token() {
     gateway.gateway.shutdown().await;
 }
 
-// Before: an exchange cut short by one caller's short deadline set health NOT_SERVING.
+// Before: an exchange cut short by one caller's short deadline set health NOT_SERVING. (An
+// exchange is no longer cut short by a caller: it outlives the caller, ends with OMS's answer and
+// leaves the token for the next call.)
 #[tokio::test]
-async fn an_exchange_cut_short_by_a_callers_deadline_leaves_health_serving() {
+async fn an_exchange_that_outlives_a_callers_deadline_leaves_health_serving() {
     let gateway = common::start().await;
     let created = common::create_cash_in(&gateway, "cst_health_deadline").await;
     gateway.sandbox().revoke_tokens();

@@ -215,7 +215,7 @@ impl RedisServer {
         }
     }
 
-    async fn conn(&self) -> redis::aio::MultiplexedConnection {
+    pub(crate) async fn conn(&self) -> redis::aio::MultiplexedConnection {
         self.client()
             .get_multiplexed_async_connection()
             .await
@@ -289,7 +289,7 @@ impl Replica {
             .map(|r| r.into_inner().status)
     }
 
-    fn cash_ins(&self) -> CashInServiceClient<Channel> {
+    pub(crate) fn cash_ins(&self) -> CashInServiceClient<Channel> {
         CashInServiceClient::new(self.channel.clone())
     }
 
@@ -321,7 +321,7 @@ impl Drop for Replica {
 }
 
 /// Redis, one sandbox, three replicas; and waits until the replicas see Redis (shared mode).
-async fn fleet(extra: &[&str]) -> (RedisServer, SandboxHandle, Vec<Replica>) {
+pub(crate) async fn fleet(extra: &[&str]) -> (RedisServer, SandboxHandle, Vec<Replica>) {
     fleet_on(RedisServer::start().await, extra).await
 }
 
@@ -354,7 +354,7 @@ fn gets_of(sandbox: &SandboxHandle, id: &str) -> usize {
         .count()
 }
 
-fn create(location: &pb::CashLocation, key: &str) -> pb::CreateCashInRequest {
+pub(crate) fn create(location: &pb::CashLocation, key: &str) -> pb::CreateCashInRequest {
     pb::CreateCashInRequest {
         idempotency_key: key.to_owned(),
         ..common::create_request(location, "cst_replicas")
