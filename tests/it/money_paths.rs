@@ -1,0 +1,315 @@
+//! The money paths, each tested so that it fails when money is at risk: a key reused with another
+//! body while the first call is in flight, on one gateway and on a replica that has no entry of
+//! its own.
+//!
+//! The sandbox's own Idempotency-Key deduplication is off in every test here
+//! ([`oms_sandbox::SandboxHandle::set_idempotency`]): each POST that reaches it executes, so what
+//! these tests see is the gateway's idempotency, not the sandbox's. What reached OMS is counted
+//! in the sandbox's journal, by the customer id each test's requests carry (the exact upstream
+//! key is not asserted here).
+
+use crate::common::{self, TestGateway};
+use crate::replicas::{RedisServer, redis_missing};
+
+use oms_gateway::config::{GatewaySettings, Secret};
+use oms_gateway::proto::v1 as pb;
+use oms_sandbox::{Fault, Gate, SandboxHandle};
+use std::time::Duration;
+use tonic::{Code, Request, Status};
+
+/// Attempts per upstream call in these tests (the default, stated so faults cover them all).
+const ATTEMPTS: u32 = 3;
+/// How long a gate holds a request if a test never opens it.
+const GATE_LIMIT: Duration = Duration::from_secs(60);
+/// The second call's deadline in the in-flight tests: a call that waits for the first call's
+/// outcome, instead of being refused, ends at this deadline while the first is still held.
+const SECOND_CALL_DEADLINE: Duration = Duration::from_secs(5);
+
+/// The test config with the circuit breaker out of the way: these tests fail every attempt of
+/// some calls on purpose, and count what reaches OMS, not what the breaker lets through.
+fn config() -> GatewaySettings {
+    let mut config = common::test_config();
+    config.upstream.max_attempts = ATTEMPTS;
+    config.upstream.breaker_threshold = 1000;
+    config
+}
+
+/// A gateway on its embedded sandbox, the sandbox's deduplication off.
+async fn gateway_alone(config: GatewaySettings) -> TestGateway {
+    let gateway = common::start_with(config).await;
+    gateway.sandbox().set_idempotency(false);
+    gateway
+}
+
+fn keyed(mut request: pb::CreateCashInRequest, key: &str) -> pb::CreateCashInRequest {
+    request.idempotency_key = key.to_owned();
+    request
+}
+
+fn with_deadline<T>(message: T, deadline: Duration) -> Request<T> {
+    let mut request = Request::new(message);
+    request.set_timeout(deadline);
+    request
+}
+
+/// The statuses the sandbox answered to the `POST /cash-ins` of `customer`, in order (0 while
+/// one is in flight, 499 when the gateway dropped it, [`CONNECTION_RESET`] for a reset).
+fn creates_of(sandbox: &SandboxHandle, customer: &str) -> Vec<u16> {
+    sandbox
+        .journal()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path == "/cash-ins")
+        .filter(|r| {
+            serde_json::from_str::<serde_json::Value>(&r.body)
+                .is_ok_and(|body| body["customerId"] == customer)
+        })
+        .map(|r| r.status)
+        .collect()
+}
+
+/// The statuses the sandbox answered to the refreshes of cash-in `id`, in order.
+fn refreshes_of(sandbox: &SandboxHandle, id: &str) -> Vec<u16> {
+    let path = format!("/cash-ins/{id}/refresh");
+    sandbox
+        .journal()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path == path)
+        .map(|r| r.status)
+        .collect()
+}
+
+/// A key reused with another request is refused as the contract says: FAILED_PRECONDITION with
+/// reason IDEMPOTENCY_KEY_REUSED, or ABORTED (the key is busy) with a retry hint; never an
+/// answer, never a wait for the other request's outcome.
+fn assert_refused_for_reuse(status: &Status) {
+    match status.code() {
+        Code::FailedPrecondition => {
+            let info = common::error_info(status);
+            assert_eq!(info.reason, "IDEMPOTENCY_KEY_REUSED", "{status:?}");
+        }
+        Code::Aborted => assert!(common::retry_delay(status).is_some(), "{status:?}"),
+        _ => panic!("a reused key must be refused at once, not waited on: {status:?}"),
+    }
+}
+
+// === A key reused with another body while the first call is in flight ===
+
+// Removing the fingerprint check of an in-flight entry in the gateway's idempotency layer makes
+// the second call join the first and, once it ends, receive the first call's cash-in.
+#[tokio::test]
+async fn a_create_reusing_a_key_in_flight_with_another_body_is_refused_and_gets_no_cash_in() {
+    let gateway = gateway_alone(config()).await;
+    let location = common::first_location(&gateway.channel).await;
+    let first = keyed(
+        common::create_request(&location, "cst_inflight"),
+        "in-flight",
+    );
+    let mut second = first.clone();
+    second.source.as_mut().expect("source").indicated_amount = Some("300.00".into());
+    let gate = Gate::new(GATE_LIMIT);
+    gateway
+        .sandbox()
+        .inject(Fault::hold(Some("POST"), "/cash-ins", 1, &gate));
+    let mut client = gateway.cash_ins();
+    let first_call = tokio::spawn(async move {
+        client
+            .create_cash_in(with_deadline(first, GATE_LIMIT))
+            .await
+    });
+    common::eventually(
+        Duration::from_secs(10),
+        "the first create held upstream",
+        async || creates_of(gateway.sandbox(), "cst_inflight") == [0],
+    )
+    .await;
+
+    let status = gateway
+        .cash_ins()
+        .create_cash_in(with_deadline(second, SECOND_CALL_DEADLINE))
+        .await
+        .map(|r| r.into_inner().cash_in.map(|c| c.id))
+        .expect_err("the second body must not get the first body's cash-in");
+    assert_refused_for_reuse(&status);
+    assert_eq!(
+        creates_of(gateway.sandbox(), "cst_inflight"),
+        [0],
+        "the reused key never reached OMS"
+    );
+
+    gate.open();
+    let cash_in = first_call
+        .await
+        .expect("task")
+        .expect("the first create, released")
+        .into_inner()
+        .cash_in
+        .expect("cash_in");
+    let amount = cash_in
+        .source
+        .as_ref()
+        .and_then(|s| s.indicated_amount.clone());
+    assert_eq!(amount.as_deref(), Some("200.00"));
+    assert_eq!(creates_of(gateway.sandbox(), "cst_inflight"), [201]);
+    assert_eq!(gateway.sandbox().cash_in_count(), 1);
+    gateway.gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_refresh_reusing_a_key_in_flight_for_another_cash_in_is_refused_and_refreshes_nothing() {
+    let gateway = gateway_alone(config()).await;
+    let held = common::create_cash_in(&gateway, "cst_inflight_r").await;
+    let other = common::create_cash_in(&gateway, "cst_inflight_r").await;
+    let refresh = |id: &str| pb::RefreshCashInRequest {
+        cash_in_id: id.to_owned(),
+        idempotency_key: "refresh-in-flight".into(),
+    };
+    let gate = Gate::new(GATE_LIMIT);
+    let held_path = format!("/cash-ins/{}/refresh", held.id);
+    gateway
+        .sandbox()
+        .inject(Fault::hold(Some("POST"), &held_path, 1, &gate));
+    let mut client = gateway.cash_ins();
+    let first = with_deadline(refresh(&held.id), GATE_LIMIT);
+    let first_call = tokio::spawn(async move { client.refresh_cash_in(first).await });
+    common::eventually(
+        Duration::from_secs(10),
+        "the first refresh held upstream",
+        async || refreshes_of(gateway.sandbox(), &held.id) == [0],
+    )
+    .await;
+
+    let status = gateway
+        .cash_ins()
+        .refresh_cash_in(with_deadline(refresh(&other.id), SECOND_CALL_DEADLINE))
+        .await
+        .map(|r| r.into_inner().cash_in.map(|c| c.id))
+        .expect_err("a refresh of another cash-in must not get the held one");
+    assert_refused_for_reuse(&status);
+    assert!(refreshes_of(gateway.sandbox(), &other.id).is_empty());
+
+    gate.open();
+    let refreshed = first_call
+        .await
+        .expect("task")
+        .expect("the first refresh, released")
+        .into_inner()
+        .cash_in
+        .expect("cash_in");
+    assert_eq!(refreshed.id, held.id);
+    assert_eq!(
+        gateway.get(&other.id).await.deposit_instructions,
+        other.deposit_instructions,
+        "the other cash-in's code still works"
+    );
+    gateway.gateway.shutdown().await;
+}
+
+const FLEET_SECRET: &str = "money-paths-fleet-secret";
+
+/// A gateway of a fleet: the remote `sandbox` as OMS, sharing `redis`.
+async fn replica(sandbox: &SandboxHandle, redis: &RedisServer) -> TestGateway {
+    let mut config =
+        common::remote_config(&sandbox.base_url(), common::REMOTE_API_KEY, FLEET_SECRET);
+    config.upstream.breaker_threshold = 1000;
+    config.redis.url = Some(Secret::new(redis.url()));
+    common::start_with(config).await
+}
+
+/// Waits until `a` and `b` share through Redis: a key `a` used is refused on `b` for another
+/// request. (Each probe `b` answers alone creates a cash-in of the probe customer; no test
+/// counts those.)
+async fn until_sharing(a: &TestGateway, b: &TestGateway, location: &pb::CashLocation) {
+    let mut probe = 0;
+    common::eventually(
+        Duration::from_secs(20),
+        "both gateways sharing through Redis",
+        async || {
+            probe += 1;
+            let key = format!("sharing-probe-{probe}");
+            let request = keyed(common::create_request(location, "cst_probe"), &key);
+            if a.cash_ins().create_cash_in(request).await.is_err() {
+                return false;
+            }
+            let other = keyed(common::create_request(location, "cst_probe_b"), &key);
+            matches!(
+                b.cash_ins().create_cash_in(other).await,
+                Err(status) if status.code() == Code::FailedPrecondition
+            )
+        },
+    )
+    .await;
+}
+
+// Removing the fingerprint check of a lease held in Redis makes the replica wait for the other
+// replica's call instead of refusing (and, were that call's outcome not stored, send the other
+// body upstream under the same key).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_replica_without_the_key_a_reuse_while_another_replica_holds_it_is_refused() {
+    if redis_missing("on_a_replica_without_the_key") {
+        return;
+    }
+    let redis = RedisServer::start().await;
+    let sandbox = common::start_remote_sandbox(FLEET_SECRET).await;
+    sandbox.set_idempotency(false);
+    let a = replica(&sandbox, &redis).await;
+    let b = replica(&sandbox, &redis).await;
+    let location = common::first_location(&a.channel).await;
+    until_sharing(&a, &b, &location).await;
+
+    let first = keyed(common::create_request(&location, "cst_fleet"), "fleet-key");
+    let mut second = first.clone();
+    second.source.as_mut().expect("source").indicated_amount = Some("300.00".into());
+    let gate = Gate::new(GATE_LIMIT);
+    sandbox.inject(Fault::hold(Some("POST"), "/cash-ins", 1, &gate));
+    let mut client = a.cash_ins();
+    let held = first.clone();
+    let first_call =
+        tokio::spawn(async move { client.create_cash_in(with_deadline(held, GATE_LIMIT)).await });
+    common::eventually(
+        Duration::from_secs(10),
+        "the first create held upstream",
+        async || creates_of(&sandbox, "cst_fleet") == [0],
+    )
+    .await;
+
+    let status = b
+        .cash_ins()
+        .create_cash_in(with_deadline(second.clone(), SECOND_CALL_DEADLINE))
+        .await
+        .map(|r| r.into_inner().cash_in.map(|c| c.id))
+        .expect_err("the other body must be refused on the other replica too");
+    assert_refused_for_reuse(&status);
+    assert_eq!(creates_of(&sandbox, "cst_fleet"), [0], "never reached OMS");
+
+    gate.open();
+    let cash_in = first_call
+        .await
+        .expect("task")
+        .expect("the first create, released")
+        .into_inner()
+        .cash_in
+        .expect("cash_in");
+    // Done now: the other body is still refused on b, and the first body replays there.
+    let status = b
+        .cash_ins()
+        .create_cash_in(second)
+        .await
+        .expect_err("the other body, once the first call is done");
+    assert_refused_for_reuse(&status);
+    let replayed = b
+        .cash_ins()
+        .create_cash_in(first)
+        .await
+        .expect("the first body again, on b")
+        .into_inner()
+        .cash_in
+        .expect("cash_in");
+    assert_eq!(replayed.id, cash_in.id);
+    assert_eq!(
+        creates_of(&sandbox, "cst_fleet"),
+        [201],
+        "one POST, one cash-in"
+    );
+    a.gateway.shutdown().await;
+    b.gateway.shutdown().await;
+}
