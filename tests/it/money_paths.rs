@@ -1,6 +1,6 @@
 //! The money paths, each tested so that it fails when money is at risk: a key reused with another
-//! body while the first call is in flight, on one gateway and on a replica that has no entry of
-//! its own.
+//! body while the first call is in flight (on one gateway, and on a replica that has no entry of
+//! its own), and which upstream answers are stored and replayed and which reach OMS again.
 //!
 //! The sandbox's own Idempotency-Key deduplication is off in every test here
 //! ([`oms_sandbox::SandboxHandle::set_idempotency`]): each POST that reaches it executes, so what
@@ -13,7 +13,7 @@ use crate::replicas::{RedisServer, redis_missing};
 
 use oms_gateway::config::{GatewaySettings, Secret};
 use oms_gateway::proto::v1 as pb;
-use oms_sandbox::{Fault, Gate, SandboxHandle};
+use oms_sandbox::{CONNECTION_RESET, Fault, Gate, SandboxHandle};
 use std::time::Duration;
 use tonic::{Code, Request, Status};
 
@@ -312,4 +312,221 @@ async fn on_a_replica_without_the_key_a_reuse_while_another_replica_holds_it_is_
     );
     a.gateway.shutdown().await;
     b.gateway.shutdown().await;
+}
+
+// === Which upstream answers are stored (replayed) and which reach OMS again ===
+
+/// What every attempt of a first create meets.
+#[derive(Clone, Copy, Debug)]
+enum Meets {
+    Status(u16),
+    Reset,
+}
+
+impl Meets {
+    fn label(self) -> String {
+        match self {
+            Meets::Status(status) => status.to_string(),
+            Meets::Reset => "reset".into(),
+        }
+    }
+
+    fn inject(self, sandbox: &SandboxHandle) {
+        // Enough for every attempt and a 401's one re-exchange; the rest are cleared.
+        let times = ATTEMPTS as usize + 1;
+        sandbox.inject(match self {
+            Meets::Status(status) => Fault::status(Some("POST"), "/cash-ins", times, status),
+            Meets::Reset => Fault::reset(Some("POST"), "/cash-ins", times),
+        });
+    }
+}
+
+/// A create whose every attempt meets `meets`, then the same create with the same key: returns
+/// the first call's status, the second call's answer (the cash-in id), and the POSTs each made
+/// (their statuses).
+async fn the_same_key_after(
+    gateway: &TestGateway,
+    location: &pb::CashLocation,
+    meets: Meets,
+) -> (Status, Result<String, Status>, Vec<u16>, Vec<u16>) {
+    let customer = format!("cst_meets_{}", meets.label());
+    let request = keyed(common::create_request(location, &customer), &customer);
+    meets.inject(gateway.sandbox());
+    let first = gateway
+        .cash_ins()
+        .create_cash_in(request.clone())
+        .await
+        .expect_err("every attempt failed");
+    gateway.sandbox().clear_faults();
+    let posts_first = creates_of(gateway.sandbox(), &customer);
+    let second = gateway
+        .cash_ins()
+        .create_cash_in(request)
+        .await
+        .map(|r| r.into_inner().cash_in.expect("cash_in").id);
+    let posts_second = creates_of(gateway.sandbox(), &customer)[posts_first.len()..].to_vec();
+    (first, second, posts_first, posts_second)
+}
+
+// Storing any of these outcomes (the key burnt for the idempotency window) leaves the second
+// call answered from the store, with no POST: the create the caller retried never happens.
+#[tokio::test]
+async fn a_create_whose_every_attempt_meets_a_5xx_or_a_reset_is_not_stored_and_then_creates_once() {
+    let gateway = gateway_alone(config()).await;
+    let location = common::first_location(&gateway.channel).await;
+    for (meets, code) in [
+        (Meets::Status(500), Code::Internal),
+        (Meets::Status(502), Code::Unavailable),
+        (Meets::Status(503), Code::Unavailable),
+        (Meets::Status(504), Code::DeadlineExceeded),
+        (Meets::Reset, Code::Unavailable),
+    ] {
+        let before = gateway.sandbox().cash_in_count();
+        let (first, second, posts_first, posts_second) =
+            the_same_key_after(&gateway, &location, meets).await;
+        assert_eq!(first.code(), code, "{meets:?}: {first:?}");
+        let failed = match meets {
+            Meets::Status(status) => status,
+            Meets::Reset => CONNECTION_RESET,
+        };
+        assert!(
+            !posts_first.is_empty() && posts_first.iter().all(|s| *s == failed),
+            "{meets:?}: every attempt met it: {posts_first:?}"
+        );
+        let id = second.unwrap_or_else(|s| panic!("{meets:?}: the key is not burnt: {s:?}"));
+        assert_eq!(
+            posts_second,
+            [201],
+            "{meets:?}: the same key reached OMS once more"
+        );
+        assert_eq!(gateway.sandbox().cash_in_count(), before + 1, "{meets:?}");
+        assert_eq!(gateway.get(&id).await.id, id);
+    }
+    gateway.gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn refusals_that_say_try_again_are_not_stored_and_the_same_key_then_creates_once() {
+    let gateway = gateway_alone(config()).await;
+    let location = common::first_location(&gateway.channel).await;
+    for (status, code) in [
+        (401, Code::Internal),
+        (408, Code::Unavailable),
+        (409, Code::Aborted),
+        (421, Code::Unavailable),
+        (425, Code::Unavailable),
+        (429, Code::ResourceExhausted),
+        (499, Code::Unavailable),
+    ] {
+        let before = gateway.sandbox().cash_in_count();
+        let (first, second, _, posts_second) =
+            the_same_key_after(&gateway, &location, Meets::Status(status)).await;
+        assert_eq!(first.code(), code, "{status}: {first:?}");
+        second.unwrap_or_else(|s| panic!("{status}: the key is not burnt: {s:?}"));
+        assert_eq!(
+            posts_second,
+            [201],
+            "{status}: the same key reached OMS once more"
+        );
+        assert_eq!(gateway.sandbox().cash_in_count(), before + 1, "{status}");
+    }
+    gateway.gateway.shutdown().await;
+}
+
+// Not storing these would let a retry reach OMS again, where an OMS that ignored the key (the
+// sandbox here) creates what it refused, or a real one answers what it answered.
+#[tokio::test]
+async fn success_and_omss_final_refusals_are_replayed_without_reaching_oms_again() {
+    let gateway = gateway_alone(config()).await;
+    let location = common::first_location(&gateway.channel).await;
+    for (status, code) in [
+        (400, Code::InvalidArgument),
+        (403, Code::PermissionDenied),
+        (404, Code::NotFound),
+        (422, Code::FailedPrecondition),
+    ] {
+        let (first, second, posts_first, posts_second) =
+            the_same_key_after(&gateway, &location, Meets::Status(status)).await;
+        assert_eq!(first.code(), code, "{status}: {first:?}");
+        let replayed = second.expect_err("the refusal again");
+        assert_eq!(
+            (replayed.code(), replayed.message()),
+            (first.code(), first.message()),
+            "{status}"
+        );
+        let info = |s: &Status| {
+            let info = common::error_info(s);
+            (info.reason, info.domain, info.metadata)
+        };
+        assert_eq!(info(&replayed), info(&first), "{status}");
+        assert_eq!(posts_first, [status], "{status}: one attempt");
+        assert!(
+            posts_second.is_empty(),
+            "{status}: replayed: {posts_second:?}"
+        );
+    }
+    assert_eq!(gateway.sandbox().cash_in_count(), 0);
+
+    let request = keyed(common::create_request(&location, "cst_success"), "success");
+    let created = gateway.cash_ins().create_cash_in(request.clone()).await;
+    let again = gateway.cash_ins().create_cash_in(request).await;
+    let id = |r: Result<tonic::Response<pb::CreateCashInResponse>, Status>| {
+        r.expect("CreateCashIn")
+            .into_inner()
+            .cash_in
+            .expect("cash_in")
+            .id
+    };
+    assert_eq!(id(again), id(created), "the success replayed");
+    assert_eq!(creates_of(gateway.sandbox(), "cst_success"), [201]);
+    gateway.gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_create_whose_every_attempt_times_out_is_not_stored_and_then_creates_once() {
+    let mut config = config();
+    config.upstream.request_timeout = Duration::from_secs(1);
+    let gateway = gateway_alone(config).await;
+    let location = common::first_location(&gateway.channel).await;
+    let request = keyed(common::create_request(&location, "cst_timeout"), "timeout");
+    let gate = Gate::new(GATE_LIMIT);
+    let times = ATTEMPTS as usize;
+    gateway
+        .sandbox()
+        .inject(Fault::hold(Some("POST"), "/cash-ins", times, &gate));
+    let mut first = Request::new(request.clone());
+    first.set_timeout(Duration::from_secs(30));
+    let status = gateway
+        .cash_ins()
+        .create_cash_in(first)
+        .await
+        .expect_err("every attempt timed out");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert_eq!(common::error_info(&status).reason, "UPSTREAM_TIMEOUT");
+    // Every abandoned attempt is dropped by the sandbox, with no effect.
+    common::eventually(
+        Duration::from_secs(10),
+        "every timed-out attempt dropped",
+        async || {
+            let posts = creates_of(gateway.sandbox(), "cst_timeout");
+            !posts.is_empty() && posts.iter().all(|s| *s == 499)
+        },
+    )
+    .await;
+    let attempts = creates_of(gateway.sandbox(), "cst_timeout").len();
+    gateway.sandbox().clear_faults();
+    gate.open();
+    gateway
+        .cash_ins()
+        .create_cash_in(request)
+        .await
+        .expect("the key is not burnt");
+    let posts = creates_of(gateway.sandbox(), "cst_timeout");
+    assert_eq!(
+        posts[attempts..],
+        [201],
+        "the same key reached OMS once more"
+    );
+    assert_eq!(gateway.sandbox().cash_in_count(), 1);
+    gateway.gateway.shutdown().await;
 }
