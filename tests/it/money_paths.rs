@@ -1,6 +1,7 @@
 //! The money paths, each tested so that it fails when money is at risk: a key reused with another
 //! body while the first call is in flight (on one gateway, and on a replica that has no entry of
-//! its own), and which upstream answers are stored and replayed and which reach OMS again.
+//! its own), which upstream answers are stored and replayed and which reach OMS again, and the
+//! caller's deadline ending a write and its upstream request.
 //!
 //! The sandbox's own Idempotency-Key deduplication is off in every test here
 //! ([`oms_sandbox::SandboxHandle::set_idempotency`]): each POST that reaches it executes, so what
@@ -11,10 +12,14 @@
 use crate::common::{self, TestGateway};
 use crate::replicas::{RedisServer, redis_missing};
 
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use hyper_util::rt::TokioExecutor;
 use oms_gateway::config::{GatewaySettings, Secret};
 use oms_gateway::proto::v1 as pb;
 use oms_sandbox::{CONNECTION_RESET, Fault, Gate, SandboxHandle};
+use pb::cash_in_service_client::CashInServiceClient;
 use std::time::Duration;
+use tokio::time::Instant;
 use tonic::{Code, Request, Status};
 
 /// Attempts per upstream call in these tests (the default, stated so faults cover them all).
@@ -528,5 +533,140 @@ async fn a_create_whose_every_attempt_times_out_is_not_stored_and_then_creates_o
         "the same key reached OMS once more"
     );
     assert_eq!(gateway.sandbox().cash_in_count(), 1);
+    gateway.gateway.shutdown().await;
+}
+
+// === The caller's deadline ends a write, and its upstream request ===
+
+/// How long OMS takes to answer in the deadline tests: far longer than the caller waits.
+const UPSTREAM_HOLD: Duration = Duration::from_secs(20);
+/// The caller's deadline in the deadline tests.
+const CALLER_DEADLINE: Duration = Duration::from_secs(1);
+/// How many times a deadline test lets tonic's own timer win the race (see
+/// [`ends_at_the_callers_deadline`]).
+const RACES: usize = 5;
+
+/// A client that sends the call's deadline (`grpc-timeout`) but, unlike tonic's `Channel`, does
+/// not enforce it itself, so what the test sees is the gateway's answer, not this client's own
+/// timer racing it.
+type Patient = CashInServiceClient<Client<HttpConnector, tonic::body::Body>>;
+
+fn patient_client(gateway: &TestGateway) -> Patient {
+    let http = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let origin = format!("http://{}", gateway.gateway.addr())
+        .parse()
+        .expect("origin");
+    CashInServiceClient::with_origin(http, origin)
+}
+
+/// A config in which only the caller's deadline can end the call early.
+fn deadline_config() -> GatewaySettings {
+    let mut config = config();
+    config.upstream.request_timeout = Duration::from_secs(60);
+    config.upstream.default_deadline = Duration::from_secs(60);
+    config
+}
+
+/// Runs `write` (one write against an upstream held for [`UPSTREAM_HOLD`], with the caller's
+/// deadline [`CALLER_DEADLINE`], which must end before the hold does) until the gateway answers
+/// DEADLINE_EXCEEDED itself, with its ErrorInfo.
+///
+/// The gateway gives up a little before the caller's deadline so that its answer comes first;
+/// tonic's server also ends a call at its `grpc-timeout`, with a bare CANCELLED "Timeout
+/// expired". On a machine so loaded that the gateway's handler starts later than tonic's timer
+/// by more than that margin, tonic's answer can win, so a lost race is tried again, up to
+/// [`RACES`] times. A gateway that ignores the caller's deadline never answers itself: tonic's
+/// timer ends every call (and without it, OMS's answer would, after the hold).
+async fn ends_at_the_callers_deadline(mut write: impl AsyncFnMut(usize) -> Status) {
+    let mut lost = Vec::new();
+    for n in 0..RACES {
+        let started = Instant::now();
+        let status = write(n).await;
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed < UPSTREAM_HOLD / 2,
+            "answered at the caller's deadline, not after OMS: {elapsed:?}"
+        );
+        match status.code() {
+            Code::DeadlineExceeded => {
+                let info = common::error_info(&status);
+                assert!(!info.reason.is_empty(), "{info:?}");
+                return;
+            }
+            Code::Cancelled if status.message() == "Timeout expired" => lost.push(status),
+            _ => panic!("DEADLINE_EXCEEDED expected: {status:?}"),
+        }
+    }
+    panic!(
+        "the gateway never answered at the caller's deadline itself; tonic's own timer ended \
+         every call: {lost:?}"
+    );
+}
+
+// An upstream deadline that ignores the caller's leaves the gateway waiting on OMS past the
+// caller's deadline: tonic's server-side timer then ends the call with a bare CANCELLED, and the
+// gateway never answers DEADLINE_EXCEEDED.
+#[tokio::test]
+async fn refresh_ends_at_the_callers_deadline_and_abandons_its_upstream_request() {
+    let gateway = gateway_alone(deadline_config()).await;
+    let created = common::create_cash_in(&gateway, "cst_deadline_refresh").await;
+    let path = format!("/cash-ins/{}/refresh", created.id);
+    ends_at_the_callers_deadline(async |n| {
+        gateway
+            .sandbox()
+            .inject(Fault::delay(Some("POST"), &path, 1, UPSTREAM_HOLD));
+        let request = pb::RefreshCashInRequest {
+            cash_in_id: created.id.clone(),
+            idempotency_key: format!("refresh-deadline-{n}"),
+        };
+        let status = patient_client(&gateway)
+            .refresh_cash_in(with_deadline(request, CALLER_DEADLINE))
+            .await
+            .map(|r| r.into_inner().cash_in.map(|c| c.id))
+            .expect_err("OMS is slower than the caller's deadline");
+        common::eventually(
+            Duration::from_secs(10),
+            "the refresh request abandoned",
+            async || refreshes_of(gateway.sandbox(), &created.id) == vec![499; n + 1],
+        )
+        .await;
+        status
+    })
+    .await;
+    assert_eq!(
+        gateway.get(&created.id).await.deposit_instructions,
+        created.deposit_instructions,
+        "no refresh happened"
+    );
+    gateway.gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn create_ends_at_the_callers_deadline_and_abandons_its_upstream_request() {
+    let gateway = gateway_alone(deadline_config()).await;
+    let location = common::first_location(&gateway.channel).await;
+    ends_at_the_callers_deadline(async |n| {
+        gateway
+            .sandbox()
+            .inject(Fault::delay(Some("POST"), "/cash-ins", 1, UPSTREAM_HOLD));
+        let customer = format!("cst_deadline_create_{n}");
+        let request = keyed(common::create_request(&location, &customer), &customer);
+        let status = patient_client(&gateway)
+            .create_cash_in(with_deadline(request, CALLER_DEADLINE))
+            .await
+            .map(|r| r.into_inner().cash_in.map(|c| c.id))
+            .expect_err("OMS is slower than the caller's deadline");
+        common::eventually(
+            Duration::from_secs(10),
+            "the create request abandoned",
+            async || creates_of(gateway.sandbox(), &customer) == [499],
+        )
+        .await;
+        status
+    })
+    .await;
+    assert_eq!(gateway.sandbox().cash_in_count(), 0);
     gateway.gateway.shutdown().await;
 }
