@@ -643,3 +643,108 @@ mod tests {
         );
     }
 }
+
+/// The replay decision ([`is_final_outcome`]) over every answer a write can meet upstream: a
+/// stored outcome is replayed for the whole idempotency window, so storing one that is not
+/// OMS's final word burns the caller's key, and not storing one that is lets a retry reach OMS
+/// again.
+#[cfg(test)]
+mod replay_decision {
+    use super::*;
+
+    fn upstream(source: UpstreamError) -> Result<(), GatewayError> {
+        Err(GatewayError::Upstream {
+            operation: crate::upstream::ops::CREATE_CASH_IN,
+            resource: None,
+            source,
+        })
+    }
+
+    fn http(status: u16) -> Result<(), GatewayError> {
+        upstream(UpstreamError::Http(Box::new(HttpFailure {
+            status,
+            message: "an answer".into(),
+            ..Default::default()
+        })))
+    }
+
+    #[test]
+    fn only_successes_and_omss_final_refusals_are_stored_for_replay() {
+        let table = [
+            ("200", Ok(()), true),
+            ("201", Ok(()), true),
+            ("400", http(400), true),
+            ("401", http(401), false),
+            (
+                "401 after a fresh token",
+                upstream(UpstreamError::AuthFailed {
+                    message: "bad credentials".into(),
+                    request_id: None,
+                }),
+                false,
+            ),
+            ("403", http(403), true),
+            ("404", http(404), true),
+            ("408", http(408), false),
+            ("409", http(409), false),
+            ("421", http(421), false),
+            ("422", http(422), true),
+            ("425", http(425), false),
+            ("429", http(429), false),
+            ("499", http(499), false),
+            ("500", http(500), false),
+            ("502", http(502), false),
+            ("503", http(503), false),
+            ("504", http(504), false),
+            (
+                "reset",
+                upstream(UpstreamError::Transport("connection reset".into())),
+                false,
+            ),
+            (
+                "connect",
+                upstream(UpstreamError::Connect("connection refused".into())),
+                false,
+            ),
+            (
+                "timeout",
+                upstream(UpstreamError::Timeout(Duration::from_secs(10))),
+                false,
+            ),
+            (
+                "the caller's deadline",
+                upstream(UpstreamError::DeadlineExceeded),
+                false,
+            ),
+            (
+                "circuit open",
+                upstream(UpstreamError::CircuitOpen(Duration::from_secs(1))),
+                false,
+            ),
+            (
+                "a 2xx that does not decode",
+                upstream(UpstreamError::BadResponse("not JSON".into())),
+                false,
+            ),
+            (
+                "the gateway's own validation",
+                Err(GatewayError::Invalid(vec![FieldViolation {
+                    field: "customer_id".into(),
+                    description: "required".into(),
+                }])),
+                true,
+            ),
+            (
+                "the gateway's own limit",
+                Err(GatewayError::Unavailable("shutting down".into())),
+                false,
+            ),
+        ];
+        let wrong: Vec<_> = table
+            .iter()
+            .filter(|(_, outcome, stored)| is_final_outcome(outcome) != *stored)
+            .map(|(answer, _, stored)| format!("{answer}: stored should be {stored}"))
+            .collect();
+        assert!(wrong.is_empty(), "{wrong:#?}");
+    }
+}

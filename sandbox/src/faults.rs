@@ -3,9 +3,15 @@
 //! A fault matches requests by optional method and path prefix and applies to the next `times`
 //! of them. Faults are consumed first-in first-out: the oldest fault that matches a request is
 //! the one that fires, so a test can script "503, then 429, then normal" as three injections.
+//!
+//! A [`Gate`] holds requests until the test opens it, so a test can keep a request in flight
+//! exactly as long as it needs (while it sends a second one) instead of guessing a delay.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::watch;
 
 /// One scripted misbehaviour.
 #[derive(Clone, Debug)]
@@ -33,6 +39,50 @@ pub enum FaultAction {
     /// Sleep this long, then handle the request normally. The sleep happens once the request
     /// holds its Idempotency-Key, as with a slow server: a retry sent meanwhile gets 409.
     Delay(Duration),
+    /// Wait until the gate is opened (or its limit passes), then handle the request normally.
+    /// Like `Delay`, the wait happens once the request holds its Idempotency-Key; a request
+    /// whose client goes away meanwhile is dropped (journalled 499) with no effect.
+    Hold(Gate),
+    /// Reset the connection instead of answering, before the request has any effect (the
+    /// journal records [`CONNECTION_RESET`](crate::CONNECTION_RESET)).
+    Reset,
+}
+
+/// What [`FaultAction::Hold`] waits for: opened by the test, once, for every request it holds
+/// and every later one. Clones share the gate. A held request waits at most the gate's `limit`,
+/// so a test that never opens it leaves no request waiting without a bound.
+#[derive(Clone, Debug)]
+pub struct Gate {
+    open: Arc<watch::Sender<bool>>,
+    limit: Duration,
+}
+
+// === impl Gate ===
+
+impl Gate {
+    /// A closed gate; the requests it holds go on by themselves after `limit`.
+    pub fn new(limit: Duration) -> Gate {
+        Gate {
+            open: Arc::new(watch::Sender::new(false)),
+            limit,
+        }
+    }
+
+    /// Lets every request held at this gate go on, now and from now on.
+    pub fn open(&self) {
+        self.open.send_replace(true);
+    }
+
+    /// Whether [`open`](Self::open) was called.
+    pub fn is_open(&self) -> bool {
+        *self.open.borrow()
+    }
+
+    /// Waits until the gate is open or its limit has passed.
+    pub(crate) async fn pass(&self) {
+        let mut open = self.open.subscribe();
+        let _ = tokio::time::timeout(self.limit, open.wait_for(|open| *open)).await;
+    }
 }
 
 // === impl Fault ===
@@ -62,6 +112,26 @@ impl Fault {
             path_prefix: path_prefix.to_owned(),
             times,
             action: FaultAction::Delay(delay),
+        }
+    }
+
+    /// Hold the next `times` matching requests at `gate` (see [`FaultAction::Hold`]).
+    pub fn hold(method: Option<&str>, path_prefix: &str, times: usize, gate: &Gate) -> Fault {
+        Fault {
+            method: method.map(str::to_owned),
+            path_prefix: path_prefix.to_owned(),
+            times,
+            action: FaultAction::Hold(gate.clone()),
+        }
+    }
+
+    /// Reset the connection of the next `times` matching requests, with no effect.
+    pub fn reset(method: Option<&str>, path_prefix: &str, times: usize) -> Fault {
+        Fault {
+            method: method.map(str::to_owned),
+            path_prefix: path_prefix.to_owned(),
+            times,
+            action: FaultAction::Reset,
         }
     }
 
@@ -133,5 +203,37 @@ mod tests {
         assert_eq!(status_of(q.take("POST", "/cash-ins")), Some(503));
         assert_eq!(status_of(q.take("POST", "/cash-ins")), None);
         assert_eq!(status_of(q.take("GET", "/x")), None);
+    }
+
+    #[tokio::test]
+    async fn a_gate_holds_until_opened_and_then_lets_everything_through() {
+        let gate = Gate::new(Duration::from_secs(60));
+        let held = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.pass().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!held.is_finished() && !gate.is_open());
+        gate.open();
+        tokio::time::timeout(Duration::from_secs(10), held)
+            .await
+            .expect("released by open")
+            .expect("task");
+        // Open stays open: a later request is not held.
+        tokio::time::timeout(Duration::from_secs(10), gate.pass())
+            .await
+            .expect("an open gate holds nothing");
+    }
+
+    #[tokio::test]
+    async fn a_gate_never_opened_holds_no_longer_than_its_limit() {
+        let gate = Gate::new(Duration::from_secs(1));
+        let started = std::time::Instant::now();
+        tokio::time::timeout(Duration::from_secs(30), gate.pass())
+            .await
+            .expect("the limit ends the hold");
+        // Timers never fire early.
+        assert!(started.elapsed() >= Duration::from_secs(1));
+        assert!(!gate.is_open());
     }
 }

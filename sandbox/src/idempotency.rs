@@ -6,6 +6,9 @@
 //! completes with a 2xx or a 4xx other than 409/429 the response is kept and replayed verbatim
 //! for the same fingerprint, and a different fingerprint gets 422. Anything else (5xx, 409, 429,
 //! a dropped request) releases the key so the caller's retry can run for real.
+//!
+//! Deduplication can be switched off (`SandboxHandle::set_idempotency`): every request then
+//! proceeds and nothing is recorded, as if OMS ignored the key.
 
 use std::collections::HashMap;
 
@@ -36,6 +39,8 @@ impl Record {
 pub(crate) enum Begin {
     /// First use (or a released key): handle it; the key is now in flight.
     Proceed,
+    /// Deduplication is off: handle it, and record nothing (no `complete` or `release` to do).
+    Untracked,
     /// Seen and finished: answer exactly this again, with no new effect.
     Replay { status: u16, body: Vec<u8> },
     /// The first request with this key is still being handled.
@@ -48,15 +53,34 @@ pub(crate) enum Begin {
 ///
 /// Records are kept for the sandbox's lifetime: it lives as long as a test or a demo, and a
 /// replay that silently stopped working after some TTL would only make tests flaky.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct IdempotencyStore {
     records: HashMap<(String, String), Record>,
+    /// Off: every request proceeds and nothing is recorded.
+    enabled: bool,
+}
+
+impl Default for IdempotencyStore {
+    fn default() -> Self {
+        IdempotencyStore {
+            records: HashMap::new(),
+            enabled: true,
+        }
+    }
 }
 
 // === impl IdempotencyStore ===
 
 impl IdempotencyStore {
+    /// Turns deduplication on or off (see the module docs).
+    pub(crate) fn set_enabled(&mut self, enabled: bool) {
+        self.enabled = enabled;
+    }
+
     pub(crate) fn begin(&mut self, scope: &str, key: &str, fingerprint: &str) -> Begin {
+        if !self.enabled {
+            return Begin::Untracked;
+        }
         let id = (scope.to_owned(), key.to_owned());
         match self.records.get(&id) {
             // A mismatched body is a caller bug whether or not the first request is done, so it
@@ -219,6 +243,29 @@ mod tests {
             s.begin("sk", "k", &fp),
             Begin::Replay { status: 400, .. }
         ));
+    }
+
+    #[test]
+    fn switched_off_every_request_proceeds_and_nothing_is_recorded() {
+        let mut s = IdempotencyStore::default();
+        let fp = fingerprint("POST", "/cash-ins", br#"{"a":1}"#);
+        let other = fingerprint("POST", "/cash-ins", br#"{"a":2}"#);
+        assert_eq!(s.begin("sk", "done", &fp), Begin::Proceed);
+        s.complete("sk", "done", 201, b"{}");
+        s.set_enabled(false);
+        // The same request again, another body, the same key twice at once: each one runs.
+        assert_eq!(s.begin("sk", "done", &fp), Begin::Untracked);
+        assert_eq!(s.begin("sk", "done", &other), Begin::Untracked);
+        assert_eq!(s.begin("sk", "k", &fp), Begin::Untracked);
+        assert_eq!(s.begin("sk", "k", &fp), Begin::Untracked);
+        s.set_enabled(true);
+        // Nothing was recorded while off; what was recorded before applies again.
+        assert_eq!(s.begin("sk", "k", &other), Begin::Proceed);
+        assert!(matches!(
+            s.begin("sk", "done", &fp),
+            Begin::Replay { status: 201, .. }
+        ));
+        assert_eq!(s.begin("sk", "done", &other), Begin::Reused);
     }
 
     #[test]

@@ -39,8 +39,9 @@ pub struct RecordedRequest {
     /// a `reset_after` fault it is the status the request would have been answered with).
     pub status: u16,
     /// The injected fault that hit this request, if any: `scripted:503`, `scripted:delay=300ms`,
-    /// or from a [`FaultPlan`](super::FaultPlan) `500` … `504`, `429`, `reset_before`,
-    /// `reset_after`, `latency=…`, `revoke`, joined with `+` when several hit (`503+revoke`).
+    /// `scripted:hold`, `scripted:reset`, or from a [`FaultPlan`](super::FaultPlan) `500` …
+    /// `504`, `429`, `reset_before`, `reset_after`, `latency=…`, `revoke`, joined with `+` when
+    /// several hit (`503+revoke`).
     pub fault: Option<String>,
     /// The client's address of the connection the request came on: requests on one connection
     /// share it, a new connection has a new port.

@@ -7,8 +7,10 @@
 //! cannot hide in the other. It follows the published docs where
 //! they agree, can speak either side where they contradict each other ([`Spelling`]), and lets
 //! tests see and script what happens on the wire ([`SandboxHandle::journal`],
-//! [`SandboxHandle::inject`]), or inject seeded random faults, connection resets included
-//! ([`FaultPlan`], settable at start, through the handle, or with `PUT /sandbox/faults`).
+//! [`SandboxHandle::inject`], a request held at a [`Gate`]), or inject seeded random faults,
+//! connection resets included ([`FaultPlan`], settable at start, through the handle, or with
+//! `PUT /sandbox/faults`). Its own Idempotency-Key deduplication can be switched off
+//! ([`SandboxHandle::set_idempotency`]), so that a client's idempotency is tested on its own.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -47,7 +49,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use fault_plan::{FaultPlan, FaultPlanError, FaultStats};
-pub use faults::{Fault, FaultAction};
+pub use faults::{Fault, FaultAction, Gate};
 pub use journal::{CONNECTION_RESET, RecordedRequest};
 pub use webhooks::{WebhookFaults, WebhookStats, WebhookTarget};
 
@@ -263,6 +265,21 @@ impl SandboxHandle {
     /// What the plan in force has done so far.
     pub fn fault_stats(&self) -> FaultStats {
         lock(&self.inner.sandbox.plan).stats()
+    }
+
+    /// Switches the sandbox's own Idempotency-Key deduplication off (`false`) or back on
+    /// (`true`, the default), from the next request on.
+    ///
+    /// A test aid. Off, every POST executes, as if OMS ignored the key: no replay of an earlier
+    /// answer, no 409 while a request with the key is in flight, no 422 for the key reused with
+    /// another body. A client's own idempotency (a gateway's store of outcomes, its sharing of
+    /// concurrent calls) is then all that stands between a retry and a second cash-in, so a test
+    /// sees that, and not the sandbox doing the work for it. The header is still required and
+    /// checked, and journalled. Nothing is recorded while off; what was recorded before applies
+    /// again once it is back on.
+    pub fn set_idempotency(&self, on: bool) {
+        tracing::info!(on, "sandbox: Idempotency-Key deduplication");
+        lock(&self.inner.sandbox.idempotency).set_enabled(on);
     }
 
     /// Queues a scripted fault (see [`Fault`]).

@@ -5,10 +5,11 @@
 //! pass the same steps in the same order: read the body → journal it and draw its faults
 //! (scripted first; the random plan's generator advances either way) → plan: revoke tokens →
 //! injected answer (a scripted or planned status, or a reset before any effect) → resolve the
-//! route (404/405) → bearer token (401) → Idempotency-Key (400/409/422 or replay) → injected
-//! delay → handler → remember the outcome for replays → answer with `x-request-id`, or reset the
-//! connection instead (`reset_after`). (A request a delay fault claims but that never reaches its
-//! handler is delayed just the same, at the end.)
+//! route (404/405) → bearer token (401) → Idempotency-Key (400/409/422 or replay; skipped when
+//! deduplication is off) → injected pause (a delay, or a hold at a gate) → handler → remember the
+//! outcome for replays → answer with `x-request-id`, or reset the connection instead
+//! (`reset_after`). (A request a pause fault claims but that never reaches its handler is paused
+//! just the same, at the end.)
 //!
 //! `GET`/`PUT /sandbox/faults`, the fault plan's own control, is never faulted.
 //! Per-route axum handlers would answer 404/405 and extractor rejections before any of this ran,
@@ -29,7 +30,7 @@ use super::clock::now_ms;
 use super::conn::Connection;
 use super::error::ApiError;
 use super::fault_plan::{Decision, PlannedAnswer};
-use super::faults::FaultAction;
+use super::faults::{FaultAction, Gate};
 use super::handlers;
 use super::idempotency::{Begin, fingerprint};
 use super::journal::{CLIENT_CLOSED, CONNECTION_RESET, RecordedRequest};
@@ -196,8 +197,25 @@ impl Injected {
         match (&self.scripted, &self.planned) {
             (Some(FaultAction::Respond { status, .. }), _) => Some(format!("scripted:{status}")),
             (Some(FaultAction::Delay(d)), _) => Some(format!("scripted:delay={d:?}")),
+            (Some(FaultAction::Hold(_)), _) => Some("scripted:hold".to_owned()),
+            (Some(FaultAction::Reset), _) => Some("scripted:reset".to_owned()),
             (None, Some(decision)) => Some(decision.label()),
             (None, None) => None,
+        }
+    }
+}
+
+/// How an injected fault makes a request wait before it is handled.
+enum Pause {
+    For(std::time::Duration),
+    Until(Gate),
+}
+
+impl Pause {
+    async fn wait(self) {
+        match self {
+            Pause::For(d) => tokio::time::sleep(d).await,
+            Pause::Until(gate) => gate.pass().await,
         }
     }
 }
@@ -304,7 +322,9 @@ async fn process(
             body,
             headers,
         }) => return (fault_reply(status, body, &headers), Ending::Answer),
-        Some(FaultAction::Delay(d)) => Some(d),
+        Some(FaultAction::Reset) => return (reset_reply(), Ending::ResetBefore),
+        Some(FaultAction::Delay(d)) => Some(Pause::For(d)),
+        Some(FaultAction::Hold(gate)) => Some(Pause::Until(gate)),
         None => None,
     };
     let mut ending = Ending::Answer;
@@ -312,7 +332,7 @@ async fn process(
         if plan.revoke {
             lock(&sandbox.tokens).revoke_all();
         }
-        delay = delay.or(plan.latency);
+        delay = delay.or(plan.latency.map(Pause::For));
         let early = match plan.answer {
             Some(PlannedAnswer::Status(status)) => {
                 Some((planned_error(status, None), Ending::Answer))
@@ -321,15 +341,7 @@ async fn process(
                 planned_error(StatusCode::TOO_MANY_REQUESTS, Some(retry_after)),
                 Ending::Answer,
             )),
-            Some(PlannedAnswer::ResetBefore) => Some((
-                // Never sent (see `entry`); it only says what happened if it ever were.
-                Reply::error(ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    "connection_reset",
-                    "injected fault: connection reset",
-                )),
-                Ending::ResetBefore,
-            )),
+            Some(PlannedAnswer::ResetBefore) => Some((reset_reply(), Ending::ResetBefore)),
             Some(PlannedAnswer::ResetAfter) => {
                 ending = Ending::ResetAfter;
                 None
@@ -337,8 +349,8 @@ async fn process(
             None => None,
         };
         if let Some(early) = early {
-            if let Some(d) = delay {
-                tokio::time::sleep(d).await;
+            if let Some(pause) = delay {
+                pause.wait().await;
             }
             return early;
         }
@@ -346,10 +358,20 @@ async fn process(
     let reply = answer(sandbox, parts, body, &mut delay).await;
     // A delayed request that never reached its handler (401, 409, a replay, …) is still
     // answered late: the fault delays the answer, whatever it turns out to be.
-    if let Some(d) = delay {
-        tokio::time::sleep(d).await;
+    if let Some(pause) = delay {
+        pause.wait().await;
     }
     (reply, ending)
+}
+
+/// What a reset before any effect would have answered. Never sent (see `entry`); it only says
+/// what happened if it ever were.
+fn reset_reply() -> Reply {
+    Reply::error(ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        "connection_reset",
+        "injected fault: connection reset",
+    ))
 }
 
 /// The answer of a planned status fault: an OMS-shaped error, with no effect.
@@ -369,13 +391,13 @@ fn planned_error(status: StatusCode, retry_after: Option<std::time::Duration>) -
     Reply::error(e)
 }
 
-/// Everything after faults. `delay` is taken (and slept) once the request holds its
+/// Everything after faults. `delay` is taken (and waited) once the request holds its
 /// Idempotency-Key and is about to run.
 async fn answer(
     sandbox: &Sandbox,
     parts: &Parts,
     body: Option<&[u8]>,
-    delay: &mut Option<std::time::Duration>,
+    delay: &mut Option<Pause>,
 ) -> Reply {
     let path = parts.uri.path();
     let Some(body) = body else {
@@ -420,7 +442,7 @@ async fn answer(
 
     let reservation = match (&api_key, parts.method == Method::POST) {
         (Some(scope), true) => match reserve(sandbox, parts, scope, body) {
-            Ok(r) => Some(r),
+            Ok(r) => r,
             Err(reply) => return reply,
         },
         _ => None,
@@ -428,8 +450,8 @@ async fn answer(
 
     // The delay runs with the key reserved, like a slow real server: a retry that gives up
     // waiting and resends meanwhile sees 409, not a second execution.
-    if let Some(d) = delay.take() {
-        tokio::time::sleep(d).await;
+    if let Some(pause) = delay.take() {
+        pause.wait().await;
     }
 
     let reply = match handlers::handle(sandbox, &route, &parts.uri, body) {
@@ -442,13 +464,14 @@ async fn answer(
     reply
 }
 
-/// Checks the Idempotency-Key and reserves it, or produces the answer that replaces handling.
+/// Checks the Idempotency-Key and reserves it (nothing to reserve when deduplication is off),
+/// or produces the answer that replaces handling.
 fn reserve<'a>(
     sandbox: &'a Sandbox,
     parts: &Parts,
     scope: &str,
     body: &[u8],
-) -> Result<Reservation<'a>, Reply> {
+) -> Result<Option<Reservation<'a>>, Reply> {
     let key = match parts.headers.get(&IDEMPOTENCY_KEY).map(HeaderValue::to_str) {
         // An empty header is as good as none.
         None | Some(Ok("")) => {
@@ -472,12 +495,13 @@ fn reserve<'a>(
     let fp = fingerprint(parts.method.as_str(), parts.uri.path(), body);
     let begin = lock(&sandbox.idempotency).begin(scope, key, &fp);
     match begin {
-        Begin::Proceed => Ok(Reservation {
+        Begin::Proceed => Ok(Some(Reservation {
             sandbox,
             scope: scope.to_owned(),
             key: key.to_owned(),
             done: false,
-        }),
+        })),
+        Begin::Untracked => Ok(None),
         Begin::Replay { status, body } => Err(Reply {
             status: StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
             body,

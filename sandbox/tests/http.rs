@@ -7,8 +7,8 @@ use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
 use oms_sandbox::{
-    CONNECTION_RESET, Fault, FaultAction, FaultPlan, FaultStats, SandboxHandle, SandboxSettings,
-    Spelling, start,
+    CONNECTION_RESET, Fault, FaultAction, FaultPlan, FaultStats, Gate, SandboxHandle,
+    SandboxSettings, Spelling, start,
 };
 
 /// A thin client: one bearer token, JSON in and out.
@@ -376,6 +376,164 @@ async fn a_key_in_flight_answers_409() {
     let third = api.post("/cash-ins", Some("k"), Some(body)).await;
     assert_eq!(third.headers["idempotent-replayed"], "true");
     sb.shutdown().await;
+}
+
+// === Idempotency-Key deduplication switched off (a test aid) ===
+
+#[tokio::test]
+async fn with_idempotency_off_every_post_runs_as_if_the_key_were_ignored() {
+    let (sb, api) = sandbox(config()).await;
+    let body = api.create_body().await;
+    let before = api.post("/cash-ins", Some("k"), Some(body.clone())).await;
+    assert_eq!(before.status, 201);
+    sb.set_idempotency(false);
+
+    // The same key and body again: a second cash-in, not a replay.
+    let again = api.post("/cash-ins", Some("k"), Some(body.clone())).await;
+    assert_eq!(again.status, 201, "{}", again.body);
+    assert!(again.headers.get("idempotent-replayed").is_none());
+    assert_ne!(again.body["id"], before.body["id"]);
+    // The same key with another body: executed too, not 422.
+    let mut other = body.clone();
+    other["source"]["indicatedAmount"] = json!("300.00");
+    let reused = api.post("/cash-ins", Some("k"), Some(other.clone())).await;
+    assert_eq!(reused.status, 201, "{}", reused.body);
+    assert_eq!(reused.body["source"]["indicatedAmount"], "300.00");
+    // A refresh twice with one key refreshes twice.
+    let id = before.body["id"].as_str().expect("id").to_owned();
+    let code = |a: &Answer| a.body["depositInstructions"]["code"].clone();
+    let path = format!("/cash-ins/{id}/refresh");
+    let first = api.post(&path, Some("r"), None).await;
+    let second = api.post(&path, Some("r"), None).await;
+    assert_eq!((first.status, second.status), (200, 200));
+    assert_ne!(code(&first), code(&second), "refreshed twice");
+    // The header is still required.
+    let keyless = api.post("/cash-ins", None, Some(body.clone())).await;
+    assert_eq!(keyless.code(), "idempotency_key_required");
+    assert_eq!(sb.cash_in_count(), 3);
+
+    // Back on: what was recorded before applies again; nothing was recorded while off.
+    sb.set_idempotency(true);
+    let replay = api.post("/cash-ins", Some("k"), Some(body)).await;
+    assert_eq!(replay.headers["idempotent-replayed"], "true");
+    assert_eq!(replay.body["id"], before.body["id"]);
+    let fresh = api.post(&path, Some("r"), None).await;
+    assert!(fresh.headers.get("idempotent-replayed").is_none());
+    assert_eq!(sb.cash_in_count(), 3);
+    sb.shutdown().await;
+}
+
+#[tokio::test]
+async fn with_idempotency_off_a_key_in_flight_does_not_stop_a_second_post() {
+    let (sb, api) = sandbox(config()).await;
+    let body = api.create_body().await;
+    sb.set_idempotency(false);
+    let gate = Gate::new(Duration::from_secs(30));
+    sb.inject(Fault::hold(Some("POST"), "/cash-ins", 1, &gate));
+    let held = api.post("/cash-ins", Some("k"), Some(body.clone()));
+    let second = async {
+        wait_until(&sb, "the first POST held", |sb| {
+            sb.journal().iter().any(|r| r.status == 0)
+        })
+        .await;
+        let second = api.post("/cash-ins", Some("k"), Some(body.clone())).await;
+        gate.open();
+        second
+    };
+    let (held, second) = tokio::join!(held, second);
+    assert_eq!((held.status, second.status), (201, 201), "not 409");
+    assert_ne!(held.body["id"], second.body["id"]);
+    assert_eq!(sb.cash_in_count(), 2);
+    sb.shutdown().await;
+}
+
+// === Scripted holds and resets ===
+
+#[tokio::test]
+async fn a_held_request_keeps_its_key_until_the_gate_opens() {
+    let (sb, api) = sandbox(config()).await;
+    let body = api.create_body().await;
+    let gate = Gate::new(Duration::from_secs(30));
+    sb.inject(Fault::hold(Some("POST"), "/cash-ins", 1, &gate));
+    let held = api.post("/cash-ins", Some("k"), Some(body.clone()));
+    let meanwhile = async {
+        wait_until(&sb, "the POST held", |sb| {
+            sb.journal().iter().any(|r| r.status == 0)
+        })
+        .await;
+        let second = api.post("/cash-ins", Some("k"), Some(body.clone())).await;
+        let count = sb.cash_in_count();
+        gate.open();
+        (second, count)
+    };
+    let (held, (second, count_while_held)) = tokio::join!(held, meanwhile);
+    assert_eq!(count_while_held, 0, "nothing happened while held");
+    assert_eq!(second.status, 409, "{}", second.body);
+    assert_eq!(held.status, 201);
+    let faults: Vec<Option<String>> = sb.journal().into_iter().map(|r| r.fault).collect();
+    assert!(faults.contains(&Some("scripted:hold".into())), "{faults:?}");
+    assert_eq!(sb.cash_in_count(), 1);
+    sb.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_held_request_whose_client_leaves_has_no_effect_and_frees_its_key() {
+    let (sb, api) = sandbox(config()).await;
+    let body = api.create_body().await;
+    let gate = Gate::new(Duration::from_secs(30));
+    sb.inject(Fault::hold(Some("POST"), "/cash-ins", 1, &gate));
+    let held = api.post("/cash-ins", Some("k"), Some(body.clone()));
+    let gave_up = tokio::time::timeout(Duration::from_secs(1), held).await;
+    assert!(gave_up.is_err(), "held past the client's patience");
+    wait_until(&sb, "the dropped request journalled 499", |sb| {
+        sb.journal().iter().any(|r| r.status == 499)
+    })
+    .await;
+    gate.open();
+    assert_eq!(sb.cash_in_count(), 0);
+    let retried = api.post("/cash-ins", Some("k"), Some(body)).await;
+    assert_eq!(retried.status, 201, "{}", retried.body);
+    assert!(retried.headers.get("idempotent-replayed").is_none());
+    sb.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_scripted_reset_has_no_effect_and_the_client_sees_no_answer() {
+    let (sb, api) = sandbox(config()).await;
+    let body = api.create_body().await;
+    sb.inject(Fault::reset(Some("POST"), "/cash-ins", 1));
+    let sent = api
+        .http
+        .post(format!("{}/cash-ins", api.base))
+        .bearer_auth(&api.token)
+        .header("Idempotency-Key", "k")
+        .json(&body)
+        .send()
+        .await;
+    let error = sent.expect_err("no answer, only a reset");
+    assert!(!error.is_timeout() && error.status().is_none(), "{error:?}");
+    let last = sb.journal().pop().expect("entry");
+    assert_eq!(
+        (last.status, last.fault.as_deref()),
+        (CONNECTION_RESET, Some("scripted:reset"))
+    );
+    assert_eq!(sb.cash_in_count(), 0);
+    let retried = api.post("/cash-ins", Some("k"), Some(body)).await;
+    assert_eq!(retried.status, 201);
+    assert!(retried.headers.get("idempotent-replayed").is_none());
+    sb.shutdown().await;
+}
+
+/// Polls `condition` every 10 ms; fails the test after 10 s.
+async fn wait_until(sb: &SandboxHandle, what: &str, condition: impl Fn(&SandboxHandle) -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !condition(sb) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test]

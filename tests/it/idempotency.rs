@@ -1,6 +1,10 @@
 //! Idempotency of CreateCashIn and RefreshCashIn as a caller sees it: where the key comes from,
 //! which key is echoed, and that retries (the caller's or the gateway's own) never create a
 //! second cash-in. What the gateway sent is read from the sandbox's journal.
+//!
+//! Where a test is about the gateway's own replay or refusal, it first switches the sandbox's
+//! deduplication off ([`gateway_alone`]): the sandbox would otherwise replay or refuse the key
+//! itself, and the test would pass with the gateway's idempotency layer gone.
 
 use crate::common;
 
@@ -27,6 +31,15 @@ fn metadata_text(metadata: &tonic::metadata::MetadataMap, name: &str) -> String 
         .to_owned()
 }
 
+/// A gateway on its embedded sandbox, with the sandbox's own Idempotency-Key deduplication off:
+/// every POST that reaches it executes, so only the gateway stands between a repeat and a second
+/// cash-in.
+async fn gateway_alone() -> common::TestGateway {
+    let gateway = common::start().await;
+    gateway.sandbox().set_idempotency(false);
+    gateway
+}
+
 /// The Idempotency-Key headers of every `POST /cash-ins` the sandbox received, in order.
 fn create_keys(gateway: &common::TestGateway) -> Vec<Option<String>> {
     gateway
@@ -40,7 +53,7 @@ fn create_keys(gateway: &common::TestGateway) -> Vec<Option<String>> {
 
 #[tokio::test]
 async fn the_same_key_twice_returns_the_same_cash_in_and_creates_one() {
-    let gateway = common::start().await;
+    let gateway = gateway_alone().await;
     let location = common::first_location(&gateway.channel).await;
     let mut request = common::create_request(&location, "cst_idem1");
     request.idempotency_key = "order-789-attempt".into();
@@ -63,10 +76,10 @@ async fn the_same_key_twice_returns_the_same_cash_in_and_creates_one() {
     assert_eq!(second.id, first.id);
     assert_eq!(second, first, "the replay is the original answer");
     assert_eq!(gateway.sandbox().cash_in_count(), 1);
-    // Whether the gateway replays the second call itself or OMS does, every creation attempt
-    // that went upstream carried the caller's key.
+    // The gateway replayed the second call itself; the one creation that went upstream carried
+    // the caller's key.
     let keys = create_keys(&gateway);
-    assert!(!keys.is_empty());
+    assert_eq!(keys.len(), 1, "{keys:?}");
     // Anonymous keys are qualified too (`0::` = no caller), like every key sent to OMS.
     assert!(
         keys.iter()
@@ -207,7 +220,7 @@ async fn a_retry_after_an_upstream_503_carries_the_same_key_and_creates_one_cash
 
 #[tokio::test]
 async fn the_same_key_with_another_request_is_failed_precondition() {
-    let gateway = common::start().await;
+    let gateway = gateway_alone().await;
     let location = common::first_location(&gateway.channel).await;
     let mut request = common::create_request(&location, "cst_idem6");
     request.idempotency_key = "reused-key".into();
@@ -223,8 +236,7 @@ async fn the_same_key_with_another_request_is_failed_precondition() {
         .await
         .expect_err("a key reused with another body");
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
-    // OMS's 422 (or the gateway's own check, if it remembers the key): either way the reason
-    // says the key was reused.
+    // The gateway's own check: the sandbox no longer refuses a reused key.
     let info = common::error_info(&status);
     assert_eq!(info.reason, "IDEMPOTENCY_KEY_REUSED", "{info:?}");
     assert_eq!(
@@ -236,12 +248,17 @@ async fn the_same_key_with_another_request_is_failed_precondition() {
         "the key is echoed on errors too"
     );
     assert_eq!(gateway.sandbox().cash_in_count(), 1);
+    assert_eq!(
+        create_keys(&gateway).len(),
+        1,
+        "the reuse never reached OMS"
+    );
     gateway.gateway.shutdown().await;
 }
 
 #[tokio::test]
 async fn refreshing_twice_with_one_key_refreshes_once() {
-    let gateway = common::start().await;
+    let gateway = gateway_alone().await;
     let created = common::create_cash_in(&gateway, "cst_idem7").await;
     let refresh = || pb::RefreshCashInRequest {
         cash_in_id: created.id.clone(),
@@ -267,6 +284,8 @@ async fn refreshing_twice_with_one_key_refreshes_once() {
     assert_eq!(code(&second), code(&first));
     let current = gateway.get(&created.id).await;
     assert_eq!(code(&current), code(&first), "no second refresh happened");
+    let refresh_path = format!("/cash-ins/{}/refresh", created.id);
+    assert_eq!(gateway.sandbox().count("POST", &refresh_path), 1);
     gateway.gateway.shutdown().await;
 }
 

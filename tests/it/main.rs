@@ -19,6 +19,7 @@ mod health_reflection;
 mod idempotency;
 mod limits;
 mod metrics;
+mod money_paths;
 mod probe_port;
 mod reliability;
 mod reliability_malformed;
