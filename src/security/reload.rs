@@ -3,9 +3,15 @@
 //! Secret mounts, which swap a symlink). A watcher compares the files' contents every
 //! `--reload-interval` and on SIGHUP; when any changed, it hands all of them to a reload function.
 //! A reload that fails keeps what was loaded before and logs an error once per change, so a
-//! half-written or broken file never takes the gateway down.
+//! half-written or broken file never takes the gateway down. [`load_tls`] and
+//! [`load_authz_policy`] load the TLS listener's configuration and the policy at start (a file
+//! that cannot be read or parsed refuses the start) and follow them with such a watcher.
 
+use super::{SharedPolicy, tls};
+use crate::config::SecuritySettings;
+use crate::server::StartError;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
@@ -73,4 +79,77 @@ pub fn spawn(
             }
         }
     })
+}
+
+/// The TLS listener's configuration, when `--tls-cert`/`--tls-key` are given, reloaded (by a
+/// task pushed to `reloaders`) when the files change.
+pub(crate) fn load_tls(
+    settings: &SecuritySettings,
+    reloaders: &mut Vec<JoinHandle<()>>,
+) -> Result<Option<tls::SharedConfig>, StartError> {
+    let (cert, key) = match (&settings.tls_cert, &settings.tls_key) {
+        (Some(cert), Some(key)) => (cert, key),
+        (None, None) if settings.tls_client_ca.is_some() => {
+            return Err(StartError::Config(
+                "--tls-client-ca needs --tls-cert and --tls-key".into(),
+            ));
+        }
+        (None, None) => return Ok(None),
+        _ => {
+            return Err(StartError::Config(
+                "--tls-cert and --tls-key go together".into(),
+            ));
+        }
+    };
+    let files = tls::TlsFiles {
+        cert: cert.clone(),
+        key: key.clone(),
+        client_ca: settings.tls_client_ca.clone(),
+    };
+    let shared: tls::SharedConfig = Arc::new(std::sync::RwLock::new(
+        files
+            .load()
+            .map_err(|e| StartError::Config(format!("TLS: {e}")))?,
+    ));
+    let target = shared.clone();
+    let paths = files.paths();
+    reloaders.push(spawn(
+        "TLS certificate",
+        paths,
+        settings.reload_interval,
+        move |contents| {
+            let config = tls::server_config(&files, contents)?;
+            *target.write().unwrap_or_else(|e| e.into_inner()) = config;
+            Ok(())
+        },
+    ));
+    Ok(Some(shared))
+}
+
+/// The authorization policy, when `--authz-policy` is given, reloaded when the file changes.
+pub(crate) fn load_authz_policy(
+    settings: &SecuritySettings,
+    reloaders: &mut Vec<JoinHandle<()>>,
+) -> Result<Option<SharedPolicy>, StartError> {
+    let Some(path) = &settings.authz_policy else {
+        return Ok(None);
+    };
+    let shared: SharedPolicy = Arc::new(std::sync::RwLock::new(Arc::new(
+        super::load_policy(path).map_err(StartError::Config)?,
+    )));
+    let target = shared.clone();
+    let shown = path.display().to_string();
+    reloaders.push(spawn(
+        "authorization policy",
+        vec![path.clone()],
+        settings.reload_interval,
+        move |contents| {
+            let text = String::from_utf8_lossy(&contents[0]);
+            let policy =
+                super::policy::Policy::parse(&text).map_err(|e| format!("{shown}: {e}"))?;
+            *target.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
+            Ok(())
+        },
+    ));
+    Ok(Some(shared))
 }
