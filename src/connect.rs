@@ -12,8 +12,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::task::JoinHandle;
 
-/// The upstream and its client (recording into `metrics`); with a remote OMS, its credential
-/// files followed by a task pushed to `reloaders`.
+/// The upstream, its URL as it may be shown (any password masked, see `config::redact`) and its
+/// client (recording into `metrics`); with a remote OMS, its credential files followed by a task
+/// pushed to `reloaders`.
 pub(crate) async fn connect_upstream(
     config: &GatewaySettings,
     metrics: &Arc<Metrics>,
@@ -30,7 +31,7 @@ pub(crate) async fn connect_upstream(
     if sandbox.is_none() {
         follow_credential_files(config, &client, reloaders);
     }
-    Ok((sandbox, base_url, client))
+    Ok((sandbox, crate::config::redact::url(&base_url), client))
 }
 
 /// The upstream: the configured OMS, or the embedded sandbox started here.

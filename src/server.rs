@@ -83,7 +83,7 @@ impl RunningGateway {
         self.addr
     }
 
-    /// The upstream base URL.
+    /// The upstream base URL, as it may be shown (any password masked).
     pub fn upstream_url(&self) -> &str {
         &self.upstream_url
     }
@@ -234,7 +234,7 @@ pub async fn start(config: GatewaySettings) -> Result<RunningGateway, StartError
     })
 }
 
-/// The webhook endpoint (issue 13), when `--webhook-secret-file` is given; it needs the admin
+/// The webhook endpoint, when `--webhook-secret-file` is given; it needs the admin
 /// listener it is served on.
 fn webhook_endpoint(
     config: &GatewaySettings,

@@ -623,7 +623,7 @@ async fn audit_lines_record_each_mutation_and_refusal_without_a_secret() {
     let dir = tls::temp_dir("audit");
     let mut config = tls::tls_config(&dir, &ca.server(), Some(&ca.pem));
     config.oms_base_url = Some(sandbox.base_url());
-    config.oms_api_key = Some(common::REMOTE_API_KEY.to_owned());
+    config.oms_api_key = Some(oms_gateway::config::Secret::new(common::REMOTE_API_KEY));
     config.oms_api_secret = Some(oms_gateway::config::Secret::new(&secret));
     config.security.authz_policy = Some(tls::write(&dir, "policy.toml", POLICY));
     let gateway = tls::start(config).await;

@@ -6,6 +6,7 @@
 
 mod admin;
 mod file;
+pub mod redact;
 mod redis;
 mod runtime;
 mod sandbox;
@@ -176,12 +177,17 @@ pub struct GatewaySettings {
 
     /// The OMS REST API base URL, including its version path, e.g.
     /// https://sandbox-api.polygon.technology/v0.9. Unset: start the embedded sandbox.
-    #[arg(long = "oms-base-url", env = "OMS_BASE_URL")]
+    #[arg(
+        long = "oms-base-url",
+        env = "OMS_BASE_URL",
+        value_hint = clap::ValueHint::Url,
+        hide_env_values = true
+    )]
     pub oms_base_url: Option<String>,
 
-    /// The OMS API key (`sk_...`).
-    #[arg(long = "oms-api-key", env = "OMS_API_KEY")]
-    pub oms_api_key: Option<String>,
+    /// The OMS API key (`sk_...`). Never logged.
+    #[arg(long = "oms-api-key", env = "OMS_API_KEY", hide_env_values = true)]
+    pub oms_api_key: Option<Secret>,
 
     /// The OMS API secret. Never logged.
     #[arg(
@@ -245,7 +251,7 @@ pub struct GatewaySettings {
     #[command(flatten)]
     pub runtime: RuntimeSettings,
 
-    /// OMS webhooks (issue 13) and the reconcile interval they allow.
+    /// OMS webhooks and the reconcile interval they allow.
     #[command(flatten)]
     pub webhooks: WebhookSettings,
 }
@@ -462,7 +468,10 @@ impl GatewaySettings {
             (Some(url), true, true) => {
                 let url = url.trim().trim_end_matches('/').to_owned();
                 if !(url.starts_with("https://") || url.starts_with("http://")) {
-                    return Err(format!("OMS_BASE_URL must be an http(s) URL, got `{url}`"));
+                    return Err(format!(
+                        "OMS_BASE_URL must be an http(s) URL, got `{}`",
+                        redact::url(&url)
+                    ));
                 }
                 let (api_key, api_secret) = self.api_credentials()?;
                 Ok(UpstreamTarget::Remote {
@@ -524,7 +533,7 @@ impl GatewaySettings {
         };
         let api_key = match (&self.oms_api_key_file, &self.oms_api_key) {
             (Some(path), _) => read(path, "key")?,
-            (None, Some(key)) => key.clone(),
+            (None, Some(key)) => key.expose().to_owned(),
             (None, None) => return Err("OMS_API_KEY is not set".into()),
         };
         let api_secret = match (&self.oms_api_secret_file, &self.oms_api_secret) {

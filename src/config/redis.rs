@@ -11,7 +11,12 @@ pub struct RedisSettings {
     /// Redis shared by every replica: `redis://[user:password@]host:port[/db]`, or `rediss://`
     /// for TLS. With --redis-cluster, a comma-separated list of seed nodes. Unset: everything
     /// stays in this process. Held as a secret: it may carry a password.
-    #[arg(long = "redis-url", env = "OMS_GATEWAY_REDIS_URL")]
+    #[arg(
+        long = "redis-url",
+        env = "OMS_GATEWAY_REDIS_URL",
+        value_hint = clap::ValueHint::Url,
+        hide_env_values = true
+    )]
     pub url: Option<Secret>,
     /// Treat --redis-url as the seed nodes of a Redis Cluster.
     #[arg(long = "redis-cluster", env = "OMS_GATEWAY_REDIS_CLUSTER")]

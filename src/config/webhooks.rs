@@ -1,4 +1,4 @@
-//! The webhook settings (issue 13): where the Standard Webhooks secret is read from (its
+//! The webhook settings: where the Standard Webhooks secret is read from (its
 //! presence turns `POST /webhooks/oms` on), the relaxed poll interval pollers use while webhooks
 //! arrive, and how long after the last good delivery webhooks still count as arriving.
 
@@ -20,7 +20,12 @@ pub struct WebhookSettings {
     #[arg(long = "webhook-healthy-window", env = "OMS_GATEWAY_WEBHOOK_HEALTHY_WINDOW", default_value = "3m", value_parser = parse_duration)]
     pub healthy_window: Duration,
     /// The embedded sandbox delivers signed webhooks of every state change here (`self`: this gateway's own POST /webhooks/oms), signed with the first --webhook-secret-file secret.
-    #[arg(long = "sandbox-webhook-url", env = "OMS_SANDBOX_WEBHOOK_URL")]
+    #[arg(
+        long = "sandbox-webhook-url",
+        env = "OMS_SANDBOX_WEBHOOK_URL",
+        value_hint = clap::ValueHint::Url,
+        hide_env_values = true
+    )]
     pub sandbox_url: Option<String>,
     /// Faults in the embedded sandbox's webhooks, probabilities per event: `drop=0.1,duplicate=0.2,reorder=0.2,bad-signature=0.1` (`none`: none).
     #[arg(long = "sandbox-webhook-faults", env = "OMS_SANDBOX_WEBHOOK_FAULTS", default_value = "none", value_parser = parse_webhook_faults)]
