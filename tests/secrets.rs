@@ -621,3 +621,48 @@ async fn no_setting_that_can_carry_a_credential_shows_it_in_help_print_config_or
     sandbox.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+// === what OMS sends is named, never quoted ===
+
+#[tokio::test]
+async fn a_deposit_code_sent_as_a_number_is_named_by_its_path_and_never_quoted() {
+    common::logs::capture("trace", Format::Text);
+    let gateway = common::start().await;
+    let created = common::create_cash_in(&gateway, "cst_numeric_code").await;
+    // Twelve digits no other value of the answer (or of a log line) holds by chance.
+    let code = 908_172_635_400 + u64::from(uuid::Uuid::new_v4().as_bytes()[0] % 100);
+    gateway.sandbox().inject(common::respond(
+        "GET",
+        &format!("/cash-ins/{}", created.id),
+        1,
+        200,
+        format!(
+            r#"{{"id":"{}","status":"pending","depositInstructions":{{"code":{code},"expiresAt":"2030-01-01T00:00:00Z"}}}}"#,
+            created.id
+        ),
+        &[],
+    ));
+    let status = gateway
+        .cash_ins()
+        .get_cash_in(pb::GetCashInRequest {
+            cash_in_id: created.id.clone(),
+        })
+        .await
+        .expect_err("a number where OMS documents a string");
+    assert_eq!(status.code(), tonic::Code::Internal, "{status:?}");
+    assert_eq!(common::error_info(&status).reason, "UPSTREAM_BAD_RESPONSE");
+    let message = status.message();
+    assert!(
+        message.contains("depositInstructions.code") && message.contains("a string"),
+        "the path and the expected type: {message}"
+    );
+    let code = code.to_string();
+    assert_clean("the status", &visible(&status), std::slice::from_ref(&code));
+    gateway.gateway.shutdown().await;
+    let logged = common::logs::captured();
+    assert!(
+        logged.contains("depositInstructions.code"),
+        "the logs name the path"
+    );
+    assert_clean("the logs", &logged, &[code]);
+}

@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod breaker;
 pub mod budget;
+mod decode;
 mod endpoints;
 mod failure;
 pub mod model;
