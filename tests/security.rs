@@ -495,6 +495,46 @@ async fn two_callers_with_the_same_key_get_two_cash_ins_and_neither_replays_the_
     mtls.stop().await;
 }
 
+// Before: the key OMS received was `12:zoë-payments:{key}`, not ASCII, which OMS refuses with
+// 400 (a final outcome, stored), so this caller could never create a cash-in.
+#[tokio::test]
+async fn a_caller_named_in_utf8_creates_a_cash_in_and_oms_gets_a_printable_ascii_key() {
+    let mtls = Mtls::start("utf8-caller", None).await;
+    let zoe = mtls.channel_as(Name::Cn("zoë-payments".into())).await;
+    let location = common::first_location(&zoe).await;
+    let request = common::create_request(&location, "cst_utf8_caller");
+    let create = || {
+        let (channel, request) = (zoe.clone(), request.clone());
+        async move {
+            CashInServiceClient::new(channel)
+                .create_cash_in(with_key(request, "order-1"))
+                .await
+        }
+    };
+    let response = create().await.expect("CreateCashIn for a UTF-8 caller");
+    let sent = response
+        .metadata()
+        .get("oms-idempotency-key")
+        .expect("oms-idempotency-key")
+        .to_str()
+        .expect("ASCII metadata")
+        .to_owned();
+    assert!(
+        !sent.is_empty() && sent.bytes().all(|b| (0x20..=0x7e).contains(&b)),
+        "{sent:?}"
+    );
+    let created = response.into_inner().cash_in.expect("cash_in");
+    let again = create().await.expect("the same key again");
+    assert_eq!(again.into_inner().cash_in.expect("cash_in").id, created.id);
+    let sandbox = mtls.gateway.sandbox().expect("the embedded sandbox");
+    assert_eq!(
+        api_post_key(sandbox, "/cash-ins"),
+        sent,
+        "what OMS received"
+    );
+    mtls.stop().await;
+}
+
 // === certificate rotation ===
 
 #[tokio::test]

@@ -277,9 +277,9 @@ impl OmsClient {
 }
 
 /// The HTTP request of one attempt of `call` (to `uri`), carrying the attempt's trace context.
-/// Every value is checked before it goes out: the idempotency key by `validate.rs` (printable
-/// ASCII), the trace context by `telemetry` (hex, or the caller's `tracestate`, which is dropped
-/// if it cannot travel as a header).
+/// Every value is checked before it goes out: the idempotency key where the services qualify it
+/// (printable ASCII, at most 255 characters, else its SHA-256), the trace context by `telemetry`
+/// (hex, or the caller's `tracestate`, which is dropped if it cannot travel as a header).
 fn request(
     call: &Call<'_>,
     uri: &Uri,
