@@ -1,6 +1,11 @@
 //! Which upstream the gateway serves, and the REST client to it: the OMS the settings name, or
 //! the embedded sandbox started here on loopback (an ephemeral port, a random secret only this
 //! process knows); with a remote OMS, its credential files followed while the gateway runs.
+//!
+//! Fail closed: without OMS settings the sandbox is served only when the gRPC listener is on a
+//! loopback address or `--sandbox` asks for it (`GatewaySettings::upstream_target`); otherwise
+//! the gateway does not start. The sandbox says so at every start (a WARN line), in `/readyz` and
+//! in the `oms_gateway_sandbox` gauge (`admin.rs`).
 
 use crate::config::{GatewaySettings, Secret, UpstreamTarget};
 use crate::metrics::Metrics;
@@ -52,6 +57,13 @@ async fn resolve_upstream(
             },
         )),
         UpstreamTarget::Sandbox => {
+            // At every start: a deployment that meant OMS sees at once that it is not.
+            tracing::warn!(
+                listen = %config.listen,
+                on_purpose = config.serve_sandbox,
+                "serving the embedded OMS sandbox, not OMS: its cash-ins and deposit codes are \
+                 not real (no OMS settings; beyond loopback only with --sandbox)"
+            );
             let sandbox_config = sandbox_config(config);
             let handle = sandbox::start(sandbox_config.clone())
                 .await

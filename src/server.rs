@@ -181,8 +181,7 @@ pub async fn start(config: GatewaySettings) -> Result<RunningGateway, StartError
     let shed = LoadShedLayer::new(config.server.max_concurrent_calls);
     let live = Live::new(hub.clone(), shed.clone(), idempotency, client.circuit())
         .with_webhooks(webhooks.clone());
-    let admin = admin::start(config.admin.listen, registry, live, readiness, webhooks).await?;
-    sandbox_webhooks(&config, &sandbox, &admin)?;
+    let admin = start_admin(&config, (registry, live), readiness, webhooks, &sandbox).await?;
 
     let (listener, addr) = bind(config.listen).await?;
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
@@ -251,15 +250,22 @@ fn webhook_endpoint(
     crate::webhooks::from_settings(&config.webhooks, hub, shared).map_err(StartError::Config)
 }
 
-/// Points the embedded sandbox's webhooks (`--sandbox-webhook-url`) at their receiver.
-fn sandbox_webhooks(
+/// The admin listener (metrics with `live` read at each scrape, probes, webhooks; it says when
+/// the upstream is the embedded sandbox), then the sandbox's webhooks (`--sandbox-webhook-url`)
+/// pointed at their receiver.
+async fn start_admin(
     config: &GatewaySettings,
+    (registry, live): (prometheus_client::registry::Registry, Live),
+    readiness: tonic_health::server::HealthService,
+    webhooks: Option<Arc<crate::webhooks::Webhooks>>,
     sandbox: &Option<SandboxHandle>,
-    admin: &Option<AdminServer>,
-) -> Result<(), StartError> {
-    let admin = admin.as_ref().map(AdminServer::addr);
-    crate::webhooks::wire_sandbox(&config.webhooks, sandbox.as_ref(), admin)
-        .map_err(StartError::Config)
+) -> Result<Option<AdminServer>, StartError> {
+    let (listen, with_sandbox) = (config.admin.listen, sandbox.is_some());
+    let admin = admin::start(listen, registry, live, readiness, webhooks, with_sandbox).await?;
+    let addr = admin.as_ref().map(AdminServer::addr);
+    crate::webhooks::wire_sandbox(&config.webhooks, sandbox.as_ref(), addr)
+        .map_err(StartError::Config)?;
+    Ok(admin)
 }
 
 /// The TLS configuration and the caller layer (identity, policy), their reloaders pushed to

@@ -311,6 +311,43 @@ async fn an_edited_policy_is_picked_up_without_a_restart() {
     mtls.stop().await;
 }
 
+// Before: a policy file that could not be read was reloaded as empty, which parses as deny-all
+// (logged as "reloaded"): a Secret or ConfigMap mount that went away denied every caller.
+#[tokio::test]
+async fn a_deleted_policy_file_keeps_the_last_good_policy_and_logs_an_error() {
+    common::logs::capture("info", Format::Json);
+    let mtls = Mtls::start("policy-deleted", Some(POLICY)).await;
+    let checkout = mtls.channel_as(Name::Spiffe(CHECKOUT.into())).await;
+    list_locations(checkout.clone())
+        .await
+        .expect("the policy allows checkout");
+    let path = mtls.dir.join("policy.toml");
+    std::fs::remove_file(&path).expect("delete the policy");
+    let shown = path.display().to_string();
+    let unreadable = |line: &serde_json::Value| {
+        line["level"] == "ERROR"
+            && line.to_string().contains("authorization policy")
+            && line.to_string().contains(&shown)
+    };
+    common::eventually(
+        Duration::from_secs(5),
+        "an error naming the file",
+        async || {
+            common::logs::captured()
+                .lines()
+                .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+                .any(|line| unreadable(&line))
+        },
+    )
+    .await;
+    // Several reload intervals later, still the last good policy.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    list_locations(checkout.clone())
+        .await
+        .expect("the last good policy still allows checkout");
+    mtls.stop().await;
+}
+
 #[tokio::test]
 async fn a_policy_that_does_not_parse_refuses_to_start_naming_the_line() {
     let dir = tls::temp_dir("bad-policy");
@@ -646,8 +683,10 @@ async fn a_non_loopback_listen_without_authentication_refuses_to_start_naming_th
     }
     assert!(err.contains("0.0.0.0"), "{err}");
 
-    // Explicitly accepted: it starts (and warns).
+    // Explicitly accepted: it starts (and warns). With no OMS settings beyond loopback, the
+    // embedded sandbox too must be asked for.
     config.security.insecure_allow_unauthenticated = true;
+    config.serve_sandbox = true;
     let gateway = server::start(config).await.expect("starts when told to");
     gateway.shutdown().await;
 }

@@ -110,7 +110,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     about = "gRPC gateway in front of the Polygon OMS cash-in REST API",
     long_about = "gRPC gateway in front of the Polygon OMS cash-in REST API.\n\n\
         With OMS_BASE_URL, OMS_API_KEY and OMS_API_SECRET it serves the real OMS; without them it \
-        starts an embedded OMS sandbox on loopback and serves that, so it works with no credentials."
+        starts an embedded OMS sandbox on loopback and serves that, so it works with no credentials \
+        (beyond loopback only with --sandbox)."
 )]
 pub struct Cli {
     /// What to run; with no subcommand, the gateway.
@@ -214,6 +215,12 @@ pub struct GatewaySettings {
         conflicts_with = "oms_api_secret"
     )]
     pub oms_api_secret_file: Option<PathBuf>,
+
+    /// Serve the embedded OMS sandbox (whose deposit codes are not real) even on an address
+    /// beyond loopback, e.g. a shared test environment. Without OMS settings the gateway serves
+    /// the sandbox only on loopback; elsewhere it refuses to start and names what is missing.
+    #[arg(long = "sandbox", env = "OMS_GATEWAY_SANDBOX")]
+    pub serve_sandbox: bool,
 
     /// Caller security: TLS, caller identity, authorization.
     #[command(flatten)]
@@ -457,46 +464,72 @@ impl GatewaySettings {
         config
     }
 
-    /// Resolves the upstream: all three OMS settings, or none (the sandbox). A partial set is an
-    /// error that names what is missing. The key and secret may come from files
-    /// (`--oms-api-key-file`, `--oms-api-secret-file`), read here.
+    /// Resolves the upstream: all three OMS settings, or none (the sandbox, on a loopback
+    /// `--listen` or with `--sandbox`). A partial set, or none beyond loopback without
+    /// `--sandbox`, is an error that names what is missing. The key and secret may come from
+    /// files (`--oms-api-key-file`, `--oms-api-secret-file`), read here.
     pub fn upstream_target(&self) -> Result<UpstreamTarget, String> {
         let key_set = self.oms_api_key.is_some() || self.oms_api_key_file.is_some();
         let secret_set = self.oms_api_secret.is_some() || self.oms_api_secret_file.is_some();
-        match (&self.oms_base_url, key_set, secret_set) {
-            (None, false, false) => Ok(UpstreamTarget::Sandbox),
-            (Some(url), true, true) => {
-                let url = url.trim().trim_end_matches('/').to_owned();
-                if !(url.starts_with("https://") || url.starts_with("http://")) {
-                    return Err(format!(
-                        "OMS_BASE_URL must be an http(s) URL, got `{}`",
-                        redact::url(&url)
-                    ));
-                }
-                let (api_key, api_secret) = self.api_credentials()?;
-                Ok(UpstreamTarget::Remote {
-                    base_url: url,
-                    api_key,
-                    api_secret,
-                })
-            }
-            _ => {
-                let missing: Vec<&str> = [
-                    ("OMS_BASE_URL", self.oms_base_url.is_none()),
-                    ("OMS_API_KEY", !key_set),
-                    ("OMS_API_SECRET", !secret_set),
-                ]
-                .into_iter()
-                .filter_map(|(name, absent)| absent.then_some(name))
-                .collect();
-                Err(format!(
-                    "set all of OMS_BASE_URL, OMS_API_KEY and OMS_API_SECRET (the key and secret \
-                     may be files: OMS_API_KEY_FILE, OMS_API_SECRET_FILE), or none of them for the \
-                     embedded sandbox; missing: {}",
-                    missing.join(", ")
-                ))
-            }
+        let missing = || -> String {
+            [
+                ("OMS_BASE_URL (--oms-base-url)", self.oms_base_url.is_none()),
+                (
+                    "OMS_API_KEY (--oms-api-key or --oms-api-key-file)",
+                    !key_set,
+                ),
+                (
+                    "OMS_API_SECRET (--oms-api-secret or --oms-api-secret-file)",
+                    !secret_set,
+                ),
+            ]
+            .into_iter()
+            .filter_map(|(name, absent)| absent.then_some(name))
+            .collect::<Vec<_>>()
+            .join(", ")
+        };
+        let none = self.oms_base_url.is_none() && !key_set && !secret_set;
+        if none && (self.serve_sandbox || self.listen.ip().is_loopback()) {
+            return Ok(UpstreamTarget::Sandbox);
         }
+        if none {
+            return Err(format!(
+                "no OMS settings, and {} is not a loopback address: missing {}. Without them the \
+                 gateway serves its embedded OMS sandbox, whose deposit codes are not real, and \
+                 only on loopback unless told otherwise: set them to serve OMS, or pass --sandbox \
+                 (OMS_GATEWAY_SANDBOX=true) to serve the sandbox here on purpose",
+                self.listen,
+                missing()
+            ));
+        }
+        if self.serve_sandbox {
+            return Err(
+                "--sandbox (OMS_GATEWAY_SANDBOX) serves the embedded OMS sandbox, but OMS settings \
+                 are set too: drop one or the other"
+                    .to_owned(),
+            );
+        }
+        let Some(url) = self.oms_base_url.as_ref().filter(|_| key_set && secret_set) else {
+            return Err(format!(
+                "set all of OMS_BASE_URL, OMS_API_KEY and OMS_API_SECRET (the key and secret may \
+                 be files: OMS_API_KEY_FILE, OMS_API_SECRET_FILE), or none of them for the \
+                 embedded sandbox; missing: {}",
+                missing()
+            ));
+        };
+        let url = url.trim().trim_end_matches('/').to_owned();
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            return Err(format!(
+                "OMS_BASE_URL must be an http(s) URL, got `{}`",
+                redact::url(&url)
+            ));
+        }
+        let (api_key, api_secret) = self.api_credentials()?;
+        Ok(UpstreamTarget::Remote {
+            base_url: url,
+            api_key,
+            api_secret,
+        })
     }
 
     /// The secret files, if any (watched for changes while the gateway runs).
@@ -597,5 +630,31 @@ mod tests {
             "{err}"
         );
         assert!(!err.contains("missing: OMS_BASE_URL"));
+    }
+
+    #[test]
+    fn without_oms_settings_the_sandbox_serves_loopback_or_whoever_asks() {
+        let mut config = GatewaySettings::for_tests();
+        assert!(matches!(
+            config.upstream_target(),
+            Ok(UpstreamTarget::Sandbox)
+        ));
+        config.listen = SocketAddr::from(([0, 0, 0, 0], 50051));
+        let err = config.upstream_target().unwrap_err();
+        for name in [
+            "OMS_BASE_URL",
+            "--oms-api-key-file",
+            "OMS_API_SECRET",
+            "--sandbox",
+        ] {
+            assert!(err.contains(name), "{name}: {err}");
+        }
+        config.serve_sandbox = true;
+        assert!(matches!(
+            config.upstream_target(),
+            Ok(UpstreamTarget::Sandbox)
+        ));
+        config.oms_base_url = Some("https://example.test/v0.9".into());
+        assert!(config.upstream_target().unwrap_err().contains("--sandbox"));
     }
 }
