@@ -6,6 +6,7 @@
 
 mod admin;
 mod file;
+mod ranges;
 pub mod redact;
 mod redis;
 mod runtime;
@@ -267,13 +268,14 @@ pub struct GatewaySettings {
 #[derive(Debug, Clone, PartialEq, Args)]
 pub struct IdempotencySettings {
     /// How long a completed mutation's outcome is replayed for a repeat of its key.
-    #[arg(long = "idempotency-window", env = "OMS_GATEWAY_IDEMPOTENCY_WINDOW", default_value = "24h", value_parser = parse_duration)]
+    #[arg(long = "idempotency-window", env = "OMS_GATEWAY_IDEMPOTENCY_WINDOW", default_value = "24h", value_parser = ranges::positive_duration)]
     pub window: Duration,
     /// Most outcomes kept (about one CashIn each); beyond it the oldest are dropped first.
     #[arg(
         long = "idempotency-max-entries",
         env = "OMS_GATEWAY_IDEMPOTENCY_MAX_ENTRIES",
-        default_value_t = 10_000
+        default_value_t = 10_000,
+        value_parser = ranges::within::<usize>(ranges::ENTRIES)
     )]
     pub max_entries: usize,
 }
@@ -292,18 +294,20 @@ pub struct ServerSettings {
     #[arg(
         long = "max-concurrent-calls",
         env = "OMS_GATEWAY_MAX_CONCURRENT_CALLS",
-        default_value_t = 1024
+        default_value_t = 1024,
+        value_parser = ranges::within::<usize>(ranges::CALLS)
     )]
     pub max_concurrent_calls: usize,
     /// HTTP/2 concurrent streams per connection.
     #[arg(
         long = "max-concurrent-streams-per-connection",
         env = "OMS_GATEWAY_MAX_STREAMS_PER_CONNECTION",
-        default_value_t = 256
+        default_value_t = 256,
+        value_parser = ranges::within::<u32>(ranges::STREAMS_PER_CONNECTION)
     )]
     pub max_streams_per_connection: u32,
     /// Largest request or response message, in bytes.
-    #[arg(long = "max-message-bytes", env = "OMS_GATEWAY_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024)]
+    #[arg(long = "max-message-bytes", env = "OMS_GATEWAY_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024, value_parser = ranges::within::<usize>(ranges::MESSAGE_BYTES))]
     pub max_message_bytes: usize,
     /// On SIGTERM/SIGINT: time between turning health NOT_SERVING and closing the listener, so
     /// the mesh stops routing here first.
@@ -328,16 +332,17 @@ impl Default for ServerSettings {
 #[derive(Debug, Clone, PartialEq, Args)]
 pub struct WatchSettings {
     /// Time between two polls of one watched resource (jittered by ±10%).
-    #[arg(long = "watch-poll-interval", env = "OMS_GATEWAY_WATCH_POLL_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    #[arg(long = "watch-poll-interval", env = "OMS_GATEWAY_WATCH_POLL_INTERVAL", default_value = "2s", value_parser = ranges::positive_duration)]
     pub poll_interval: Duration,
     /// Heartbeat interval of a quiet watch stream (well under Envoy's 5-minute stream idle timeout).
-    #[arg(long = "watch-heartbeat-interval", env = "OMS_GATEWAY_WATCH_HEARTBEAT_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long = "watch-heartbeat-interval", env = "OMS_GATEWAY_WATCH_HEARTBEAT_INTERVAL", default_value = "30s", value_parser = ranges::positive_duration)]
     pub heartbeat_interval: Duration,
     /// Global cap on upstream poll requests per second, shared by all pollers.
     #[arg(
         long = "watch-max-polls-per-second",
         env = "OMS_GATEWAY_WATCH_MAX_POLLS_PER_SECOND",
-        default_value_t = 25.0
+        default_value_t = 25.0,
+        value_parser = ranges::polls_per_second
     )]
     pub max_polls_per_second: f64,
     /// How long OMS may fail before watch streams end with UNAVAILABLE.
@@ -347,14 +352,16 @@ pub struct WatchSettings {
     #[arg(
         long = "watch-max-streams",
         env = "OMS_GATEWAY_WATCH_MAX_STREAMS",
-        default_value_t = 10_000
+        default_value_t = 10_000,
+        value_parser = ranges::within::<usize>(ranges::ENTRIES)
     )]
     pub max_streams: usize,
     /// Cap on concurrently watched resources (one poller each).
     #[arg(
         long = "watch-max-watched",
         env = "OMS_GATEWAY_WATCH_MAX_WATCHED",
-        default_value_t = 2_000
+        default_value_t = 2_000,
+        value_parser = ranges::within::<usize>(ranges::ENTRIES)
     )]
     pub max_watched: usize,
 }
@@ -369,11 +376,11 @@ impl Default for WatchSettings {
 #[derive(Debug, Clone, PartialEq, Args)]
 pub struct UpstreamSettings {
     /// TCP + TLS connect timeout to OMS.
-    #[arg(long = "upstream-connect-timeout", env = "OMS_GATEWAY_UPSTREAM_CONNECT_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
+    #[arg(long = "upstream-connect-timeout", env = "OMS_GATEWAY_UPSTREAM_CONNECT_TIMEOUT", default_value = "3s", value_parser = ranges::positive_duration)]
     pub connect_timeout: Duration,
 
     /// Timeout of one HTTP attempt to OMS (the caller's deadline may cut it shorter).
-    #[arg(long = "upstream-timeout", env = "OMS_GATEWAY_UPSTREAM_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long = "upstream-timeout", env = "OMS_GATEWAY_UPSTREAM_TIMEOUT", default_value = "10s", value_parser = ranges::positive_duration)]
     pub request_timeout: Duration,
 
     /// How long an idle pooled connection is kept; below common upstream keep-alives (60 s) so
@@ -394,7 +401,8 @@ pub struct UpstreamSettings {
     #[arg(
         long = "retry-budget-ratio",
         env = "OMS_GATEWAY_RETRY_BUDGET_RATIO",
-        default_value_t = 0.2
+        default_value_t = 0.2,
+        value_parser = ranges::fraction
     )]
     pub retry_budget_ratio: f64,
 
@@ -402,7 +410,8 @@ pub struct UpstreamSettings {
     #[arg(
         long = "retry-budget-floor",
         env = "OMS_GATEWAY_RETRY_BUDGET_FLOOR",
-        default_value_t = 5.0
+        default_value_t = 5.0,
+        value_parser = ranges::retries_per_second
     )]
     pub retry_budget_floor: f64,
 
@@ -411,20 +420,21 @@ pub struct UpstreamSettings {
     #[arg(
         long = "breaker-threshold",
         env = "OMS_GATEWAY_BREAKER_THRESHOLD",
-        default_value_t = 5
+        default_value_t = 5,
+        value_parser = ranges::within::<u32>(ranges::FAILURES)
     )]
     pub breaker_threshold: u32,
 
     /// First cool-down of an open circuit before a probe; doubles per failed probe.
-    #[arg(long = "breaker-cooldown", env = "OMS_GATEWAY_BREAKER_COOLDOWN", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long = "breaker-cooldown", env = "OMS_GATEWAY_BREAKER_COOLDOWN", default_value = "1s", value_parser = ranges::positive_duration)]
     pub breaker_cooldown: Duration,
 
     /// Longest cool-down of an open circuit.
-    #[arg(long = "breaker-max-cooldown", env = "OMS_GATEWAY_BREAKER_MAX_COOLDOWN", default_value = "15s", value_parser = parse_duration)]
+    #[arg(long = "breaker-max-cooldown", env = "OMS_GATEWAY_BREAKER_MAX_COOLDOWN", default_value = "15s", value_parser = ranges::positive_duration)]
     pub breaker_max_cooldown: Duration,
 
     /// The deadline applied to a call whose caller set none, so nothing waits without bound.
-    #[arg(long = "default-deadline", env = "OMS_GATEWAY_DEFAULT_DEADLINE", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long = "default-deadline", env = "OMS_GATEWAY_DEFAULT_DEADLINE", default_value = "30s", value_parser = ranges::positive_duration)]
     pub default_deadline: Duration,
 }
 

@@ -282,3 +282,98 @@ async fn with_sandbox_beyond_loopback_it_starts_warns_and_says_so_in_readyz_and_
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+// === numeric settings are range-checked ===
+
+// Before: `--watch-max-polls-per-second inf` panicked in tokio's Semaphore at start, and 0, NaN,
+// negative or absurd values were taken as given (a zero heartbeat sends heartbeats in a loop).
+#[test]
+fn numeric_settings_out_of_range_are_configuration_errors_not_panics() {
+    let refused: &[(&str, &[&str])] = &[
+        (
+            "--watch-max-polls-per-second",
+            &["inf", "NaN", "0", "-1", "1e300"],
+        ),
+        ("--retry-budget-ratio", &["NaN", "-0.1", "inf", "2"]),
+        ("--retry-budget-floor", &["NaN", "-1", "inf", "1e12"]),
+        ("--max-concurrent-calls", &["0", "1000000000000"]),
+        ("--max-concurrent-streams-per-connection", &["0"]),
+        ("--max-message-bytes", &["0", "1000000000000"]),
+        ("--idempotency-max-entries", &["0", "1000000000000"]),
+        ("--watch-max-streams", &["0", "1000000000000"]),
+        ("--watch-max-watched", &["0", "1000000000000"]),
+        ("--breaker-threshold", &["0"]),
+        ("--worker-threads", &["0", "100000"]),
+        ("--watch-poll-interval", &["0s"]),
+        ("--watch-heartbeat-interval", &["0s"]),
+        ("--upstream-timeout", &["0s"]),
+        ("--upstream-connect-timeout", &["0s"]),
+        ("--default-deadline", &["0s"]),
+        ("--reload-interval", &["0s"]),
+        ("--redis-timeout", &["0s"]),
+        ("--redis-lease-ttl", &["0s"]),
+        ("--idempotency-window", &["0s"]),
+        ("--breaker-cooldown", &["0s"]),
+        ("--breaker-max-cooldown", &["0s"]),
+        ("--tls-handshake-timeout", &["0s"]),
+        ("--sandbox-code-ttl", &["0s"]),
+        ("--sandbox-token-ttl", &["0s"]),
+        ("--watch-reconcile-interval", &["0s"]),
+        ("--webhook-healthy-window", &["0s"]),
+    ];
+    let print_config = |arg: &str| {
+        without_oms_env(&mut Command::new(BIN))
+            .args(["--print-config", arg])
+            .output()
+            .expect("run --print-config")
+    };
+    let mut accepted = Vec::new();
+    for (flag, values) in refused {
+        for value in *values {
+            let arg = format!("{flag}={value}");
+            let output = print_config(&arg);
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            if output.status.code() != Some(2) || !stderr.contains(flag) {
+                accepted.push(format!("{arg}: {:?} {stderr}", output.status.code()));
+            }
+            assert!(!stderr.contains("panicked"), "{arg}: {stderr}");
+        }
+    }
+    assert!(accepted.is_empty(), "accepted: {accepted:#?}");
+    for fine in [
+        "--watch-max-polls-per-second=0.5",
+        "--retry-budget-ratio=0",
+        "--retry-budget-floor=0",
+        "--drain-delay=0s",
+        "--shutdown-grace=0s",
+        "--busy-poll=0s",
+        "--watch-unreachable-limit=0s",
+        "--max-concurrent-calls=1",
+    ] {
+        assert!(print_config(fine).status.success(), "{fine} is refused");
+    }
+
+    // A real start, and the configuration file (TOML has inf and nan), say the same.
+    let output = without_oms_env(&mut Command::new(BIN))
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "none"])
+        .args(["--watch-max-polls-per-second", "inf"])
+        .output()
+        .expect("run the gateway");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--watch-max-polls-per-second") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+    let dir = common::tls::temp_dir("ranges");
+    let file = common::tls::write(&dir, "config.toml", "watch-max-polls-per-second = inf\n");
+    let output = without_oms_env(&mut Command::new(BIN))
+        .args(["--print-config", "--config"])
+        .arg(&file)
+        .output()
+        .expect("run --print-config");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("watch-max-polls-per-second"), "{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
+}
