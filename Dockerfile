@@ -5,7 +5,7 @@
 #
 #   docker build -t oms-gateway:0.1.0 .
 #   docker run --rm -p 127.0.0.1:50051:50051 oms-gateway:0.1.0 \
-#     --listen 0.0.0.0:50051 --insecure-allow-unauthenticated     # embedded sandbox, for a try
+#     --listen 0.0.0.0:50051 --insecure-allow-unauthenticated --sandbox   # embedded sandbox, for a try
 ARG RUST_VERSION=1.95
 
 FROM rust:${RUST_VERSION}-slim-bookworm AS build

@@ -1,7 +1,8 @@
 //! The admin HTTP listener (HTTP/1.1, axum): `/metrics` (Prometheus text, or OpenMetrics when
 //! the `Accept` header asks for `application/openmetrics-text`), `/healthz` (the process is up:
 //! always 200) and `/readyz` (grpc.health.v1 `""`, asked of the same health service the gRPC
-//! port serves: 200 when SERVING, 503 otherwise), for probes and scrapers that speak no gRPC.
+//! port serves: 200 when SERVING, 503 otherwise; a second line says when the upstream is the
+//! embedded sandbox), for probes and scrapers that speak no gRPC.
 //!
 //! A route is one line in [`router`]. The listener starts and stops with the gateway: bound in
 //! `server::start` (a bind failure stops the start), shut down gracefully after the gRPC
@@ -13,6 +14,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,7 +31,13 @@ pub struct AdminState {
     pub registry: Arc<Registry>,
     /// The health service of the gRPC port (the same statuses).
     pub health: Arc<HealthService>,
+    /// Whether the upstream is the embedded sandbox (said in `/readyz`'s body).
+    pub sandbox: bool,
 }
+
+/// `/readyz`'s second line when the upstream is the embedded sandbox.
+const SANDBOX_LINE: &str =
+    "upstream: the embedded OMS sandbox, not OMS (deposit codes are not real)\n";
 
 /// The admin routes.
 pub fn router(state: AdminState) -> axum::Router {
@@ -59,7 +67,7 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn readyz(State(state): State<AdminState>) -> (StatusCode, &'static str) {
+async fn readyz(State(state): State<AdminState>) -> (StatusCode, String) {
     let request = tonic::Request::new(HealthCheckRequest {
         service: String::new(),
     });
@@ -67,11 +75,13 @@ async fn readyz(State(state): State<AdminState>) -> (StatusCode, &'static str) {
         Ok(response) => response.into_inner().status == ServingStatus::Serving as i32,
         Err(_) => false,
     };
-    if serving {
+    let (status, first) = if serving {
         (StatusCode::OK, "SERVING\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "NOT_SERVING\n")
-    }
+    };
+    let sandbox = if state.sandbox { SANDBOX_LINE } else { "" };
+    (status, format!("{first}{sandbox}"))
 }
 
 /// A running admin listener.
@@ -120,21 +130,31 @@ impl AdminServer {
 }
 
 /// Starts the admin listener at `listen` (none when off), serving `registry` with `live`
-/// registered in it, `/readyz` from `health`, and `POST /webhooks/oms` when `webhooks` is on.
+/// registered in it and the `oms_gateway_sandbox` gauge (1 when `sandbox`), `/readyz` from
+/// `health`, and `POST /webhooks/oms` when `webhooks` is on.
 pub async fn start(
     listen: crate::config::AdminListen,
     mut registry: Registry,
     live: crate::metrics::Live,
     health: HealthService,
     webhooks: Option<Arc<crate::webhooks::Webhooks>>,
+    sandbox: bool,
 ) -> Result<Option<AdminServer>, StartError> {
     let crate::config::AdminListen::On(addr) = listen else {
         return Ok(None);
     };
     registry.register_collector(Box::new(live));
+    let gauge: Gauge = Gauge::default();
+    gauge.set(i64::from(sandbox));
+    registry.register(
+        "oms_gateway_sandbox",
+        "1 when the gateway serves its embedded OMS sandbox (not OMS: its deposit codes are not real), else 0",
+        gauge,
+    );
     let state = AdminState {
         registry: Arc::new(registry),
         health: Arc::new(health),
+        sandbox,
     };
     let mut routes = router(state);
     if let Some(webhooks) = webhooks {

@@ -27,12 +27,10 @@ pub struct DecodeError {
 fn timestamp(field: &str, value: Option<String>) -> Result<Option<Timestamp>, DecodeError> {
     value
         .map(|text| {
+            // The text is not quoted: it is OMS's, and an error reaches callers and logs.
             Timestamp::from_str(text.trim()).map_err(|_| DecodeError {
                 field: field.to_owned(),
-                problem: format!(
-                    "`{}` is not an RFC 3339 timestamp",
-                    text.chars().take(64).collect::<String>()
-                ),
+                problem: "is not an RFC 3339 timestamp".to_owned(),
             })
         })
         .transpose()
@@ -53,12 +51,22 @@ fn enum_value<E: Copy + Into<i32>>(
         None => {
             tracing::warn!(
                 field,
-                value,
+                value = shown_enum_value(value),
                 "unknown value from OMS; reported as UNSPECIFIED"
             );
             unspecified.into()
         }
     }
+}
+
+/// An unknown enum value as a log line may show it: a word like OMS's own (`on_hold`,
+/// `cryptoToFiat`), for the drift to be seen; anything else (digits, spaces, length) may be data
+/// in the wrong field, and is not shown.
+fn shown_enum_value(value: &str) -> &str {
+    let word = !value.is_empty()
+        && value.len() <= 40
+        && value.chars().all(|c| c.is_ascii_alphabetic() || c == '_');
+    if word { value } else { "[not shown]" }
 }
 
 /// OMS's `status` strings and the proto values.

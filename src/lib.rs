@@ -12,6 +12,7 @@ mod audit;
 mod coalesce;
 mod codec;
 pub mod config;
+mod connect;
 mod convert;
 mod digest;
 mod error;

@@ -7,8 +7,7 @@
 //! unreachable or rejects the gateway's credentials.
 
 use crate::admin::{self, AdminServer};
-use crate::config::Secret;
-use crate::config::{GatewaySettings, SecuritySettings, ServerSettings, UpstreamTarget};
+use crate::config::{GatewaySettings, ServerSettings};
 use crate::metrics::{Live, Metrics, grpc::GrpcMetricsLayer};
 use crate::oms::Oms;
 use crate::proto::{
@@ -16,17 +15,17 @@ use crate::proto::{
     v1::{cash_in_service_server, cash_location_service_server, sandbox_service_server},
 };
 pub use crate::runtime::build as runtime;
-use crate::security::{self, CallerLayer, SharedPolicy, reload, tls};
+use crate::security::{self, CallerLayer, reload, tls};
 use crate::service::watch_route::CashInRoutes;
 use crate::service::{cash_in::CashIns, cash_location::CashLocations, sandbox::SandboxSimulator};
 use crate::shared;
 use crate::telemetry::TraceContextLayer;
 use crate::upstream::breaker::CircuitState;
-use crate::upstream::{OmsClient, UpstreamHealth, auth::Credentials};
+use crate::upstream::{OmsClient, UpstreamHealth};
 use crate::watch::WatchHub;
-use crate::{coalesce, health_port, idempotency::IdempotencyLayer};
+use crate::{coalesce, connect, health_port, idempotency::IdempotencyLayer};
 use crate::{limits::LoadShedLayer, runtime::BusyPollLayer};
-use oms_sandbox::{self as sandbox, SandboxHandle, SandboxSettings};
+use oms_sandbox::SandboxHandle;
 use std::sync::Arc;
 use std::{net::SocketAddr, time::Duration};
 use tokio::{
@@ -84,7 +83,7 @@ impl RunningGateway {
         self.addr
     }
 
-    /// The upstream base URL.
+    /// The upstream base URL, as it may be shown (any password masked).
     pub fn upstream_url(&self) -> &str {
         &self.upstream_url
     }
@@ -153,16 +152,6 @@ impl RunningGateway {
     }
 }
 
-/// The embedded sandbox: loopback, an ephemeral port, a random secret only this process knows.
-fn sandbox_config(config: &GatewaySettings) -> SandboxSettings {
-    let secret = Secret::new(uuid::Uuid::new_v4().simple().to_string());
-    config.sandbox.sandbox_config(
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        "sk_sdbx_embedded",
-        &secret,
-    )
-}
-
 /// Starts the gateway (and the embedded sandbox when no upstream is configured) and returns
 /// once it is listening. Health turns SERVING when the first token exchange succeeds.
 pub async fn start(config: GatewaySettings) -> Result<RunningGateway, StartError> {
@@ -170,7 +159,8 @@ pub async fn start(config: GatewaySettings) -> Result<RunningGateway, StartError
     let (tls_config, caller_layer) = caller_security(&config, &mut reloaders)?;
 
     let (metrics, registry) = Metrics::registered();
-    let (sandbox, base_url, client) = connect_upstream(&config, &metrics, &mut reloaders).await?;
+    let (sandbox, base_url, client) =
+        connect::connect_upstream(&config, &metrics, &mut reloaders).await?;
 
     let (stopping, stopping_rx) = watch::channel(false);
     let (health_service, readiness, mut background) =
@@ -191,8 +181,7 @@ pub async fn start(config: GatewaySettings) -> Result<RunningGateway, StartError
     let shed = LoadShedLayer::new(config.server.max_concurrent_calls);
     let live = Live::new(hub.clone(), shed.clone(), idempotency, client.circuit())
         .with_webhooks(webhooks.clone());
-    let admin = admin::start(config.admin.listen, registry, live, readiness, webhooks).await?;
-    sandbox_webhooks(&config, &sandbox, &admin)?;
+    let admin = start_admin(&config, (registry, live), readiness, webhooks, &sandbox).await?;
 
     let (listener, addr) = bind(config.listen).await?;
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
@@ -244,7 +233,7 @@ pub async fn start(config: GatewaySettings) -> Result<RunningGateway, StartError
     })
 }
 
-/// The webhook endpoint (issue 13), when `--webhook-secret-file` is given; it needs the admin
+/// The webhook endpoint, when `--webhook-secret-file` is given; it needs the admin
 /// listener it is served on.
 fn webhook_endpoint(
     config: &GatewaySettings,
@@ -261,15 +250,22 @@ fn webhook_endpoint(
     crate::webhooks::from_settings(&config.webhooks, hub, shared).map_err(StartError::Config)
 }
 
-/// Points the embedded sandbox's webhooks (`--sandbox-webhook-url`) at their receiver.
-fn sandbox_webhooks(
+/// The admin listener (metrics with `live` read at each scrape, probes, webhooks; it says when
+/// the upstream is the embedded sandbox), then the sandbox's webhooks (`--sandbox-webhook-url`)
+/// pointed at their receiver.
+async fn start_admin(
     config: &GatewaySettings,
+    (registry, live): (prometheus_client::registry::Registry, Live),
+    readiness: tonic_health::server::HealthService,
+    webhooks: Option<Arc<crate::webhooks::Webhooks>>,
     sandbox: &Option<SandboxHandle>,
-    admin: &Option<AdminServer>,
-) -> Result<(), StartError> {
-    let admin = admin.as_ref().map(AdminServer::addr);
-    crate::webhooks::wire_sandbox(&config.webhooks, sandbox.as_ref(), admin)
-        .map_err(StartError::Config)
+) -> Result<Option<AdminServer>, StartError> {
+    let (listen, with_sandbox) = (config.admin.listen, sandbox.is_some());
+    let admin = admin::start(listen, registry, live, readiness, webhooks, with_sandbox).await?;
+    let addr = admin.as_ref().map(AdminServer::addr);
+    crate::webhooks::wire_sandbox(&config.webhooks, sandbox.as_ref(), addr)
+        .map_err(StartError::Config)?;
+    Ok(admin)
 }
 
 /// The TLS configuration and the caller layer (identity, policy), their reloaders pushed to
@@ -281,8 +277,8 @@ fn caller_security(
     // Security first: a configuration that would expose the port refuses to start before
     // anything else happens.
     security::check_listen(config.listen, &config.security).map_err(StartError::Config)?;
-    let tls_config = load_tls(&config.security, reloaders)?;
-    let policy = load_authz_policy(&config.security, reloaders)?;
+    let tls_config = reload::load_tls(&config.security, reloaders)?;
+    let policy = reload::load_authz_policy(&config.security, reloaders)?;
     Ok((tls_config, CallerLayer::new(&config.security, policy)))
 }
 
@@ -404,106 +400,6 @@ impl Services {
     }
 }
 
-/// The TLS listener's configuration, when `--tls-cert`/`--tls-key` are given, reloaded (by a
-/// task pushed to `reloaders`) when the files change.
-fn load_tls(
-    settings: &SecuritySettings,
-    reloaders: &mut Vec<JoinHandle<()>>,
-) -> Result<Option<tls::SharedConfig>, StartError> {
-    let (cert, key) = match (&settings.tls_cert, &settings.tls_key) {
-        (Some(cert), Some(key)) => (cert, key),
-        (None, None) if settings.tls_client_ca.is_some() => {
-            return Err(StartError::Config(
-                "--tls-client-ca needs --tls-cert and --tls-key".into(),
-            ));
-        }
-        (None, None) => return Ok(None),
-        _ => {
-            return Err(StartError::Config(
-                "--tls-cert and --tls-key go together".into(),
-            ));
-        }
-    };
-    let files = tls::TlsFiles {
-        cert: cert.clone(),
-        key: key.clone(),
-        client_ca: settings.tls_client_ca.clone(),
-    };
-    let shared: tls::SharedConfig = Arc::new(std::sync::RwLock::new(
-        files
-            .load()
-            .map_err(|e| StartError::Config(format!("TLS: {e}")))?,
-    ));
-    let target = shared.clone();
-    let paths = files.paths();
-    reloaders.push(reload::spawn(
-        "TLS certificate",
-        paths,
-        settings.reload_interval,
-        move |contents| {
-            let config = tls::server_config(&files, contents)?;
-            *target.write().unwrap_or_else(|e| e.into_inner()) = config;
-            Ok(())
-        },
-    ));
-    Ok(Some(shared))
-}
-
-/// The authorization policy, when `--authz-policy` is given, reloaded when the file changes.
-fn load_authz_policy(
-    settings: &SecuritySettings,
-    reloaders: &mut Vec<JoinHandle<()>>,
-) -> Result<Option<SharedPolicy>, StartError> {
-    let Some(path) = &settings.authz_policy else {
-        return Ok(None);
-    };
-    let shared: SharedPolicy = Arc::new(std::sync::RwLock::new(Arc::new(
-        security::load_policy(path).map_err(StartError::Config)?,
-    )));
-    let target = shared.clone();
-    let shown = path.display().to_string();
-    reloaders.push(reload::spawn(
-        "authorization policy",
-        vec![path.clone()],
-        settings.reload_interval,
-        move |contents| {
-            let text = String::from_utf8_lossy(&contents[0]);
-            let policy =
-                security::policy::Policy::parse(&text).map_err(|e| format!("{shown}: {e}"))?;
-            *target.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
-            Ok(())
-        },
-    ));
-    Ok(Some(shared))
-}
-
-/// Re-reads `--oms-api-key-file` / `--oms-api-secret-file` when they change: the next token
-/// exchange uses the new credentials.
-fn follow_credential_files(
-    config: &GatewaySettings,
-    client: &OmsClient,
-    reloaders: &mut Vec<JoinHandle<()>>,
-) {
-    let files = config.credential_files();
-    if files.is_empty() {
-        return;
-    }
-    let (gateway_config, client) = (config.clone(), client.clone());
-    reloaders.push(reload::spawn(
-        "OMS credentials",
-        files,
-        config.security.reload_interval,
-        move |_| {
-            let (api_key, api_secret) = gateway_config.api_credentials()?;
-            client.token_source().set_credentials(Credentials {
-                api_key,
-                api_secret,
-            });
-            Ok(())
-        },
-    ));
-}
-
 /// Server reflection v1 and v1alpha (grpcurl 1.8 speaks only v1alpha; newer tools v1). The
 /// health descriptors are registered too, so `grpcurl ... grpc.health.v1.Health/Check` works
 /// with no proto files.
@@ -545,62 +441,6 @@ pub(crate) async fn bind(
         .map_err(bind_error)?;
     let addr = listener.local_addr().map_err(bind_error)?;
     Ok((listener, addr))
-}
-
-/// The upstream and its client (recording into `metrics`); with a remote OMS, its credential
-/// files followed by a task pushed to `reloaders`.
-async fn connect_upstream(
-    config: &GatewaySettings,
-    metrics: &Arc<Metrics>,
-    reloaders: &mut Vec<JoinHandle<()>>,
-) -> Result<(Option<SandboxHandle>, String, OmsClient), StartError> {
-    let (sandbox, base_url, credentials) = resolve_upstream(config).await?;
-    let client = OmsClient::new(
-        &base_url,
-        credentials,
-        config.upstream.clone(),
-        metrics.clone(),
-    )
-    .map_err(StartError::Config)?;
-    if sandbox.is_none() {
-        follow_credential_files(config, &client, reloaders);
-    }
-    Ok((sandbox, base_url, client))
-}
-
-/// The upstream: the configured OMS, or the embedded sandbox started here.
-async fn resolve_upstream(
-    config: &GatewaySettings,
-) -> Result<(Option<SandboxHandle>, String, Credentials), StartError> {
-    match config.upstream_target().map_err(StartError::Config)? {
-        UpstreamTarget::Remote {
-            base_url,
-            api_key,
-            api_secret,
-        } => Ok((
-            None,
-            base_url,
-            Credentials {
-                api_key,
-                api_secret,
-            },
-        )),
-        UpstreamTarget::Sandbox => {
-            let sandbox_config = sandbox_config(config);
-            let handle = sandbox::start(sandbox_config.clone())
-                .await
-                .map_err(|source| StartError::Bind {
-                    addr: sandbox_config.listen,
-                    source,
-                })?;
-            let credentials = Credentials {
-                api_key: sandbox_config.api_key.clone(),
-                api_secret: Secret::new(sandbox_config.api_secret),
-            };
-            let base_url = handle.base_url();
-            Ok((Some(handle), base_url, credentials))
-        }
-    }
 }
 
 /// Keeps grpc.health.v1 current: "" follows the credentials (a token exchange succeeded) and

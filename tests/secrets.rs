@@ -5,6 +5,11 @@
 //! from the sandbox's journal). The failures most likely to carry them are provoked (credentials
 //! refused, tokens revoked, upstream errors of every kind), and every status (message, details,
 //! metadata), Debug print and log line of this test binary is searched for them.
+//!
+//! The built binary too: every setting that can carry a credential (the OMS URL, key and secret,
+//! the Redis and OTLP URLs, the secret files) is set to a value holding a password of its own,
+//! by environment and by flag, and `--help`, `--print-config` and the output of a real run are
+//! searched for those passwords.
 
 mod common;
 
@@ -396,4 +401,268 @@ async fn a_whole_run_logs_one_access_line_per_call_and_no_secret_token_or_code()
     );
     assert_clean("the logs", &logged, &secrets);
     assert_clean("the logs", &logged, &codes);
+}
+
+// === the binary: settings that can carry a credential ===
+
+const BIN: &str = env!("CARGO_BIN_EXE_oms-gateway");
+
+/// `url` (`http://host:port...`) with user information `user:password` written into it.
+fn with_password(url: &str, user: &str, password: &str) -> String {
+    let (scheme, rest) = url.split_once("://").expect("a URL");
+    format!("{scheme}://{user}:{password}@{rest}")
+}
+
+/// A command for the binary with no OMS or gateway setting inherited from the test's environment.
+fn gateway_command() -> std::process::Command {
+    let mut command = std::process::Command::new(BIN);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("OMS_") || name.starts_with("OTEL_") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+/// What a command printed, stdout and stderr, as one text.
+fn output_of(command: &mut std::process::Command) -> String {
+    let output = command.output().expect("run the binary");
+    assert!(output.status.success(), "{output:?}");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Runs the gateway with `command`'s settings until it serves, makes a few calls through it
+/// (so it exchanges a token with the upstream using the key and secret), stops it with SIGTERM
+/// and returns everything it printed.
+async fn a_short_run(mut command: std::process::Command, dir: &std::path::Path) -> String {
+    use std::io::BufRead;
+    let (out, err) = (dir.join("stdout"), dir.join("stderr"));
+    let mut child = command
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args([
+            "--log-level",
+            "trace",
+            "--drain-delay",
+            "0s",
+            "--shutdown-grace",
+            "1s",
+        ])
+        .stdout(std::fs::File::create(&out).expect("stdout file"))
+        .stderr(std::fs::File::create(&err).expect("stderr file"))
+        .spawn()
+        .expect("start the gateway");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let line = loop {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        if let Some(line) = text.lines().next().filter(|_| text.contains('\n')) {
+            break line.to_owned();
+        }
+        if std::time::Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
+            let _ = child.kill();
+            panic!(
+                "no startup line; stderr: {}",
+                std::fs::read_to_string(&err).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let addr = line
+        .split_whitespace()
+        .skip_while(|word| *word != "on")
+        .nth(1)
+        .expect("the address in the startup line")
+        .to_owned();
+    let channel = common::connect(addr.parse().expect("an address")).await;
+    let health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    common::eventually(
+        std::time::Duration::from_secs(10),
+        "a token exchange",
+        async || {
+            let status = health
+                .clone()
+                .check(tonic_health::pb::HealthCheckRequest::default())
+                .await;
+            status.is_ok_and(|s| s.into_inner().status == 1)
+        },
+    )
+    .await;
+    let location = common::first_location(&channel).await;
+    pb::cash_in_service_client::CashInServiceClient::new(channel)
+        .create_cash_in(common::create_request(&location, "cst_secret_settings"))
+        .await
+        .expect("CreateCashIn");
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let stopped = tokio::task::spawn_blocking(move || child.wait()).await;
+    assert!(matches!(stopped, Ok(Ok(_))), "the gateway stops on SIGTERM");
+    let mut printed = String::new();
+    for path in [&out, &err] {
+        let file = std::fs::File::open(path).expect("the output");
+        for line in std::io::BufReader::new(file).lines() {
+            printed.push_str(&line.unwrap_or_default());
+            printed.push('\n');
+        }
+    }
+    printed
+}
+
+#[tokio::test]
+async fn no_setting_that_can_carry_a_credential_shows_it_in_help_print_config_or_the_logs() {
+    let (key, secret) = (format!("sk_{}", fresh_secret()), fresh_secret());
+    let sandbox = oms_sandbox::start(oms_sandbox::SandboxSettings {
+        api_key: key.clone(),
+        api_secret: secret.clone(),
+        ..Default::default()
+    })
+    .await
+    .expect("sandbox starts");
+    let dir = common::tls::temp_dir("secret-settings");
+    let [url_pw, redis_pw, otlp_pw, hook_pw] = std::array::from_fn(|_| fresh_secret());
+    let whsec = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(uuid::Uuid::new_v4().as_bytes())
+    };
+    let base_url = with_password(&sandbox.base_url(), "oms", &url_pw);
+    let redis_url = format!("redis://gw:{redis_pw}@127.0.0.1:{}/0", common::free_port());
+    let otlp = format!("http://otel:{otlp_pw}@127.0.0.1:{}", common::free_port());
+    let hook = format!("http://hook:{hook_pw}@127.0.0.1:1/hooks");
+    let key_file = common::tls::write(&dir, "api-key", &format!("{key}\n"));
+    let secret_file = common::tls::write(&dir, "api-secret", &format!("{secret}\n"));
+    let whsec_file = common::tls::write(&dir, "whsec", &format!("whsec_{whsec}\n"));
+    let passwords = [
+        key.clone(),
+        secret.clone(),
+        url_pw,
+        redis_pw,
+        otlp_pw,
+        hook_pw,
+        whsec.clone(),
+    ];
+    let path = |file: &std::path::PathBuf| file.to_string_lossy().into_owned();
+    let env = [
+        ("OMS_BASE_URL", base_url.clone()),
+        ("OMS_API_KEY", key.clone()),
+        ("OMS_API_SECRET", secret.clone()),
+        ("OMS_GATEWAY_REDIS_URL", redis_url.clone()),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.clone()),
+        ("OMS_GATEWAY_WEBHOOK_SECRET_FILE", path(&whsec_file)),
+    ];
+    let flags = [
+        ("--oms-base-url", base_url.clone()),
+        ("--oms-api-key-file", path(&key_file)),
+        ("--oms-api-secret-file", path(&secret_file)),
+        ("--redis-url", redis_url.clone()),
+        ("--otlp-endpoint", otlp.clone()),
+        ("--webhook-secret-file", path(&whsec_file)),
+    ];
+    let by_env = || {
+        let mut command = gateway_command();
+        command.envs(env.iter().cloned());
+        command
+    };
+    let by_flags = |flags: &[(&str, String)]| {
+        let mut command = gateway_command();
+        for (flag, value) in flags {
+            command.arg(format!("{flag}={value}"));
+        }
+        command
+    };
+
+    let help = output_of(by_env().env("OMS_SANDBOX_WEBHOOK_URL", &hook).arg("--help"));
+    assert!(help.contains("OMS_GATEWAY_REDIS_URL"), "{help}");
+    assert_clean("--help", &help, &passwords);
+    let printed = output_of(
+        by_env()
+            .env("OMS_SANDBOX_WEBHOOK_URL", &hook)
+            .arg("--print-config"),
+    );
+    assert!(
+        printed.contains("# redis-url = \"redis://gw:***@"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("# oms-api-key = \"[redacted]\""),
+        "{printed}"
+    );
+    assert_clean("--print-config (env)", &printed, &passwords);
+    let printed = output_of(
+        by_flags(&[
+            ("--oms-base-url", base_url.clone()),
+            ("--oms-api-key", key.clone()),
+            ("--oms-api-secret", secret.clone()),
+            ("--redis-url", redis_url.clone()),
+            ("--otlp-endpoint", otlp.clone()),
+            ("--webhook-secret-file", path(&whsec_file)),
+            ("--sandbox-webhook-url", hook.clone()),
+        ])
+        .arg("--print-config"),
+    );
+    assert!(
+        printed.contains("# sandbox-webhook-url = \"http://hook:***@"),
+        "{printed}"
+    );
+    assert_clean("--print-config (flags)", &printed, &passwords);
+
+    for (how, command) in [("env", by_env()), ("flags", by_flags(&flags))] {
+        let run = dir.join(how);
+        std::fs::create_dir_all(&run).expect("a directory");
+        let printed = a_short_run(command, &run).await;
+        assert!(
+            printed.contains("oms:***@127.0.0.1") && printed.contains("redis://gw:***@"),
+            "the URLs are shown, masked ({how}): {printed}"
+        );
+        assert_clean(&format!("a run's output ({how})"), &printed, &passwords);
+    }
+    sandbox.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+// === what OMS sends is named, never quoted ===
+
+#[tokio::test]
+async fn a_deposit_code_sent_as_a_number_is_named_by_its_path_and_never_quoted() {
+    common::logs::capture("trace", Format::Text);
+    let gateway = common::start().await;
+    let created = common::create_cash_in(&gateway, "cst_numeric_code").await;
+    // Twelve digits no other value of the answer (or of a log line) holds by chance.
+    let code = 908_172_635_400 + u64::from(uuid::Uuid::new_v4().as_bytes()[0] % 100);
+    gateway.sandbox().inject(common::respond(
+        "GET",
+        &format!("/cash-ins/{}", created.id),
+        1,
+        200,
+        format!(
+            r#"{{"id":"{}","status":"pending","depositInstructions":{{"code":{code},"expiresAt":"2030-01-01T00:00:00Z"}}}}"#,
+            created.id
+        ),
+        &[],
+    ));
+    let status = gateway
+        .cash_ins()
+        .get_cash_in(pb::GetCashInRequest {
+            cash_in_id: created.id.clone(),
+        })
+        .await
+        .expect_err("a number where OMS documents a string");
+    assert_eq!(status.code(), tonic::Code::Internal, "{status:?}");
+    assert_eq!(common::error_info(&status).reason, "UPSTREAM_BAD_RESPONSE");
+    let message = status.message();
+    assert!(
+        message.contains("depositInstructions.code") && message.contains("a string"),
+        "the path and the expected type: {message}"
+    );
+    let code = code.to_string();
+    assert_clean("the status", &visible(&status), std::slice::from_ref(&code));
+    gateway.gateway.shutdown().await;
+    let logged = common::logs::captured();
+    assert!(
+        logged.contains("depositInstructions.code"),
+        "the logs name the path"
+    );
+    assert_clean("the logs", &logged, &[code]);
 }

@@ -361,6 +361,43 @@ async fn an_edited_policy_is_picked_up_without_a_restart() {
     mtls.stop().await;
 }
 
+// Before: a policy file that could not be read was reloaded as empty, which parses as deny-all
+// (logged as "reloaded"): a Secret or ConfigMap mount that went away denied every caller.
+#[tokio::test]
+async fn a_deleted_policy_file_keeps_the_last_good_policy_and_logs_an_error() {
+    common::logs::capture("info", Format::Json);
+    let mtls = Mtls::start("policy-deleted", Some(POLICY)).await;
+    let checkout = mtls.channel_as(Name::Spiffe(CHECKOUT.into())).await;
+    list_locations(checkout.clone())
+        .await
+        .expect("the policy allows checkout");
+    let path = mtls.dir.join("policy.toml");
+    std::fs::remove_file(&path).expect("delete the policy");
+    let shown = path.display().to_string();
+    let unreadable = |line: &serde_json::Value| {
+        line["level"] == "ERROR"
+            && line.to_string().contains("authorization policy")
+            && line.to_string().contains(&shown)
+    };
+    common::eventually(
+        Duration::from_secs(5),
+        "an error naming the file",
+        async || {
+            common::logs::captured()
+                .lines()
+                .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+                .any(|line| unreadable(&line))
+        },
+    )
+    .await;
+    // Several reload intervals later, still the last good policy.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    list_locations(checkout.clone())
+        .await
+        .expect("the last good policy still allows checkout");
+    mtls.stop().await;
+}
+
 #[tokio::test]
 async fn a_policy_that_does_not_parse_refuses_to_start_naming_the_line() {
     let dir = tls::temp_dir("bad-policy");
@@ -614,6 +651,46 @@ async fn two_callers_with_the_same_key_get_two_cash_ins_and_neither_replays_the_
     mtls.stop().await;
 }
 
+// Before: the key OMS received was `12:zoë-payments:{key}`, not ASCII, which OMS refuses with
+// 400 (a final outcome, stored), so this caller could never create a cash-in.
+#[tokio::test]
+async fn a_caller_named_in_utf8_creates_a_cash_in_and_oms_gets_a_printable_ascii_key() {
+    let mtls = Mtls::start("utf8-caller", None).await;
+    let zoe = mtls.channel_as(Name::Cn("zoë-payments".into())).await;
+    let location = common::first_location(&zoe).await;
+    let request = common::create_request(&location, "cst_utf8_caller");
+    let create = || {
+        let (channel, request) = (zoe.clone(), request.clone());
+        async move {
+            CashInServiceClient::new(channel)
+                .create_cash_in(with_key(request, "order-1"))
+                .await
+        }
+    };
+    let response = create().await.expect("CreateCashIn for a UTF-8 caller");
+    let sent = response
+        .metadata()
+        .get("oms-idempotency-key")
+        .expect("oms-idempotency-key")
+        .to_str()
+        .expect("ASCII metadata")
+        .to_owned();
+    assert!(
+        !sent.is_empty() && sent.bytes().all(|b| (0x20..=0x7e).contains(&b)),
+        "{sent:?}"
+    );
+    let created = response.into_inner().cash_in.expect("cash_in");
+    let again = create().await.expect("the same key again");
+    assert_eq!(again.into_inner().cash_in.expect("cash_in").id, created.id);
+    let sandbox = mtls.gateway.sandbox().expect("the embedded sandbox");
+    assert_eq!(
+        api_post_key(sandbox, "/cash-ins"),
+        sent,
+        "what OMS received"
+    );
+    mtls.stop().await;
+}
+
 // === certificate rotation ===
 
 #[tokio::test]
@@ -725,8 +802,10 @@ async fn a_non_loopback_listen_without_authentication_refuses_to_start_naming_th
     }
     assert!(err.contains("0.0.0.0"), "{err}");
 
-    // Explicitly accepted: it starts (and warns).
+    // Explicitly accepted: it starts (and warns). With no OMS settings beyond loopback, the
+    // embedded sandbox too must be asked for.
     config.security.insecure_allow_unauthenticated = true;
+    config.serve_sandbox = true;
     let gateway = server::start(config).await.expect("starts when told to");
     gateway.shutdown().await;
 }
@@ -742,7 +821,7 @@ async fn audit_lines_record_each_mutation_and_refusal_without_a_secret() {
     let dir = tls::temp_dir("audit");
     let mut config = tls::tls_config(&dir, &ca.server(), Some(&ca.pem));
     config.oms_base_url = Some(sandbox.base_url());
-    config.oms_api_key = Some(common::REMOTE_API_KEY.to_owned());
+    config.oms_api_key = Some(oms_gateway::config::Secret::new(common::REMOTE_API_KEY));
     config.oms_api_secret = Some(oms_gateway::config::Secret::new(&secret));
     config.security.authz_policy = Some(tls::write(&dir, "policy.toml", POLICY));
     let gateway = tls::start(config).await;

@@ -11,9 +11,10 @@
 //!
 //! `--print-config` prints every setting, its effective value and where it came from, as TOML
 //! that can be fed back with `--config`; a secret (a flag whose env value `--help` hides, or whose
-//! name says secret, token or password) is printed only as a comment, `[redacted]`.
+//! name says secret, token or password) is printed only as a comment, `[redacted]`, and a URL
+//! that carries a password only as a comment, its password masked (`redact::url`).
 
-use super::Cli;
+use super::{Cli, redact};
 use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgMatches, Args, CommandFactory, FromArgMatches};
 use std::collections::{BTreeMap, BTreeSet};
@@ -171,14 +172,21 @@ fn on_command_line(args: &[OsString], long: &str) -> bool {
         .any(|token| token == flag || token.starts_with(&with_value))
 }
 
-/// A setting is a secret when `--help` hides its env value or its name ends in `secret`,
-/// `token` or `password` (so `oms-api-secret`, not `oms-api-secret-file` or `sandbox-token-ttl`).
+/// A setting is a secret when `--help` hides its env value (but for a URL, see [`is_url`]) or
+/// its name ends in `secret`, `token` or `password` (so `oms-api-secret`, not
+/// `oms-api-secret-file` or `sandbox-token-ttl`).
 fn is_secret(arg: &Arg) -> bool {
     let long = arg.get_long().unwrap_or_default();
-    arg.is_hide_env_values_set()
+    (arg.is_hide_env_values_set() && !is_url(arg))
         || ["secret", "token", "password"]
             .iter()
             .any(|word| long.ends_with(word))
+}
+
+/// A URL setting (`ValueHint::Url`): it may carry a password, so it is shown only through
+/// `redact::url`.
+fn is_url(arg: &Arg) -> bool {
+    arg.get_value_hint() == clap::ValueHint::Url
 }
 
 /// The settings of the file: every arg with a long name but the [`NOT_SETTINGS`].
@@ -366,13 +374,15 @@ pub struct EffectiveConfig {
 }
 
 /// One setting in `--print-config`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Effective {
     key: String,
     /// The raw values (empty: unset).
     values: Vec<String>,
     switch: bool,
     secret: bool,
+    /// A URL that may carry a password (see `redact`).
+    url: bool,
     source: &'static str,
 }
 
@@ -407,6 +417,7 @@ impl EffectiveConfig {
                     values,
                     switch: is_switch(arg),
                     secret: is_secret(arg),
+                    url: is_url(arg),
                     source,
                 }
             })
@@ -432,6 +443,19 @@ impl fmt::Display for EffectiveConfig {
                 let _ = write!(line, "# {} is unset", setting.key);
             } else if setting.secret {
                 let _ = write!(line, "# {} = \"[redacted]\"", setting.key);
+            } else if setting.url
+                && setting
+                    .values
+                    .iter()
+                    .any(|v| redact::url_has_credentials(v))
+            {
+                // Fed back, a masked password would be a wrong one: a comment, like a secret.
+                let masked: Vec<String> = setting.values.iter().map(|v| redact::url(v)).collect();
+                let shown = Effective {
+                    values: masked,
+                    ..setting.clone()
+                };
+                let _ = write!(line, "# {} = {}", setting.key, toml_value(&shown));
             } else {
                 let _ = write!(line, "{} = {}", setting.key, toml_value(setting));
             }

@@ -6,6 +6,8 @@
 
 mod admin;
 mod file;
+mod ranges;
+pub mod redact;
 mod redis;
 mod runtime;
 mod sandbox;
@@ -109,7 +111,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     about = "gRPC gateway in front of the Polygon OMS cash-in REST API",
     long_about = "gRPC gateway in front of the Polygon OMS cash-in REST API.\n\n\
         With OMS_BASE_URL, OMS_API_KEY and OMS_API_SECRET it serves the real OMS; without them it \
-        starts an embedded OMS sandbox on loopback and serves that, so it works with no credentials."
+        starts an embedded OMS sandbox on loopback and serves that, so it works with no credentials \
+        (beyond loopback only with --sandbox)."
 )]
 pub struct Cli {
     /// What to run; with no subcommand, the gateway.
@@ -176,12 +179,17 @@ pub struct GatewaySettings {
 
     /// The OMS REST API base URL, including its version path, e.g.
     /// https://sandbox-api.polygon.technology/v0.9. Unset: start the embedded sandbox.
-    #[arg(long = "oms-base-url", env = "OMS_BASE_URL")]
+    #[arg(
+        long = "oms-base-url",
+        env = "OMS_BASE_URL",
+        value_hint = clap::ValueHint::Url,
+        hide_env_values = true
+    )]
     pub oms_base_url: Option<String>,
 
-    /// The OMS API key (`sk_...`).
-    #[arg(long = "oms-api-key", env = "OMS_API_KEY")]
-    pub oms_api_key: Option<String>,
+    /// The OMS API key (`sk_...`). Never logged.
+    #[arg(long = "oms-api-key", env = "OMS_API_KEY", hide_env_values = true)]
+    pub oms_api_key: Option<Secret>,
 
     /// The OMS API secret. Never logged.
     #[arg(
@@ -208,6 +216,12 @@ pub struct GatewaySettings {
         conflicts_with = "oms_api_secret"
     )]
     pub oms_api_secret_file: Option<PathBuf>,
+
+    /// Serve the embedded OMS sandbox (whose deposit codes are not real) even on an address
+    /// beyond loopback, e.g. a shared test environment. Without OMS settings the gateway serves
+    /// the sandbox only on loopback; elsewhere it refuses to start and names what is missing.
+    #[arg(long = "sandbox", env = "OMS_GATEWAY_SANDBOX")]
+    pub serve_sandbox: bool,
 
     /// Caller security: TLS, caller identity, authorization.
     #[command(flatten)]
@@ -245,7 +259,7 @@ pub struct GatewaySettings {
     #[command(flatten)]
     pub runtime: RuntimeSettings,
 
-    /// OMS webhooks (issue 13) and the reconcile interval they allow.
+    /// OMS webhooks and the reconcile interval they allow.
     #[command(flatten)]
     pub webhooks: WebhookSettings,
 }
@@ -254,13 +268,14 @@ pub struct GatewaySettings {
 #[derive(Debug, Clone, PartialEq, Args)]
 pub struct IdempotencySettings {
     /// How long a completed mutation's outcome is replayed for a repeat of its key.
-    #[arg(long = "idempotency-window", env = "OMS_GATEWAY_IDEMPOTENCY_WINDOW", default_value = "24h", value_parser = parse_duration)]
+    #[arg(long = "idempotency-window", env = "OMS_GATEWAY_IDEMPOTENCY_WINDOW", default_value = "24h", value_parser = ranges::positive_duration)]
     pub window: Duration,
     /// Most outcomes kept (about one CashIn each); beyond it the oldest are dropped first.
     #[arg(
         long = "idempotency-max-entries",
         env = "OMS_GATEWAY_IDEMPOTENCY_MAX_ENTRIES",
-        default_value_t = 10_000
+        default_value_t = 10_000,
+        value_parser = ranges::within::<usize>(ranges::ENTRIES)
     )]
     pub max_entries: usize,
 }
@@ -279,18 +294,20 @@ pub struct ServerSettings {
     #[arg(
         long = "max-concurrent-calls",
         env = "OMS_GATEWAY_MAX_CONCURRENT_CALLS",
-        default_value_t = 1024
+        default_value_t = 1024,
+        value_parser = ranges::within::<usize>(ranges::CALLS)
     )]
     pub max_concurrent_calls: usize,
     /// HTTP/2 concurrent streams per connection.
     #[arg(
         long = "max-concurrent-streams-per-connection",
         env = "OMS_GATEWAY_MAX_STREAMS_PER_CONNECTION",
-        default_value_t = 256
+        default_value_t = 256,
+        value_parser = ranges::within::<u32>(ranges::STREAMS_PER_CONNECTION)
     )]
     pub max_streams_per_connection: u32,
     /// Largest request or response message, in bytes.
-    #[arg(long = "max-message-bytes", env = "OMS_GATEWAY_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024)]
+    #[arg(long = "max-message-bytes", env = "OMS_GATEWAY_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024, value_parser = ranges::within::<usize>(ranges::MESSAGE_BYTES))]
     pub max_message_bytes: usize,
     /// On SIGTERM/SIGINT: time between turning health NOT_SERVING and closing the listener, so
     /// the mesh stops routing here first.
@@ -315,16 +332,17 @@ impl Default for ServerSettings {
 #[derive(Debug, Clone, PartialEq, Args)]
 pub struct WatchSettings {
     /// Time between two polls of one watched resource (jittered by ±10%).
-    #[arg(long = "watch-poll-interval", env = "OMS_GATEWAY_WATCH_POLL_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    #[arg(long = "watch-poll-interval", env = "OMS_GATEWAY_WATCH_POLL_INTERVAL", default_value = "2s", value_parser = ranges::positive_duration)]
     pub poll_interval: Duration,
     /// Heartbeat interval of a quiet watch stream (well under Envoy's 5-minute stream idle timeout).
-    #[arg(long = "watch-heartbeat-interval", env = "OMS_GATEWAY_WATCH_HEARTBEAT_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long = "watch-heartbeat-interval", env = "OMS_GATEWAY_WATCH_HEARTBEAT_INTERVAL", default_value = "30s", value_parser = ranges::positive_duration)]
     pub heartbeat_interval: Duration,
     /// Global cap on upstream poll requests per second, shared by all pollers.
     #[arg(
         long = "watch-max-polls-per-second",
         env = "OMS_GATEWAY_WATCH_MAX_POLLS_PER_SECOND",
-        default_value_t = 25.0
+        default_value_t = 25.0,
+        value_parser = ranges::polls_per_second
     )]
     pub max_polls_per_second: f64,
     /// How long OMS may fail before watch streams end with UNAVAILABLE.
@@ -334,14 +352,16 @@ pub struct WatchSettings {
     #[arg(
         long = "watch-max-streams",
         env = "OMS_GATEWAY_WATCH_MAX_STREAMS",
-        default_value_t = 10_000
+        default_value_t = 10_000,
+        value_parser = ranges::within::<usize>(ranges::ENTRIES)
     )]
     pub max_streams: usize,
     /// Cap on concurrently watched resources (one poller each).
     #[arg(
         long = "watch-max-watched",
         env = "OMS_GATEWAY_WATCH_MAX_WATCHED",
-        default_value_t = 2_000
+        default_value_t = 2_000,
+        value_parser = ranges::within::<usize>(ranges::ENTRIES)
     )]
     pub max_watched: usize,
 }
@@ -356,11 +376,11 @@ impl Default for WatchSettings {
 #[derive(Debug, Clone, PartialEq, Args)]
 pub struct UpstreamSettings {
     /// TCP + TLS connect timeout to OMS.
-    #[arg(long = "upstream-connect-timeout", env = "OMS_GATEWAY_UPSTREAM_CONNECT_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
+    #[arg(long = "upstream-connect-timeout", env = "OMS_GATEWAY_UPSTREAM_CONNECT_TIMEOUT", default_value = "3s", value_parser = ranges::positive_duration)]
     pub connect_timeout: Duration,
 
     /// Timeout of one HTTP attempt to OMS (the caller's deadline may cut it shorter).
-    #[arg(long = "upstream-timeout", env = "OMS_GATEWAY_UPSTREAM_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long = "upstream-timeout", env = "OMS_GATEWAY_UPSTREAM_TIMEOUT", default_value = "10s", value_parser = ranges::positive_duration)]
     pub request_timeout: Duration,
 
     /// How long an idle pooled connection is kept; below common upstream keep-alives (60 s) so
@@ -381,7 +401,8 @@ pub struct UpstreamSettings {
     #[arg(
         long = "retry-budget-ratio",
         env = "OMS_GATEWAY_RETRY_BUDGET_RATIO",
-        default_value_t = 0.2
+        default_value_t = 0.2,
+        value_parser = ranges::fraction
     )]
     pub retry_budget_ratio: f64,
 
@@ -389,7 +410,8 @@ pub struct UpstreamSettings {
     #[arg(
         long = "retry-budget-floor",
         env = "OMS_GATEWAY_RETRY_BUDGET_FLOOR",
-        default_value_t = 5.0
+        default_value_t = 5.0,
+        value_parser = ranges::retries_per_second
     )]
     pub retry_budget_floor: f64,
 
@@ -398,20 +420,21 @@ pub struct UpstreamSettings {
     #[arg(
         long = "breaker-threshold",
         env = "OMS_GATEWAY_BREAKER_THRESHOLD",
-        default_value_t = 5
+        default_value_t = 5,
+        value_parser = ranges::within::<u32>(ranges::FAILURES)
     )]
     pub breaker_threshold: u32,
 
     /// First cool-down of an open circuit before a probe; doubles per failed probe.
-    #[arg(long = "breaker-cooldown", env = "OMS_GATEWAY_BREAKER_COOLDOWN", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long = "breaker-cooldown", env = "OMS_GATEWAY_BREAKER_COOLDOWN", default_value = "1s", value_parser = ranges::positive_duration)]
     pub breaker_cooldown: Duration,
 
     /// Longest cool-down of an open circuit.
-    #[arg(long = "breaker-max-cooldown", env = "OMS_GATEWAY_BREAKER_MAX_COOLDOWN", default_value = "15s", value_parser = parse_duration)]
+    #[arg(long = "breaker-max-cooldown", env = "OMS_GATEWAY_BREAKER_MAX_COOLDOWN", default_value = "15s", value_parser = ranges::positive_duration)]
     pub breaker_max_cooldown: Duration,
 
     /// The deadline applied to a call whose caller set none, so nothing waits without bound.
-    #[arg(long = "default-deadline", env = "OMS_GATEWAY_DEFAULT_DEADLINE", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long = "default-deadline", env = "OMS_GATEWAY_DEFAULT_DEADLINE", default_value = "30s", value_parser = ranges::positive_duration)]
     pub default_deadline: Duration,
 }
 
@@ -451,43 +474,72 @@ impl GatewaySettings {
         config
     }
 
-    /// Resolves the upstream: all three OMS settings, or none (the sandbox). A partial set is an
-    /// error that names what is missing. The key and secret may come from files
-    /// (`--oms-api-key-file`, `--oms-api-secret-file`), read here.
+    /// Resolves the upstream: all three OMS settings, or none (the sandbox, on a loopback
+    /// `--listen` or with `--sandbox`). A partial set, or none beyond loopback without
+    /// `--sandbox`, is an error that names what is missing. The key and secret may come from
+    /// files (`--oms-api-key-file`, `--oms-api-secret-file`), read here.
     pub fn upstream_target(&self) -> Result<UpstreamTarget, String> {
         let key_set = self.oms_api_key.is_some() || self.oms_api_key_file.is_some();
         let secret_set = self.oms_api_secret.is_some() || self.oms_api_secret_file.is_some();
-        match (&self.oms_base_url, key_set, secret_set) {
-            (None, false, false) => Ok(UpstreamTarget::Sandbox),
-            (Some(url), true, true) => {
-                let url = url.trim().trim_end_matches('/').to_owned();
-                if !(url.starts_with("https://") || url.starts_with("http://")) {
-                    return Err(format!("OMS_BASE_URL must be an http(s) URL, got `{url}`"));
-                }
-                let (api_key, api_secret) = self.api_credentials()?;
-                Ok(UpstreamTarget::Remote {
-                    base_url: url,
-                    api_key,
-                    api_secret,
-                })
-            }
-            _ => {
-                let missing: Vec<&str> = [
-                    ("OMS_BASE_URL", self.oms_base_url.is_none()),
-                    ("OMS_API_KEY", !key_set),
-                    ("OMS_API_SECRET", !secret_set),
-                ]
-                .into_iter()
-                .filter_map(|(name, absent)| absent.then_some(name))
-                .collect();
-                Err(format!(
-                    "set all of OMS_BASE_URL, OMS_API_KEY and OMS_API_SECRET (the key and secret \
-                     may be files: OMS_API_KEY_FILE, OMS_API_SECRET_FILE), or none of them for the \
-                     embedded sandbox; missing: {}",
-                    missing.join(", ")
-                ))
-            }
+        let missing = || -> String {
+            [
+                ("OMS_BASE_URL (--oms-base-url)", self.oms_base_url.is_none()),
+                (
+                    "OMS_API_KEY (--oms-api-key or --oms-api-key-file)",
+                    !key_set,
+                ),
+                (
+                    "OMS_API_SECRET (--oms-api-secret or --oms-api-secret-file)",
+                    !secret_set,
+                ),
+            ]
+            .into_iter()
+            .filter_map(|(name, absent)| absent.then_some(name))
+            .collect::<Vec<_>>()
+            .join(", ")
+        };
+        let none = self.oms_base_url.is_none() && !key_set && !secret_set;
+        if none && (self.serve_sandbox || self.listen.ip().is_loopback()) {
+            return Ok(UpstreamTarget::Sandbox);
         }
+        if none {
+            return Err(format!(
+                "no OMS settings, and {} is not a loopback address: missing {}. Without them the \
+                 gateway serves its embedded OMS sandbox, whose deposit codes are not real, and \
+                 only on loopback unless told otherwise: set them to serve OMS, or pass --sandbox \
+                 (OMS_GATEWAY_SANDBOX=true) to serve the sandbox here on purpose",
+                self.listen,
+                missing()
+            ));
+        }
+        if self.serve_sandbox {
+            return Err(
+                "--sandbox (OMS_GATEWAY_SANDBOX) serves the embedded OMS sandbox, but OMS settings \
+                 are set too: drop one or the other"
+                    .to_owned(),
+            );
+        }
+        let Some(url) = self.oms_base_url.as_ref().filter(|_| key_set && secret_set) else {
+            return Err(format!(
+                "set all of OMS_BASE_URL, OMS_API_KEY and OMS_API_SECRET (the key and secret may \
+                 be files: OMS_API_KEY_FILE, OMS_API_SECRET_FILE), or none of them for the \
+                 embedded sandbox; missing: {}",
+                missing()
+            ));
+        };
+        let url = url.trim().trim_end_matches('/').to_owned();
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            return Err(format!(
+                "OMS_BASE_URL must be an http(s) URL, got `{}`",
+                redact::url(&url)
+            ));
+        }
+        let (api_key, api_secret) = self.api_credentials()?;
+        Ok(UpstreamTarget::Remote {
+            base_url: url,
+            api_key,
+            api_secret,
+        })
     }
 
     /// The secret files, if any (watched for changes while the gateway runs).
@@ -524,7 +576,7 @@ impl GatewaySettings {
         };
         let api_key = match (&self.oms_api_key_file, &self.oms_api_key) {
             (Some(path), _) => read(path, "key")?,
-            (None, Some(key)) => key.clone(),
+            (None, Some(key)) => key.expose().to_owned(),
             (None, None) => return Err("OMS_API_KEY is not set".into()),
         };
         let api_secret = match (&self.oms_api_secret_file, &self.oms_api_secret) {
@@ -588,5 +640,31 @@ mod tests {
             "{err}"
         );
         assert!(!err.contains("missing: OMS_BASE_URL"));
+    }
+
+    #[test]
+    fn without_oms_settings_the_sandbox_serves_loopback_or_whoever_asks() {
+        let mut config = GatewaySettings::for_tests();
+        assert!(matches!(
+            config.upstream_target(),
+            Ok(UpstreamTarget::Sandbox)
+        ));
+        config.listen = SocketAddr::from(([0, 0, 0, 0], 50051));
+        let err = config.upstream_target().unwrap_err();
+        for name in [
+            "OMS_BASE_URL",
+            "--oms-api-key-file",
+            "OMS_API_SECRET",
+            "--sandbox",
+        ] {
+            assert!(err.contains(name), "{name}: {err}");
+        }
+        config.serve_sandbox = true;
+        assert!(matches!(
+            config.upstream_target(),
+            Ok(UpstreamTarget::Sandbox)
+        ));
+        config.oms_base_url = Some("https://example.test/v0.9".into());
+        assert!(config.upstream_target().unwrap_err().contains("--sandbox"));
     }
 }

@@ -12,7 +12,11 @@ pub struct RuntimeSettings {
     /// Worker threads of the async runtime (unset: one per CPU, or TOKIO_WORKER_THREADS). 1 is
     /// tokio's single-threaded scheduler: the least CPU per call and per watch event, tens of
     /// thousands of calls a second on one core; scale with replicas.
-    #[arg(long = "worker-threads", env = "OMS_GATEWAY_WORKER_THREADS")]
+    #[arg(
+        long = "worker-threads",
+        env = "OMS_GATEWAY_WORKER_THREADS",
+        value_parser = super::ranges::worker_threads
+    )]
     pub worker_threads: Option<NonZeroUsize>,
     /// After a call starts or is answered, keep the worker threads polling for network events
     /// for this long (up to twice as long) instead of sleeping: each wake-up from sleep costs tens

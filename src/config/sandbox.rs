@@ -1,7 +1,7 @@
 //! The embedded sandbox's settings (flags of `oms-gateway` without an upstream, and of
 //! `oms-gateway sandbox`), mapped onto the sandbox crate's own `SandboxSettings`.
 
-use super::{Secret, flag_defaults, parse_duration};
+use super::{Secret, flag_defaults};
 use clap::{Args, ValueEnum};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -28,11 +28,11 @@ pub struct EmbeddedSandboxSettings {
     pub spelling: SpellingArg,
 
     /// Lifetime of a sandbox deposit code.
-    #[arg(long = "sandbox-code-ttl", env = "OMS_SANDBOX_CODE_TTL", default_value = "1h", value_parser = parse_duration)]
+    #[arg(long = "sandbox-code-ttl", env = "OMS_SANDBOX_CODE_TTL", default_value = "1h", value_parser = super::ranges::positive_duration)]
     pub code_ttl: Duration,
 
     /// Lifetime of a sandbox access token.
-    #[arg(long = "sandbox-token-ttl", env = "OMS_SANDBOX_TOKEN_TTL", default_value = "1h", value_parser = parse_duration)]
+    #[arg(long = "sandbox-token-ttl", env = "OMS_SANDBOX_TOKEN_TTL", default_value = "1h", value_parser = super::ranges::positive_duration)]
     pub token_ttl: Duration,
 
     /// Seeded fault injection in the sandbox, e.g.

@@ -2,7 +2,6 @@
 //! comes from, and of the authorization policy.
 
 use super::flag_defaults;
-use super::parse_duration;
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -50,10 +49,10 @@ pub struct SecuritySettings {
     pub insecure_allow_unauthenticated: bool,
     /// How often the certificate, key, CA, policy and secret files are checked for changes (they
     /// are also re-read on SIGHUP).
-    #[arg(long = "reload-interval", env = "OMS_GATEWAY_RELOAD_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    #[arg(long = "reload-interval", env = "OMS_GATEWAY_RELOAD_INTERVAL", default_value = "2s", value_parser = super::ranges::positive_duration)]
     pub reload_interval: Duration,
     /// Longest TLS handshake; a slower client is disconnected.
-    #[arg(long = "tls-handshake-timeout", env = "OMS_GATEWAY_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long = "tls-handshake-timeout", env = "OMS_GATEWAY_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = super::ranges::positive_duration)]
     pub handshake_timeout: Duration,
     /// Most TLS handshakes in progress at once; past it, new connections wait in the accept
     /// queue until one ends (1 to 65536).

@@ -7,6 +7,11 @@ use clap::Args;
 pub struct TelemetrySettings {
     /// OTLP/gRPC collector to export the gateway's spans to, e.g. http://127.0.0.1:4317. Unset:
     /// no export (the caller's `traceparent` is still passed on to OMS).
-    #[arg(long = "otlp-endpoint", env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    #[arg(
+        long = "otlp-endpoint",
+        env = "OTEL_EXPORTER_OTLP_ENDPOINT",
+        value_hint = clap::ValueHint::Url,
+        hide_env_values = true
+    )]
     pub otlp_endpoint: Option<String>,
 }

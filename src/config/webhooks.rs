@@ -1,8 +1,7 @@
-//! The webhook settings (issue 13): where the Standard Webhooks secret is read from (its
+//! The webhook settings: where the Standard Webhooks secret is read from (its
 //! presence turns `POST /webhooks/oms` on), the relaxed poll interval pollers use while webhooks
 //! arrive, and how long after the last good delivery webhooks still count as arriving.
 
-use super::parse_duration;
 use clap::Args;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,13 +13,18 @@ pub struct WebhookSettings {
     #[arg(long = "webhook-secret-file", env = "OMS_GATEWAY_WEBHOOK_SECRET_FILE")]
     pub secret_file: Option<PathBuf>,
     /// Poll interval of the watch pollers while verified webhooks arrive (polling is then only the safety net).
-    #[arg(long = "watch-reconcile-interval", env = "OMS_GATEWAY_WATCH_RECONCILE_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long = "watch-reconcile-interval", env = "OMS_GATEWAY_WATCH_RECONCILE_INTERVAL", default_value = "30s", value_parser = super::ranges::positive_duration)]
     pub reconcile_interval: Duration,
     /// Webhooks count as arriving for this long after the last verified delivery; then pollers return to --watch-poll-interval.
-    #[arg(long = "webhook-healthy-window", env = "OMS_GATEWAY_WEBHOOK_HEALTHY_WINDOW", default_value = "3m", value_parser = parse_duration)]
+    #[arg(long = "webhook-healthy-window", env = "OMS_GATEWAY_WEBHOOK_HEALTHY_WINDOW", default_value = "3m", value_parser = super::ranges::positive_duration)]
     pub healthy_window: Duration,
     /// The embedded sandbox delivers signed webhooks of every state change here (`self`: this gateway's own POST /webhooks/oms), signed with the first --webhook-secret-file secret.
-    #[arg(long = "sandbox-webhook-url", env = "OMS_SANDBOX_WEBHOOK_URL")]
+    #[arg(
+        long = "sandbox-webhook-url",
+        env = "OMS_SANDBOX_WEBHOOK_URL",
+        value_hint = clap::ValueHint::Url,
+        hide_env_values = true
+    )]
     pub sandbox_url: Option<String>,
     /// Faults in the embedded sandbox's webhooks, probabilities per event: `drop=0.1,duplicate=0.2,reorder=0.2,bad-signature=0.1` (`none`: none).
     #[arg(long = "sandbox-webhook-faults", env = "OMS_SANDBOX_WEBHOOK_FAULTS", default_value = "none", value_parser = parse_webhook_faults)]

@@ -1,8 +1,8 @@
 //! `polygon.oms.v1.CashInService`: create, get, list and refresh cash-ins over the OMS REST API.
 
 use super::{
-    deadline, echo_idempotency_keys, grpc_timeout, idempotency_key, page_token, status_with_keys,
-    upstream_idempotency_key,
+    KeyedOperation, deadline, echo_idempotency_keys, grpc_timeout, idempotency_key, page_token,
+    status_with_keys, upstream_idempotency_key,
 };
 use crate::audit;
 use crate::error::GatewayError;
@@ -77,7 +77,8 @@ struct Mutation {
     key: String,
     /// The authenticated caller (see `security::CallerLayer`); empty when anonymous.
     caller: String,
-    /// The key sent to OMS: `key` scoped to `caller` (see `upstream_idempotency_key`).
+    /// The key sent to OMS: `key` scoped to `caller` and the operation (see
+    /// `upstream_idempotency_key`).
     upstream_key: String,
 }
 
@@ -117,6 +118,7 @@ impl Mutation {
 impl CashIns {
     fn mutation<T>(
         &self,
+        operation: KeyedOperation,
         request: &Request<T>,
         field_key: &str,
         violations: &mut Violations,
@@ -125,7 +127,7 @@ impl CashIns {
         let caller = Caller::of(request);
         Mutation {
             deadline: deadline(request.metadata(), self.default_deadline),
-            upstream_key: upstream_idempotency_key(&caller, &key),
+            upstream_key: upstream_idempotency_key(operation, &caller, &key),
             key,
             caller,
         }
@@ -165,6 +167,7 @@ impl CashInService for CashIns {
     ) -> Result<Response<pb::CreateCashInResponse>, Status> {
         let mut violations = Violations::default();
         let mutation = self.mutation(
+            KeyedOperation::CreateCashIn,
             &request,
             &request.get_ref().idempotency_key,
             &mut violations,
@@ -275,6 +278,7 @@ impl CashInService for CashIns {
     ) -> Result<Response<pb::RefreshCashInResponse>, Status> {
         let mut violations = Violations::default();
         let mutation = self.mutation(
+            KeyedOperation::RefreshCashIn,
             &request,
             &request.get_ref().idempotency_key,
             &mut violations,

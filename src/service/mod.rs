@@ -83,18 +83,48 @@ pub fn idempotency_key(field: &str, metadata: &MetadataMap, violations: &mut Vio
     }
 }
 
-/// The `Idempotency-Key` sent upstream for `key` from `caller` (empty: anonymous). Keys are
-/// scoped per caller, but every caller reaches OMS with the gateway's one set of credentials, i.e.
-/// one OMS key space: sent as given, caller B's key would replay caller A's cash-in (or be refused
-/// as reused). So every key, anonymous ones included, is sent qualified as
-/// `{bytes of caller}:{caller}:{key}` (anonymous: `0::{key}`): the length prefix says where the
-/// caller ends, so the encoding is injective and no two (caller, key) pairs meet, whatever
-/// either contains. Deterministic, so a retry after a restart still replays upstream. A qualified
-/// key beyond OMS's 255 characters is replaced by `h1:` and the SHA-256 of the qualified key in
-/// hex (67 characters); qualified keys start with a digit, so the two forms never meet either.
-pub fn upstream_idempotency_key(caller: &str, key: &str) -> String {
-    let qualified = format!("{}:{caller}:{key}", caller.len());
-    if qualified.len() <= validate::MAX_IDEMPOTENCY_KEY_CHARS {
+/// The mutating operations whose idempotency key OMS receives, each a key space of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyedOperation {
+    /// CreateCashIn (`POST /cash-ins`).
+    CreateCashIn,
+    /// RefreshCashIn (`POST /cash-ins/{id}/refresh`).
+    RefreshCashIn,
+}
+
+// === impl KeyedOperation ===
+
+impl KeyedOperation {
+    /// What the qualified key begins with: nothing for CreateCashIn (its keys are the ones every
+    /// earlier release sent, so a create retried across an upgrade still replays at OMS), a
+    /// lowercase word and a colon for the others. Never a digit (a create's key begins with
+    /// one) nor `h1:` (a hashed key).
+    fn prefix(self) -> &'static str {
+        match self {
+            Self::CreateCashIn => "",
+            Self::RefreshCashIn => "refresh:",
+        }
+    }
+}
+
+/// The `Idempotency-Key` sent upstream for `key` of `operation` from `caller` (empty:
+/// anonymous). Keys are scoped per caller, but every caller reaches OMS with the gateway's one
+/// set of credentials, i.e. one OMS key space: sent as given, caller B's key would replay caller
+/// A's cash-in (or be refused as reused), and a refresh keyed like the create before it would be
+/// refused as a reuse of the create's key. So every key, anonymous ones included, is sent
+/// qualified as `{operation prefix}{bytes of caller}:{caller}:{key}` (a create: `5:svc-a:k-1`;
+/// anonymous: `0::k-1`; a refresh: `refresh:5:svc-a:k-1`): the prefix names the operation and
+/// the length says where the caller ends, so the encoding is injective and no two (caller,
+/// operation, key) triples meet, whatever the caller or the key contains. OMS takes 1 to 255
+/// printable ASCII characters; a qualified key that is longer, or holds anything else (a
+/// certificate CN `zoë-payments`, a tab), is sent as `h1:` and the SHA-256 of the qualified key
+/// in hex (67 characters), which no qualified key begins with. Deterministic, so a retry after a
+/// restart still replays upstream.
+pub fn upstream_idempotency_key(operation: KeyedOperation, caller: &str, key: &str) -> String {
+    let qualified = format!("{}{}:{caller}:{key}", operation.prefix(), caller.len());
+    let sendable = qualified.len() <= validate::MAX_IDEMPOTENCY_KEY_CHARS
+        && qualified.bytes().all(|b| (0x20..=0x7e).contains(&b));
+    if sendable {
         return qualified;
     }
     format!("h1:{}", crate::digest::sha256_hex(qualified.as_bytes()))
@@ -156,23 +186,59 @@ mod tests {
     }
 
     #[test]
-    fn upstream_keys_are_scoped_per_caller() {
-        assert_eq!(upstream_idempotency_key("", "k-1"), "0::k-1");
-        assert_eq!(upstream_idempotency_key("svc-a", "k-1"), "5:svc-a:k-1");
+    fn upstream_keys_are_scoped_per_caller_and_operation() {
+        use KeyedOperation::{CreateCashIn as Create, RefreshCashIn as Refresh};
+        let key = upstream_idempotency_key;
+        assert_eq!(key(Create, "", "k-1"), "0::k-1");
+        assert_eq!(key(Create, "svc-a", "k-1"), "5:svc-a:k-1");
+        assert_eq!(key(Refresh, "svc-a", "k-1"), "refresh:5:svc-a:k-1");
         // The collision found in review: an anonymous key shaped like svc-a's qualified one.
-        assert_ne!(
-            upstream_idempotency_key("", "5:svc-a:k-1"),
-            upstream_idempotency_key("svc-a", "k-1")
-        );
-        assert_ne!(
-            upstream_idempotency_key("a:b", "c"),
-            upstream_idempotency_key("a", "b:c")
-        );
+        assert_ne!(key(Create, "", "5:svc-a:k-1"), key(Create, "svc-a", "k-1"));
+        assert_ne!(key(Create, "a:b", "c"), key(Create, "a", "b:c"));
+        assert_ne!(key(Create, "", "refresh:0::k"), key(Refresh, "", "k"));
         let long = "k".repeat(255);
-        let hashed = upstream_idempotency_key("svc-a", &long);
+        let hashed = key(Create, "svc-a", &long);
         assert!(hashed.starts_with("h1:") && hashed.len() == 67, "{hashed}");
-        assert_eq!(hashed, upstream_idempotency_key("svc-a", &long));
-        assert_ne!(hashed, upstream_idempotency_key("svc-b", &long));
+        assert_eq!(hashed, key(Create, "svc-a", &long));
+        assert_ne!(hashed, key(Create, "svc-b", &long));
+        assert_ne!(hashed, key(Refresh, "svc-a", &long));
+    }
+
+    #[test]
+    fn a_key_oms_would_refuse_is_sent_hashed_in_printable_ascii() {
+        let printable = |k: &str| k.bytes().all(|b| (0x20..=0x7e).contains(&b)) && k.len() <= 255;
+        for caller in ["zoë-payments", "tab\there", "CN=é,O=x", &"x".repeat(300)] {
+            for op in [KeyedOperation::CreateCashIn, KeyedOperation::RefreshCashIn] {
+                let sent = upstream_idempotency_key(op, caller, "order-1");
+                assert!(sent.starts_with("h1:") && printable(&sent), "{sent:?}");
+                assert_eq!(sent, upstream_idempotency_key(op, caller, "order-1"));
+                assert_ne!(sent, upstream_idempotency_key(op, caller, "order-2"));
+            }
+        }
+        assert_ne!(
+            upstream_idempotency_key(KeyedOperation::CreateCashIn, "zoë-payments", "k"),
+            upstream_idempotency_key(KeyedOperation::RefreshCashIn, "zoë-payments", "k")
+        );
+    }
+
+    /// Every triple of a small alphabet that includes the separators, the prefixes' letters and
+    /// a non-ASCII letter, encoded: no two meet.
+    #[test]
+    fn no_two_caller_operation_key_triples_meet() {
+        let words = [
+            "", "0", "5", ":", "::", "0:", "a", "a:", ":a", "h1:", "refresh:", "é", "1:é",
+        ];
+        let mut seen = std::collections::HashMap::new();
+        for op in [KeyedOperation::CreateCashIn, KeyedOperation::RefreshCashIn] {
+            for caller in words {
+                for key in words {
+                    let sent = upstream_idempotency_key(op, caller, key);
+                    if let Some(other) = seen.insert(sent.clone(), (op, caller, key)) {
+                        panic!("{sent:?}: {other:?} and {:?}", (op, caller, key));
+                    }
+                }
+            }
+        }
     }
 
     #[test]

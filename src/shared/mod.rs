@@ -166,6 +166,7 @@ impl SharedState {
         let listen = tokio::spawn(listen_loop(weak)).abort_handle();
         state.lock_tasks().extend([check, listen]);
         tracing::info!(
+            redis = %crate::config::redact::url(url.expose()),
             replica = %state.inner.replica,
             cluster = settings.cluster,
             lease_ttl_ms = settings.lease_ttl.as_millis() as u64,

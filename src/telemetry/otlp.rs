@@ -54,12 +54,13 @@ pub fn layer<S>(endpoint: &str) -> Result<(impl Layer<S>, Exporter), String>
 where
     S: tracing::Subscriber + for<'a> LookupSpan<'a>,
 {
+    let shown = crate::config::redact::url(endpoint);
     let url: http::Uri = endpoint
         .parse()
-        .map_err(|e| format!("invalid --otlp-endpoint `{endpoint}`: {e}"))?;
+        .map_err(|e| format!("invalid --otlp-endpoint `{shown}`: {e}"))?;
     if !matches!(url.scheme_str(), Some("http" | "https")) || url.host().is_none() {
         return Err(format!(
-            "invalid --otlp-endpoint `{endpoint}`: expected http://host:port or https://host:port"
+            "invalid --otlp-endpoint `{shown}`: expected http://host:port or https://host:port"
         ));
     }
     let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -67,7 +68,7 @@ where
         .with_endpoint(endpoint)
         .with_timeout(EXPORT_TIMEOUT)
         .build()
-        .map_err(|e| format!("cannot build the OTLP exporter for `{endpoint}`: {e}"))?;
+        .map_err(|e| format!("cannot build the OTLP exporter for `{shown}`: {e}"))?;
     let resource = opentelemetry_sdk::Resource::builder()
         .with_service_name("oms-gateway")
         .build();

@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod breaker;
 pub mod budget;
+mod decode;
 mod endpoints;
 mod failure;
 pub mod model;
@@ -122,11 +123,16 @@ impl OmsClient {
         config: UpstreamSettings,
         metrics: Arc<Metrics>,
     ) -> Result<Self, String> {
+        let shown = crate::config::redact::url(base_url);
         let mut base = Url::parse(base_url.trim_end_matches('/'))
-            .map_err(|e| format!("invalid OMS base URL `{base_url}`: {e}"))?;
+            .map_err(|e| format!("invalid OMS base URL `{shown}`: {e}"))?;
         if base.cannot_be_a_base() {
-            return Err(format!("invalid OMS base URL `{base_url}`"));
+            return Err(format!("invalid OMS base URL `{shown}`"));
         }
+        // OMS authenticates the API key and secret, never URL user information: dropped here, so
+        // no request URL, error or Debug print can carry a password written into the URL.
+        let _ = base.set_password(None);
+        let _ = base.set_username("");
         // Path segments are appended to the base, so make sure it ends in exactly one slash.
         if !base.path().ends_with('/') {
             let path = format!("{}/", base.path());
@@ -256,8 +262,9 @@ fn check_cleartext(base: &Url) -> Result<(), String> {
         return Ok(());
     }
     Err(format!(
-        "refusing OMS base URL `{base}`: plain http would send the OMS API secret and access tokens \
+        "refusing OMS base URL `{}`: plain http would send the OMS API secret and access tokens \
          in cleartext; use https (with --upstream-ca-file for a private CA), or plain http only to \
-         a loopback address (127.0.0.1, ::1, localhost)"
+         a loopback address (127.0.0.1, ::1, localhost)",
+        crate::config::redact::url(base.as_str())
     ))
 }

@@ -275,7 +275,7 @@ fn number_or_numeric_string<'de, D: Deserializer<'de>>(de: D) -> Result<Option<f
             .trim()
             .parse::<f64>()
             .map(Some)
-            .map_err(|_| serde::de::Error::custom(format!("`{s}` is not a number"))),
+            .map_err(|_| serde::de::Error::custom("a string that is not a number")),
     }
 }
 

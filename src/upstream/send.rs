@@ -6,6 +6,7 @@
 use super::OmsClient;
 use super::auth::Token;
 use super::breaker::{Admission, CircuitBreaker};
+use super::decode::decode;
 use super::failure::{classify_transport, failure_from_response, read_body, request_id};
 use super::transport::{self, HttpClient, RequestBody};
 use crate::error::{HttpFailure, UpstreamError, UpstreamFailure};
@@ -276,9 +277,9 @@ impl OmsClient {
 }
 
 /// The HTTP request of one attempt of `call` (to `uri`), carrying the attempt's trace context.
-/// Every value is checked before it goes out: the idempotency key by `validate.rs` (printable
-/// ASCII), the trace context by `telemetry` (hex, or the caller's `tracestate`, which is dropped
-/// if it cannot travel as a header).
+/// Every value is checked before it goes out: the idempotency key where the services qualify it
+/// (printable ASCII, at most 255 characters, else its SHA-256), the trace context by `telemetry`
+/// (hex, or the caller's `tracestate`, which is dropped if it cannot travel as a header).
 fn request(
     call: &Call<'_>,
     uri: &Uri,
@@ -314,16 +315,6 @@ fn request(
         headers.insert(header::CONTENT_TYPE, JSON);
     }
     Ok(request)
-}
-
-/// A 2xx body of `operation` as `T`. JSON is UTF-8 (RFC 8259, 8.1), so the body is checked as
-/// UTF-8 once, whole, and then read as text: reading bytes, serde_json would check every string
-/// and key again on its own (≈ 5 % of a GetCashIn's instructions).
-fn decode<T: DeserializeOwned>(operation: &str, bytes: &[u8]) -> Result<T, UpstreamError> {
-    let text = std::str::from_utf8(bytes).map_err(|e| {
-        UpstreamError::BadResponse(format!("{operation}: the body is not UTF-8: {e}"))
-    })?;
-    serde_json::from_str(text).map_err(|e| UpstreamError::BadResponse(format!("{operation}: {e}")))
 }
 
 /// What an attempt's outcome says about OMS's health, for the breaker: an answer that is no 5xx
@@ -363,25 +354,6 @@ fn full_jitter(attempt: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_body_that_is_not_utf8_or_not_the_type_is_a_bad_response_naming_the_operation() {
-        let decoded = decode::<serde_json::Value>("GET /cash-ins/{id}", b"{\"id\": \"ci_\xff\"}");
-        let Err(UpstreamError::BadResponse(message)) = decoded else {
-            panic!("{decoded:?}");
-        };
-        assert!(
-            message.starts_with("GET /cash-ins/{id}: the body is not UTF-8"),
-            "{message}"
-        );
-        let decoded = decode::<Vec<u8>>("GET /cash-ins/{id}", b"{}");
-        assert!(
-            matches!(decoded, Err(UpstreamError::BadResponse(m)) if m.contains("expected a sequence"))
-        );
-        let ok: serde_json::Value =
-            decode("GET /cash-ins/{id}", "{\"name\": \"Café\"}".as_bytes()).unwrap();
-        assert_eq!(ok["name"], "Café");
-    }
 
     #[test]
     fn backoff_stays_within_its_ceiling() {

@@ -298,7 +298,7 @@ pub async fn start_remote_sandbox(secret: &str) -> SandboxHandle {
 pub fn remote_config(base_url: &str, api_key: &str, api_secret: &str) -> GatewaySettings {
     let mut config = test_config();
     config.oms_base_url = Some(base_url.to_owned());
-    config.oms_api_key = Some(api_key.to_owned());
+    config.oms_api_key = Some(Secret::new(api_key));
     config.oms_api_secret = Some(Secret::new(api_secret));
     config
 }

@@ -174,3 +174,206 @@ async fn the_sandbox_subcommand_serves_the_rest_simulator_alone() {
         .unwrap();
     assert_eq!(unauthenticated.status(), 401);
 }
+
+// === fail closed: no sandbox beyond loopback unless asked ===
+
+/// Waits at most `limit` for `child` to exit; `None` if it still runs (then it is killed).
+fn exit_within(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+// Before: with no OMS settings the gateway served the embedded sandbox on any address, so a
+// production pod whose Secret mount was missing handed out real-looking deposit codes.
+#[test]
+fn beyond_loopback_with_no_oms_settings_it_refuses_to_start_naming_what_is_missing() {
+    let dir = common::tls::temp_dir("fail-closed");
+    let stderr = dir.join("stderr");
+    let mut child = without_oms_env(&mut Command::new(BIN))
+        .args(["--listen", "0.0.0.0:0", "--admin-listen", "none"])
+        .args(["--caller-identity-header", "l5d-client-id"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).expect("a file"))
+        .spawn()
+        .expect("start the gateway");
+    let status = exit_within(&mut child, Duration::from_secs(10));
+    let said = std::fs::read_to_string(&stderr).unwrap_or_default();
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "it must refuse to start ({status:?}): {said}"
+    );
+    for name in [
+        "OMS_BASE_URL",
+        "OMS_API_KEY",
+        "OMS_API_SECRET",
+        "--oms-base-url",
+        "--sandbox",
+    ] {
+        assert!(said.contains(name), "{name} is not named: {said}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn with_sandbox_beyond_loopback_it_starts_warns_and_says_so_in_readyz_and_metrics() {
+    let dir = common::tls::temp_dir("sandbox-flag");
+    let stderr = dir.join("stderr");
+    let admin = common::free_port();
+    let mut child = without_oms_env(&mut Command::new(BIN))
+        .args(["--listen", "0.0.0.0:0", "--sandbox"])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+        .args(["--caller-identity-header", "l5d-client-id"])
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&stderr).expect("a file"))
+        .spawn()
+        .expect("start the gateway");
+    let line = first_line(&mut child);
+    let _running = Running(child);
+    assert!(line.contains("embedded OMS sandbox"), "{line}");
+    let port = line
+        .split_whitespace()
+        .skip_while(|w| *w != "on")
+        .nth(1)
+        .and_then(|addr| addr.rsplit_once(':'))
+        .map(|(_, port)| port.to_owned())
+        .expect("the address");
+    // Bound on every interface; called through loopback.
+    let channel = common::connect(format!("127.0.0.1:{port}").parse().unwrap()).await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    health
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .expect("health answers");
+    let http = reqwest::Client::new();
+    let get = async |path: &str| {
+        let response = http
+            .get(format!("http://127.0.0.1:{admin}{path}"))
+            .send()
+            .await
+            .expect("the admin listener answers");
+        (response.status().as_u16(), response.text().await.unwrap())
+    };
+    common::eventually(Duration::from_secs(10), "/readyz to say 200", async || {
+        get("/readyz").await.0 == 200
+    })
+    .await;
+    let (_, ready) = get("/readyz").await;
+    assert!(
+        ready.starts_with("SERVING\n") && ready.contains("sandbox"),
+        "{ready}"
+    );
+    let (_, metrics) = get("/metrics").await;
+    assert!(metrics.contains("\noms_gateway_sandbox 1\n"), "{metrics}");
+    let said = std::fs::read_to_string(&stderr).unwrap_or_default();
+    assert!(
+        said.lines()
+            .any(|l| l.contains("WARN") && l.contains("sandbox") && l.contains("--sandbox")),
+        "a warning at start: {said}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+// === numeric settings are range-checked ===
+
+// Before: `--watch-max-polls-per-second inf` panicked in tokio's Semaphore at start, and 0, NaN,
+// negative or absurd values were taken as given (a zero heartbeat sends heartbeats in a loop).
+#[test]
+fn numeric_settings_out_of_range_are_configuration_errors_not_panics() {
+    let refused: &[(&str, &[&str])] = &[
+        (
+            "--watch-max-polls-per-second",
+            &["inf", "NaN", "0", "-1", "1e300"],
+        ),
+        ("--retry-budget-ratio", &["NaN", "-0.1", "inf", "2"]),
+        ("--retry-budget-floor", &["NaN", "-1", "inf", "1e12"]),
+        ("--max-concurrent-calls", &["0", "1000000000000"]),
+        ("--max-concurrent-streams-per-connection", &["0"]),
+        ("--max-message-bytes", &["0", "1000000000000"]),
+        ("--idempotency-max-entries", &["0", "1000000000000"]),
+        ("--watch-max-streams", &["0", "1000000000000"]),
+        ("--watch-max-watched", &["0", "1000000000000"]),
+        ("--breaker-threshold", &["0"]),
+        ("--worker-threads", &["0", "100000"]),
+        ("--watch-poll-interval", &["0s"]),
+        ("--watch-heartbeat-interval", &["0s"]),
+        ("--upstream-timeout", &["0s"]),
+        ("--upstream-connect-timeout", &["0s"]),
+        ("--default-deadline", &["0s"]),
+        ("--reload-interval", &["0s"]),
+        ("--redis-timeout", &["0s"]),
+        ("--redis-lease-ttl", &["0s"]),
+        ("--idempotency-window", &["0s"]),
+        ("--breaker-cooldown", &["0s"]),
+        ("--breaker-max-cooldown", &["0s"]),
+        ("--tls-handshake-timeout", &["0s"]),
+        ("--sandbox-code-ttl", &["0s"]),
+        ("--sandbox-token-ttl", &["0s"]),
+        ("--watch-reconcile-interval", &["0s"]),
+        ("--webhook-healthy-window", &["0s"]),
+    ];
+    let print_config = |arg: &str| {
+        without_oms_env(&mut Command::new(BIN))
+            .args(["--print-config", arg])
+            .output()
+            .expect("run --print-config")
+    };
+    let mut accepted = Vec::new();
+    for (flag, values) in refused {
+        for value in *values {
+            let arg = format!("{flag}={value}");
+            let output = print_config(&arg);
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            if output.status.code() != Some(2) || !stderr.contains(flag) {
+                accepted.push(format!("{arg}: {:?} {stderr}", output.status.code()));
+            }
+            assert!(!stderr.contains("panicked"), "{arg}: {stderr}");
+        }
+    }
+    assert!(accepted.is_empty(), "accepted: {accepted:#?}");
+    for fine in [
+        "--watch-max-polls-per-second=0.5",
+        "--retry-budget-ratio=0",
+        "--retry-budget-floor=0",
+        "--drain-delay=0s",
+        "--shutdown-grace=0s",
+        "--busy-poll=0s",
+        "--watch-unreachable-limit=0s",
+        "--max-concurrent-calls=1",
+    ] {
+        assert!(print_config(fine).status.success(), "{fine} is refused");
+    }
+
+    // A real start, and the configuration file (TOML has inf and nan), say the same.
+    let output = without_oms_env(&mut Command::new(BIN))
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "none"])
+        .args(["--watch-max-polls-per-second", "inf"])
+        .output()
+        .expect("run the gateway");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--watch-max-polls-per-second") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+    let dir = common::tls::temp_dir("ranges");
+    let file = common::tls::write(&dir, "config.toml", "watch-max-polls-per-second = inf\n");
+    let output = without_oms_env(&mut Command::new(BIN))
+        .args(["--print-config", "--config"])
+        .arg(&file)
+        .output()
+        .expect("run --print-config");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("watch-max-polls-per-second"), "{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
+}

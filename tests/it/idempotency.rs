@@ -289,6 +289,39 @@ async fn refreshing_twice_with_one_key_refreshes_once() {
     gateway.gateway.shutdown().await;
 }
 
+// Before: both went to OMS as `0::order-42`, so the refresh was OMS's 422 "key already used"
+// (stored for 24 h): a caller keying by its order id could never refresh the order's code.
+#[tokio::test]
+async fn a_create_and_a_refresh_with_one_key_are_two_operations_and_both_succeed() {
+    let gateway = common::start().await;
+    let location = common::first_location(&gateway.channel).await;
+    let mut request = common::create_request(&location, "cst_idem_two_ops");
+    request.idempotency_key = "order-42".into();
+    let created = gateway
+        .cash_ins()
+        .create_cash_in(request)
+        .await
+        .expect("CreateCashIn");
+    let create_key = oms_key(&created);
+    let created = created.into_inner().cash_in.expect("cash_in");
+    let refreshed = gateway
+        .cash_ins()
+        .refresh_cash_in(pb::RefreshCashInRequest {
+            cash_in_id: created.id.clone(),
+            idempotency_key: "order-42".into(),
+        })
+        .await
+        .expect("RefreshCashIn with the create's key");
+    let refresh_key = oms_key(&refreshed);
+    assert_ne!(refresh_key, create_key, "two operations, two keys at OMS");
+    let code = |c: &pb::CashIn| c.deposit_instructions.clone().expect("instructions").code;
+    let refreshed = refreshed.into_inner().cash_in.expect("cash_in");
+    assert_eq!(refreshed.id, created.id);
+    assert_ne!(code(&refreshed), code(&created), "a new code");
+    assert_eq!(create_keys(&gateway), [Some(create_key)]);
+    gateway.gateway.shutdown().await;
+}
+
 // === Issue 7.2: upstream keys never collide ===
 
 /// A token for the sandbox's REST API, as any OMS client would get one.

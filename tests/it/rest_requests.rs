@@ -259,7 +259,11 @@ async fn refresh_cash_in_posts_no_body_with_its_idempotency_key() {
     assert_eq!(sent.method, "POST");
     assert_eq!(sent.path, format!("/cash-ins/{}/refresh", created.id));
     assert_bearer(&sent);
-    assert_eq!(sent.idempotency_key.as_deref(), Some("0::rest-refresh-1"));
+    // Qualified by the operation too: a refresh never shares a create's key at OMS.
+    assert_eq!(
+        sent.idempotency_key.as_deref(),
+        Some("refresh:0::rest-refresh-1")
+    );
     assert_eq!(sent.body, "");
     gateway.gateway.shutdown().await;
 }

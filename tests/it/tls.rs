@@ -162,7 +162,7 @@ async fn plain_http_to_a_host_that_is_not_loopback_refuses_to_start() {
     ] {
         let mut config = common::test_config();
         config.oms_base_url = Some(url.into());
-        config.oms_api_key = Some("sk_live_x".into());
+        config.oms_api_key = Some(Secret::new("sk_live_x"));
         config.oms_api_secret = Some(Secret::new("cleartext-secret"));
         let message = match oms_gateway::server::start(config).await {
             Ok(_) => panic!("{url}: started"),
