@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
-use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 const CHECKOUT: &str = "spiffe://test.local/ns/checkout/sa/checkout";
 const OPS: &str = "spiffe://test.local/ns/ops/sa/debug";
@@ -49,17 +48,8 @@ fn audit_lines() -> Vec<serde_json::Value> {
 
 // === helpers ===
 
-fn health(channel: Channel) -> HealthClient<Channel> {
-    HealthClient::new(channel)
-}
-
 async fn health_check(channel: Channel) -> Result<i32, Status> {
-    health(channel)
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .map(|r| r.into_inner().status)
+    common::health_check(&channel, "").await
 }
 
 /// A channel that may fail to connect, then a health check over it: what a client sees first.

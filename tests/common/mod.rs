@@ -43,6 +43,11 @@ impl TestGateway {
     pub fn cash_ins(&self) -> CashInServiceClient<Channel> {
         CashInServiceClient::new(self.channel.clone())
     }
+    /// How many `GET /cash-ins/{id}` (reads of one cash-in) the embedded sandbox has received.
+    pub fn gets(&self, id: &str) -> usize {
+        self.sandbox().count("GET", &format!("/cash-ins/{id}"))
+    }
+
     pub fn locations(&self) -> CashLocationServiceClient<Channel> {
         CashLocationServiceClient::new(self.channel.clone())
     }
@@ -86,15 +91,23 @@ impl TestGateway {
 
     /// The health status of `service` ("" for the server), as a tonic client sees it.
     pub async fn health_status(&self, service: &str) -> i32 {
-        self.health()
-            .check(HealthCheckRequest {
-                service: service.to_owned(),
-            })
+        health_check(&self.channel, service)
             .await
             .expect("health check")
-            .into_inner()
-            .status
     }
+}
+
+/// grpc.health.v1 `Check` of `service` ("" for the server) over `channel`, bounded at 2 s: the
+/// status, or the error a client sees. Every test's health probe.
+pub async fn health_check(channel: &Channel, service: &str) -> Result<i32, tonic::Status> {
+    let mut request = tonic::Request::new(HealthCheckRequest {
+        service: service.to_owned(),
+    });
+    request.set_timeout(Duration::from_secs(2));
+    HealthClient::new(channel.clone())
+        .check(request)
+        .await
+        .map(|answer| answer.into_inner().status)
 }
 
 /// A config for tests: ephemeral port, embedded sandbox, short timeouts.
@@ -369,3 +382,4 @@ pub mod tls;
 
 /// This test binary's log lines, captured in memory by one process-wide subscriber.
 pub mod logs;
+pub mod prometheus;

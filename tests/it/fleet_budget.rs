@@ -3,7 +3,7 @@
 //! the bucket read straight from its Redis hash. Skipped, saying why, without `redis-server`.
 
 use crate::common;
-use crate::replicas::{create, fleet, redis_missing};
+use crate::replicas::{fleet, redis_missing};
 use oms_gateway::proto::v1 as pb;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -64,15 +64,7 @@ async fn a_flood_of_short_watches_on_made_up_ids_leaves_the_next_watch_served_at
     let (redis, _sandbox, replicas) =
         fleet(&["--watch-max-polls-per-second", &PER_SECOND.to_string()]).await;
     let location = common::first_location(&replicas[0].channel).await;
-    let id = replicas[0]
-        .cash_ins()
-        .create_cash_in(create(&location, "after-the-flood"))
-        .await
-        .expect("create")
-        .into_inner()
-        .cash_in
-        .expect("cash_in")
-        .id;
+    let id = replicas[0].created(&location, "after-the-flood").await;
 
     // The bucket's lowest point, read from Redis while the flood runs and after it.
     let lowest = Arc::new(Mutex::new(f64::INFINITY));

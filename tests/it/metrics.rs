@@ -3,6 +3,7 @@
 //! outcomes, watch gauges, shed calls), the OpenMetrics format when asked, and `/readyz`
 //! following grpc.health.
 
+use crate::common::prometheus::{scrape, value};
 use crate::common::{self, TestGateway};
 use oms_gateway::proto::v1 as pb;
 use oms_sandbox::Fault;
@@ -33,33 +34,6 @@ async fn admin_get(
         .unwrap_or_default()
         .to_owned();
     (status, content_type, response.text().await.expect("a body"))
-}
-
-/// The Prometheus text `/metrics` serves.
-async fn scrape(gateway: &TestGateway) -> String {
-    let (status, _, body) = admin_get(gateway, "/metrics", None).await;
-    assert_eq!(status, 200, "{body}");
-    body
-}
-
-/// The value of the sample `name` whose labels include every pair of `labels` (summed when
-/// several match); 0 when none does, as a counter that never moved reads.
-fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| {
-            let (series, number) = line.rsplit_once(' ')?;
-            let (metric, label_text) = match series.split_once('{') {
-                Some((metric, rest)) => (metric, rest.trim_end_matches('}')),
-                None => (series, ""),
-            };
-            let matches = metric == name
-                && labels
-                    .iter()
-                    .all(|(key, want)| label_text.contains(&format!("{key}=\"{want}\"")));
-            matches.then(|| number.parse::<f64>().expect("a sample value"))
-        })
-        .sum()
 }
 
 fn method(name: &'static str) -> [(&'static str, &'static str); 2] {

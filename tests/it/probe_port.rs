@@ -12,7 +12,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::ServingStatus;
-use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 const BIN: &str = env!("CARGO_BIN_EXE_oms-gateway");
 
@@ -67,17 +66,8 @@ async fn plaintext(addr: SocketAddr) -> Channel {
         .expect("a plaintext connection")
 }
 
-async fn check(channel: &Channel, service: &str) -> Result<i32, tonic::Status> {
-    HealthClient::new(channel.clone())
-        .check(HealthCheckRequest {
-            service: service.into(),
-        })
-        .await
-        .map(|answer| answer.into_inner().status)
-}
-
 async fn serving(channel: &Channel, service: &str) -> bool {
-    check(channel, service).await.ok() == Some(ServingStatus::Serving as i32)
+    common::health_check(channel, service).await.ok() == Some(ServingStatus::Serving as i32)
 }
 
 fn loopback(port: u16) -> SocketAddr {
@@ -142,7 +132,7 @@ async fn the_probe_port_answers_health_in_plaintext_while_the_grpc_port_requires
         .connect()
         .await
     {
-        Ok(channel) => check(&channel, "").await.is_ok(),
+        Ok(channel) => common::health_check(&channel, "").await.is_ok(),
         Err(_) => false,
     };
     assert!(!over_plaintext, "the mTLS port answered in plaintext");
@@ -170,7 +160,7 @@ async fn while_draining_readiness_fails_and_liveness_holds() {
         .expect("run kill");
     assert!(kill.success());
     common::eventually(Duration::from_secs(1), "\"\" NOT_SERVING", async || {
-        check(&channel, "").await.ok() == Some(ServingStatus::NotServing as i32)
+        common::health_check(&channel, "").await.ok() == Some(ServingStatus::NotServing as i32)
     })
     .await;
     assert!(

@@ -14,7 +14,6 @@ use std::time::Duration;
 use tokio::time::{Instant, sleep};
 use tonic::transport::Channel;
 use tonic_health::ServingStatus;
-use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 /// Prints past the test harness's capture, so CI logs show the figures and the skips.
 macro_rules! say {
@@ -278,15 +277,19 @@ impl Replica {
     }
 
     async fn health(&self) -> Option<i32> {
-        let mut request = tonic::Request::new(HealthCheckRequest {
-            service: String::new(),
-        });
-        request.set_timeout(Duration::from_secs(1));
-        HealthClient::new(self.channel.clone())
-            .check(request)
+        common::health_check(&self.channel, "").await.ok()
+    }
+
+    /// Creates a cash-in through this replica with idempotency key `key`; its id.
+    pub(crate) async fn created(&self, location: &pb::CashLocation, key: &str) -> String {
+        self.cash_ins()
+            .create_cash_in(create(location, key))
             .await
-            .ok()
-            .map(|r| r.into_inner().status)
+            .expect("create")
+            .into_inner()
+            .cash_in
+            .expect("cash_in")
+            .id
     }
 
     pub(crate) fn cash_ins(&self) -> CashInServiceClient<Channel> {
@@ -595,15 +598,7 @@ async fn thirty_watchers_of_one_cash_in_over_three_replicas_cost_one_upstream_ge
     }
     let (_redis, sandbox, replicas) = fleet(&[]).await;
     let location = common::first_location(&replicas[0].channel).await;
-    let id = replicas[0]
-        .cash_ins()
-        .create_cash_in(create(&location, "watched"))
-        .await
-        .expect("create")
-        .into_inner()
-        .cash_in
-        .expect("cash_in")
-        .id;
+    let id = replicas[0].created(&location, "watched").await;
     let watchers: Vec<_> = (0..30)
         .map(|n| watch_until_expired(&replicas[n % 3], &id))
         .collect();
@@ -641,15 +636,7 @@ async fn killing_the_replica_that_polls_moves_the_poller_within_lease_ttl_and_an
     }
     let (redis, sandbox, mut replicas) = fleet(&[]).await;
     let location = common::first_location(&replicas[0].channel).await;
-    let id = replicas[0]
-        .cash_ins()
-        .create_cash_in(create(&location, "handover"))
-        .await
-        .expect("create")
-        .into_inner()
-        .cash_in
-        .expect("cash_in")
-        .id;
+    let id = replicas[0].created(&location, "handover").await;
     let watchers: Vec<_> = (0..9)
         .map(|n| (n % 3, watch_until_expired(&replicas[n % 3], &id)))
         .collect();
@@ -706,15 +693,7 @@ async fn restarting_redis_under_load_ends_no_stream_and_duplicates_no_cash_in() 
     }
     let (mut redis, sandbox, replicas) = fleet(&["--watch-heartbeat-interval", "1s"]).await;
     let location = common::first_location(&replicas[0].channel).await;
-    let id = replicas[0]
-        .cash_ins()
-        .create_cash_in(create(&location, "survivor"))
-        .await
-        .expect("create")
-        .into_inner()
-        .cash_in
-        .expect("cash_in")
-        .id;
+    let id = replicas[0].created(&location, "survivor").await;
     let watchers: Vec<_> = (0..9)
         .map(|n| watch_until_expired(&replicas[n % 3], &id))
         .collect();

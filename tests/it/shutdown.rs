@@ -17,7 +17,6 @@ use tokio::time::{Instant, sleep, timeout};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request};
 use tonic_health::ServingStatus;
-use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 const DRAIN_DELAY: Duration = Duration::from_secs(1);
 const GRACE: Duration = Duration::from_secs(10);
@@ -56,16 +55,7 @@ async fn channel(addr: &str) -> Option<Channel> {
 }
 
 async fn health(channel: &Channel) -> Option<i32> {
-    let mut client = HealthClient::new(channel.clone());
-    let mut request = Request::new(HealthCheckRequest {
-        service: String::new(),
-    });
-    request.set_timeout(Duration::from_secs(1));
-    client
-        .check(request)
-        .await
-        .ok()
-        .map(|r| r.into_inner().status)
+    common::health_check(channel, "").await.ok()
 }
 
 /// Starts the built binary on a free loopback port with `args` and waits (bounded) until it

@@ -83,7 +83,8 @@ async fn sandbox_behind_tls() -> (
     (sandbox, port, ca_pem, front)
 }
 
-fn remote_config(
+/// The test config pointed at the TLS front on `port`, trusting `ca_file`, one attempt per call.
+fn tls_upstream_config(
     port: u16,
     ca_file: Option<std::path::PathBuf>,
 ) -> oms_gateway::config::GatewaySettings {
@@ -105,7 +106,7 @@ async fn the_whole_flow_runs_over_tls_to_a_verified_upstream() {
     let ca_file = dir.join("ca.pem");
     std::fs::write(&ca_file, ca_pem).unwrap();
 
-    let gateway = common::start_with(remote_config(port, Some(ca_file))).await;
+    let gateway = common::start_with(tls_upstream_config(port, Some(ca_file))).await;
     let created = common::create_cash_in(&gateway, "cst_tls1").await;
     assert!(created.id.starts_with("ci_"));
     let mut client = gateway.cash_ins();
@@ -130,7 +131,7 @@ async fn the_whole_flow_runs_over_tls_to_a_verified_upstream() {
 #[tokio::test]
 async fn an_upstream_certificate_from_an_unknown_ca_is_refused() {
     let (sandbox, port, _ca_pem, front) = sandbox_behind_tls().await;
-    let gateway = common::start_unchecked(remote_config(port, None)).await;
+    let gateway = common::start_unchecked(tls_upstream_config(port, None)).await;
     let status = gateway
         .locations()
         .list_cash_locations(common::guide_point())

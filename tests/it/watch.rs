@@ -191,9 +191,6 @@ fn code_of(cash_in: &pb::CashIn) -> String {
 }
 
 /// Upstream `GET /cash-ins/{id}` requests the sandbox received.
-fn gets(gateway: &TestGateway, id: &str) -> usize {
-    gateway.sandbox().count("GET", &format!("/cash-ins/{id}"))
-}
 
 async fn simulate_deposit(
     gateway: &TestGateway,
@@ -376,7 +373,7 @@ async fn a_refresh_reaches_watchers_at_once_without_waiting_for_a_poll() {
     let mut watcher = watch(&gateway, &created.id);
     let initial = watcher.event(Duration::from_secs(3)).await;
     assert_eq!(kind(&initial), Kind::Initial);
-    let polls_before = gets(&gateway, &created.id);
+    let polls_before = gateway.gets(&created.id);
 
     let started = Instant::now();
     let refreshed = refresh(&gateway, &created.id).await;
@@ -391,7 +388,7 @@ async fn a_refresh_reaches_watchers_at_once_without_waiting_for_a_poll() {
     assert_eq!(code_of(cash_in(&changed)), code_of(&refreshed));
     assert_ne!(code_of(cash_in(&changed)), code_of(&created));
     assert_eq!(
-        gets(&gateway, &created.id),
+        gateway.gets(&created.id),
         polls_before,
         "no upstream poll was needed"
     );
@@ -420,13 +417,13 @@ async fn a_poll_answered_with_an_older_state_does_not_undo_a_published_refresh()
         stale.to_string(),
         &[],
     ));
-    let polls_before = gets(&gateway, &created.id);
+    let polls_before = gateway.gets(&created.id);
     let refreshed = refresh(&gateway, &created.id).await;
     let changed = watcher.event(Duration::from_secs(2)).await;
     assert_eq!(code_of(cash_in(&changed)), code_of(&refreshed));
 
     common::eventually(Duration::from_secs(3), "the stale poll", async || {
-        gets(&gateway, &created.id) > polls_before
+        gateway.gets(&created.id) > polls_before
     })
     .await;
     let journal = gateway.sandbox().journal();
@@ -551,10 +548,10 @@ async fn watching_a_completed_cash_in_reports_it_once_and_ends_ok() {
     assert_eq!(kind(&initial), Kind::Initial);
     assert_eq!(status_of(&initial), St::Completed);
     assert_eq!(watcher.end(Duration::from_secs(2)).await.0, Code::Ok);
-    let polls = gets(&gateway, &created.id);
+    let polls = gateway.gets(&created.id);
     sleep(interval * 3).await;
     assert_eq!(
-        gets(&gateway, &created.id),
+        gateway.gets(&created.id),
         polls,
         "nothing to poll after a terminal state"
     );
@@ -590,7 +587,7 @@ async fn a_hundred_watchers_of_one_cash_in_cause_one_upstream_get_per_interval()
     let interval = ms(250);
     let gateway = common::start_with(config(interval, NO_HEARTBEAT)).await;
     let created = common::create_cash_in(&gateway, "cst_watch5").await;
-    assert_eq!(gets(&gateway, &created.id), 0);
+    assert_eq!(gateway.gets(&created.id), 0);
 
     let started = Instant::now();
     let mut watchers: Vec<Watcher> = (0..100).map(|_| watch(&gateway, &created.id)).collect();
@@ -603,7 +600,7 @@ async fn a_hundred_watchers_of_one_cash_in_cause_one_upstream_get_per_interval()
     // The oracle is what OMS sees: about one GET per interval below, not a hundred.
     let window = Duration::from_millis(2500);
     sleep(window.saturating_sub(started.elapsed())).await;
-    let polls = gets(&gateway, &created.id);
+    let polls = gateway.gets(&created.id);
     let elapsed = started.elapsed().as_secs_f64();
     let expected = 1.0 + elapsed / interval.as_secs_f64();
     println!(
@@ -695,9 +692,9 @@ async fn cancelling_every_stream_stops_the_upstream_polls() {
         watcher.event(Duration::from_secs(3)).await;
     }
     // Ten streams, one poller: over five intervals OMS sees about five GETs, not fifty.
-    let before = gets(&gateway, &created.id);
+    let before = gateway.gets(&created.id);
     sleep(interval * 5).await;
-    let polled = gets(&gateway, &created.id) - before;
+    let polled = gateway.gets(&created.id) - before;
     assert!(
         (2..=8).contains(&polled),
         "one poller for ten streams: {polled} GETs in five intervals"
@@ -714,10 +711,10 @@ async fn cancelling_every_stream_stops_the_upstream_polls() {
     })
     .await;
     sleep(ms(50)).await; // a poll in flight at the cancel may still land
-    let after_cancel = gets(&gateway, &created.id);
+    let after_cancel = gateway.gets(&created.id);
     sleep(interval * 4).await;
     assert_eq!(
-        gets(&gateway, &created.id),
+        gateway.gets(&created.id),
         after_cancel,
         "no GET after the last stream went away"
     );
@@ -753,10 +750,10 @@ async fn a_client_deadline_ends_the_stream_promptly_and_releases_the_poller() {
     })
     .await;
     sleep(ms(50)).await;
-    let after = gets(&gateway, &created.id);
+    let after = gateway.gets(&created.id);
     sleep(interval * 3).await;
     assert_eq!(
-        gets(&gateway, &created.id),
+        gateway.gets(&created.id),
         after,
         "no polls after the deadline"
     );
@@ -1183,11 +1180,7 @@ async fn watching_more_cash_ins_than_max_watched_is_resource_exhausted() {
         .await;
     assert_eq!(code, Code::ResourceExhausted, "{message}");
     assert!(message.contains("maximum of 1"), "{message}");
-    assert_eq!(
-        gets(&gateway, &second.id),
-        0,
-        "no poller was started for it"
-    );
+    assert_eq!(gateway.gets(&second.id), 0, "no poller was started for it");
 
     // Another stream on the already watched cash-in shares its poller and is allowed.
     let mut same = watch(&gateway, &first.id);

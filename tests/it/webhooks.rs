@@ -107,10 +107,6 @@ async fn deliver(http: &reqwest::Client, gateway: &TestGateway, id: &str, body: 
     .await
 }
 
-fn gets(gateway: &TestGateway, id: &str) -> usize {
-    gateway.sandbox().count("GET", &format!("/cash-ins/{id}"))
-}
-
 /// The sandbox's REST API, used behind the gateway's back so only a webhook (or a poll) can tell
 /// the gateway.
 struct Behind {
@@ -263,17 +259,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
 
-async fn metric(gateway: &TestGateway, name: &str) -> f64 {
-    let addr = gateway.gateway.admin_addr().unwrap();
-    let text = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+/// The sample `name` with `labels` of the gateway's `/metrics`.
+async fn metric(gateway: &TestGateway, name: &str, labels: &[(&str, &str)]) -> f64 {
+    common::prometheus::value(&common::prometheus::scrape(gateway).await, name, labels)
 }
 
 // === verification ===
@@ -291,21 +279,21 @@ async fn valid_invalid_stale_oversized_unknown_and_replayed_deliveries_are_answe
     let mut barriers = 0;
     let mut barrier = async || {
         barriers += 1;
-        let before = gets(&gateway, &other.id);
+        let before = gateway.gets(&other.id);
         let id = format!("msg_barrier{barriers}");
         let body = event("cash_in.completed", &other.id);
         assert_eq!(deliver(&http, &gateway, &id, &body).await, 202);
         common::eventually(
             Duration::from_secs(5),
             "the control's re-read",
-            async || gets(&gateway, &other.id) > before,
+            async || gateway.gets(&other.id) > before,
         )
         .await;
     };
     let body = event("cash_in.completed", &created.id);
     let stamp = now();
     let good = sign(SECRET, "msg_1", stamp, &body);
-    let before = gets(&gateway, &created.id);
+    let before = gateway.gets(&created.id);
 
     assert_eq!(
         post(&http, &gateway, "msg_1", stamp, &body, None).await,
@@ -362,7 +350,7 @@ async fn valid_invalid_stale_oversized_unknown_and_replayed_deliveries_are_answe
     );
     // Refused deliveries cause no upstream read.
     barrier().await;
-    assert_eq!(gets(&gateway, &created.id), before);
+    assert_eq!(gateway.gets(&created.id), before);
 
     assert_eq!(
         post(&http, &gateway, "msg_1", stamp, &body, Some(&good)).await,
@@ -380,11 +368,11 @@ async fn valid_invalid_stale_oversized_unknown_and_replayed_deliveries_are_answe
         "replayed"
     );
     common::eventually(Duration::from_secs(3), "the re-read", async || {
-        gets(&gateway, &created.id) > before
+        gateway.gets(&created.id) > before
     })
     .await;
     barrier().await;
-    assert_eq!(gets(&gateway, &created.id), before + 1, "acted on once");
+    assert_eq!(gateway.gets(&created.id), before + 1, "acted on once");
 
     let unknown = r#"{"id":"whk_evt_9","event":"customer.kyc.approved","data":{"id":"cst_1"}}"#;
     assert_eq!(deliver(&http, &gateway, "msg_3", unknown).await, 204);
@@ -466,14 +454,14 @@ async fn a_webhook_reaches_every_one_of_a_thousand_watch_streams_long_before_a_p
 
     // Polling every 60 s, no stream learns of a change made behind the gateway's back: no read
     // of the cash-in happens between the streams' first event and the webhook.
-    let reads = gets(&gateway, &created.id);
+    let reads = gateway.gets(&created.id);
     Behind::new(&gateway).await.expire(&created.id).await;
     assert!(
         streams.iter().all(|s| s.lock().unwrap().len() == 1),
         "only a webhook can tell"
     );
     assert_eq!(
-        gets(&gateway, &created.id),
+        gateway.gets(&created.id),
         reads,
         "no read before the webhook"
     );
@@ -598,7 +586,10 @@ async fn with_webhooks_dropped_the_change_still_arrives_by_polling_within_one_re
     let http = reqwest::Client::new();
     let keepalive = r#"{"event":"customer.updated","data":{"id":"cst_1"}}"#;
     assert_eq!(deliver(&http, &gateway, "msg_k1", keepalive).await, 204);
-    assert_eq!(metric(&gateway, "oms_gateway_watch_reconciling").await, 1.0);
+    assert_eq!(
+        metric(&gateway, "oms_gateway_watch_reconciling", &[]).await,
+        1.0
+    );
     let created = common::create_cash_in(&gateway, "cst_webhook_drop").await;
     let (seen, _task) = watch(gateway.channel.clone(), WatchOf::CashIn(created.id.clone()));
     all_saw(std::slice::from_ref(&seen), 1, Duration::from_secs(5)).await;
@@ -645,7 +636,7 @@ async fn pollers_relax_while_webhooks_arrive_and_return_to_the_poll_interval_whe
         Duration::from_secs(5),
     )
     .await;
-    let total = |g: &TestGateway| ids.iter().map(|id| gets(g, id)).sum::<usize>();
+    let total = |g: &TestGateway| ids.iter().map(|id| g.gets(id)).sum::<usize>();
     let keepalive = r#"{"event":"customer.updated","data":{"id":"cst_1"}}"#;
 
     // Webhooks flowing: one every 300 ms for 4 s; the first second lets running waits end.
@@ -665,17 +656,23 @@ async fn pollers_relax_while_webhooks_arrive_and_return_to_the_poll_interval_whe
     let (start, at) = (total(&gateway), Instant::now());
     deliver_for(ms(3000)).await;
     let flowing = (total(&gateway) - start) as f64 / at.elapsed().as_secs_f64();
-    assert_eq!(metric(&gateway, "oms_gateway_watch_reconciling").await, 1.0);
     assert_eq!(
-        metric(&gateway, "oms_gateway_watch_poll_interval_seconds").await,
+        metric(&gateway, "oms_gateway_watch_reconciling", &[]).await,
+        1.0
+    );
+    assert_eq!(
+        metric(&gateway, "oms_gateway_watch_poll_interval_seconds", &[]).await,
         1.0
     );
 
     // Stopped: past the healthy window and one reconcile wait, pollers are back at 250 ms.
     sleep(ms(2600)).await;
-    assert_eq!(metric(&gateway, "oms_gateway_watch_reconciling").await, 0.0);
     assert_eq!(
-        metric(&gateway, "oms_gateway_watch_poll_interval_seconds").await,
+        metric(&gateway, "oms_gateway_watch_reconciling", &[]).await,
+        0.0
+    );
+    assert_eq!(
+        metric(&gateway, "oms_gateway_watch_poll_interval_seconds", &[]).await,
         0.25
     );
     let (start, at) = (total(&gateway), Instant::now());
@@ -707,18 +704,24 @@ async fn a_replayed_webhook_does_not_count_as_webhooks_arriving() {
     let keepalive = r#"{"event":"customer.updated","data":{"id":"cst_1"}}"#;
     // Positive control: a first delivery relaxes polling.
     assert_eq!(deliver(&http, &gateway, "msg_once", keepalive).await, 204);
-    assert_eq!(metric(&gateway, "oms_gateway_watch_reconciling").await, 1.0);
+    assert_eq!(
+        metric(&gateway, "oms_gateway_watch_reconciling", &[]).await,
+        1.0
+    );
     common::eventually(
         Duration::from_secs(10),
         "the healthy window to pass",
-        async || metric(&gateway, "oms_gateway_watch_reconciling").await == 0.0,
+        async || metric(&gateway, "oms_gateway_watch_reconciling", &[]).await == 0.0,
     )
     .await;
     // The same webhook-id again (freshly signed, as a replaying attacker would): answered 200,
     // and polling stays at the poll interval.
     for _ in 0..3 {
         assert_eq!(deliver(&http, &gateway, "msg_once", keepalive).await, 200);
-        assert_eq!(metric(&gateway, "oms_gateway_watch_reconciling").await, 0.0);
+        assert_eq!(
+            metric(&gateway, "oms_gateway_watch_reconciling", &[]).await,
+            0.0
+        );
     }
     gateway.gateway.shutdown().await;
 }
@@ -796,7 +799,12 @@ async fn a_flood_of_bad_requests_does_not_slow_the_watch_streams() {
             .expect("the flood stops")
             .unwrap();
     }
-    let refused = metric(&gateway, "oms_gateway_webhooks_total{outcome=\"refused\"}").await;
+    let refused = metric(
+        &gateway,
+        "oms_gateway_webhooks_total",
+        &[("outcome", "refused")],
+    )
+    .await;
     println!(
         "webhook → 100 streams, slowest: {:?} quiet, {:?} during a flood of {bad} bad requests",
         delays[0], delays[1]
@@ -862,7 +870,15 @@ async fn the_sandbox_sends_signed_webhooks_that_reach_watchers_long_before_any_p
         stats.delivered >= 2 && stats.events >= 2,
         "created and expired: {stats:?}"
     );
-    assert!(metric(&gateway, "oms_gateway_webhooks_total{outcome=\"accepted\"}").await >= 2.0);
+    assert!(
+        metric(
+            &gateway,
+            "oms_gateway_webhooks_total",
+            &[("outcome", "accepted")]
+        )
+        .await
+            >= 2.0
+    );
     gateway.gateway.shutdown().await;
 }
 
@@ -896,12 +912,28 @@ async fn sandbox_webhooks_duplicated_reordered_and_first_signed_wrongly_still_gi
         stats.attempts > stats.delivered,
         "wrongly signed first attempts were retried: {stats:?}"
     );
-    assert!(metric(&gateway, "oms_gateway_webhooks_total{outcome=\"refused\"}").await >= 1.0);
+    assert!(
+        metric(
+            &gateway,
+            "oms_gateway_webhooks_total",
+            &[("outcome", "refused")]
+        )
+        .await
+            >= 1.0
+    );
     // The duplicates' retries may still be on their way when the stream ends.
     common::eventually(
         Duration::from_secs(3),
         "a duplicate answered as replayed",
-        async || metric(&gateway, "oms_gateway_webhooks_total{outcome=\"replayed\"}").await >= 1.0,
+        async || {
+            metric(
+                &gateway,
+                "oms_gateway_webhooks_total",
+                &[("outcome", "replayed")],
+            )
+            .await
+                >= 1.0
+        },
     )
     .await;
 
