@@ -190,8 +190,6 @@ fn code_of(cash_in: &pb::CashIn) -> String {
         .unwrap_or_default()
 }
 
-/// Upstream `GET /cash-ins/{id}` requests the sandbox received.
-
 async fn simulate_deposit(
     gateway: &TestGateway,
     id: &str,
