@@ -1,8 +1,10 @@
-//! Request validation, done before any upstream call. Every rule runs, and every violation is
+//! Request validation, done before any upstream call. Every rule runs, and the violations are
 //! reported at once (as BadRequest field violations, proto field paths) so a caller fixes its
-//! request in one round trip.
+//! request in one round trip: the first [`MAX_LISTED_VIOLATIONS`] of them, and how many there
+//! were. A repeated field's or a map's count is checked before its entries: past its bound the
+//! entries are not looked at, so no request buys more work than its bounds allow.
 
-use crate::error::{FieldViolation, GatewayError};
+use crate::error::{FieldViolation, GatewayError, MAX_LISTED_VIOLATIONS};
 use crate::proto::v1 as pb;
 use pb::create_cash_in_request::wallet::Kind;
 
@@ -13,34 +15,57 @@ const MAX_INDICATED_CENTS: u64 = 500 * 100;
 pub const MAX_METADATA_KEYS: usize = 50;
 const MAX_METADATA_KEY_CHARS: usize = 40;
 const MAX_METADATA_VALUE_CHARS: usize = 500;
-const MAX_DEVELOPER_FEES: usize = 10;
+/// The most `developer_fees` entries of a CreateCashIn.
+pub const MAX_DEVELOPER_FEES: usize = 10;
+/// The most `statuses` of a WatchCashIns: one per defined status other than UNSPECIFIED (a
+/// longer list can only repeat one).
+pub const MAX_WATCH_STATUSES: usize = 5;
 const MAX_ID_CHARS: usize = 64;
 const MAX_REFERENCE_CHARS: usize = 1024;
 /// The largest idempotency key, in printable ASCII characters.
 pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
 
-/// Collects violations; `finish` turns them into one INVALID_ARGUMENT.
+/// Collects violations; `finish` turns them into one INVALID_ARGUMENT. Keeps the first
+/// [`MAX_LISTED_VIOLATIONS`] and counts the rest, so its memory is bounded however many there are.
 #[derive(Default)]
-pub struct Violations(Vec<FieldViolation>);
+pub struct Violations {
+    listed: Vec<FieldViolation>,
+    total: usize,
+}
 
 // === impl Violations ===
 
 impl Violations {
     /// Records a violation.
     pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
-        self.0.push(FieldViolation {
-            field: field.into(),
-            description: description.into(),
-        });
+        self.total += 1;
+        if self.listed.len() < MAX_LISTED_VIOLATIONS {
+            self.listed.push(FieldViolation {
+                field: field.into(),
+                description: description.into(),
+            });
+        }
     }
 
-    /// Ok if nothing was recorded, else every violation at once.
+    /// Ok if nothing was recorded, else the violations at once.
     pub fn finish(self) -> Result<(), GatewayError> {
-        if self.0.is_empty() {
+        if self.total == 0 {
             Ok(())
         } else {
-            Err(GatewayError::Invalid(self.0))
+            Err(GatewayError::Invalid {
+                violations: self.listed,
+                total: self.total,
+            })
         }
+    }
+
+    /// Records a violation if `field` has more than `max` entries; true if it has not, and its
+    /// entries may be looked at.
+    pub fn at_most(&mut self, field: &str, count: usize, max: usize) -> bool {
+        if count > max {
+            self.add(field, format!("at most {max} entries; got {count}"));
+        }
+        count <= max
     }
 
     /// Checks a required id: present, `prefix` and then 1+ characters of `[A-Za-z0-9_-]`.
@@ -168,6 +193,19 @@ pub fn required_status(
     }
 }
 
+/// WatchCashIns's `statuses`: at most [`MAX_WATCH_STATUSES`] (checked before any entry),
+/// each a known status other than UNSPECIFIED. Returns the statuses named.
+pub fn watch_statuses(violations: &mut Violations, statuses: &[i32]) -> Vec<pb::CashInStatus> {
+    if !violations.at_most("statuses", statuses.len(), MAX_WATCH_STATUSES) {
+        return Vec::new();
+    }
+    statuses
+        .iter()
+        .enumerate()
+        .filter_map(|(i, status)| required_status(violations, &format!("statuses[{i}]"), *status))
+        .collect()
+}
+
 /// A cash amount within the provider's limits, 20.00 to 500.00, at most 2 fraction digits.
 pub fn indicated_amount(violations: &mut Violations, field: &str, amount: &str) {
     match parse_decimal(amount, 2) {
@@ -222,14 +260,11 @@ pub fn create_cash_in(request: &pb::CreateCashInRequest, violations: &mut Violat
             );
         }
     }
-    if request.developer_fees.len() > MAX_DEVELOPER_FEES {
-        violations.add(
-            "developer_fees",
-            format!("at most {MAX_DEVELOPER_FEES} entries"),
-        );
-    }
-    for (i, fee) in request.developer_fees.iter().enumerate() {
-        developer_fee(violations, i, fee);
+    let fees = &request.developer_fees;
+    if violations.at_most("developer_fees", fees.len(), MAX_DEVELOPER_FEES) {
+        for (i, fee) in fees.iter().enumerate() {
+            developer_fee(violations, i, fee);
+        }
     }
     metadata(violations, &request.metadata);
     idempotency_key(violations, "idempotency_key", &request.idempotency_key);
@@ -449,7 +484,7 @@ mod tests {
     fn an_empty_create_request_lists_every_missing_part() {
         let mut violations = Violations::default();
         create_cash_in(&pb::CreateCashInRequest::default(), &mut violations);
-        let fields: Vec<String> = violations.0.iter().map(|f| f.field.clone()).collect();
+        let fields: Vec<String> = violations.listed.iter().map(|f| f.field.clone()).collect();
         assert_eq!(fields, ["customer_id", "source", "destination", "cash"]);
     }
 
@@ -460,7 +495,53 @@ mod tests {
         violations.required_id("y", "ci_", "ci_");
         violations.required_id("z", "cst_1", "ci_");
         violations.required_id("w", "ci_a/b", "ci_");
-        let fields: Vec<String> = violations.0.iter().map(|f| f.field.clone()).collect();
+        let fields: Vec<String> = violations.listed.iter().map(|f| f.field.clone()).collect();
         assert_eq!(fields, ["y", "z", "w"]);
+    }
+
+    #[test]
+    fn violations_keep_the_first_twenty_and_count_the_rest() {
+        let mut violations = Violations::default();
+        for i in 0..100_000 {
+            violations.add(format!("f{i}"), "bad");
+        }
+        assert_eq!(violations.listed.len(), MAX_LISTED_VIOLATIONS);
+        match violations.finish() {
+            Err(GatewayError::Invalid { violations, total }) => {
+                assert_eq!(total, 100_000);
+                assert_eq!(violations.len(), MAX_LISTED_VIOLATIONS);
+                assert_eq!(violations[0].field, "f0");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn counts_are_checked_before_entries() {
+        let request = pb::CreateCashInRequest {
+            developer_fees: vec![Default::default(); 60_000],
+            ..Default::default()
+        };
+        let mut violations = Violations::default();
+        create_cash_in(&request, &mut violations);
+        let fees: Vec<&FieldViolation> = violations
+            .listed
+            .iter()
+            .filter(|v| v.field.starts_with("developer_fees"))
+            .collect();
+        assert_eq!(fees.len(), 1, "one violation for the count, none per entry");
+        assert_eq!(fees[0].field, "developer_fees");
+        let mut violations = Violations::default();
+        assert!(watch_statuses(&mut violations, &[9; 300_000]).is_empty());
+        assert_eq!(violations.total, 1);
+        assert_eq!(violations.listed[0].field, "statuses");
+    }
+
+    #[test]
+    fn there_are_as_many_watch_statuses_as_defined_statuses() {
+        let defined = (1..=64)
+            .filter(|n| pb::CashInStatus::try_from(*n).is_ok())
+            .count();
+        assert_eq!(defined, MAX_WATCH_STATUSES);
     }
 }

@@ -404,14 +404,8 @@ impl CashIns {
         let _span = rpc_span!("WatchCashIns", caller = %caller, customer_id = %customer).entered();
         let mut violations = Violations::default();
         violations.required_id("customer_id", &customer, "cst_");
-        let statuses = request
-            .get_ref()
-            .statuses
-            .iter()
-            .enumerate()
-            .filter_map(|(i, status)| {
-                validate::required_status(&mut violations, &format!("statuses[{i}]"), *status)
-            })
+        let statuses = validate::watch_statuses(&mut violations, &request.get_ref().statuses)
+            .into_iter()
             .map(|status| status as i32)
             .collect();
         violations.finish()?;

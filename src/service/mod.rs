@@ -119,7 +119,7 @@ pub fn echo_idempotency_keys(metadata: &mut MetadataMap, key: &str, upstream_key
 /// Converts a handler's error into a status carrying the keys that were used. A request refused
 /// by validation never reached OMS, so it carries no `oms-idempotency-key`.
 pub fn status_with_keys(err: GatewayError, key: &str, upstream_key: &str) -> tonic::Status {
-    let upstream_key = if matches!(err, GatewayError::Invalid(_)) {
+    let upstream_key = if matches!(err, GatewayError::Invalid { .. }) {
         ""
     } else {
         upstream_key

@@ -1,0 +1,215 @@
+//! Input bounds as a caller meets them: repeated fields counted before their entries, at most
+//! 20 violations listed with a count of the rest, and every status small enough to travel
+//! (`grpc-message` plus `grpc-status-details-bin` under 8 KiB as sent), however large or wrong
+//! the request, and whatever OMS answers. Statuses are read off the wire here
+//! ([`common::raw_unary`]): a status over a client's header limit reaches a tonic client as a
+//! broken connection, not as a status it could decode.
+
+use crate::common;
+
+use oms_gateway::proto::v1 as pb;
+use pb::create_cash_in_request::DeveloperFee;
+use tonic::Code;
+
+const CREATE: &str = "/polygon.oms.v1.CashInService/CreateCashIn";
+const WATCH_CASH_INS: &str = "/polygon.oms.v1.CashInService/WatchCashIns";
+const GET: &str = "/polygon.oms.v1.CashInService/GetCashIn";
+
+/// The most bytes a status may take on the wire (README, Security).
+const STATUS_LIMIT: usize = 8 * 1024;
+
+/// A syntactically valid location, without asking the upstream for one.
+fn a_location() -> pb::CashLocation {
+    pb::CashLocation {
+        id: "loc_01H9XC".into(),
+        loc_reference: "R1JFRU5ET1QtMQ==".into(),
+        ..Default::default()
+    }
+}
+
+/// Asserts a small INVALID_ARGUMENT decided by the gateway with nothing sent upstream; returns
+/// the status as a client decodes it.
+fn small_invalid_argument(
+    gateway: &common::TestGateway,
+    answer: &common::RawAnswer,
+) -> tonic::Status {
+    assert_eq!(answer.code(), Code::InvalidArgument, "{answer:?}");
+    assert!(
+        answer.status_bytes() < STATUS_LIMIT && answer.block_bytes() < STATUS_LIMIT,
+        "status {} bytes, trailers {} bytes",
+        answer.status_bytes(),
+        answer.block_bytes()
+    );
+    let status = answer.status();
+    let info = common::error_info(&status);
+    assert_eq!(info.reason, "INVALID_REQUEST_FIELDS");
+    assert!(common::violations(&status).len() <= 20);
+    let sent = common::api_requests(gateway.sandbox());
+    assert!(sent.is_empty(), "no upstream call: {sent:?}");
+    println!("a status of {} bytes", answer.status_bytes());
+    status
+}
+
+// Before: one violation per entry, 60,000 of them, listed in the message and the BadRequest:
+// 13.4 MB of trailers, which the client's HTTP/2 stack refused (RESOURCE_EXHAUSTED "h2 protocol
+// error"), after the gateway built them.
+#[tokio::test]
+async fn sixty_thousand_empty_developer_fees_are_one_violation_in_a_small_status() {
+    let gateway = common::start().await;
+    let mut request = common::create_request(&a_location(), "cst_fees");
+    request.developer_fees = vec![DeveloperFee::default(); 60_000];
+    let answer = common::raw_unary(&gateway.channel, CREATE, &request).await;
+    let status = small_invalid_argument(&gateway, &answer);
+    assert_eq!(
+        common::violations(&status),
+        [(
+            "developer_fees".to_owned(),
+            "at most 10 entries; got 60000".to_owned()
+        )]
+    );
+    gateway.gateway.shutdown().await;
+}
+
+// Before: 100,000 violations ("statuses[i]: must be a known status …"), 28.5 MB of trailers.
+#[tokio::test]
+async fn a_hundred_thousand_unknown_statuses_are_one_violation_in_a_small_status() {
+    let gateway = common::start().await;
+    let request = pb::WatchCashInsRequest {
+        customer_id: "cst_statuses".into(),
+        statuses: vec![6; 100_000],
+    };
+    let answer = common::raw_unary(&gateway.channel, WATCH_CASH_INS, &request).await;
+    let status = small_invalid_argument(&gateway, &answer);
+    assert_eq!(common::violation_fields(&status), ["statuses"]);
+    assert!(
+        status.message().contains("at most 5 entries"),
+        "{}",
+        status.message()
+    );
+    gateway.gateway.shutdown().await;
+}
+
+// Before: accepted, and the stream kept the 100,000 statuses (400 KB) for its whole life,
+// filtering every event through them.
+#[tokio::test]
+async fn a_watch_asking_for_more_statuses_than_there_are_is_refused() {
+    let gateway = common::start().await;
+    let status = gateway
+        .cash_ins()
+        .watch_cash_ins(pb::WatchCashInsRequest {
+            customer_id: "cst_statuses".into(),
+            statuses: vec![pb::CashInStatus::Pending as i32; 100_000],
+        })
+        .await
+        .expect_err("100,000 statuses are more than the 5 there are");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert_eq!(
+        common::violations(&status),
+        [(
+            "statuses".to_owned(),
+            "at most 5 entries; got 100000".to_owned()
+        )]
+    );
+    assert_eq!(
+        gateway.gateway.watch_hub().streams(),
+        0,
+        "no stream was opened"
+    );
+    assert_eq!(
+        gateway.gateway.watch_hub().watched(),
+        0,
+        "no poller was started"
+    );
+    gateway.gateway.shutdown().await;
+}
+
+/// A create request with `customer_id`, `source`, `destination` and `cash` missing, 10 fees with
+/// 4 problems each and 50 metadata keys too long: 94 problems.
+fn a_request_with_94_problems() -> pb::CreateCashInRequest {
+    let bad_fee = DeveloperFee {
+        percentage: Some("1.5".into()),
+        flat_fee: Some("-1".into()),
+        wallet: Some("acct_1".into()),
+        payout_asset: Some("btc".into()),
+    };
+    pb::CreateCashInRequest {
+        developer_fees: vec![bad_fee; 10],
+        metadata: (0..50)
+            .map(|i| (format!("{i:02}{}", "k".repeat(40)), "v".to_owned()))
+            .collect(),
+        idempotency_key: "ninety-four-problems".into(),
+        ..Default::default()
+    }
+}
+
+// Before: all 94 listed, in a message of 9.0 KB and a BadRequest of 94 entries: a status of
+// 36 KB on the wire, past the client's header limit.
+#[tokio::test]
+async fn more_than_twenty_problems_list_the_first_twenty_and_count_the_rest() {
+    let gateway = common::start().await;
+    let answer = common::raw_unary(&gateway.channel, CREATE, &a_request_with_94_problems()).await;
+    let status = small_invalid_argument(&gateway, &answer);
+    let fields = common::violation_fields(&status);
+    assert_eq!(fields.len(), 20, "{fields:?}");
+    assert_eq!(
+        fields[..5],
+        [
+            "customer_id",
+            "source",
+            "destination",
+            "cash",
+            "developer_fees[0].percentage"
+        ],
+        "the first ones found, in order"
+    );
+    assert_eq!(common::error_info(&status).metadata["violations"], "94");
+    let message = status.message();
+    assert!(
+        message.starts_with("invalid request (94 problems): customer_id: "),
+        "{message}"
+    );
+    assert!(message.ends_with("; and 74 more"), "{message}");
+    println!("{message}");
+    gateway.gateway.shutdown().await;
+}
+
+// Before: the 5,000 field errors OMS listed went out as 5,000 BadRequest entries, with OMS's
+// 50,000-character message twice: a status of 962 KB.
+#[tokio::test]
+async fn an_upstream_400_naming_thousands_of_fields_gives_a_small_status() {
+    let gateway = common::start().await;
+    let errors: Vec<serde_json::Value> = (0..5_000)
+        .map(|i| serde_json::json!({"field": format!("metadata.key{i}"), "message": "is not allowed here, ".repeat(5)}))
+        .collect();
+    let body = serde_json::json!({"error": {"code": "validation_error", "message": "x".repeat(50_000), "details": errors}});
+    gateway.sandbox().inject(common::respond(
+        "GET",
+        "/cash-ins/",
+        1,
+        400,
+        body.to_string(),
+        &[],
+    ));
+    let request = pb::GetCashInRequest {
+        cash_in_id: "ci_many".into(),
+    };
+    let answer = common::raw_unary(&gateway.channel, GET, &request).await;
+    assert_eq!(answer.code(), Code::InvalidArgument, "{answer:?}");
+    assert!(
+        answer.status_bytes() < STATUS_LIMIT,
+        "{}",
+        answer.status_bytes()
+    );
+    println!("a status of {} bytes", answer.status_bytes());
+    let status = answer.status();
+    assert_eq!(common::violations(&status).len(), 20);
+    assert!(
+        status
+            .message()
+            .ends_with("(and 4980 more field violations, not listed)"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(common::error_info(&status).reason, "VALIDATION_ERROR");
+    gateway.gateway.shutdown().await;
+}
