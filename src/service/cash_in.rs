@@ -406,7 +406,6 @@ impl CashIns {
         violations.required_id("customer_id", &customer, "cst_");
         let statuses = validate::watch_statuses(&mut violations, &request.get_ref().statuses)
             .into_iter()
-            .map(|status| status as i32)
             .collect();
         violations.finish()?;
         let stream = self.watch(
