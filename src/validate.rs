@@ -537,6 +537,64 @@ mod tests {
         assert_eq!(violations.listed[0].field, "statuses");
     }
 
+    /// A CreateCashIn with every field at its bound, every character 4 bytes in UTF-8.
+    fn the_largest_create_request() -> pb::CreateCashInRequest {
+        use pb::create_cash_in_request::{Cash, Destination, DeveloperFee, Source, Wallet};
+        let id = |prefix: &str| format!("{prefix}{}", "x".repeat(MAX_ID_CHARS - prefix.len()));
+        let wide = |chars: usize| "\u{10348}".repeat(chars);
+        pb::CreateCashInRequest {
+            customer_id: id("cst_"),
+            source: Some(Source {
+                asset: "usd".into(),
+                indicated_amount: Some("500.00".into()),
+            }),
+            destination: Some(Destination {
+                asset: "x".repeat(32),
+                network: "x".repeat(32),
+                wallet: Some(Wallet {
+                    kind: Some(Kind::Wallet(id("wlt_"))),
+                }),
+            }),
+            cash: Some(Cash {
+                cash_location_id: id("loc_"),
+                cash_location_reference: wide(MAX_REFERENCE_CHARS),
+            }),
+            sponsor_gas: Some(true),
+            developer_fees: vec![
+                DeveloperFee {
+                    percentage: Some("0.999999".into()),
+                    flat_fee: Some("500.00".into()),
+                    wallet: Some(id("wlt_")),
+                    payout_asset: Some("usdc".into()),
+                };
+                MAX_DEVELOPER_FEES
+            ],
+            metadata: (0..MAX_METADATA_KEYS)
+                .map(|i| {
+                    let key = format!("{i:02}{}", wide(MAX_METADATA_KEY_CHARS - 2));
+                    (key, wide(MAX_METADATA_VALUE_CHARS))
+                })
+                .collect(),
+            idempotency_key: "k".repeat(MAX_IDEMPOTENCY_KEY_CHARS),
+        }
+    }
+
+    #[test]
+    fn the_largest_legitimate_request_fits_the_request_message_bound() {
+        use prost::Message;
+        let request = the_largest_create_request();
+        let mut violations = Violations::default();
+        create_cash_in(&request, &mut violations);
+        assert!(violations.finish().is_ok(), "it is valid");
+        let size = request.encoded_len();
+        println!("the largest CreateCashIn: {size} bytes");
+        assert!(size <= crate::limits::MAX_REQUEST_MESSAGE_BYTES, "{size}");
+        assert!(
+            size > crate::limits::MAX_REQUEST_MESSAGE_BYTES / 2,
+            "{size}: a bound this loose wastes memory"
+        );
+    }
+
     #[test]
     fn there_are_as_many_watch_statuses_as_defined_statuses() {
         let defined = (1..=64)
