@@ -387,11 +387,7 @@ fn token(violations: &mut Violations, field: &str, value: &str, example: &str) {
 }
 
 fn metadata(violations: &mut Violations, metadata: &std::collections::HashMap<String, String>) {
-    if metadata.len() > MAX_METADATA_KEYS {
-        violations.add(
-            "metadata",
-            format!("at most {MAX_METADATA_KEYS} keys; got {}", metadata.len()),
-        );
+    if !violations.at_most("metadata", metadata.len(), MAX_METADATA_KEYS) {
         return;
     }
     let mut keys: Vec<&String> = metadata.keys().collect();
