@@ -151,6 +151,25 @@ pub fn parse_decimal(text: &str, max_fraction: u32) -> Option<u64> {
     whole.checked_mul(scale)?.checked_add(frac)
 }
 
+/// `value` for a log line or a span if it is shaped like an id or a short name (at most
+/// [`MAX_ID_CHARS`] of `[A-Za-z0-9_-]`, or empty), else a placeholder: what a caller sends
+/// reaches the logs only as an id, and only bounded, whether or not it was valid.
+pub fn loggable(value: &str) -> &str {
+    let id_like = value.len() <= MAX_ID_CHARS
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if id_like { value } else { "<invalid>" }
+}
+
+/// Whether `key` is a valid idempotency key (see [`idempotency_key`]): only a valid key is
+/// echoed to the caller or logged.
+pub fn is_idempotency_key(key: &str) -> bool {
+    let mut violations = Violations::default();
+    idempotency_key(&mut violations, "", key);
+    !key.is_empty() && violations.total == 0
+}
+
 /// An idempotency key: 1–255 printable ASCII characters (it travels as an HTTP header).
 pub fn idempotency_key(violations: &mut Violations, field: &str, key: &str) {
     if key.len() > MAX_IDEMPOTENCY_KEY_CHARS {
@@ -158,6 +177,7 @@ pub fn idempotency_key(violations: &mut Violations, field: &str, key: &str) {
             field,
             format!("must be at most {MAX_IDEMPOTENCY_KEY_CHARS} characters"),
         );
+        return;
     }
     if !key.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
         violations.add(field, "must be printable ASCII (space to `~`)");

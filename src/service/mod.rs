@@ -101,8 +101,13 @@ pub fn upstream_idempotency_key(caller: &str, key: &str) -> String {
 }
 
 /// Puts the caller's key and the key OMS received into response or error metadata, so a caller
-/// can retry with the one and reconcile against OMS with the other.
+/// can retry with the one and reconcile against OMS with the other. Only a valid key is echoed
+/// (at most 255 printable characters, so the two stay small beside any status): an invalid one
+/// is the caller's own input, refused, and may be anything the message size allows.
 pub fn echo_idempotency_keys(metadata: &mut MetadataMap, key: &str, upstream_key: &str) {
+    if !validate::is_idempotency_key(key) {
+        return;
+    }
     for (name, value) in [
         (IDEMPOTENCY_KEY_METADATA, key),
         (OMS_IDEMPOTENCY_KEY_METADATA, upstream_key),

@@ -7,13 +7,16 @@
 
 use crate::common;
 
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use oms_gateway::proto::v1 as pb;
 use pb::create_cash_in_request::DeveloperFee;
+use std::sync::{Arc, Mutex};
 use tonic::Code;
 
 const CREATE: &str = "/polygon.oms.v1.CashInService/CreateCashIn";
 const WATCH_CASH_INS: &str = "/polygon.oms.v1.CashInService/WatchCashIns";
 const GET: &str = "/polygon.oms.v1.CashInService/GetCashIn";
+const LIST: &str = "/polygon.oms.v1.CashInService/ListCashIns";
 
 /// The most bytes a status may take on the wire (README, Security).
 const STATUS_LIMIT: usize = 8 * 1024;
@@ -211,5 +214,148 @@ async fn an_upstream_400_naming_thousands_of_fields_gives_a_small_status() {
         status.message()
     );
     assert_eq!(common::error_info(&status).reason, "VALIDATION_ERROR");
+    gateway.gateway.shutdown().await;
+}
+
+/// This test's log lines (its tasks run on its own thread: `#[tokio::test]` is single-threaded),
+/// at debug level, while the guard lives.
+fn capture_logs() -> (tracing::subscriber::DefaultGuard, Arc<Mutex<Vec<u8>>>) {
+    #[derive(Clone)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Lines {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let lines = Lines(Arc::default());
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    (tracing::subscriber::set_default(subscriber), lines.0)
+}
+
+// Before: the key was echoed in the error's `idempotency-key` trailer (100 KB: the client's
+// HTTP/2 stack refused the answer), and written whole in the span of every log line of the call
+// and in the audit line.
+#[tokio::test]
+async fn an_invalid_idempotency_key_is_neither_echoed_nor_logged() {
+    let (_guard, logs) = capture_logs();
+    let gateway = common::start().await;
+    let long = "k".repeat(100_000);
+    let mut request = common::create_request(&a_location(), "cst_keys");
+    request.idempotency_key = long.clone();
+    let answer = common::raw_unary(&gateway.channel, CREATE, &request).await;
+    small_invalid_argument(&gateway, &answer);
+    assert_eq!(
+        common::violation_fields(&answer.status()),
+        ["idempotency_key"]
+    );
+    assert!(answer.status_headers().get("idempotency-key").is_none());
+    // In metadata (within the 16 KiB of headers a request may carry): refused, not echoed.
+    let mut request = tonic::Request::new(common::create_request(&a_location(), "cst_keys"));
+    request.get_mut().idempotency_key.clear();
+    let metadata_key = "m".repeat(10_000);
+    request
+        .metadata_mut()
+        .insert("idempotency-key", metadata_key.parse().expect("ASCII"));
+    let status = gateway
+        .cash_ins()
+        .create_cash_in(request)
+        .await
+        .expect_err("refused");
+    assert_eq!(
+        common::violation_fields(&status),
+        ["idempotency-key (metadata)"]
+    );
+    assert!(status.metadata().get("idempotency-key").is_none());
+    gateway.gateway.shutdown().await;
+    let logs = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    assert!(
+        logs.contains("mutation"),
+        "the audit lines were captured: {logs}"
+    );
+    for key in [&long, &metadata_key] {
+        assert!(!logs.contains(&key[..1000]), "a key reached the logs");
+    }
+    assert!(logs.contains("idempotency_key=\"<invalid>\""), "{logs}");
+}
+
+/// A ListCashIns request for `customer`'s cash-ins, a page at a time.
+fn list(customer: &str, page_token: String) -> pb::ListCashInsRequest {
+    pb::ListCashInsRequest {
+        customer_id: customer.into(),
+        page_size: 1,
+        page_token,
+        ..Default::default()
+    }
+}
+
+// Page tokens are not signed. Before: a token forged around a 50,000-character cursor was
+// decoded and the cursor sent to OMS as `startingAfter`.
+#[tokio::test]
+async fn a_forged_page_token_longer_than_any_issued_never_reaches_the_upstream() {
+    let gateway = common::start().await;
+    let customer = "cst_pages";
+    for _ in 0..2 {
+        common::create_cash_in(&gateway, customer).await;
+    }
+    let first = gateway
+        .cash_ins()
+        .list_cash_ins(list(customer, String::new()))
+        .await
+        .expect("a first page")
+        .into_inner();
+    let issued = String::from_utf8(URL_SAFE_NO_PAD.decode(&first.next_page_token).unwrap())
+        .expect("a token is text");
+    let (head, _cursor) = issued.rsplit_once(':').expect("version:filters:cursor");
+    let forged = URL_SAFE_NO_PAD.encode(format!("{head}:{}", "c".repeat(50_000)));
+    gateway.sandbox().clear_journal();
+    let answer = common::raw_unary(&gateway.channel, LIST, &list(customer, forged)).await;
+    let status = small_invalid_argument(&gateway, &answer);
+    assert_eq!(
+        common::violations(&status),
+        [(
+            "page_token".to_owned(),
+            "is longer than any page token this gateway issues".to_owned()
+        )]
+    );
+    gateway.gateway.shutdown().await;
+}
+
+// Before: a 2,000-byte cursor became a 2,700-character page token, which the caller was to send
+// back (and the gateway to OMS).
+#[tokio::test]
+async fn an_upstream_cursor_too_long_to_carry_is_a_bad_response() {
+    let gateway = common::start().await;
+    let body = serde_json::json!({"data": [], "hasMore": true, "nextCursor": "c".repeat(2_000)});
+    gateway.sandbox().inject(common::respond(
+        "GET",
+        "/cash-ins",
+        1,
+        200,
+        body.to_string(),
+        &[],
+    ));
+    let status = gateway
+        .cash_ins()
+        .list_cash_ins(list("cst_cursor", String::new()))
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    assert_eq!(common::error_info(&status).reason, "UPSTREAM_BAD_RESPONSE");
+    assert!(
+        status
+            .message()
+            .contains("nextCursor is longer than 1024 bytes"),
+        "{}",
+        status.message()
+    );
     gateway.gateway.shutdown().await;
 }
