@@ -2,7 +2,9 @@
 //! reported at once (as BadRequest field violations, proto field paths) so a caller fixes its
 //! request in one round trip: the first [`MAX_LISTED_VIOLATIONS`] of them, and how many there
 //! were. A repeated field's or a map's count is checked before its entries: past its bound the
-//! entries are not looked at, so no request buys more work than its bounds allow.
+//! entries are not looked at, so no request buys more work than its bounds allow. A violation
+//! quotes what the caller sent only when it is an id (shortened): amounts, assets, rates and
+//! coordinates are never echoed, into the status or the logs it may reach.
 
 use crate::error::{FieldViolation, GatewayError, MAX_LISTED_VIOLATIONS};
 use crate::proto::v1 as pb;
@@ -113,7 +115,8 @@ impl Violations {
     }
 }
 
-/// A value quoted for an error message, shortened so a huge input does not make a huge error.
+/// An id (or an address, or a metadata key, which names its entry) quoted for an error
+/// message, shortened so a huge input does not make a huge error.
 fn shown(value: &str) -> String {
     const MAX: usize = 40;
     let short: String = value.chars().take(MAX).collect();
@@ -190,7 +193,7 @@ pub fn idempotency_key(violations: &mut Violations, field: &str, key: &str) {
 /// violation for a value the contract does not define.
 pub fn status_filter(violations: &mut Violations, field: &str, value: i32) -> pb::CashInStatus {
     pb::CashInStatus::try_from(value).unwrap_or_else(|_| {
-        violations.add(field, format!("unknown status value {value}"));
+        violations.add(field, "is not a defined status");
         pb::CashInStatus::Unspecified
     })
 }
@@ -203,10 +206,7 @@ pub fn required_status(
 ) -> Option<pb::CashInStatus> {
     match pb::CashInStatus::try_from(value) {
         Ok(pb::CashInStatus::Unspecified) | Err(_) => {
-            violations.add(
-                field,
-                format!("must be a known status other than UNSPECIFIED; got {value}"),
-            );
+            violations.add(field, "must be a known status other than UNSPECIFIED");
             None
         }
         Ok(status) => Some(status),
@@ -231,18 +231,12 @@ pub fn indicated_amount(violations: &mut Violations, field: &str, amount: &str) 
     match parse_decimal(amount, 2) {
         None => violations.add(
             field,
-            format!(
-                "must be a decimal string with at most 2 fraction digits, e.g. \"200.00\"; got {}",
-                shown(amount)
-            ),
+            "must be a decimal string with at most 2 fraction digits, e.g. \"200.00\"",
         ),
         Some(cents) if !(MIN_INDICATED_CENTS..=MAX_INDICATED_CENTS).contains(&cents) => violations
             .add(
                 field,
-                format!(
-                    "must be between 20.00 and 500.00 (the provider's limits); got {}",
-                    shown(amount)
-                ),
+                "must be between 20.00 and 500.00 (the provider's limits)",
             ),
         Some(_) => {}
     }
@@ -292,10 +286,7 @@ pub fn create_cash_in(request: &pb::CreateCashInRequest, violations: &mut Violat
 
 fn create_source(violations: &mut Violations, source: &pb::create_cash_in_request::Source) {
     if source.asset != "usd" {
-        violations.add(
-            "source.asset",
-            format!("must be \"usd\"; got {}", shown(&source.asset)),
-        );
+        violations.add("source.asset", "must be \"usd\"");
     }
     if let Some(amount) = &source.indicated_amount {
         indicated_amount(violations, "source.indicated_amount", amount);
@@ -361,17 +352,17 @@ fn developer_fee(
             Some(micros) if micros < 1_000_000 => {}
             _ => violations.add(
                 field("percentage"),
-                format!(
-                    "must be a decimal rate in [0, 1), e.g. \"0.01\" for 1%; got {}",
-                    shown(rate)
-                ),
+                "must be a decimal rate in [0, 1), e.g. \"0.01\" for 1%",
             ),
         }
     }
     if let Some(amount) = &fee.flat_fee {
         match parse_decimal(amount, 2) {
             Some(cents) if cents <= MAX_INDICATED_CENTS => {}
-            _ => violations.add(field("flat_fee"), format!("must be a decimal amount between 0 and 500.00 with at most 2 fraction digits; got {}", shown(amount))),
+            _ => violations.add(
+                field("flat_fee"),
+                "must be a decimal amount between 0 and 500.00 with at most 2 fraction digits",
+            ),
         }
     }
     if let Some(wallet) = &fee.wallet {
@@ -381,10 +372,7 @@ fn developer_fee(
         && asset != "usdc"
         && asset != "usdt"
     {
-        violations.add(
-            field("payout_asset"),
-            format!("must be \"usdc\" or \"usdt\"; got {}", shown(asset)),
-        );
+        violations.add(field("payout_asset"), "must be \"usdc\" or \"usdt\"");
     }
 }
 
@@ -396,13 +384,7 @@ fn token(violations: &mut Violations, field: &str, value: &str, example: &str) {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     {
-        violations.add(
-            field,
-            format!(
-                "must be a short identifier ({example}); got {}",
-                shown(value)
-            ),
-        );
+        violations.add(field, format!("must be a short identifier ({example})"));
     }
 }
 
@@ -455,11 +437,9 @@ fn coordinate(violations: &mut Violations, field: &str, value: Option<f64>, boun
             field,
             format!("is required (decimal degrees in [-{bound}, {bound}])"),
         ),
-        Some(x) if !x.is_finite() => {
-            violations.add(field, format!("must be a finite number; got {x}"))
-        }
+        Some(x) if !x.is_finite() => violations.add(field, "must be a finite number"),
         Some(x) if !(-bound..=bound).contains(&x) => {
-            violations.add(field, format!("must be in [-{bound}, {bound}]; got {x}"))
+            violations.add(field, format!("must be in [-{bound}, {bound}]"))
         }
         Some(_) => {}
     }

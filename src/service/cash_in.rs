@@ -447,10 +447,7 @@ fn list_query(request: &pb::ListCashInsRequest) -> Result<(CashInQuery, u64), Ga
         violations.add("created_before", "must not be earlier than created_after");
     }
     if request.page_size < 0 {
-        violations.add(
-            "page_size",
-            format!("must not be negative; got {}", request.page_size),
-        );
+        violations.add("page_size", "must not be negative");
     }
     let stamp = |t: Option<prost_types::Timestamp>| {
         t.map(|t| format!("{}.{}", t.seconds, t.nanos))
