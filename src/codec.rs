@@ -171,7 +171,7 @@ unbounded!(
 /// Counts the entries of `bounds`' fields at the top level of `message`, without decoding it:
 /// if one is past [`DECODE_SLACK`] times its bound, the violation of each field past its bound.
 /// A message that does not parse is left to prost, which reports it.
-fn within_bounds(message: &[u8], bounds: &[EntryBound]) -> Result<(), GatewayError> {
+pub(crate) fn within_bounds(message: &[u8], bounds: &[EntryBound]) -> Result<(), GatewayError> {
     let mut counts = vec![0usize; bounds.len()];
     let mut rest = message;
     while rest.has_remaining() {

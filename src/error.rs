@@ -11,7 +11,7 @@
 
 mod bound;
 
-pub use bound::MAX_LISTED_VIOLATIONS;
+pub use bound::{MAX_LISTED_VIOLATIONS, MAX_STATUS_BYTES};
 
 use bound::Details;
 use std::{collections::HashMap, time::Duration};

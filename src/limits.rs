@@ -212,7 +212,7 @@ impl<B> BoundedMessages<B> {
 
 /// Reads the message prefixes in `data`, the next bytes of a request body; `Err` with the
 /// declared length of the first message over the bound.
-fn check_prefixes(
+pub(crate) fn check_prefixes(
     mut data: &[u8],
     prefix: &mut [u8; PREFIX_BYTES],
     prefix_len: &mut usize,
