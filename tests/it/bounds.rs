@@ -359,3 +359,70 @@ async fn an_upstream_cursor_too_long_to_carry_is_a_bad_response() {
     );
     gateway.gateway.shutdown().await;
 }
+
+// Request headers (metadata) are bounded by the HTTP/2 server's header list limit (hyper's
+// default, 16 KiB, as SETTINGS_MAX_HEADER_LIST_SIZE): past it the stream is answered HTTP 431
+// before the gateway sees the call. The gateway sets no bound of its own on the total; this test
+// keeps the one it relies on in view (it passes before and after the bounds work).
+#[tokio::test]
+async fn request_metadata_over_16_kib_is_refused_before_the_call() {
+    let gateway = common::start().await;
+    let get = |padding: usize| {
+        let mut request = tonic::Request::new(pb::GetCashInRequest {
+            cash_in_id: "ci_headers".into(),
+        });
+        let value = "v".repeat(padding);
+        request
+            .metadata_mut()
+            .insert("x-padding", value.parse().expect("ASCII"));
+        let mut client = gateway.cash_ins();
+        async move {
+            client
+                .get_cash_in(request)
+                .await
+                .expect_err("no such cash-in")
+        }
+    };
+    let status = get(20 * 1024).await;
+    assert_eq!(status.code(), Code::Unknown, "{status:?}");
+    assert!(status.message().contains("431"), "{}", status.message());
+    assert!(common::api_requests(gateway.sandbox()).is_empty());
+    // Under the limit, the call runs (and OMS does not know the id).
+    assert_eq!(get(12 * 1024).await.code(), Code::NotFound);
+    gateway.gateway.shutdown().await;
+}
+
+// grpc-timeout is read only when it is at most 8 digits and a unit (the gRPC spec's grammar):
+// the longest, 99999999H (over 11,000 years), bounds a call and a watch without overflowing.
+#[tokio::test]
+async fn the_longest_grpc_timeout_is_taken_without_overflow() {
+    let gateway = common::start().await;
+    let mut get = tonic::Request::new(pb::GetCashInRequest {
+        cash_in_id: "ci_timeout".into(),
+    });
+    get.metadata_mut()
+        .insert("grpc-timeout", "99999999H".parse().expect("ASCII"));
+    let status = gateway
+        .cash_ins()
+        .get_cash_in(get)
+        .await
+        .expect_err("unknown id");
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    common::create_cash_in(&gateway, "cst_timeout").await;
+    let mut watch = tonic::Request::new(pb::WatchCashInsRequest {
+        customer_id: "cst_timeout".into(),
+        statuses: vec![],
+    });
+    watch
+        .metadata_mut()
+        .insert("grpc-timeout", "99999999H".parse().expect("ASCII"));
+    let mut events = gateway
+        .cash_ins()
+        .watch_cash_ins(watch)
+        .await
+        .expect("a stream")
+        .into_inner();
+    let first = tokio::time::timeout(std::time::Duration::from_secs(5), events.message()).await;
+    assert!(matches!(first, Ok(Ok(_))), "{first:?}");
+    gateway.gateway.shutdown().await;
+}
