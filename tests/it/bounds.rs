@@ -426,3 +426,50 @@ async fn the_longest_grpc_timeout_is_taken_without_overflow() {
     assert!(matches!(first, Ok(Ok(_))), "{first:?}");
     gateway.gateway.shutdown().await;
 }
+
+// A refused call's audit line names its method and idempotency key, read from the request's
+// path and metadata before anything validates them. Before: both were logged whole (10,000
+// characters each here).
+#[tokio::test]
+async fn a_refused_call_logs_neither_a_long_key_nor_a_long_path() {
+    let (_guard, logs) = capture_logs();
+    let dir = common::tls::temp_dir("bounds-policy");
+    let mut config = common::test_config();
+    let policy =
+        "[[allow]]\ncallers = [\"spiffe://test.local/ns/ops/sa/ops\"]\nmethods = [\"*\"]\n";
+    config.security.authz_policy = Some(common::tls::write(&dir, "policy.toml", policy));
+    let gateway = common::start_unchecked(config).await;
+    let key = "k".repeat(10_000);
+    let mut request = tonic::Request::new(pb::GetCashInRequest {
+        cash_in_id: "ci_denied".into(),
+    });
+    request
+        .metadata_mut()
+        .insert("idempotency-key", key.parse().expect("ASCII"));
+    let status = gateway
+        .cash_ins()
+        .get_cash_in(request)
+        .await
+        .expect_err("with a policy, a caller must be identified");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    let path = format!("/polygon.oms.v1.CashInService/{}", "x".repeat(10_000));
+    let request = pb::GetCashInRequest {
+        cash_in_id: "ci_denied".into(),
+    };
+    let answer = common::raw_unary(&gateway.channel, &path, &request).await;
+    assert_eq!(answer.code(), Code::Unauthenticated, "{answer:?}");
+    assert!(
+        answer.block_bytes() < STATUS_LIMIT,
+        "{}",
+        answer.block_bytes()
+    );
+    gateway.gateway.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+    let logs = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    assert_eq!(logs.matches("call refused").count(), 2, "{logs}");
+    assert!(!logs.contains(&key[..1000]), "the key reached the logs");
+    assert!(
+        !logs.contains(&"x".repeat(1000)),
+        "the path reached the logs"
+    );
+}
