@@ -115,10 +115,27 @@ pub fn mutation(call: &Mutation<'_>, result: Result<(), &GatewayError>, upstream
     );
 }
 
+/// The longest method path an audit line shows, in bytes (the longest served, reflection's
+/// `ServerReflectionInfo`, is 61).
+const MAX_METHOD_BYTES: usize = 128;
+
 /// Logs a refused call's audit line. The request body is never read for a refused call, so the
 /// idempotency key is the `idempotency-key` metadata's (if any) and there is no cash-in or
-/// customer.
+/// customer. Both the key and the method are the caller's, unvalidated (up to the 16 KiB of
+/// headers a request may carry): an invalid key, or a path that is no method name, is shown as
+/// `<invalid>`.
 pub fn denied(caller: &str, method: &str, idempotency_key: &str, outcome: &str) {
+    let idempotency_key =
+        if idempotency_key.is_empty() || crate::validate::is_idempotency_key(idempotency_key) {
+            idempotency_key
+        } else {
+            "<invalid>"
+        };
+    let method_like = method.len() <= MAX_METHOD_BYTES
+        && method
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._/".contains(&b));
+    let method = if method_like { method } else { "<invalid>" };
     tracing::warn!(
         target: TARGET,
         caller,

@@ -5,8 +5,15 @@
 //! an upstream error with the operation that hit it, or an internal fault). `impl From<GatewayError>
 //! for Status` is the one boundary: it decides the gRPC code, the `ErrorInfo` (exactly one), the
 //! retry hint and the log level, following the error table in `../shared/GUIDE.md` and README.md.
-//! No variant carries a secret, so no status, log line or Debug print can show one.
+//! No variant carries a secret, so no status, log line or Debug print can show one. Every
+//! status is bounded there too (`bound`): at most [`MAX_LISTED_VIOLATIONS`] violations listed
+//! and [`MAX_STATUS_BYTES`] on the wire, whatever the error holds.
 
+mod bound;
+
+pub use bound::{MAX_LISTED_VIOLATIONS, MAX_STATUS_BYTES};
+
+use bound::Details;
 use std::{collections::HashMap, time::Duration};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -153,7 +160,7 @@ fn is_transient_http(status: u16) -> bool {
 /// or may have a different answer next time.
 pub fn is_final_outcome<T>(outcome: &Result<T, GatewayError>) -> bool {
     match outcome {
-        Ok(_) | Err(GatewayError::Invalid(_)) => true,
+        Ok(_) | Err(GatewayError::Invalid { .. }) => true,
         Err(GatewayError::Upstream {
             source: UpstreamError::Http(failure),
             ..
@@ -196,8 +203,13 @@ pub struct FieldViolation {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum GatewayError {
     /// The request failed validation; nothing was sent upstream.
-    #[error("{} invalid field(s)", .0.len())]
-    Invalid(Vec<FieldViolation>),
+    #[error("{total} invalid field(s)")]
+    Invalid {
+        /// The first violations found, at most [`MAX_LISTED_VIOLATIONS`].
+        violations: Vec<FieldViolation>,
+        /// How many there were in all.
+        total: usize,
+    },
     /// An upstream call failed.
     #[error("{operation}: {source}")]
     Upstream {
@@ -257,7 +269,7 @@ impl GatewayError {
     /// The gRPC code this error is reported with, decided without building the status.
     pub fn code(&self) -> Code {
         match self {
-            Self::Invalid(_) => Code::InvalidArgument,
+            Self::Invalid { .. } => Code::InvalidArgument,
             Self::Upstream { source, .. } => source.code(),
             Self::Precondition(_) | Self::KeyReused(_) => Code::FailedPrecondition,
             Self::Aborted(_) => Code::Aborted,
@@ -289,7 +301,7 @@ impl GatewayError {
             Self::MessageTooLarge(_) => ("MESSAGE_TOO_LARGE", None),
             Self::Unauthenticated(_) => ("CALLER_UNAUTHENTICATED", None),
             Self::NotAllowed { .. } => ("CALLER_NOT_ALLOWED", None),
-            Self::Invalid(_) | Self::Upstream { .. } => ("INTERNAL", None),
+            Self::Invalid { .. } | Self::Upstream { .. } => ("INTERNAL", None),
         }
     }
 
@@ -396,7 +408,7 @@ impl From<GatewayError> for Status {
     fn from(err: GatewayError) -> Self {
         let code = err.code();
         match err {
-            GatewayError::Invalid(violations) => invalid_status(&violations),
+            GatewayError::Invalid { violations, total } => invalid_status(&violations, total),
             GatewayError::Upstream {
                 operation,
                 resource,
@@ -414,46 +426,51 @@ impl From<GatewayError> for Status {
                     ]),
                     _ => HashMap::new(),
                 };
-                let mut details = ErrorDetails::new();
+                let mut details = Details::new();
                 details.set_error_info(reason, GATEWAY_DOMAIN, metadata);
                 if retry.is_some() {
                     details.set_retry_info(retry);
                 }
-                status(code, own.to_string(), details)
+                bounded_status(code, &own.to_string(), details)
             }
         }
     }
 }
 
 /// The one place a `tonic::Status` is built (clippy's `disallowed-methods`, in clippy.toml,
-/// refuses it anywhere else).
+/// refuses it anywhere else). Only [`bounded_status`] calls it.
 #[allow(clippy::disallowed_methods)]
 fn status(code: Code, message: String, details: ErrorDetails) -> Status {
     Status::with_error_details(code, message, details)
 }
 
-fn invalid_status(violations: &[FieldViolation]) -> Status {
-    let mut details = ErrorDetails::new();
+/// Every status's way out: within [`MAX_STATUS_BYTES`] and [`MAX_LISTED_VIOLATIONS`] (see
+/// `bound`), whatever `message` and `details` hold.
+fn bounded_status(code: Code, message: &str, details: Details) -> Status {
+    bound::bounded(code, message, details, status)
+}
+
+/// INVALID_ARGUMENT for `total` violations, of which `violations` are the first: listed in the
+/// BadRequest and the message, with the count of the rest.
+fn invalid_status(violations: &[FieldViolation], total: usize) -> Status {
+    let total = total.max(violations.len());
+    let mut details = Details::new();
     details.set_error_info(
         "INVALID_REQUEST_FIELDS",
         GATEWAY_DOMAIN,
-        HashMap::from([("violations".to_owned(), violations.len().to_string())]),
+        HashMap::from([("violations".to_owned(), total.to_string())]),
     );
     for violation in violations {
-        details.add_bad_request_violation(violation.field.clone(), violation.description.clone());
+        details.add_bad_request_violation(&violation.field, &violation.description);
     }
-    let listed: Vec<String> = violations
-        .iter()
-        .map(|v| format!("{}: {}", v.field, v.description))
-        .collect();
-    let message = format!(
-        "invalid request ({} problem{}): {}",
-        violations.len(),
-        if violations.len() == 1 { "" } else { "s" },
-        listed.join("; ")
+    details.count_unlisted(total - violations.len());
+    details.list_violations_in_message();
+    let head = format!(
+        "invalid request ({total} problem{})",
+        if total == 1 { "" } else { "s" }
     );
-    tracing::debug!(%message, "rejected by validation");
-    status(Code::InvalidArgument, message, details)
+    tracing::debug!(violations = total, "rejected by validation");
+    bounded_status(Code::InvalidArgument, &head, details)
 }
 
 fn upstream_status(
@@ -462,7 +479,7 @@ fn upstream_status(
     resource: Option<ResourceRef>,
     source: UpstreamError,
 ) -> Status {
-    let mut details = ErrorDetails::new();
+    let mut details = Details::new();
     let mut metadata = HashMap::from([("operation".to_owned(), operation.to_owned())]);
     let (reason, domain) = match &source {
         UpstreamError::Http(failure) => (
@@ -480,7 +497,7 @@ fn upstream_status(
     };
     log_upstream(code, operation, &source);
     details.set_error_info(reason, domain, metadata);
-    status(code, upstream_message(operation, &source), details)
+    bounded_status(code, &upstream_message(operation, &source), details)
 }
 
 /// The status message of an upstream failure: the operation, then what OMS or the connection said.
@@ -502,7 +519,7 @@ fn upstream_message(operation: &str, source: &UpstreamError) -> String {
 fn http_details(
     failure: &HttpFailure,
     resource: Option<&ResourceRef>,
-    details: &mut ErrorDetails,
+    details: &mut Details,
     metadata: &mut HashMap<String, String>,
 ) -> String {
     metadata.insert("httpStatus".into(), failure.status.to_string());
@@ -514,18 +531,19 @@ fn http_details(
     }
     match failure.status {
         400 => {
-            for (field, description) in &failure.field_errors {
-                details.add_bad_request_violation(rest_field_to_proto(field), description.clone());
+            for (field, description) in failure.field_errors.iter().take(MAX_LISTED_VIOLATIONS) {
+                details.add_bad_request_violation(&rest_field_to_proto(field), description);
             }
+            details.count_unlisted(
+                failure
+                    .field_errors
+                    .len()
+                    .saturating_sub(MAX_LISTED_VIOLATIONS),
+            );
         }
         404 => {
             if let Some(resource) = resource {
-                details.set_resource_info(
-                    resource.kind,
-                    resource.name.clone(),
-                    "",
-                    failure.message.clone(),
-                );
+                details.set_resource_info(resource.kind, &resource.name, &failure.message);
             }
         }
         409 | 408 | 421 | 425 | 429 | 499 | 502 | 503 => {
@@ -541,7 +559,7 @@ fn http_details(
 }
 
 /// Reason (and retry hint) of a failure that is no answer from OMS.
-fn transport_details(source: &UpstreamError, details: &mut ErrorDetails) -> String {
+fn transport_details(source: &UpstreamError, details: &mut Details) -> String {
     let reason = match source {
         UpstreamError::Connect(_) => "UPSTREAM_UNREACHABLE",
         UpstreamError::Transport(_) => "UPSTREAM_CONNECTION_FAILED",
@@ -728,10 +746,13 @@ mod replay_decision {
             ),
             (
                 "the gateway's own validation",
-                Err(GatewayError::Invalid(vec![FieldViolation {
-                    field: "customer_id".into(),
-                    description: "required".into(),
-                }])),
+                Err(GatewayError::Invalid {
+                    violations: vec![FieldViolation {
+                        field: "customer_id".into(),
+                        description: "required".into(),
+                    }],
+                    total: 1,
+                }),
                 true,
             ),
             (

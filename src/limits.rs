@@ -3,18 +3,35 @@
 //! so an overloaded gateway stays responsive and callers back off. Health checks are exempt, so
 //! the mesh can still see the instance while it sheds.
 //!
-//! The same layer corrects one code: tonic refuses a request message over the size limit with
-//! OUT_OF_RANGE, where gRPC's status-code table says RESOURCE_EXHAUSTED ("sent or received
-//! message was larger than configured limit").
+//! The same layer bounds every request message, on every service (health and reflection
+//! included), at [`MAX_REQUEST_MESSAGE_BYTES`]: it reads each message's length prefix as the
+//! request body arrives ([`BoundedMessages`]) and refuses a message declared larger before any
+//! of its bytes are buffered, let alone decoded. It also corrects one code: tonic refuses a
+//! request message over `--max-message-bytes` with OUT_OF_RANGE, where gRPC's status-code table
+//! says RESOURCE_EXHAUSTED ("sent or received message was larger than configured limit").
 
 use crate::error::GatewayError;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use tokio::sync::Semaphore;
 use tower::{Layer, Service};
+
+/// The largest request message any service takes, in bytes, however large
+/// `--max-message-bytes` (which bounds responses too) is set; a smaller `--max-message-bytes`
+/// still applies. The largest legitimate request is a CreateCashIn with every field at its
+/// bound, 50 metadata entries of 40 + 500 characters included: about 114 KB when every
+/// character takes 4 bytes in UTF-8 (`validate`'s tests build it). Every other request is under
+/// 1 KiB. Compression is not accepted, so the bytes on the wire are the bytes decoded.
+pub const MAX_REQUEST_MESSAGE_BYTES: usize = 128 * 1024;
+
+/// The length of a gRPC message's prefix: a compression flag and a 4-byte big-endian length.
+const PREFIX_BYTES: usize = 5;
 
 /// Sheds calls beyond `max_in_flight`.
 #[derive(Clone, Debug)]
@@ -114,7 +131,9 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for LoadShed<S>
 where
-    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>> + Send + 'static,
+    S: Service<http::Request<BoundedMessages<ReqBody>>, Response = http::Response<ResBody>>
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     ResBody: Default + Send + 'static,
 {
@@ -127,6 +146,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        let request = request.map(BoundedMessages::new);
         if request
             .uri()
             .path()
@@ -156,5 +176,153 @@ where
                 Box::pin(async move { Ok(response) })
             }
         }
+    }
+}
+
+pin_project! {
+    /// A request body whose gRPC messages are held to [`MAX_REQUEST_MESSAGE_BYTES`]: each
+    /// message's length prefix is read as it passes, and a message declared larger ends the body
+    /// with the gateway's RESOURCE_EXHAUSTED (reason MESSAGE_TOO_LARGE), which tonic answers
+    /// with, before the message's bytes are read. Costs a few comparisons per DATA frame.
+    pub struct BoundedMessages<B> {
+        #[pin]
+        inner: B,
+        // The prefix of the next message, as far as it has arrived.
+        prefix: [u8; PREFIX_BYTES],
+        prefix_len: usize,
+        // Bytes of the current message still to pass.
+        remaining: u64,
+        refused: bool,
+    }
+}
+
+// === impl BoundedMessages ===
+
+impl<B> BoundedMessages<B> {
+    fn new(inner: B) -> Self {
+        Self {
+            inner,
+            prefix: [0; PREFIX_BYTES],
+            prefix_len: 0,
+            remaining: 0,
+            refused: false,
+        }
+    }
+}
+
+/// Reads the message prefixes in `data`, the next bytes of a request body; `Err` with the
+/// declared length of the first message over the bound.
+pub(crate) fn check_prefixes(
+    mut data: &[u8],
+    prefix: &mut [u8; PREFIX_BYTES],
+    prefix_len: &mut usize,
+    remaining: &mut u64,
+) -> Result<(), u64> {
+    while !data.is_empty() {
+        if *remaining > 0 {
+            let skip = usize::try_from(*remaining).map_or(data.len(), |r| r.min(data.len()));
+            data = &data[skip..];
+            *remaining -= skip as u64;
+            continue;
+        }
+        let take = (PREFIX_BYTES - *prefix_len).min(data.len());
+        prefix[*prefix_len..*prefix_len + take].copy_from_slice(&data[..take]);
+        *prefix_len += take;
+        data = &data[take..];
+        if *prefix_len == PREFIX_BYTES {
+            *prefix_len = 0;
+            let declared = u64::from(u32::from_be_bytes([
+                prefix[1], prefix[2], prefix[3], prefix[4],
+            ]));
+            if declared > MAX_REQUEST_MESSAGE_BYTES as u64 {
+                return Err(declared);
+            }
+            *remaining = declared;
+        }
+    }
+    Ok(())
+}
+
+impl<B> Body for BoundedMessages<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<tower::BoxError>,
+{
+    type Data = Bytes;
+    type Error = tower::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.project();
+        if *this.refused {
+            return Poll::Ready(None);
+        }
+        let frame = match ready!(this.inner.poll_frame(cx)) {
+            Some(Ok(frame)) => frame,
+            Some(Err(err)) => return Poll::Ready(Some(Err(err.into()))),
+            None => return Poll::Ready(None),
+        };
+        if let Some(data) = frame.data_ref()
+            && let Err(declared) =
+                check_prefixes(data, this.prefix, this.prefix_len, this.remaining)
+        {
+            *this.refused = true;
+            let status = tonic::Status::from(GatewayError::MessageTooLarge(format!(
+                "the request message is {declared} bytes, over the gateway's limit of \
+                 {MAX_REQUEST_MESSAGE_BYTES} bytes per request message"
+            )));
+            return Poll::Ready(Some(Err(Box::new(status))));
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.refused || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The prefixes `chunks` pass, one chunk at a time: `Err` with the first declared length
+    /// over the bound.
+    fn check(chunks: &[&[u8]]) -> Result<(), u64> {
+        let (mut prefix, mut prefix_len, mut remaining) = ([0; PREFIX_BYTES], 0, 0);
+        for chunk in chunks {
+            check_prefixes(chunk, &mut prefix, &mut prefix_len, &mut remaining)?;
+        }
+        Ok(())
+    }
+
+    fn framed(len: u32) -> Vec<u8> {
+        let mut out = vec![0];
+        out.extend_from_slice(&len.to_be_bytes());
+        out
+    }
+
+    #[test]
+    fn prefixes_are_read_across_chunks_and_messages() {
+        let limit = MAX_REQUEST_MESSAGE_BYTES as u32;
+        let mut two = framed(3);
+        two.extend_from_slice(b"abc");
+        two.extend(framed(limit));
+        assert_eq!(check(&[&two]), Ok(()));
+        let mut over = framed(2);
+        over.extend_from_slice(b"ab");
+        over.extend(framed(limit + 1));
+        // Split inside the second prefix: still seen.
+        assert_eq!(check(&[&over[..9], &over[9..]]), Err(u64::from(limit) + 1));
+        // The message's own bytes are never read as a prefix.
+        let mut body = framed(8);
+        body.extend_from_slice(&[0xff; 8]);
+        assert_eq!(check(&[&body[..6], &body[6..]]), Ok(()));
+        assert_eq!(check(&[&framed(u32::MAX)]), Err(u64::from(u32::MAX)));
     }
 }

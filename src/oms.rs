@@ -19,6 +19,11 @@ use tokio::time::Instant;
 
 pub use crate::upstream::WriteKey;
 
+/// The longest `nextCursor` of OMS's that is sent back (by a poller, or in a page token), in
+/// bytes: OMS's cursors are cash-in ids, of a few dozen; this leaves room for opaque ones. A
+/// longer one is an answer the contract cannot hold (UPSTREAM_BAD_RESPONSE).
+pub const MAX_CURSOR_BYTES: usize = 1024;
+
 /// The OMS operations. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Oms {
@@ -126,6 +131,15 @@ impl Oms {
             .await
             .map_err(GatewayError::upstream(None))?;
         let next_cursor = page.next_cursor();
+        if next_cursor
+            .as_ref()
+            .is_some_and(|cursor| cursor.len() > MAX_CURSOR_BYTES)
+        {
+            return Err(GatewayError::bad_response(
+                ops::LIST_CASH_INS,
+                format_args!("nextCursor is longer than {MAX_CURSOR_BYTES} bytes"),
+            ));
+        }
         let cash_ins = page
             .data
             .into_iter()

@@ -1,8 +1,12 @@
-//! Request validation, done before any upstream call. Every rule runs, and every violation is
+//! Request validation, done before any upstream call. Every rule runs, and the violations are
 //! reported at once (as BadRequest field violations, proto field paths) so a caller fixes its
-//! request in one round trip.
+//! request in one round trip: the first [`MAX_LISTED_VIOLATIONS`] of them, and how many there
+//! were. A repeated field's or a map's count is checked before its entries: past its bound the
+//! entries are not looked at, so no request buys more work than its bounds allow. A violation
+//! quotes what the caller sent only when it is an id (shortened): amounts, assets, rates and
+//! coordinates are never echoed, into the status or the logs it may reach.
 
-use crate::error::{FieldViolation, GatewayError};
+use crate::error::{FieldViolation, GatewayError, MAX_LISTED_VIOLATIONS};
 use crate::proto::v1 as pb;
 use pb::create_cash_in_request::wallet::Kind;
 
@@ -13,34 +17,57 @@ const MAX_INDICATED_CENTS: u64 = 500 * 100;
 pub const MAX_METADATA_KEYS: usize = 50;
 const MAX_METADATA_KEY_CHARS: usize = 40;
 const MAX_METADATA_VALUE_CHARS: usize = 500;
-const MAX_DEVELOPER_FEES: usize = 10;
+/// The most `developer_fees` entries of a CreateCashIn.
+pub const MAX_DEVELOPER_FEES: usize = 10;
+/// The most `statuses` of a WatchCashIns: one per defined status other than UNSPECIFIED (a
+/// longer list can only repeat one).
+pub const MAX_WATCH_STATUSES: usize = 5;
 const MAX_ID_CHARS: usize = 64;
 const MAX_REFERENCE_CHARS: usize = 1024;
 /// The largest idempotency key, in printable ASCII characters.
 pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
 
-/// Collects violations; `finish` turns them into one INVALID_ARGUMENT.
+/// Collects violations; `finish` turns them into one INVALID_ARGUMENT. Keeps the first
+/// [`MAX_LISTED_VIOLATIONS`] and counts the rest, so its memory is bounded however many there are.
 #[derive(Default)]
-pub struct Violations(Vec<FieldViolation>);
+pub struct Violations {
+    listed: Vec<FieldViolation>,
+    total: usize,
+}
 
 // === impl Violations ===
 
 impl Violations {
     /// Records a violation.
     pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
-        self.0.push(FieldViolation {
-            field: field.into(),
-            description: description.into(),
-        });
+        self.total += 1;
+        if self.listed.len() < MAX_LISTED_VIOLATIONS {
+            self.listed.push(FieldViolation {
+                field: field.into(),
+                description: description.into(),
+            });
+        }
     }
 
-    /// Ok if nothing was recorded, else every violation at once.
+    /// Ok if nothing was recorded, else the violations at once.
     pub fn finish(self) -> Result<(), GatewayError> {
-        if self.0.is_empty() {
+        if self.total == 0 {
             Ok(())
         } else {
-            Err(GatewayError::Invalid(self.0))
+            Err(GatewayError::Invalid {
+                violations: self.listed,
+                total: self.total,
+            })
         }
+    }
+
+    /// Records a violation if `field` has more than `max` entries; true if it has not, and its
+    /// entries may be looked at.
+    pub fn at_most(&mut self, field: &str, count: usize, max: usize) -> bool {
+        if count > max {
+            self.add(field, format!("at most {max} entries; got {count}"));
+        }
+        count <= max
     }
 
     /// Checks a required id: present, `prefix` and then 1+ characters of `[A-Za-z0-9_-]`.
@@ -88,7 +115,8 @@ impl Violations {
     }
 }
 
-/// A value quoted for an error message, shortened so a huge input does not make a huge error.
+/// An id (or an address, or a metadata key, which names its entry) quoted for an error
+/// message, shortened so a huge input does not make a huge error.
 fn shown(value: &str) -> String {
     const MAX: usize = 40;
     let short: String = value.chars().take(MAX).collect();
@@ -126,6 +154,25 @@ pub fn parse_decimal(text: &str, max_fraction: u32) -> Option<u64> {
     whole.checked_mul(scale)?.checked_add(frac)
 }
 
+/// `value` for a log line or a span if it is shaped like an id or a short name (at most
+/// [`MAX_ID_CHARS`] of `[A-Za-z0-9_-]`, or empty), else a placeholder: what a caller sends
+/// reaches the logs only as an id, and only bounded, whether or not it was valid.
+pub fn loggable(value: &str) -> &str {
+    let id_like = value.len() <= MAX_ID_CHARS
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if id_like { value } else { "<invalid>" }
+}
+
+/// Whether `key` is a valid idempotency key (see [`idempotency_key`]): only a valid key is
+/// echoed to the caller or logged.
+pub fn is_idempotency_key(key: &str) -> bool {
+    let mut violations = Violations::default();
+    idempotency_key(&mut violations, "", key);
+    !key.is_empty() && violations.total == 0
+}
+
 /// An idempotency key: 1–255 printable ASCII characters (it travels as an HTTP header).
 pub fn idempotency_key(violations: &mut Violations, field: &str, key: &str) {
     if key.len() > MAX_IDEMPOTENCY_KEY_CHARS {
@@ -133,6 +180,7 @@ pub fn idempotency_key(violations: &mut Violations, field: &str, key: &str) {
             field,
             format!("must be at most {MAX_IDEMPOTENCY_KEY_CHARS} characters"),
         );
+        return;
     }
     if !key.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
         violations.add(field, "must be printable ASCII (space to `~`)");
@@ -145,7 +193,7 @@ pub fn idempotency_key(violations: &mut Violations, field: &str, key: &str) {
 /// violation for a value the contract does not define.
 pub fn status_filter(violations: &mut Violations, field: &str, value: i32) -> pb::CashInStatus {
     pb::CashInStatus::try_from(value).unwrap_or_else(|_| {
-        violations.add(field, format!("unknown status value {value}"));
+        violations.add(field, "is not a defined status");
         pb::CashInStatus::Unspecified
     })
 }
@@ -158,14 +206,24 @@ pub fn required_status(
 ) -> Option<pb::CashInStatus> {
     match pb::CashInStatus::try_from(value) {
         Ok(pb::CashInStatus::Unspecified) | Err(_) => {
-            violations.add(
-                field,
-                format!("must be a known status other than UNSPECIFIED; got {value}"),
-            );
+            violations.add(field, "must be a known status other than UNSPECIFIED");
             None
         }
         Ok(status) => Some(status),
     }
+}
+
+/// WatchCashIns's `statuses`: at most [`MAX_WATCH_STATUSES`] (checked before any entry),
+/// each a known status other than UNSPECIFIED. Returns the statuses named.
+pub fn watch_statuses(violations: &mut Violations, statuses: &[i32]) -> Vec<pb::CashInStatus> {
+    if !violations.at_most("statuses", statuses.len(), MAX_WATCH_STATUSES) {
+        return Vec::new();
+    }
+    statuses
+        .iter()
+        .enumerate()
+        .filter_map(|(i, status)| required_status(violations, &format!("statuses[{i}]"), *status))
+        .collect()
 }
 
 /// A cash amount within the provider's limits, 20.00 to 500.00, at most 2 fraction digits.
@@ -173,18 +231,12 @@ pub fn indicated_amount(violations: &mut Violations, field: &str, amount: &str) 
     match parse_decimal(amount, 2) {
         None => violations.add(
             field,
-            format!(
-                "must be a decimal string with at most 2 fraction digits, e.g. \"200.00\"; got {}",
-                shown(amount)
-            ),
+            "must be a decimal string with at most 2 fraction digits, e.g. \"200.00\"",
         ),
         Some(cents) if !(MIN_INDICATED_CENTS..=MAX_INDICATED_CENTS).contains(&cents) => violations
             .add(
                 field,
-                format!(
-                    "must be between 20.00 and 500.00 (the provider's limits); got {}",
-                    shown(amount)
-                ),
+                "must be between 20.00 and 500.00 (the provider's limits)",
             ),
         Some(_) => {}
     }
@@ -222,14 +274,11 @@ pub fn create_cash_in(request: &pb::CreateCashInRequest, violations: &mut Violat
             );
         }
     }
-    if request.developer_fees.len() > MAX_DEVELOPER_FEES {
-        violations.add(
-            "developer_fees",
-            format!("at most {MAX_DEVELOPER_FEES} entries"),
-        );
-    }
-    for (i, fee) in request.developer_fees.iter().enumerate() {
-        developer_fee(violations, i, fee);
+    let fees = &request.developer_fees;
+    if violations.at_most("developer_fees", fees.len(), MAX_DEVELOPER_FEES) {
+        for (i, fee) in fees.iter().enumerate() {
+            developer_fee(violations, i, fee);
+        }
     }
     metadata(violations, &request.metadata);
     idempotency_key(violations, "idempotency_key", &request.idempotency_key);
@@ -237,10 +286,7 @@ pub fn create_cash_in(request: &pb::CreateCashInRequest, violations: &mut Violat
 
 fn create_source(violations: &mut Violations, source: &pb::create_cash_in_request::Source) {
     if source.asset != "usd" {
-        violations.add(
-            "source.asset",
-            format!("must be \"usd\"; got {}", shown(&source.asset)),
-        );
+        violations.add("source.asset", "must be \"usd\"");
     }
     if let Some(amount) = &source.indicated_amount {
         indicated_amount(violations, "source.indicated_amount", amount);
@@ -306,17 +352,17 @@ fn developer_fee(
             Some(micros) if micros < 1_000_000 => {}
             _ => violations.add(
                 field("percentage"),
-                format!(
-                    "must be a decimal rate in [0, 1), e.g. \"0.01\" for 1%; got {}",
-                    shown(rate)
-                ),
+                "must be a decimal rate in [0, 1), e.g. \"0.01\" for 1%",
             ),
         }
     }
     if let Some(amount) = &fee.flat_fee {
         match parse_decimal(amount, 2) {
             Some(cents) if cents <= MAX_INDICATED_CENTS => {}
-            _ => violations.add(field("flat_fee"), format!("must be a decimal amount between 0 and 500.00 with at most 2 fraction digits; got {}", shown(amount))),
+            _ => violations.add(
+                field("flat_fee"),
+                "must be a decimal amount between 0 and 500.00 with at most 2 fraction digits",
+            ),
         }
     }
     if let Some(wallet) = &fee.wallet {
@@ -326,10 +372,7 @@ fn developer_fee(
         && asset != "usdc"
         && asset != "usdt"
     {
-        violations.add(
-            field("payout_asset"),
-            format!("must be \"usdc\" or \"usdt\"; got {}", shown(asset)),
-        );
+        violations.add(field("payout_asset"), "must be \"usdc\" or \"usdt\"");
     }
 }
 
@@ -341,22 +384,12 @@ fn token(violations: &mut Violations, field: &str, value: &str, example: &str) {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     {
-        violations.add(
-            field,
-            format!(
-                "must be a short identifier ({example}); got {}",
-                shown(value)
-            ),
-        );
+        violations.add(field, format!("must be a short identifier ({example})"));
     }
 }
 
 fn metadata(violations: &mut Violations, metadata: &std::collections::HashMap<String, String>) {
-    if metadata.len() > MAX_METADATA_KEYS {
-        violations.add(
-            "metadata",
-            format!("at most {MAX_METADATA_KEYS} keys; got {}", metadata.len()),
-        );
+    if !violations.at_most("metadata", metadata.len(), MAX_METADATA_KEYS) {
         return;
     }
     let mut keys: Vec<&String> = metadata.keys().collect();
@@ -404,11 +437,9 @@ fn coordinate(violations: &mut Violations, field: &str, value: Option<f64>, boun
             field,
             format!("is required (decimal degrees in [-{bound}, {bound}])"),
         ),
-        Some(x) if !x.is_finite() => {
-            violations.add(field, format!("must be a finite number; got {x}"))
-        }
+        Some(x) if !x.is_finite() => violations.add(field, "must be a finite number"),
         Some(x) if !(-bound..=bound).contains(&x) => {
-            violations.add(field, format!("must be in [-{bound}, {bound}]; got {x}"))
+            violations.add(field, format!("must be in [-{bound}, {bound}]"))
         }
         Some(_) => {}
     }
@@ -449,7 +480,7 @@ mod tests {
     fn an_empty_create_request_lists_every_missing_part() {
         let mut violations = Violations::default();
         create_cash_in(&pb::CreateCashInRequest::default(), &mut violations);
-        let fields: Vec<String> = violations.0.iter().map(|f| f.field.clone()).collect();
+        let fields: Vec<String> = violations.listed.iter().map(|f| f.field.clone()).collect();
         assert_eq!(fields, ["customer_id", "source", "destination", "cash"]);
     }
 
@@ -460,7 +491,111 @@ mod tests {
         violations.required_id("y", "ci_", "ci_");
         violations.required_id("z", "cst_1", "ci_");
         violations.required_id("w", "ci_a/b", "ci_");
-        let fields: Vec<String> = violations.0.iter().map(|f| f.field.clone()).collect();
+        let fields: Vec<String> = violations.listed.iter().map(|f| f.field.clone()).collect();
         assert_eq!(fields, ["y", "z", "w"]);
+    }
+
+    #[test]
+    fn violations_keep_the_first_twenty_and_count_the_rest() {
+        let mut violations = Violations::default();
+        for i in 0..100_000 {
+            violations.add(format!("f{i}"), "bad");
+        }
+        assert_eq!(violations.listed.len(), MAX_LISTED_VIOLATIONS);
+        match violations.finish() {
+            Err(GatewayError::Invalid { violations, total }) => {
+                assert_eq!(total, 100_000);
+                assert_eq!(violations.len(), MAX_LISTED_VIOLATIONS);
+                assert_eq!(violations[0].field, "f0");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn counts_are_checked_before_entries() {
+        let request = pb::CreateCashInRequest {
+            developer_fees: vec![Default::default(); 60_000],
+            ..Default::default()
+        };
+        let mut violations = Violations::default();
+        create_cash_in(&request, &mut violations);
+        let fees: Vec<&FieldViolation> = violations
+            .listed
+            .iter()
+            .filter(|v| v.field.starts_with("developer_fees"))
+            .collect();
+        assert_eq!(fees.len(), 1, "one violation for the count, none per entry");
+        assert_eq!(fees[0].field, "developer_fees");
+        let mut violations = Violations::default();
+        assert!(watch_statuses(&mut violations, &[9; 300_000]).is_empty());
+        assert_eq!(violations.total, 1);
+        assert_eq!(violations.listed[0].field, "statuses");
+    }
+
+    /// A CreateCashIn with every field at its bound, every character 4 bytes in UTF-8.
+    fn the_largest_create_request() -> pb::CreateCashInRequest {
+        use pb::create_cash_in_request::{Cash, Destination, DeveloperFee, Source, Wallet};
+        let id = |prefix: &str| format!("{prefix}{}", "x".repeat(MAX_ID_CHARS - prefix.len()));
+        let wide = |chars: usize| "\u{10348}".repeat(chars);
+        pb::CreateCashInRequest {
+            customer_id: id("cst_"),
+            source: Some(Source {
+                asset: "usd".into(),
+                indicated_amount: Some("500.00".into()),
+            }),
+            destination: Some(Destination {
+                asset: "x".repeat(32),
+                network: "x".repeat(32),
+                wallet: Some(Wallet {
+                    kind: Some(Kind::Wallet(id("wlt_"))),
+                }),
+            }),
+            cash: Some(Cash {
+                cash_location_id: id("loc_"),
+                cash_location_reference: wide(MAX_REFERENCE_CHARS),
+            }),
+            sponsor_gas: Some(true),
+            developer_fees: vec![
+                DeveloperFee {
+                    percentage: Some("0.999999".into()),
+                    flat_fee: Some("500.00".into()),
+                    wallet: Some(id("wlt_")),
+                    payout_asset: Some("usdc".into()),
+                };
+                MAX_DEVELOPER_FEES
+            ],
+            metadata: (0..MAX_METADATA_KEYS)
+                .map(|i| {
+                    let key = format!("{i:02}{}", wide(MAX_METADATA_KEY_CHARS - 2));
+                    (key, wide(MAX_METADATA_VALUE_CHARS))
+                })
+                .collect(),
+            idempotency_key: "k".repeat(MAX_IDEMPOTENCY_KEY_CHARS),
+        }
+    }
+
+    #[test]
+    fn the_largest_legitimate_request_fits_the_request_message_bound() {
+        use prost::Message;
+        let request = the_largest_create_request();
+        let mut violations = Violations::default();
+        create_cash_in(&request, &mut violations);
+        assert!(violations.finish().is_ok(), "it is valid");
+        let size = request.encoded_len();
+        println!("the largest CreateCashIn: {size} bytes");
+        assert!(size <= crate::limits::MAX_REQUEST_MESSAGE_BYTES, "{size}");
+        assert!(
+            size > crate::limits::MAX_REQUEST_MESSAGE_BYTES / 2,
+            "{size}: a bound this loose wastes memory"
+        );
+    }
+
+    #[test]
+    fn there_are_as_many_watch_statuses_as_defined_statuses() {
+        let defined = (1..=64)
+            .filter(|n| pb::CashInStatus::try_from(*n).is_ok())
+            .count();
+        assert_eq!(defined, MAX_WATCH_STATUSES);
     }
 }

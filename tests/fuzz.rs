@@ -1,17 +1,27 @@
 //! Fuzzing on stable Rust, with proptest: the decoders of upstream JSON and request validation
-//! must never panic, whatever they are given.
+//! must never panic, whatever they are given; every status the gateway can answer with stays
+//! within its bounds (under 8 KiB as sent, at most 20 violations listed, the rest counted),
+//! whatever the request or OMS's answer; and the bounds read off the wire (message sizes,
+//! repeated fields' counts) hold for any bytes.
 //!
 //! `cargo test --test fuzz` runs a short pass (256 cases per target, as CI does). For a long
 //! run: `PROPTEST_CASES=200000 cargo test --release --test fuzz`. A failure is shrunk and saved
 //! under `proptest-regressions/`; commit that file, and it is replayed first on every run, so each
 //! crash found becomes a regression test.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use oms_gateway::fuzzing::convert;
+use oms_gateway::fuzzing::status::{self as statuses, Answer};
 use oms_gateway::fuzzing::{CashInDto, CashInPageDto, CashLocationListDto};
-use oms_gateway::fuzzing::{Violations, validate};
+use oms_gateway::fuzzing::{MAX_LISTED_VIOLATIONS, MAX_REQUEST_MESSAGE_BYTES, MAX_STATUS_BYTES};
+use oms_gateway::fuzzing::{Violations, validate, wire};
 use oms_gateway::proto::v1 as pb;
 use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
 use serde_json::{Value, json};
+use tonic_types::{ErrorDetail, StatusExt};
 
 /// A valid cash-in in the OpenAPI spelling, the seed the mutations start from.
 fn valid_cash_in() -> Value {
@@ -323,6 +333,251 @@ mod xfcc {
         fn any_header_value_parses_or_is_refused(value in "[ -~]{0,200}") {
             let _ = identity(&value);
             let _ = identity_from_header(IdentityHeader::LinkerdClientId, &value);
+        }
+    }
+}
+
+// === statuses ===
+
+const _: () = assert!(MAX_STATUS_BYTES < 8 * 1024, "a status stays under 8 KiB");
+
+/// The bytes `status` takes as sent: `grpc-message` and `grpc-status-details-bin` as tonic
+/// writes them.
+fn travelling(status: &tonic::Status) -> usize {
+    let mut headers = http::HeaderMap::new();
+    status
+        .add_header(&mut headers)
+        .expect("a status writes its headers");
+    ["grpc-message", "grpc-status-details-bin"]
+        .iter()
+        .filter_map(|name| headers.get(*name))
+        .map(|value| value.len())
+        .sum()
+}
+
+/// What every status keeps to: under 8 KiB as sent (within MAX_STATUS_BYTES), exactly one
+/// ErrorInfo, at most 20 violations listed, and, when some were left out, a message that counts
+/// them.
+fn assert_bounded(status: &tonic::Status) -> Result<(), TestCaseError> {
+    let size = travelling(status);
+    prop_assert!(size <= MAX_STATUS_BYTES, "{} bytes", size);
+    let infos: Vec<_> = status
+        .get_error_details_vec()
+        .into_iter()
+        .filter_map(|d| match d {
+            ErrorDetail::ErrorInfo(info) => Some(info),
+            _ => None,
+        })
+        .collect();
+    prop_assert_eq!(infos.len(), 1);
+    let listed = status
+        .get_error_details()
+        .bad_request()
+        .map_or(0, |b| b.field_violations.len());
+    prop_assert!(listed <= MAX_LISTED_VIOLATIONS);
+    if infos[0].reason == "INVALID_REQUEST_FIELDS" {
+        let total: usize = infos[0].metadata["violations"].parse().unwrap();
+        prop_assert!(listed >= 1 && listed <= total);
+        if total > listed {
+            let more = format!("; and {} more", total - listed);
+            prop_assert!(status.message().ends_with(&more), "{}", status.message());
+        }
+    }
+    Ok(())
+}
+
+/// Text of any length up to `max` characters, often non-ASCII or control characters (which
+/// travel percent-encoded, three bytes each).
+fn long_text(max: usize) -> impl Strategy<Value = String> {
+    prop_oneof![
+        text(),
+        prop::collection::vec(any::<char>(), 0..max).prop_map(|c| c.into_iter().collect()),
+        (any::<char>(), 0..max).prop_map(|(c, n)| std::iter::repeat_n(c, n).collect()),
+    ]
+}
+
+/// Short text, cheap to generate in bulk: empty, id-like, or any characters.
+fn short_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just(String::new()),
+        "(wlt|cst)_[a-z0-9]{0,8}",
+        prop::collection::vec(any::<char>(), 0..48).prop_map(|c| c.into_iter().collect()),
+    ]
+}
+
+fn opt_short_text() -> impl Strategy<Value = Option<String>> {
+    prop::option::of(short_text())
+}
+
+prop_compose! {
+    /// A create request with up to 4 times as many fees as allowed (past that, the decoder
+    /// refuses it from its counts before validation sees it) and a little over the metadata
+    /// bound: up to about 150 violations.
+    fn wide_create_request()(
+        request in create_request(),
+        fees in prop::collection::vec((opt_short_text(), opt_short_text(), opt_short_text(), opt_short_text()), 0..45),
+        metadata in prop::collection::hash_map(short_text(), short_text(), 0..60),
+    ) -> pb::CreateCashInRequest {
+        use pb::create_cash_in_request::DeveloperFee;
+        pb::CreateCashInRequest {
+            developer_fees: fees
+                .into_iter()
+                .map(|(percentage, flat_fee, wallet, payout_asset)| DeveloperFee { percentage, flat_fee, wallet, payout_asset })
+                .collect(),
+            metadata,
+            ..request
+        }
+    }
+}
+
+proptest! {
+    /// Whatever a create request holds, its refusal is a bounded status.
+    #[test]
+    fn a_refused_create_request_is_a_bounded_status(request in wide_create_request()) {
+        let mut v = Violations::default();
+        validate::create_cash_in(&request, &mut v);
+        if let Err(err) = v.finish() {
+            assert_bounded(&err.into())?;
+        }
+    }
+
+    /// Whatever a location search or a watch filter holds, its refusal is a bounded status.
+    #[test]
+    fn a_refused_search_or_filter_is_a_bounded_status(
+        provider in long_text(2000),
+        latitude in coordinate(),
+        longitude in coordinate(),
+        flow in prop::option::of(long_text(2000)),
+        statuses in prop::collection::vec(any::<i32>(), 0..400),
+    ) {
+        let request = pb::ListCashLocationsRequest { provider, latitude, longitude, flow };
+        let mut v = Violations::default();
+        validate::list_cash_locations(&request, &mut v);
+        if let Err(err) = v.finish() {
+            assert_bounded(&err.into())?;
+        }
+        let mut v = Violations::default();
+        let named = validate::watch_statuses(&mut v, &statuses);
+        prop_assert!(named.len() <= 5);
+        if let Err(err) = v.finish() {
+            assert_bounded(&err.into())?;
+        }
+    }
+
+    /// Whatever OMS answers (any message, code, request id, any number of field errors), the
+    /// status it becomes is bounded.
+    #[test]
+    fn any_upstream_answer_is_a_bounded_status(
+        status in 400u16..600,
+        message in long_text(10_000),
+        code in prop::option::of(long_text(500)),
+        request_id in prop::option::of(long_text(500)),
+        field_errors in prop::collection::vec((long_text(300), long_text(300)), 0..100),
+        id in long_text(300),
+    ) {
+        let answer = Answer { status, message, code, request_id, field_errors };
+        assert_bounded(&statuses::of_upstream(&id, answer))?;
+    }
+
+    /// Whatever text the gateway's own errors carry, their statuses are bounded.
+    #[test]
+    fn any_error_of_the_gateway_is_a_bounded_status(kind in any::<u8>(), text in long_text(20_000)) {
+        assert_bounded(&statuses::of_own(kind, text))?;
+    }
+}
+
+// === bounds read off the wire ===
+
+/// A request body: messages of these lengths (contents arbitrary), framed, cut into chunks at
+/// `cuts` (fractions of the body).
+fn body(lengths: &[usize], cuts: &[prop::sample::Index]) -> Vec<Vec<u8>> {
+    let mut bytes = Vec::new();
+    for (i, len) in lengths.iter().enumerate() {
+        bytes.push(0);
+        bytes.extend_from_slice(&(*len as u32).to_be_bytes());
+        // Only the last message needs its bytes: the bound is read from the prefix.
+        if i + 1 < lengths.len() {
+            bytes.extend(std::iter::repeat_n(0xff, *len));
+        }
+    }
+    let mut at: Vec<usize> = cuts.iter().map(|c| c.index(bytes.len() + 1)).collect();
+    at.sort();
+    let mut chunks = Vec::new();
+    let mut from = 0;
+    for to in at.into_iter().chain([bytes.len()]) {
+        chunks.push(bytes[from..to].to_vec());
+        from = to;
+    }
+    chunks
+}
+
+proptest! {
+    /// Any bytes as a request body: never a panic.
+    #[test]
+    fn any_request_body_is_read_without_panicking(chunks in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..64), 0..20)) {
+        let _ = wire::oversized_message(&chunks);
+    }
+
+    /// A message over the bound is found from its prefix wherever the body is cut, and no other.
+    #[test]
+    fn an_oversized_message_is_found_wherever_the_body_is_cut(
+        lengths in prop::collection::vec(prop_oneof![0usize..64, Just(MAX_REQUEST_MESSAGE_BYTES), Just(MAX_REQUEST_MESSAGE_BYTES + 1), (MAX_REQUEST_MESSAGE_BYTES + 1)..(1 << 31)], 1..4),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+    ) {
+        let small: Vec<usize> = lengths.iter().map(|l| (*l).min(64)).collect();
+        let mut sent = small[..small.len() - 1].to_vec();
+        sent.push(*lengths.last().unwrap());
+        let expected = (*lengths.last().unwrap() > MAX_REQUEST_MESSAGE_BYTES).then(|| *lengths.last().unwrap() as u64);
+        prop_assert_eq!(wire::oversized_message(&body(&sent, &cuts)), expected);
+    }
+
+    /// Any bytes as a CreateCashInRequest: the entry count check never panics, and refuses
+    /// exactly the requests far over a bound.
+    #[test]
+    fn entry_counts_are_read_from_any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512), fees in 0usize..100) {
+        let _ = wire::create_request_entries(&bytes);
+        let request = pb::CreateCashInRequest {
+            developer_fees: vec![Default::default(); fees],
+            ..Default::default()
+        };
+        let refused = wire::create_request_entries(&prost::Message::encode_to_vec(&request)).is_err();
+        prop_assert_eq!(refused, fees > 40);
+    }
+}
+
+// === over a real connection ===
+
+/// One gateway (embedded sandbox) on a runtime of its own, for the black-box properties.
+fn gateway() -> &'static (tokio::runtime::Runtime, common::TestGateway) {
+    static GATEWAY: std::sync::OnceLock<(tokio::runtime::Runtime, common::TestGateway)> =
+        std::sync::OnceLock::new();
+    GATEWAY.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let gateway = runtime.block_on(common::start());
+        (runtime, gateway)
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Any create request, sent over HTTP/2 to a running gateway: its answer's status, as sent,
+    /// is under 8 KiB, whether the gateway refuses it or OMS does.
+    #[test]
+    fn any_create_request_over_the_wire_gets_a_small_status(request in wide_create_request()) {
+        let (runtime, gateway) = gateway();
+        let answer = runtime.block_on(common::raw_unary(
+            &gateway.channel,
+            "/polygon.oms.v1.CashInService/CreateCashIn",
+            &request,
+        ));
+        if answer.code() != tonic::Code::Ok {
+            prop_assert!(answer.block_bytes() < 8 * 1024, "{} bytes", answer.block_bytes());
+            assert_bounded(&answer.status())?;
         }
     }
 }

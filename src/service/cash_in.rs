@@ -83,6 +83,15 @@ struct Mutation {
 }
 
 impl Mutation {
+    /// The caller's key for a log line: itself if valid, else a placeholder.
+    fn loggable_key(&self) -> &str {
+        match self.key.as_str() {
+            "" => "",
+            key if validate::is_idempotency_key(key) => key,
+            _ => "<invalid>",
+        }
+    }
+
     /// The key to send upstream; `resumes`: see [`WriteKey::resumes`].
     fn write_key(&self, resumes: bool) -> WriteKey<'_> {
         WriteKey {
@@ -104,10 +113,14 @@ impl Mutation {
             &audit::Mutation {
                 caller: &self.caller,
                 method,
-                idempotency_key: &self.key,
-                oms_idempotency_key: &self.upstream_key,
-                cash_in_id,
-                customer_id,
+                idempotency_key: self.loggable_key(),
+                oms_idempotency_key: if self.loggable_key() == self.key {
+                    &self.upstream_key
+                } else {
+                    ""
+                },
+                cash_in_id: validate::loggable(cash_in_id),
+                customer_id: validate::loggable(customer_id),
             },
             result,
             upstream_request_id,
@@ -172,7 +185,7 @@ impl CashInService for CashIns {
             &request.get_ref().idempotency_key,
             &mut violations,
         );
-        let span = rpc_span!("CreateCashIn", idempotency_key = %mutation.key, caller = %mutation.caller, cash_in_id = tracing::field::Empty);
+        let span = rpc_span!("CreateCashIn", idempotency_key = %mutation.loggable_key(), caller = %mutation.caller, cash_in_id = tracing::field::Empty);
         let request = request.into_inner();
         let customer_id = request.customer_id.clone();
         let call = async {
@@ -233,7 +246,7 @@ impl CashInService for CashIns {
         let deadline = deadline(request.metadata(), self.default_deadline);
         let caller = Caller::of(&request);
         let id = request.into_inner().cash_in_id;
-        let span = rpc_span!("GetCashIn", caller = %caller, cash_in_id = %id);
+        let span = rpc_span!("GetCashIn", caller = %caller, cash_in_id = %validate::loggable(&id));
         async {
             let mut violations = Violations::default();
             validate::cash_in_id(&mut violations, &id);
@@ -255,7 +268,7 @@ impl CashInService for CashIns {
         let deadline = deadline(request.metadata(), self.default_deadline);
         let caller = Caller::of(&request);
         let request = request.into_inner();
-        let span = rpc_span!("ListCashIns", caller = %caller, customer_id = %request.customer_id, page_size = request.page_size);
+        let span = rpc_span!("ListCashIns", caller = %caller, customer_id = %validate::loggable(&request.customer_id), page_size = request.page_size);
         async {
             let (query, filters) = list_query(&request)?;
             let page = self.oms.list_cash_ins(&query, deadline).await?;
@@ -284,7 +297,7 @@ impl CashInService for CashIns {
             &mut violations,
         );
         let request = request.into_inner();
-        let span = rpc_span!("RefreshCashIn", cash_in_id = %request.cash_in_id, idempotency_key = %mutation.key, caller = %mutation.caller);
+        let span = rpc_span!("RefreshCashIn", cash_in_id = %validate::loggable(&request.cash_in_id), idempotency_key = %mutation.loggable_key(), caller = %mutation.caller);
         let call = async {
             validate::cash_in_id(&mut violations, &request.cash_in_id);
             validate::idempotency_key(&mut violations, "idempotency_key", &request.idempotency_key);
@@ -390,7 +403,9 @@ impl CashIns {
     ) -> Result<Response<EventStream>, Status> {
         let id = request.get_ref().cash_in_id.clone();
         let caller = Caller::of(&request);
-        let _span = rpc_span!("WatchCashIn", caller = %caller, cash_in_id = %id).entered();
+        let _span =
+            rpc_span!("WatchCashIn", caller = %caller, cash_in_id = %validate::loggable(&id))
+                .entered();
         let mut violations = Violations::default();
         validate::cash_in_id(&mut violations, &id);
         violations.finish()?;
@@ -405,18 +420,11 @@ impl CashIns {
     ) -> Result<Response<EventStream>, Status> {
         let customer = request.get_ref().customer_id.clone();
         let caller = Caller::of(&request);
-        let _span = rpc_span!("WatchCashIns", caller = %caller, customer_id = %customer).entered();
+        let _span = rpc_span!("WatchCashIns", caller = %caller, customer_id = %validate::loggable(&customer)).entered();
         let mut violations = Violations::default();
         violations.required_id("customer_id", &customer, "cst_");
-        let statuses = request
-            .get_ref()
-            .statuses
-            .iter()
-            .enumerate()
-            .filter_map(|(i, status)| {
-                validate::required_status(&mut violations, &format!("statuses[{i}]"), *status)
-            })
-            .map(|status| status as i32)
+        let statuses = validate::watch_statuses(&mut violations, &request.get_ref().statuses)
+            .into_iter()
             .collect();
         violations.finish()?;
         let stream = self.watch(
@@ -443,10 +451,7 @@ fn list_query(request: &pb::ListCashInsRequest) -> Result<(CashInQuery, u64), Ga
         violations.add("created_before", "must not be earlier than created_after");
     }
     if request.page_size < 0 {
-        violations.add(
-            "page_size",
-            format!("must not be negative; got {}", request.page_size),
-        );
+        violations.add("page_size", "must not be negative");
     }
     let stamp = |t: Option<prost_types::Timestamp>| {
         t.map(|t| format!("{}.{}", t.seconds, t.nanos))

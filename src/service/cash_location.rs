@@ -39,7 +39,7 @@ impl CashLocationService for CashLocations {
         let deadline = deadline(request.metadata(), self.default_deadline);
         let caller = Caller::of(&request);
         let request = request.into_inner();
-        let span = rpc_span!("ListCashLocations", caller = %caller, provider = %request.provider);
+        let span = rpc_span!("ListCashLocations", caller = %caller, provider = %validate::loggable(&request.provider));
         async {
             let mut violations = Violations::default();
             validate::list_cash_locations(&request, &mut violations);

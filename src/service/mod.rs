@@ -131,8 +131,13 @@ pub fn upstream_idempotency_key(operation: KeyedOperation, caller: &str, key: &s
 }
 
 /// Puts the caller's key and the key OMS received into response or error metadata, so a caller
-/// can retry with the one and reconcile against OMS with the other.
+/// can retry with the one and reconcile against OMS with the other. Only a valid key is echoed
+/// (at most 255 printable characters, so the two stay small beside any status): an invalid one
+/// is the caller's own input, refused, and may be anything the message size allows.
 pub fn echo_idempotency_keys(metadata: &mut MetadataMap, key: &str, upstream_key: &str) {
+    if !validate::is_idempotency_key(key) {
+        return;
+    }
     for (name, value) in [
         (IDEMPOTENCY_KEY_METADATA, key),
         (OMS_IDEMPOTENCY_KEY_METADATA, upstream_key),
@@ -149,7 +154,7 @@ pub fn echo_idempotency_keys(metadata: &mut MetadataMap, key: &str, upstream_key
 /// Converts a handler's error into a status carrying the keys that were used. A request refused
 /// by validation never reached OMS, so it carries no `oms-idempotency-key`.
 pub fn status_with_keys(err: GatewayError, key: &str, upstream_key: &str) -> tonic::Status {
-    let upstream_key = if matches!(err, GatewayError::Invalid(_)) {
+    let upstream_key = if matches!(err, GatewayError::Invalid { .. }) {
         ""
     } else {
         upstream_key

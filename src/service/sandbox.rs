@@ -106,7 +106,7 @@ async fn audited<T>(
         &audit::Mutation {
             caller,
             method: &method,
-            cash_in_id,
+            cash_in_id: validate::loggable(cash_in_id),
             customer_id,
             ..Default::default()
         },
@@ -126,7 +126,7 @@ impl SandboxService for SandboxSimulator {
         let caller = Caller::of(&request);
         let request = request.into_inner();
         let id = request.cash_in_id.clone();
-        let span = rpc_span!("SimulateDeposit", caller = %caller, cash_in_id = %request.cash_in_id, amount = %request.amount);
+        let span = rpc_span!("SimulateDeposit", caller = %caller, cash_in_id = %validate::loggable(&request.cash_in_id));
         let call = self.simulate(request, deadline).instrument(span);
         audited(&caller, "SimulateDeposit", &id, call, |r| {
             r.cash_in.as_ref()
@@ -141,7 +141,8 @@ impl SandboxService for SandboxSimulator {
         let deadline = deadline(request.metadata(), self.default_deadline);
         let caller = Caller::of(&request);
         let id = request.into_inner().cash_in_id;
-        let span = rpc_span!("ExpireCashIn", caller = %caller, cash_in_id = %id);
+        let span =
+            rpc_span!("ExpireCashIn", caller = %caller, cash_in_id = %validate::loggable(&id));
         let call = async {
             let mut violations = Violations::default();
             validate::cash_in_id(&mut violations, &id);
@@ -166,7 +167,7 @@ impl SandboxService for SandboxSimulator {
         let caller = Caller::of(&request);
         let request = request.into_inner();
         let id = request.cash_in_id;
-        let span = rpc_span!("FailCashIn", caller = %caller, cash_in_id = %id);
+        let span = rpc_span!("FailCashIn", caller = %caller, cash_in_id = %validate::loggable(&id));
         let call = async {
             let mut violations = Violations::default();
             validate::cash_in_id(&mut violations, &id);

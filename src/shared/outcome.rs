@@ -6,7 +6,9 @@
 //! 403, 404 and 422) are ever stored, so only those have a form here; anything else encodes to
 //! `None`. Layout: one tag byte (`o` success, `e` error), then the body.
 
-use crate::error::{FieldViolation, GatewayError, HttpFailure, ResourceRef, UpstreamError};
+use crate::error::{
+    FieldViolation, GatewayError, HttpFailure, MAX_LISTED_VIOLATIONS, ResourceRef, UpstreamError,
+};
 use crate::proto::v1 as pb;
 use crate::upstream::ops;
 use prost::Message;
@@ -52,6 +54,10 @@ impl Stored for Vec<pb::CashIn> {
 enum StoredError {
     Invalid {
         violations: Vec<(String, String)>,
+        /// How many there were in all (absent when stored by an earlier version, which listed
+        /// every one).
+        #[serde(default)]
+        total: Option<usize>,
     },
     Http {
         operation: String,
@@ -73,11 +79,12 @@ pub fn encode<T: Stored>(outcome: &Result<T, GatewayError>) -> Option<Vec<u8>> {
             bytes.extend(value.encode_stored());
             return Some(bytes);
         }
-        Err(GatewayError::Invalid(violations)) => StoredError::Invalid {
+        Err(GatewayError::Invalid { violations, total }) => StoredError::Invalid {
             violations: violations
                 .iter()
                 .map(|v| (v.field.clone(), v.description.clone()))
                 .collect(),
+            total: Some(*total),
         },
         Err(GatewayError::Upstream {
             operation,
@@ -109,12 +116,14 @@ pub fn decode<T: Stored>(bytes: &[u8]) -> Option<Result<T, GatewayError>> {
         b'o' => T::decode_stored(body).map(Ok),
         b'e' => Some(Err(
             match serde_json::from_slice::<StoredError>(body).ok()? {
-                StoredError::Invalid { violations } => GatewayError::Invalid(
-                    violations
+                StoredError::Invalid { violations, total } => GatewayError::Invalid {
+                    total: total.unwrap_or(0).max(violations.len()),
+                    violations: violations
                         .into_iter()
+                        .take(MAX_LISTED_VIOLATIONS)
                         .map(|(field, description)| FieldViolation { field, description })
                         .collect(),
-                ),
+                },
                 StoredError::Http {
                     operation,
                     resource,
@@ -178,10 +187,13 @@ mod tests {
     #[test]
     fn final_errors_round_trip_to_the_same_status() {
         let errors = [
-            GatewayError::Invalid(vec![FieldViolation {
-                field: "amount".into(),
-                description: "must be positive".into(),
-            }]),
+            GatewayError::Invalid {
+                violations: vec![FieldViolation {
+                    field: "amount".into(),
+                    description: "must be positive".into(),
+                }],
+                total: 30,
+            },
             GatewayError::Upstream {
                 operation: ops::CREATE_CASH_IN,
                 resource: Some(ResourceRef::cash_in("ci_1")),

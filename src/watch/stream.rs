@@ -42,8 +42,41 @@ pub enum Mode {
     /// A customer's cash-ins in these statuses (empty: all); runs until deadline or cancel.
     Filter {
         /// The statuses to report.
-        statuses: Vec<i32>,
+        statuses: StatusSet,
     },
+}
+
+/// A set of cash-in statuses, one bit per status value: a stream's filter is one word however
+/// the request spelled it (duplicates and all), and asking it about an event is one shift.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatusSet(u64);
+
+// === impl StatusSet ===
+
+impl StatusSet {
+    /// Whether no status is in the set (a filter that lets every status through).
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Whether `status` (a `CashInStatus` value) is in the set; never for a value out of range.
+    pub fn contains(self, status: i32) -> bool {
+        u32::try_from(status)
+            .ok()
+            .and_then(|bit| 1u64.checked_shl(bit))
+            .is_some_and(|bit| self.0 & bit != 0)
+    }
+}
+
+impl FromIterator<pb::CashInStatus> for StatusSet {
+    fn from_iter<I: IntoIterator<Item = pb::CashInStatus>>(statuses: I) -> Self {
+        let bits = statuses
+            .into_iter()
+            .filter_map(|status| u32::try_from(status as i32).ok())
+            .filter_map(|bit| 1u64.checked_shl(bit))
+            .fold(0, |set, bit| set | bit);
+        Self(bits)
+    }
 }
 
 /// The stream type of both watch RPCs: events, encoded, then the closing status if any (none
@@ -322,7 +355,7 @@ fn events_for(
     for item in items.iter().rev() {
         let wanted = match mode {
             Mode::Single => true,
-            Mode::Filter { statuses } => statuses.is_empty() || statuses.contains(&item.status),
+            Mode::Filter { statuses } => statuses.is_empty() || statuses.contains(item.status),
         };
         match sent.get(&item.id) {
             None if wanted => {
@@ -390,7 +423,7 @@ mod tests {
     #[test]
     fn a_filter_stream_reports_initial_added_changed_and_leaving() {
         let mode = Mode::Filter {
-            statuses: vec![pb::CashInStatus::Pending as i32],
+            statuses: [pb::CashInStatus::Pending].into_iter().collect(),
         };
         let mut sent = Sent::new(&mode);
         let (first, _) = run(
@@ -431,6 +464,20 @@ mod tests {
         );
         assert_eq!(sent.len(), 1);
         assert!(sent.get("ci_3").is_some() && sent.get("ci_2").is_none());
+    }
+
+    #[test]
+    fn a_status_set_holds_each_status_once_in_one_word() {
+        use pb::CashInStatus::{Completed, Expired, Pending};
+        let set: StatusSet = [Pending, Completed, Pending, Pending].into_iter().collect();
+        assert_eq!(set, [Completed, Pending].into_iter().collect());
+        assert!(set.contains(Pending as i32) && set.contains(Completed as i32));
+        assert!(!set.contains(Expired as i32));
+        for odd in [-1, 64, 65, i32::MAX, i32::MIN] {
+            assert!(!set.contains(odd), "{odd}");
+        }
+        assert!(StatusSet::default().is_empty() && !set.is_empty());
+        assert_eq!(std::mem::size_of::<Mode>(), std::mem::size_of::<u64>() * 2);
     }
 
     #[test]

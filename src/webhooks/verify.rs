@@ -20,6 +20,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub const TOLERANCE: Duration = Duration::from_secs(5 * 60);
 /// The longest `webhook-id` accepted (they are remembered for replay protection).
 const MAX_ID_LEN: usize = 256;
+/// The most entries a `webhook-signature` may list: a sender lists one per secret it signs
+/// with (two during a rotation). Each entry costs an HMAC of the body (up to 64 KiB) per
+/// configured secret, so the count is checked before any is computed: the admin listener takes
+/// headers of hundreds of KiB, and 5,000 entries over a 60 KiB body hashed 300 MB.
+pub const MAX_SIGNATURES: usize = 8;
 
 /// A delivery that passed verification.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +126,11 @@ impl Verifier for StandardWebhooks {
             .map_err(|_| Unauthenticated("the webhook-timestamp is not Unix seconds"))?;
         let signatures = header(headers, "webhook-signature")
             .ok_or(Unauthenticated("no webhook-signature header"))?;
+        if signatures.split_whitespace().nth(MAX_SIGNATURES).is_some() {
+            return Err(Unauthenticated(
+                "the webhook-signature header lists more than 8 signatures",
+            ));
+        }
         let mut content = Vec::with_capacity(id.len() + stamp.len() + body.len() + 2);
         content.extend_from_slice(id.as_bytes());
         content.push(b'.');

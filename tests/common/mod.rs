@@ -383,3 +383,96 @@ pub mod tls;
 /// This test binary's log lines, captured in memory by one process-wide subscriber.
 pub mod logs;
 pub mod prometheus;
+
+/// One gRPC answer as it travels: the response headers and, unless the answer was
+/// trailers-only, the trailers. The status is in whichever carries `grpc-status`.
+#[derive(Debug)]
+pub struct RawAnswer {
+    pub headers: http::HeaderMap,
+    pub trailers: Option<http::HeaderMap>,
+}
+
+impl RawAnswer {
+    /// The headers that carry the status (`grpc-status`, `grpc-message`, details, metadata).
+    pub fn status_headers(&self) -> &http::HeaderMap {
+        match &self.trailers {
+            Some(trailers) if trailers.contains_key("grpc-status") => trailers,
+            _ => &self.headers,
+        }
+    }
+
+    /// `grpc-status` as a code.
+    pub fn code(&self) -> tonic::Code {
+        let value = self.status_headers()["grpc-status"].as_bytes();
+        tonic::Code::from_bytes(value)
+    }
+
+    /// The bytes `grpc-message` and `grpc-status-details-bin` take as sent (percent-encoded and
+    /// base64): the size of the status itself.
+    pub fn status_bytes(&self) -> usize {
+        let headers = self.status_headers();
+        ["grpc-message", "grpc-status-details-bin"]
+            .iter()
+            .filter_map(|name| headers.get(*name))
+            .map(|value| value.len())
+            .sum()
+    }
+
+    /// The bytes of every header of the status's block, names and values.
+    pub fn block_bytes(&self) -> usize {
+        self.status_headers()
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len())
+            .sum()
+    }
+
+    /// The status as a tonic client decodes it.
+    pub fn status(&self) -> Status {
+        Status::from_header_map(self.status_headers()).expect("a grpc-status")
+    }
+}
+
+/// Calls `path` (`/package.Service/Method`) over `channel` with `body` as the request's HTTP/2
+/// body (framed by the caller: see [`grpc_frame`]), and returns the answer as it travelled,
+/// headers and trailers, without a gRPC client decoding (or refusing) it.
+pub async fn raw_call<B>(channel: &Channel, path: &str, body: B) -> RawAnswer
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(path)
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(tonic::body::Body::new(body))
+        .expect("a request");
+    let response = channel
+        .clone()
+        .oneshot(request)
+        .await
+        .expect("an HTTP/2 answer");
+    let (parts, body) = response.into_parts();
+    let collected = body.collect().await.expect("the answer's body");
+    RawAnswer {
+        headers: parts.headers,
+        trailers: collected.trailers().cloned(),
+    }
+}
+
+/// `message` framed as one gRPC message (uncompressed, its length first).
+pub fn grpc_frame(message: &[u8]) -> bytes::Bytes {
+    let mut framed = Vec::with_capacity(message.len() + 5);
+    framed.push(0);
+    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    framed.extend_from_slice(message);
+    framed.into()
+}
+
+/// Calls `path` with `message` encoded as its one request message (see [`raw_call`]).
+pub async fn raw_unary(channel: &Channel, path: &str, message: &impl prost::Message) -> RawAnswer {
+    let body = http_body_util::Full::new(grpc_frame(&message.encode_to_vec()));
+    raw_call(channel, path, body).await
+}

@@ -9,6 +9,7 @@
 mod common;
 
 mod auth;
+mod bounds;
 mod cash_in_rpcs;
 mod cli;
 mod config_file;

@@ -368,3 +368,45 @@ async fn cash_in_ids_need_the_ci_prefix() {
     }
     gateway.gateway.shutdown().await;
 }
+
+// Before: each of these values came back in the status (`…; got "987.65"`), and in the debug
+// line of the refusal. A violation quotes only ids.
+#[tokio::test]
+async fn values_other_than_ids_are_not_echoed() {
+    let gateway = common::start().await;
+    let mut request = common::create_request(&a_location(), "cst_echo");
+    request.source = Some(Source {
+        asset: "usdq7".into(),
+        indicated_amount: Some("987.65".into()),
+    });
+    let destination = request.destination.as_mut().expect("destination");
+    destination.network = "net!w0rk".into();
+    request.developer_fees = vec![DeveloperFee {
+        percentage: Some("7.654321".into()),
+        flat_fee: Some("876.54".into()),
+        wallet: Some("wlt_fine".into()),
+        payout_asset: Some("btcq7".into()),
+    }];
+    let create = create_error(&gateway, request).await;
+    let list = gateway
+        .cash_ins()
+        .list_cash_ins(pb::ListCashInsRequest {
+            status: 4242,
+            page_size: -4343,
+            ..Default::default()
+        })
+        .await
+        .expect_err("refused");
+    let locations = locations_error(&gateway, Some(91.987), Some(-181.123)).await;
+    for status in [&create, &list, &locations] {
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        let shown = format!("{} {:?}", status.message(), common::violations(status));
+        for value in [
+            "usdq7", "987.65", "net!w0rk", "7.654321", "876.54", "btcq7", "4242", "4343", "91.987",
+            "181.123",
+        ] {
+            assert!(!shown.contains(value), "{value} is echoed: {shown}");
+        }
+    }
+    gateway.gateway.shutdown().await;
+}

@@ -1057,6 +1057,43 @@ async fn watch_cash_ins_reports_initial_added_and_changed_for_its_filter() {
     gateway.gateway.shutdown().await;
 }
 
+// A filter is the set of the statuses it names: naming one several times (up to one entry per
+// defined status, five) reports each matching cash-in once, and nothing else.
+#[tokio::test]
+async fn a_filter_naming_statuses_several_times_reports_each_cash_in_once() {
+    let gateway = common::start_with(config(ms(250), NO_HEARTBEAT)).await;
+    let customer = "cst_watchrepeats";
+    let expired = common::create_cash_in(&gateway, customer).await;
+    gateway.expire(&expired.id).await;
+    let pending = common::create_cash_in(&gateway, customer).await;
+    let statuses = [
+        St::Expired,
+        St::Pending,
+        St::Expired,
+        St::Pending,
+        St::Expired,
+    ];
+    let mut both = watch_customer(&gateway, customer, &statuses);
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let event = both.event(Duration::from_secs(3)).await;
+        assert_eq!(kind(&event), Kind::Initial, "{event:?}");
+        seen.push(cash_in(&event).id.clone());
+    }
+    seen.sort();
+    let mut expected = vec![expired.id.clone(), pending.id.clone()];
+    expected.sort();
+    assert_eq!(seen, expected);
+    let mut only_expired = watch_customer(&gateway, customer, &[St::Expired, St::Expired]);
+    let event = only_expired.event(Duration::from_secs(3)).await;
+    assert_eq!(cash_in(&event).id, expired.id);
+    for watcher in [&mut both, &mut only_expired] {
+        let more = timeout(ms(600), watcher.rx.recv()).await;
+        assert!(more.is_err(), "nothing else: {more:?}");
+    }
+    gateway.gateway.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_cash_ins_streams_on_one_customer_share_one_poller_whatever_their_filters() {
     let interval = ms(250);
