@@ -666,3 +666,40 @@ async fn a_deposit_code_sent_as_a_number_is_named_by_its_path_and_never_quoted()
     );
     assert_clean("the logs", &logged, &[code]);
 }
+
+#[tokio::test]
+async fn a_token_answer_of_the_wrong_shape_is_named_by_its_path_and_never_quoted() {
+    common::logs::capture("trace", Format::Text);
+    let secret = "token-shape-secret";
+    let sandbox = common::start_remote_sandbox(secret).await;
+    // Twelve digits no other value of the answer (or of a log line) holds by chance.
+    let token = 731_904_552_100 + u64::from(uuid::Uuid::new_v4().as_bytes()[0] % 100);
+    sandbox.inject(common::respond(
+        "POST",
+        "/auth/token",
+        1_000,
+        200,
+        format!(r#"{{"accessToken":{token},"expiresIn":3600}}"#),
+        &[],
+    ));
+    let config = common::remote_config(&sandbox.base_url(), common::REMOTE_API_KEY, secret);
+    let gateway = common::start_unchecked(config).await;
+    let status = gateway
+        .locations()
+        .list_cash_locations(common::guide_point())
+        .await
+        .expect_err("no usable token");
+    assert!(
+        status.message().contains("accessToken"),
+        "the path: {status:?}"
+    );
+    let token = token.to_string();
+    assert_clean(
+        "the status",
+        &visible(&status),
+        std::slice::from_ref(&token),
+    );
+    gateway.gateway.shutdown().await;
+    sandbox.shutdown().await;
+    assert_clean("the logs", &common::logs::captured(), &[token]);
+}

@@ -74,13 +74,22 @@ fn refresh_after(expires_in: Option<u64>) -> Duration {
     lifetime - margin
 }
 
-/// The OMS API key and secret.
-#[derive(Clone, Debug)]
+/// The OMS API key and secret. Debug shows neither.
+#[derive(Clone)]
 pub struct Credentials {
-    /// The API key (`sk_...`); not secret on its own.
+    /// The API key (`sk_...`); never printed, as the secret.
     pub api_key: String,
     /// The API secret.
     pub api_secret: Secret,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("api_key", &"[redacted]")
+            .field("api_secret", &"[redacted]")
+            .finish()
+    }
 }
 
 /// A cached access token.
@@ -385,8 +394,9 @@ impl TokenSource {
             });
         }
         let bytes = read_body(response).await?;
-        let dto = serde_json::from_slice::<model::TokenDto>(&bytes)
-            .map_err(|e| UpstreamError::BadResponse(format!("POST /auth/token: {e}")))?;
+        // Decoded as every answer is: a failure names the path and the kinds, never the value
+        // (here, what OMS meant as a token).
+        let dto = super::decode::decode::<model::TokenDto>("POST /auth/token", &bytes)?;
         let mut authorization =
             http::HeaderValue::try_from(format!("Bearer {}", dto.access_token)).map_err(|_| {
                 UpstreamError::BadResponse(
@@ -468,7 +478,7 @@ impl std::fmt::Debug for TokenSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenSource")
             .field("token_url", &self.token_url)
-            .field("api_key", &self.credentials().api_key)
+            .field("api_key", &"[redacted]")
             .field("exchanges", &self.exchanges())
             .finish_non_exhaustive()
     }
