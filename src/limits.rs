@@ -22,6 +22,10 @@ use std::task::{Context, Poll, ready};
 use tokio::sync::Semaphore;
 use tower::{Layer, Service};
 
+/// The most bytes of request headers (gRPC metadata, names and values) a call may carry; more
+/// is refused by HTTP/2 before the call (HTTP 431).
+pub const MAX_REQUEST_HEADER_BYTES: u32 = 16 * 1024;
+
 /// The largest request message any service takes, in bytes, however large
 /// `--max-message-bytes` (which bounds responses too) is set; a smaller `--max-message-bytes`
 /// still applies. The largest legitimate request is a CreateCashIn with every field at its

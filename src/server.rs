@@ -187,6 +187,9 @@ pub async fn start(config: GatewaySettings) -> Result<RunningGateway, StartError
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let router = Server::builder()
         .max_concurrent_streams(Some(config.server.max_streams_per_connection))
+        // The request headers (metadata) a call may carry in all: hyper's default, said here
+        // because the README's input bounds promise it.
+        .http2_max_header_list_size(Some(crate::limits::MAX_REQUEST_HEADER_BYTES))
         .layer(GrpcMetricsLayer::new(metrics))
         .layer((BusyPollLayer::start(&config.runtime), shed))
         .layer((caller_layer, TraceContextLayer))
