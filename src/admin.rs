@@ -9,7 +9,7 @@
 //! listener. It serves no gRPC, reads no caller identity and shows nothing secret: metrics carry
 //! method names, codes and counts only.
 
-use crate::server::StartError;
+use crate::start::{StartError, bind};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
@@ -95,7 +95,7 @@ pub struct AdminServer {
 impl AdminServer {
     /// Binds `listen` and serves `router` on it.
     pub async fn start(listen: SocketAddr, router: axum::Router) -> Result<Self, StartError> {
-        let (listener, addr) = crate::server::bind(listen).await?;
+        let (listener, addr) = bind(listen).await?;
         let (shutdown, stop) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let served = axum::serve(listener, router)

@@ -10,7 +10,7 @@
 use crate::config::{GatewaySettings, Secret, UpstreamTarget};
 use crate::metrics::Metrics;
 use crate::security::reload;
-use crate::server::StartError;
+use crate::start::StartError;
 use crate::upstream::{OmsClient, auth::Credentials};
 use oms_sandbox::{self as sandbox, SandboxHandle, SandboxSettings};
 use std::net::SocketAddr;

@@ -27,6 +27,7 @@ mod security;
 pub mod server;
 mod service;
 mod shared;
+mod start;
 mod telemetry;
 #[cfg(test)]
 mod tidy;

@@ -19,6 +19,8 @@ use crate::security::{self, CallerLayer, reload, tls};
 use crate::service::watch_route::CashInRoutes;
 use crate::service::{cash_in::CashIns, cash_location::CashLocations, sandbox::SandboxSimulator};
 use crate::shared;
+pub use crate::start::StartError;
+use crate::start::bind;
 use crate::telemetry::TraceContextLayer;
 use crate::upstream::breaker::CircuitState;
 use crate::upstream::{OmsClient, UpstreamHealth};
@@ -40,25 +42,6 @@ const SERVICES: &[&str] = &[
     cash_in_service_server::SERVICE_NAME,
     cash_location_service_server::SERVICE_NAME,
 ];
-
-/// Why the gateway could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// The configuration is inconsistent.
-    #[error("configuration: {0}")]
-    Config(String),
-    /// A socket could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// Reflection could not be built from the descriptor sets.
-    #[error("reflection: {0}")]
-    Reflection(String),
-}
 
 /// A running gateway.
 pub struct RunningGateway {
@@ -429,21 +412,6 @@ fn reflection_services() -> Result<
         .build_v1alpha()
         .map_err(|e| StartError::Reflection(e.to_string()))?;
     Ok((v1, v1alpha))
-}
-
-/// A listening socket (gRPC, probe or admin port) and the address it got (an ephemeral port's).
-pub(crate) async fn bind(
-    listen: SocketAddr,
-) -> Result<(tokio::net::TcpListener, SocketAddr), StartError> {
-    let bind_error = |source| StartError::Bind {
-        addr: listen,
-        source,
-    };
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(bind_error)?;
-    let addr = listener.local_addr().map_err(bind_error)?;
-    Ok((listener, addr))
 }
 
 /// Keeps grpc.health.v1 current: "" follows the credentials (a token exchange succeeded) and

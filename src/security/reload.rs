@@ -11,7 +11,7 @@
 
 use super::{SharedPolicy, tls};
 use crate::config::SecuritySettings;
-use crate::server::StartError;
+use crate::start::StartError;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
