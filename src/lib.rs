@@ -8,6 +8,7 @@
 
 mod access;
 mod admin;
+mod arrival;
 mod audit;
 mod coalesce;
 mod codec;

@@ -199,8 +199,11 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
         let started = Instant::now();
+        request
+            .extensions_mut()
+            .insert(crate::arrival::Arrival(started));
         let info = methods::table().lookup(request.uri().path());
         self.metrics.grpc.methods[info.index].started.inc();
         // The caller is resolved by the security layer inside, synchronously in its `call`.

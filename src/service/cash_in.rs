@@ -139,7 +139,7 @@ impl CashIns {
         let key = idempotency_key(field_key, request.metadata(), violations);
         let caller = Caller::of(request);
         Mutation {
-            deadline: deadline(request.metadata(), self.default_deadline),
+            deadline: deadline(request, self.default_deadline),
             upstream_key: upstream_idempotency_key(operation, &caller, &key),
             key,
             caller,
@@ -243,7 +243,7 @@ impl CashInService for CashIns {
         &self,
         request: Request<pb::GetCashInRequest>,
     ) -> Result<Response<pb::GetCashInResponse>, Status> {
-        let deadline = deadline(request.metadata(), self.default_deadline);
+        let deadline = deadline(&request, self.default_deadline);
         let caller = Caller::of(&request);
         let id = request.into_inner().cash_in_id;
         let span = rpc_span!("GetCashIn", caller = %caller, cash_in_id = %validate::loggable(&id));
@@ -265,7 +265,7 @@ impl CashInService for CashIns {
         &self,
         request: Request<pb::ListCashInsRequest>,
     ) -> Result<Response<pb::ListCashInsResponse>, Status> {
-        let deadline = deadline(request.metadata(), self.default_deadline);
+        let deadline = deadline(&request, self.default_deadline);
         let caller = Caller::of(&request);
         let request = request.into_inner();
         let span = rpc_span!("ListCashIns", caller = %caller, customer_id = %validate::loggable(&request.customer_id), page_size = request.page_size);

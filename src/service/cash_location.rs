@@ -36,7 +36,7 @@ impl CashLocationService for CashLocations {
         &self,
         request: Request<pb::ListCashLocationsRequest>,
     ) -> Result<Response<pb::ListCashLocationsResponse>, Status> {
-        let deadline = deadline(request.metadata(), self.default_deadline);
+        let deadline = deadline(&request, self.default_deadline);
         let caller = Caller::of(&request);
         let request = request.into_inner();
         let span = rpc_span!("ListCashLocations", caller = %caller, provider = %validate::loggable(&request.provider));

@@ -11,6 +11,7 @@ pub mod page_token;
 pub mod sandbox;
 pub mod watch_route;
 
+use crate::arrival::Arrival;
 use crate::error::GatewayError;
 use crate::validate::{self, Violations};
 use std::time::Duration;
@@ -47,9 +48,14 @@ pub fn grpc_timeout(metadata: &MetadataMap) -> Option<Duration> {
     })
 }
 
-/// When the call must be finished: the caller's deadline, else `default_deadline` from now.
-pub fn deadline(metadata: &MetadataMap, default_deadline: Duration) -> Instant {
-    Instant::now() + grpc_timeout(metadata).unwrap_or(default_deadline)
+/// When the call must be finished: the caller's deadline, else `default_deadline`, counted from
+/// the call's arrival ([`Arrival`], where tonic starts its own timer), else from now.
+pub fn deadline<T>(request: &tonic::Request<T>, default_deadline: Duration) -> Instant {
+    let arrived = request
+        .extensions()
+        .get::<Arrival>()
+        .map_or_else(Instant::now, |arrival| Instant::from_std(arrival.0));
+    arrived + grpc_timeout(request.metadata()).unwrap_or(default_deadline)
 }
 
 /// Picks the idempotency key of a mutating call and records its violations: the request field

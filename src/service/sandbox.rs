@@ -122,7 +122,7 @@ impl SandboxService for SandboxSimulator {
         &self,
         request: Request<pb::SimulateDepositRequest>,
     ) -> Result<Response<pb::SimulateDepositResponse>, Status> {
-        let deadline = deadline(request.metadata(), self.default_deadline);
+        let deadline = deadline(&request, self.default_deadline);
         let caller = Caller::of(&request);
         let request = request.into_inner();
         let id = request.cash_in_id.clone();
@@ -138,7 +138,7 @@ impl SandboxService for SandboxSimulator {
         &self,
         request: Request<pb::ExpireCashInRequest>,
     ) -> Result<Response<pb::ExpireCashInResponse>, Status> {
-        let deadline = deadline(request.metadata(), self.default_deadline);
+        let deadline = deadline(&request, self.default_deadline);
         let caller = Caller::of(&request);
         let id = request.into_inner().cash_in_id;
         let span =
@@ -163,7 +163,7 @@ impl SandboxService for SandboxSimulator {
         &self,
         request: Request<pb::FailCashInRequest>,
     ) -> Result<Response<pb::FailCashInResponse>, Status> {
-        let deadline = deadline(request.metadata(), self.default_deadline);
+        let deadline = deadline(&request, self.default_deadline);
         let caller = Caller::of(&request);
         let request = request.into_inner();
         let id = request.cash_in_id;

@@ -440,13 +440,31 @@ where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    raw_call_with(channel, path, &[], body).await
+}
+
+/// [`raw_call`] with extra request headers (`grpc-timeout`, metadata).
+pub async fn raw_call_with<B>(
+    channel: &Channel,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: B,
+) -> RawAnswer
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     use http_body_util::BodyExt;
     use tower::ServiceExt;
-    let request = http::Request::builder()
+    let mut request = http::Request::builder()
         .method("POST")
         .uri(path)
         .header("content-type", "application/grpc")
-        .header("te", "trailers")
+        .header("te", "trailers");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request
         .body(tonic::body::Body::new(body))
         .expect("a request");
     let response = channel

@@ -575,3 +575,33 @@ async fn a_2xx_cash_in_the_contract_cannot_hold_is_internal_upstream_bad_respons
     );
     gateway.gateway.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_deadline_counts_from_the_calls_arrival_not_from_when_its_message_was_read() {
+    use prost::Message as _;
+    let gateway = common::start().await;
+    gateway.sandbox().inject(Fault::delay(
+        Some("GET"),
+        "/cash-locations",
+        1,
+        Duration::from_secs(10),
+    ));
+    // The request message follows its headers 1.2 s late, so the handler starts 1.2 s into the
+    // caller's 2 s: counted from there, the gateway would still be waiting when tonic's own
+    // timer ends the call with a bare CANCELLED "Timeout expired".
+    let message = common::grpc_frame(&common::guide_point().encode_to_vec());
+    let body = http_body_util::StreamBody::new(futures_util::stream::once(async move {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        Ok::<_, std::convert::Infallible>(http_body::Frame::data(message))
+    }));
+    let answer = common::raw_call_with(
+        &gateway.channel,
+        "/polygon.oms.v1.CashLocationService/ListCashLocations",
+        &[("grpc-timeout", "2S")],
+        body,
+    )
+    .await;
+    let status = answer.status();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert_eq!(common::error_info(&status).domain, GATEWAY);
+}
