@@ -33,6 +33,9 @@ pub struct AdminState {
     pub health: Arc<HealthService>,
     /// Whether the upstream is the embedded sandbox (said in `/readyz`'s body).
     pub sandbox: bool,
+    /// The fleet's shared state, when `--redis-url` is set (whether Redis answers is said in
+    /// `/readyz`'s body; it does not decide readiness: without Redis a replica works alone).
+    pub fleet: Option<crate::shared::SharedState>,
 }
 
 /// `/readyz`'s second line when the upstream is the embedded sandbox.
@@ -81,7 +84,12 @@ async fn readyz(State(state): State<AdminState>) -> (StatusCode, String) {
         (StatusCode::SERVICE_UNAVAILABLE, "NOT_SERVING\n")
     };
     let sandbox = if state.sandbox { SANDBOX_LINE } else { "" };
-    (status, format!("{first}{sandbox}"))
+    let fleet = match &state.fleet {
+        Some(fleet) if fleet.is_up() => "redis: up (state shared with the fleet)\n",
+        Some(_) => "redis: down (this replica works alone until Redis answers)\n",
+        None => "",
+    };
+    (status, format!("{first}{sandbox}{fleet}"))
 }
 
 /// A running admin listener.
@@ -138,7 +146,7 @@ pub async fn start(
     live: crate::metrics::Live,
     health: HealthService,
     webhooks: Option<Arc<crate::webhooks::Webhooks>>,
-    sandbox: bool,
+    (sandbox, fleet): (bool, Option<crate::shared::SharedState>),
 ) -> Result<Option<AdminServer>, StartError> {
     let crate::config::AdminListen::On(addr) = listen else {
         return Ok(None);
@@ -155,6 +163,7 @@ pub async fn start(
         registry: Arc::new(registry),
         health: Arc::new(health),
         sandbox,
+        fleet,
     };
     let mut routes = router(state);
     if let Some(webhooks) = webhooks {

@@ -164,7 +164,14 @@ pub async fn start(config: GatewaySettings) -> Result<RunningGateway, StartError
     let shed = LoadShedLayer::new(config.server.max_concurrent_calls);
     let live = Live::new(hub.clone(), shed.clone(), idempotency, client.circuit())
         .with_webhooks(webhooks.clone());
-    let admin = start_admin(&config, (registry, live), readiness, webhooks, &sandbox).await?;
+    let admin = start_admin(
+        &config,
+        (registry, live),
+        readiness,
+        webhooks,
+        (&sandbox, shared.clone()),
+    )
+    .await?;
 
     let (listener, addr) = bind(config.listen).await?;
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
@@ -244,10 +251,10 @@ async fn start_admin(
     (registry, live): (prometheus_client::registry::Registry, Live),
     readiness: tonic_health::server::HealthService,
     webhooks: Option<Arc<crate::webhooks::Webhooks>>,
-    sandbox: &Option<SandboxHandle>,
+    (sandbox, fleet): (&Option<SandboxHandle>, Option<shared::SharedState>),
 ) -> Result<Option<AdminServer>, StartError> {
-    let (listen, with_sandbox) = (config.admin.listen, sandbox.is_some());
-    let admin = admin::start(listen, registry, live, readiness, webhooks, with_sandbox).await?;
+    let (listen, notes) = (config.admin.listen, (sandbox.is_some(), fleet));
+    let admin = admin::start(listen, registry, live, readiness, webhooks, notes).await?;
     let addr = admin.as_ref().map(AdminServer::addr);
     crate::webhooks::wire_sandbox(&config.webhooks, sandbox.as_ref(), addr)
         .map_err(StartError::Config)?;

@@ -1002,8 +1002,23 @@ async fn a_webhook_received_by_one_replica_reaches_the_watchers_of_another_and_i
     };
     let receiver = common::start_with(replica()).await;
     let watcher = common::start_with(replica()).await;
-    // Both replicas see Redis (they PING it every 500 ms before they share).
-    sleep(ms(1200)).await;
+    // Both replicas see Redis (they PING it every 500 ms before they share), as /readyz says.
+    for replica in [&receiver, &watcher] {
+        let addr = replica.gateway.admin_addr().expect("an admin listener");
+        common::eventually(
+            Duration::from_secs(10),
+            "redis: up in /readyz",
+            async || {
+                reqwest::get(format!("http://{addr}/readyz"))
+                    .await
+                    .expect("/readyz answers")
+                    .text()
+                    .await
+                    .is_ok_and(|body| body.contains("redis: up"))
+            },
+        )
+        .await;
+    }
     let created = common::create_cash_in(&receiver, "cst_webhook_fleet").await;
     let (seen, _task) = watch(watcher.channel.clone(), WatchOf::CashIn(created.id.clone()));
     all_saw(std::slice::from_ref(&seen), 1, Duration::from_secs(5)).await;
