@@ -891,3 +891,71 @@ async fn a_replica_that_dies_mid_call_loses_its_lease_and_another_finishes_the_c
     assert_eq!(sandbox.cash_in_count(), 1, "one cash-in");
     assert!(!cash_in.id.is_empty());
 }
+
+/// Watches `customer` through `replica` and collects the id of every cash-in its events carry.
+fn collect_customer_events(
+    replica: &Replica,
+    customer: &str,
+) -> (
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut client = replica.cash_ins();
+    let request = pb::WatchCashInsRequest {
+        customer_id: customer.to_owned(),
+        statuses: Vec::new(),
+    };
+    let into = seen.clone();
+    let task = tokio::spawn(async move {
+        let Ok(stream) = client.watch_cash_ins(request).await else {
+            return;
+        };
+        let mut stream = stream.into_inner();
+        while let Ok(Some(event)) = stream.message().await {
+            if let Some(cash_in) = event.cash_in {
+                into.lock().unwrap().push(cash_in.id);
+            }
+        }
+    });
+    (seen, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_cash_ins_of_one_customer_on_three_replicas_all_see_each_new_cash_in() {
+    if redis_missing("watch_cash_ins_of_one_customer") {
+        return;
+    }
+    let (_redis, _sandbox, replicas) = fleet(&[]).await;
+    let location = common::first_location(&replicas[0].channel).await;
+    let first = replicas[0].created(&location, "customer-watched-1").await;
+    // The first replica to watch holds the customer's lease and polls; the others follow the
+    // observation it shares through Redis, which must carry the customer's cash-ins.
+    let streams: Vec<_> = replicas
+        .iter()
+        .map(|replica| collect_customer_events(replica, "cst_replicas"))
+        .collect();
+    let saw = |id: &str| {
+        let id = id.to_owned();
+        let seen: Vec<_> = streams.iter().map(|(seen, _)| seen.clone()).collect();
+        move || seen.iter().all(|s| s.lock().unwrap().contains(&id))
+    };
+    let first_seen = saw(&first);
+    common::eventually(
+        Duration::from_secs(10),
+        "every replica's INITIAL",
+        async || first_seen(),
+    )
+    .await;
+    let second = replicas[0].created(&location, "customer-watched-2").await;
+    let second_seen = saw(&second);
+    common::eventually(
+        Duration::from_secs(10),
+        "every replica's stream to show the new cash-in",
+        async || second_seen(),
+    )
+    .await;
+    for (_, task) in streams {
+        task.abort();
+    }
+}
