@@ -164,21 +164,13 @@ pub async fn start(config: GatewaySettings) -> Result<RunningGateway, StartError
     let shed = LoadShedLayer::new(config.server.max_concurrent_calls);
     let live = Live::new(hub.clone(), shed.clone(), idempotency, client.circuit())
         .with_webhooks(webhooks.clone());
-    let admin = start_admin(
-        &config,
-        (registry, live),
-        readiness,
-        webhooks,
-        (&sandbox, shared.clone()),
-    )
-    .await?;
+    let notes = (&sandbox, shared.clone());
+    let admin = start_admin(&config, (registry, live), readiness, webhooks, notes).await?;
 
     let (listener, addr) = bind(config.listen).await?;
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let router = Server::builder()
         .max_concurrent_streams(Some(config.server.max_streams_per_connection))
-        // The request headers (metadata) a call may carry in all: hyper's default, said here
-        // because the README's input bounds promise it.
         .http2_max_header_list_size(Some(crate::limits::MAX_REQUEST_HEADER_BYTES))
         .layer(GrpcMetricsLayer::new(metrics))
         .layer((BusyPollLayer::start(&config.runtime), shed))
