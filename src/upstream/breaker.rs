@@ -126,14 +126,7 @@ impl CircuitBreaker {
             inner.open_until.is_none() && inner.consecutive_failures >= self.threshold
         };
         if open {
-            inner.open_until = Some(Instant::now() + inner.cooldown);
-            let cooldown = inner.cooldown;
-            drop(inner);
-            tracing::warn!(
-                cooldown_ms = cooldown.as_millis() as u64,
-                "OMS failing persistently; circuit open"
-            );
-            self.state.send_replace(CircuitState::Open);
+            self.open(inner, Instant::now(), "OMS failing persistently");
         }
     }
 
@@ -157,15 +150,20 @@ impl CircuitBreaker {
             Some(_) => false,
         };
         if open {
-            inner.open_until = Some(now + inner.cooldown);
-            let cooldown = inner.cooldown;
-            drop(inner);
-            tracing::warn!(
-                cooldown_ms = cooldown.as_millis() as u64,
-                "OMS token exchanges failing; circuit open"
-            );
-            self.state.send_replace(CircuitState::Open);
+            self.open(inner, now, "OMS token exchanges failing");
         }
+    }
+
+    /// Opens the circuit for the current cool-down from `now`, says why, and tells its watchers.
+    fn open(&self, mut inner: std::sync::MutexGuard<'_, Inner>, now: Instant, why: &'static str) {
+        inner.open_until = Some(now + inner.cooldown);
+        let cooldown = inner.cooldown;
+        drop(inner);
+        tracing::warn!(
+            cooldown_ms = cooldown.as_millis() as u64,
+            "{why}; circuit open"
+        );
+        self.state.send_replace(CircuitState::Open);
     }
 
     /// Releases a probe that ended without telling anything (e.g. the caller cancelled).
