@@ -4,8 +4,9 @@
 //! whatever the request or OMS's answer; and the bounds read off the wire (message sizes,
 //! repeated fields' counts) hold for any bytes.
 //!
-//! `cargo test --test fuzz` runs a short pass (256 cases per target, as CI does). For a long
-//! run: `PROPTEST_CASES=200000 cargo test --release --test fuzz`. A failure is shrunk and saved
+//! `cargo test --test fuzz` runs a short pass (256 cases per target, as CI does; 48 for the
+//! targets whose inputs run to tens of kilobytes, see [`wide_inputs`]). For a long run (every
+//! target then takes `PROPTEST_CASES`): `PROPTEST_CASES=200000 cargo test --release --test fuzz`. A failure is shrunk and saved
 //! under `proptest-regressions/`; commit that file, and it is replayed first on every run, so each
 //! crash found becomes a regression test.
 
@@ -430,7 +431,19 @@ prop_compose! {
     }
 }
 
+/// The short pass's setting for targets whose every case builds tens of kilobytes of input (the
+/// bounded-status ones): 48 cases, unless `PROPTEST_CASES` asks for a run of its own.
+fn wide_inputs() -> ProptestConfig {
+    let mut config = ProptestConfig::default();
+    if std::env::var_os("PROPTEST_CASES").is_none() {
+        config.cases = 48;
+    }
+    config
+}
+
 proptest! {
+    #![proptest_config(wide_inputs())]
+
     /// Whatever a create request holds, its refusal is a bounded status.
     #[test]
     fn a_refused_create_request_is_a_bounded_status(request in wide_create_request()) {
@@ -563,7 +576,7 @@ fn gateway() -> &'static (tokio::runtime::Runtime, common::TestGateway) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+    #![proptest_config(wide_inputs())]
 
     /// Any create request, sent over HTTP/2 to a running gateway: its answer's status, as sent,
     /// is under 8 KiB, whether the gateway refuses it or OMS does.

@@ -187,43 +187,57 @@ async fn the_largest_legitimate_create_request_is_served() {
     gateway.gateway.shutdown().await;
 }
 
-/// Two slow calls at once on one connection; returns how long both took.
-async fn two_slow_calls_on_one_connection(max_streams_per_connection: u32) -> std::time::Duration {
-    use oms_sandbox::Fault;
+/// Two calls on the test's one HTTP/2 connection while OMS holds the first one's request: whether
+/// the second was answered while the first was still held (within `WAIT`, the first being held
+/// for a minute), and how many requests for locations reached OMS by then.
+async fn a_second_call_while_the_first_is_held(max_streams_per_connection: u32) -> (bool, usize) {
+    use oms_sandbox::{Fault, Gate};
+    const WAIT: std::time::Duration = std::time::Duration::from_secs(2);
     let mut config = common::test_config();
     config.server.max_streams_per_connection = max_streams_per_connection;
     let gateway = common::start_with(config).await;
-    let slow = std::time::Duration::from_secs(2);
+    let location_requests = |gateway: &common::TestGateway| {
+        common::api_requests(gateway.sandbox())
+            .iter()
+            .filter(|r| r.path == "/cash-locations")
+            .count()
+    };
+    let gate = Gate::new(std::time::Duration::from_secs(60));
     gateway
         .sandbox()
-        .inject(Fault::delay(Some("GET"), "/cash-locations", 2, slow));
-    let started = std::time::Instant::now();
-    let (mut first, mut second) = (gateway.locations(), gateway.locations());
-    let (a, b) = tokio::join!(
-        first.list_cash_locations(common::guide_point()),
-        second.list_cash_locations(common::guide_point()),
-    );
-    let elapsed = started.elapsed();
-    a.expect("first call");
-    b.expect("second call");
+        .inject(Fault::hold(Some("GET"), "/cash-locations", 1, &gate));
+    let mut first = gateway.locations();
+    let first = tokio::spawn(async move { first.list_cash_locations(common::guide_point()).await });
+    common::eventually(
+        std::time::Duration::from_secs(10),
+        "the first call held upstream",
+        async || location_requests(&gateway) == 1,
+    )
+    .await;
+    let second = tokio::time::timeout(
+        WAIT,
+        gateway
+            .locations()
+            .list_cash_locations(common::guide_point()),
+    )
+    .await;
+    let answered = second.is_ok_and(|answer| answer.is_ok());
+    let reached = location_requests(&gateway);
+    gate.open();
+    first
+        .await
+        .expect("task")
+        .expect("the first call, released");
     gateway.gateway.shutdown().await;
-    elapsed
+    (answered, reached)
 }
 
 #[tokio::test]
 async fn the_per_connection_stream_cap_makes_calls_beyond_it_wait_for_a_stream() {
-    // Both calls share the test's one HTTP/2 connection; each waits 2 s upstream. One at a time
-    // takes at least 4 s whatever the machine; in parallel, 2 s plus overheads, so the bound
-    // between them leaves a slow machine 1.5 s of slack.
-    let capped = two_slow_calls_on_one_connection(1).await;
-    let uncapped = two_slow_calls_on_one_connection(256).await;
-    println!("two 2 s calls on one connection: cap 1 → {capped:?}, cap 256 → {uncapped:?}");
-    assert!(
-        capped >= std::time::Duration::from_millis(3950),
-        "one stream at a time: {capped:?}"
-    );
-    assert!(
-        uncapped < std::time::Duration::from_millis(3500),
-        "in parallel: {uncapped:?}"
-    );
+    // Without a cap the second call is served while OMS still holds the first (the positive
+    // control); with a cap of one stream it never reaches OMS while the first is held.
+    let uncapped = a_second_call_while_the_first_is_held(256).await;
+    assert_eq!(uncapped, (true, 2), "cap 256: (answered, requests at OMS)");
+    let capped = a_second_call_while_the_first_is_held(1).await;
+    assert_eq!(capped, (false, 1), "cap 1: (answered, requests at OMS)");
 }

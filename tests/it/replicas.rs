@@ -308,6 +308,28 @@ impl Replica {
         )
     }
 
+    /// Whether this replica's `/readyz` says `redis: up`, i.e. it shares state with the fleet.
+    async fn shares_through_redis(&self, http: &reqwest::Client) -> bool {
+        let Some(admin) = self.admin_addr() else {
+            return false;
+        };
+        let Ok(answer) = http.get(format!("http://{admin}/readyz")).send().await else {
+            return false;
+        };
+        answer
+            .text()
+            .await
+            .is_ok_and(|body| body.contains("redis: up"))
+    }
+
+    /// The admin listener's address (its startup line: `admin listener … addr=127.0.0.1:N`).
+    fn admin_addr(&self) -> Option<String> {
+        let text = std::fs::read_to_string(&self.log).ok()?;
+        let line = text.lines().find(|l| l.contains("admin listener"))?;
+        let at = line.find("addr=")? + "addr=".len();
+        Some(line[at..].split_whitespace().next()?.to_owned())
+    }
+
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -337,8 +359,16 @@ async fn fleet_on(
     for _ in 0..3 {
         replicas.push(Replica::start(&sandbox, &redis, extra).await);
     }
-    // The replicas PING Redis every 500 ms before they share; let every one have seen it.
-    sleep(Duration::from_millis(1200)).await;
+    // The replicas PING Redis every 500 ms before they share: wait until every one says so.
+    let http = reqwest::Client::new();
+    for replica in &replicas {
+        common::eventually(
+            Duration::from_secs(30),
+            "a replica sharing through Redis",
+            async || replica.shares_through_redis(&http).await,
+        )
+        .await;
+    }
     (redis, sandbox, replicas)
 }
 

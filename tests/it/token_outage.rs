@@ -59,8 +59,9 @@ fn is_fast_refusal(outcome: &Result<(), (Code, String, bool)>) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_token_endpoint_turns_health_not_serving_fails_calls_fast_and_recovers() {
     let mut config = common::test_config();
-    // OMS says `expiresIn: 5`: the token in use is renewed 4 s after it was issued.
-    config.sandbox.token_ttl = Duration::from_secs(5);
+    // OMS says `expiresIn: 3`: the token in use is renewed before it runs out, about 2.4 s
+    // after it was issued.
+    config.sandbox.token_ttl = Duration::from_secs(3);
     config.upstream.request_timeout = EXCHANGE_TIMEOUT;
     config.upstream.breaker_cooldown = ms(200);
     config.upstream.breaker_max_cooldown = Duration::from_secs(1);
