@@ -35,7 +35,7 @@ pub struct AdminState {
     pub sandbox: bool,
     /// The fleet's shared state, when `--redis-url` is set (whether Redis answers is said in
     /// `/readyz`'s body; it does not decide readiness: without Redis a replica works alone).
-    pub fleet: Option<crate::shared::SharedState>,
+    pub fleet: Option<crate::redis::SharedState>,
 }
 
 /// `/readyz`'s second line when the upstream is the embedded sandbox.
@@ -137,21 +137,19 @@ impl AdminServer {
     }
 }
 
-/// Starts the admin listener at `listen` (none when off), serving `registry` with `live`
-/// registered in it and the `oms_gateway_sandbox` gauge (1 when `sandbox`), `/readyz` from
-/// `health`, and `POST /webhooks/oms` when `webhooks` is on.
+/// Starts the admin listener at `listen` (none when off), serving `registry` with the
+/// `oms_gateway_sandbox` gauge (1 when `sandbox`) added, `/readyz` from `health`, and
+/// `POST /webhooks/oms` when `webhooks` is on.
 pub async fn start(
     listen: crate::config::AdminListen,
     mut registry: Registry,
-    live: crate::metrics::Live,
     health: HealthService,
     webhooks: Option<Arc<crate::webhooks::Webhooks>>,
-    (sandbox, fleet): (bool, Option<crate::shared::SharedState>),
+    (sandbox, fleet): (bool, Option<crate::redis::SharedState>),
 ) -> Result<Option<AdminServer>, StartError> {
     let crate::config::AdminListen::On(addr) = listen else {
         return Ok(None);
     };
-    registry.register_collector(Box::new(live));
     let gauge: Gauge = Gauge::default();
     gauge.set(i64::from(sandbox));
     registry.register(

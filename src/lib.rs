@@ -22,12 +22,13 @@ mod idempotency;
 mod limits;
 mod metrics;
 mod oms;
+mod outcome;
 pub mod proto;
+mod redis;
 mod runtime;
 mod security;
 pub mod server;
 mod service;
-mod shared;
 mod start;
 mod telemetry;
 #[cfg(test)]

@@ -11,9 +11,13 @@
 //! says RESOURCE_EXHAUSTED ("sent or received message was larger than configured limit").
 
 use crate::error::GatewayError;
+use crate::metrics::scrape;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::registry::Registry;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -65,6 +69,32 @@ impl LoadShedLayer {
     /// Calls shed since start.
     pub fn shed(&self) -> u64 {
         self.shed.load(Ordering::Relaxed)
+    }
+
+    /// Registers the layer's metrics (calls in flight, calls shed) with `registry`.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        registry.register_collector(Box::new(ShedMetrics(self.clone())));
+    }
+}
+
+/// Reads the layer's slots and count at each scrape.
+#[derive(Debug)]
+struct ShedMetrics(LoadShedLayer);
+
+impl Collector for ShedMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> scrape::Encoded {
+        scrape::gauge(
+            &mut encoder,
+            "oms_gateway_calls_in_flight",
+            "Calls holding a slot under --max-concurrent-calls (health checks are not counted).",
+            i64::try_from(self.0.in_flight()).unwrap_or(i64::MAX),
+        )?;
+        scrape::counter(
+            &mut encoder,
+            "oms_gateway_shed",
+            "Calls shed with RESOURCE_EXHAUSTED at --max-concurrent-calls.",
+            self.0.shed(),
+        )
     }
 }
 

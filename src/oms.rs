@@ -97,6 +97,20 @@ impl Oms {
         Self { client }
     }
 
+    /// Registers the state of the client's circuit breaker with `registry`, read at each scrape.
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        use crate::upstream::breaker::CircuitState;
+        let circuit = self.client.circuit();
+        registry.register_collector(Box::new(crate::metrics::scrape::GaugeFn::new(
+            "oms_upstream_circuit_state",
+            "The circuit breaker in front of OMS: 0 closed (calls flow), 1 open (calls fail fast).",
+            move || match *circuit.borrow() {
+                CircuitState::Closed => 0,
+                CircuitState::Open => 1,
+            },
+        )));
+    }
+
     /// `GetCashIn`: NOT_FOUND (with ResourceInfo) when OMS does not know it.
     pub async fn get_cash_in(
         &self,

@@ -8,17 +8,17 @@
 
 use crate::admin::{self, AdminServer};
 use crate::config::{GatewaySettings, ServerSettings};
-use crate::metrics::{Live, Metrics, grpc::GrpcMetricsLayer};
+use crate::metrics::{Metrics, grpc::GrpcMetricsLayer};
 use crate::oms::Oms;
 use crate::proto::{
     self,
     v1::{cash_in_service_server, cash_location_service_server, sandbox_service_server},
 };
+use crate::redis::SharedState;
 pub use crate::runtime::build as runtime;
 use crate::security::{self, CallerLayer, reload, tls};
 use crate::service::watch_route::CashInRoutes;
 use crate::service::{cash_in::CashIns, cash_location::CashLocations, sandbox::SandboxSimulator};
-use crate::shared;
 pub use crate::start::StartError;
 use crate::start::bind;
 use crate::telemetry::TraceContextLayer;
@@ -28,6 +28,7 @@ use crate::watch::WatchHub;
 use crate::{coalesce, connect, health_port, idempotency::IdempotencyLayer};
 use crate::{limits::LoadShedLayer, runtime::BusyPollLayer};
 use oms_sandbox::SandboxHandle;
+use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use std::{net::SocketAddr, time::Duration};
 use tokio::{
@@ -141,7 +142,7 @@ pub async fn start(config: GatewaySettings) -> Result<RunningGateway, StartError
     let mut reloaders = Vec::new();
     let (tls_config, caller_layer) = caller_security(&config, &mut reloaders)?;
 
-    let (metrics, registry) = Metrics::registered();
+    let (metrics, mut registry) = Metrics::registered();
     let (sandbox, base_url, client) =
         connect::connect_upstream(&config, &metrics, &mut reloaders).await?;
 
@@ -152,20 +153,21 @@ pub async fn start(config: GatewaySettings) -> Result<RunningGateway, StartError
     let (reflection_v1, reflection_v1alpha) = reflection_services()?;
 
     let oms = Oms::new(client.clone());
-    let shared = shared::SharedState::connect(&config.redis).map_err(StartError::Config)?;
-    let hub = shared::watch::hub(&oms, &config, &shared).with_webhooks(&config.webhooks);
-    let webhooks = webhook_endpoint(&config, &hub, &shared)?;
+    oms.register_metrics(&mut registry);
+    let shared = SharedState::connect(&config.redis).map_err(StartError::Config)?;
+    let hub = WatchHub::assemble(&oms, &config, shared.as_ref(), &mut registry);
+    let webhooks = webhook_endpoint(&config, &hub, &shared, &mut registry)?;
     let Services {
         cash_ins,
         cash_locations,
         sandbox: sandbox_service,
         idempotency,
     } = Services::new(&config, &oms, &hub, &stopping, sandbox.is_some(), &shared);
+    idempotency.register_metrics(&mut registry);
     let shed = LoadShedLayer::new(config.server.max_concurrent_calls);
-    let live = Live::new(hub.clone(), shed.clone(), idempotency, client.circuit())
-        .with_webhooks(webhooks.clone());
+    shed.register_metrics(&mut registry);
     let notes = (&sandbox, shared.clone());
-    let admin = start_admin(&config, (registry, live), readiness, webhooks, notes).await?;
+    let admin = start_admin(&config, registry, readiness, webhooks, notes).await?;
 
     let (listener, addr) = bind(config.listen).await?;
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
@@ -218,12 +220,13 @@ pub async fn start(config: GatewaySettings) -> Result<RunningGateway, StartError
     })
 }
 
-/// The webhook endpoint, when `--webhook-secret-file` is given; it needs the admin
-/// listener it is served on.
+/// The webhook endpoint, when `--webhook-secret-file` is given, its metrics registered with
+/// `registry`; it needs the admin listener it is served on.
 fn webhook_endpoint(
     config: &GatewaySettings,
     hub: &WatchHub,
-    shared: &Option<shared::SharedState>,
+    shared: &Option<SharedState>,
+    registry: &mut Registry,
 ) -> Result<Option<std::sync::Arc<crate::webhooks::Webhooks>>, StartError> {
     if config.webhooks.secret_file.is_some()
         && config.admin.listen == crate::config::AdminListen::Off
@@ -232,21 +235,26 @@ fn webhook_endpoint(
             "--webhook-secret-file serves POST /webhooks/oms on the admin listener, but --admin-listen is none".to_owned(),
         ));
     }
-    crate::webhooks::from_settings(&config.webhooks, hub, shared).map_err(StartError::Config)
+    let webhooks = crate::webhooks::from_settings(&config.webhooks, hub, shared)
+        .map_err(StartError::Config)?;
+    if let Some(webhooks) = &webhooks {
+        webhooks.register_metrics(registry);
+    }
+    Ok(webhooks)
 }
 
-/// The admin listener (metrics with `live` read at each scrape, probes, webhooks; it says when
+/// The admin listener (metrics, probes, webhooks; it says when
 /// the upstream is the embedded sandbox), then the sandbox's webhooks (`--sandbox-webhook-url`)
 /// pointed at their receiver.
 async fn start_admin(
     config: &GatewaySettings,
-    (registry, live): (prometheus_client::registry::Registry, Live),
+    registry: Registry,
     readiness: tonic_health::server::HealthService,
     webhooks: Option<Arc<crate::webhooks::Webhooks>>,
-    (sandbox, fleet): (&Option<SandboxHandle>, Option<shared::SharedState>),
+    (sandbox, fleet): (&Option<SandboxHandle>, Option<SharedState>),
 ) -> Result<Option<AdminServer>, StartError> {
     let (listen, notes) = (config.admin.listen, (sandbox.is_some(), fleet));
-    let admin = admin::start(listen, registry, live, readiness, webhooks, notes).await?;
+    let admin = admin::start(listen, registry, readiness, webhooks, notes).await?;
     let addr = admin.as_ref().map(AdminServer::addr);
     crate::webhooks::wire_sandbox(&config.webhooks, sandbox.as_ref(), addr)
         .map_err(StartError::Config)?;
@@ -349,13 +357,13 @@ impl Services {
         hub: &WatchHub,
         stopping: &watch::Sender<bool>,
         with_sandbox: bool,
-        shared: &Option<shared::SharedState>,
+        shared: &Option<SharedState>,
     ) -> Self {
         let default_deadline = config.upstream.default_deadline;
         let max_message = config.server.max_message_bytes;
         let idempotency = Arc::new(
             IdempotencyLayer::new(config.idempotency.window, config.idempotency.max_entries)
-                .with_fleet(shared::idempotency::fleet(shared, &config.idempotency)),
+                .with_fleet(shared.as_ref()),
         );
         hub.end_streams_on(stopping.subscribe());
         let cash_ins = CashIns::new(

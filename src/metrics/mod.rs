@@ -1,8 +1,8 @@
 //! The gateway's Prometheus metrics: one [`Metrics`] per gateway, shared by `Arc` with what
-//! records (the gRPC layer in [`grpc`], the REST client), and a [`Live`] collector that reads,
-//! at scrape time, the state other modules already keep (watch streams and pollers, calls in
-//! flight and shed, idempotency outcomes, the circuit). [`render`] writes the registry in the
-//! Prometheus text format, or OpenMetrics when asked.
+//! records (the gRPC layer in [`grpc`], the REST client), the helpers with which each feature
+//! writes the collectors that read its own state at scrape time ([`scrape`]; the feature
+//! registers them when it is assembled, so this module imports no feature), and [`render`],
+//! which writes the registry in the Prometheus text format, or OpenMetrics when asked.
 //!
 //! Names follow go-grpc-middleware for the gRPC server families (its dashboards work as they
 //! are) and Prometheus's conventions otherwise: units in names, `_total` on counters, HELP on
@@ -11,27 +11,18 @@
 
 pub mod grpc;
 pub mod methods;
+pub mod scrape;
 
 use crate::error::{HttpFailure, UpstreamError};
-use crate::idempotency::IdempotencyLayer;
-use crate::limits::LoadShedLayer;
-use crate::proto::v1 as pb;
-use crate::upstream::breaker::CircuitState;
-use crate::watch::WatchHub;
 use http::StatusCode;
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{
-    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
-};
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
 
 /// Latency buckets, in seconds: Prometheus's default buckets, which go-grpc-middleware uses.
 const LATENCY_BUCKETS: [f64; 11] = [
@@ -214,135 +205,6 @@ impl Metrics {
         self.token_exchanges
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
-    }
-}
-
-/// The state other modules keep, read at each scrape: nothing is recorded for it on the call
-/// path.
-pub struct Live {
-    /// Watch streams, pollers and polls.
-    hub: WatchHub,
-    /// Calls in flight and shed.
-    shed: LoadShedLayer,
-    /// The idempotency layer's outcomes.
-    idempotency: Arc<IdempotencyLayer<pb::CashIn>>,
-    /// The circuit breaker's state.
-    circuit: watch::Receiver<CircuitState>,
-    /// The webhook endpoint's counts, when it is on.
-    webhooks: Option<Arc<crate::webhooks::Webhooks>>,
-}
-
-impl Live {
-    /// The collector of these modules' state.
-    pub fn new(
-        hub: WatchHub,
-        shed: LoadShedLayer,
-        idempotency: Arc<IdempotencyLayer<pb::CashIn>>,
-        circuit: watch::Receiver<CircuitState>,
-    ) -> Self {
-        Self {
-            hub,
-            shed,
-            idempotency,
-            circuit,
-            webhooks: None,
-        }
-    }
-
-    /// The same collector, also reading the webhook endpoint's counts.
-    pub fn with_webhooks(mut self, webhooks: Option<Arc<crate::webhooks::Webhooks>>) -> Self {
-        self.webhooks = webhooks;
-        self
-    }
-}
-
-impl std::fmt::Debug for Live {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Live").finish_non_exhaustive()
-    }
-}
-
-pub(crate) fn encode_gauge(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    value: i64,
-) -> Result<(), std::fmt::Error> {
-    let gauge = ConstGauge::new(value);
-    gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)
-}
-
-pub(crate) fn encode_counter(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    value: u64,
-) -> Result<(), std::fmt::Error> {
-    let counter = ConstCounter::new(value);
-    counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)
-}
-
-impl Collector for Live {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
-        let counts = self.idempotency.counts();
-        let outcomes = [
-            ("led", counts.led),
-            ("shared", counts.shared),
-            ("replayed", counts.replayed),
-            ("key_reused", counts.key_reused),
-        ];
-        let counter = ConstCounter::new(0u64);
-        let mut family = encoder.encode_descriptor(
-            "oms_gateway_idempotency",
-            "Mutating calls by how the idempotency layer answered: led (went upstream), shared (joined a call in flight), replayed (a stored outcome), key_reused (refused: same key, other request).",
-            None,
-            counter.metric_type(),
-        )?;
-        for (outcome, value) in outcomes {
-            ConstCounter::new(value).encode(family.encode_family(&OutcomeLabels { outcome })?)?;
-        }
-        let circuit = match *self.circuit.borrow() {
-            CircuitState::Closed => 0,
-            CircuitState::Open => 1,
-        };
-        encode_gauge(
-            &mut encoder,
-            "oms_upstream_circuit_state",
-            "The circuit breaker in front of OMS: 0 closed (calls flow), 1 open (calls fail fast).",
-            circuit,
-        )?;
-        encode_gauge(
-            &mut encoder,
-            "oms_gateway_watch_streams",
-            "Open watch streams.",
-            gauge(self.hub.streams()),
-        )?;
-        encode_gauge(
-            &mut encoder,
-            "oms_gateway_watch_pollers",
-            "Running pollers (one per watched cash-in or customer, shared by its streams).",
-            gauge(self.hub.watched()),
-        )?;
-        encode_counter(
-            &mut encoder,
-            "oms_gateway_watch_polls",
-            "Polls of OMS made by the watch pollers.",
-            self.hub.polls(),
-        )?;
-        crate::webhooks::encode_metrics(&mut encoder, &self.hub, self.webhooks.as_deref())?;
-        encode_gauge(
-            &mut encoder,
-            "oms_gateway_calls_in_flight",
-            "Calls holding a slot under --max-concurrent-calls (health checks are not counted).",
-            gauge(self.shed.in_flight()),
-        )?;
-        encode_counter(
-            &mut encoder,
-            "oms_gateway_shed",
-            "Calls shed with RESOURCE_EXHAUSTED at --max-concurrent-calls.",
-            self.shed.shed(),
-        )
     }
 }
 

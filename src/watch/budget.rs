@@ -1,6 +1,7 @@
-//! The global budget of upstream poll requests per second, shared fairly by every poller.
+//! The budget of upstream poll requests per second, shared fairly by every poller: this
+//! replica's ([`PollBudget`]), and the fleet's in Redis when the replicas share one.
 //!
-//! A token bucket whose tokens are permits of a FIFO semaphore: a refill task adds permits at
+//! [`PollBudget`]: a token bucket whose tokens are permits of a FIFO semaphore: a refill task adds permits at
 //! the configured rate up to a small burst, and a poller takes one permit per upstream request.
 //! Waiters are served in arrival order, so ten thousand pollers each get their turn and together
 //! never exceed the rate, whatever the number of watchers.
@@ -9,8 +10,31 @@
 //! goes below zero), and a waiter dropped before its turn (its poller stopped because its
 //! streams went away) leaves the queue holding nothing, so pollers that come and go leave the
 //! next one's turn where it was.
+//!
+//! [`FleetBudget`], the fleet-wide one: one token bucket in Redis (`oms-gateway:watch:budget`, a
+//! hash of tokens and the time they were counted), so `--watch-max-polls-per-second` caps the
+//! polls of the whole fleet, not of each replica.
+//!
+//! A Lua script refills the bucket from Redis's own clock (no replica's clock matters) and
+//! reserves one token: the answer is how long the caller must wait for it (0: at once). Tokens
+//! may go negative, so reservations queue in the order they reach Redis and the rate holds
+//! exactly however many replicas ask, but never below a floor of minus one burst: a reservation
+//! that would go lower is refused (nothing taken) with the time after which one fits, so no
+//! reservation lies more than a burst's worth of time ahead and no flood of watchers can put the
+//! fleet in debt. A waiter that goes away before its turn (its streams closed, so its poller was
+//! dropped) gives its token back: a drop guard notes it and one task per replica returns what is
+//! owed in one small script, best effort (Redis down: lost, and the floor bounds the cost).
+//!
+//! Within a replica, pollers ask Redis one at a time in arrival order (a FIFO lock held while
+//! asking, and while waiting after a refusal, never while waiting for a granted turn): the
+//! replica's pollers take turns fairly, and a refused flood costs Redis one request per replica
+//! per freed token, not one per poller. Redis down: `None`, and the caller takes a permit from
+//! its replica's own budget instead (then each replica polls at up to the full rate).
 
-use std::sync::Arc;
+use crate::redis::{PREFIX, SharedState};
+use redis::Script;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
@@ -66,6 +90,178 @@ impl PollBudget {
     pub async fn acquire(&self) {
         if let Ok(permit) = self.permits.acquire().await {
             permit.forget();
+        }
+    }
+}
+
+/// KEYS: bucket; ARGV: rate per second, burst. Returns the wait in milliseconds for the token
+/// taken (0: at once); or, negated, the milliseconds after which a reservation fits above the
+/// floor (`-burst`), when taking one now would go below it (nothing taken then).
+static RESERVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(b[1])
+local at = tonumber(b[2])
+if tokens == nil or at == nil then tokens = burst; at = now end
+tokens = math.min(burst, tokens + math.max(0, now - at) * rate / 1000)
+if tokens - 1 < -burst then
+  return -math.max(1, math.ceil((1 - burst - tokens) * 1000 / rate))
+end
+tokens = tokens - 1
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('PEXPIRE', KEYS[1], 60000)
+if tokens >= 0 then return 0 end
+return math.ceil(-tokens * 1000 / rate)",
+    )
+});
+
+/// KEYS: bucket; ARGV: rate per second, burst, tokens. Gives back reserved tokens that were
+/// never used (never above the burst); a bucket that expired meanwhile is full already.
+static REFUND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(b[1])
+local at = tonumber(b[2])
+if tokens == nil or at == nil then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+tokens = math.min(burst, tokens + math.max(0, now - at) * rate / 1000 + tonumber(ARGV[3]))
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('PEXPIRE', KEYS[1], 60000)
+return 1",
+    )
+});
+
+/// The fleet's poll budget.
+#[derive(Clone, Debug)]
+pub struct FleetBudget {
+    state: SharedState,
+    per_second: f64,
+    burst: f64,
+    key: String,
+    /// Held by the one poller of this replica asking Redis for a token (tokio's lock is FIFO).
+    asking: Arc<tokio::sync::Mutex<()>>,
+    refunds: Arc<Refunds>,
+}
+
+/// Tokens this replica reserved and will never use, not yet given back.
+#[derive(Debug, Default)]
+struct Refunds {
+    owed: AtomicU64,
+    /// Whether a task is giving them back (at most one per replica).
+    returning: AtomicBool,
+}
+
+/// A granted token whose turn has not come: dropped before [`Reservation::used`], it is owed
+/// back to the bucket.
+struct Reservation<'a> {
+    budget: &'a FleetBudget,
+    armed: bool,
+}
+
+// === impl FleetBudget ===
+
+impl FleetBudget {
+    /// A budget of `per_second` polls for the whole fleet, with the local budget's burst.
+    pub fn new(state: SharedState, per_second: f64) -> Self {
+        let per_second = per_second.max(0.1);
+        Self {
+            state,
+            per_second,
+            burst: (per_second / 10.0).ceil().max(1.0),
+            key: format!("{PREFIX}watch:budget"),
+            asking: Arc::default(),
+            refunds: Arc::default(),
+        }
+    }
+
+    /// Waits for the right to make one upstream poll; `None` when Redis is down (nothing taken).
+    /// Dropped while it waits, it takes nothing (or gives back what it took).
+    pub async fn acquire(&self) -> Option<()> {
+        let wait_ms = {
+            let _asking = self.asking.lock().await;
+            let mut reserve = RESERVE.prepare_invoke();
+            reserve.key(&self.key).arg(self.per_second).arg(self.burst);
+            loop {
+                let answer: i64 = self.state.invoke(&reserve).await?;
+                if answer >= 0 {
+                    break answer.unsigned_abs();
+                }
+                // Below the floor: nothing taken; ask again once a token fits.
+                tokio::time::sleep(Duration::from_millis(answer.unsigned_abs())).await;
+            }
+        };
+        if wait_ms > 0 {
+            let reservation = Reservation {
+                budget: self,
+                armed: true,
+            };
+            tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+            reservation.used();
+        }
+        Some(())
+    }
+
+    /// Notes one token to give back, and starts the task that gives them back if none runs.
+    fn refund(&self) {
+        self.refunds.owed.fetch_add(1, Ordering::AcqRel);
+        if self.refunds.returning.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // Dropped outside a runtime (at exit): nothing can reach Redis any more.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.refunds.returning.store(false, Ordering::Release);
+            return;
+        };
+        runtime.spawn(self.clone().return_refunds());
+    }
+
+    /// Gives back what is owed, in one script per batch, until nothing is.
+    async fn return_refunds(self) {
+        loop {
+            let owed = self.refunds.owed.swap(0, Ordering::AcqRel);
+            if owed > 0 {
+                let mut refund = REFUND.prepare_invoke();
+                refund
+                    .key(&self.key)
+                    .arg(self.per_second)
+                    .arg(self.burst)
+                    .arg(owed);
+                // Best effort: with Redis down they are lost, and the floor bounds the cost.
+                let _ = self.state.invoke::<i64>(&refund).await;
+                continue;
+            }
+            self.refunds.returning.store(false, Ordering::Release);
+            // A refund noted between the swap and the store found the flag still set: take it
+            // over, unless another task already did.
+            if self.refunds.owed.load(Ordering::Acquire) == 0
+                || self.refunds.returning.swap(true, Ordering::AcqRel)
+            {
+                return;
+            }
+        }
+    }
+}
+
+// === impl Reservation ===
+
+impl Reservation<'_> {
+    /// Its turn came: the token is spent.
+    fn used(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.budget.refund();
         }
     }
 }

@@ -11,11 +11,13 @@
 //! and keeps its streams open; only after the upstream has failed for longer than the configured
 //! limit does it end them (UNAVAILABLE). This module never parses JSON nor builds a request: it
 //! calls the OMS operations layer (`oms.rs`). With `--redis-url`, one poller per resource polls
-//! for the whole fleet and the others follow what it publishes (`fleet.rs`).
+//! for the whole fleet and the others follow what it publishes (`fleet.rs`). The hub registers
+//! its own metrics (`metrics.rs`).
 
 pub mod budget;
 pub mod diff;
 mod fleet;
+mod metrics;
 mod push;
 pub mod stream;
 pub mod wire;
@@ -95,7 +97,7 @@ struct HubInner {
     poll_timeout: Duration,
     budget: PollBudget,
     /// The fleet's leases, observations and poll budget, when replicas share Redis.
-    fleet: Option<crate::shared::watch::FleetWatch>,
+    fleet: Option<fleet::FleetWatch>,
     pollers: Mutex<HashMap<WatchKey, Weak<Poller>>>,
     /// Set (under the `pollers` lock) when the gateway shuts down: no poller starts after the
     /// running ones were ended, so no stream can outlive the shutdown.
@@ -207,11 +209,32 @@ impl WatchHub {
         }
     }
 
-    /// The same hub, sharing its pollers with the fleet's replicas through `fleet`. Call it
-    /// before the first clone.
-    pub fn with_fleet(mut self, fleet: Option<crate::shared::watch::FleetWatch>) -> Self {
+    /// The hub of `config`: polling through `oms`, each poll bounded by the upstream's
+    /// per-attempt timeout, sharing its pollers with the fleet through `redis` (when the replicas
+    /// share one), relaxed while webhooks arrive, its metrics registered with `registry`.
+    pub fn assemble(
+        oms: &Oms,
+        config: &crate::config::GatewaySettings,
+        redis: Option<&crate::redis::SharedState>,
+        registry: &mut prometheus_client::registry::Registry,
+    ) -> Self {
+        let hub = Self::new(
+            oms.clone(),
+            config.watch.clone(),
+            config.upstream.request_timeout,
+        )
+        .with_fleet(redis)
+        .with_webhooks(&config.webhooks);
+        hub.register_metrics(registry);
+        hub
+    }
+
+    /// The same hub, sharing its pollers and its poll budget with the fleet's replicas through
+    /// `redis` (when they share one). Call it before the first clone.
+    pub fn with_fleet(mut self, redis: Option<&crate::redis::SharedState>) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.fleet = fleet;
+            let per_second = inner.config.max_polls_per_second;
+            inner.fleet = redis.map(|state| fleet::FleetWatch::new(state.clone(), per_second));
         }
         self
     }

@@ -1,4 +1,4 @@
-//! Pushed hints (OMS webhooks, issue 13): a coalesced immediate re-read of one cash-in, whose
+//! Pushed hints (OMS webhooks): a coalesced immediate re-read of one cash-in, whose
 //! result goes out through the hub's publish path (and, with Redis, to the fleet), and the
 //! cadence switch: while verified webhooks arrive, pollers relax to `--watch-reconcile-interval`
 //! (polling is then the safety net for whatever a webhook misses); once none has arrived for

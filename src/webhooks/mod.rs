@@ -1,4 +1,4 @@
-//! OMS webhooks (issue 13): `POST /webhooks/oms` on the admin listener, on when
+//! OMS webhooks: `POST /webhooks/oms` on the admin listener, on when
 //! `--webhook-secret-file` is given. A delivery is verified ([`verify`]: Standard Webhooks),
 //! deduplicated by `webhook-id` ([`Replays`]: kept for twice the timestamp tolerance, in Redis
 //! with `SET NX PX` when the replicas share it), and read for the one thing the gateway needs:
@@ -9,13 +9,12 @@
 //! a signed body that is not a JSON event; 413 a body over [`BODY_LIMIT`]; 202 a cash-in hint
 //! taken; 200 a `webhook-id` already processed (acted on once); 204 an event the gateway does
 //! not act on. Only ids are logged (the delivery's and the cash-in's), never amounts or codes.
+//! The endpoint registers its own metrics (`metrics.rs`).
 
 mod metrics;
 pub mod verify;
 
-pub use metrics::encode as encode_metrics;
-
-use crate::shared::SharedState;
+use crate::redis::SharedState;
 use crate::watch::WatchHub;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
@@ -68,7 +67,7 @@ impl Replays {
     /// Whether `id` is seen here for the first time (and remember it).
     async fn first(&self, id: &str) -> bool {
         if let Some(shared) = &self.shared {
-            let key = format!("{}webhook:{id}", crate::shared::PREFIX);
+            let key = format!("{}webhook:{id}", crate::redis::PREFIX);
             let mut cmd = redis::cmd("SET");
             cmd.arg(&key)
                 .arg(1)

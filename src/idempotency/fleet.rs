@@ -1,12 +1,12 @@
-//! The fleet's idempotency, in Redis: what makes one key's call go upstream once whichever
-//! replicas receive it. The in-process layer (`idempotency.rs`) still shares a call among this
+//! The fleet's idempotency store, in Redis: what makes one key's call go upstream once whichever
+//! replicas receive it. The layer's in-memory store (`local.rs`) still shares a call among this
 //! replica's callers; its leader comes here before it calls upstream.
 //!
 //! Per (caller, operation, key), hashed into `{h}` (SHA-256, 128 bits; no caller or key in a
 //! key name), under one hash tag so a cluster keeps them on one slot:
 //! - `oms-gateway:idem:{h}:lease` = `<fingerprint hex>:<token>`, `SET NX PX lease-ttl`, renewed
 //!   every third of it while the leader runs;
-//! - `oms-gateway:idem:{h}:done` = `<fingerprint hex>:<outcome>` (see `outcome.rs`), kept for
+//! - `oms-gateway:idem:{h}:done` = `<fingerprint hex>:<outcome>` (see `crate::outcome`), kept for
 //!   the idempotency window, written only for final outcomes;
 //! - channel `oms-gateway:idem:<h>`, published when the leader finishes.
 //!
@@ -17,8 +17,10 @@
 //! told it resumes (OMS replays, or answers 409 while the first request still holds the key).
 //! Redis down: the call goes upstream from this replica, as without Redis.
 
-use super::{PREFIX, SharedState, outcome};
+use super::local::reused;
 use crate::error::{GatewayError, is_final_outcome};
+use crate::outcome;
+use crate::redis::{PREFIX, SharedState};
 use redis::Script;
 use std::future::Future;
 use std::sync::LazyLock;
@@ -99,7 +101,7 @@ fn split(value: &[u8]) -> Option<(u64, &[u8])> {
 
 /// The fleet's idempotency store.
 #[derive(Clone, Debug)]
-pub struct SharedIdempotency {
+pub struct FleetStore {
     state: SharedState,
     window: Duration,
 }
@@ -120,9 +122,9 @@ pub struct Call<'a> {
     pub resumes: bool,
 }
 
-// === impl SharedIdempotency ===
+// === impl FleetStore ===
 
-impl SharedIdempotency {
+impl FleetStore {
     /// Outcomes kept for `window`.
     pub fn new(state: SharedState, window: Duration) -> Self {
         Self { state, window }
@@ -157,7 +159,7 @@ impl SharedIdempotency {
             };
             match parse(claim) {
                 Some(Claim::Done(fp, _)) | Some(Claim::Held(fp)) if fp != call.fingerprint => {
-                    return Err(crate::idempotency::reused(call.key));
+                    return Err(reused(call.key));
                 }
                 Some(Claim::Done(_, bytes)) => match outcome::decode(&bytes) {
                     Some(outcome) => return outcome,
@@ -283,14 +285,4 @@ impl Drop for Release {
             });
         }
     }
-}
-
-/// The idempotency layer's fleet store, when the replicas share Redis.
-pub fn fleet(
-    shared: &Option<SharedState>,
-    settings: &crate::config::IdempotencySettings,
-) -> Option<SharedIdempotency> {
-    shared
-        .clone()
-        .map(|state| SharedIdempotency::new(state, settings.window))
 }

@@ -9,7 +9,7 @@
 //!
 //! What is stored: the fingerprint (64 bits of the SHA-256 of the REST request the call would send), the
 //! outcome, and the time — per entry about the size of one CashIn. Replayed outcomes: only the
-//! final ones ([`is_final_outcome`]): successes, the gateway's own validation refusals, and OMS's
+//! final ones ([`crate::error::is_final_outcome`]): successes, the gateway's own validation refusals, and OMS's
 //! 400, 403, 404 and 422. Everything else (other 4xx, which a load balancer may have sent, 5xx,
 //! timeouts, resets, the gateway's own limits) is not stored, so a retry with the same key goes
 //! upstream again, where OMS's own idempotency makes it safe. Memory is bounded: entries older than the window are
@@ -19,71 +19,27 @@
 //! cancelled call cancels its upstream request), and the callers waiting on it get ABORTED with a
 //! retry hint.
 //!
-//! With `--redis-url`, a leader asks the fleet first (`shared::idempotency`): the same key on
-//! another replica is shared, replayed or refused there too.
+//! The pieces: this module is the layer (what a call does, counted); `local.rs` the in-memory
+//! store of outcomes and flights; `fleet.rs` the fleet's store in Redis, which a leader goes
+//! through when the replicas share Redis (`--redis-url`): the same key on another replica is
+//! shared, replayed or refused there too. `metrics.rs` registers the layer's counts.
 
-use crate::error::{GatewayError, UpstreamError, is_final_outcome};
-use crate::shared::idempotency::{Call, SharedIdempotency};
-use crate::shared::outcome::Stored;
-use std::collections::{HashMap, VecDeque};
+mod fleet;
+mod local;
+mod metrics;
+
+use crate::error::GatewayError;
+use crate::outcome::Stored;
+use fleet::{Call, FleetStore};
+use local::{Decision, EntryKey, Flight, FlightGuard, LocalStore, reused, wait_for};
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// Call metadata key carrying the idempotency key, in requests and responses.
 pub const KEY_METADATA: &str = "idempotency-key";
-
-/// Identifies one logical mutation.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct EntryKey {
-    caller: String,
-    operation: &'static str,
-    key: String,
-}
-
-/// How a shared call ended, as waiters receive it.
-#[derive(Clone)]
-enum Flight<T> {
-    /// The call's outcome, which every waiter gets.
-    Finished(Result<T, GatewayError>),
-    /// The leader stopped before an outcome: its own deadline passed, or it was cancelled. Says
-    /// nothing about the request, so a waiter with time left takes over.
-    GaveUp(GatewayError),
-}
-
-/// The channel value of a flight: `None` while it runs.
-type Shared<T> = Option<Flight<T>>;
-
-enum Decision<T> {
-    Replay(Result<T, GatewayError>),
-    Join(watch::Receiver<Shared<T>>),
-    Conflict,
-    Lead(watch::Sender<Shared<T>>, u64),
-}
-
-enum Entry<T> {
-    InFlight {
-        fingerprint: u64,
-        done: watch::Receiver<Shared<T>>,
-        /// Distinguishes this flight from a later one under the same key.
-        flight: u64,
-    },
-    Done {
-        fingerprint: u64,
-        outcome: Result<T, GatewayError>,
-        at: Instant,
-    },
-}
-
-struct State<T> {
-    entries: HashMap<EntryKey, Entry<T>>,
-    /// Completion order, for eviction (may hold keys already replaced or removed).
-    order: VecDeque<(Instant, EntryKey)>,
-    next_flight: u64,
-}
 
 /// How the layer answered calls (atomics: counting takes no lock on the call path).
 #[derive(Debug, Default)]
@@ -104,42 +60,30 @@ impl Counters {
     }
 }
 
-/// How many calls the layer answered each way, since start.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counts {
-    /// Went upstream.
-    pub led: u64,
-    /// Joined a call in flight.
-    pub shared: u64,
-    /// Answered from a stored outcome.
-    pub replayed: u64,
-    /// Refused: the key was used with another request.
-    pub key_reused: u64,
+/// Where a leader settles its call with the other replicas: alone (no Redis), or through the
+/// fleet's store, which may replay, refuse or wait for another replica instead of calling
+/// upstream. Either way the leader gets the call's outcome, so the layer does not know which.
+#[derive(Debug)]
+enum Settle {
+    Alone,
+    Fleet(FleetStore),
 }
 
 /// The idempotency layer for outcomes of type `T`.
 pub struct IdempotencyLayer<T> {
-    state: Mutex<State<T>>,
-    counters: Counters,
+    local: LocalStore<T>,
+    counters: Arc<Counters>,
+    settle: Settle,
     window: Duration,
-    max_entries: usize,
-    /// The fleet's store in Redis, when replicas share one.
-    fleet: Option<SharedIdempotency>,
 }
 
 impl<T> std::fmt::Debug for IdempotencyLayer<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IdempotencyLayer")
             .field("window", &self.window)
-            .field("max_entries", &self.max_entries)
+            .field("settle", &self.settle)
             .finish_non_exhaustive()
     }
-}
-
-pub(crate) fn reused(key: &str) -> GatewayError {
-    GatewayError::KeyReused(format!(
-        "idempotency key {key:?} was already used with a different request; use a new key for a new request"
-    ))
 }
 
 // === impl IdempotencyLayer ===
@@ -148,33 +92,21 @@ impl<T: Clone + Send + Sync + 'static> IdempotencyLayer<T> {
     /// A layer remembering outcomes for `window`, at most `max_entries` of them.
     pub fn new(window: Duration, max_entries: usize) -> Self {
         Self {
-            state: Mutex::new(State {
-                entries: HashMap::new(),
-                order: VecDeque::new(),
-                next_flight: 0,
-            }),
-            counters: Counters::default(),
+            local: LocalStore::new(window, max_entries),
+            counters: Arc::default(),
+            settle: Settle::Alone,
             window,
-            max_entries: max_entries.max(1),
-            fleet: None,
         }
     }
 
-    /// The same layer, asking the fleet's store before going upstream.
-    pub fn with_fleet(mut self, fleet: Option<SharedIdempotency>) -> Self {
-        self.fleet = fleet;
+    /// The same layer, asking the fleet's store in `redis` (when the replicas share one) before
+    /// going upstream; outcomes are kept there for the same window.
+    pub fn with_fleet(mut self, redis: Option<&crate::redis::SharedState>) -> Self {
+        self.settle = match redis {
+            Some(state) => Settle::Fleet(FleetStore::new(state.clone(), self.window)),
+            None => Settle::Alone,
+        };
         self
-    }
-
-    /// How the layer has answered calls so far (for the metrics).
-    pub fn counts(&self) -> Counts {
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        Counts {
-            led: load(&self.counters.led),
-            shared: load(&self.counters.joined),
-            replayed: load(&self.counters.replayed),
-            key_reused: load(&self.counters.conflicts),
-        }
     }
 
     /// (calls that led, calls that joined or were replayed), for the unit tests.
@@ -206,13 +138,9 @@ impl<T: Clone + Send + Sync + 'static> IdempotencyLayer<T> {
         Fut: Future<Output = Result<T, GatewayError>>,
     {
         let mut resumes = false;
-        let entry_key = EntryKey {
-            caller: caller.to_owned(),
-            operation,
-            key: key.to_owned(),
-        };
+        let entry_key = EntryKey::new(caller, operation, key);
         let (sender, flight) = loop {
-            match self.decide(&entry_key, fingerprint) {
+            match self.local.decide(&entry_key, fingerprint) {
                 Decision::Replay(outcome) => {
                     Counters::add(&self.counters.replayed);
                     tracing::debug!(operation, key, "replaying a stored outcome");
@@ -242,14 +170,9 @@ impl<T: Clone + Send + Sync + 'static> IdempotencyLayer<T> {
         };
         Counters::add(&self.counters.led);
         // If this future is dropped mid-call, the guard clears the entry and tells waiters.
-        let mut guard = FlightGuard {
-            layer: self,
-            key: Some(entry_key),
-            flight,
-            sender,
-        };
-        let outcome = match &self.fleet {
-            Some(fleet) => {
+        let mut guard = FlightGuard::new(&self.local, entry_key, flight, sender);
+        let outcome = match &self.settle {
+            Settle::Fleet(fleet) => {
                 let shared = Call {
                     caller,
                     operation,
@@ -260,160 +183,10 @@ impl<T: Clone + Send + Sync + 'static> IdempotencyLayer<T> {
                 };
                 fleet.run(shared, call).await
             }
-            None => call(resumes).await,
+            Settle::Alone => call(resumes).await,
         };
         guard.finish(outcome.clone(), fingerprint);
         outcome
-    }
-
-    /// What to do with a call under `entry_key`: replay, refuse, join the flight in progress, or
-    /// lead a new one (registered here, under the same lock as the decision).
-    fn decide(&self, entry_key: &EntryKey, fingerprint: u64) -> Decision<T> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        self.evict(&mut state, now);
-        match state.entries.get(entry_key) {
-            Some(Entry::Done {
-                fingerprint: fp,
-                outcome,
-                at,
-            }) if now.duration_since(*at) < self.window => {
-                if *fp == fingerprint {
-                    Decision::Replay(outcome.clone())
-                } else {
-                    Decision::Conflict
-                }
-            }
-            Some(Entry::InFlight {
-                fingerprint: fp,
-                done,
-                ..
-            }) => {
-                if *fp == fingerprint {
-                    Decision::Join(done.clone())
-                } else {
-                    Decision::Conflict
-                }
-            }
-            _ => {
-                let (sender, receiver) = watch::channel(None);
-                state.next_flight += 1;
-                let flight = state.next_flight;
-                state.entries.insert(
-                    entry_key.clone(),
-                    Entry::InFlight {
-                        fingerprint,
-                        done: receiver,
-                        flight,
-                    },
-                );
-                Decision::Lead(sender, flight)
-            }
-        }
-    }
-
-    fn evict(&self, state: &mut State<T>, now: Instant) {
-        while let Some((at, key)) = state.order.front() {
-            let expired = now.duration_since(*at) >= self.window;
-            let over = state.order.len() > self.max_entries;
-            if !expired && !over {
-                break;
-            }
-            let at = *at;
-            let key = key.clone();
-            state.order.pop_front();
-            if matches!(state.entries.get(&key), Some(Entry::Done { at: done_at, .. }) if *done_at == at)
-            {
-                state.entries.remove(&key);
-            }
-        }
-    }
-}
-
-async fn wait_for<T: Clone>(mut done: watch::Receiver<Shared<T>>, deadline: Instant) -> Flight<T> {
-    let wait = done.wait_for(Option::is_some);
-    match tokio::time::timeout_at(deadline, wait).await {
-        Ok(Ok(flight)) => flight
-            .clone()
-            .unwrap_or_else(|| Flight::GaveUp(leader_gone())),
-        Ok(Err(_)) => Flight::GaveUp(leader_gone()),
-        Err(_) => Flight::Finished(Err(GatewayError::DeadlineExceeded(
-            "the deadline passed while waiting for a concurrent call with the same idempotency key"
-                .into(),
-        ))),
-    }
-}
-
-/// Whether `outcome` is the leader giving up at its own deadline, rather than an answer.
-fn gave_up<T>(outcome: &Result<T, GatewayError>) -> bool {
-    matches!(
-        outcome,
-        Err(GatewayError::DeadlineExceeded(_))
-            | Err(GatewayError::Upstream {
-                source: UpstreamError::DeadlineExceeded,
-                ..
-            })
-    )
-}
-
-fn leader_gone() -> GatewayError {
-    GatewayError::Aborted(
-        "a concurrent call with the same idempotency key was cancelled before it finished; retry with the same key".into(),
-    )
-}
-
-/// Owns an in-flight entry until its outcome is recorded or the call is dropped.
-struct FlightGuard<'a, T: Clone + Send + Sync + 'static> {
-    layer: &'a IdempotencyLayer<T>,
-    key: Option<EntryKey>,
-    flight: u64,
-    sender: watch::Sender<Shared<T>>,
-}
-
-impl<T: Clone + Send + Sync + 'static> FlightGuard<'_, T> {
-    fn finish(&mut self, outcome: Result<T, GatewayError>, fingerprint: u64) {
-        let Some(key) = self.key.take() else { return };
-        let mut state = self.layer.state.lock().unwrap_or_else(|e| e.into_inner());
-        let ours = matches!(state.entries.get(&key), Some(Entry::InFlight { flight, .. }) if *flight == self.flight);
-        if ours {
-            if is_final_outcome(&outcome) {
-                let at = Instant::now();
-                state.entries.insert(
-                    key.clone(),
-                    Entry::Done {
-                        fingerprint,
-                        outcome: outcome.clone(),
-                        at,
-                    },
-                );
-                state.order.push_back((at, key));
-                self.layer.evict(&mut state, at);
-            } else {
-                state.entries.remove(&key);
-            }
-        }
-        drop(state);
-        let flight = if gave_up(&outcome) {
-            Flight::GaveUp(outcome.err().unwrap_or_else(leader_gone))
-        } else {
-            Flight::Finished(outcome)
-        };
-        self.sender.send_replace(Some(flight));
-    }
-}
-
-impl<T: Clone + Send + Sync + 'static> Drop for FlightGuard<'_, T> {
-    fn drop(&mut self) {
-        if let Some(key) = self.key.take() {
-            let mut state = self.layer.state.lock().unwrap_or_else(|e| e.into_inner());
-            if matches!(state.entries.get(&key), Some(Entry::InFlight { flight, .. }) if *flight == self.flight)
-            {
-                state.entries.remove(&key);
-            }
-            drop(state);
-            self.sender
-                .send_replace(Some(Flight::GaveUp(leader_gone())));
-        }
     }
 }
 
@@ -531,7 +304,7 @@ mod tests {
                 .await
                 .unwrap();
         }
-        assert!(layer.state.lock().unwrap().entries.len() <= 3);
+        assert!(layer.local.len() <= 3);
         tokio::time::sleep(Duration::from_millis(120)).await;
         // Expired: the call runs again.
         assert_eq!(

@@ -1,18 +1,14 @@
-//! State shared by the replicas of a fleet, in Redis (`--redis-url`): the handle every shared
-//! piece goes through ([`SharedState`]), which knows whether Redis is reachable right now.
+//! The Redis connection the replicas of a fleet share (`--redis-url`): one Redis or a Redis
+//! Cluster, every command bounded by `--redis-timeout`, the key prefix, pub/sub wake-ups, and
+//! whether Redis is reachable right now ([`SharedState`]).
 //!
-//! Shared: idempotency leases, fingerprints and outcomes ([`idempotency`]), one poller lease per
-//! watched resource and its latest observation ([`watch`]), and the fleet-wide poll budget
-//! ([`budget`]). Every Redis command is bounded by `--redis-timeout`; the first failure marks
-//! Redis down (one warning, counted) and every caller falls back to this replica's own state
-//! until a background PING succeeds again (one info line). So Redis failures cost sharing, never
-//! a call or a stream. Pub/sub carries only wake-ups (the state itself is read from keys), so a
-//! lost message delays a waiter by one bounded poll, and nothing else. Knows no gRPC and no HTTP.
-
-pub mod budget;
-pub mod idempotency;
-pub mod outcome;
-pub mod watch;
+//! The first failed command marks Redis down (one warning, counted) and every caller falls back
+//! to its replica's own state until a background PING succeeds again (one info line). So Redis
+//! failures cost sharing, never a call or a stream. Pub/sub carries only wake-ups (the state
+//! itself is read from keys), so a lost message delays a waiter by one bounded poll, and nothing
+//! else. A leaf: the features that share state through it (idempotency, the watch hub's pollers
+//! and poll budget, webhook ids) own their keys and scripts; this knows none of them, and no
+//! gRPC and no HTTP.
 
 use crate::config::RedisSettings;
 use futures_util::StreamExt;

@@ -1,0 +1,62 @@
+//! The watch hub's metrics, read at scrape time from what the hub keeps: open streams, running
+//! pollers, polls made, and the poll cadence (whether webhooks relax it, and both intervals).
+
+use super::WatchHub;
+use crate::metrics::scrape;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::registry::Registry;
+
+/// Reads the hub at each scrape.
+#[derive(Debug)]
+struct HubMetrics(WatchHub);
+
+impl WatchHub {
+    /// Registers the hub's metrics with `registry`.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        registry.register_collector(Box::new(HubMetrics(self.clone())));
+    }
+}
+
+impl Collector for HubMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> scrape::Encoded {
+        let hub = &self.0;
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        scrape::gauge(
+            &mut encoder,
+            "oms_gateway_watch_streams",
+            "Open watch streams.",
+            gauge(hub.streams()),
+        )?;
+        scrape::gauge(
+            &mut encoder,
+            "oms_gateway_watch_pollers",
+            "Running pollers (one per watched cash-in or customer, shared by its streams).",
+            gauge(hub.watched()),
+        )?;
+        scrape::counter(
+            &mut encoder,
+            "oms_gateway_watch_polls",
+            "Polls of OMS made by the watch pollers.",
+            hub.polls(),
+        )?;
+        scrape::gauge(
+            &mut encoder,
+            "oms_gateway_watch_reconciling",
+            "1 while verified OMS webhooks arrive and pollers use --watch-reconcile-interval, else 0.",
+            i64::from(hub.reconciling()),
+        )?;
+        scrape::seconds(
+            &mut encoder,
+            "oms_gateway_watch_poll_interval_seconds",
+            "The interval watch pollers use now (--watch-poll-interval, or --watch-reconcile-interval while webhooks arrive).",
+            hub.poll_interval(),
+        )?;
+        scrape::seconds(
+            &mut encoder,
+            "oms_gateway_watch_reconcile_interval_seconds",
+            "--watch-reconcile-interval: the poll interval while webhooks arrive.",
+            hub.reconcile_interval(),
+        )
+    }
+}
