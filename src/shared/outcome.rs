@@ -1,6 +1,6 @@
 //! Outcomes as bytes, for Redis: a success as its prost encoding, a final error as a small JSON
 //! form that gives back the same `GatewayError` (so the same code, message and details), the
-//! REST operation name made `&'static` again through `upstream::ops::named`.
+//! REST operation name made `&'static` again through `oms_rest::ops::named`.
 //!
 //! Only final outcomes (`is_final_outcome`: success, the gateway's INVALID_ARGUMENT, OMS's 400,
 //! 403, 404 and 422) are ever stored, so only those have a form here; anything else encodes to
@@ -10,7 +10,7 @@ use crate::error::{
     FieldViolation, GatewayError, HttpFailure, MAX_LISTED_VIOLATIONS, ResourceRef, UpstreamError,
 };
 use crate::proto::v1 as pb;
-use crate::upstream::ops;
+use oms_rest::ops;
 use prost::Message;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
