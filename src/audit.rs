@@ -30,13 +30,12 @@ pub async fn recording_request_id<F: std::future::Future>(call: F) -> (F::Output
         .await
 }
 
-/// Called by the upstream client on a 2xx answer: notes its `x-request-id` for the audit line of
-/// the call in progress, if one is recording.
-pub fn note_upstream_request_id(headers: &http::HeaderMap) {
-    if let Some(id) = headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
-        let id: String = id.chars().take(128).collect();
-        let _ = UPSTREAM_REQUEST_ID.try_with(|current| *current.borrow_mut() = Some(id));
-    }
+/// Called for the REST client on a 2xx answer: notes its `x-request-id` (as the client gives it:
+/// credentials cut out, at most 128 characters) for the audit line of the call in progress, if
+/// one is recording.
+pub fn note_upstream_request_id(id: &str) {
+    let id: String = id.chars().take(128).collect();
+    let _ = UPSTREAM_REQUEST_ID.try_with(|current| *current.borrow_mut() = Some(id));
 }
 
 /// The log target of audit lines.

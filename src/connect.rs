@@ -11,7 +11,7 @@ use crate::config::{GatewaySettings, Secret, UpstreamTarget};
 use crate::metrics::Metrics;
 use crate::security::reload;
 use crate::start::StartError;
-use crate::upstream::{OmsClient, auth::Credentials};
+use oms_rest::{OmsClient, auth::Credentials};
 use oms_sandbox::{self as sandbox, SandboxHandle, SandboxSettings};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,13 +26,8 @@ pub(crate) async fn connect_upstream(
     reloaders: &mut Vec<JoinHandle<()>>,
 ) -> Result<(Option<SandboxHandle>, String, OmsClient), StartError> {
     let (sandbox, base_url, credentials) = resolve_upstream(config).await?;
-    let client = OmsClient::new(
-        &base_url,
-        credentials,
-        config.upstream.clone(),
-        metrics.clone(),
-    )
-    .map_err(StartError::Config)?;
+    let client = crate::upstream::client(&base_url, credentials, &config.upstream, metrics)
+        .map_err(StartError::Config)?;
     if sandbox.is_none() {
         follow_credential_files(config, &client, reloaders);
     }
@@ -48,14 +43,7 @@ async fn resolve_upstream(
             base_url,
             api_key,
             api_secret,
-        } => Ok((
-            None,
-            base_url,
-            Credentials {
-                api_key,
-                api_secret,
-            },
-        )),
+        } => Ok((None, base_url, credentials(api_key, &api_secret))),
         UpstreamTarget::Sandbox => {
             // At every start: a deployment that meant OMS sees at once that it is not.
             tracing::warn!(
@@ -73,7 +61,7 @@ async fn resolve_upstream(
                 })?;
             let credentials = Credentials {
                 api_key: sandbox_config.api_key.clone(),
-                api_secret: Secret::new(sandbox_config.api_secret),
+                api_secret: oms_rest::Secret::new(sandbox_config.api_secret),
             };
             let base_url = handle.base_url();
             Ok((Some(handle), base_url, credentials))
@@ -99,13 +87,20 @@ fn follow_credential_files(
         config.security.reload_interval,
         move |_| {
             let (api_key, api_secret) = gateway_config.api_credentials()?;
-            client.token_source().set_credentials(Credentials {
-                api_key,
-                api_secret,
-            });
+            client
+                .token_source()
+                .set_credentials(credentials(api_key, &api_secret));
             Ok(())
         },
     ));
+}
+
+/// The REST client's credentials from the configured key and secret.
+fn credentials(api_key: String, api_secret: &Secret) -> Credentials {
+    Credentials {
+        api_key,
+        api_secret: oms_rest::Secret::new(api_secret.expose()),
+    }
 }
 
 /// The embedded sandbox: loopback, an ephemeral port, a random secret only this process knows.

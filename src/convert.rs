@@ -7,7 +7,7 @@
 //! Proto → upstream: the create request is encoded as the guide's request example does.
 
 use crate::proto::v1 as pb;
-use crate::upstream::model::{
+use oms_rest::model::{
     self, CashInDto, CashLocationDto, CreateCashBody, CreateCashInBody, CreateDestinationBody,
     CreateSourceBody, CreateWalletBody, DeveloperFeeBody,
 };

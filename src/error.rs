@@ -1,9 +1,10 @@
 //! The gateway's errors, one type per layer, and the single place they become a `tonic::Status`.
 //!
 //! [`UpstreamError`] is what the REST client reports (an HTTP status with OMS's message, or a
-//! transport fault); [`GatewayError`] is what a service handler returns (a validation failure,
-//! an upstream error with the operation that hit it, or an internal fault). `impl From<GatewayError>
-//! for Status` is the one boundary: it decides the gRPC code, the `ErrorInfo` (exactly one), the
+//! transport fault; the `oms-rest` crate owns the type, and its gRPC code is decided here);
+//! [`GatewayError`] is what a service handler returns (a validation failure, an upstream error
+//! with the operation that hit it, or an internal fault). `impl From<GatewayError> for Status`
+//! is the one boundary: it decides the gRPC code, the `ErrorInfo` (exactly one), the
 //! retry hint and the log level, following the error table in `../shared/GUIDE.md` and README.md.
 //! No variant carries a secret, so no status, log line or Debug print can show one. Every
 //! status is bounded there too (`bound`): at most [`MAX_LISTED_VIOLATIONS`] violations listed
@@ -12,6 +13,7 @@
 mod bound;
 
 pub use bound::{MAX_LISTED_VIOLATIONS, MAX_STATUS_BYTES};
+pub use oms_rest::{HttpFailure, UpstreamError, UpstreamFailure};
 
 use bound::Details;
 use std::{collections::HashMap, time::Duration};
@@ -25,133 +27,6 @@ pub const GATEWAY_DOMAIN: &str = "oms-gateway";
 
 /// The retry hint given when the upstream gave none.
 const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(1);
-
-/// What went wrong talking to OMS.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum UpstreamError {
-    /// OMS answered with a non-2xx status.
-    #[error("OMS answered HTTP {}: {}", .0.status, .0.message)]
-    Http(Box<HttpFailure>),
-    /// No connection could be made (refused, DNS, TLS handshake, connect timeout).
-    #[error("cannot connect to OMS: {0}")]
-    Connect(String),
-    /// The connection failed after the request was sent and before a response arrived.
-    #[error("the connection to OMS failed before it answered: {0}")]
-    Transport(String),
-    /// One attempt took longer than the per-attempt timeout.
-    #[error("OMS did not answer within {0:?}")]
-    Timeout(Duration),
-    /// The caller's deadline passed before the exchange finished.
-    #[error("the call's deadline passed before OMS answered")]
-    DeadlineExceeded,
-    /// OMS rejected the gateway's own credentials, even after a fresh token exchange.
-    #[error("OMS rejected the gateway's API credentials ({message})")]
-    AuthFailed {
-        /// OMS's message.
-        message: String,
-        /// OMS's request id, when it sent one.
-        request_id: Option<String>,
-    },
-    /// The circuit breaker is open: OMS has been failing, so the call was not sent.
-    #[error(
-        "OMS has been failing persistently; the gateway is not sending calls for the next {0:?}"
-    )]
-    CircuitOpen(Duration),
-    /// A 2xx answer that does not decode into the documented shape.
-    #[error("OMS sent a response the gateway cannot decode: {0}")]
-    BadResponse(String),
-}
-
-/// An upstream call that failed: which REST operation, and what went wrong.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{operation}: {error}")]
-pub struct UpstreamFailure {
-    /// The REST operation, e.g. `POST /cash-ins` (see `upstream::ops`).
-    pub operation: &'static str,
-    /// What went wrong.
-    pub error: UpstreamError,
-}
-
-/// A non-2xx answer from OMS, with what it said.
-#[derive(Debug, Clone, Default)]
-pub struct HttpFailure {
-    /// The HTTP status.
-    pub status: u16,
-    /// OMS's human-readable message (or a default for the status when it sent none).
-    pub message: String,
-    /// OMS's machine-readable error code, when it sent one (e.g. `invalid_state`).
-    pub code: Option<String>,
-    /// OMS's request id (`x-request-id` header or `requestId` in the body).
-    pub request_id: Option<String>,
-    /// `Retry-After`, when sent.
-    pub retry_after: Option<Duration>,
-    /// Per-field problems OMS reported: (REST field path, message).
-    pub field_errors: Vec<(String, String)>,
-}
-
-// === impl UpstreamError ===
-
-impl UpstreamError {
-    /// The gRPC code this failure is reported with (the error table).
-    pub fn code(&self) -> Code {
-        match self {
-            Self::Http(failure) => code_for_http(failure.status),
-            Self::Connect(_) | Self::Transport(_) | Self::CircuitOpen(_) => Code::Unavailable,
-            Self::Timeout(_) | Self::DeadlineExceeded => Code::DeadlineExceeded,
-            Self::AuthFailed { .. } | Self::BadResponse(_) => Code::Internal,
-        }
-    }
-
-    /// Whether another attempt of the same request (with the same idempotency key) may succeed.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            Self::Http(failure) => is_transient_http(failure.status),
-            Self::Connect(_) | Self::Transport(_) | Self::Timeout(_) => true,
-            Self::DeadlineExceeded
-            | Self::AuthFailed { .. }
-            | Self::BadResponse(_)
-            | Self::CircuitOpen(_) => false,
-        }
-    }
-
-    /// Whether the failure says OMS is unwell (no answer, a 5xx, a 429): what the circuit
-    /// breaker counts. A 4xx, a bad answer or the caller's own deadline say nothing of the kind.
-    pub fn is_outage(&self) -> bool {
-        match self {
-            Self::Http(failure) => failure.status >= 500 || failure.status == 429,
-            Self::Connect(_) | Self::Transport(_) | Self::Timeout(_) => true,
-            Self::DeadlineExceeded
-            | Self::AuthFailed { .. }
-            | Self::BadResponse(_)
-            | Self::CircuitOpen(_) => false,
-        }
-    }
-
-    /// The HTTP status OMS answered, if it answered.
-    pub fn http_status(&self) -> Option<u16> {
-        match self {
-            Self::Http(failure) => Some(failure.status),
-            _ => None,
-        }
-    }
-
-    /// The `Retry-After` OMS sent (or the breaker's remaining cool-down), if any.
-    pub fn retry_after(&self) -> Option<Duration> {
-        match self {
-            Self::Http(failure) => failure.retry_after,
-            Self::CircuitOpen(wait) => Some(*wait),
-            _ => None,
-        }
-    }
-}
-
-/// HTTP statuses that say nothing final about the request: rate limits, gateways and timeouts in
-/// front of OMS (408 Request Timeout, 425 Too Early, 499 Client Closed Request from a load
-/// balancer), and 421 Misdirected Request (retried on a new connection). The same request with
-/// the same key may succeed, so they are retried, reported as retryable and never stored.
-fn is_transient_http(status: u16) -> bool {
-    matches!(status, 408 | 421 | 425 | 429 | 499 | 502 | 503 | 504)
-}
 
 /// Whether an outcome is OMS's (or the gateway's own validation's) final word on the request,
 /// so the same key with the same request must get it again rather than go upstream: successes,
@@ -270,7 +145,7 @@ impl GatewayError {
     pub fn code(&self) -> Code {
         match self {
             Self::Invalid { .. } => Code::InvalidArgument,
-            Self::Upstream { source, .. } => source.code(),
+            Self::Upstream { source, .. } => upstream_code(source),
             Self::Precondition(_) | Self::KeyReused(_) => Code::FailedPrecondition,
             Self::Aborted(_) => Code::Aborted,
             Self::DeadlineExceeded(_) => Code::DeadlineExceeded,
@@ -385,6 +260,18 @@ fn default_reason(status: u16) -> &'static str {
         502 | 503 => "UPSTREAM_UNAVAILABLE",
         504 => "UPSTREAM_TIMEOUT",
         _ => "UPSTREAM_ERROR",
+    }
+}
+
+/// The gRPC code an upstream failure is reported with (the error table).
+fn upstream_code(error: &UpstreamError) -> Code {
+    match error {
+        UpstreamError::Http(failure) => code_for_http(failure.status),
+        UpstreamError::Connect(_) | UpstreamError::Transport(_) | UpstreamError::CircuitOpen(_) => {
+            Code::Unavailable
+        }
+        UpstreamError::Timeout(_) | UpstreamError::DeadlineExceeded => Code::DeadlineExceeded,
+        UpstreamError::AuthFailed { .. } | UpstreamError::BadResponse(_) => Code::Internal,
     }
 }
 
@@ -601,7 +488,7 @@ mod tests {
 
     fn http(status: u16) -> GatewayError {
         GatewayError::Upstream {
-            operation: crate::upstream::ops::GET_CASH_IN,
+            operation: oms_rest::ops::GET_CASH_IN,
             resource: Some(ResourceRef {
                 kind: "polygon.oms.v1.CashIn",
                 name: "ci_1".into(),
@@ -672,7 +559,7 @@ mod replay_decision {
 
     fn upstream(source: UpstreamError) -> Result<(), GatewayError> {
         Err(GatewayError::Upstream {
-            operation: crate::upstream::ops::CREATE_CASH_IN,
+            operation: oms_rest::ops::CREATE_CASH_IN,
             resource: None,
             source,
         })

@@ -47,8 +47,8 @@ pub use telemetry::otlp;
 pub mod fuzzing {
     pub use crate::error::{MAX_LISTED_VIOLATIONS, MAX_STATUS_BYTES};
     pub use crate::limits::MAX_REQUEST_MESSAGE_BYTES;
-    pub use crate::upstream::model::{CashInDto, CashInPageDto, CashLocationListDto};
     pub use crate::validate::Violations;
+    pub use oms_rest::model::{CashInDto, CashInPageDto, CashLocationListDto};
 
     /// Caller identities from mesh headers.
     pub mod security {
@@ -78,7 +78,7 @@ pub mod fuzzing {
         /// The status of GetCashIn on `id` when OMS gives `answer`.
         pub fn of_upstream(id: &str, answer: Answer) -> tonic::Status {
             GatewayError::Upstream {
-                operation: crate::upstream::ops::GET_CASH_IN,
+                operation: oms_rest::ops::GET_CASH_IN,
                 resource: Some(ResourceRef::cash_in(id)),
                 source: UpstreamError::Http(Box::new(HttpFailure {
                     status: answer.status,
@@ -96,7 +96,7 @@ pub mod fuzzing {
         /// `text` wherever that error carries text.
         pub fn of_own(kind: u8, text: String) -> tonic::Status {
             let upstream = |source| GatewayError::Upstream {
-                operation: crate::upstream::ops::CREATE_CASH_IN,
+                operation: oms_rest::ops::CREATE_CASH_IN,
                 resource: None,
                 source,
             };

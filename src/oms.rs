@@ -3,7 +3,7 @@
 //! [`OmsClient`] (HTTP, token, retries, deadline) and [`convert`] (REST ⇄ proto).
 //!
 //! Both `service/*` and `watch/*` use it, so neither imports the other, and neither builds a REST
-//! request or names a REST operation: the operation names live in `upstream::ops`, and every
+//! request or names a REST operation: the operation names live in `oms_rest::ops`, and every
 //! upstream failure carries its own. This layer knows nothing of gRPC metadata or callers: the
 //! idempotency key a write sends is decided before it is called.
 
@@ -11,13 +11,11 @@ use crate::convert;
 use crate::digest;
 use crate::error::{GatewayError, ResourceRef};
 use crate::proto::v1 as pb;
-use crate::upstream::model::{
-    AuthCommitBody, BarcodeAuthBody, CashInDto, CreateCashInBody, FailBody,
-};
-use crate::upstream::{ListCashInsQuery, ListCashLocationsQuery, OmsClient, ops};
+use oms_rest::model::{AuthCommitBody, BarcodeAuthBody, CashInDto, CreateCashInBody, FailBody};
+use oms_rest::{ListCashInsQuery, ListCashLocationsQuery, OmsClient, ops};
 use tokio::time::Instant;
 
-pub use crate::upstream::WriteKey;
+pub use oms_rest::WriteKey;
 
 /// The longest `nextCursor` of OMS's that is sent back (by a poller, or in a page token), in
 /// bytes: OMS's cursors are cash-in ids, of a few dozen; this leaves room for opaque ones. A
@@ -99,7 +97,7 @@ impl Oms {
 
     /// Registers the state of the client's circuit breaker with `registry`, read at each scrape.
     pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
-        use crate::upstream::breaker::CircuitState;
+        use oms_rest::breaker::CircuitState;
         let circuit = self.client.circuit();
         registry.register_collector(Box::new(crate::metrics::scrape::GaugeFn::new(
             "oms_upstream_circuit_state",

@@ -1,14 +1,18 @@
 //! Outcomes as bytes, for what the replicas share in Redis: idempotency's stored outcomes and the
 //! watch pollers' observations. A success is its prost encoding, a final error a small JSON form
 //! that gives back the same `GatewayError` (so the same code, message and details), the REST
-//! operation name made `&'static` again through `upstream::ops::named`. A leaf under both
+//! operation name made `&'static` again through `oms_rest::ops::named`. A leaf under both
 //! features, so neither imports the other for it.
+//!
+//! Only final outcomes (`is_final_outcome`: success, the gateway's INVALID_ARGUMENT, OMS's 400,
+//! 403, 404 and 422) are ever stored, so only those have a form here; anything else encodes to
+//! `None`. Layout: one tag byte (`o` success, `e` error), then the body.
 
 use crate::error::{
     FieldViolation, GatewayError, HttpFailure, MAX_LISTED_VIOLATIONS, ResourceRef, UpstreamError,
 };
 use crate::proto::v1 as pb;
-use crate::upstream::ops;
+use oms_rest::ops;
 use prost::Message;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;

@@ -22,11 +22,11 @@ use crate::service::{cash_in::CashIns, cash_location::CashLocations, sandbox::Sa
 pub use crate::start::StartError;
 use crate::start::bind;
 use crate::telemetry::TraceContextLayer;
-use crate::upstream::breaker::CircuitState;
-use crate::upstream::{OmsClient, UpstreamHealth};
 use crate::watch::WatchHub;
 use crate::{coalesce, connect, health_port, idempotency::IdempotencyLayer};
 use crate::{limits::LoadShedLayer, runtime::BusyPollLayer};
+use oms_rest::breaker::CircuitState;
+use oms_rest::{OmsClient, UpstreamHealth};
 use oms_sandbox::SandboxHandle;
 use prometheus_client::registry::Registry;
 use std::sync::Arc;

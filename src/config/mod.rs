@@ -7,7 +7,6 @@
 mod admin;
 mod file;
 mod ranges;
-pub mod redact;
 mod redis;
 mod runtime;
 mod sandbox;
@@ -17,6 +16,9 @@ mod webhooks;
 
 pub use admin::{AdminListen, AdminSettings};
 pub use file::{ConfigFileArgs, EffectiveConfig, LoadError, LoadedCli};
+/// URLs with their credentials masked, for `--print-config` and log lines: the REST client's own
+/// grammar (it shows its base URL the same way).
+pub use oms_rest::redact;
 pub use redis::RedisSettings;
 pub use runtime::{MAX_BUSY_POLL, RuntimeSettings};
 pub use sandbox::{EmbeddedSandboxSettings, SandboxCommandSettings, SpellingArg};
@@ -441,6 +443,27 @@ pub struct UpstreamSettings {
 impl Default for UpstreamSettings {
     fn default() -> Self {
         flag_defaults()
+    }
+}
+
+// === impl UpstreamSettings ===
+
+impl UpstreamSettings {
+    /// The REST client's settings (all of these but `--default-deadline`, which the services
+    /// apply).
+    pub fn client(&self) -> oms_rest::Settings {
+        oms_rest::Settings {
+            connect_timeout: self.connect_timeout,
+            request_timeout: self.request_timeout,
+            pool_idle_timeout: self.pool_idle_timeout,
+            ca_file: self.ca_file.clone(),
+            max_attempts: self.max_attempts,
+            retry_budget_ratio: self.retry_budget_ratio,
+            retry_budget_floor: self.retry_budget_floor,
+            breaker_threshold: self.breaker_threshold,
+            breaker_cooldown: self.breaker_cooldown,
+            breaker_max_cooldown: self.breaker_max_cooldown,
+        }
     }
 }
 

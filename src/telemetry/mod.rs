@@ -17,6 +17,7 @@
 pub mod otlp;
 mod traceparent;
 
+use oms_rest::TraceHeaders;
 use std::cell::{Cell, RefCell};
 use std::task::{Context, Poll};
 use tokio::task::futures::TaskLocalFuture;
@@ -70,16 +71,6 @@ impl CallTrace {
     }
 }
 
-/// The headers an upstream attempt sends: `traceparent`, and `tracestate` when the caller sent
-/// one.
-#[derive(Debug)]
-pub struct Outgoing {
-    /// The `traceparent` value: the call's trace, the attempt's span id.
-    pub traceparent: String,
-    /// The caller's `tracestate`, unchanged.
-    pub tracestate: Option<String>,
-}
-
 /// The gRPC method of the call in progress (empty outside one), for [`rpc_span!`].
 pub fn method() -> String {
     CALL.try_with(|call| call.method.clone())
@@ -103,9 +94,10 @@ pub fn adopt(span: tracing::Span) -> tracing::Span {
     span
 }
 
-/// The trace headers of an upstream attempt whose span is `attempt` (made by the caller, inside
-/// the RPC span). Records the attempt's span id on it.
-pub fn outgoing(attempt: &tracing::Span) -> Outgoing {
+/// The trace headers of an upstream attempt whose span is `attempt` (made by the REST client,
+/// inside the RPC span): `traceparent`, and `tracestate` when the caller sent one. Records the
+/// attempt's trace and span ids on it.
+pub fn outgoing(attempt: &tracing::Span) -> TraceHeaders {
     let (trace_id, flags, tracestate) = CALL
         .try_with(|call| {
             (
@@ -123,16 +115,15 @@ pub fn outgoing(attempt: &tracing::Span) -> Outgoing {
     });
     attempt.record("trace_id", tracing::field::display(parent.trace_id));
     attempt.record("span_id", tracing::field::display(parent.parent_id));
-    Outgoing {
+    TraceHeaders {
         traceparent: parent.to_string(),
         tracestate,
     }
 }
 
-/// Records OMS's request id (`x-request-id` of an answer, already redacted by the REST client)
-/// on the attempt span and the RPC span.
-pub fn note_upstream_request_id(attempt: &tracing::Span, id: &str) {
-    attempt.record("upstream_request_id", id);
+/// Records OMS's request id (`x-request-id` of an answer, already redacted by the REST client,
+/// which recorded it on the attempt span) on the RPC span.
+pub fn note_upstream_request_id(id: &str) {
     let _ = CALL.try_with(|call| {
         if let Some(span) = call.span.borrow().as_ref() {
             span.record("upstream_request_id", id);

@@ -3,9 +3,9 @@
 //! a collector. Off by default; off, nothing here runs: [`enabled`] is one relaxed atomic load,
 //! and the rest of the gateway propagates the W3C context by itself (`traceparent.rs`).
 //!
-//! Only the gateway's own spans (target `oms_gateway`, level info and up) are exported,
-//! whatever the log level: the exporter's own HTTP/2 client traces too, and its spans must
-//! never feed the exporter.
+//! Only the gateway's own spans (targets `oms_gateway` and `oms_rest`, its REST client; level
+//! info and up) are exported, whatever the log level: the exporter's own HTTP/2 client traces
+//! too, and its spans must never feed the exporter.
 
 use super::traceparent::{SpanId, TraceId, TraceParent};
 use opentelemetry::trace::{
@@ -77,7 +77,9 @@ where
         .with_resource(resource)
         .build();
     let tracer = provider.tracer("oms-gateway");
-    let only_ours = Targets::new().with_target("oms_gateway", LevelFilter::INFO);
+    let only_ours = Targets::new()
+        .with_target("oms_gateway", LevelFilter::INFO)
+        .with_target("oms_rest", LevelFilter::INFO);
     // Thread names and busy/idle times would be noise on every span, and cost a clock read each
     // time a span is entered.
     let layer = tracing_opentelemetry::layer()

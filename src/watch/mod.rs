@@ -579,8 +579,8 @@ fn is_older(polled: Option<&pb::CashIn>, current: Option<&pb::CashIn>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Secret, UpstreamSettings};
-    use crate::upstream::{OmsClient, auth::Credentials};
+    use crate::config::UpstreamSettings;
+    use oms_rest::{Secret, auth::Credentials};
 
     /// A hub whose polls go to a port nothing listens on (they fail; these tests need none).
     fn hub() -> WatchHub {
@@ -589,11 +589,11 @@ mod tests {
             api_secret: Secret::new("secret"),
         };
         let metrics = crate::metrics::Metrics::registered().0;
-        let client = OmsClient::new(
+        let client = crate::upstream::client(
             "http://127.0.0.1:9/v0.9",
             credentials,
-            UpstreamSettings::default(),
-            metrics,
+            &UpstreamSettings::default(),
+            &metrics,
         )
         .unwrap();
         WatchHub::new(

@@ -1,8 +1,8 @@
-//! How a setting that can carry a credential may be shown. A URL setting (`--redis-url`,
-//! `--oms-base-url`, `--otlp-endpoint`, `--sandbox-webhook-url`) is marked with clap's
-//! `ValueHint::Url` and `hide_env_values`: `--help` never shows its value, and `--print-config`
-//! and the log lines show it through [`url`], with the password (or a user name that may be a
-//! token) and any credential-like query parameter replaced by `***`.
+//! How a URL that may carry a credential is shown: through [`url()`], with the password (or a
+//! user name that may be a token) and any credential-like query parameter replaced by `***`.
+//! The client shows its base URL no other way (in its errors); the application around it may
+//! show its own URL settings through it too (oms-gateway does, for every URL flag in
+//! `--print-config` and its log lines), so one grammar of what hides a credential serves both.
 
 /// What replaces a credential.
 pub const MASK: &str = "***";
@@ -52,7 +52,7 @@ fn starts_with_scheme(text: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
 }
 
-/// Whether [`url`] hides anything in `text`.
+/// Whether [`url()`] hides anything in `text`.
 pub fn url_has_credentials(text: &str) -> bool {
     url(text) != text
 }

@@ -3,8 +3,8 @@
 //! errors, `Retry-After`) with the credentials the request carried cut out, in case OMS quotes
 //! them back.
 
-use super::transport::{Response, SendError};
-use crate::error::{HttpFailure, UpstreamError};
+use crate::transport::{Response, SendError};
+use crate::{HttpFailure, UpstreamError};
 use bytes::{Bytes, BytesMut};
 use http::StatusCode;
 use http_body_util::BodyExt;

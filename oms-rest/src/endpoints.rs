@@ -2,12 +2,12 @@
 //! of each, and its operation name ([`ops`]), which every failure carries (and the operations
 //! layer names in decode errors). Sending, retrying and decoding the answer is `send.rs`'s job.
 
-use super::model::{
+use crate::WriteKey;
+use crate::model::{
     self, CashInDto, CashInPageDto, CashLocationDto, CashLocationListDto, CreateCashInBody,
 };
-use super::send::Call;
-use super::{ListCashInsQuery, ListCashLocationsQuery, OmsClient, WriteKey};
-use crate::error::{UpstreamError, UpstreamFailure};
+use crate::send::Call;
+use crate::{ListCashInsQuery, ListCashLocationsQuery, OmsClient, UpstreamError, UpstreamFailure};
 use http::Method;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;

@@ -1,30 +1,45 @@
-//! The OMS REST client: authenticated, idempotent, deadline-bound calls with retries, and HTTP
-//! failures decoded into [`UpstreamError`].
+//! The OMS REST client of oms-gateway: authenticated, idempotent, deadline-bound calls with
+//! retries, and HTTP failures decoded into [`UpstreamError`].
 //!
 //! Every call runs inside the caller's deadline (retries, backoff and token exchange included);
 //! dropping the future (a cancelled gRPC call) drops the HTTP request. A keyed write sends the
 //! same `Idempotency-Key` on every attempt. A 401 earns one fresh token exchange and one more
 //! attempt; a second 401 is [`UpstreamError::AuthFailed`]. Reads and keyed writes are retried on
 //! connect failures, resets, timeouts, 429, 502, 503 and 504 with full-jitter exponential backoff,
-//! honouring `Retry-After`, never past the deadline. This module knows nothing of protobuf.
+//! honouring `Retry-After`, never past the deadline.
+//!
+//! A crate of its own, depending on no gRPC, tonic or prost crate and on nothing of the gateway:
+//! it knows nothing of protobuf, and the crate edge keeps it so. The application gives it its
+//! [`Settings`], its [`metrics::UpstreamMetrics`] and a [`CallContext`] (the trace headers of
+//! the call in progress, and what it notes of each request); it answers in REST models
+//! ([`model`]) and [`UpstreamFailure`]s, whose gRPC status the application decides.
 
 pub mod auth;
 pub mod breaker;
 pub mod budget;
+mod context;
 mod decode;
 mod endpoints;
+mod error;
 mod failure;
+pub mod metrics;
 pub mod model;
+pub mod redact;
+mod secret;
 mod send;
+mod settings;
 mod transport;
 
+pub use context::{CallContext, TraceHeaders};
 pub use endpoints::ops;
+pub use error::{HttpFailure, UpstreamError, UpstreamFailure};
+pub use secret::Secret;
+pub use settings::Settings;
 
-use crate::config::UpstreamSettings;
-use crate::metrics::Metrics;
 use auth::{Credentials, TokenSource};
 use breaker::{CircuitBreaker, CircuitState};
 use budget::RetryBudget;
+use metrics::UpstreamMetrics;
 use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -106,24 +121,27 @@ struct Inner {
     fresh_http: HttpClient,
     base: Url,
     auth: Arc<TokenSource>,
-    config: UpstreamSettings,
+    config: Settings,
     health: watch::Receiver<UpstreamHealth>,
     budget: RetryBudget,
     breaker: Arc<CircuitBreaker>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<UpstreamMetrics>,
+    context: Arc<dyn CallContext>,
 }
 
 // === impl OmsClient ===
 
 impl OmsClient {
-    /// A client for the OMS at `base_url` (e.g. `https://sandbox-api.polygon.technology/v0.9`).
+    /// A client for the OMS at `base_url` (e.g. `https://sandbox-api.polygon.technology/v0.9`),
+    /// recording into `metrics`, lending each request what `context` knows of its call.
     pub fn new(
         base_url: &str,
         credentials: Credentials,
-        config: UpstreamSettings,
-        metrics: Arc<Metrics>,
+        config: Settings,
+        metrics: Arc<UpstreamMetrics>,
+        context: Arc<dyn CallContext>,
     ) -> Result<Self, String> {
-        let shown = crate::config::redact::url(base_url);
+        let shown = redact::url(base_url);
         let mut base = Url::parse(base_url.trim_end_matches('/'))
             .map_err(|e| format!("invalid OMS base URL `{shown}`: {e}"))?;
         if base.cannot_be_a_base() {
@@ -153,7 +171,6 @@ impl OmsClient {
         // For the retry of a 421 Misdirected Request: a client that keeps no idle connection,
         // so its request goes out on a new one.
         let fresh_http = HttpClient::new(https_only, &config, &roots, 0)?;
-        let (health_tx, health_rx) = watch::channel(UpstreamHealth::Starting);
         let breaker = Arc::new(CircuitBreaker::new(
             config.breaker_threshold,
             config.breaker_cooldown,
@@ -170,9 +187,10 @@ impl OmsClient {
             credentials,
             config.request_timeout,
             breaker.clone(),
-            health_tx,
             metrics.clone(),
+            context.clone(),
         ));
+        let health = auth.health();
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
@@ -182,8 +200,9 @@ impl OmsClient {
                 budget: RetryBudget::new(config.retry_budget_ratio, config.retry_budget_floor),
                 breaker,
                 config,
-                health: health_rx,
+                health,
                 metrics,
+                context,
             }),
         })
     }
@@ -265,6 +284,6 @@ fn check_cleartext(base: &Url) -> Result<(), String> {
         "refusing OMS base URL `{}`: plain http would send the OMS API secret and access tokens \
          in cleartext; use https (with --upstream-ca-file for a private CA), or plain http only to \
          a loopback address (127.0.0.1, ::1, localhost)",
-        crate::config::redact::url(base.as_str())
+        redact::url(base.as_str())
     ))
 }

@@ -377,7 +377,7 @@ impl<'de> VariantAccess<'de> for Variant<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upstream::model::{CashInDto, CashInPageDto, CashLocationListDto};
+    use crate::model::{CashInDto, CashInPageDto, CashLocationListDto};
 
     fn message<T: DeserializeOwned + fmt::Debug>(body: &str) -> String {
         match decode::<T>("GET /x", body.as_bytes()) {

@@ -1,11 +1,12 @@
 //! Serde types of the OMS JSON: what the gateway sends and what it reads back.
 //!
-//! Decoding is lenient exactly where the OMS documentation contradicts itself (see
-//! `../shared/oms-api/README.md`): both spellings of the cash location, the destination wallet
-//! and the linked transaction; both forms of a developer fee entry; `null` and absent alike
-//! (every optional field is an `Option`, and serde maps `null` to `None`); unknown fields ignored.
-//! Everywhere else types are strict: a string where an object belongs is a decode error, which
-//! the client reports as UPSTREAM_BAD_RESPONSE. These types know nothing of protobuf.
+//! Decoding is lenient exactly where the OMS documentation contradicts itself: both spellings of
+//! the cash location, the destination wallet and the linked transaction; both forms of a
+//! developer fee entry; `null` and absent alike (every optional field is an `Option`, and serde
+//! maps `null` to `None`); unknown fields ignored. Everywhere else types are strict: a string
+//! where an object belongs is a decode error, which the client reports as
+//! [`crate::UpstreamError::BadResponse`]. These types know nothing of protobuf (nor can they:
+//! this crate depends on no protobuf crate).
 
 use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;

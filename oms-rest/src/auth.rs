@@ -9,25 +9,23 @@
 //! [`Secret`]s and never printed.
 //!
 //! An exchange belongs to no caller: it runs as a task of its own, bounded by its own timeout
-//! (`--upstream-timeout`), and callers wait for it only as long as their deadlines allow (the
-//! caller that started it included), so it always ends with OMS's answer or that timeout, never
-//! at one caller's deadline. Health ([`UpstreamHealth`]) follows what OMS says: an exchange's
-//! outcome, a rejected fresh token, and any authenticated 2xx (which proves the credentials
-//! work). Exchange failures that say OMS is unwell (no answer, 5xx, 429) count for the circuit
-//! breaker; one that reached its timeout opens it at once (it held every call for that long).
-//! While the circuit is open the exchange in flight is the probe: a call that needs a token
-//! fails fast (UNAVAILABLE, with a retry hint) instead of waiting for it, and the first call
-//! after a successful exchange closes the circuit. The background refresher waits longer than
-//! an exchange may take, so it always sees how its exchange ended. OMS's `expiresIn` is clamped,
-//! so a token is renewed at least every few seconds and at most hourly.
+//! ([`crate::Settings::request_timeout`]), and callers wait for it only as long as their deadlines
+//! allow (the caller that started it included), so it always ends with OMS's answer or that
+//! timeout, never at one caller's deadline. Health ([`UpstreamHealth`]) follows what OMS says: an
+//! exchange's outcome, a rejected fresh token, and any authenticated 2xx (which proves the
+//! credentials work). Exchange failures that say OMS is unwell (no answer, 5xx, 429) count for the
+//! circuit breaker; one that reached its timeout opens it at once (it held every call for that
+//! long). While the circuit is open the exchange in flight is the probe: a call that needs a token
+//! fails fast (UNAVAILABLE, with a retry hint) instead of waiting for it, and the first call after
+//! a successful exchange closes the circuit. The background refresher waits longer than an exchange
+//! may take, so it always sees how its exchange ended. OMS's `expiresIn` is clamped, so a token is
+//! renewed at least every few seconds and at most hourly.
 
-use super::breaker::CircuitBreaker;
-use super::failure::{classify_transport, failure_from_response, read_body, request_id};
-use super::transport::{self, HttpClient, RequestBody};
-use super::{UpstreamHealth, model};
-use crate::config::Secret;
-use crate::error::UpstreamError;
-use crate::telemetry::Outgoing;
+use crate::breaker::CircuitBreaker;
+use crate::failure::{classify_transport, failure_from_response, read_body, request_id};
+use crate::metrics::UpstreamMetrics;
+use crate::transport::{self, HttpClient, RequestBody};
+use crate::{CallContext, Secret, TraceHeaders, UpstreamError, UpstreamHealth, model};
 use std::sync::{
     Arc, RwLock,
     atomic::{AtomicU64, Ordering},
@@ -142,7 +140,8 @@ pub struct TokenSource {
     refresh_now: Notify,
     breaker: Arc<CircuitBreaker>,
     health: watch::Sender<UpstreamHealth>,
-    metrics: Arc<crate::metrics::Metrics>,
+    metrics: Arc<UpstreamMetrics>,
+    context: Arc<dyn CallContext>,
 }
 
 /// Why a call got no token.
@@ -157,14 +156,15 @@ pub struct TokenFailure {
 // === impl TokenSource ===
 
 impl TokenSource {
-    pub(super) fn new(
+    /// A token source whose health starts [`UpstreamHealth::Starting`].
+    pub(crate) fn new(
         http: HttpClient,
         token_url: http::Uri,
         credentials: Credentials,
         exchange_timeout: Duration,
         breaker: Arc<CircuitBreaker>,
-        health: watch::Sender<UpstreamHealth>,
-        metrics: Arc<crate::metrics::Metrics>,
+        metrics: Arc<UpstreamMetrics>,
+        context: Arc<dyn CallContext>,
     ) -> Self {
         Self {
             http,
@@ -177,9 +177,16 @@ impl TokenSource {
             exchanges: AtomicU64::new(0),
             refresh_now: Notify::new(),
             breaker,
-            health,
+            health: watch::channel(UpstreamHealth::Starting).0,
             metrics,
+            context,
         }
+    }
+
+    /// Whether the gateway can currently reach OMS with its credentials, as exchanges and
+    /// answers tell.
+    pub(crate) fn health(&self) -> watch::Receiver<UpstreamHealth> {
+        self.health.subscribe()
     }
 
     /// How many exchanges have succeeded since start.
@@ -253,10 +260,10 @@ impl TokenSource {
             http_status = tracing::field::Empty,
             upstream_request_id = tracing::field::Empty,
         );
-        let trace = crate::telemetry::outgoing(&span);
+        let trace = self.context.trace_headers(&span);
         let source = Arc::clone(self);
         tokio::spawn(async move {
-            let result = source.exchange(&trace, span).await;
+            let result = source.exchange(trace.as_ref(), span).await;
             *source.in_flight.lock().unwrap_or_else(|e| e.into_inner()) = None;
             sender.send_replace(Some(result));
         });
@@ -274,7 +281,7 @@ impl TokenSource {
     }
 
     /// The API secret, only so that an answer quoting it can be redacted.
-    pub(super) fn api_secret(&self) -> Secret {
+    pub(crate) fn api_secret(&self) -> Secret {
         self.credentials().api_secret.clone()
     }
 
@@ -319,7 +326,7 @@ impl TokenSource {
     /// about OMS goes to health and the breaker.
     async fn exchange(
         &self,
-        trace: &Outgoing,
+        trace: Option<&TraceHeaders>,
         span: tracing::Span,
     ) -> Result<Arc<Token>, UpstreamError> {
         let result = tokio::time::timeout(
@@ -342,7 +349,7 @@ impl TokenSource {
     /// `POST /auth/token` with the current credentials.
     async fn request_token(
         &self,
-        trace: &Outgoing,
+        trace: Option<&TraceHeaders>,
     ) -> Result<(model::TokenDto, http::HeaderValue), UpstreamError> {
         let credentials = self.credentials();
         let body = model::TokenRequestDto {
@@ -365,16 +372,7 @@ impl TokenSource {
             http::HeaderValue::from_static("application/json"),
         );
         headers.insert(http::header::USER_AGENT, transport::USER_AGENT);
-        if let Ok(value) = http::HeaderValue::try_from(&trace.traceparent) {
-            headers.insert(transport::TRACEPARENT, value);
-        }
-        if let Some(value) = trace
-            .tracestate
-            .as_ref()
-            .and_then(|state| http::HeaderValue::try_from(state).ok())
-        {
-            headers.insert(transport::TRACESTATE, value);
-        }
+        transport::insert_trace_headers(headers, trace);
         let response = self.http.send(request).await.map_err(classify_transport)?;
         let status = response.status().as_u16();
         span.record("http_status", status);
@@ -396,7 +394,7 @@ impl TokenSource {
         let bytes = read_body(response).await?;
         // Decoded as every answer is: a failure names the path and the kinds, never the value
         // (here, what OMS meant as a token).
-        let dto = super::decode::decode::<model::TokenDto>("POST /auth/token", &bytes)?;
+        let dto = crate::decode::decode::<model::TokenDto>("POST /auth/token", &bytes)?;
         let mut authorization =
             http::HeaderValue::try_from(format!("Bearer {}", dto.access_token)).map_err(|_| {
                 UpstreamError::BadResponse(

@@ -3,14 +3,12 @@
 //! breaker admission, token, request, verdict for the breaker and for health, one
 //! re-authentication after a 401).
 
-use super::OmsClient;
-use super::auth::Token;
-use super::breaker::{Admission, CircuitBreaker};
-use super::decode::decode;
-use super::failure::{classify_transport, failure_from_response, read_body, request_id};
-use super::transport::{self, HttpClient, RequestBody};
-use crate::error::{HttpFailure, UpstreamError, UpstreamFailure};
-use crate::telemetry::{self, Outgoing};
+use crate::auth::Token;
+use crate::breaker::{Admission, CircuitBreaker};
+use crate::decode::decode;
+use crate::failure::{classify_transport, failure_from_response, read_body, request_id};
+use crate::transport::{self, HttpClient, RequestBody};
+use crate::{HttpFailure, OmsClient, TraceHeaders, UpstreamError, UpstreamFailure};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, StatusCode, Uri};
@@ -25,15 +23,15 @@ const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(2);
 
 /// One REST request, described once and sent as many times as the retry policy allows.
-pub(super) struct Call<'a> {
-    pub(super) operation: &'static str,
-    pub(super) method: Method,
-    pub(super) url: Url,
-    pub(super) body: Option<Bytes>,
-    pub(super) idempotency_key: Option<&'a str>,
-    /// See [`super::WriteKey::resumes`].
-    pub(super) resumes: bool,
-    pub(super) deadline: Instant,
+pub(crate) struct Call<'a> {
+    pub(crate) operation: &'static str,
+    pub(crate) method: Method,
+    pub(crate) url: Url,
+    pub(crate) body: Option<Bytes>,
+    pub(crate) idempotency_key: Option<&'a str>,
+    /// See [`crate::WriteKey::resumes`].
+    pub(crate) resumes: bool,
+    pub(crate) deadline: Instant,
 }
 
 /// Releases the breaker's half-open probe if the attempt ends without a verdict (cancelled, or
@@ -55,7 +53,7 @@ impl Drop for ProbeGuard<'_> {
 
 impl OmsClient {
     /// Sends `call`, retrying as the module documentation says, and decodes a 2xx body as `T`.
-    pub(super) async fn send<T: DeserializeOwned>(
+    pub(crate) async fn send<T: DeserializeOwned>(
         &self,
         mut call: Call<'_>,
     ) -> Result<T, UpstreamFailure> {
@@ -117,7 +115,7 @@ impl OmsClient {
                     return Err(err);
                 }
                 tracing::debug!(attempt, wait_ms = wait.as_millis() as u64, error = %err, "retrying OMS call");
-                self.inner.metrics.upstream_retry();
+                self.inner.metrics.retry();
                 tokio::time::sleep(wait).await;
             }
         }
@@ -161,12 +159,12 @@ impl OmsClient {
                 upstream_request_id = tracing::field::Empty,
                 error = tracing::field::Empty,
             );
-            let trace = telemetry::outgoing(&span);
+            let trace = self.inner.context.trace_headers(&span);
             let call_span = tracing::Span::current();
             let exchange = self
                 .exchange(
                     http,
-                    request(call, uri, &token, &trace)?,
+                    request(call, uri, &token, trace.as_ref())?,
                     &token,
                     &call_span,
                 )
@@ -179,7 +177,8 @@ impl OmsClient {
             };
             self.inner
                 .metrics
-                .upstream_request(call.operation, &outcome, sent.elapsed());
+                .request(call.operation, &outcome, sent.elapsed());
+            self.inner.context.request_ended();
             let healthy = verdict(&outcome);
             match healthy {
                 Some(true) => self.inner.breaker.on_success(),
@@ -263,10 +262,10 @@ impl OmsClient {
         let api_secret = self.inner.auth.api_secret();
         let secrets = [token.bearer(), api_secret.expose()];
         if let Some(id) = request_id(response.headers(), &secrets) {
-            telemetry::note_upstream_request_id(&attempt_span, &id);
+            attempt_span.record("upstream_request_id", id.as_str());
+            self.inner.context.request_id(&id, status.is_success());
         }
         if status.is_success() {
-            crate::audit::note_upstream_request_id(response.headers());
             return read_body(response).await.map(Ok);
         }
         Ok(Err((
@@ -284,7 +283,7 @@ fn request(
     call: &Call<'_>,
     uri: &Uri,
     token: &Token,
-    trace: &Outgoing,
+    trace: Option<&TraceHeaders>,
 ) -> Result<http::Request<RequestBody>, UpstreamError> {
     const JSON: HeaderValue = HeaderValue::from_static("application/json");
     let body = call.body.clone().unwrap_or_default();
@@ -295,16 +294,7 @@ fn request(
     headers.insert(header::AUTHORIZATION, token.authorization().clone());
     headers.insert(header::ACCEPT, JSON);
     headers.insert(header::USER_AGENT, transport::USER_AGENT);
-    if let Ok(value) = HeaderValue::try_from(&trace.traceparent) {
-        headers.insert(transport::TRACEPARENT, value);
-    }
-    if let Some(value) = trace
-        .tracestate
-        .as_ref()
-        .and_then(|state| HeaderValue::try_from(state).ok())
-    {
-        headers.insert(transport::TRACESTATE, value);
-    }
+    transport::insert_trace_headers(headers, trace);
     if let Some(key) = call.idempotency_key {
         let key = HeaderValue::try_from(key).map_err(|_| {
             UpstreamError::Transport("the idempotency key cannot travel as an HTTP header".into())

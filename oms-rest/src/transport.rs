@@ -1,45 +1,45 @@
 //! The HTTP client every OMS request goes out on: hyper's pooled client, HTTP/1.1 (and HTTP/2
 //! where TLS negotiates it by ALPN), over rustls on ring with the webpki roots plus
-//! `--upstream-ca-file`, TCP_NODELAY, the connect timeout and idle-pool settings of
-//! [`UpstreamSettings`]. It follows no redirect and adds no header: a request goes out exactly as
+//! [`Settings::ca_file`], TCP_NODELAY, the connect timeout and idle-pool settings of
+//! [`Settings`]. It follows no redirect and adds no header: a request goes out exactly as
 //! `send.rs` and `auth.rs` built it.
 //!
 //! This is hyper directly rather than reqwest: for a GetCashIn, reqwest's request builder, its
 //! redirect layer (which parses every request's URL again, redirects off or not) and its
 //! `Url` → `Uri` round trip cost ≈ 20k instructions, about a tenth of the gateway's whole call.
 
-use crate::config::UpstreamSettings;
+use crate::{Settings, TraceHeaders};
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http_body_util::Full;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::pki_types::CertificateDer;
 use std::sync::Arc;
-use tokio_rustls::rustls::{self, pki_types::CertificateDer};
 
 /// What a request carries.
-pub(super) type RequestBody = Full<Bytes>;
+pub(crate) type RequestBody = Full<Bytes>;
 /// What comes back.
-pub(super) type Response = http::Response<hyper::body::Incoming>;
+pub(crate) type Response = http::Response<hyper::body::Incoming>;
 /// A request that got no answer (connect failure, reset, TLS).
-pub(super) type SendError = hyper_util::client::legacy::Error;
+pub(crate) type SendError = hyper_util::client::legacy::Error;
 
 /// The gateway's `User-Agent`.
-pub(super) const USER_AGENT: HeaderValue =
+pub(crate) const USER_AGENT: HeaderValue =
     HeaderValue::from_static(concat!("oms-gateway/", env!("CARGO_PKG_VERSION")));
 
 /// The `tracestate` header, not among `http`'s constants.
-pub(super) const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 /// The `traceparent` header.
-pub(super) const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// The `Idempotency-Key` header (HTTP/2 and hyper write names in lower case; HTTP/1.1 names
 /// are case-insensitive).
-pub(super) const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+pub(crate) const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
 /// The pooled client. Cheap to clone (the pool is shared).
 #[derive(Clone, Debug)]
-pub(super) struct HttpClient {
+pub(crate) struct HttpClient {
     client: Client<HttpsConnector<HttpConnector>, RequestBody>,
 }
 
@@ -47,9 +47,9 @@ impl HttpClient {
     /// A client that speaks only https when `https_only`, trusting the webpki roots and
     /// `extra_roots`, keeping up to `max_idle` idle connections per host (0: a new connection
     /// for every request).
-    pub(super) fn new(
+    pub(crate) fn new(
         https_only: bool,
-        config: &UpstreamSettings,
+        config: &Settings,
         extra_roots: &[CertificateDer<'static>],
         max_idle: usize,
     ) -> Result<Self, String> {
@@ -88,7 +88,7 @@ impl HttpClient {
     }
 
     /// Sends `request` and returns the answer's head (the body streams from it).
-    pub(super) async fn send(
+    pub(crate) async fn send(
         &self,
         request: http::Request<RequestBody>,
     ) -> Result<Response, SendError> {
@@ -96,8 +96,26 @@ impl HttpClient {
     }
 }
 
-/// The certificates of a PEM bundle (`--upstream-ca-file`); none is an error.
-pub(super) fn pem_certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+/// `traceparent`, and `tracestate` when there is one, of `trace` (a value that cannot travel as
+/// a header is left out: the request goes without it rather than not at all).
+pub(crate) fn insert_trace_headers(headers: &mut HeaderMap, trace: Option<&TraceHeaders>) {
+    let Some(trace) = trace else {
+        return;
+    };
+    if let Ok(value) = HeaderValue::try_from(&trace.traceparent) {
+        headers.insert(TRACEPARENT, value);
+    }
+    if let Some(value) = trace
+        .tracestate
+        .as_ref()
+        .and_then(|state| HeaderValue::try_from(state).ok())
+    {
+        headers.insert(TRACESTATE, value);
+    }
+}
+
+/// The certificates of a PEM bundle ([`Settings::ca_file`]); none is an error.
+pub(crate) fn pem_certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
     use rustls::pki_types::pem::PemObject;
     let roots = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
