@@ -1,4 +1,4 @@
-//! OMS webhooks (issue 13): `POST /webhooks/oms` on the admin listener, on when
+//! OMS webhooks: `POST /webhooks/oms` on the admin listener, on when
 //! `--webhook-secret-file` is given. A delivery is verified ([`verify`]: Standard Webhooks),
 //! deduplicated by `webhook-id` ([`Replays`]: kept for twice the timestamp tolerance, in Redis
 //! with `SET NX PX` when the replicas share it), and read for the one thing the gateway needs:
