@@ -5,7 +5,7 @@
 //! [`GatewayError`] is what a service handler returns (a validation failure, an upstream error
 //! with the operation that hit it, or an internal fault). `impl From<GatewayError> for Status`
 //! is the one boundary: it decides the gRPC code, the `ErrorInfo` (exactly one), the
-//! retry hint and the log level, following the error table in `../shared/GUIDE.md` and README.md.
+//! retry hint and the log level, following the error table in `docs/errors.md`.
 //! No variant carries a secret, so no status, log line or Debug print can show one. Every
 //! status is bounded there too (`bound`): at most [`MAX_LISTED_VIOLATIONS`] violations listed
 //! and [`MAX_STATUS_BYTES`] on the wire, whatever the error holds.

@@ -1,4 +1,4 @@
-//! The sandbox as a webhook sender (issue 13): once a target is set
+//! The sandbox as a webhook sender: once a target is set
 //! ([`crate::SandboxHandle::set_webhooks`]), every state change of a cash-in is delivered as a
 //! signed event, the way OMS's guide shows them (`{"id", "event", "createdAt", "data"}`, the
 //! cash-in rendered as `GET /cash-ins/{id}` renders it), with a `cashIn.*` event in the openapi

@@ -266,7 +266,7 @@ pub struct GatewaySettings {
     pub webhooks: WebhookSettings,
 }
 
-/// The gateway's own idempotency layer (see README, "Guarantees").
+/// The gateway's own idempotency layer (see `docs/idempotency-and-guarantees.md`).
 #[derive(Debug, Clone, PartialEq, Args)]
 pub struct IdempotencySettings {
     /// How long a completed mutation's outcome is replayed for a repeat of its key.

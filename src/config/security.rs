@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// Who may call the gateway: TLS on the gRPC port, where the caller's identity comes from, and
-/// what each caller may call (see README, "Security").
+/// what each caller may call (see `docs/security.md`).
 #[derive(Debug, Clone, PartialEq, Args)]
 pub struct SecuritySettings {
     /// PEM certificate chain the gRPC port presents (TLS 1.2+, ALPN h2); re-read when it changes.

@@ -136,7 +136,7 @@ async fn a_revocation_under_concurrent_calls_costs_one_exchange_and_fails_no_cal
     gateway.gateway.shutdown().await;
 }
 
-// === Issue 7.4: health follows reality after a 401 ===
+// === Health follows reality after a 401 ===
 
 fn serving() -> i32 {
     tonic_health::ServingStatus::Serving as i32
@@ -207,7 +207,7 @@ async fn an_exchange_that_outlives_a_callers_deadline_leaves_health_serving() {
     gateway.gateway.shutdown().await;
 }
 
-// === Issue 7.9: OMS's token lifetime is clamped ===
+// === OMS's token lifetime is clamped ===
 
 // Before: `expiresIn: 0` made every token stale at once, so every call (and the refresher, in a
 // loop) exchanged a new one.

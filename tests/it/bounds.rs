@@ -18,7 +18,7 @@ const WATCH_CASH_INS: &str = "/polygon.oms.v1.CashInService/WatchCashIns";
 const GET: &str = "/polygon.oms.v1.CashInService/GetCashIn";
 const LIST: &str = "/polygon.oms.v1.CashInService/ListCashIns";
 
-/// The most bytes a status may take on the wire (README, Security).
+/// The most bytes a status may take on the wire (`docs/security.md`, "Input bounds").
 const STATUS_LIMIT: usize = 8 * 1024;
 
 /// A syntactically valid location, without asking the upstream for one.

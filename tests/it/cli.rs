@@ -1,6 +1,6 @@
-//! The binary as a user meets it: `--help` documents every setting the README lists, `cargo run`
-//! with no OMS settings prints one line saying it serves the embedded sandbox with a grpcurl
-//! command to try, and `oms-gateway sandbox` serves the REST simulator alone.
+//! The binary as a user meets it: `--help` documents every setting `docs/configuration.md` lists,
+//! `cargo run` with no OMS settings prints one line saying it serves the embedded sandbox with a
+//! grpcurl command to try, and `oms-gateway sandbox` serves the REST simulator alone.
 
 use crate::common;
 
@@ -43,27 +43,31 @@ fn first_line(child: &mut Child) -> String {
 }
 
 #[test]
-fn help_documents_every_setting_of_the_readme_table() {
+fn help_documents_every_setting_of_the_configuration_table() {
     let output = Command::new(BIN)
         .arg("--help")
         .output()
         .expect("run --help");
     assert!(output.status.success());
     let help = String::from_utf8_lossy(&output.stdout);
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let table: Vec<&str> = readme
+    let page = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/configuration.md"
+    ))
+    .unwrap();
+    let table: Vec<&str> = page
         .lines()
-        .skip_while(|l| !l.starts_with("## Configuration"))
-        .take_while(|l| !l.starts_with("## RPC"))
+        .skip_while(|l| !l.starts_with("## Flags and environment variables"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("## "))
         .filter(|l| l.starts_with("| `--"))
         .collect();
     assert!(
         table.len() >= 30,
-        "the README's configuration table has {} rows",
+        "docs/configuration.md's table has {} rows",
         table.len()
     );
-    for row in table {
+    for row in &table {
         let cells: Vec<&str> = row.split('|').map(|c| c.trim().trim_matches('`')).collect();
         let (flag, env) = (cells[1], cells[2]);
         assert!(help.contains(flag), "--help does not mention {flag}");
@@ -72,10 +76,14 @@ fn help_documents_every_setting_of_the_readme_table() {
             "--help does not mention {env} (for {flag})"
         );
     }
-    // And the other way round: every env var --help names is in the README.
+    // And the other way round: every env var --help names has its row in the table.
+    let rows = table.join("\n");
     for word in help.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
         if word.starts_with("OMS_") && word.len() > 4 {
-            assert!(readme.contains(word), "README does not document {word}");
+            assert!(
+                rows.contains(&format!("`{word}`")),
+                "docs/configuration.md's table does not document {word}"
+            );
         }
     }
 }

@@ -136,7 +136,7 @@ async fn the_field_wins_over_request_metadata() {
     gateway.gateway.shutdown().await;
 }
 
-// Issue 7.1: before, a create without a key got a fresh UUID per RPC, so a retried RPC (by the
+// A create without a key used to get a fresh UUID per RPC, so a retried RPC (by the
 // client, a gRPC retry policy or a mesh proxy) created a second cash-in.
 #[tokio::test]
 async fn a_create_without_a_key_is_invalid_argument_before_any_upstream_call() {
@@ -322,7 +322,7 @@ async fn a_create_and_a_refresh_with_one_key_are_two_operations_and_both_succeed
     gateway.gateway.shutdown().await;
 }
 
-// === Issue 7.2: upstream keys never collide ===
+// === Upstream keys never collide ===
 
 /// A token for the sandbox's REST API, as any OMS client would get one.
 async fn rest_token(http: &reqwest::Client, base: &str, secret: &str) -> String {
@@ -433,7 +433,7 @@ async fn a_key_too_long_to_qualify_is_sent_as_its_sha256() {
     gateway.gateway.shutdown().await;
 }
 
-// === Issue 7.3: only refusals that OMS decided are replayed ===
+// === Only refusals that OMS decided are replayed ===
 
 // Before: 408, 425 and 499 (from a load balancer in front of OMS) were FAILED_PRECONDITION and
 // stored for 24 h, so the key was burnt and a caller switching keys risked a duplicate.
@@ -565,7 +565,7 @@ async fn a_421_that_persists_is_unavailable_and_the_error_names_both_keys() {
     gateway.gateway.shutdown().await;
 }
 
-// === Issue 7.10: a shared call does not impose the leader's deadline ===
+// === A shared call does not impose the leader's deadline ===
 
 // Before: the follower, with seconds left, got the leader's DEADLINE_EXCEEDED.
 #[tokio::test]

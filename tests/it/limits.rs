@@ -37,7 +37,7 @@ async fn a_message_over_the_size_limit_is_refused_without_reaching_the_upstream(
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
 }
 
-/// The request message bound of every service (README, Security).
+/// The request message bound of every service (`docs/security.md`, "Input bounds").
 const REQUEST_LIMIT: usize = 128 * 1024;
 
 /// Asserts the gateway's answer to a message over the request bound, as sent.

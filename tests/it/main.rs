@@ -2,7 +2,7 @@
 //! instead of one a file. Each module is one area (its own doc says what it covers); they share
 //! [`common`]. Three test files stay binaries of their own: `tests/secrets.rs` and
 //! `tests/security.rs` each install the process's one log subscriber (trace-level text, and
-//! info-level JSON), and `tests/fuzz.rs` keeps its README command
+//! info-level JSON), and `tests/fuzz.rs` keeps its documented command
 //! (`cargo test --release --test fuzz`).
 
 #[path = "../common/mod.rs"]

@@ -1,4 +1,4 @@
-//! The reliability proof (issue 4, item 8), as tests that print their figures: run with
+//! The reliability proof, as tests that print their figures: run with
 //! `cargo test --test reliability -- --nocapture` to see them.
 //!
 //! (a) 1,000 creates under 30% injected faults (resets after commit included) make exactly 1,000
@@ -49,8 +49,8 @@ fn http_status(status: &Status) -> Option<String> {
         .and_then(|info| info.metadata.get("httpStatus").cloned())
 }
 
-/// What a caller following the README retries with the same key: the retryable codes, and the
-/// INTERNAL of an upstream 500 (README, "Guarantees": a transient failure that a retry with the
+/// What a caller following the docs retries with the same key: the retryable codes, and the
+/// INTERNAL of an upstream 500 (`docs/idempotency-and-guarantees.md`, "Guarantees": a transient failure that a retry with the
 /// same key settles; the gateway itself does not retry a 500).
 fn caller_retries(status: &Status) -> bool {
     matches!(
@@ -812,7 +812,7 @@ async fn with_the_circuit_held_closed_retries_stay_within_the_budget() {
     gateway.gateway.shutdown().await;
 }
 
-// === Issue 7.7: the token exchange inside the breaker ===
+// === The token exchange inside the breaker ===
 
 /// A TCP server that accepts connections and never answers: an OMS that hangs.
 async fn hanging_upstream() -> (String, tokio::task::JoinHandle<()>) {

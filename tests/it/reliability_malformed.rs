@@ -1,4 +1,4 @@
-//! Garbage in, errors out (issue 4, item 8 (e) and (f)), as tests that print their figures (run
+//! Garbage in, errors out, as tests that print their figures (run
 //! with `--nocapture`):
 //!
 //! (e) a generated corpus of malformed requests — raw protobuf bytes that do not decode (wrong

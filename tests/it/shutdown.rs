@@ -1,4 +1,4 @@
-//! Graceful shutdown of the built binary under load (issue 4, item 8 (d)): SIGTERM while calls
+//! Graceful shutdown of the built binary under load: SIGTERM while calls
 //! are in flight fails none of the calls accepted before the drain began; health turns
 //! NOT_SERVING during the drain; open watch streams end with UNAVAILABLE telling clients to
 //! reconnect; the process exits 0 within drain delay + grace. Run with `--nocapture` to see the

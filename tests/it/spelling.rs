@@ -1,5 +1,5 @@
 //! OMS's documentation spells a cash-in two ways (the OpenAPI schema and the cash-in guide, see
-//! `../shared/oms-api/README.md`). The gateway must decode both to the same proto CashIn; here
+//! `docs/oms-api.md`). The gateway must decode both to the same proto CashIn; here
 //! the embedded sandbox answers in one spelling, then the other.
 
 use crate::common;

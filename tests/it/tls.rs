@@ -152,7 +152,7 @@ async fn an_upstream_certificate_from_an_unknown_ca_is_refused() {
     front.abort();
 }
 
-// === Issue 7.9: no API secret in cleartext ===
+// === No API secret in cleartext ===
 
 // Before: any http:// URL was accepted, so the API secret could cross a network in cleartext.
 #[tokio::test]

@@ -1,4 +1,4 @@
-//! Tracing (issue 11, item 2): the caller's W3C trace context reaches OMS, and, with
+//! Tracing: the caller's W3C trace context reaches OMS, and, with
 //! `--otlp-endpoint`, the gateway's spans reach an OTLP collector under the caller's span.
 //!
 //! Without export (the gateway in-process): the `traceparent` OMS received (read from the

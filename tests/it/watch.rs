@@ -1234,7 +1234,7 @@ async fn watching_more_cash_ins_than_max_watched_is_resource_exhausted() {
     gateway.gateway.shutdown().await;
 }
 
-// === Issue 7.5, 7.6, 7.8: budgets, dead pollers, bounded memory ===
+// === Budgets, dead pollers, bounded memory ===
 
 // Before: a poll's deadline started before it waited for its permit, so with more watched
 // resources than the poll budget serves within one upstream timeout, polls timed out unsent and

@@ -1,6 +1,6 @@
-//! OMS webhooks as OMS and a watcher see them (issue 13): deliveries signed per Standard
-//! Webhooks, sent over real HTTP to the admin listener's `POST /webhooks/oms`, answered as the
-//! README says; a delivery for a cash-in that changed behind the gateway's back reaches every
+//! OMS webhooks as OMS and a watcher see them: deliveries signed per Standard
+//! Webhooks, sent over real HTTP to the admin listener's `POST /webhooks/oms`, answered as
+//! `docs/watch-and-webhooks.md` says; a delivery for a cash-in that changed behind the gateway's back reaches every
 //! watch stream at once, through a re-read the sandbox's journal counts; duplicates and
 //! reordering cost nothing; dropped webhooks are caught by the reconcile poll. Signatures are
 //! computed here from first principles (ring), not by the gateway's code.
