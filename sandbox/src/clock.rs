@@ -1,7 +1,11 @@
-//! Wall-clock time for the sandbox: Unix milliseconds internally, RFC 3339 on the wire.
+//! Wall-clock time for the sandbox: Unix milliseconds internally, RFC 3339 with whole seconds on
+//! the wire.
 //!
-//! Milliseconds are what the API shows (`2026-03-16T18:30:00.123Z`), so storing anything finer
-//! would only let two renderings of the same instant disagree. Formatting and parsing lean on
+//! The documentation shows every timestamp in whole seconds (`2026-03-16T18:30:00Z`), so that
+//! is what the sandbox writes. Timers (a code's lapse, a delivery's completion) keep
+//! milliseconds, so short test lifetimes work; the instants the API shows (`createdAt`,
+//! `updatedAt`, `completedAt`) are stored already cut to the second ([`whole_second`]), so a
+//! filter compares against exactly what a client was shown. Formatting and parsing lean on
 //! `prost_types::Timestamp`, which the crate already carries, instead of a calendar crate.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -22,18 +26,19 @@ pub(crate) fn duration_ms(d: Duration) -> Millis {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// RFC 3339 UTC with exactly three fraction digits: `2026-03-16T18:30:00.123Z`.
-///
-/// `Timestamp`'s own `Display` drops the fraction when it is zero; a fixed width keeps every
-/// timestamp the sandbox emits the same shape.
+/// RFC 3339 UTC in whole seconds, as the docs write them: `2026-03-16T18:30:00Z`. A fraction is
+/// cut, never rounded up, so an expiry is never shown later than it is.
 pub(crate) fn format_ms(ms: Millis) -> String {
-    let seconds = ms.div_euclid(1000);
-    let millis = ms.rem_euclid(1000);
-    let whole = prost_types::Timestamp { seconds, nanos: 0 }.to_string();
-    match whole.strip_suffix('Z') {
-        Some(base) => format!("{base}.{millis:03}Z"),
-        None => whole,
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: 0,
     }
+    .to_string()
+}
+
+/// `ms` cut to its whole second: the instants the API shows are stored this way.
+pub(crate) fn whole_second(ms: Millis) -> Millis {
+    ms - ms.rem_euclid(1000)
 }
 
 /// Parses an RFC 3339 date-time into nanoseconds since the epoch (nanoseconds so that an
@@ -64,10 +69,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn formats_with_exactly_three_fraction_digits() {
-        assert_eq!(format_ms(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(format_ms(1_773_685_800_123), "2026-03-16T18:30:00.123Z");
-        assert_eq!(format_ms(1_773_685_800_000), "2026-03-16T18:30:00.000Z");
+    fn formats_whole_seconds_as_the_docs_show() {
+        assert_eq!(format_ms(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_ms(1_773_685_800_123), "2026-03-16T18:30:00Z");
+        assert_eq!(format_ms(1_773_685_800_999), "2026-03-16T18:30:00Z");
+        assert_eq!(format_ms(1_773_685_800_000), "2026-03-16T18:30:00Z");
+        assert_eq!(whole_second(1_773_685_800_999), 1_773_685_800_000);
     }
 
     #[test]

@@ -104,6 +104,11 @@ impl From<Refusal> for ApiError {
                 "invalid_state",
                 format!("cannot {action} a cash-in that is {}", status.as_str()),
             ),
+            Refusal::DeliveryState { step, action } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_state",
+                format!("cannot {action} a transaction that is {step}"),
+            ),
             Refusal::UnknownCursor { param } => {
                 ApiError::validation(vec![FieldProblem::new(param, "is not the id of a cash-in")])
             }

@@ -16,13 +16,13 @@ use super::fault_plan::FaultPlan;
 use super::locations;
 use super::model::{
     AuthCommitResponse, BarcodeAuthResponse, CashLocationDto, FieldProblem, ListEnvelope,
-    LocationsEnvelope, TokenResponse, render_cash_in,
+    LocationsEnvelope, TokenResponse, render_cash_in, render_transaction,
 };
 use super::pricing::format_cents;
 use super::requests;
 use super::server::Route;
 use super::state::{Sandbox, lock};
-use super::store::Refusal;
+use super::store::{DeliveryAction, Refusal};
 
 pub(crate) type Outcome = Result<(StatusCode, Value), ApiError>;
 
@@ -38,6 +38,8 @@ pub(crate) fn handle(sb: &Sandbox, route: &Route, uri: &Uri, body: &[u8]) -> Out
         Route::CashLocations => cash_locations(uri),
         Route::ExpireCashIn(id) => expire(sb, id),
         Route::FailCashIn(id) => fail(sb, id, body),
+        Route::Delivery(id) => delivery(sb, id),
+        Route::DriveDelivery(id, action) => drive_delivery(sb, id, action, body),
         Route::GetFaults => faults(sb),
         Route::SetFaults => set_faults(sb, body),
     }
@@ -226,6 +228,41 @@ fn fail(sb: &Sandbox, id: &str, body: &[u8]) -> Outcome {
         .force_fail(id, sub_status, now_ms())
         .map_err(refused(id))?;
     Ok((StatusCode::OK, render_cash_in(ci, &spelling)))
+}
+
+/// `GET /sandbox/cash-ins/{id}/delivery`: the cash-in's transaction, as webhooks show it.
+fn delivery(sb: &Sandbox, id: &str) -> Outcome {
+    let spelling = sb.spelling();
+    let mut store = lock(&sb.store);
+    let ci = store.get(id, now_ms()).ok_or_else(|| unknown_cash_in(id))?;
+    let status = ci.status;
+    render_transaction(ci, &spelling)
+        .map(|t| (StatusCode::OK, t))
+        .ok_or_else(|| {
+            Refusal::InvalidState {
+                status,
+                action: "show the transaction of",
+            }
+            .into()
+        })
+}
+
+/// `POST /sandbox/cash-ins/{id}/delivery/{action}`: moves the transaction, answers it.
+fn drive_delivery(sb: &Sandbox, id: &str, action: &str, body: &[u8]) -> Outcome {
+    let action = match action {
+        "under-review" => DeliveryAction::Review,
+        "complete" => DeliveryAction::Complete,
+        "refund" => DeliveryAction::Refund,
+        _ => DeliveryAction::Fail(requests::parse_delivery_failure(body)?),
+    };
+    let spelling = sb.spelling();
+    let mut store = lock(&sb.store);
+    let ci = store
+        .drive_delivery(id, action, now_ms())
+        .map_err(refused(id))?;
+    render_transaction(ci, &spelling)
+        .map(|t| (StatusCode::OK, t))
+        .ok_or_else(|| unknown_cash_in(id))
 }
 
 /// `GET /sandbox/faults`: the plan in force, as a spec, and what it has done.

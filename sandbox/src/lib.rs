@@ -12,6 +12,41 @@
 //! `PUT /sandbox/faults`). Its own Idempotency-Key deduplication can be switched off
 //! ([`SandboxHandle::set_idempotency`]), so that a client's idempotency is tested on its own.
 //!
+//! ## The guide's lifecycle, and the controls that drive it
+//!
+//! - **Expiry.** A deposit code lives [`SandboxSettings::code_ttl`]; once it lapses it is dead at
+//!   the counter, but the cash-in stays `pending` for a refresh window
+//!   ([`SandboxSettings::refresh_window`]) in which `POST /cash-ins/{id}/refresh` issues a new
+//!   code and a new expiry. Past the window it is `expired` (terminal: a refresh is 422).
+//!   Control: `POST /sandbox/cash-ins/{id}/expire` ([`SandboxHandle::expire_cash_in`]) expires
+//!   it now; `POST /sandbox/cash-ins/{id}/fail` fails it.
+//! - **Deposit.** `POST /cash-ins/simulate/barcode-auth` deposits the cash: the cash-in is
+//!   `processing` and repriced on the amount deposited (the create response's pricing was an
+//!   estimate from `indicatedAmount`). `POST /cash-ins/simulate/auth-commit` completes it and
+//!   creates its fiat-to-crypto transaction (`transactionId`, `txn_…`).
+//! - **Delivery** (the transaction): it starts at `processing` / `processing.fundsPulled` and,
+//!   left alone, completes after [`SandboxSettings::delivery_delay`]. The controls, each
+//!   `POST /sandbox/cash-ins/{id}/delivery/<action>` (an Idempotency-Key, as for every POST) and a
+//!   [`SandboxHandle`] method, answer the transaction object and send its webhook:
+//!
+//!   | action | from | to | handle |
+//!   | --- | --- | --- | --- |
+//!   | `under-review` | `processing.fundsPulled` | `processing` / `processing.underReview` | [`SandboxHandle::delivery_under_review`] |
+//!   | `complete` | `processing.*` | `completed`, `destination.txHash` set | [`SandboxHandle::complete_delivery`] |
+//!   | `fail` (body `{"code", "message"}`, both optional) | `processing.*` | `failed` / `failed.refundPending`, `error` | [`SandboxHandle::fail_delivery`] |
+//!   | `refund` | `failed.refundPending` | `failed` / `failed.refundCompleted` | [`SandboxHandle::complete_refund`] |
+//!
+//!   Any other move is 422 (`invalid_state`). `GET /sandbox/cash-ins/{id}/delivery`
+//!   ([`SandboxHandle::delivery_json`]) shows the transaction. A transaction under review waits
+//!   for `complete` or `fail`; [`SandboxHandle::set_delivery_delay`] (`None`) makes every
+//!   transaction wait for a control.
+//! - **Webhooks** ([`SandboxHandle::set_webhooks`]): only the documented events, with the guide's
+//!   payloads: `cash_in.completed`, `cash_in.expired` (`cashIn.*` in [`Spelling::OpenApi`]) and
+//!   `transaction.fiatToCrypto.{processing,underReview,completed,failed,refundCompleted}`.
+//! - **Money and time.** Per-entry developer fee amounts add up to `feesDeducted.developer`
+//!   (rounding is allocated by largest remainder); timestamps are whole seconds, as the docs
+//!   show them.
+//!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
 //! use oms_sandbox::SandboxSettings;
@@ -53,12 +88,16 @@ pub use faults::{Fault, FaultAction, Gate};
 pub use journal::{CONNECTION_RESET, RecordedRequest};
 pub use webhooks::{WebhookFaults, WebhookStats, WebhookTarget};
 
+use store::{DeliveryAction, DeliveryError, Refusal};
+
 use state::{Sandbox, lock};
 
 /// How often pending cash-ins are checked for lapsed codes (reads also check, lazily).
 const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
 /// How long `shutdown` lets in-flight requests finish before cutting them off.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long a transaction left alone takes to deliver, by default.
+const DEFAULT_DELIVERY_DELAY: Duration = Duration::from_secs(2);
 
 /// Which of the documentation's two spellings the sandbox answers in.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -85,6 +124,13 @@ pub struct SandboxSettings {
     pub token_ttl: Duration,
     /// Lifetime of a deposit code. Default 3600 s.
     pub code_ttl: Duration,
+    /// How long a cash-in stays `pending` (its lapsed code refreshable) after its code lapses,
+    /// before it is `expired`. The docs give no length; `None` (the default) is one more
+    /// `code_ttl`, so a shortened code lifetime shortens the window with it.
+    pub refresh_window: Option<Duration>,
+    /// How long a transaction stays at `processing.fundsPulled` before it completes by itself;
+    /// `None`: until a control moves it. Default 2 s (the guide's example takes 85 s).
+    pub delivery_delay: Option<Duration>,
     /// Response spelling at start; switchable at run time.
     pub spelling: Spelling,
     /// Seeds the generator of cash-in ids and deposit codes. Default: random.
@@ -102,6 +148,8 @@ impl Default for SandboxSettings {
             api_secret: uuid::Uuid::new_v4().simple().to_string(),
             token_ttl: Duration::from_secs(3600),
             code_ttl: Duration::from_secs(3600),
+            refresh_window: None,
+            delivery_delay: Some(DEFAULT_DELIVERY_DELAY),
             spelling: Spelling::default(),
             seed: fastrand::u64(..),
             faults: FaultPlan::default(),
@@ -117,6 +165,8 @@ impl fmt::Debug for SandboxSettings {
             .field("api_secret", &"[redacted]")
             .field("token_ttl", &self.token_ttl)
             .field("code_ttl", &self.code_ttl)
+            .field("refresh_window", &self.refresh_window)
+            .field("delivery_delay", &self.delivery_delay)
             .field("spelling", &self.spelling)
             .field("seed", &self.seed)
             .field("faults", &self.faults)
@@ -315,6 +365,75 @@ impl SandboxHandle {
             .map(|ci| model::render_cash_in(ci, &spelling))
     }
 
+    /// Sandbox control: expires a pending cash-in now, refresh window or not (as
+    /// `POST /sandbox/cash-ins/{id}/expire`); answers the cash-in as the API shows it.
+    pub fn expire_cash_in(&self, id: &str) -> Result<serde_json::Value, ControlError> {
+        let spelling = self.inner.sandbox.spelling();
+        let mut store = lock(&self.inner.sandbox.store);
+        store
+            .force_expire(id, clock::now_ms())
+            .map(|ci| model::render_cash_in(ci, &spelling))
+            .map_err(ControlError::from)
+    }
+
+    /// The transaction of a committed cash-in, as its webhooks show it (none before the commit).
+    pub fn delivery_json(&self, cash_in_id: &str) -> Option<serde_json::Value> {
+        let spelling = self.inner.sandbox.spelling();
+        let mut store = lock(&self.inner.sandbox.store);
+        store
+            .get(cash_in_id, clock::now_ms())
+            .and_then(|ci| model::render_transaction(ci, &spelling))
+    }
+
+    /// Holds the transaction for compliance review (`processing.underReview`): it then waits
+    /// for [`complete_delivery`](Self::complete_delivery) or [`fail_delivery`](Self::fail_delivery).
+    pub fn delivery_under_review(
+        &self,
+        cash_in_id: &str,
+    ) -> Result<serde_json::Value, ControlError> {
+        self.drive(cash_in_id, DeliveryAction::Review)
+    }
+
+    /// Delivers: the transaction is `completed`, with the destination's `txHash`.
+    pub fn complete_delivery(&self, cash_in_id: &str) -> Result<serde_json::Value, ControlError> {
+        self.drive(cash_in_id, DeliveryAction::Complete)
+    }
+
+    /// Fails the delivery: `failed` / `failed.refundPending` with `error` `{code, message}`
+    /// (the guide's example: `on_chain_revert`, "Delivery transaction reverted onchain").
+    pub fn fail_delivery(
+        &self,
+        cash_in_id: &str,
+        code: &str,
+        message: &str,
+    ) -> Result<serde_json::Value, ControlError> {
+        let error = DeliveryError {
+            code: code.to_owned(),
+            message: message.to_owned(),
+        };
+        self.drive(cash_in_id, DeliveryAction::Fail(error))
+    }
+
+    /// The refund of a failed delivery is done: `failed` / `failed.refundCompleted`.
+    pub fn complete_refund(&self, cash_in_id: &str) -> Result<serde_json::Value, ControlError> {
+        self.drive(cash_in_id, DeliveryAction::Refund)
+    }
+
+    /// How long a transaction left alone takes to complete, for transactions created from now
+    /// on and those still waiting; `None`: every transaction waits for a control.
+    pub fn set_delivery_delay(&self, delay: Option<Duration>) {
+        lock(&self.inner.sandbox.store).set_delivery_delay(delay.map(clock::duration_ms));
+    }
+
+    fn drive(&self, id: &str, action: DeliveryAction) -> Result<serde_json::Value, ControlError> {
+        let spelling = self.inner.sandbox.spelling();
+        let mut store = lock(&self.inner.sandbox.store);
+        let ci = store
+            .drive_delivery(id, action, clock::now_ms())
+            .map_err(ControlError::from)?;
+        model::render_transaction(ci, &spelling).ok_or(ControlError::NotFound)
+    }
+
     /// A cash-in's status as stored (`pending`, `expired`, ...), without the lazy expiry that
     /// every read applies: shows what the background sweep has done.
     pub fn stored_status(&self, id: &str) -> Option<&'static str> {
@@ -336,6 +455,35 @@ impl SandboxHandle {
         {
             tracing::warn!("sandbox did not stop within the grace period; aborting it");
             task.abort();
+        }
+    }
+}
+
+/// Why a sandbox control refused: what its HTTP twin answers with 404 or 422.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlError {
+    /// No cash-in with this id.
+    NotFound,
+    /// Not allowed in the cash-in's (or its transaction's) current state; says why.
+    InvalidState(String),
+}
+
+impl fmt::Display for ControlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ControlError::NotFound => f.write_str("no such cash-in"),
+            ControlError::InvalidState(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for ControlError {}
+
+impl From<Refusal> for ControlError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::NotFound => ControlError::NotFound,
+            other => ControlError::InvalidState(error::ApiError::from(other).message),
         }
     }
 }

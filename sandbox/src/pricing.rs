@@ -156,7 +156,8 @@ pub(crate) struct Quote {
 /// Prices `amount` with the given developer fees and OMS's schedule.
 ///
 /// The developer fee is Σ percentage × amount (rounded once, so many small percentages do not
-/// each round up) plus Σ flat; the OMS fee is 2% × amount rounded, plus $1.00.
+/// each round up) plus Σ flat; the OMS fee is 2% × amount rounded, plus $1.00. Each entry's own
+/// amount is its share of that total (see [`allocate`]), so the entries add up to it.
 pub(crate) fn quote(amount: Cents, fees: &[FeeTerms]) -> Quote {
     let percentage_sum: Ppm = fees
         .iter()
@@ -166,18 +167,12 @@ pub(crate) fn quote(amount: Cents, fees: &[FeeTerms]) -> Quote {
         .iter()
         .filter_map(|f| f.flat)
         .fold(0, |acc: Cents, c| acc.saturating_add(c));
-    let developer = percent_of(amount, percentage_sum).saturating_add(flat_sum);
+    let percentage_total = percent_of(amount, percentage_sum);
+    let developer = percentage_total.saturating_add(flat_sum);
     let oms = percent_of(amount, OMS_PERCENT).saturating_add(OMS_FIXED);
     let total = developer.saturating_add(oms);
     let net = amount.saturating_sub(total);
-    let per_fee = fees
-        .iter()
-        .map(|f| {
-            f.percentage
-                .map_or(0, |p| percent_of(amount, p))
-                .saturating_add(f.flat.unwrap_or(0))
-        })
-        .collect();
+    let per_fee = allocate(amount, fees, percentage_total);
     let effective_rate = if amount > 0 {
         let scaled = i128::from(net) * 10_000 * 2 + i128::from(amount);
         i64::try_from(scaled.div_euclid(2 * i128::from(amount))).unwrap_or(0)
@@ -193,6 +188,45 @@ pub(crate) fn quote(amount: Cents, fees: &[FeeTerms]) -> Quote {
         per_fee,
         effective_rate,
     }
+}
+
+/// Each entry's amount: its flat fee plus its share of `percentage_total` (the percentages'
+/// total, rounded once), shared by the largest-remainder method: every entry gets the whole
+/// cents of its exact share, and the cents the rounding of the total adds go one each to the
+/// entries with the largest fractions of a cent (the earlier entry first on a tie). So the
+/// entries always add up to the total: $21.00 with 2 × 0.25 % is 0.06 + 0.05 = 0.11, not
+/// 0.05 + 0.05 against a total of 0.11.
+fn allocate(amount: Cents, fees: &[FeeTerms], percentage_total: Cents) -> Vec<Cents> {
+    let ppm = i128::from(PPM);
+    // (whole cents, remainder in millionths of a cent) of each entry's exact percentage share.
+    let shares: Vec<(Cents, i128)> = fees
+        .iter()
+        .map(|f| {
+            let exact = i128::from(amount) * i128::from(f.percentage.unwrap_or(0));
+            let whole = i64::try_from(exact.div_euclid(ppm)).unwrap_or(i64::MAX);
+            (whole, exact.rem_euclid(ppm))
+        })
+        .collect();
+    let floors: Cents = shares
+        .iter()
+        .fold(0, |acc: Cents, (whole, _)| acc.saturating_add(*whole));
+    let mut left = usize::try_from(percentage_total.saturating_sub(floors)).unwrap_or(0);
+    let mut order: Vec<usize> = (0..shares.len()).collect();
+    // Stable: equal remainders keep request order.
+    order.sort_by(|&a, &b| shares[b].1.cmp(&shares[a].1));
+    let mut per_fee: Vec<Cents> = shares.iter().map(|(whole, _)| *whole).collect();
+    for i in order {
+        if left == 0 || shares[i].1 == 0 {
+            break;
+        }
+        per_fee[i] += 1;
+        left -= 1;
+    }
+    per_fee
+        .iter()
+        .zip(fees)
+        .map(|(share, f)| share.saturating_add(f.flat.unwrap_or(0)))
+        .collect()
 }
 
 #[cfg(test)]
@@ -238,6 +272,38 @@ mod tests {
         let q = quote(300, &[]);
         assert_eq!(q.net, 300 - 6 - 100);
         assert_eq!(format_rate4(q.effective_rate), "0.6467");
+    }
+
+    #[test]
+    fn entry_amounts_add_up_to_the_developer_total() {
+        let quarter = FeeTerms {
+            percentage: Some(2_500),
+            flat: None,
+        };
+        // $21.00 × 0.25 % = 0.0525 each; the total 0.105 rounds to 0.11, so one entry is 0.06.
+        let q = quote(21_00, &[quarter, quarter]);
+        assert_eq!(q.developer, 11);
+        assert_eq!(q.per_fee, vec![6, 5]);
+        // The larger fraction gets the cent, whatever the order; flat fees ride along.
+        let mixed = [
+            FeeTerms {
+                percentage: Some(1_000),
+                flat: Some(1_00),
+            },
+            FeeTerms {
+                percentage: Some(4_000),
+                flat: None,
+            },
+        ];
+        let q = quote(12_34, &mixed);
+        // Exact shares 1.234 and 4.936 cents; total 6.17 → 6; floors 1 + 4 = 5; +1 to the second.
+        assert_eq!(q.per_fee, vec![1_01, 5]);
+        assert_eq!(q.per_fee.iter().sum::<Cents>(), q.developer);
+        for amount in [1, 99, 20_25, 21_00, 333_33, 499_99] {
+            let fees = [quarter, quarter, quarter, mixed[0], mixed[1]];
+            let q = quote(amount, &fees);
+            assert_eq!(q.per_fee.iter().sum::<Cents>(), q.developer, "{amount}");
+        }
     }
 
     #[test]

@@ -42,6 +42,8 @@ const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+/// The moves `POST /sandbox/cash-ins/{id}/delivery/{action}` knows.
+pub(crate) const DELIVERY_ACTIONS: [&str; 4] = ["under-review", "complete", "fail", "refund"];
 /// The fault plan's control endpoint, exempt from every fault.
 pub(crate) const FAULTS_PATH: &str = "/sandbox/faults";
 
@@ -63,6 +65,10 @@ pub(crate) enum Route {
     CashLocations,
     ExpireCashIn(String),
     FailCashIn(String),
+    /// `GET /sandbox/cash-ins/{id}/delivery`.
+    Delivery(String),
+    /// `POST /sandbox/cash-ins/{id}/delivery/{action}`, one of [`DELIVERY_ACTIONS`].
+    DriveDelivery(String, &'static str),
     GetFaults,
     SetFaults,
 }
@@ -96,6 +102,14 @@ pub(crate) fn resolve(method: &Method, path: &str) -> Result<Route, ApiError> {
         ["cash-locations"] => only(get, "GET", Route::CashLocations),
         ["sandbox", "cash-ins", ci, "expire"] => only(post, "POST", Route::ExpireCashIn(id(ci))),
         ["sandbox", "cash-ins", ci, "fail"] => only(post, "POST", Route::FailCashIn(id(ci))),
+        ["sandbox", "cash-ins", ci, "delivery"] => only(get, "GET", Route::Delivery(id(ci))),
+        ["sandbox", "cash-ins", ci, "delivery", action] => {
+            let action = DELIVERY_ACTIONS
+                .into_iter()
+                .find(|a| a == action)
+                .ok_or_else(not_found)?;
+            only(post, "POST", Route::DriveDelivery(id(ci), action))
+        }
         ["sandbox", "faults"] if get => Ok(Route::GetFaults),
         ["sandbox", "faults"] => only(method == Method::PUT, "GET, PUT", Route::SetFaults),
         _ => Err(not_found()),
@@ -587,5 +601,21 @@ mod tests {
             Some(Route::SetFaults)
         );
         assert_eq!(status(&post, "/sandbox/faults"), Some(405));
+        assert_eq!(
+            resolve(&post, "/sandbox/cash-ins/ci_1/delivery/under-review").ok(),
+            Some(Route::DriveDelivery("ci_1".into(), "under-review"))
+        );
+        assert_eq!(
+            resolve(&get, "/sandbox/cash-ins/ci_1/delivery").ok(),
+            Some(Route::Delivery("ci_1".into()))
+        );
+        assert_eq!(
+            status(&post, "/sandbox/cash-ins/ci_1/delivery/explode"),
+            Some(404)
+        );
+        assert_eq!(
+            status(&get, "/sandbox/cash-ins/ci_1/delivery/complete"),
+            Some(405)
+        );
     }
 }

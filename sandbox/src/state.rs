@@ -47,8 +47,13 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Sandbox {
     pub(crate) fn new(config: SandboxSettings) -> Sandbox {
+        let mut store = Store::new(config.seed);
+        store.set_refresh_window(clock::duration_ms(
+            config.refresh_window.unwrap_or(config.code_ttl),
+        ));
+        store.set_delivery_delay(config.delivery_delay.map(clock::duration_ms));
         Sandbox {
-            store: Mutex::new(Store::new(config.seed)),
+            store: Mutex::new(store),
             spelling: Mutex::new(config.spelling),
             api_key: config.api_key,
             api_secret: config.api_secret,
@@ -75,11 +80,12 @@ impl Sandbox {
         clock::duration_ms(self.code_ttl)
     }
 
-    /// The periodic expiry pass (reads and writes also expire lazily).
+    /// The periodic pass over what time does: refresh windows that end, deliveries that
+    /// complete (reads and writes also apply them lazily).
     pub(crate) fn sweep(&self) {
-        let expired = lock(&self.store).expire_due(clock::now_ms());
-        if expired > 0 {
-            tracing::debug!(expired, "sandbox: deposit codes lapsed");
+        let moved = lock(&self.store).advance(clock::now_ms());
+        if moved > 0 {
+            tracing::debug!(moved, "sandbox: cash-ins expired or delivered by time");
         }
     }
 }

@@ -1,30 +1,36 @@
 //! The sandbox as a webhook sender: once a target is set
-//! ([`crate::SandboxHandle::set_webhooks`]), every state change of a cash-in is delivered as a
-//! signed event, the way OMS's guide shows them (`{"id", "event", "createdAt", "data"}`, the
-//! cash-in rendered as `GET /cash-ins/{id}` renders it), with a `cashIn.*` event in the openapi
-//! spelling or `cash_in.*` in the guide's, and a `transaction.fiatToCrypto.completed` event
-//! with its `cashIn` link on completion. Signatures follow Standard Webhooks (`webhook-id`,
+//! ([`crate::SandboxHandle::set_webhooks`]), every change OMS documents an event for is
+//! delivered as a signed event, the way OMS's guide shows them (`{"id", "event", "createdAt",
+//! "data"}`), and no other: on the cash-in layer `cash_in.completed` and `cash_in.expired`
+//! (`cashIn.*` in the schema's spelling), with the cash-in rendered as `GET /cash-ins/{id}`
+//! renders it; on the transaction layer `transaction.fiatToCrypto.processing`, `.underReview`,
+//! `.completed`, `.failed` and `.refundCompleted`, with the transaction object linked to its
+//! cash-in by `cashIn`. Creating, refreshing, authorizing at the counter (`processing`) or
+//! failing a cash-in sends nothing, as the guide lists no event for them. `createdAt` is when the
+//! change happened. The signing scheme is an assumption: the OMS pages document none, and the
+//! sandbox signs as Standard Webhooks do (`webhook-id`,
 //! `webhook-timestamp`, `webhook-signature: v1,<base64 HMAC-SHA256("id.ts.body")>`, key = the
 //! base64 after `whsec_`). Failed deliveries (a non-2xx or no answer) are retried with
 //! exponential backoff and jitter, like a real sender. Optional faults, each a probability per
 //! event: drop it, deliver it twice, hold it back so later events overtake it, or sign its first
 //! attempt wrongly (its retries are signed right).
 //!
-//! Changes are found by scanning the store every [`SCAN_INTERVAL`] (so the expiry sweep's
-//! lapses are seen too); two changes of one cash-in within one scan are one event naming the
-//! later state. Everything here is bookkeeping plus HTTP out; it never changes the store.
+//! The store records each change in its outbox as it makes it (the expiry sweep's and the
+//! delivery delay's too), and the sender drains it every [`SCAN_INTERVAL`], so every change is
+//! its own event, in order. Everything here is bookkeeping plus HTTP out; it never changes the
+//! store.
 
 use crate::clock;
 use crate::model;
 use crate::state::{Sandbox, lock};
+use crate::store::{Change, EventKind};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// How often the store is scanned for changes.
+/// How often the store's outbox is drained.
 pub const SCAN_INTERVAL: Duration = Duration::from_millis(20);
 /// Attempts per delivery (the first and its retries).
 const ATTEMPTS: u32 = 6;
@@ -81,8 +87,6 @@ pub struct WebhookStats {
 #[derive(Default)]
 pub(crate) struct Sender {
     target: Mutex<Option<WebhookTarget>>,
-    /// (status, updatedAt) of each cash-in at the last scan.
-    seen: Mutex<HashMap<String, (&'static str, clock::Millis)>>,
     events: AtomicU64,
     attempts: AtomicU64,
     delivered: AtomicU64,
@@ -152,52 +156,33 @@ pub(crate) async fn run(sandbox: Arc<Sandbox>) {
     }
 }
 
-/// The events of the changes since the last scan: (event name, JSON body).
+/// The events of the changes since the last drain: (event name, JSON body).
 fn changes(sandbox: &Sandbox) -> Vec<(String, String)> {
     let spelling = sandbox.spelling();
-    let prefix = match spelling {
-        crate::Spelling::OpenApi => "cashIn",
-        crate::Spelling::Guide => "cash_in",
-    };
-    let store = lock(&sandbox.store);
-    let mut seen = lock(&sandbox.webhooks.seen);
-    let mut out = Vec::new();
-    for ci in store.all() {
-        let now = (ci.status.as_str(), ci.updated_at);
-        let before = seen.insert(ci.id.clone(), now);
-        let action = match before {
-            None => "created",
-            Some(old) if old == now => continue,
-            Some((status, _)) if status == now.0 => "updated",
-            Some(_) => now.0,
-        };
-        let data = model::render_cash_in(ci, &spelling);
-        let name = format!("{prefix}.{action}");
-        out.push((name.clone(), envelope(&name, data)));
-        if action == "completed" {
-            let name = "transaction.fiatToCrypto.completed".to_owned();
-            let transaction = serde_json::json!({
-                "id": ci.transaction_id,
-                "object": "transaction",
-                "type": "fiatToCrypto",
-                "status": "completed",
-                "customerId": ci.spec.customer_id,
-                "cashIn": ci.id,
-            });
-            out.push((name.clone(), envelope(&name, transaction)));
-        }
-    }
-    out
+    let drained = lock(&sandbox.store).drain_events();
+    drained
+        .iter()
+        .filter_map(|change| event(change, spelling))
+        .collect()
 }
 
-fn envelope(name: &str, data: serde_json::Value) -> String {
-    serde_json::json!({
+/// One change as the guide's webhook: its name and body.
+pub(crate) fn event(change: &Change, spelling: crate::Spelling) -> Option<(String, String)> {
+    let data = match change.kind {
+        EventKind::CashInCompleted | EventKind::CashInExpired => {
+            model::render_cash_in(&change.cash_in, &spelling)
+        }
+        EventKind::Transaction(_) => model::render_transaction(&change.cash_in, &spelling)?,
+    };
+    let name = change.kind.name(spelling);
+    let body = serde_json::json!({
         "id": format!("whk_evt_{}", uuid::Uuid::new_v4().simple()),
         "event": name,
-        "createdAt": clock::format_ms(clock::now_ms()),
+        "createdAt": clock::format_ms(change.at),
         "data": data,
     })
-    .to_string()
+    .to_string();
+    Some((name, body))
 }
 
 struct Delivery {

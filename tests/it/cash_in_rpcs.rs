@@ -48,6 +48,16 @@ async fn create_several(
     created
 }
 
+/// Waits into the next whole second. OMS's timestamps are whole seconds (as its docs show them,
+/// and so the sandbox's), so two states or two expiries a test tells apart by time must lie a
+/// second boundary apart.
+async fn next_whole_second() {
+    let into = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_millis());
+    tokio::time::sleep(Duration::from_millis(u64::from(1_000 - into) + 20)).await;
+}
+
 #[tokio::test]
 async fn list_cash_locations_returns_loc_ids_with_references_nearest_first() {
     let gateway = common::start().await;
@@ -238,7 +248,12 @@ async fn list_cash_ins_filters_by_status() {
 #[tokio::test]
 async fn list_cash_ins_filters_by_creation_time_inclusively() {
     let gateway = common::start().await;
-    let created = create_several(&gateway, "cst_times", 3).await;
+    // A second apart: creation times are whole seconds.
+    let mut created = Vec::new();
+    for _ in 0..3 {
+        next_whole_second().await;
+        created.push(common::create_cash_in(&gateway, "cst_times").await);
+    }
     let middle = created[1].created_at.expect("createdAt");
     let after = list(
         &gateway,
@@ -360,7 +375,8 @@ async fn refresh_cash_in_issues_a_new_code_with_a_later_expiry() {
         .deposit_instructions
         .clone()
         .expect("depositInstructions");
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    // Expiries are whole seconds: refresh in the next one, so the new expiry is later.
+    next_whole_second().await;
     let response = gateway
         .cash_ins()
         .refresh_cash_in(pb::RefreshCashInRequest {

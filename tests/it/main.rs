@@ -15,6 +15,7 @@ mod cli;
 mod config_file;
 mod deploy_manifests;
 mod errors;
+mod fidelity;
 mod fleet_budget;
 mod health_reflection;
 mod idempotency;

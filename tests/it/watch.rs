@@ -267,6 +267,16 @@ async fn commit_deposit_upstream(
     assert!(status.is_success(), "auth-commit answered {status}: {body}");
 }
 
+/// Waits into the next whole second. OMS's timestamps are whole seconds (as its docs show them,
+/// and so the sandbox's), so two states or two expiries a test tells apart by time must lie a
+/// second boundary apart.
+async fn next_whole_second() {
+    let into = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_millis());
+    tokio::time::sleep(Duration::from_millis(u64::from(1_000 - into) + 20)).await;
+}
+
 fn assert_changed(event: &pb::CashInEvent, from: St, to: St, fields: &[&str]) {
     assert_eq!(kind(event), Kind::Changed, "{event:?}");
     assert_eq!(event.previous_status, from as i32, "{event:?}");
@@ -372,6 +382,8 @@ async fn a_refresh_reaches_watchers_at_once_without_waiting_for_a_poll() {
     let initial = watcher.event(Duration::from_secs(3)).await;
     assert_eq!(kind(&initial), Kind::Initial);
     let polls_before = gateway.gets(&created.id);
+    // Expiries are whole seconds: refresh in the next one, so the expiry changes too.
+    next_whole_second().await;
 
     let started = Instant::now();
     let refreshed = refresh(&gateway, &created.id).await;
@@ -416,6 +428,10 @@ async fn a_poll_answered_with_an_older_state_does_not_undo_a_published_refresh()
         &[],
     ));
     let polls_before = gateway.gets(&created.id);
+    // The refresh's `updatedAt` must be later than the stale answer's to be told apart: OMS's
+    // timestamps are whole seconds, so refresh in the next one. (Within one second the gateway
+    // cannot order the two by `updatedAt`, and takes the stale answer.)
+    next_whole_second().await;
     let refreshed = refresh(&gateway, &created.id).await;
     let changed = watcher.event(Duration::from_secs(2)).await;
     assert_eq!(code_of(cash_in(&changed)), code_of(&refreshed));
@@ -483,7 +499,9 @@ async fn a_lapsed_deposit_code_ends_the_stream_with_expired_then_ok() {
         "watched before the code lapsed"
     );
 
-    let expired = watcher.event(Duration::from_secs(3)).await;
+    // The code lapses after 1 s, and the cash-in is expired once the refresh window (one more
+    // code lifetime by default) has passed too: 2 s after creation.
+    let expired = watcher.event(Duration::from_secs(5)).await;
     assert_changed(&expired, St::Pending, St::Expired, &["status"]);
     assert_eq!(
         cash_in(&expired).sub_status,

@@ -893,8 +893,6 @@ impl ParseFaults for str {
 async fn the_sandbox_sends_signed_webhooks_that_reach_watchers_long_before_any_poll() {
     let gateway = common::start_with(sandbox_sender("")).await;
     let created = common::create_cash_in(&gateway, "cst_webhook_sender").await;
-    // Changes within one scan of the sandbox's store (20 ms) are one event: keep them apart.
-    sleep(ms(200)).await;
     let (seen, _task) = watch(gateway.channel.clone(), WatchOf::CashIn(created.id.clone()));
     all_saw(std::slice::from_ref(&seen), 1, Duration::from_secs(5)).await;
     let changed = Instant::now();
@@ -903,10 +901,11 @@ async fn the_sandbox_sends_signed_webhooks_that_reach_watchers_long_before_any_p
     let delay = seen.lock().unwrap()[1].0.duration_since(changed);
     println!("sandbox state change → its webhook → the stream: {delay:?} (polls every 60 s)");
     assert_eq!(statuses(&seen)[1], St::Expired as i32);
+    // OMS documents no event for a created cash-in: `cashIn.expired` is the one event.
     let stats = gateway.sandbox().webhook_stats();
     assert!(
-        stats.delivered >= 2 && stats.events >= 2,
-        "created and expired: {stats:?}"
+        stats.delivered >= 1 && stats.events >= 1,
+        "expired: {stats:?}"
     );
     assert!(
         metric(
@@ -915,7 +914,7 @@ async fn the_sandbox_sends_signed_webhooks_that_reach_watchers_long_before_any_p
             &[("outcome", "accepted")]
         )
         .await
-            >= 2.0
+            >= 1.0
     );
     gateway.gateway.shutdown().await;
 }
@@ -929,8 +928,10 @@ async fn sandbox_webhooks_duplicated_reordered_and_first_signed_wrongly_still_gi
     let (seen, task) = watch(gateway.channel.clone(), WatchOf::CashIn(created.id.clone()));
     all_saw(std::slice::from_ref(&seen), 1, Duration::from_secs(5)).await;
     let behind = Behind::new(&gateway).await;
+    // OMS documents no event for `processing` (the cash deposited), so no webhook brings it
+    // and polls are 60 s apart: the stream goes from pending to completed, which
+    // `cashIn.completed` and `transaction.fiatToCrypto.processing` both announce.
     let confirmation = behind.authorize(&created).await;
-    all_saw(std::slice::from_ref(&seen), 2, Duration::from_secs(3)).await;
     behind.commit(&created, &confirmation).await;
     timeout(Duration::from_secs(5), task)
         .await
@@ -938,11 +939,7 @@ async fn sandbox_webhooks_duplicated_reordered_and_first_signed_wrongly_still_gi
         .ok();
     assert_eq!(
         statuses(&seen),
-        [
-            St::Pending as i32,
-            St::Processing as i32,
-            St::Completed as i32
-        ],
+        [St::Pending as i32, St::Completed as i32],
         "one event per change"
     );
     let stats = gateway.sandbox().webhook_stats();

@@ -17,7 +17,9 @@ mod simulate;
 pub(crate) use create::parse_create;
 pub(crate) use fields::parse_object;
 pub(crate) use queries::{parse_list_query, parse_locations_query};
-pub(crate) use simulate::{parse_auth_commit, parse_barcode_auth, parse_fail};
+pub(crate) use simulate::{
+    parse_auth_commit, parse_barcode_auth, parse_delivery_failure, parse_fail,
+};
 
 /// The fields a 400 names, in the order it names them: what the tests compare.
 #[cfg(test)]

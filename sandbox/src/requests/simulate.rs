@@ -1,9 +1,12 @@
 //! The bodies of the deposit simulation (`POST /cash-ins/simulate/…`, what a store counter
-//! would send) and of the sandbox-only controls (`POST /sandbox/cash-ins/{id}/fail`).
+//! would send) and of the sandbox-only controls (`POST /sandbox/cash-ins/{id}/fail`,
+//! `POST /sandbox/cash-ins/{id}/delivery/fail`).
 
 use crate::error::ApiError;
 use crate::pricing::Cents;
-use crate::store::{Commit, SubStatus, normalize_code};
+use crate::store::{
+    Commit, DEFAULT_FAILURE_CODE, DEFAULT_FAILURE_MESSAGE, DeliveryError, SubStatus, normalize_code,
+};
 
 use super::fields::{Problems, cash_amount, optional_str, parse_object, required_str};
 
@@ -66,5 +69,30 @@ pub(crate) fn parse_fail(body: &[u8]) -> Result<SubStatus, ApiError> {
             }
             Err(p.into_error())
         }
+    }
+}
+
+/// `POST /sandbox/cash-ins/{id}/delivery/fail`: an optional `code` and `message` (an empty body
+/// is fine): the guide's `on_chain_revert` example by default.
+pub(crate) fn parse_delivery_failure(body: &[u8]) -> Result<DeliveryError, ApiError> {
+    let mut error = DeliveryError {
+        code: DEFAULT_FAILURE_CODE.to_owned(),
+        message: DEFAULT_FAILURE_MESSAGE.to_owned(),
+    };
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(error);
+    }
+    let root = parse_object(body)?;
+    let mut p = Problems::default();
+    if let Some(code) = optional_str(Some(&root), "", "code", &mut p) {
+        error.code = code.to_owned();
+    }
+    if let Some(message) = optional_str(Some(&root), "", "message", &mut p) {
+        error.message = message.to_owned();
+    }
+    if p.is_empty() {
+        Ok(error)
+    } else {
+        Err(p.into_error())
     }
 }

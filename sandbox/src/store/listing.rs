@@ -48,7 +48,7 @@ impl ListQuery {
 
 impl Store {
     pub(crate) fn list(&mut self, q: &ListQuery, now: Millis) -> Result<Page<'_>, Refusal> {
-        self.expire_due(now);
+        self.advance(now);
         let cursor_key = self.cursor_key(q.cursor.as_ref())?;
         let mut items: Vec<&CashIn> = self.cash_ins.values().filter(|c| q.matches(c)).collect();
         // Newest first; the sequence breaks ties within a millisecond.

@@ -1,24 +1,34 @@
 //! The cash-ins themselves: their domain types, their lifecycle, and the in-memory table that
 //! holds them.
 //!
-//! Lifecycle: `pending` (code issued) → `processing` (cash authorized at the counter) →
-//! `completed`; or `failed`; or `expired` (code lapsed before any deposit). Expiry is applied
-//! lazily by every operation here *and* by the server's periodic sweep, so whichever runs first
-//! the state is right. Pricing is not stored: it is a pure function of the amount and the fee
-//! terms (see `pricing`), computed when a cash-in is rendered.
+//! Lifecycle: `pending` (code issued; the code may lapse and be refreshed within the refresh
+//! window) → `processing` (cash deposited at the counter; priced on that cash) → `completed`
+//! (committed; OMS's transaction delivers the crypto); or `failed`; or `expired` (the refresh
+//! window passed before any deposit). Time-driven moves (expiry, a delivery completing after
+//! its delay) are applied lazily by every operation here *and* by the server's periodic sweep,
+//! so whichever runs first the state is right. Pricing is not stored: it is a pure function of
+//! the amount and the fee terms (see `pricing`), computed when a cash-in is rendered. Every
+//! change OMS sends a webhook for is recorded in the outbox (`events`).
 //!
-//! `records` holds the types, `listing` the paged queries, `expiry` the lapse of codes; the
-//! table, creation and the deposit flow are here.
+//! `records` holds the types, `listing` the paged queries, `expiry` the lapse of codes,
+//! `delivery` the transaction, `events` the outbox; the table, creation and the deposit flow
+//! are here.
 
+mod delivery;
+mod events;
 mod expiry;
 mod listing;
 mod records;
 
 use std::collections::HashMap;
 
-use crate::clock::Millis;
+use crate::clock::{Millis, whole_second};
 use crate::pricing::{self, Cents};
 
+pub(crate) use delivery::{
+    DEFAULT_FAILURE_CODE, DEFAULT_FAILURE_MESSAGE, DeliveryAction, DeliveryError, DeliveryStep,
+};
+pub(crate) use events::{Change, EventKind};
 pub(crate) use listing::{Cursor, ListQuery};
 pub(crate) use records::{
     Asset, Authorization, CashIn, Commit, DevFee, NewCashIn, Refusal, Status, SubStatus, WalletRef,
@@ -33,22 +43,45 @@ pub(crate) struct Store {
     cash_ins: HashMap<String, CashIn>,
     next_seq: u64,
     rng: fastrand::Rng,
+    /// How long a cash-in stays `pending` (refreshable) after its code lapses.
+    refresh_window: Millis,
+    /// How long a transaction waits at `processing.fundsPulled` before it completes by itself;
+    /// none: until a control moves it.
+    delivery_delay: Option<Millis>,
+    outbox: events::Outbox,
 }
 
 // === impl Store ===
 
 impl Store {
+    /// An empty table: no refresh window, and transactions wait for a control.
     pub(crate) fn new(seed: u64) -> Store {
         Store {
             cash_ins: HashMap::new(),
             next_seq: 0,
             rng: fastrand::Rng::with_seed(seed),
+            refresh_window: 0,
+            delivery_delay: None,
+            outbox: events::Outbox::default(),
         }
     }
 
-    /// Every cash-in as stored (for the webhook sender's change scan).
-    pub(crate) fn all(&self) -> impl Iterator<Item = &CashIn> {
-        self.cash_ins.values()
+    pub(crate) fn set_refresh_window(&mut self, window: Millis) {
+        self.refresh_window = window;
+    }
+
+    pub(crate) fn set_delivery_delay(&mut self, delay: Option<Millis>) {
+        self.delivery_delay = delay;
+    }
+
+    /// Applies what time has done by `now`: refresh windows passed, deliveries due.
+    pub(crate) fn advance(&mut self, now: Millis) -> usize {
+        self.expire_due(now) + self.deliver_due(now)
+    }
+
+    /// The changes recorded since the last drain, oldest first.
+    pub(crate) fn drain_events(&mut self) -> Vec<Change> {
+        self.outbox.drain()
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -61,7 +94,7 @@ impl Store {
     }
 
     pub(crate) fn create(&mut self, spec: NewCashIn, now: Millis, code_ttl: Millis) -> &CashIn {
-        self.expire_due(now);
+        self.advance(now);
         let mut id = self.new_id("ci_", now);
         while self.cash_ins.contains_key(&id) {
             id = self.new_id("ci_", now);
@@ -83,33 +116,34 @@ impl Store {
             sub_status: Some(SubStatus::OrderReserved),
             code,
             code_expires_at: now.saturating_add(code_ttl),
-            created_at: now,
-            updated_at: now,
+            created_at: whole_second(now),
+            updated_at: whole_second(now),
             completed_at: None,
             authorization: None,
             deposited: None,
-            transaction_id: None,
+            delivery: None,
         };
         self.cash_ins.entry(id).or_insert(cash_in)
     }
 
     pub(crate) fn get(&mut self, id: &str, now: Millis) -> Option<&CashIn> {
-        self.expire_due(now);
+        self.advance(now);
         self.cash_ins.get(id)
     }
 
-    /// A counter authorizes a deposit against a live code: the cash-in starts processing.
+    /// A counter authorizes a deposit against a live code: the cash is deposited, the cash-in
+    /// is `processing` and priced on the cash (no longer on the indicated amount).
     pub(crate) fn barcode_auth(
         &mut self,
         code: &str,
         amount: Cents,
         now: Millis,
     ) -> Result<(String, Authorization), Refusal> {
-        self.expire_due(now);
+        self.advance(now);
         let id = self
             .cash_ins
             .values()
-            .find(|c| c.status == Status::Pending && c.code == code)
+            .find(|c| expiry::code_live(c, now) && c.code == code)
             .map(|c| c.id.clone())
             .ok_or(Refusal::NotFound)?;
         let confirmation_id = self.new_id("cnf_", now);
@@ -126,15 +160,17 @@ impl Store {
         };
         ci.status = Status::Processing;
         ci.sub_status = None;
-        ci.updated_at = now;
+        ci.updated_at = whole_second(now);
         ci.authorization = Some(auth.clone());
+        ci.deposited = Some(amount);
         Ok((id, auth))
     }
 
-    /// The counter commits an authorized deposit: final pricing, a transaction, `completed`.
+    /// The counter commits an authorized deposit: `completed`, and OMS's transaction starts
+    /// delivering (`cash_in.completed` and `transaction.fiatToCrypto.processing`).
     pub(crate) fn auth_commit(&mut self, c: &Commit, now: Millis) -> Result<Cents, Refusal> {
-        self.expire_due(now);
-        let transaction_id = self.new_id("txn_", now);
+        self.advance(now);
+        let delivery = self.new_delivery(now);
         let ci = self
             .cash_ins
             .get_mut(&c.cash_in_id)
@@ -172,9 +208,13 @@ impl Store {
         ci.status = Status::Completed;
         ci.sub_status = Some(SubStatus::Settled);
         ci.deposited = Some(c.amount);
-        ci.transaction_id = Some(transaction_id);
-        ci.completed_at = Some(now);
-        ci.updated_at = now;
+        ci.delivery = Some(delivery);
+        ci.completed_at = Some(whole_second(now));
+        ci.updated_at = whole_second(now);
+        let at = whole_second(now);
+        self.outbox.push(EventKind::CashInCompleted, ci, at);
+        self.outbox
+            .push(EventKind::Transaction(DeliveryStep::FundsPulled), ci, at);
         Ok(authorized)
     }
 
@@ -185,7 +225,7 @@ impl Store {
         sub_status: SubStatus,
         now: Millis,
     ) -> Result<&CashIn, Refusal> {
-        self.expire_due(now);
+        self.advance(now);
         let ci = self.cash_ins.get_mut(id).ok_or(Refusal::NotFound)?;
         if !matches!(ci.status, Status::Pending | Status::Processing) {
             return Err(Refusal::InvalidState {
@@ -195,7 +235,7 @@ impl Store {
         }
         ci.status = Status::Failed;
         ci.sub_status = Some(sub_status);
-        ci.updated_at = now;
+        ci.updated_at = whole_second(now);
         Ok(ci)
     }
 
@@ -303,22 +343,140 @@ mod tests {
     }
 
     #[test]
-    fn refresh_replaces_the_code_and_pending_lapses_at_expiry() {
+    fn a_lapsed_code_is_refreshable_until_the_window_ends_then_expired() {
         let mut s = Store::new(1);
+        s.set_refresh_window(2_000);
         let id = s.create(spec("cst_a"), 0, 1_000).id.clone();
-        let old = s.get(&id, 0).map(|c| c.code.clone());
-        let fresh = s.refresh(&id, 500, 1_000).map(|c| c.code.clone()).ok();
-        assert_ne!(old, fresh);
-        assert_eq!(s.get(&id, 1_499).map(|c| c.status), Some(Status::Pending));
-        let ci = s.get(&id, 1_500).cloned().expect("exists");
+        let old = s.get(&id, 0).map(|c| c.code.clone()).expect("exists");
+        // The code lapses at 1 000 ms: dead at the counter, but the cash-in is still pending.
+        assert!(s.barcode_auth(&old, 200_00, 1_000).is_err());
+        assert_eq!(s.get(&id, 2_999).map(|c| c.status), Some(Status::Pending));
+        let fresh = s.refresh(&id, 2_500, 1_000).map(|c| c.code.clone());
+        assert!(fresh.as_ref().is_ok_and(|f| *f != old));
+        // The new code lives to 3 500 and its window to 5 500.
+        assert_eq!(s.get(&id, 5_499).map(|c| c.status), Some(Status::Pending));
+        let ci = s.get(&id, 5_500).cloned().expect("exists");
         assert_eq!(ci.status, Status::Expired);
         assert_eq!(ci.sub_status, Some(SubStatus::CashDepositExpired));
-        assert_eq!(ci.updated_at, 1_500);
+        assert_eq!(ci.updated_at, 5_000, "the window's end, in whole seconds");
         assert!(matches!(
-            s.refresh(&id, 1_600, 1_000),
+            s.refresh(&id, 5_600, 1_000),
             Err(Refusal::InvalidState { .. })
         ));
         assert_eq!(s.refresh("ci_nope", 0, 1).err(), Some(Refusal::NotFound));
+        let kinds: Vec<EventKind> = s.drain_events().iter().map(|c| c.kind).collect();
+        assert_eq!(kinds, [EventKind::CashInExpired], "only documented events");
+    }
+
+    #[test]
+    fn without_a_window_the_cash_in_expires_when_its_code_lapses() {
+        let mut s = Store::new(1);
+        let id = s.create(spec("cst_a"), 0, 1_000).id.clone();
+        assert_eq!(s.get(&id, 999).map(|c| c.status), Some(Status::Pending));
+        assert_eq!(s.get(&id, 1_000).map(|c| c.status), Some(Status::Expired));
+    }
+
+    #[test]
+    fn processing_is_priced_on_the_cash_deposited() {
+        let mut s = Store::new(1);
+        let ci = s.create(spec("cst_a"), 0, 10_000);
+        let (id, code) = (ci.id.clone(), ci.code.clone());
+        assert_eq!(
+            ci.quote().amount,
+            200_00,
+            "the estimate, from indicatedAmount"
+        );
+        s.barcode_auth(&code, 150_00, 1).expect("auth");
+        let ci = s.get(&id, 2).expect("exists");
+        assert_eq!(ci.status, Status::Processing);
+        assert_eq!(ci.deposited, Some(150_00));
+        assert_eq!(ci.quote().amount, 150_00);
+        assert_eq!(ci.quote().net, 150_00 - 3_00 - 1_00);
+    }
+
+    #[test]
+    fn the_transaction_moves_by_controls_and_by_its_delay() {
+        let mut s = Store::new(1);
+        let ci = s.create(spec("cst_a"), 0, 10_000);
+        let (id, code) = (ci.id.clone(), ci.code.clone());
+        assert!(matches!(
+            s.drive_delivery(&id, DeliveryAction::Complete, 1),
+            Err(Refusal::InvalidState { .. })
+        ));
+        let (_, auth) = s.barcode_auth(&code, 200_00, 1).expect("auth");
+        let commit = Commit {
+            code,
+            cash_in_id: id.clone(),
+            amount: 200_00,
+            confirmation_id: auth.confirmation_id,
+            customer_id: None,
+        };
+        s.auth_commit(&commit, 2).expect("commit");
+        let step = |s: &mut Store, now| {
+            s.get(&id, now)
+                .and_then(|c| c.delivery.as_ref())
+                .map(|d| d.step)
+        };
+        assert_eq!(step(&mut s, 3), Some(DeliveryStep::FundsPulled));
+        s.drive_delivery(&id, DeliveryAction::Review, 4)
+            .expect("review");
+        let error = DeliveryError {
+            code: DEFAULT_FAILURE_CODE.into(),
+            message: DEFAULT_FAILURE_MESSAGE.into(),
+        };
+        s.drive_delivery(&id, DeliveryAction::Fail(error), 5)
+            .expect("fail");
+        assert_eq!(
+            s.drive_delivery(&id, DeliveryAction::Complete, 6).err(),
+            Some(Refusal::DeliveryState {
+                step: "failed.refundPending",
+                action: "complete"
+            })
+        );
+        s.drive_delivery(&id, DeliveryAction::Refund, 7)
+            .expect("refund");
+        assert_eq!(step(&mut s, 8), Some(DeliveryStep::RefundCompleted));
+        let names: Vec<String> = s
+            .drain_events()
+            .iter()
+            .map(|c| c.kind.name(crate::Spelling::Guide))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "cash_in.completed",
+                "transaction.fiatToCrypto.processing",
+                "transaction.fiatToCrypto.underReview",
+                "transaction.fiatToCrypto.failed",
+                "transaction.fiatToCrypto.refundCompleted",
+            ]
+        );
+
+        // With a delay, a transaction left alone completes by itself.
+        let mut s = Store::new(2);
+        s.set_delivery_delay(Some(1_000));
+        let ci = s.create(spec("cst_b"), 0, 10_000);
+        let (id, code) = (ci.id.clone(), ci.code.clone());
+        let (_, auth) = s.barcode_auth(&code, 200_00, 1).expect("auth");
+        let commit = Commit {
+            code,
+            cash_in_id: id.clone(),
+            amount: 200_00,
+            confirmation_id: auth.confirmation_id,
+            customer_id: None,
+        };
+        s.auth_commit(&commit, 2).expect("commit");
+        let delivery = |s: &mut Store, now| s.get(&id, now).and_then(|c| c.delivery.clone());
+        assert_eq!(
+            delivery(&mut s, 1_001).map(|d| d.step),
+            Some(DeliveryStep::FundsPulled)
+        );
+        let done = delivery(&mut s, 1_002).expect("delivery");
+        assert_eq!(done.step, DeliveryStep::Completed);
+        assert!(
+            done.tx_hash
+                .is_some_and(|h| h.len() == 66 && h.starts_with("0x"))
+        );
     }
 
     #[test]

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use crate::clock::Millis;
 use crate::pricing::{self, Cents, FeeTerms, Ppm};
 
+use super::delivery::Delivery;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Status {
     Pending,
@@ -183,13 +185,20 @@ pub(crate) struct CashIn {
     pub(crate) updated_at: Millis,
     pub(crate) completed_at: Option<Millis>,
     pub(crate) authorization: Option<Authorization>,
-    /// The amount actually deposited, once committed.
+    /// The amount actually deposited, from the moment the counter reports it (`processing`).
     pub(crate) deposited: Option<Cents>,
-    pub(crate) transaction_id: Option<String>,
+    /// The fiat-to-crypto transaction OMS creates once the deposit is committed.
+    pub(crate) delivery: Option<Delivery>,
 }
 
 impl CashIn {
-    /// The pricing to show: final once deposited, else the estimate from `indicatedAmount`.
+    /// The `txn_` id of its transaction, once there is one.
+    pub(crate) fn transaction_id(&self) -> Option<&str> {
+        self.delivery.as_ref().map(|d| d.id.as_str())
+    }
+
+    /// The pricing to show: repriced on the cash from the moment it is deposited, else the
+    /// estimate from `indicatedAmount`.
     pub(crate) fn quote(&self) -> pricing::Quote {
         quote_with_fees(
             self.deposited.unwrap_or(self.spec.indicated),
@@ -215,6 +224,11 @@ pub(crate) enum Refusal {
     /// A paging cursor names no cash-in.
     UnknownCursor {
         param: &'static str,
+    },
+    /// The cash-in's transaction is at a step where this action is not allowed.
+    DeliveryState {
+        step: &'static str,
+        action: &'static str,
     },
     /// A request field contradicts what the sandbox recorded.
     Mismatch {

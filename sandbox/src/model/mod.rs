@@ -1,10 +1,13 @@
 //! The sandbox's own wire types: serde DTOs for what it answers, and the rendering of a cash-in
-//! in either of the two spellings the OMS documentation uses.
+//! in either of the two spellings the OMS documentation uses (its transaction, as webhooks show
+//! it, is in `transaction`).
 //!
 //! These types are deliberately not shared with the gateway's REST client. The cash-in is built
 //! as a JSON tree rather than a struct because the two spellings differ in names, in shape
 //! (developer fees) and in how absence is written (omitted vs `null`), and one renderer with a
 //! switch keeps "same information, different spelling" true by construction.
+
+mod transaction;
 
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -14,6 +17,8 @@ use super::clock::format_ms;
 use super::locations::CashLocation;
 use super::pricing::{self, format_cents, format_rate, format_rate4};
 use super::store::{CashIn, WalletRef, display_code};
+
+pub(crate) use transaction::render_transaction;
 
 // === errors ===
 
@@ -198,14 +203,7 @@ pub(crate) fn render_cash_in(ci: &CashIn, spelling: &Spelling) -> Value {
         .put("fixedAmountSide", "source")
         .put("sponsorGas", spec.sponsor_gas)
         .opt("sponsorGasCost", spec.sponsor_gas.then_some("0.00"))
-        .put(
-            "rates",
-            json!({
-                "pair": format!("usd/{}", spec.dest_asset.as_str()),
-                "exchangeRate": "1.0000",
-                "effectiveRate": format_rate4(q.effective_rate),
-            }),
-        )
+        .put("rates", render_rates(ci, &q))
         .put("cash", cash)
         .put(
             "location",
@@ -239,17 +237,13 @@ pub(crate) fn render_cash_in(ci: &CashIn, spelling: &Spelling) -> Value {
         } else {
             "transactionId"
         },
-        ci.transaction_id.clone(),
+        ci.transaction_id().map(str::to_owned),
     )
     .put("createdAt", format_ms(ci.created_at))
     .put("updatedAt", format_ms(ci.updated_at))
     .opt("completedAt", ci.completed_at.map(format_ms));
-    if let Some(metadata) = &spec.metadata {
-        let map: Map<String, Value> = metadata
-            .iter()
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-            .collect();
-        o.put("metadata", Value::Object(map));
+    if let Some(metadata) = render_metadata(ci) {
+        o.put("metadata", metadata);
     }
     o.build()
 }
@@ -264,30 +258,62 @@ fn render_source(ci: &CashIn, q: &pricing::Quote, spelling: &Spelling) -> Value 
         .opt("amount", ci.deposited.map(format_cents))
         .put("amountGross", money(q.amount))
         .put("amountNet", money(q.net))
-        .put(
-            "feesDeducted",
-            json!({
-                "total": format_cents(q.total),
-                "developer": format_cents(q.developer),
-                "oms": format_cents(q.oms),
-                "gas": "0.00",
-            }),
-        )
+        .put("feesDeducted", fees_deducted(q))
         .build()
+}
+
+/// `destination.wallet`: the schema's `id` or the guide's `wallet` for an OMS wallet.
+fn render_wallet(wallet: &WalletRef, spelling: &Spelling) -> Value {
+    match (wallet, *spelling == Spelling::Guide) {
+        (WalletRef::Wallet(w), true) => json!({ "wallet": w }),
+        (WalletRef::Wallet(w), false) => json!({ "id": w }),
+        (WalletRef::BlockchainAddress(a), _) => json!({ "blockchainAddress": a }),
+        (WalletRef::ExternalAccount(a), _) => json!({ "externalAccount": a }),
+    }
+}
+
+/// The fees deducted on one side, all in that side's asset.
+fn fees_deducted(q: &pricing::Quote) -> Value {
+    json!({
+        "total": format_cents(q.total),
+        "developer": format_cents(q.developer),
+        "oms": format_cents(q.oms),
+        "gas": "0.00",
+    })
+}
+
+/// Nothing is deducted on the destination side (the fees come out of the cash).
+fn zero_fees() -> Value {
+    json!({"total": "0.00", "developer": "0.00", "oms": "0.00", "gas": "0.00"})
+}
+
+/// `rates`: USD to a USD stablecoin at 1.0000, and what arrives per dollar after fees.
+fn render_rates(ci: &CashIn, q: &pricing::Quote) -> Value {
+    json!({
+        "pair": format!("usd/{}", ci.spec.dest_asset.as_str()),
+        "exchangeRate": "1.0000",
+        "effectiveRate": format_rate4(q.effective_rate),
+    })
+}
+
+/// `metadata`, as sent.
+fn render_metadata(ci: &CashIn) -> Option<Value> {
+    ci.spec.metadata.as_ref().map(|metadata| {
+        Value::Object(
+            metadata
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect(),
+        )
+    })
 }
 
 /// `destination`: the crypto side and its wallet, which the spelling names differently.
 fn render_destination(ci: &CashIn, q: &pricing::Quote, spelling: &Spelling) -> Value {
     let spec = &ci.spec;
     let money = |c| Value::String(format_cents(c));
-    let zero_fees = json!({"total": "0.00", "developer": "0.00", "oms": "0.00", "gas": "0.00"});
     let amount_known = ci.deposited.is_some();
-    let wallet = match (&spec.wallet, *spelling == Spelling::Guide) {
-        (WalletRef::Wallet(w), true) => json!({ "wallet": w }),
-        (WalletRef::Wallet(w), false) => json!({ "id": w }),
-        (WalletRef::BlockchainAddress(a), _) => json!({ "blockchainAddress": a }),
-        (WalletRef::ExternalAccount(a), _) => json!({ "externalAccount": a }),
-    };
+    let wallet = render_wallet(&spec.wallet, spelling);
     // The exchange rate is 1.0000, so the destination receives the source's net unchanged.
     Obj::new(spelling)
         .put("asset", spec.dest_asset.as_str())
@@ -296,7 +322,7 @@ fn render_destination(ci: &CashIn, q: &pricing::Quote, spelling: &Spelling) -> V
         .opt("amount", amount_known.then(|| format_cents(q.net)))
         .put("amountGross", money(q.net))
         .put("amountNet", money(q.net))
-        .put("feesDeducted", zero_fees)
+        .put("feesDeducted", zero_fees())
         .build()
 }
 
