@@ -20,7 +20,7 @@ use super::model::{
 };
 use super::pricing::format_cents;
 use super::requests;
-use super::server::Route;
+use super::routes::Route;
 use super::state::{Sandbox, lock};
 use super::store::{DeliveryAction, Refusal};
 

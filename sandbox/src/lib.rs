@@ -70,6 +70,7 @@ mod locations;
 mod model;
 mod pricing;
 mod requests;
+mod routes;
 mod server;
 mod state;
 mod store;

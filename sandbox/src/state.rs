@@ -35,7 +35,7 @@ pub(crate) struct Sandbox {
     pub(crate) faults: Mutex<FaultQueue>,
     pub(crate) plan: Mutex<PlanState>,
     /// The webhook sender's target, scan state and counts.
-    pub(crate) webhooks: super::webhooks::Sender,
+    pub(crate) webhooks: super::webhooks::target::Sender,
 }
 
 /// Locks, shrugging off poisoning (see the module docs).

@@ -19,59 +19,13 @@
 use crate::clock::{Millis, whole_second};
 
 use super::events::EventKind;
+pub(crate) use super::step::DeliveryStep;
 use super::{CashIn, Refusal, Store};
 
 /// The guide's error code for a delivery that failed on chain.
 pub(crate) const DEFAULT_FAILURE_CODE: &str = "on_chain_revert";
 /// The guide's message for it.
 pub(crate) const DEFAULT_FAILURE_MESSAGE: &str = "Delivery transaction reverted onchain";
-
-/// Where a transaction is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum DeliveryStep {
-    FundsPulled,
-    UnderReview,
-    Completed,
-    RefundPending,
-    RefundCompleted,
-}
-
-impl DeliveryStep {
-    /// The transaction's `status`.
-    pub(crate) fn status(self) -> &'static str {
-        match self {
-            DeliveryStep::FundsPulled | DeliveryStep::UnderReview => "processing",
-            DeliveryStep::Completed => "completed",
-            DeliveryStep::RefundPending | DeliveryStep::RefundCompleted => "failed",
-        }
-    }
-
-    /// The transaction's `subStatus` (`null` once completed, as the guide shows).
-    pub(crate) fn sub_status(self) -> Option<&'static str> {
-        match self {
-            DeliveryStep::FundsPulled => Some("processing.fundsPulled"),
-            DeliveryStep::UnderReview => Some("processing.underReview"),
-            DeliveryStep::Completed => None,
-            DeliveryStep::RefundPending => Some("failed.refundPending"),
-            DeliveryStep::RefundCompleted => Some("failed.refundCompleted"),
-        }
-    }
-
-    /// The last segment of the webhook event reaching this step.
-    pub(crate) fn event(self) -> &'static str {
-        match self {
-            DeliveryStep::FundsPulled => "processing",
-            DeliveryStep::UnderReview => "underReview",
-            DeliveryStep::Completed => "completed",
-            DeliveryStep::RefundPending => "failed",
-            DeliveryStep::RefundCompleted => "refundCompleted",
-        }
-    }
-
-    fn name(self) -> &'static str {
-        self.sub_status().unwrap_or("completed")
-    }
-}
 
 /// Why a delivery failed (the transaction's `error`).
 #[derive(Debug, Clone, PartialEq, Eq)]

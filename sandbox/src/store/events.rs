@@ -13,7 +13,7 @@ use crate::Spelling;
 use crate::clock::Millis;
 
 use super::CashIn;
-use super::delivery::DeliveryStep;
+use super::step::DeliveryStep;
 
 /// Changes kept while nobody drains them (the sender drains every few milliseconds).
 const MAX_QUEUED: usize = 4096;

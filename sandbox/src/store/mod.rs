@@ -19,6 +19,7 @@ mod events;
 mod expiry;
 mod listing;
 mod records;
+mod step;
 
 use std::collections::HashMap;
 

@@ -26,9 +26,13 @@ use crate::state::{Sandbox, lock};
 use crate::store::{Change, EventKind};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub(crate) mod target;
+
+pub use target::{WebhookFaults, WebhookStats, WebhookTarget};
 
 /// How often the store's outbox is drained.
 pub const SCAN_INTERVAL: Duration = Duration::from_millis(20);
@@ -36,77 +40,6 @@ pub const SCAN_INTERVAL: Duration = Duration::from_millis(20);
 const ATTEMPTS: u32 = 6;
 /// How long a reordered event is held back.
 const REORDER_DELAY: Duration = Duration::from_millis(300);
-
-/// Where and how the sandbox delivers webhooks.
-#[derive(Clone, Default, PartialEq)]
-pub struct WebhookTarget {
-    /// The receiver, e.g. `http://127.0.0.1:9090/webhooks/oms`.
-    pub url: String,
-    /// The signing secret, `whsec_` + base64.
-    pub secret: String,
-    /// Faults to inject.
-    pub faults: WebhookFaults,
-}
-
-impl std::fmt::Debug for WebhookTarget {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WebhookTarget")
-            .field("url", &self.url)
-            .field("secret", &"[redacted]")
-            .field("faults", &self.faults)
-            .finish()
-    }
-}
-
-/// Per-event fault probabilities (0 to 1).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct WebhookFaults {
-    /// Never deliver the event.
-    pub drop: f64,
-    /// Deliver it twice (same `webhook-id`).
-    pub duplicate: f64,
-    /// Hold it back so that later events arrive first.
-    pub reorder: f64,
-    /// Sign its first attempt with a wrong key.
-    pub bad_signature: f64,
-}
-
-/// What the sender did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct WebhookStats {
-    /// Events produced by state changes.
-    pub events: u64,
-    /// HTTP attempts made.
-    pub attempts: u64,
-    /// Attempts answered 2xx.
-    pub delivered: u64,
-    /// Events dropped by the fault.
-    pub dropped: u64,
-}
-
-#[derive(Default)]
-pub(crate) struct Sender {
-    target: Mutex<Option<WebhookTarget>>,
-    events: AtomicU64,
-    attempts: AtomicU64,
-    delivered: AtomicU64,
-    dropped: AtomicU64,
-}
-
-impl Sender {
-    pub(crate) fn set(&self, target: Option<WebhookTarget>) {
-        *lock(&self.target) = target;
-    }
-
-    pub(crate) fn stats(&self) -> WebhookStats {
-        WebhookStats {
-            events: self.events.load(Ordering::Relaxed),
-            attempts: self.attempts.load(Ordering::Relaxed),
-            delivered: self.delivered.load(Ordering::Relaxed),
-            dropped: self.dropped.load(Ordering::Relaxed),
-        }
-    }
-}
 
 /// The scan-and-send loop of `sandbox` (runs for the sandbox's life).
 pub(crate) async fn run(sandbox: Arc<Sandbox>) {
@@ -117,7 +50,7 @@ pub(crate) async fn run(sandbox: Arc<Sandbox>) {
         ticks.tick().await;
         // The scan runs without a target too, so setting one sends only later changes.
         let changed = changes(&sandbox);
-        let Some(target) = lock(&sandbox.webhooks.target).clone() else {
+        let Some(target) = sandbox.webhooks.target() else {
             continue;
         };
         for (name, body) in changed {
@@ -194,7 +127,7 @@ struct Delivery {
 }
 
 impl Delivery {
-    async fn send(self, stats: &Sender) {
+    async fn send(self, stats: &target::Sender) {
         let mut backoff = Duration::from_millis(100);
         for attempt in 0..ATTEMPTS {
             let stamp = SystemTime::now()
