@@ -351,46 +351,6 @@ impl CashInService for CashIns {
         );
         result.map_err(|err| status_with_keys(err, &mutation.key, &mutation.upstream_key))
     }
-
-    type WatchCashInStream = DecodedEvents;
-
-    /// Not reached: `watch_route::CashInRoutes` serves this method with shared encoded events.
-    async fn watch_cash_in(
-        &self,
-        request: Request<pb::WatchCashInRequest>,
-    ) -> Result<Response<Self::WatchCashInStream>, Status> {
-        self.watch_one(request).await.map(decoded)
-    }
-
-    type WatchCashInsStream = DecodedEvents;
-
-    /// Not reached: `watch_route::CashInRoutes` serves this method with shared encoded events.
-    async fn watch_cash_ins(
-        &self,
-        request: Request<pb::WatchCashInsRequest>,
-    ) -> Result<Response<Self::WatchCashInsStream>, Status> {
-        self.watch_customer(request).await.map(decoded)
-    }
-}
-
-/// The watch streams as the generated service trait types them: events decoded again.
-pub type DecodedEvents =
-    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<pb::CashInEvent, Status>> + Send>>;
-
-fn decoded(response: Response<EventStream>) -> Response<DecodedEvents> {
-    use futures_util::StreamExt;
-    response.map(|events| {
-        Box::pin(events.map(|event| {
-            event.and_then(|e| {
-                e.decode().map_err(|err| {
-                    GatewayError::Unavailable(format!(
-                        "a watch event did not decode ({err}); reconnect"
-                    ))
-                    .into()
-                })
-            })
-        })) as DecodedEvents
-    })
 }
 
 // === the watch RPCs, as `watch_route` serves them ===
