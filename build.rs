@@ -7,8 +7,8 @@
 //! `service::watch_route`), so no trait method exists that no request can reach.
 
 use protox::prost::Message;
-use std::{env, fs, path::PathBuf};
 use protox::prost_reflect::prost_types::{FileDescriptorProto, FileDescriptorSet};
+use std::{env, fs, path::PathBuf};
 use tonic_prost_build::manual;
 
 const PROTOS: &[&str] = &[
