@@ -8,10 +8,8 @@ use super::mutation::{Mutation, Subject};
 use crate::convert;
 use crate::error::GatewayError;
 use crate::oms::{Deposit, Oms};
-use crate::proto::v1::{
-    self as pb,
-    sandbox_service_server::{self, SandboxService},
-};
+use crate::proto::v1::sandbox_service_server::{self, SandboxService, SandboxServiceServer};
+use crate::proto::v1::{self as pb};
 use crate::telemetry::rpc_span;
 use crate::validate::{self, Violations};
 use crate::watch::WatchHub;
@@ -37,6 +35,14 @@ impl SandboxSimulator {
             hub,
             default_deadline,
         }
+    }
+
+    /// The service as the server registers it, with messages up to `max_message` bytes either
+    /// way.
+    pub fn server(self, max_message: usize) -> SandboxServiceServer<Self> {
+        SandboxServiceServer::new(self)
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(max_message)
     }
 
     /// The cash-in now, published to its watchers (the sandbox may have moved it on its own).
