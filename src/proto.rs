@@ -7,6 +7,8 @@
 pub mod v1 {
     #![allow(missing_docs, clippy::all, clippy::pedantic)]
     tonic::include_proto!("polygon.oms.v1");
+    // The servers, generated apart without the methods served by hand (see build.rs).
+    include!(concat!(env!("OUT_DIR"), "/polygon.oms.v1.servers.rs"));
 }
 
 /// The encoded `FileDescriptorSet` of every proto file of the gateway (with source comments and

@@ -8,7 +8,8 @@
 //! No header a caller sets itself (`x-caller-id` included) is ever read.
 //!
 //! [`check_listen`] holds the safe default: beyond loopback, no start without a way to identify
-//! callers unless `--insecure-allow-unauthenticated`.
+//! callers unless `--insecure-allow-unauthenticated`. [`load`] is the entry point at start: the
+//! check, the TLS configuration, the caller layer, and the tasks that reload their files.
 
 pub mod identity;
 pub mod policy;
@@ -18,13 +19,40 @@ pub mod xfcc;
 
 use crate::config::{IdentityHeader, SecuritySettings};
 use crate::error::GatewayError;
+use crate::start::StartError;
 use policy::Policy;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
+use tokio::task::JoinHandle;
 use tower::{Layer, Service};
+
+/// What guards the gRPC port, as [`load`] made it.
+pub struct Security {
+    /// The TLS listener's configuration, when `--tls-cert`/`--tls-key` are given.
+    pub tls: Option<tls::SharedConfig>,
+    /// Identity and policy, around the router.
+    pub callers: CallerLayer,
+    /// The tasks following the TLS files and the policy file.
+    pub reloaders: Vec<JoinHandle<()>>,
+}
+
+/// Checks the listen address (a configuration that would expose the port refuses to start
+/// before anything else happens), loads the TLS configuration and the authorization policy, and
+/// starts the tasks that reload them when their files change.
+pub fn load(listen: SocketAddr, settings: &SecuritySettings) -> Result<Security, StartError> {
+    check_listen(listen, settings).map_err(StartError::Config)?;
+    let mut reloaders = Vec::new();
+    let tls = reload::load_tls(settings, &mut reloaders)?;
+    let policy = reload::load_authz_policy(settings, &mut reloaders)?;
+    Ok(Security {
+        tls,
+        callers: CallerLayer::new(settings, policy),
+        reloaders,
+    })
+}
 
 /// The authenticated caller of a call (empty: anonymous, allowed only where no identity is
 /// required). Put into the request's extensions by [`CallerLayer`].

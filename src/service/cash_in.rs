@@ -1,13 +1,11 @@
 //! `polygon.oms.v1.CashInService`: create, get, list and refresh cash-ins over the OMS REST API.
 
-use super::{
-    KeyedOperation, deadline, echo_idempotency_keys, grpc_timeout, idempotency_key, page_token,
-    status_with_keys, upstream_idempotency_key,
-};
-use crate::audit;
+use super::keys::KeyedOperation;
+use super::mutation::{Mutation, Subject};
+use super::{deadline, grpc_timeout, page_token};
 use crate::error::GatewayError;
 use crate::idempotency::IdempotencyLayer;
-use crate::oms::{CashInQuery, NewCashIn, Oms, WriteKey};
+use crate::oms::{CashInQuery, NewCashIn, Oms};
 use crate::proto::v1::{self as pb, cash_in_service_server::CashInService};
 use crate::security::Caller;
 use crate::telemetry::rpc_span;
@@ -54,6 +52,18 @@ impl CashIns {
         }
     }
 
+    /// A CashInService mutation of `operation` (see [`Mutation::keyed`]).
+    fn keyed<T>(
+        &self,
+        operation: KeyedOperation,
+        request: &Request<T>,
+        field_key: &str,
+        violations: &mut Violations,
+    ) -> Mutation {
+        let deadline = self.default_deadline;
+        Mutation::keyed(request, operation, field_key, deadline, violations)
+    }
+
     fn watch(
         &self,
         key: WatchKey,
@@ -71,107 +81,6 @@ impl CashIns {
     }
 }
 
-/// What every mutating call carries, read before validation so errors can echo the key.
-struct Mutation {
-    deadline: Instant,
-    key: String,
-    /// The authenticated caller (see `security::CallerLayer`); empty when anonymous.
-    caller: String,
-    /// The key sent to OMS: `key` scoped to `caller` and the operation (see
-    /// `upstream_idempotency_key`).
-    upstream_key: String,
-}
-
-impl Mutation {
-    /// The caller's key for a log line: itself if valid, else a placeholder.
-    fn loggable_key(&self) -> &str {
-        match self.key.as_str() {
-            "" => "",
-            key if validate::is_idempotency_key(key) => key,
-            _ => "<invalid>",
-        }
-    }
-
-    /// The key to send upstream; `resumes`: see [`WriteKey::resumes`].
-    fn write_key(&self, resumes: bool) -> WriteKey<'_> {
-        WriteKey {
-            key: &self.upstream_key,
-            resumes,
-        }
-    }
-
-    /// The call's audit line.
-    fn audit(
-        &self,
-        method: &str,
-        cash_in_id: &str,
-        customer_id: &str,
-        result: Result<(), &GatewayError>,
-        upstream_request_id: &str,
-    ) {
-        audit::mutation(
-            &audit::Mutation {
-                caller: &self.caller,
-                method,
-                idempotency_key: self.loggable_key(),
-                oms_idempotency_key: if self.loggable_key() == self.key {
-                    &self.upstream_key
-                } else {
-                    ""
-                },
-                cash_in_id: validate::loggable(cash_in_id),
-                customer_id: validate::loggable(customer_id),
-            },
-            result,
-            upstream_request_id,
-        );
-    }
-}
-
-impl CashIns {
-    fn mutation<T>(
-        &self,
-        operation: KeyedOperation,
-        request: &Request<T>,
-        field_key: &str,
-        violations: &mut Violations,
-    ) -> Mutation {
-        let key = idempotency_key(field_key, request.metadata(), violations);
-        let caller = Caller::of(request);
-        Mutation {
-            deadline: deadline(request, self.default_deadline),
-            upstream_key: upstream_idempotency_key(operation, &caller, &key),
-            key,
-            caller,
-        }
-    }
-
-    /// Runs `call` through the idempotency layer (share, replay or refuse; see idempotency.rs);
-    /// `call` is told whether it resumes an abandoned call with the same key.
-    async fn run_idempotently<F, Fut>(
-        &self,
-        mutation: &Mutation,
-        operation: &'static str,
-        fingerprint: u64,
-        call: F,
-    ) -> Result<pb::CashIn, GatewayError>
-    where
-        F: FnOnce(bool) -> Fut,
-        Fut: std::future::Future<Output = Result<pb::CashIn, GatewayError>>,
-    {
-        self.idempotency
-            .run(
-                &mutation.caller,
-                operation,
-                &mutation.key,
-                fingerprint,
-                mutation.deadline,
-                call,
-            )
-            .await
-    }
-}
-
 #[tonic::async_trait]
 impl CashInService for CashIns {
     async fn create_cash_in(
@@ -179,64 +88,37 @@ impl CashInService for CashIns {
         request: Request<pb::CreateCashInRequest>,
     ) -> Result<Response<pb::CreateCashInResponse>, Status> {
         let mut violations = Violations::default();
-        let mutation = self.mutation(
+        let field_key = &request.get_ref().idempotency_key;
+        let mutation = self.keyed(
             KeyedOperation::CreateCashIn,
             &request,
-            &request.get_ref().idempotency_key,
+            field_key,
             &mut violations,
         );
-        let span = rpc_span!("CreateCashIn", idempotency_key = %mutation.loggable_key(), caller = %mutation.caller, cash_in_id = tracing::field::Empty);
+        let span = rpc_span!("CreateCashIn", idempotency_key = %mutation.loggable_key(), caller = %mutation.caller(), cash_in_id = tracing::field::Empty);
         let request = request.into_inner();
-        let customer_id = request.customer_id.clone();
         let call = async {
             validate::create_cash_in(&request, &mut violations);
             violations.finish()?;
             let new = NewCashIn::new(&request);
-            let fingerprint = new.fingerprint();
-            let (mutation, new) = (&mutation, &new);
-            let cash_in = self
-                .run_idempotently(
-                    mutation,
-                    "CreateCashIn",
-                    fingerprint,
-                    |resumes| async move {
-                        let key = mutation.write_key(resumes);
-                        self.oms.create_cash_in(new, key, mutation.deadline).await
-                    },
-                )
+            let cash_in = mutation
+                .idempotently(&self.idempotency, new.fingerprint(), |key| {
+                    self.oms.create_cash_in(&new, key, mutation.deadline())
+                })
                 .await?;
             tracing::Span::current().record("cash_in_id", cash_in.id.as_str());
             tracing::info!(status = cash_in.status, "cash-in created");
-            // Its customer's watchers hear of it now, not at their poller's next turn.
-            self.hub.publish(&cash_in);
-            let mut response = Response::new(pb::CreateCashInResponse {
+            Ok(pb::CreateCashInResponse {
                 cash_in: Some(cash_in),
-            });
-            echo_idempotency_keys(
-                response.metadata_mut(),
-                &mutation.key,
-                &mutation.upstream_key,
-            );
-            Ok(response)
-        }
-        .instrument(span);
-        let recorded = audit::recording_request_id(call).await;
-        let (result, upstream_request_id): (
-            Result<Response<pb::CreateCashInResponse>, GatewayError>,
-            String,
-        ) = recorded;
-        let cash_in_id = match &result {
-            Ok(response) => response.get_ref().cash_in.as_ref().map(|c| c.id.clone()),
-            Err(_) => None,
+            })
         };
-        mutation.audit(
-            "polygon.oms.v1.CashInService/CreateCashIn",
-            cash_in_id.as_deref().unwrap_or(""),
-            &customer_id,
-            result.as_ref().map(|_| ()),
-            &upstream_request_id,
-        );
-        result.map_err(|err| status_with_keys(err, &mutation.key, &mutation.upstream_key))
+        let subject = Subject {
+            customer_id: &request.customer_id,
+            ..Subject::default()
+        };
+        mutation
+            .run(span, subject, &self.hub, call, |r| r.cash_in.as_ref())
+            .await
     }
 
     async fn get_cash_in(
@@ -290,107 +172,40 @@ impl CashInService for CashIns {
         request: Request<pb::RefreshCashInRequest>,
     ) -> Result<Response<pb::RefreshCashInResponse>, Status> {
         let mut violations = Violations::default();
-        let mutation = self.mutation(
+        let field_key = &request.get_ref().idempotency_key;
+        let mutation = self.keyed(
             KeyedOperation::RefreshCashIn,
             &request,
-            &request.get_ref().idempotency_key,
+            field_key,
             &mut violations,
         );
         let request = request.into_inner();
-        let span = rpc_span!("RefreshCashIn", cash_in_id = %validate::loggable(&request.cash_in_id), idempotency_key = %mutation.loggable_key(), caller = %mutation.caller);
+        let id = &request.cash_in_id;
+        let span = rpc_span!("RefreshCashIn", cash_in_id = %validate::loggable(id), idempotency_key = %mutation.loggable_key(), caller = %mutation.caller());
         let call = async {
-            validate::cash_in_id(&mut violations, &request.cash_in_id);
+            validate::cash_in_id(&mut violations, id);
             validate::idempotency_key(&mut violations, "idempotency_key", &request.idempotency_key);
             violations.finish()?;
-            let id = &request.cash_in_id;
-            let fingerprint = crate::digest::fingerprint(&[id]);
-            let mutation = &mutation;
-            let cash_in = self
-                .run_idempotently(
-                    mutation,
-                    "RefreshCashIn",
-                    fingerprint,
-                    |resumes| async move {
-                        let key = mutation.write_key(resumes);
-                        self.oms.refresh_cash_in(id, key, mutation.deadline).await
-                    },
+            let cash_in = mutation
+                .idempotently(
+                    &self.idempotency,
+                    crate::digest::fingerprint(&[id]),
+                    |key| self.oms.refresh_cash_in(id, key, mutation.deadline()),
                 )
                 .await?;
             tracing::info!("deposit code refreshed");
-            self.hub.publish(&cash_in);
-            let mut response = Response::new(pb::RefreshCashInResponse {
+            Ok(pb::RefreshCashInResponse {
                 cash_in: Some(cash_in),
-            });
-            echo_idempotency_keys(
-                response.metadata_mut(),
-                &mutation.key,
-                &mutation.upstream_key,
-            );
-            Ok(response)
-        }
-        .instrument(span);
-        let recorded = audit::recording_request_id(call).await;
-        let (result, upstream_request_id): (
-            Result<Response<pb::RefreshCashInResponse>, GatewayError>,
-            String,
-        ) = recorded;
-        let customer_id = match &result {
-            Ok(response) => response
-                .get_ref()
-                .cash_in
-                .as_ref()
-                .map(|c| c.customer_id.clone()),
-            Err(_) => None,
-        };
-        mutation.audit(
-            "polygon.oms.v1.CashInService/RefreshCashIn",
-            &request.cash_in_id,
-            customer_id.as_deref().unwrap_or(""),
-            result.as_ref().map(|_| ()),
-            &upstream_request_id,
-        );
-        result.map_err(|err| status_with_keys(err, &mutation.key, &mutation.upstream_key))
-    }
-
-    type WatchCashInStream = DecodedEvents;
-
-    /// Not reached: `watch_route::CashInRoutes` serves this method with shared encoded events.
-    async fn watch_cash_in(
-        &self,
-        request: Request<pb::WatchCashInRequest>,
-    ) -> Result<Response<Self::WatchCashInStream>, Status> {
-        self.watch_one(request).await.map(decoded)
-    }
-
-    type WatchCashInsStream = DecodedEvents;
-
-    /// Not reached: `watch_route::CashInRoutes` serves this method with shared encoded events.
-    async fn watch_cash_ins(
-        &self,
-        request: Request<pb::WatchCashInsRequest>,
-    ) -> Result<Response<Self::WatchCashInsStream>, Status> {
-        self.watch_customer(request).await.map(decoded)
-    }
-}
-
-/// The watch streams as the generated service trait types them: events decoded again.
-pub type DecodedEvents =
-    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<pb::CashInEvent, Status>> + Send>>;
-
-fn decoded(response: Response<EventStream>) -> Response<DecodedEvents> {
-    use futures_util::StreamExt;
-    response.map(|events| {
-        Box::pin(events.map(|event| {
-            event.and_then(|e| {
-                e.decode().map_err(|err| {
-                    GatewayError::Unavailable(format!(
-                        "a watch event did not decode ({err}); reconnect"
-                    ))
-                    .into()
-                })
             })
-        })) as DecodedEvents
-    })
+        };
+        let subject = Subject {
+            cash_in_id: id,
+            ..Subject::default()
+        };
+        mutation
+            .run(span, subject, &self.hub, call, |r| r.cash_in.as_ref())
+            .await
+    }
 }
 
 // === the watch RPCs, as `watch_route` serves them ===

@@ -3,7 +3,10 @@
 use super::deadline;
 use crate::error::GatewayError;
 use crate::oms::Oms;
-use crate::proto::v1::{self as pb, cash_location_service_server::CashLocationService};
+use crate::proto::v1::cash_location_service_server::{
+    CashLocationService, CashLocationServiceServer,
+};
+use crate::proto::v1::{self as pb};
 use crate::security::Caller;
 use crate::telemetry::rpc_span;
 use crate::validate::{self, Violations};
@@ -27,6 +30,14 @@ impl CashLocations {
             oms,
             default_deadline,
         }
+    }
+
+    /// The service as the server registers it, with messages up to `max_message` bytes either
+    /// way.
+    pub fn server(self, max_message: usize) -> CashLocationServiceServer<Self> {
+        CashLocationServiceServer::new(self)
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(max_message)
     }
 }
 

@@ -4,20 +4,18 @@
 //! endpoints and the embedded sandbox's control endpoints), and publishes the resulting state to
 //! watchers at once.
 
-use super::deadline;
-use crate::audit;
+use super::mutation::{Mutation, Subject};
 use crate::convert;
 use crate::error::GatewayError;
 use crate::oms::{Deposit, Oms};
-use crate::proto::v1::{self as pb, sandbox_service_server::SandboxService};
-use crate::security::Caller;
+use crate::proto::v1::sandbox_service_server::{self, SandboxService, SandboxServiceServer};
+use crate::proto::v1::{self as pb};
 use crate::telemetry::rpc_span;
 use crate::validate::{self, Violations};
 use crate::watch::WatchHub;
 use std::time::Duration;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
-use tracing::Instrument;
 
 /// The SandboxService implementation.
 #[derive(Clone, Debug)]
@@ -39,6 +37,15 @@ impl SandboxSimulator {
         }
     }
 
+    /// The service as the server registers it, with messages up to `max_message` bytes either
+    /// way.
+    pub fn server(self, max_message: usize) -> SandboxServiceServer<Self> {
+        SandboxServiceServer::new(self)
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(max_message)
+    }
+
+    /// The cash-in now, published to its watchers (the sandbox may have moved it on its own).
     async fn get(&self, id: &str, deadline: Instant) -> Result<pb::CashIn, GatewayError> {
         let cash_in = self.oms.get_cash_in(id, deadline).await?;
         self.hub.publish(&cash_in);
@@ -47,7 +54,7 @@ impl SandboxSimulator {
 
     async fn simulate(
         &self,
-        request: pb::SimulateDepositRequest,
+        request: &pb::SimulateDepositRequest,
         deadline: Instant,
     ) -> Result<pb::SimulateDepositResponse, GatewayError> {
         let mut violations = Violations::default();
@@ -78,7 +85,8 @@ impl SandboxSimulator {
             authorize_only: request.authorize_only,
         };
         let confirmation_id = self.oms.simulate_deposit(deposit, deadline).await?;
-        let cash_in = self.get(id, deadline).await?;
+        // Published by the mutation path, with the answer.
+        let cash_in = self.oms.get_cash_in(id, deadline).await?;
         Ok(pb::SimulateDepositResponse {
             cash_in: Some(cash_in),
             confirmation_id,
@@ -86,34 +94,10 @@ impl SandboxSimulator {
     }
 }
 
-/// Runs a SandboxService call and writes its audit line (they change a cash-in's state):
-/// `cash_in` finds the cash-in in the answer, for the line's customer id.
-async fn audited<T>(
-    caller: &str,
-    rpc: &str,
-    cash_in_id: &str,
-    call: impl std::future::Future<Output = Result<T, GatewayError>>,
-    cash_in: impl Fn(&T) -> Option<&pb::CashIn>,
-) -> Result<Response<T>, Status> {
-    let (result, upstream_request_id) = audit::recording_request_id(call).await;
-    let method = format!("polygon.oms.v1.SandboxService/{rpc}");
-    let customer_id = result
-        .as_ref()
-        .ok()
-        .and_then(&cash_in)
-        .map_or("", |c| c.customer_id.as_str());
-    audit::mutation(
-        &audit::Mutation {
-            caller,
-            method: &method,
-            cash_in_id: validate::loggable(cash_in_id),
-            customer_id,
-            ..Default::default()
-        },
-        result.as_ref().map(|_| ()),
-        &upstream_request_id,
-    );
-    result.map(Response::new).map_err(Status::from)
+/// A SandboxService mutation (see [`Mutation::unkeyed`]).
+fn mutation<T>(request: &Request<T>, rpc: &'static str, default_deadline: Duration) -> Mutation {
+    let service = sandbox_service_server::SERVICE_NAME;
+    Mutation::unkeyed(request, service, rpc, default_deadline)
 }
 
 #[tonic::async_trait]
@@ -122,86 +106,94 @@ impl SandboxService for SandboxSimulator {
         &self,
         request: Request<pb::SimulateDepositRequest>,
     ) -> Result<Response<pb::SimulateDepositResponse>, Status> {
-        let deadline = deadline(&request, self.default_deadline);
-        let caller = Caller::of(&request);
+        let mutation = mutation(&request, "SimulateDeposit", self.default_deadline);
         let request = request.into_inner();
-        let id = request.cash_in_id.clone();
-        let span = rpc_span!("SimulateDeposit", caller = %caller, cash_in_id = %validate::loggable(&request.cash_in_id));
-        let call = self.simulate(request, deadline).instrument(span);
-        audited(&caller, "SimulateDeposit", &id, call, |r| {
-            r.cash_in.as_ref()
-        })
-        .await
+        let id = &request.cash_in_id;
+        let span = rpc_span!("SimulateDeposit", caller = %mutation.caller(), cash_in_id = %validate::loggable(id));
+        let call = self.simulate(&request, mutation.deadline());
+        let subject = Subject {
+            cash_in_id: id,
+            ..Subject::default()
+        };
+        mutation
+            .run(span, subject, &self.hub, call, |r| r.cash_in.as_ref())
+            .await
     }
 
     async fn expire_cash_in(
         &self,
         request: Request<pb::ExpireCashInRequest>,
     ) -> Result<Response<pb::ExpireCashInResponse>, Status> {
-        let deadline = deadline(&request, self.default_deadline);
-        let caller = Caller::of(&request);
-        let id = request.into_inner().cash_in_id;
-        let span =
-            rpc_span!("ExpireCashIn", caller = %caller, cash_in_id = %validate::loggable(&id));
+        let mutation = mutation(&request, "ExpireCashIn", self.default_deadline);
+        let id = &request.get_ref().cash_in_id;
+        let span = rpc_span!("ExpireCashIn", caller = %mutation.caller(), cash_in_id = %validate::loggable(id));
         let call = async {
             let mut violations = Violations::default();
-            validate::cash_in_id(&mut violations, &id);
+            validate::cash_in_id(&mut violations, id);
             violations.finish()?;
-            let cash_in = self.oms.expire_cash_in(&id, deadline).await?;
-            self.hub.publish(&cash_in);
+            let cash_in = self.oms.expire_cash_in(id, mutation.deadline()).await?;
             Ok(pb::ExpireCashInResponse {
                 cash_in: Some(cash_in),
             })
         };
-        audited(&caller, "ExpireCashIn", &id, call.instrument(span), |r| {
-            r.cash_in.as_ref()
-        })
-        .await
+        let subject = Subject {
+            cash_in_id: id,
+            ..Subject::default()
+        };
+        mutation
+            .run(span, subject, &self.hub, call, |r| r.cash_in.as_ref())
+            .await
     }
 
     async fn fail_cash_in(
         &self,
         request: Request<pb::FailCashInRequest>,
     ) -> Result<Response<pb::FailCashInResponse>, Status> {
-        let deadline = deadline(&request, self.default_deadline);
-        let caller = Caller::of(&request);
-        let request = request.into_inner();
-        let id = request.cash_in_id;
-        let span = rpc_span!("FailCashIn", caller = %caller, cash_in_id = %validate::loggable(&id));
+        let mutation = mutation(&request, "FailCashIn", self.default_deadline);
+        let request = request.get_ref();
+        let id = &request.cash_in_id;
+        let span = rpc_span!("FailCashIn", caller = %mutation.caller(), cash_in_id = %validate::loggable(id));
         let call = async {
             let mut violations = Violations::default();
-            validate::cash_in_id(&mut violations, &id);
-            let sub_status = match pb::CashInSubStatus::try_from(request.sub_status) {
-                // A failure's sub-status; unset means the cash never arrived.
-                Ok(pb::CashInSubStatus::Unspecified) => {
-                    Some(pb::CashInSubStatus::CashDepositFailed)
-                }
-                Ok(
-                    failed @ (pb::CashInSubStatus::CashDepositFailed
-                    | pb::CashInSubStatus::ProviderOrderFailed
-                    | pb::CashInSubStatus::ProviderOrderTemplateError),
-                ) => Some(failed),
-                _ => {
-                    violations.add(
-                        "sub_status",
-                        "must be CASH_DEPOSIT_FAILED, PROVIDER_ORDER_FAILED or PROVIDER_ORDER_TEMPLATE_ERROR",
-                    );
-                    None
-                }
-            };
+            validate::cash_in_id(&mut violations, id);
+            let sub_status = failure_sub_status(&mut violations, request.sub_status);
             violations.finish()?;
             let sub_status = sub_status
                 .and_then(convert::sub_status_name)
                 .unwrap_or_default();
-            let cash_in = self.oms.fail_cash_in(&id, sub_status, deadline).await?;
-            self.hub.publish(&cash_in);
+            let cash_in = self
+                .oms
+                .fail_cash_in(id, sub_status, mutation.deadline())
+                .await?;
             Ok(pb::FailCashInResponse {
                 cash_in: Some(cash_in),
             })
         };
-        audited(&caller, "FailCashIn", &id, call.instrument(span), |r| {
-            r.cash_in.as_ref()
-        })
-        .await
+        let subject = Subject {
+            cash_in_id: id,
+            ..Subject::default()
+        };
+        mutation
+            .run(span, subject, &self.hub, call, |r| r.cash_in.as_ref())
+            .await
+    }
+}
+
+/// FailCashIn's sub-status: a failure's; unset means the cash never arrived.
+fn failure_sub_status(violations: &mut Violations, sub_status: i32) -> Option<pb::CashInSubStatus> {
+    match pb::CashInSubStatus::try_from(sub_status) {
+        Ok(pb::CashInSubStatus::Unspecified) => Some(pb::CashInSubStatus::CashDepositFailed),
+        Ok(
+            failed @ (pb::CashInSubStatus::CashDepositFailed
+            | pb::CashInSubStatus::ProviderOrderFailed
+            | pb::CashInSubStatus::ProviderOrderTemplateError),
+        ) => Some(failed),
+        _ => {
+            violations.add(
+                "sub_status",
+                "must be CASH_DEPOSIT_FAILED, PROVIDER_ORDER_FAILED or PROVIDER_ORDER_TEMPLATE_ERROR",
+            );
+            None
+        }
     }
 }

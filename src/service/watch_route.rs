@@ -1,8 +1,9 @@
-//! CashInService as the server registers it: the generated service, except that the two watch
-//! RPCs are served here, so their events go out as the bytes the watch hub encoded once for
-//! every stream (see `watch::wire`) rather than as a `CashInEvent` built and encoded per stream.
-//! Same path, same request decoding and size limits, same messages: a client cannot tell, and
-//! every layer around the router (security, shedding) still applies.
+//! CashInService as the server registers it: the generated service for the unary RPCs, and the
+//! two watch RPCs served here (`build.rs` leaves them out of the generated trait), so their
+//! events go out as the bytes the watch hub encoded once for every stream (see `watch::wire`)
+//! rather than as a `CashInEvent` built and encoded per stream. Same path, same request decoding
+//! and size limits, same messages: a client cannot tell, and every layer around the router
+//! (security, shedding) still applies.
 //!
 //! tonic's [`Grpc`] decodes the request (with [`EventCodec`]'s INVALID_ARGUMENT for a malformed
 //! one), calls the handler and writes the response headers, or the trailers-only answer of an

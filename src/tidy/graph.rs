@@ -298,13 +298,26 @@ fn nothing_hides_an_import_from_the_module_graph() {
         "use crate as",
         "crate::{self",
     ];
+    // The one exception: code build.rs generates into OUT_DIR (as `tonic::include_proto!` does
+    // too). Its only path into the crate is the codec build.rs names, checked here, and the
+    // codec and `proto.rs` are in one folder, so no circle across folders can hide in it.
+    let build = std::fs::read_to_string("build.rs").expect("build.rs");
+    let named: Vec<&str> = build
+        .match_indices("crate::")
+        .map(|(at, _)| build[at..].split(['"', ' ', ';']).next().unwrap_or(""))
+        .collect();
+    assert!(
+        named.iter().all(|p| *p == "crate::codec::Codec"),
+        "build.rs makes generated code name {named:?}: add those arrows to the graph"
+    );
+    let generated = |line: &str| line.contains("include!(concat!(env!(\"OUT_DIR\")");
     let mut offenders = Vec::new();
     for (path, text) in super::sources("src") {
         if module_of(&path).is_none() {
             continue;
         }
         for line in code(&text).lines() {
-            if hiding.iter().any(|h| line.contains(h)) {
+            if hiding.iter().any(|h| line.contains(h)) && !generated(line) {
                 offenders.push(format!("{path}: {}", line.trim()));
             }
         }

@@ -60,7 +60,8 @@ impl Encoded {
         &self.0[PREFIX..]
     }
 
-    /// The event, decoded (for the generated service trait, and tests).
+    /// The event, decoded again.
+    #[cfg(test)]
     pub fn decode(&self) -> Result<pb::CashInEvent, prost::DecodeError> {
         pb::CashInEvent::decode(self.message())
     }

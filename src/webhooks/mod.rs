@@ -222,24 +222,27 @@ pub fn router(webhooks: Arc<Webhooks>) -> axum::Router {
         .with_state(webhooks)
 }
 
-/// The endpoint of `settings` (none without a secret file), for `hub`.
-pub fn from_settings(
-    settings: &crate::config::WebhookSettings,
+/// The endpoint of `config`'s webhook settings (none without a secret file), for `hub`, its
+/// metrics registered with `registry`. It is served on the admin listener, so it needs one.
+pub fn assemble(
+    config: &crate::config::GatewaySettings,
     hub: &WatchHub,
     shared: &Option<SharedState>,
+    registry: &mut prometheus_client::registry::Registry,
 ) -> Result<Option<Arc<Webhooks>>, String> {
-    let Some(path) = &settings.secret_file else {
+    let Some(path) = &config.webhooks.secret_file else {
         return Ok(None);
     };
+    if config.admin.listen == crate::config::AdminListen::Off {
+        return Err("--webhook-secret-file serves POST /webhooks/oms on the admin listener, but --admin-listen is none".to_owned());
+    }
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read --webhook-secret-file {}: {e}", path.display()))?;
     let scheme = verify::StandardWebhooks::from_secrets(&text)
         .map_err(|e| format!("--webhook-secret-file {}: {e}", path.display()))?;
-    Ok(Some(Arc::new(Webhooks::new(
-        Box::new(scheme),
-        hub.clone(),
-        shared.clone(),
-    ))))
+    let webhooks = Arc::new(Webhooks::new(Box::new(scheme), hub.clone(), shared.clone()));
+    webhooks.register_metrics(registry);
+    Ok(Some(webhooks))
 }
 
 /// Points the embedded `sandbox` at `--sandbox-webhook-url` (`self`: the admin listener at
