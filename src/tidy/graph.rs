@@ -286,6 +286,72 @@ fn no_import_circle_crosses_a_folder() {
     assert!(circles.is_empty(), "{}", circles.join("\n"));
 }
 
+/// The layers ARCHITECTURE.md lists under "## Layers", top first: each a numbered line whose
+/// backticked names, after its colon, are the top-level modules of `src/` in that layer.
+fn layers(doc: &str) -> BTreeMap<String, usize> {
+    let section = doc
+        .split("\n## ")
+        .find(|s| s.starts_with("Layers"))
+        .expect("ARCHITECTURE.md has a \"## Layers\" section");
+    let mut layer_of = BTreeMap::new();
+    for (layer, line) in section
+        .lines()
+        .filter(|l| {
+            l.split_once(". **")
+                .is_some_and(|(n, _)| n.parse::<usize>().is_ok())
+        })
+        .enumerate()
+    {
+        let names = line.split_once(':').map_or("", |(_, names)| names);
+        for name in names.split('`').skip(1).step_by(2) {
+            let earlier = layer_of.insert(name.to_owned(), layer);
+            assert!(earlier.is_none(), "`{name}` is listed in two layers");
+        }
+    }
+    layer_of
+}
+
+/// The arrows of `files` that run from a layer up to one above it, described; and the top-level
+/// modules no layer lists.
+fn against_the_layers(
+    files: &[(String, String)],
+    layer_of: &BTreeMap<String, usize>,
+) -> Vec<String> {
+    let top = |path: &str| module_of(path).and_then(|m| m.first().cloned());
+    let mut wrong = Vec::new();
+    for (path, _) in files {
+        if let Some(module) = top(path)
+            && !layer_of.contains_key(&module)
+        {
+            wrong.push(format!("{path}: module `{module}` is in no layer"));
+        }
+    }
+    for (from, edges) in graph(files) {
+        let Some(from_layer) = top(&from).and_then(|m| layer_of.get(&m).copied()) else {
+            continue;
+        };
+        for (to, names) in edges {
+            let to_layer = top(&to).and_then(|m| layer_of.get(&m).copied());
+            if to_layer.is_some_and(|to_layer| to_layer < from_layer) {
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                wrong.push(format!(
+                    "{from} -> {to} runs up a layer: {}",
+                    names.join(", ")
+                ));
+            }
+        }
+    }
+    wrong
+}
+
+#[test]
+fn every_import_points_down_the_layers_architecture_md_lists() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/ARCHITECTURE.md"))
+        .expect("ARCHITECTURE.md");
+    let wrong = against_the_layers(&super::sources("src"), &layers(&doc));
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
 #[test]
 fn nothing_hides_an_import_from_the_module_graph() {
     // Each of these would make the graph above read another text than the compiler does: a
