@@ -99,7 +99,7 @@ fn follow_credential_files(
 fn credentials(api_key: String, api_secret: &Secret) -> Credentials {
     Credentials {
         api_key,
-        api_secret: oms_rest::Secret::new(api_secret.expose()),
+        api_secret: api_secret.clone(),
     }
 }
 

@@ -35,6 +35,14 @@ impl fmt::Display for Secret {
     }
 }
 
+/// Any string is a secret (so a command-line parser can read one).
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,44 +27,11 @@ pub use telemetry::TelemetrySettings;
 pub use webhooks::WebhookSettings;
 
 use clap::{Args, FromArgMatches, Parser, Subcommand, ValueEnum};
-use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-/// A string that must never be printed: the OMS API secret, a bearer token.
-#[derive(Clone, PartialEq, Eq, Default)]
-pub struct Secret(String);
-
-// === impl Secret ===
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret itself, for the one place that must send it (an HTTP header or body).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl std::str::FromStr for Secret {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Self(s.to_owned()))
-    }
-}
+/// A string that must never be printed (the OMS API secret, a bearer token): the REST client's
+/// own type, so a secret read from a flag or a file reaches the request that sends it unwrapped.
+pub use oms_rest::Secret;
 
 /// The defaults of a group of flags: what clap parses from an empty command line with the
 /// environment ignored. `Default` uses this, so the defaults in code and in `--help` are one.

@@ -198,12 +198,10 @@ impl CashInService for CashIns {
                 cash_in: Some(cash_in),
             })
         };
-        let subject = Subject {
-            cash_in_id: id,
-            ..Subject::default()
-        };
         mutation
-            .run(span, subject, &self.hub, call, |r| r.cash_in.as_ref())
+            .run(span, Subject::cash_in(id), &self.hub, call, |r| {
+                r.cash_in.as_ref()
+            })
             .await
     }
 }

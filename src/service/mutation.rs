@@ -50,6 +50,16 @@ pub struct Subject<'a> {
     pub customer_id: &'a str,
 }
 
+impl<'a> Subject<'a> {
+    /// The cash-in `id`, its customer read from the answer.
+    pub fn cash_in(id: &'a str) -> Self {
+        Self {
+            cash_in_id: id,
+            customer_id: "",
+        }
+    }
+}
+
 // === impl Mutation ===
 
 impl Mutation {

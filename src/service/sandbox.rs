@@ -111,12 +111,10 @@ impl SandboxService for SandboxSimulator {
         let id = &request.cash_in_id;
         let span = rpc_span!("SimulateDeposit", caller = %mutation.caller(), cash_in_id = %validate::loggable(id));
         let call = self.simulate(&request, mutation.deadline());
-        let subject = Subject {
-            cash_in_id: id,
-            ..Subject::default()
-        };
         mutation
-            .run(span, subject, &self.hub, call, |r| r.cash_in.as_ref())
+            .run(span, Subject::cash_in(id), &self.hub, call, |r| {
+                r.cash_in.as_ref()
+            })
             .await
     }
 
@@ -136,12 +134,10 @@ impl SandboxService for SandboxSimulator {
                 cash_in: Some(cash_in),
             })
         };
-        let subject = Subject {
-            cash_in_id: id,
-            ..Subject::default()
-        };
         mutation
-            .run(span, subject, &self.hub, call, |r| r.cash_in.as_ref())
+            .run(span, Subject::cash_in(id), &self.hub, call, |r| {
+                r.cash_in.as_ref()
+            })
             .await
     }
 
@@ -169,12 +165,10 @@ impl SandboxService for SandboxSimulator {
                 cash_in: Some(cash_in),
             })
         };
-        let subject = Subject {
-            cash_in_id: id,
-            ..Subject::default()
-        };
         mutation
-            .run(span, subject, &self.hub, call, |r| r.cash_in.as_ref())
+            .run(span, Subject::cash_in(id), &self.hub, call, |r| {
+                r.cash_in.as_ref()
+            })
             .await
     }
 }

@@ -12,7 +12,8 @@
 //!   ([`query_pairs`]), a loopback port nothing listens on ([`free_port`]), and [`ms`];
 //! - the one way to wait for a condition without sleeping blindly ([`eventually`]);
 //! - [`tls`]: a throwaway CA, client certificates and TLS/mTLS channels to the gateway;
-//! - [`logs`]: this test binary's log lines, captured in memory.
+//! - [`logs`]: this test binary's log lines, captured in memory;
+//! - [`sandbox_rest`]: the sandbox's REST API with a token, behind the gateway's back.
 //!
 //! Each test binary declares it once (`mod common;`) and uses a part of it.
 #![allow(dead_code)]
@@ -383,6 +384,7 @@ pub mod tls;
 /// This test binary's log lines, captured in memory by one process-wide subscriber.
 pub mod logs;
 pub mod prometheus;
+pub mod sandbox_rest;
 
 /// One gRPC answer as it travels: the response headers and, unless the answer was
 /// trailers-only, the trailers. The status is in whichever carries `grpc-status`.

@@ -109,11 +109,7 @@ async fn deliver(http: &reqwest::Client, gateway: &TestGateway, id: &str, body: 
 
 /// The sandbox's REST API, used behind the gateway's back so only a webhook (or a poll) can tell
 /// the gateway.
-struct Behind {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
+struct Behind(common::sandbox_rest::SandboxRest);
 
 impl Behind {
     async fn new(gateway: &TestGateway) -> Self {
@@ -121,40 +117,11 @@ impl Behind {
     }
 
     async fn at(sandbox: &oms_sandbox::SandboxHandle) -> Self {
-        let http = reqwest::Client::new();
-        let token: serde_json::Value = http
-            .post(format!("{}/auth/token", sandbox.base_url()))
-            .json(&serde_json::json!({"apiKey": sandbox.api_key(), "apiSecret": sandbox.api_secret()}))
-            .send()
-            .await
-            .expect("POST /auth/token")
-            .json()
-            .await
-            .expect("token JSON");
-        Self {
-            http,
-            base: sandbox.base_url(),
-            token: token["accessToken"]
-                .as_str()
-                .expect("accessToken")
-                .to_owned(),
-        }
+        Self(common::sandbox_rest::SandboxRest::new(sandbox).await)
     }
 
     async fn post(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
-        let response = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
-            .json(&body)
-            .send()
-            .await
-            .expect("the sandbox answers");
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        assert!(status.is_success(), "{path} answered {status}: {text}");
-        serde_json::from_str(&text).unwrap_or_default()
+        self.0.post(path, Some(body)).await
     }
 
     async fn expire(&self, id: &str) {

@@ -293,6 +293,19 @@ pub(crate) fn normalize_code(input: &str) -> Option<String> {
 mod tests {
     use super::*;
 
+    /// $200 paid at the counter for `id` with `code`: authorized at 1, committed at 2.
+    fn deposit_200(s: &mut Store, id: &str, code: String) {
+        let (_, auth) = s.barcode_auth(&code, 200_00, 1).expect("auth");
+        let commit = Commit {
+            code,
+            cash_in_id: id.to_owned(),
+            amount: 200_00,
+            confirmation_id: auth.confirmation_id,
+            customer_id: None,
+        };
+        s.auth_commit(&commit, 2).expect("commit");
+    }
+
     fn spec(customer: &str) -> NewCashIn {
         NewCashIn {
             customer_id: customer.into(),
@@ -404,15 +417,7 @@ mod tests {
             s.drive_delivery(&id, DeliveryAction::Complete, 1),
             Err(Refusal::InvalidState { .. })
         ));
-        let (_, auth) = s.barcode_auth(&code, 200_00, 1).expect("auth");
-        let commit = Commit {
-            code,
-            cash_in_id: id.clone(),
-            amount: 200_00,
-            confirmation_id: auth.confirmation_id,
-            customer_id: None,
-        };
-        s.auth_commit(&commit, 2).expect("commit");
+        deposit_200(&mut s, &id, code);
         let step = |s: &mut Store, now| {
             s.get(&id, now)
                 .and_then(|c| c.delivery.as_ref())
@@ -458,15 +463,7 @@ mod tests {
         s.set_delivery_delay(Some(1_000));
         let ci = s.create(spec("cst_b"), 0, 10_000);
         let (id, code) = (ci.id.clone(), ci.code.clone());
-        let (_, auth) = s.barcode_auth(&code, 200_00, 1).expect("auth");
-        let commit = Commit {
-            code,
-            cash_in_id: id.clone(),
-            amount: 200_00,
-            confirmation_id: auth.confirmation_id,
-            customer_id: None,
-        };
-        s.auth_commit(&commit, 2).expect("commit");
+        deposit_200(&mut s, &id, code);
         let delivery = |s: &mut Store, now| s.get(&id, now).and_then(|c| c.delivery.clone());
         assert_eq!(
             delivery(&mut s, 1_001).map(|d| d.step),

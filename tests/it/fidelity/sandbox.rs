@@ -11,64 +11,11 @@
 
 use std::collections::BTreeMap;
 
-use oms_sandbox::{SandboxHandle, SandboxSettings, Spelling};
+use oms_sandbox::{SandboxSettings, Spelling};
 use serde_json::{Map, Value, json};
 
 use super::schema::{self, Spec};
-
-/// A client of the sandbox's REST API with a token.
-struct Client {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
-
-impl Client {
-    async fn new(sandbox: &SandboxHandle) -> Client {
-        let http = reqwest::Client::new();
-        let token: Value = http
-            .post(format!("{}/auth/token", sandbox.base_url()))
-            .json(&json!({"apiKey": sandbox.api_key(), "apiSecret": sandbox.api_secret()}))
-            .send()
-            .await
-            .expect("token")
-            .json()
-            .await
-            .expect("token json");
-        Client {
-            http,
-            base: sandbox.base_url(),
-            token: token["accessToken"]
-                .as_str()
-                .expect("accessToken")
-                .to_owned(),
-        }
-    }
-
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut request = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .header("Idempotency-Key", uuid::Uuid::new_v4().to_string());
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let answer = request.send().await.expect("send");
-        let status = answer.status();
-        let body: Value = answer.json().await.expect("json");
-        assert!(status.is_success(), "{method} {path}: {status} {body}");
-        body
-    }
-
-    async fn post(&self, path: &str, body: Option<Value>) -> Value {
-        self.call(reqwest::Method::POST, path, body).await
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        self.call(reqwest::Method::GET, path, None).await
-    }
-}
+use crate::common::sandbox_rest::SandboxRest;
 
 /// The create bodies: each wallet kind, each fee form, gas sponsorship and metadata on and off.
 fn bodies(location: &Value) -> Vec<Value> {
@@ -117,7 +64,7 @@ async fn renderings(spelling: Spelling) -> Vec<(String, Value)> {
     })
     .await
     .expect("sandbox");
-    let client = Client::new(&sandbox).await;
+    let client = SandboxRest::new(&sandbox).await;
     let locations = client
         .get("/cash-locations?provider=greendot&latitude=38.495133&longitude=-121.505336")
         .await;
