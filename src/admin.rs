@@ -25,14 +25,23 @@ use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus}
 use tonic_health::server::HealthService;
 
 /// What the routes read.
+/// Which OMS the gateway talks to, as probes and scrapers are told.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Upstream {
+    /// A configured OMS.
+    Oms,
+    /// The embedded sandbox (its deposit codes are not real).
+    EmbeddedSandbox,
+}
+
 #[derive(Clone)]
 pub struct AdminState {
     /// The gateway's metrics registry.
     pub registry: Arc<Registry>,
     /// The health service of the gRPC port (the same statuses).
     pub health: Arc<HealthService>,
-    /// Whether the upstream is the embedded sandbox (said in `/readyz`'s body).
-    pub sandbox: bool,
+    /// Which OMS (the embedded sandbox is said in `/readyz`'s body).
+    pub upstream: Upstream,
     /// The fleet's shared state, when `--redis-url` is set (whether Redis answers is said in
     /// `/readyz`'s body; it does not decide readiness: without Redis a replica works alone).
     pub fleet: Option<crate::redis::SharedState>,
@@ -83,7 +92,10 @@ async fn readyz(State(state): State<AdminState>) -> (StatusCode, String) {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "NOT_SERVING\n")
     };
-    let sandbox = if state.sandbox { SANDBOX_LINE } else { "" };
+    let sandbox = match state.upstream {
+        Upstream::EmbeddedSandbox => SANDBOX_LINE,
+        Upstream::Oms => "",
+    };
     let fleet = match &state.fleet {
         Some(fleet) if fleet.is_up() => "redis: up (state shared with the fleet)\n",
         Some(_) => "redis: down (this replica works alone until Redis answers)\n",
@@ -138,20 +150,20 @@ impl AdminServer {
 }
 
 /// Starts the admin listener at `listen` (none when off), serving `registry` with the
-/// `oms_gateway_sandbox` gauge (1 when `sandbox`) added, `/readyz` from `health`, and
+/// `oms_gateway_sandbox` gauge (1 with the embedded sandbox) added, `/readyz` from `health`, and
 /// `POST /webhooks/oms` when `webhooks` is on.
 pub async fn start(
     listen: crate::config::AdminListen,
     mut registry: Registry,
     health: HealthService,
     webhooks: Option<Arc<crate::webhooks::Webhooks>>,
-    (sandbox, fleet): (bool, Option<crate::redis::SharedState>),
+    (upstream, fleet): (Upstream, Option<crate::redis::SharedState>),
 ) -> Result<Option<AdminServer>, StartError> {
     let crate::config::AdminListen::On(addr) = listen else {
         return Ok(None);
     };
     let gauge: Gauge = Gauge::default();
-    gauge.set(i64::from(sandbox));
+    gauge.set(i64::from(upstream == Upstream::EmbeddedSandbox));
     registry.register(
         "oms_gateway_sandbox",
         "1 when the gateway serves its embedded OMS sandbox (not OMS: its deposit codes are not real), else 0",
@@ -160,7 +172,7 @@ pub async fn start(
     let state = AdminState {
         registry: Arc::new(registry),
         health: Arc::new(health),
-        sandbox,
+        upstream,
         fleet,
     };
     let mut routes = router(state);

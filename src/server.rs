@@ -198,7 +198,11 @@ async fn start_admin(
     webhooks: Option<Arc<crate::webhooks::Webhooks>>,
     (sandbox, fleet): (&Option<SandboxHandle>, Option<SharedState>),
 ) -> Result<Option<AdminServer>, StartError> {
-    let (listen, notes) = (config.admin.listen, (sandbox.is_some(), fleet));
+    let upstream = match sandbox {
+        Some(_) => admin::Upstream::EmbeddedSandbox,
+        None => admin::Upstream::Oms,
+    };
+    let (listen, notes) = (config.admin.listen, (upstream, fleet));
     let admin = admin::start(listen, registry, readiness, webhooks, notes).await?;
     let addr = admin.as_ref().map(AdminServer::addr);
     crate::webhooks::wire_sandbox(&config.webhooks, sandbox.as_ref(), addr)
