@@ -309,14 +309,17 @@ mod tests {
             [
                 (
                     "developer_fees".into(),
-                    "at most 10 entries; got 60000".into()
+                    format!(
+                        "at most {} entries; got 60000",
+                        validate::MAX_DEVELOPER_FEES
+                    )
                 ),
                 ("metadata".into(), "at most 50 entries; got 51".into()),
             ]
         );
         // A little over is decoded, for validation to list every problem.
         let near = pb::CreateCashInRequest {
-            developer_fees: vec![Default::default(); 10 * DECODE_SLACK],
+            developer_fees: vec![Default::default(); validate::MAX_DEVELOPER_FEES * DECODE_SLACK],
             metadata: (0..51).map(|i| (i.to_string(), String::new())).collect(),
             ..Default::default()
         };
@@ -348,13 +351,12 @@ mod tests {
         };
         let status = decoded(&request).await.map(|_| ()).expect_err("refused");
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
-        assert!(
-            status
-                .message()
-                .contains("developer_fees: at most 10 entries; got 60000")
-        );
+        assert!(status.message().contains(&format!(
+            "developer_fees: at most {} entries; got 60000",
+            validate::MAX_DEVELOPER_FEES
+        )));
         let within = pb::CreateCashInRequest {
-            developer_fees: vec![Default::default(); 10],
+            developer_fees: vec![Default::default(); validate::MAX_DEVELOPER_FEES],
             ..Default::default()
         };
         assert_eq!(decoded(&within).await.expect("decoded"), Some(within));

@@ -95,6 +95,17 @@ pub enum GatewayError {
         /// What went wrong.
         source: UpstreamError,
     },
+    /// OMS answered a page of `operation` as if the cursor sent were not there: the page's
+    /// cursor is the one sent, or the page holds the item the cursor points after. Paging on
+    /// would hand out the same page forever, so the listing ends here (INTERNAL: OMS broke the
+    /// paging contract; no retry or other request of the caller's can fix it).
+    #[error(
+        "{operation}: OMS answered the page after the page token's cursor with that page again (the same cursor, or the cash-in the cursor points after); the listing ends here instead of repeating it"
+    )]
+    UpstreamCursorRepeated {
+        /// The REST operation, e.g. `GET /cash-ins`.
+        operation: &'static str,
+    },
     /// The resource is not in a state that allows the call (decided by the gateway).
     #[error("{0}")]
     Precondition(String),
@@ -156,6 +167,7 @@ impl GatewayError {
             Self::MalformedMessage(_) => Code::InvalidArgument,
             Self::Unauthenticated(_) => Code::Unauthenticated,
             Self::NotAllowed { .. } => Code::PermissionDenied,
+            Self::UpstreamCursorRepeated { .. } => Code::Internal,
         }
     }
 
@@ -176,6 +188,7 @@ impl GatewayError {
             Self::MessageTooLarge(_) => ("MESSAGE_TOO_LARGE", None),
             Self::Unauthenticated(_) => ("CALLER_UNAUTHENTICATED", None),
             Self::NotAllowed { .. } => ("CALLER_NOT_ALLOWED", None),
+            Self::UpstreamCursorRepeated { .. } => ("UPSTREAM_CURSOR_REPEATED", None),
             Self::Invalid { .. } | Self::Upstream { .. } => ("INTERNAL", None),
         }
     }
@@ -311,6 +324,10 @@ impl From<GatewayError> for Status {
                         ("caller".to_owned(), caller.clone()),
                         ("method".to_owned(), method.clone()),
                     ]),
+                    GatewayError::UpstreamCursorRepeated { operation } => {
+                        tracing::warn!(operation, "OMS repeated a page; the listing ends");
+                        HashMap::from([("operation".to_owned(), (*operation).to_owned())])
+                    }
                     _ => HashMap::new(),
                 };
                 let mut details = Details::new();

@@ -33,8 +33,8 @@ pub const MAX_REQUEST_HEADER_BYTES: u32 = 16 * 1024;
 /// The largest request message any service takes, in bytes, however large
 /// `--max-message-bytes` (which bounds responses too) is set; a smaller `--max-message-bytes`
 /// still applies. The largest legitimate request is a CreateCashIn with every field at its
-/// bound, 50 metadata entries of 40 + 500 characters included: about 114 KB when every
-/// character takes 4 bytes in UTF-8 (`validate`'s tests build it). Every other request is under
+/// bound, 50 metadata entries of 40 + 500 characters and 50 developer fees included: about
+/// 125 KiB when every character takes 4 bytes in UTF-8 (`validate`'s tests build it). Every other request is under
 /// 1 KiB. Compression is not accepted, so the bytes on the wire are the bytes decoded.
 pub const MAX_REQUEST_MESSAGE_BYTES: usize = 128 * 1024;
 

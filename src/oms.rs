@@ -143,6 +143,13 @@ impl Oms {
             .await
             .map_err(GatewayError::upstream(None))?;
         let next_cursor = page.next_cursor();
+        if let Some(sent) = &query.starting_after
+            && repeats(sent, next_cursor.as_deref(), &page.data)
+        {
+            return Err(GatewayError::UpstreamCursorRepeated {
+                operation: ops::LIST_CASH_INS,
+            });
+        }
         if next_cursor
             .as_ref()
             .is_some_and(|cursor| cursor.len() > MAX_CURSOR_BYTES)
@@ -303,4 +310,43 @@ fn decode(operation: &'static str, dto: CashInDto) -> Result<pb::CashIn, Gateway
 /// A key for a sandbox-only write.
 fn fresh_key() -> String {
     uuid::Uuid::new_v4().to_string()
+}
+
+/// Whether a page asked for after cursor `sent` repeats what came before, as far as the cursor
+/// can tell: its own cursor is `sent` (paging on would ask for this page again), or it holds
+/// the cash-in `sent` names (a page after a cash-in never holds it; OMS's cursors are the last
+/// id of a page, as in `GET /transactions`). Either means OMS did not apply `startingAfter`,
+/// which its documentation does not promise for cash-ins.
+fn repeats(sent: &str, next_cursor: Option<&str>, data: &[CashInDto]) -> bool {
+    next_cursor == Some(sent) || data.iter().any(|cash_in| cash_in.id == sent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(ids: &[&str]) -> Vec<CashInDto> {
+        ids.iter()
+            .map(|id| {
+                serde_json::from_value(serde_json::json!({"id": id, "status": "pending"}))
+                    .expect("a cash-in")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_page_repeats_when_its_cursor_or_its_ids_meet_the_cursor_sent() {
+        let next = page(&["ci_2", "ci_1"]);
+        assert!(!repeats("ci_3", Some("ci_1"), &next), "the page after ci_3");
+        assert!(!repeats("ci_3", None, &next), "the last page");
+        assert!(repeats("ci_1", Some("ci_1"), &next), "the same cursor");
+        assert!(
+            repeats("ci_1", Some("cur_2"), &next),
+            "the cash-in it starts after"
+        );
+        assert!(
+            repeats("cur_1", Some("cur_1"), &[]),
+            "an empty page, same cursor"
+        );
+    }
 }

@@ -5,24 +5,32 @@
 //! entries are not looked at, so no request buys more work than its bounds allow. A violation
 //! quotes what the caller sent only when it is an id (shortened): amounts, assets, rates and
 //! coordinates are never echoed, into the status or the logs it may reach.
+//!
+//! It checks shape, not business rules: what makes a request malformed (an id without its
+//! documented prefix, an amount that is not a decimal string, a missing required part, more or
+//! fewer than one wallet kind) and sizes that bound the gateway's own work. Amount limits,
+//! fee caps and the like are OMS's to decide (its documentation states none but the example
+//! provider's `max_transaction`); its 4xx comes back mapped like any other. A limit a gateway
+//! invents can only refuse what OMS would accept.
 
 use crate::error::{FieldViolation, GatewayError, MAX_LISTED_VIOLATIONS};
 use crate::proto::v1 as pb;
 use pb::create_cash_in_request::wallet::Kind;
 
-/// Provider limits on the indicated amount, in cents.
-const MIN_INDICATED_CENTS: u64 = 20 * 100;
-const MAX_INDICATED_CENTS: u64 = 500 * 100;
 /// Metadata bounds (those of Stripe-like APIs, which OMS resembles).
 pub const MAX_METADATA_KEYS: usize = 50;
 const MAX_METADATA_KEY_CHARS: usize = 40;
 const MAX_METADATA_VALUE_CHARS: usize = 500;
-/// The most `developer_fees` entries of a CreateCashIn.
-pub const MAX_DEVELOPER_FEES: usize = 10;
+/// The most `developer_fees` entries of a CreateCashIn. Not an OMS rule (its pages state
+/// none; the guide shows two): a bound on the gateway's work, set as high as the request
+/// message bound allows with every other field at its own bound (the tests build that request).
+pub const MAX_DEVELOPER_FEES: usize = 50;
 /// The most `statuses` of a WatchCashIns: one per defined status other than UNSPECIFIED (a
 /// longer list can only repeat one).
 pub const MAX_WATCH_STATUSES: usize = 5;
-const MAX_ID_CHARS: usize = 64;
+/// The longest id, in characters. OMS documents prefixes, not lengths (its ids are a few dozen
+/// characters): a bound on the gateway's work and on what an id adds to a log line, not a rule.
+const MAX_ID_CHARS: usize = 256;
 const MAX_REFERENCE_CHARS: usize = 1024;
 /// The largest idempotency key, in printable ASCII characters.
 pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
@@ -226,19 +234,14 @@ pub fn watch_statuses(violations: &mut Violations, statuses: &[i32]) -> Vec<pb::
         .collect()
 }
 
-/// A cash amount within the provider's limits, 20.00 to 500.00, at most 2 fraction digits.
+/// A cash amount: a decimal string with at most 2 fraction digits. How much a provider takes is
+/// OMS's to say.
 pub fn indicated_amount(violations: &mut Violations, field: &str, amount: &str) {
-    match parse_decimal(amount, 2) {
-        None => violations.add(
+    if parse_decimal(amount, 2).is_none() {
+        violations.add(
             field,
             "must be a decimal string with at most 2 fraction digits, e.g. \"200.00\"",
-        ),
-        Some(cents) if !(MIN_INDICATED_CENTS..=MAX_INDICATED_CENTS).contains(&cents) => violations
-            .add(
-                field,
-                "must be between 20.00 and 500.00 (the provider's limits)",
-            ),
-        Some(_) => {}
+        );
     }
 }
 
@@ -356,15 +359,16 @@ fn developer_fee(
             ),
         }
     }
-    if let Some(amount) = &fee.flat_fee {
-        match parse_decimal(amount, 2) {
-            Some(cents) if cents <= MAX_INDICATED_CENTS => {}
-            _ => violations.add(
-                field("flat_fee"),
-                "must be a decimal amount between 0 and 500.00 with at most 2 fraction digits",
-            ),
-        }
+    if let Some(amount) = &fee.flat_fee
+        && parse_decimal(amount, 2).is_none()
+    {
+        violations.add(
+            field("flat_fee"),
+            "must be a decimal amount with at most 2 fraction digits, e.g. \"1.00\"",
+        );
     }
+    // The schema says "OMS wallet to receive this fee", and OMS wallet ids are `wlt_…` (the
+    // guide's examples): a documented prefix, so a shape check.
     if let Some(wallet) = &fee.wallet {
         violations.required_id(&field("wallet"), wallet, "wlt_");
     }
@@ -496,6 +500,28 @@ mod tests {
     }
 
     #[test]
+    fn amounts_fees_and_ids_are_checked_for_shape_not_for_business_limits() {
+        let mut violations = Violations::default();
+        for amount in [
+            "0.00",
+            "5.00",
+            "19.99",
+            "500.01",
+            "2500.00",
+            "999999999999.99",
+        ] {
+            indicated_amount(&mut violations, "a", amount);
+        }
+        let id = |n: usize| format!("ci_{}", "x".repeat(n - 3));
+        violations.required_id("x", &id(MAX_ID_CHARS), "ci_");
+        assert_eq!(violations.total, 0, "{:?}", violations.listed);
+        violations.required_id("y", &id(MAX_ID_CHARS + 1), "ci_");
+        indicated_amount(&mut violations, "z", "1000000000000.00");
+        let fields: Vec<String> = violations.listed.iter().map(|f| f.field.clone()).collect();
+        assert_eq!(fields, ["y", "z"], "past the gateway's own bounds");
+    }
+
+    #[test]
     fn violations_keep_the_first_twenty_and_count_the_rest() {
         let mut violations = Violations::default();
         for i in 0..100_000 {
@@ -537,12 +563,14 @@ mod tests {
     fn the_largest_create_request() -> pb::CreateCashInRequest {
         use pb::create_cash_in_request::{Cash, Destination, DeveloperFee, Source, Wallet};
         let id = |prefix: &str| format!("{prefix}{}", "x".repeat(MAX_ID_CHARS - prefix.len()));
+        // The largest decimal `parse_decimal` reads: 12 whole digits.
+        let most = "999999999999.99";
         let wide = |chars: usize| "\u{10348}".repeat(chars);
         pb::CreateCashInRequest {
             customer_id: id("cst_"),
             source: Some(Source {
                 asset: "usd".into(),
-                indicated_amount: Some("500.00".into()),
+                indicated_amount: Some(most.into()),
             }),
             destination: Some(Destination {
                 asset: "x".repeat(32),
@@ -559,7 +587,7 @@ mod tests {
             developer_fees: vec![
                 DeveloperFee {
                     percentage: Some("0.999999".into()),
-                    flat_fee: Some("500.00".into()),
+                    flat_fee: Some(most.into()),
                     wallet: Some(id("wlt_")),
                     payout_asset: Some("usdc".into()),
                 };

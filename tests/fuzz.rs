@@ -232,6 +232,24 @@ proptest! {
         }
     }
 
+    /// Any plain decimal amount and flat fee (up to the 12 whole digits the gateway reads), with
+    /// as many fees as the gateway's bound, passes validation: limits on them are OMS's.
+    #[test]
+    fn well_formed_amounts_and_fees_are_left_to_oms(
+        amount in "[0-9]{1,12}(\\.[0-9]{1,2})?",
+        flat_fee in "[0-9]{1,12}(\\.[0-9]{1,2})?",
+        fees in 0..=50usize,
+    ) {
+        use pb::create_cash_in_request::DeveloperFee;
+        let location = pb::CashLocation { id: "loc_1".into(), loc_reference: "ref".into(), ..Default::default() };
+        let mut request = common::create_request(&location, "cst_1");
+        request.source.as_mut().expect("source").indicated_amount = Some(amount);
+        request.developer_fees = vec![DeveloperFee { flat_fee: Some(flat_fee), wallet: Some("wlt_1".into()), ..Default::default() }; fees];
+        let mut v = Violations::default();
+        validate::create_cash_in(&request, &mut v);
+        prop_assert!(v.finish().is_ok());
+    }
+
     /// Decimal parsing accepts exactly plain decimals.
     #[test]
     fn decimals_parse_or_refuse_without_panicking(text in text()) {
@@ -413,10 +431,10 @@ fn opt_short_text() -> impl Strategy<Value = Option<String>> {
 prop_compose! {
     /// A create request with up to 4 times as many fees as allowed (past that, the decoder
     /// refuses it from its counts before validation sees it) and a little over the metadata
-    /// bound: up to about 150 violations.
+    /// bound: up to about 450 violations.
     fn wide_create_request()(
         request in create_request(),
-        fees in prop::collection::vec((opt_short_text(), opt_short_text(), opt_short_text(), opt_short_text()), 0..45),
+        fees in prop::collection::vec((opt_short_text(), opt_short_text(), opt_short_text(), opt_short_text()), 0..200),
         metadata in prop::collection::hash_map(short_text(), short_text(), 0..60),
     ) -> pb::CreateCashInRequest {
         use pb::create_cash_in_request::DeveloperFee;
@@ -547,14 +565,15 @@ proptest! {
     /// Any bytes as a CreateCashInRequest: the entry count check never panics, and refuses
     /// exactly the requests far over a bound.
     #[test]
-    fn entry_counts_are_read_from_any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512), fees in 0usize..100) {
+    fn entry_counts_are_read_from_any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512), fees in 0usize..400) {
         let _ = wire::create_request_entries(&bytes);
         let request = pb::CreateCashInRequest {
             developer_fees: vec![Default::default(); fees],
             ..Default::default()
         };
         let refused = wire::create_request_entries(&prost::Message::encode_to_vec(&request)).is_err();
-        prop_assert_eq!(refused, fees > 40);
+        // 4 × validate's bound of 50 developer fees.
+        prop_assert_eq!(refused, fees > 200);
     }
 }
 

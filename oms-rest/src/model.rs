@@ -1,7 +1,8 @@
 //! Serde types of the OMS JSON: what the gateway sends and what it reads back.
 //!
 //! Decoding is lenient exactly where the OMS documentation contradicts itself: both spellings of
-//! the cash location, the destination wallet and the linked transaction; both forms of a
+//! the cash location, the destination wallet and the linked transaction, one or the other or
+//! both at once (the non-null one wins, the schema's when both are set); both forms of a
 //! developer fee entry; `null` and absent alike (every optional field is an `Option`, and serde
 //! maps `null` to `None`); unknown fields ignored. Everywhere else types are strict: a string
 //! where an object belongs is a decode error, which the client reports as
@@ -11,16 +12,19 @@
 use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
 
+mod spelling;
+
 // === response types ===
 
-/// `CashIn`, as either spelling of the documentation renders it.
+/// `CashIn`, as either spelling of the documentation renders it, or both at once (the
+/// `spelling` module folds them).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(from = "spelling::CashInWire")]
 pub struct CashInDto {
     pub id: String,
     pub status: String,
     pub object: Option<String>,
-    #[serde(rename = "type")]
+    /// `type`.
     pub kind: Option<String>,
     pub sub_status: Option<String>,
     pub customer_id: Option<String>,
@@ -36,7 +40,6 @@ pub struct CashInDto {
     pub sponsor_gas: Option<bool>,
     pub sponsor_gas_cost: Option<String>,
     /// `transactionId` in the schema, `transaction` in the guide.
-    #[serde(alias = "transaction")]
     pub transaction_id: Option<String>,
     /// Values are strings; a `null` value is dropped rather than failing the whole cash-in.
     pub metadata: Option<BTreeMap<String, Option<String>>>,
@@ -72,9 +75,8 @@ pub struct DestinationDto {
 
 /// `destination.wallet`: the custodial wallet is `id` in the schema and `wallet` in the guide.
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
-#[serde(rename_all = "camelCase")]
+#[serde(from = "spelling::WalletWire")]
 pub struct WalletDto {
-    #[serde(alias = "wallet")]
     pub id: Option<String>,
     pub blockchain_address: Option<String>,
     pub external_account: Option<String>,
@@ -92,11 +94,9 @@ pub struct FeesDeductedDto {
 /// `cash`: `locationId`/`locationReference` in the schema, `cashLocationId`/`cashLocationReference`
 /// in the guide.
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
-#[serde(rename_all = "camelCase")]
+#[serde(from = "spelling::CashWire")]
 pub struct CashDto {
-    #[serde(alias = "cashLocationId")]
     pub location_id: Option<String>,
-    #[serde(alias = "cashLocationReference")]
     pub location_reference: Option<String>,
 }
 
@@ -148,7 +148,8 @@ pub struct NormalizedFee {
 
 impl FeeEntryDto {
     /// The entry in the schema's terms. In the guide's `fixed` form `amount` is the flat fee
-    /// itself, not a computed amount.
+    /// itself, not a computed amount. An entry in both forms at once folds as the spelled pairs
+    /// do: the non-null value, the schema's (`percentage`, `flatFee`) when both are set.
     pub fn normalized(self) -> NormalizedFee {
         let kind = self.kind.as_deref().map(str::to_ascii_lowercase);
         let (percentage, flat_fee, amount) = match kind.as_deref() {
@@ -440,6 +441,139 @@ mod tests {
         assert_eq!(
             (schema.flat_fee.as_deref(), schema.amount.as_deref()),
             (Some("1.00"), Some("1.00"))
+        );
+    }
+
+    /// A cash-in whose `extra` fields are spliced into a minimal valid body.
+    fn cash_in(extra: &str) -> Result<CashInDto, String> {
+        let body = format!(r#"{{"id":"ci_1","status":"pending",{extra}}}"#);
+        crate::decode::decode::<CashInDto>("GET /x", body.as_bytes()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn both_transaction_spellings_together_decode_to_the_non_null_one() {
+        for extra in [
+            r#""transactionId":"txn_1","transaction":null"#,
+            r#""transactionId":null,"transaction":"txn_1""#,
+            r#""transaction":"txn_1","transactionId":null"#,
+            r#""transaction":null,"transactionId":"txn_1""#,
+            r#""transactionId":"txn_1","transaction":"txn_1""#,
+        ] {
+            let dto = cash_in(extra).unwrap_or_else(|e| panic!("{extra}: {e}"));
+            assert_eq!(dto.transaction_id.as_deref(), Some("txn_1"), "{extra}");
+        }
+        let both = cash_in(r#""transaction":"txn_guide","transactionId":"txn_schema""#).unwrap();
+        assert_eq!(
+            both.transaction_id.as_deref(),
+            Some("txn_schema"),
+            "the schema's wins"
+        );
+        let neither = cash_in(r#""transaction":null,"transactionId":null"#).unwrap();
+        assert_eq!(neither.transaction_id, None);
+    }
+
+    #[test]
+    fn both_location_spellings_together_decode_to_the_non_null_ones() {
+        for extra in [
+            r#""cash":{"locationId":"loc_1","cashLocationId":null,"locationReference":"ref","cashLocationReference":null}"#,
+            r#""cash":{"locationId":null,"cashLocationId":"loc_1","locationReference":null,"cashLocationReference":"ref"}"#,
+            r#""cash":{"cashLocationId":null,"locationId":"loc_1","cashLocationReference":"ref","locationReference":null}"#,
+            r#""cash":{"cashLocationId":"loc_1","locationId":null,"cashLocationReference":null,"locationReference":"ref"}"#,
+            r#""cash":{"cashLocationId":"loc_1","locationId":"loc_1","cashLocationReference":"ref","locationReference":"ref"}"#,
+        ] {
+            let dto = cash_in(extra).unwrap_or_else(|e| panic!("{extra}: {e}"));
+            let cash = dto.cash.expect("cash");
+            assert_eq!(cash.location_id.as_deref(), Some("loc_1"), "{extra}");
+            assert_eq!(cash.location_reference.as_deref(), Some("ref"), "{extra}");
+        }
+        let both = cash_in(
+            r#""cash":{"cashLocationId":"loc_g","locationId":"loc_s","cashLocationReference":"g","locationReference":"s"}"#,
+        )
+        .unwrap()
+        .cash
+        .unwrap();
+        assert_eq!(
+            (
+                both.location_id.as_deref(),
+                both.location_reference.as_deref()
+            ),
+            (Some("loc_s"), Some("s")),
+            "the schema's wins"
+        );
+    }
+
+    #[test]
+    fn both_wallet_spellings_together_decode_to_the_non_null_one() {
+        for wallet in [
+            r#"{"id":"wlt_1","wallet":null}"#,
+            r#"{"id":null,"wallet":"wlt_1"}"#,
+            r#"{"wallet":"wlt_1","id":null}"#,
+            r#"{"wallet":null,"id":"wlt_1"}"#,
+            r#"{"wallet":"wlt_1","id":"wlt_1"}"#,
+        ] {
+            let extra = format!(r#""destination":{{"wallet":{wallet}}}"#);
+            let dto = cash_in(&extra).unwrap_or_else(|e| panic!("{extra}: {e}"));
+            let id = dto.destination.and_then(|d| d.wallet).and_then(|w| w.id);
+            assert_eq!(id.as_deref(), Some("wlt_1"), "{extra}");
+        }
+        let both = cash_in(r#""destination":{"wallet":{"wallet":"wlt_g","id":"wlt_s"}}"#).unwrap();
+        let id = both.destination.and_then(|d| d.wallet).and_then(|w| w.id);
+        assert_eq!(id.as_deref(), Some("wlt_s"), "the schema's wins");
+    }
+
+    #[test]
+    fn both_fee_entry_forms_together_decode_to_the_non_null_one() {
+        let fee = |entry: &str| {
+            let dto = cash_in(&format!(r#""developerFees":[{entry}]"#))
+                .unwrap_or_else(|e| panic!("{entry}: {e}"));
+            dto.developer_fees.unwrap().remove(0).normalized()
+        };
+        for entry in [
+            r#"{"type":"percentage","rate":"0.01","percentage":null}"#,
+            r#"{"type":"percentage","rate":null,"percentage":"0.01"}"#,
+            r#"{"percentage":null,"rate":"0.01"}"#,
+            r#"{"percentage":"0.01","type":"percentage","rate":"0.01"}"#,
+        ] {
+            let fee = fee(entry);
+            assert_eq!(fee.percentage.as_deref(), Some("0.01"), "{entry}");
+            assert_eq!(fee.flat_fee, None, "{entry}");
+        }
+        for entry in [
+            r#"{"type":"fixed","amount":"1.00","flatFee":null}"#,
+            r#"{"type":"fixed","amount":null,"flatFee":"1.00"}"#,
+            r#"{"flatFee":"1.00","type":"fixed","amount":"1.00"}"#,
+        ] {
+            let fee = fee(entry);
+            assert_eq!(fee.flat_fee.as_deref(), Some("1.00"), "{entry}");
+            assert_eq!(fee.percentage, None, "{entry}");
+        }
+        let both = fee(r#"{"type":"percentage","rate":"0.01","percentage":"0.02"}"#);
+        assert_eq!(
+            both.percentage.as_deref(),
+            Some("0.02"),
+            "the schema's wins"
+        );
+    }
+
+    #[test]
+    fn a_bad_value_in_either_spelling_is_named_by_its_path_never_quoted() {
+        let said = cash_in(r#""transaction":483291,"transactionId":null"#).unwrap_err();
+        assert!(
+            said.contains("at transaction: expected a string, found an integer"),
+            "{said}"
+        );
+        assert!(!said.contains("483291"), "{said}");
+        let said =
+            cash_in(r#""cash":{"cashLocationId":["loc_9x"],"locationId":"loc_1"}"#).unwrap_err();
+        assert!(
+            said.contains("at cash.cashLocationId: expected a string, found an array"),
+            "{said}"
+        );
+        assert!(!said.contains("loc_9x"), "{said}");
+        let said = cash_in(r#""destination":{"wallet":{"id":7,"wallet":"wlt_1"}}"#).unwrap_err();
+        assert!(
+            said.contains("at destination.wallet.id: expected a string"),
+            "{said}"
         );
     }
 

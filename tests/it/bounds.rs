@@ -67,7 +67,7 @@ async fn sixty_thousand_empty_developer_fees_are_one_violation_in_a_small_status
         common::violations(&status),
         [(
             "developer_fees".to_owned(),
-            "at most 10 entries; got 60000".to_owned()
+            "at most 50 entries; got 60000".to_owned()
         )]
     );
     gateway.gateway.shutdown().await;

@@ -367,6 +367,87 @@ async fn a_page_token_reused_with_other_filters_is_invalid_argument() {
     gateway.gateway.shutdown().await;
 }
 
+/// A `GET /cash-ins` answer: `ids` (newest first), more to come, and `cursor` if any.
+fn page_body(ids: &[&str], cursor: Option<&str>) -> String {
+    let data: Vec<serde_json::Value> = ids
+        .iter()
+        .map(|id| serde_json::json!({"id": id, "status": "pending", "customerId": "cst_loop"}))
+        .collect();
+    let mut body = serde_json::json!({"data": data, "hasMore": true});
+    if let Some(cursor) = cursor {
+        body["nextCursor"] = cursor.into();
+    }
+    body.to_string()
+}
+
+/// Pages ListCashIns for `cst_loop` while OMS (fault injection) answers the first list with
+/// `first` and the second with `second`: the first page, then the status of the second.
+async fn page_twice(first: String, second: String) -> (pb::ListCashInsResponse, tonic::Status) {
+    let gateway = common::start().await;
+    for body in [first, second] {
+        gateway
+            .sandbox()
+            .inject(common::respond("GET", "/cash-ins", 1, 200, body, &[]));
+    }
+    let request = |page_token: String| pb::ListCashInsRequest {
+        customer_id: "cst_loop".into(),
+        page_size: 2,
+        page_token,
+        ..Default::default()
+    };
+    let first = list(&gateway, request(String::new())).await;
+    assert!(!first.next_page_token.is_empty(), "OMS says there is more");
+    let second = gateway
+        .cash_ins()
+        .list_cash_ins(request(first.next_page_token.clone()))
+        .await
+        .expect_err("the same page again ends the listing");
+    let lists = common::api_requests(gateway.sandbox())
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path == "/cash-ins")
+        .count();
+    assert_eq!(
+        lists, 2,
+        "one request per page, none repeated by the gateway"
+    );
+    gateway.gateway.shutdown().await;
+    (first, second)
+}
+
+fn assert_cursor_repeated(status: &tonic::Status) {
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    let info = common::error_info(status);
+    assert_eq!(info.reason, "UPSTREAM_CURSOR_REPEATED", "{info:?}");
+    assert_eq!(info.domain, "oms-gateway", "{info:?}");
+    assert_eq!(
+        info.metadata.get("operation").map(String::as_str),
+        Some("GET /cash-ins")
+    );
+}
+
+// Before: an OMS that ignores `startingAfter` (undocumented for cash-ins) answered the second
+// page with the first, cursor and all, and the gateway handed out a `next_page_token` that
+// gave the same page forever.
+#[tokio::test]
+async fn a_page_that_repeats_the_cursor_sent_ends_the_listing() {
+    let body = page_body(&["ci_loop2", "ci_loop1"], Some("ci_loop1"));
+    let (first, second) = page_twice(body.clone(), body).await;
+    assert_eq!(ids(&first.cash_ins), ["ci_loop2", "ci_loop1"]);
+    assert_cursor_repeated(&second);
+}
+
+// The same page under a new cursor: the cash-in the token points after (OMS sent no
+// `nextCursor`, so the cursor is the page's last id) comes back in the page after it.
+#[tokio::test]
+async fn a_page_that_holds_the_cash_in_it_starts_after_ends_the_listing() {
+    let (_, second) = page_twice(
+        page_body(&["ci_loop2", "ci_loop1"], None),
+        page_body(&["ci_loop2", "ci_loop1"], Some("cur_opaque_2")),
+    )
+    .await;
+    assert_cursor_repeated(&second);
+}
+
 #[tokio::test]
 async fn refresh_cash_in_issues_a_new_code_with_a_later_expiry() {
     let gateway = common::start().await;

@@ -94,7 +94,7 @@ async fn a_create_request_with_many_problems_lists_every_one() {
         customer_id: "cus_123".into(),
         source: Some(Source {
             asset: "usd".into(),
-            indicated_amount: Some("5.00".into()),
+            indicated_amount: Some("5.001".into()),
         }),
         destination: Some(Destination {
             asset: "usdc".into(),
@@ -149,10 +149,16 @@ async fn a_create_request_with_many_problems_lists_every_one() {
 }
 
 #[tokio::test]
-async fn amounts_must_be_plain_decimals_with_two_fraction_digits_within_limits() {
+async fn amounts_must_be_plain_decimals_with_two_fraction_digits() {
     let gateway = common::start().await;
     for amount in [
-        "5.00", "19.99", "500.01", "1e3", "200.001", "-20.00", "200.", "", "NaN",
+        "1e3",
+        "200.001",
+        "-20.00",
+        "200.",
+        "",
+        "NaN",
+        "1000000000000.00",
     ] {
         let mut request = common::create_request(&a_location(), "cst_amounts");
         request.source.as_mut().expect("source").indicated_amount = Some(amount.into());
@@ -377,13 +383,13 @@ async fn values_other_than_ids_are_not_echoed() {
     let mut request = common::create_request(&a_location(), "cst_echo");
     request.source = Some(Source {
         asset: "usdq7".into(),
-        indicated_amount: Some("987.65".into()),
+        indicated_amount: Some("987.654".into()),
     });
     let destination = request.destination.as_mut().expect("destination");
     destination.network = "net!w0rk".into();
     request.developer_fees = vec![DeveloperFee {
         percentage: Some("7.654321".into()),
-        flat_fee: Some("876.54".into()),
+        flat_fee: Some("876.543".into()),
         wallet: Some("wlt_fine".into()),
         payout_asset: Some("btcq7".into()),
     }];
@@ -408,5 +414,69 @@ async fn values_other_than_ids_are_not_echoed() {
             assert!(!shown.contains(value), "{value} is echoed: {shown}");
         }
     }
+    gateway.gateway.shutdown().await;
+}
+
+/// A cash-in OMS might answer a create with; the gateway only has to decode it.
+const ACCEPTED: &str = r#"{"id":"ci_limits1","object":"cashIn","status":"pending","customerId":"cst_limits","source":{"asset":"usd","indicatedAmount":"2500.00"},"destination":{"asset":"usdc","network":"polygon","wallet":{"id":"wlt_1"}},"createdAt":"2026-03-16T18:30:00Z"}"#;
+
+// Before: the gateway refused this itself (amounts outside 20.00–500.00, more than 10 fees, a
+// flat fee over 500, ids over 64 characters): limits no OMS page states. Whether a retailer
+// takes $2,500 is OMS's to say; here OMS (a fixed answer) accepts, and so does the gateway.
+#[tokio::test]
+async fn business_limits_are_left_to_oms() {
+    let gateway = common::start().await;
+    gateway
+        .sandbox()
+        .inject(common::respond("POST", "/cash-ins", 1, 201, ACCEPTED, &[]));
+    let long = |prefix: &str| format!("{prefix}{}", "x".repeat(200));
+    let mut request = common::create_request(&a_location(), &long("cst_"));
+    request.source.as_mut().expect("source").indicated_amount = Some("2500.00".into());
+    request.developer_fees = vec![
+        DeveloperFee {
+            flat_fee: Some("750.00".into()),
+            wallet: Some(long("wlt_")),
+            ..Default::default()
+        };
+        11
+    ];
+    let created = gateway
+        .cash_ins()
+        .create_cash_in(request)
+        .await
+        .expect("the gateway leaves the limits to OMS")
+        .into_inner();
+    assert_eq!(created.cash_in.expect("cash_in").id, "ci_limits1");
+    let sent = common::api_requests(gateway.sandbox());
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(
+        (sent[0].method.as_str(), sent[0].path.as_str()),
+        ("POST", "/cash-ins")
+    );
+    gateway.gateway.shutdown().await;
+}
+
+// Before: INVALID_ARGUMENT from the gateway (INVALID_REQUEST_FIELDS), OMS never asked. Now the
+// request goes up, and OMS's own 400 (the sandbox's provider limits) comes back mapped as every
+// upstream 400 is: INVALID_ARGUMENT in OMS's domain, with its HTTP status.
+#[tokio::test]
+async fn an_amount_oms_refuses_comes_back_as_its_own_answer() {
+    let gateway = common::start().await;
+    let location = common::first_location(&gateway.channel).await;
+    let mut request = common::create_request(&location, "cst_small");
+    request.source.as_mut().expect("source").indicated_amount = Some("19.99".into());
+    let status = create_error(&gateway, request).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let info = common::error_info(&status);
+    assert_eq!(info.domain, "oms.polygon.technology", "{info:?}");
+    assert_eq!(
+        info.metadata.get("httpStatus").map(String::as_str),
+        Some("400")
+    );
+    let creates = common::api_requests(gateway.sandbox())
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path == "/cash-ins")
+        .count();
+    assert_eq!(creates, 1, "the request reached OMS");
     gateway.gateway.shutdown().await;
 }
