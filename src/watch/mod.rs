@@ -428,7 +428,12 @@ async fn fetch(hub: &HubInner, key: &WatchKey) -> Result<Vec<pb::CashIn>, Gatewa
                     starting_after: cursor.take(),
                     ..Default::default()
                 };
-                let page = hub.oms.list_cash_ins(&query, deadline).await?;
+                // A page that repeats its cursor (OMS ignoring `startingAfter`) ends this poll's
+                // paging with what it has: the watch reports what it read, not an outage.
+                let page = match hub.oms.list_cash_ins(&query, deadline).await {
+                    Err(GatewayError::UpstreamCursorRepeated { .. }) => break,
+                    answer => answer?,
+                };
                 items.extend(page.cash_ins);
                 match page.next_cursor {
                     Some(next) => cursor = Some(next),

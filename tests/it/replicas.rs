@@ -496,31 +496,10 @@ async fn fifty_creates_with_one_key(
 /// Expires `id` at the sandbox itself (REST, as OMS's own back office would), so only the
 /// replicas' pollers can bring the change to their streams.
 async fn expire_at_the_sandbox(sandbox: &SandboxHandle, id: &str) {
-    let http = reqwest::Client::new();
-    let token: serde_json::Value = http
-        .post(format!("{}/auth/token", sandbox.base_url()))
-        .json(&serde_json::json!({"apiKey": common::REMOTE_API_KEY, "apiSecret": SECRET}))
-        .send()
+    common::sandbox_rest::SandboxRest::new(sandbox)
         .await
-        .expect("token")
-        .json()
-        .await
-        .expect("token json");
-    let bearer = token["accessToken"]
-        .as_str()
-        .expect("accessToken")
-        .to_owned();
-    let answer = http
-        .post(format!(
-            "{}/sandbox/cash-ins/{id}/expire",
-            sandbox.base_url()
-        ))
-        .bearer_auth(bearer)
-        .header("Idempotency-Key", format!("expire-{id}"))
-        .send()
-        .await
-        .expect("expire");
-    assert!(answer.status().is_success(), "{}", answer.status());
+        .post(&format!("/sandbox/cash-ins/{id}/expire"), None)
+        .await;
 }
 
 /// A watch stream of `id` on `replica`, as a task that returns the first EXPIRED state's

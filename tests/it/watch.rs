@@ -231,40 +231,16 @@ async fn commit_deposit_upstream(
     amount: &str,
     confirmation_id: &str,
 ) {
-    let sandbox = gateway.sandbox();
-    let http = reqwest::Client::new();
-    let token: serde_json::Value = http
-        .post(format!("{}/auth/token", sandbox.base_url()))
-        .json(&serde_json::json!({"apiKey": sandbox.api_key(), "apiSecret": sandbox.api_secret()}))
-        .send()
+    let body = serde_json::json!({
+        "accountNumber": code_of(cash_in),
+        "accountReferenceNumber": cash_in.id,
+        "amount": amount,
+        "originalConfirmationId": confirmation_id,
+    });
+    common::sandbox_rest::SandboxRest::new(gateway.sandbox())
         .await
-        .expect("POST /auth/token")
-        .json()
-        .await
-        .expect("token JSON");
-    let token = token["accessToken"].as_str().expect("accessToken");
-    let response = http
-        .post(format!(
-            "{}/cash-ins/simulate/auth-commit",
-            sandbox.base_url()
-        ))
-        .bearer_auth(token)
-        .header(
-            "Idempotency-Key",
-            format!("watch-test-{}", fastrand::u64(..)),
-        )
-        .json(&serde_json::json!({
-            "accountNumber": code_of(cash_in),
-            "accountReferenceNumber": cash_in.id,
-            "amount": amount,
-            "originalConfirmationId": confirmation_id,
-        }))
-        .send()
-        .await
-        .expect("POST /cash-ins/simulate/auth-commit");
-    let status = response.status();
-    let body = response.text().await.unwrap_or_default();
-    assert!(status.is_success(), "auth-commit answered {status}: {body}");
+        .post("/cash-ins/simulate/auth-commit", Some(body))
+        .await;
 }
 
 /// Waits into the next whole second. OMS's timestamps are whole seconds (as its docs show them,
@@ -1411,5 +1387,45 @@ async fn a_customer_stream_remembers_no_more_than_one_poll_can_read() {
     println!("a stream on a customer with 540 cash-ins remembers {tracked}");
     assert!(tracked <= 500, "{tracked}");
     drop(watcher);
+    gateway.gateway.shutdown().await;
+}
+
+// Before: a poll of a customer whose list answer repeats its cursor (OMS ignoring
+// `startingAfter`) failed as a whole, page 0's cash-ins thrown away, and counted as an outage:
+// the stream ended UNAVAILABLE after `--watch-unreachable-limit` though OMS answered every poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_whose_list_repeats_its_cursor_is_still_watched() {
+    let mut config = config(ms(100), NO_HEARTBEAT);
+    config.watch.unreachable_limit = Duration::from_secs(1);
+    let gateway = common::start_with(config).await;
+    let page = serde_json::json!({
+        "data": [{"id": "ci_pages1", "status": "pending", "customerId": "cst_pages"}],
+        "hasMore": true,
+        "nextCursor": "ci_pages1",
+    });
+    let answer = common::respond("GET", "/cash-ins", 100_000, 200, page.to_string(), &[]);
+    gateway.sandbox().inject(answer);
+    let lists = || {
+        common::api_requests(gateway.sandbox())
+            .iter()
+            .filter(|r| r.method == "GET" && r.path == "/cash-ins")
+            .count()
+    };
+    let mut watcher = watch_customer(&gateway, "cst_pages", &[]);
+    let initial = watcher.event(Duration::from_secs(5)).await;
+    assert_eq!(kind(&initial), Kind::Initial);
+    assert_eq!(cash_in(&initial).id, "ci_pages1");
+    // Polls go on well past the unreachable limit, and the stream with them.
+    let started = Instant::now();
+    common::eventually(
+        Duration::from_secs(20),
+        "polls past the limit",
+        async || started.elapsed() > Duration::from_secs(3) && lists() >= 10,
+    )
+    .await;
+    assert!(
+        matches!(watcher.rx.try_recv(), Err(mpsc::error::TryRecvError::Empty)),
+        "the stream is still open, with nothing new to say"
+    );
     gateway.gateway.shutdown().await;
 }

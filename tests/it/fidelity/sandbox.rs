@@ -215,15 +215,19 @@ fn statuses(seen: &[(String, Value)]) -> Vec<&str> {
     all
 }
 
-#[tokio::test]
-async fn every_cash_in_the_sandbox_renders_in_the_schemas_spelling_validates() {
+/// Renders every status in `spelling` and asserts that each rendering, through `map`, validates
+/// against the schema; the schema and the renderings, for further checks.
+async fn every_rendering_validates(
+    spelling: Spelling,
+    map: fn(Value) -> Value,
+) -> (Spec, Vec<(String, Value)>) {
     let spec = schema::load();
-    let seen = renderings(Spelling::OpenApi).await;
+    let seen = renderings(spelling).await;
     assert_eq!(
         statuses(&seen),
         ["completed", "expired", "failed", "pending", "processing"]
     );
-    let problems = invalid(&spec, &seen, |ci| ci);
+    let problems = invalid(&spec, &seen, map);
     assert!(
         problems.is_empty(),
         "{} of {} renderings break the schema:\n{}",
@@ -231,24 +235,17 @@ async fn every_cash_in_the_sandbox_renders_in_the_schemas_spelling_validates() {
         seen.len(),
         problems.join("\n")
     );
+    (spec, seen)
+}
+
+#[tokio::test]
+async fn every_cash_in_the_sandbox_renders_in_the_schemas_spelling_validates() {
+    every_rendering_validates(Spelling::OpenApi, |ci| ci).await;
 }
 
 #[tokio::test]
 async fn every_cash_in_the_sandbox_renders_in_the_guides_spelling_validates_once_mapped() {
-    let spec = schema::load();
-    let seen = renderings(Spelling::Guide).await;
-    assert_eq!(
-        statuses(&seen),
-        ["completed", "expired", "failed", "pending", "processing"]
-    );
-    let problems = invalid(&spec, &seen, guide_to_schema);
-    assert!(
-        problems.is_empty(),
-        "{} of {} renderings break the schema:\n{}",
-        problems.len(),
-        seen.len(),
-        problems.join("\n")
-    );
+    let (spec, seen) = every_rendering_validates(Spelling::Guide, guide_to_schema).await;
     // Unmapped, it does not: the guide's own spelling is what the sandbox spoke.
     assert!(!invalid(&spec, &seen, |ci| ci).is_empty());
 }
