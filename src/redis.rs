@@ -2,7 +2,7 @@
 //! Cluster, every command bounded by `--redis-timeout`, the key prefix, pub/sub wake-ups, and
 //! whether Redis is reachable right now ([`SharedState`]).
 //!
-//! The first failed command marks Redis down (one warning, counted) and every caller falls back
+//! The first failed command marks Redis down (one warning; counted in `oms_gateway_redis_errors_total` and `…_fallbacks_total`) and every caller falls back
 //! to its replica's own state until a background PING succeeds again (one info line). So Redis
 //! failures cost sharing, never a call or a stream. Pub/sub carries only wake-ups (the state
 //! itself is read from keys), so a lost message delays a waiter by one bounded poll, and nothing
@@ -208,10 +208,11 @@ impl SharedState {
         );
     }
 
-    /// (failed commands, local fallbacks) so far.
-    pub fn counters(&self) -> (u64, u64) {
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        (load(&self.inner.errors), load(&self.inner.fallbacks))
+    /// Registers Redis's metrics with `registry`, read at each scrape: whether it answers, the
+    /// commands that failed and the calls and polls served alone. Holds no clone, so the
+    /// registry keeps none of the connection's tasks alive.
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register_collector(Box::new(RedisMetrics(Arc::downgrade(&self.inner))));
     }
 
     /// Runs a script; `None` when Redis is down or the command fails (then marked down).
@@ -351,5 +352,45 @@ async fn listen_loop(inner: Weak<Inner>) {
             }
         }
         tokio::time::sleep(CHECK_INTERVAL).await;
+    }
+}
+
+/// Redis's metrics, read from the handle at scrape time (nothing once it is gone).
+struct RedisMetrics(Weak<Inner>);
+
+impl std::fmt::Debug for RedisMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RedisMetrics")
+    }
+}
+
+impl prometheus_client::collector::Collector for RedisMetrics {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> crate::metrics::scrape::Encoded {
+        use crate::metrics::scrape::{counter, gauge};
+        let Some(inner) = self.0.upgrade() else {
+            return Ok(());
+        };
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        gauge(
+            &mut encoder,
+            "oms_gateway_redis_up",
+            "1 while Redis answers (state shared with the fleet), 0 while this replica works alone.",
+            i64::from(inner.up.load(Ordering::Relaxed)),
+        )?;
+        counter(
+            &mut encoder,
+            "oms_gateway_redis_errors",
+            "Redis commands that failed or timed out (each marks Redis down until a PING answers).",
+            load(&inner.errors),
+        )?;
+        counter(
+            &mut encoder,
+            "oms_gateway_redis_fallbacks",
+            "Calls and polls served from this replica's own state because Redis was down.",
+            load(&inner.fallbacks),
+        )
     }
 }

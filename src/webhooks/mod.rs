@@ -77,6 +77,7 @@ impl Replays {
             if let Some(set) = shared.query::<Option<String>>(&cmd).await {
                 return set.is_some();
             }
+            shared.fell_back("webhook replay check");
         }
         let now = Instant::now();
         let mut local = self.local.lock().unwrap_or_else(|e| e.into_inner());

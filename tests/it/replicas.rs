@@ -322,6 +322,19 @@ impl Replica {
             .is_ok_and(|body| body.contains("redis: up"))
     }
 
+    /// This replica's `/metrics`, in the Prometheus text format.
+    async fn metrics(&self, http: &reqwest::Client) -> String {
+        let admin = self
+            .admin_addr()
+            .expect("the admin listener's startup line");
+        let answer = http.get(format!("http://{admin}/metrics")).send().await;
+        answer
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// The admin listener's address (its startup line: `admin listener … addr=127.0.0.1:N`).
     fn admin_addr(&self) -> Option<String> {
         let text = std::fs::read_to_string(&self.log).ok()?;
@@ -737,10 +750,30 @@ async fn restarting_redis_under_load_ends_no_stream_and_duplicates_no_cash_in() 
         })
     };
     sleep(Duration::from_secs(2)).await;
+    let http = reqwest::Client::new();
+    let up = common::prometheus::value(
+        &replicas[0].metrics(&http).await,
+        "oms_gateway_redis_up",
+        &[],
+    );
+    assert_eq!(up, 1.0, "Redis answers before it is killed");
     redis.kill();
     sleep(Duration::from_secs(2)).await;
     for replica in &replicas {
         assert_eq!(replica.health().await, Some(ServingStatus::Serving as i32));
+        // The outage is counted where an operator looks.
+        let metrics = replica.metrics(&http).await;
+        assert_eq!(
+            common::prometheus::value(&metrics, "oms_gateway_redis_up", &[]),
+            0.0
+        );
+        for family in [
+            "oms_gateway_redis_errors_total",
+            "oms_gateway_redis_fallbacks_total",
+        ] {
+            let count = common::prometheus::value(&metrics, family, &[]);
+            assert!(count >= 1.0, "{family}: {count}");
+        }
     }
     redis.spawn().await;
     let keys = load.await.expect("the load ran without a failure");
