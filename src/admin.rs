@@ -24,7 +24,6 @@ use tonic_health::pb::health_server::Health;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 use tonic_health::server::HealthService;
 
-/// What the routes read.
 /// Which OMS the gateway talks to, as probes and scrapers are told.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Upstream {
@@ -34,6 +33,7 @@ pub enum Upstream {
     EmbeddedSandbox,
 }
 
+/// What the routes read.
 #[derive(Clone)]
 pub struct AdminState {
     /// The gateway's metrics registry.

@@ -34,8 +34,7 @@ pub async fn recording_request_id<F: std::future::Future>(call: F) -> (F::Output
 /// credentials cut out, at most 128 characters) for the audit line of the call in progress, if
 /// one is recording.
 pub fn note_upstream_request_id(id: &str) {
-    let id: String = id.chars().take(128).collect();
-    let _ = UPSTREAM_REQUEST_ID.try_with(|current| *current.borrow_mut() = Some(id));
+    let _ = UPSTREAM_REQUEST_ID.try_with(|current| *current.borrow_mut() = Some(id.to_owned()));
 }
 
 /// The log target of audit lines.

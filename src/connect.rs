@@ -43,7 +43,14 @@ async fn resolve_upstream(
             base_url,
             api_key,
             api_secret,
-        } => Ok((None, base_url, credentials(api_key, &api_secret))),
+        } => Ok((
+            None,
+            base_url,
+            Credentials {
+                api_key,
+                api_secret,
+            },
+        )),
         UpstreamTarget::Sandbox => {
             // At every start: a deployment that meant OMS sees at once that it is not.
             tracing::warn!(
@@ -87,20 +94,13 @@ fn follow_credential_files(
         config.security.reload_interval,
         move |_| {
             let (api_key, api_secret) = gateway_config.api_credentials()?;
-            client
-                .token_source()
-                .set_credentials(credentials(api_key, &api_secret));
+            client.token_source().set_credentials(Credentials {
+                api_key,
+                api_secret,
+            });
             Ok(())
         },
     ));
-}
-
-/// The REST client's credentials from the configured key and secret.
-fn credentials(api_key: String, api_secret: &Secret) -> Credentials {
-    Credentials {
-        api_key,
-        api_secret: api_secret.clone(),
-    }
 }
 
 /// The embedded sandbox: loopback, an ephemeral port, a random secret only this process knows.

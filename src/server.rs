@@ -125,9 +125,9 @@ pub async fn start(config: GatewaySettings) -> Result<RunningGateway, StartError
     let oms = Oms::new(client.clone());
     oms.register_metrics(&mut registry);
     let shared = SharedState::connect(&config.redis).map_err(StartError::Config)?;
-    if let Some(shared) = &shared {
-        shared.register_metrics(&mut registry);
-    }
+    shared
+        .iter()
+        .for_each(|s| s.register_metrics(&mut registry));
     let hub = WatchHub::assemble(&oms, &config, shared.as_ref(), &mut registry);
     let webhooks = crate::webhooks::assemble(&config, &hub, &shared, &mut registry)
         .map_err(StartError::Config)?;

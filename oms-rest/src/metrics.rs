@@ -17,12 +17,14 @@ use prometheus_client::registry::{Registry, Unit};
 use std::fmt::Write as _;
 use std::time::Duration;
 
-/// Latency buckets, in seconds: Prometheus's default buckets (as the gRPC families use).
+/// Latency buckets, in seconds: Prometheus's default buckets, which go-grpc-middleware uses (the
+/// gateway's gRPC families take the same, from here).
 const LATENCY_BUCKETS: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-fn latency_histogram() -> Histogram {
+/// A latency histogram with [`LATENCY_BUCKETS`].
+pub fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
 }
 

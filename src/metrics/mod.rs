@@ -20,14 +20,8 @@ use prometheus_client::registry::Registry;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-/// Latency buckets, in seconds: Prometheus's default buckets, which go-grpc-middleware uses.
-const LATENCY_BUCKETS: [f64; 11] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
-fn latency_histogram() -> Histogram {
-    Histogram::new(LATENCY_BUCKETS)
-}
+/// One set of latency buckets for the gRPC and the REST families (Prometheus's defaults).
+use oms_rest::metrics::latency_histogram;
 
 /// The metrics one gateway records. Built with [`Metrics::new`], which registers them.
 pub struct Metrics {
