@@ -10,26 +10,26 @@
 use crate::config::{GatewaySettings, Secret, UpstreamTarget};
 use crate::metrics::Metrics;
 use crate::security::reload;
+use crate::shutdown::Shutdown;
 use crate::start::StartError;
 use oms_rest::{OmsClient, auth::Credentials};
 use oms_sandbox::{self as sandbox, SandboxHandle, SandboxSettings};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::task::JoinHandle;
 
 /// The upstream, its URL as it may be shown (any password masked, see `config::redact`) and its
 /// client (recording into `metrics`); with a remote OMS, its credential files followed by a task
-/// pushed to `reloaders`.
+/// `shutdown` owns.
 pub(crate) async fn connect_upstream(
     config: &GatewaySettings,
     metrics: &Arc<Metrics>,
-    reloaders: &mut Vec<JoinHandle<()>>,
+    shutdown: &mut Shutdown,
 ) -> Result<(Option<SandboxHandle>, String, OmsClient), StartError> {
     let (sandbox, base_url, credentials) = resolve_upstream(config).await?;
     let client = crate::upstream::client(&base_url, credentials, &config.upstream, metrics)
         .map_err(StartError::Config)?;
     if sandbox.is_none() {
-        follow_credential_files(config, &client, reloaders);
+        follow_credential_files(config, &client, shutdown);
     }
     Ok((sandbox, crate::config::redact::url(&base_url), client))
 }
@@ -78,17 +78,13 @@ async fn resolve_upstream(
 
 /// Re-reads `--oms-api-key-file` / `--oms-api-secret-file` when they change: the next token
 /// exchange uses the new credentials.
-fn follow_credential_files(
-    config: &GatewaySettings,
-    client: &OmsClient,
-    reloaders: &mut Vec<JoinHandle<()>>,
-) {
+fn follow_credential_files(config: &GatewaySettings, client: &OmsClient, shutdown: &mut Shutdown) {
     let files = config.credential_files();
     if files.is_empty() {
         return;
     }
     let (gateway_config, client) = (config.clone(), client.clone());
-    reloaders.push(reload::spawn(
+    shutdown.adopt([reload::spawn(
         "OMS credentials",
         files,
         config.security.reload_interval,
@@ -100,7 +96,7 @@ fn follow_credential_files(
             });
             Ok(())
         },
-    ));
+    )]);
 }
 
 /// The embedded sandbox: loopback, an ephemeral port, a random secret only this process knows.

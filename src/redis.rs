@@ -115,8 +115,12 @@ impl Drop for Inner {
 impl SharedState {
     /// The shared state of `settings`, or `None` when `--redis-url` is unset. An URL that does
     /// not parse is an error (at startup); an unreachable Redis is not: the replica starts in
-    /// local mode and turns shared once Redis answers.
-    pub fn connect(settings: &RedisSettings) -> Result<Option<Self>, String> {
+    /// local mode and turns shared once Redis answers. Its metrics are registered with
+    /// `registry` ([`Self::register_metrics`]).
+    pub fn connect(
+        settings: &RedisSettings,
+        registry: &mut prometheus_client::registry::Registry,
+    ) -> Result<Option<Self>, String> {
         let Some(url) = &settings.url else {
             return Ok(None);
         };
@@ -168,6 +172,7 @@ impl SharedState {
             lease_ttl_ms = settings.lease_ttl.as_millis() as u64,
             "sharing idempotency, pollers and the poll budget with the fleet through Redis (local until it answers)"
         );
+        state.register_metrics(registry);
         Ok(Some(state))
     }
 
@@ -211,7 +216,7 @@ impl SharedState {
     /// Registers Redis's metrics with `registry`, read at each scrape: whether it answers, the
     /// commands that failed and the calls and polls served alone. Holds no clone, so the
     /// registry keeps none of the connection's tasks alive.
-    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
         registry.register_collector(Box::new(RedisMetrics(Arc::downgrade(&self.inner))));
     }
 

@@ -109,25 +109,17 @@ impl RunningGateway {
 /// Starts the gateway (and the embedded sandbox when no upstream is configured) and returns
 /// once it is listening. Health turns SERVING when the first token exchange succeeds.
 pub async fn start(config: GatewaySettings) -> Result<RunningGateway, StartError> {
-    let Security {
-        tls,
-        callers,
-        mut reloaders,
-    } = security::load(config.listen, &config.security)?;
-
+    // Every task started from here on is the shutdown's, so a start that fails leaves none.
+    let mut shutdown = Shutdown::new();
+    let Security { tls, callers } = security::load(config.listen, &config.security, &mut shutdown)?;
     let (metrics, mut registry) = Metrics::registered();
     let (sandbox, base_url, client) =
-        connect::connect_upstream(&config, &metrics, &mut reloaders).await?;
-    let mut shutdown = Shutdown::new();
-    shutdown.adopt(reloaders);
+        connect::connect_upstream(&config, &metrics, &mut shutdown).await?;
     let (reflection_v1, reflection_v1alpha) = reflection::services()?;
 
     let oms = Oms::new(client.clone());
     oms.register_metrics(&mut registry);
-    let shared = SharedState::connect(&config.redis).map_err(StartError::Config)?;
-    shared
-        .iter()
-        .for_each(|s| s.register_metrics(&mut registry));
+    let shared = SharedState::connect(&config.redis, &mut registry).map_err(StartError::Config)?;
     let hub = WatchHub::assemble(&oms, &config, shared.as_ref(), &mut registry);
     let webhooks = crate::webhooks::assemble(&config, &hub, &shared, &mut registry)
         .map_err(StartError::Config)?;

@@ -19,6 +19,7 @@ pub mod xfcc;
 
 use crate::config::{IdentityHeader, SecuritySettings};
 use crate::error::GatewayError;
+use crate::shutdown::Shutdown;
 use crate::start::StartError;
 use policy::Policy;
 use std::future::Future;
@@ -26,7 +27,6 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
-use tokio::task::JoinHandle;
 use tower::{Layer, Service};
 
 /// What guards the gRPC port, as [`load`] made it.
@@ -35,22 +35,26 @@ pub struct Security {
     pub tls: Option<tls::SharedConfig>,
     /// Identity and policy, around the router.
     pub callers: CallerLayer,
-    /// The tasks following the TLS files and the policy file.
-    pub reloaders: Vec<JoinHandle<()>>,
 }
 
 /// Checks the listen address (a configuration that would expose the port refuses to start
 /// before anything else happens), loads the TLS configuration and the authorization policy, and
-/// starts the tasks that reload them when their files change.
-pub fn load(listen: SocketAddr, settings: &SecuritySettings) -> Result<Security, StartError> {
+/// starts the tasks that reload them when their files change, owned by `shutdown` (also when the
+/// policy fails to load after the TLS reloader started).
+pub fn load(
+    listen: SocketAddr,
+    settings: &SecuritySettings,
+    shutdown: &mut Shutdown,
+) -> Result<Security, StartError> {
     check_listen(listen, settings).map_err(StartError::Config)?;
     let mut reloaders = Vec::new();
-    let tls = reload::load_tls(settings, &mut reloaders)?;
-    let policy = reload::load_authz_policy(settings, &mut reloaders)?;
+    let loaded = reload::load_tls(settings, &mut reloaders)
+        .and_then(|tls| Ok((tls, reload::load_authz_policy(settings, &mut reloaders)?)));
+    shutdown.adopt(reloaders);
+    let (tls, policy) = loaded?;
     Ok(Security {
         tls,
         callers: CallerLayer::new(settings, policy),
-        reloaders,
     })
 }
 
