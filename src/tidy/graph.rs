@@ -49,11 +49,25 @@ fn folder_of(path: &str, modules: &BTreeMap<Vec<String>, String>) -> String {
 /// `#[cfg(test)]` right before `mod`, up to its closing brace), however many a file has.
 fn code(text: &str) -> String {
     let mut text = text.to_owned();
-    while let Some(start) = text.find("\n#[cfg(test)]\nmod ") {
+    let mut from = 0;
+    while let Some(found) = text[from..].find("\n#[cfg(test)]\nmod ") {
+        let start = from + found;
+        let line_end = text[start + 1..]
+            .find('\n')
+            .map_or(text.len(), |at| start + 1 + at);
+        let line_end = text[line_end + 1..]
+            .find('\n')
+            .map_or(text.len(), |at| line_end + 1 + at);
+        // `mod name;` declares a file (read on its own): only an inline `mod name {` is cut.
+        if !text[start..line_end].trim_end().ends_with('{') {
+            from = line_end;
+            continue;
+        }
         let end = text[start..]
             .find("\n}\n")
             .map_or(text.len(), |at| start + at + 3);
         text.replace_range(start..end, "\n");
+        from = start;
     }
     text.lines()
         .filter(|line| !line.trim_start().starts_with("//"))
@@ -464,5 +478,12 @@ mod tests {
                     #[cfg(test)]\nfn helper() { crate::c::C::new(); }\n\
                     #[cfg(test)]\nmod more {\n    use crate::d::D;\n}\n";
         assert_eq!(paths(&code(text), &[]), ["crate::a::A", "crate::c::C::new"]);
+        // A test-only module declared by name is a file of its own: what follows it is read.
+        let text =
+            "#[cfg(test)]\nmod tidy;\nuse crate::y::Y;\npub mod f {\n    use crate::z::Z;\n}\n";
+        assert_eq!(
+            paths(&code(&format!("\n{text}")), &[]),
+            ["crate::y::Y", "crate::z::Z"]
+        );
     }
 }
