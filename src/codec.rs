@@ -21,10 +21,9 @@
 use crate::error::GatewayError;
 use crate::proto::v1 as pb;
 use crate::validate::{self, Violations};
-use crate::watch::wire::Encoded;
-use bytes::{Buf, BufMut};
+use bytes::Buf;
 use prost::Message;
-use tonic::codec::{BufferSettings, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::{BufferSettings, DecodeBuf, Decoder};
 use tonic::{Code, Status};
 use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
 
@@ -61,6 +60,12 @@ where
 /// errors to INVALID_ARGUMENT.
 #[derive(Debug)]
 pub struct RequestDecoder<U>(ProstDecoder<U>);
+
+impl<U> Default for RequestDecoder<U> {
+    fn default() -> Self {
+        Self(ProstDecoder::default())
+    }
+}
 
 impl<U: Message + Default + EntryBounds> Decoder for RequestDecoder<U> {
     type Item = U;
@@ -225,59 +230,6 @@ pub(crate) fn within_bounds(message: &[u8], bounds: &[EntryBound]) -> Result<(),
         violations.at_most(bound.field, *count, bound.max);
     }
     violations.finish()
-}
-
-/// The watch RPCs' codec: requests decoded as by [`Codec`], events written as the bytes they
-/// were encoded to.
-#[derive(Debug)]
-pub struct EventCodec<U>(std::marker::PhantomData<fn() -> U>);
-
-impl<U> Default for EventCodec<U> {
-    fn default() -> Self {
-        Self(std::marker::PhantomData)
-    }
-}
-
-/// tonic's encode buffer for a watch call: none up front (it would grow for an event; the
-/// events are sent by the watch route's own body, so it holds none).
-const EVENT_BUFFER: usize = 0;
-/// tonic's default: how much a buffer may hold before it is sent.
-const YIELD_THRESHOLD: usize = 32 * 1024;
-
-impl<U> tonic::codec::Codec for EventCodec<U>
-where
-    U: Message + Default + EntryBounds + Send + 'static,
-{
-    type Encode = Encoded;
-    type Decode = U;
-    type Encoder = EventEncoder;
-    type Decoder = RequestDecoder<U>;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        EventEncoder
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        RequestDecoder(ProstDecoder::default())
-    }
-}
-
-/// Writes an already encoded event.
-#[derive(Debug)]
-pub struct EventEncoder;
-
-impl Encoder for EventEncoder {
-    type Item = Encoded;
-    type Error = Status;
-
-    fn encode(&mut self, item: Encoded, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        buf.put_slice(item.message());
-        Ok(())
-    }
-
-    fn buffer_settings(&self) -> BufferSettings {
-        BufferSettings::new(EVENT_BUFFER, YIELD_THRESHOLD)
-    }
 }
 
 #[cfg(test)]

@@ -13,20 +13,22 @@
 //! and the stream's end is its `grpc-status` trailers.
 
 use super::cash_in::CashIns;
-use crate::codec::EventCodec;
+use crate::codec::{EntryBounds, RequestDecoder};
 use crate::error::GatewayError;
 use crate::proto::v1::{self as pb, cash_in_service_server::CashInServiceServer};
 use crate::watch::stream::EventStream;
 use crate::watch::wire::Encoded;
-use bytes::Bytes;
+use bytes::{BufMut, Bytes};
 use futures_util::future::BoxFuture;
 use futures_util::stream;
 use http_body::Frame;
+use prost::Message;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use tonic::body::Body;
+use tonic::codec::{BufferSettings, EncodeBuf, Encoder};
 use tonic::codegen::{Body as HttpBody, StdError};
 use tonic::server::{Grpc, NamedService, ServerStreamingService};
 use tonic::{Request, Response, Status};
@@ -213,6 +215,59 @@ impl ServerStreamingService<pb::WatchCashInsRequest> for WatchCustomer {
     fn call(&mut self, request: Request<pb::WatchCashInsRequest>) -> Self::Future {
         let (cash_ins, opened) = (self.0.clone(), self.1.clone());
         Box::pin(async move { opened.keep(cash_ins.watch_customer(request).await) })
+    }
+}
+
+/// The watch RPCs' codec: requests decoded as by [`Codec`], events written as the bytes they
+/// were encoded to.
+#[derive(Debug)]
+pub struct EventCodec<U>(std::marker::PhantomData<fn() -> U>);
+
+impl<U> Default for EventCodec<U> {
+    fn default() -> Self {
+        Self(std::marker::PhantomData)
+    }
+}
+
+/// tonic's encode buffer for a watch call: none up front (it would grow for an event; the
+/// events are sent by the watch route's own body, so it holds none).
+const EVENT_BUFFER: usize = 0;
+/// tonic's default: how much a buffer may hold before it is sent.
+const YIELD_THRESHOLD: usize = 32 * 1024;
+
+impl<U> tonic::codec::Codec for EventCodec<U>
+where
+    U: Message + Default + EntryBounds + Send + 'static,
+{
+    type Encode = Encoded;
+    type Decode = U;
+    type Encoder = EventEncoder;
+    type Decoder = RequestDecoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        EventEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RequestDecoder::default()
+    }
+}
+
+/// Writes an already encoded event.
+#[derive(Debug)]
+pub struct EventEncoder;
+
+impl Encoder for EventEncoder {
+    type Item = Encoded;
+    type Error = Status;
+
+    fn encode(&mut self, item: Encoded, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        buf.put_slice(item.message());
+        Ok(())
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        BufferSettings::new(EVENT_BUFFER, YIELD_THRESHOLD)
     }
 }
 
