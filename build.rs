@@ -44,7 +44,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(false)
         .compile_fds(fds)?;
     // The manual builder writes one file per service; they are joined into one to include.
+    // Emptied first: a service renamed or removed must not leave its old file to be joined.
     let dir = out.join("servers");
+    if dir.exists() {
+        fs::remove_dir_all(&dir)?;
+    }
     fs::create_dir_all(&dir)?;
     manual::Builder::new()
         .build_client(false)
@@ -110,16 +114,10 @@ fn rust_type(proto: &str) -> String {
     format!("super::{name}")
 }
 
-/// `CreateCashIn` → `create_cash_in`.
+/// `CreateCashIn` → `create_cash_in`, as prost-build names the generated clients' methods (heck's
+/// snake case, so `GetHTTPStatus` is `get_http_status` on both sides).
 fn snake_case(name: &str) -> String {
-    let mut out = String::with_capacity(name.len() + 4);
-    for (i, c) in name.chars().enumerate() {
-        if c.is_ascii_uppercase() && i > 0 {
-            out.push('_');
-        }
-        out.push(c.to_ascii_lowercase());
-    }
-    out
+    heck::ToSnakeCase::to_snake_case(name)
 }
 
 /// The leading comment of the element at `path` (descriptor.proto's field numbers), a line
