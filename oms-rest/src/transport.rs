@@ -25,7 +25,7 @@ pub(crate) type Response = http::Response<hyper::body::Incoming>;
 /// A request that got no answer (connect failure, reset, TLS).
 pub(crate) type SendError = hyper_util::client::legacy::Error;
 
-/// The gateway's `User-Agent`.
+/// The gateway's `User-Agent`: this crate's version is the gateway's (one workspace version).
 pub(crate) const USER_AGENT: HeaderValue =
     HeaderValue::from_static(concat!("oms-gateway/", env!("CARGO_PKG_VERSION")));
 
