@@ -184,6 +184,11 @@ impl FleetBudget {
     /// Waits for the right to make one upstream poll; `None` when Redis is down (nothing taken).
     /// Dropped while it waits, it takes nothing (or gives back what it took).
     pub async fn acquire(&self) -> Option<()> {
+        // A wait Redis names is bounded by what this replica's own rate makes of its burst: a
+        // replica configured with another rate (a rolling deploy) or a corrupt reply cannot park
+        // this replica's pollers, which queue behind `asking`, for longer.
+        let longest = Duration::from_secs_f64(self.burst / self.per_second);
+        let wait = |ms: u64| Duration::from_millis(ms).min(longest);
         let wait_ms = {
             let _asking = self.asking.lock().await;
             let mut reserve = RESERVE.prepare_invoke();
@@ -194,7 +199,7 @@ impl FleetBudget {
                     break answer.unsigned_abs();
                 }
                 // Below the floor: nothing taken; ask again once a token fits.
-                tokio::time::sleep(Duration::from_millis(answer.unsigned_abs())).await;
+                tokio::time::sleep(wait(answer.unsigned_abs())).await;
             }
         };
         if wait_ms > 0 {
@@ -202,7 +207,7 @@ impl FleetBudget {
                 budget: self,
                 armed: true,
             };
-            tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+            tokio::time::sleep(wait(wait_ms)).await;
             reservation.used();
         }
         Some(())
