@@ -43,6 +43,9 @@ pub enum FaultAction {
     /// Like `Delay`, the wait happens once the request holds its Idempotency-Key; a request
     /// whose client goes away meanwhile is dropped (journalled 499) with no effect.
     Hold(Gate),
+    /// Handle the request at once, then hold its answer until the gate is opened (or its limit
+    /// passes): an answer that was true when OMS gave it, and is late when it arrives.
+    HoldAnswer(Gate),
     /// Reset the connection instead of answering, before the request has any effect (the
     /// journal records [`CONNECTION_RESET`](crate::CONNECTION_RESET)).
     Reset,
@@ -122,6 +125,22 @@ impl Fault {
             path_prefix: path_prefix.to_owned(),
             times,
             action: FaultAction::Hold(gate.clone()),
+        }
+    }
+
+    /// Handle the next `times` matching requests at once and hold their answers at `gate` (see
+    /// [`FaultAction::HoldAnswer`]).
+    pub fn hold_answer(
+        method: Option<&str>,
+        path_prefix: &str,
+        times: usize,
+        gate: &Gate,
+    ) -> Fault {
+        Fault {
+            method: method.map(str::to_owned),
+            path_prefix: path_prefix.to_owned(),
+            times,
+            action: FaultAction::HoldAnswer(gate.clone()),
         }
     }
 

@@ -144,6 +144,7 @@ impl Injected {
             (Some(FaultAction::Respond { status, .. }), _) => Some(format!("scripted:{status}")),
             (Some(FaultAction::Delay(d)), _) => Some(format!("scripted:delay={d:?}")),
             (Some(FaultAction::Hold(_)), _) => Some("scripted:hold".to_owned()),
+            (Some(FaultAction::HoldAnswer(_)), _) => Some("scripted:hold-answer".to_owned()),
             (Some(FaultAction::Reset), _) => Some("scripted:reset".to_owned()),
             (None, Some(decision)) => Some(decision.label()),
             (None, None) => None,
@@ -271,6 +272,11 @@ async fn process(
         Some(FaultAction::Reset) => return (reset_reply(), Ending::ResetBefore),
         Some(FaultAction::Delay(d)) => Some(Pause::For(d)),
         Some(FaultAction::Hold(gate)) => Some(Pause::Until(gate)),
+        Some(FaultAction::HoldAnswer(gate)) => {
+            let reply = answer(sandbox, parts, body, &mut None).await;
+            gate.pass().await;
+            return (reply, Ending::Answer);
+        }
         None => None,
     };
     let mut ending = Ending::Answer;
