@@ -118,6 +118,12 @@ pub enum GatewayError {
     /// The caller's deadline passed inside the gateway.
     #[error("{0}")]
     DeadlineExceeded(String),
+    /// Another call with the same idempotency key was still running when this caller's
+    /// deadline came: answered just before it (DEADLINE_EXCEEDED, reason
+    /// `IDEMPOTENCY_KEY_IN_FLIGHT`, a retry hint); a retry with the same key gets that call's
+    /// outcome once it is stored, or takes it over.
+    #[error("{0}")]
+    KeyInFlight(String),
     /// A limit of the gateway itself was hit.
     #[error("{0}")]
     ResourceExhausted(String),
@@ -159,7 +165,7 @@ impl GatewayError {
             Self::Upstream { source, .. } => upstream_code(source),
             Self::Precondition(_) | Self::KeyReused(_) => Code::FailedPrecondition,
             Self::Aborted(_) => Code::Aborted,
-            Self::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            Self::DeadlineExceeded(_) | Self::KeyInFlight(_) => Code::DeadlineExceeded,
             Self::ResourceExhausted(_) | Self::Overloaded { .. } | Self::MessageTooLarge(_) => {
                 Code::ResourceExhausted
             }
@@ -181,6 +187,7 @@ impl GatewayError {
                 Some(Duration::from_millis(100)),
             ),
             Self::DeadlineExceeded(_) => ("DEADLINE_EXCEEDED", None),
+            Self::KeyInFlight(_) => ("IDEMPOTENCY_KEY_IN_FLIGHT", Some(DEFAULT_RETRY_DELAY)),
             Self::ResourceExhausted(_) => ("GATEWAY_LIMIT_REACHED", Some(DEFAULT_RETRY_DELAY)),
             Self::Unavailable(_) => ("GATEWAY_UNAVAILABLE", Some(DEFAULT_RETRY_DELAY)),
             Self::Overloaded { .. } => ("GATEWAY_OVERLOADED", Some(Duration::from_millis(250))),

@@ -14,7 +14,7 @@ use crate::config::RedisSettings;
 use futures_util::StreamExt;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, ScriptInvocation, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -25,6 +25,9 @@ use tokio::task::AbortHandle;
 pub const PREFIX: &str = "oms-gateway:";
 /// How often the background task checks Redis (PING), up or down.
 const CHECK_INTERVAL: Duration = Duration::from_millis(500);
+/// How many clean-up commands wait for Redis to answer again, at most (the oldest beyond go:
+/// what they would delete expires by its own TTL).
+const MAX_DEBRIS: usize = 4096;
 
 /// A connection to one Redis or to a Redis Cluster; both reconnect by themselves.
 #[derive(Clone)]
@@ -94,6 +97,9 @@ struct Inner {
     errors: AtomicU64,
     /// Calls and polls served from this replica's own state because Redis was down.
     fallbacks: AtomicU64,
+    /// Clean-ups of commands that may have run although they failed (a time-out is no proof
+    /// that Redis did not execute them): run, oldest first, once Redis answers again.
+    debris: Mutex<VecDeque<Cmd>>,
     tasks: Mutex<Vec<AbortHandle>>,
 }
 
@@ -158,6 +164,7 @@ impl SharedState {
                 wakers: Mutex::new(HashMap::new()),
                 errors: AtomicU64::new(0),
                 fallbacks: AtomicU64::new(0),
+                debris: Mutex::new(VecDeque::new()),
                 tasks: Mutex::new(Vec::new()),
             }),
         };
@@ -233,6 +240,59 @@ impl SharedState {
         let mut conn = self.conn()?;
         let result = tokio::time::timeout(self.inner.timeout, cmd.query_async(&mut conn)).await;
         self.settle(result)
+    }
+
+    /// Runs a script; when it was sent but failed or timed out (so it may still run, or have
+    /// run), `undo` is kept and run once Redis answers again ([`Self::later`]).
+    pub async fn invoke_or_undo<T: FromRedisValue>(
+        &self,
+        invocation: &ScriptInvocation<'_>,
+        undo: impl FnOnce() -> Cmd,
+    ) -> Option<T> {
+        let mut conn = self.conn()?;
+        let result =
+            tokio::time::timeout(self.inner.timeout, invocation.invoke_async(&mut conn)).await;
+        let answer = self.settle(result);
+        if answer.is_none() {
+            self.later(undo());
+        }
+        answer
+    }
+
+    /// Runs `cmd` (a clean-up: a release, a compare-and-delete) now, or once Redis answers
+    /// again if it is down or the command fails.
+    pub async fn now_or_later(&self, cmd: Cmd) {
+        if self.query::<Value>(&cmd).await.is_none() {
+            self.later(cmd);
+        }
+    }
+
+    /// Keeps `cmd` for when Redis answers again.
+    fn later(&self, cmd: Cmd) {
+        let mut debris = self.inner.debris.lock().unwrap_or_else(|e| e.into_inner());
+        if debris.len() >= MAX_DEBRIS {
+            debris.pop_front();
+        }
+        debris.push_back(cmd);
+    }
+
+    /// Runs the kept clean-ups while Redis answers; one that fails waits for the next time.
+    async fn clear_debris(&self) {
+        loop {
+            let Some(cmd) = self
+                .inner
+                .debris
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop_front()
+            else {
+                return;
+            };
+            if self.query::<Value>(&cmd).await.is_none() {
+                self.later(cmd);
+                return;
+            }
+        }
     }
 
     fn conn(&self) -> Option<Conn> {
@@ -323,6 +383,7 @@ async fn check_loop(inner: Weak<Inner>) {
                 if !state.inner.up.swap(true, Ordering::Relaxed) {
                     tracing::info!("Redis reachable: shared idempotency, pollers and poll budget");
                 }
+                state.clear_debris().await;
             }
             Ok(Err(err)) => state.mark_down(&err.to_string()),
             Err(_) => state.mark_down("no answer to PING within --redis-timeout"),

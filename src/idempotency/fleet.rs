@@ -17,7 +17,7 @@
 //! told it resumes (OMS replays, or answers 409 while the first request still holds the key).
 //! Redis down: the call goes upstream from this replica, as without Redis.
 
-use super::local::reused;
+use super::local::{answer_by, reused};
 use crate::error::{GatewayError, is_final_outcome};
 use crate::outcome;
 use crate::redis::{PREFIX, SharedState};
@@ -142,6 +142,7 @@ impl FleetStore {
         let value = format!("{:016x}:{}", call.fingerprint, self.state.token());
         let lease_ms = self.state.lease_ttl().as_millis() as u64;
         let mut resumes = call.resumes;
+        let answer_by = answer_by(call.deadline);
         loop {
             let waker = self.state.waker(&keys.channel);
             let woken = waker.notified();
@@ -153,7 +154,13 @@ impl FleetStore {
                 .key(&keys.lease)
                 .arg(&value)
                 .arg(lease_ms);
-            let Some(claim) = self.state.invoke::<(String, Vec<u8>)>(&claim).await else {
+            // A claim that timed out may still take the lease: its release waits for Redis.
+            let undo = || release(&keys.lease, &value);
+            let Some(claim) = self
+                .state
+                .invoke_or_undo::<(String, Vec<u8>)>(&claim, undo)
+                .await
+            else {
                 self.state.fell_back("idempotency");
                 return upstream(resumes).await;
             };
@@ -170,7 +177,7 @@ impl FleetStore {
                     tokio::select! {
                         () = &mut woken => {}
                         () = wait => {}
-                        () = tokio::time::sleep_until(call.deadline) => return Err(waited_too_long()),
+                        () = tokio::time::sleep_until(answer_by) => return Err(waited_too_long()),
                     }
                     // The lease may now be gone with no outcome: whoever leads next resumes.
                     resumes = true;
@@ -250,10 +257,17 @@ fn parse((state, value): (String, Vec<u8>)) -> Option<Claim> {
 }
 
 fn waited_too_long() -> GatewayError {
-    GatewayError::DeadlineExceeded(
-        "the deadline passed while another replica of the gateway ran a call with the same idempotency key"
+    GatewayError::KeyInFlight(
+        "the deadline came while another replica of the gateway ran a call with the same idempotency key; retry with the same key to get its outcome"
             .into(),
     )
+}
+
+/// The compare-and-delete of the lease `value` holds, as a command that can wait for Redis.
+fn release(lease: &str, value: &str) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(RELEASE_SCRIPT).arg(1).arg(lease).arg(value);
+    cmd
 }
 
 /// Drops a lease still held when the leading call is dropped (its caller cancelled), so the
@@ -264,12 +278,8 @@ struct Release {
 }
 
 /// Deletes a lease still ours. KEYS: lease; ARGV: lease value.
-static RELEASE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0",
-    )
-});
+const RELEASE_SCRIPT: &str = r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0";
 
 impl Drop for Release {
     fn drop(&mut self) {
@@ -277,12 +287,9 @@ impl Drop for Release {
             return;
         };
         let state = self.state.clone();
+        // Now, or once Redis answers again if it does not now (a FINISH that timed out).
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let mut release = RELEASE.prepare_invoke();
-                release.key(&lease).arg(&value);
-                let _ = state.invoke::<i64>(&release).await;
-            });
+            runtime.spawn(async move { state.now_or_later(release(&lease, &value)).await });
         }
     }
 }

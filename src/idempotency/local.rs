@@ -181,23 +181,30 @@ pub(super) async fn wait_for<T: Clone>(
     deadline: Instant,
 ) -> Flight<T> {
     let wait = done.wait_for(Option::is_some);
-    match tokio::time::timeout_at(deadline, wait).await {
+    match tokio::time::timeout_at(answer_by(deadline), wait).await {
         Ok(Ok(flight)) => flight
             .clone()
             .unwrap_or_else(|| Flight::GaveUp(leader_gone())),
         Ok(Err(_)) => Flight::GaveUp(leader_gone()),
-        Err(_) => Flight::Finished(Err(GatewayError::DeadlineExceeded(
-            "the deadline passed while waiting for a concurrent call with the same idempotency key"
+        Err(_) => Flight::Finished(Err(GatewayError::KeyInFlight(
+            "the deadline came while a concurrent call with the same idempotency key was still running; retry with the same key to get its outcome"
                 .into(),
         ))),
     }
+}
+
+/// When a caller waiting for another call must stop waiting to be answered before its
+/// `deadline`: a tenth of the time left, at most 100 ms, before it.
+pub(super) fn answer_by(deadline: Instant) -> Instant {
+    let left = deadline.saturating_duration_since(Instant::now());
+    deadline - (left / 10).min(std::time::Duration::from_millis(100))
 }
 
 /// Whether `outcome` is the leader giving up at its own deadline, rather than an answer.
 fn gave_up<T>(outcome: &Result<T, GatewayError>) -> bool {
     matches!(
         outcome,
-        Err(GatewayError::DeadlineExceeded(_))
+        Err(GatewayError::DeadlineExceeded(_) | GatewayError::KeyInFlight(_))
             | Err(GatewayError::Upstream {
                 source: UpstreamError::DeadlineExceeded,
                 ..

@@ -102,9 +102,13 @@ impl CashInService for CashIns {
             violations.finish()?;
             let new = NewCashIn::new(&request);
             let cash_in = mutation
-                .idempotently(&self.idempotency, new.fingerprint(), |key| {
-                    self.oms.create_cash_in(&new, key, mutation.deadline())
-                })
+                .idempotently(
+                    &self.idempotency,
+                    &self.hub,
+                    new.fingerprint(),
+                    true,
+                    |key| self.oms.create_cash_in(&new, key, mutation.deadline()),
+                )
                 .await?;
             tracing::Span::current().record("cash_in_id", cash_in.id.as_str());
             tracing::info!(status = cash_in.status, "cash-in created");
@@ -117,7 +121,7 @@ impl CashInService for CashIns {
             ..Subject::default()
         };
         mutation
-            .run(span, subject, &self.hub, call, |r| r.cash_in.as_ref())
+            .run(span, subject, call, |r| r.cash_in.as_ref())
             .await
     }
 
@@ -133,7 +137,10 @@ impl CashInService for CashIns {
             let mut violations = Violations::default();
             validate::cash_in_id(&mut violations, &id);
             violations.finish()?;
+            let learned = crate::watch::stamp();
             let cash_in = self.oms.get_cash_in(&id, deadline).await?;
+            // What OMS says now is news to the watchers if they hold an older state.
+            self.hub.learned(&cash_in, learned, false);
             Ok(Response::new(pb::GetCashInResponse {
                 cash_in: Some(cash_in),
             }))
@@ -153,7 +160,11 @@ impl CashInService for CashIns {
         let span = rpc_span!("ListCashIns", caller = %caller, customer_id = %validate::loggable(&request.customer_id), page_size = request.page_size);
         async {
             let (query, filters) = list_query(&request)?;
+            let learned = crate::watch::stamp();
             let page = self.oms.list_cash_ins(&query, deadline).await?;
+            for cash_in in &page.cash_ins {
+                self.hub.learned(cash_in, learned, false);
+            }
             Ok(Response::new(pb::ListCashInsResponse {
                 cash_ins: page.cash_ins,
                 next_page_token: page
@@ -189,7 +200,9 @@ impl CashInService for CashIns {
             let cash_in = mutation
                 .idempotently(
                     &self.idempotency,
+                    &self.hub,
                     crate::digest::fingerprint(&[id]),
+                    false,
                     |key| self.oms.refresh_cash_in(id, key, mutation.deadline()),
                 )
                 .await?;
@@ -199,9 +212,7 @@ impl CashInService for CashIns {
             })
         };
         mutation
-            .run(span, Subject::cash_in(id), &self.hub, call, |r| {
-                r.cash_in.as_ref()
-            })
+            .run(span, Subject::cash_in(id), call, |r| r.cash_in.as_ref())
             .await
     }
 }

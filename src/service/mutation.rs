@@ -1,8 +1,8 @@
 //! The one path of every mutating RPC (CreateCashIn, RefreshCashIn and the SandboxService RPCs):
 //! the call's deadline, caller and idempotency key are read before validation (so even a refusal
 //! echoes the key); the handler's call runs inside its RPC span, through the idempotency layer
-//! when it is keyed; the cash-in it returns is published to watchers at once (not at their
-//! poller's next turn); then the key echo, one audit line, and the error as a status carrying
+//! when it is keyed; the cash-in OMS returns (never a replay) is published to watchers at once
+//! (not at their poller's next turn); then the key echo, one audit line, and the error as a status carrying
 //! the keys. A handler only validates, builds the operation's input and calls it.
 
 use super::deadline;
@@ -118,11 +118,15 @@ impl Mutation {
 
     /// Runs `call` through `layer` (share, replay or refuse; see idempotency.rs) with
     /// `fingerprint`; `call` gets the key to send upstream, which says whether it resumes an
-    /// abandoned call with the same key (see [`WriteKey::resumes`]).
+    /// abandoned call with the same key (see [`WriteKey::resumes`]). The cash-in OMS answers
+    /// is published to `hub`'s watchers (`created`: a new one), fleet-wide; a replayed or
+    /// shared outcome is not (it is no news, and may be older than what watchers have).
     pub async fn idempotently<'a, F, Fut>(
         &'a self,
         layer: &IdempotencyLayer<pb::CashIn>,
+        hub: &'a WatchHub,
         fingerprint: u64,
+        created: bool,
         call: F,
     ) -> Result<pb::CashIn, GatewayError>
     where
@@ -137,27 +141,29 @@ impl Mutation {
                 &self.key,
                 fingerprint,
                 self.deadline,
-                |resumes| call(WriteKey { key, resumes }),
+                |resumes| async move {
+                    let answer = call(WriteKey { key, resumes }).await;
+                    if let Ok(cash_in) = &answer {
+                        hub.learned(cash_in, crate::watch::stamp(), created);
+                    }
+                    answer
+                },
             )
             .await
     }
 
-    /// Runs `call` (validation included) in `span`, publishes the cash-in `cash_in` finds in its
-    /// answer to `hub`'s watchers, echoes the keys, writes the audit line about `subject` and
-    /// converts an error into a status carrying the keys.
+    /// Runs `call` (validation included) in `span`, echoes the keys, writes the audit line
+    /// about `subject` (completed from the cash-in `cash_in` finds in the answer) and converts
+    /// an error into a status carrying the keys.
     pub async fn run<T>(
         &self,
         span: tracing::Span,
         subject: Subject<'_>,
-        hub: &WatchHub,
         call: impl Future<Output = Result<T, GatewayError>>,
         cash_in: impl Fn(&T) -> Option<&pb::CashIn>,
     ) -> Result<Response<T>, Status> {
         let call = async {
             let answer = call.await?;
-            if let Some(cash_in) = cash_in(&answer) {
-                hub.publish(cash_in);
-            }
             let mut response = Response::new(answer);
             echo_idempotency_keys(response.metadata_mut(), &self.key, &self.upstream_key);
             Ok(response)

@@ -47,9 +47,16 @@ impl SandboxSimulator {
 
     /// The cash-in now, published to its watchers (the sandbox may have moved it on its own).
     async fn get(&self, id: &str, deadline: Instant) -> Result<pb::CashIn, GatewayError> {
+        let learned = crate::watch::stamp();
         let cash_in = self.oms.get_cash_in(id, deadline).await?;
-        self.hub.publish(&cash_in);
+        self.hub.learned(&cash_in, learned, false);
         Ok(cash_in)
+    }
+
+    /// A sandbox call's answer: published to its watchers as the state it made.
+    fn answered(&self, cash_in: pb::CashIn) -> pb::CashIn {
+        self.hub.learned(&cash_in, crate::watch::stamp(), false);
+        cash_in
     }
 
     async fn simulate(
@@ -85,8 +92,7 @@ impl SandboxSimulator {
             authorize_only: request.authorize_only,
         };
         let confirmation_id = self.oms.simulate_deposit(deposit, deadline).await?;
-        // Published by the mutation path, with the answer.
-        let cash_in = self.oms.get_cash_in(id, deadline).await?;
+        let cash_in = self.get(id, deadline).await?;
         Ok(pb::SimulateDepositResponse {
             cash_in: Some(cash_in),
             confirmation_id,
@@ -112,9 +118,7 @@ impl SandboxService for SandboxSimulator {
         let span = rpc_span!("SimulateDeposit", caller = %mutation.caller(), cash_in_id = %validate::loggable(id));
         let call = self.simulate(&request, mutation.deadline());
         mutation
-            .run(span, Subject::cash_in(id), &self.hub, call, |r| {
-                r.cash_in.as_ref()
-            })
+            .run(span, Subject::cash_in(id), call, |r| r.cash_in.as_ref())
             .await
     }
 
@@ -129,15 +133,13 @@ impl SandboxService for SandboxSimulator {
             let mut violations = Violations::default();
             validate::cash_in_id(&mut violations, id);
             violations.finish()?;
-            let cash_in = self.oms.expire_cash_in(id, mutation.deadline()).await?;
+            let cash_in = self.answered(self.oms.expire_cash_in(id, mutation.deadline()).await?);
             Ok(pb::ExpireCashInResponse {
                 cash_in: Some(cash_in),
             })
         };
         mutation
-            .run(span, Subject::cash_in(id), &self.hub, call, |r| {
-                r.cash_in.as_ref()
-            })
+            .run(span, Subject::cash_in(id), call, |r| r.cash_in.as_ref())
             .await
     }
 
@@ -157,18 +159,17 @@ impl SandboxService for SandboxSimulator {
             let sub_status = sub_status
                 .and_then(convert::sub_status_name)
                 .unwrap_or_default();
-            let cash_in = self
-                .oms
-                .fail_cash_in(id, sub_status, mutation.deadline())
-                .await?;
+            let cash_in = self.answered(
+                self.oms
+                    .fail_cash_in(id, sub_status, mutation.deadline())
+                    .await?,
+            );
             Ok(pb::FailCashInResponse {
                 cash_in: Some(cash_in),
             })
         };
         mutation
-            .run(span, Subject::cash_in(id), &self.hub, call, |r| {
-                r.cash_in.as_ref()
-            })
+            .run(span, Subject::cash_in(id), call, |r| r.cash_in.as_ref())
             .await
     }
 }

@@ -18,15 +18,20 @@ pub mod budget;
 pub mod diff;
 mod fleet;
 mod metrics;
+mod poll;
 mod push;
 pub mod stream;
+mod version;
+/// When the gateway learns something now (see `version.rs`): Unix milliseconds.
+pub use version::now as stamp;
 pub mod wire;
 
 use crate::config::WatchSettings;
 use crate::error::GatewayError;
-use crate::oms::{CashInQuery, Oms};
+use crate::oms::Oms;
 use crate::proto::v1 as pb;
 use budget::PollBudget;
+use poll::{observe, poll_loop};
 use std::collections::HashMap;
 use std::sync::{
     Arc, Mutex, Weak,
@@ -35,7 +40,7 @@ use std::sync::{
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
-use tokio::time::Instant;
+use version::Item;
 
 /// How many list pages a customer poller reads per poll (100 cash-ins each, newest first).
 const MAX_LIST_PAGES: usize = 5;
@@ -63,6 +68,8 @@ pub enum Observation {
     Seen {
         /// The cash-ins; a stream remembers what it sent by keeping these `Arc`s.
         items: Arc<Vec<Arc<pb::CashIn>>>,
+        /// When the gateway learned each of `items` (see `version.rs`).
+        learned: Arc<Vec<u64>>,
         /// When the gateway observed them.
         at: SystemTime,
         /// The events of this observation encoded so far, shared by its streams.
@@ -73,12 +80,24 @@ pub enum Observation {
 }
 
 impl Observation {
-    /// What a poll (or another call) just saw.
-    fn seen(items: Vec<pb::CashIn>) -> Self {
+    /// What a poll (or another call) just saw, or a merge made.
+    fn seen(items: Vec<Item>) -> Self {
+        let (items, learned) = items.into_iter().unzip();
         Observation::Seen {
-            items: Arc::new(items.into_iter().map(Arc::new).collect()),
+            items: Arc::new(items),
+            learned: Arc::new(learned),
             at: SystemTime::now(),
             events: Arc::default(),
+        }
+    }
+
+    /// The cash-ins held, with when each was learned (none while waiting or ended).
+    fn items(&self) -> Vec<Item> {
+        match self {
+            Observation::Seen { items, learned, .. } => {
+                items.iter().cloned().zip(learned.iter().copied()).collect()
+            }
+            _ => Vec::new(),
         }
     }
 }
@@ -116,21 +135,13 @@ struct HubInner {
 struct Poller {
     key: WatchKey,
     sender: watch::Sender<Observation>,
-    /// Makes the poll loop poll now instead of at its next turn.
-    wake: Arc<tokio::sync::Notify>,
+    /// Names this poller's lease in the fleet.
+    token: Arc<str>,
     task: AbortHandle,
     hub: Weak<HubInner>,
 }
 
 impl Poller {
-    /// Whether the poller's latest observation already holds `cash_in` exactly as it is.
-    fn has_seen(&self, cash_in: &pb::CashIn) -> bool {
-        match &*self.sender.borrow() {
-            Observation::Seen { items, .. } => items.iter().any(|seen| **seen == *cash_in),
-            _ => false,
-        }
-    }
-
     /// Whether the poll loop ended with an error: its streams have been told to go, and a new
     /// subscriber must get a new poller rather than that error. The loop publishes `Ended` only
     /// as its last act, so this holds from that moment on, before its task has quite finished.
@@ -144,12 +155,22 @@ impl Drop for Poller {
     fn drop(&mut self) {
         self.task.abort();
         if let Some(hub) = self.hub.upgrade() {
-            let mut pollers = hub.pollers.lock().unwrap_or_else(|e| e.into_inner());
-            if pollers
-                .get(&self.key)
-                .is_some_and(|w| w.strong_count() == 0)
             {
-                pollers.remove(&self.key);
+                let mut pollers = hub.pollers.lock().unwrap_or_else(|e| e.into_inner());
+                if pollers
+                    .get(&self.key)
+                    .is_some_and(|w| w.strong_count() == 0)
+                {
+                    pollers.remove(&self.key);
+                }
+            }
+            // Its lease goes at once (not at its TTL): a poller of this resource on another
+            // replica takes over.
+            if hub.fleet.is_some()
+                && let Ok(runtime) = tokio::runtime::Handle::try_current()
+            {
+                let (key, token) = (self.key.clone(), self.token.clone());
+                runtime.spawn(async move { fleet::release(&hub, &key, &token).await });
             }
         }
         tracing::debug!(key = ?self.key, "poller stopped");
@@ -280,6 +301,7 @@ impl WatchHub {
                 hub.closed.store(true, Ordering::Relaxed);
                 pollers.values().filter_map(Weak::upgrade).collect()
             };
+            let mut releases = Vec::with_capacity(running.len());
             for poller in running {
                 poller.task.abort();
                 poller
@@ -287,7 +309,14 @@ impl WatchHub {
                     .send_replace(Observation::Ended(GatewayError::Unavailable(
                         "the gateway is shutting down; reconnect to resume watching".into(),
                     )));
+                releases.push((poller.key.clone(), poller.token.clone()));
             }
+            // The leases go while the drain runs, so the streams that reconnect to another
+            // replica find its pollers polling at once.
+            let releases = releases
+                .iter()
+                .map(|(key, token)| fleet::release(&hub, key, token));
+            futures_util::future::join_all(releases).await;
         });
     }
 
@@ -346,11 +375,13 @@ impl WatchHub {
         }
     }
 
-    /// Publishes a state the gateway just received through another call (CreateCashIn,
-    /// RefreshCashIn, SandboxService), so watchers see it at once instead of at the next poll:
-    /// the cash-in's own poller takes the state (an older state never replaces a newer one), and
-    /// its customer's poller polls now.
-    pub fn publish(&self, cash_in: &pb::CashIn) {
+    /// Publishes a state of a cash-in the gateway learned first-hand at `learned` (see
+    /// [`version`]): the answer to a create, refresh, read or sandbox call, or a webhook's
+    /// re-read, so watchers see it at once instead of at the next poll. Its own poller and its
+    /// customer's take it (never over a newer state; `created`: it joins its customer's
+    /// cash-ins), and with a fleet the shared observations do, which wakes every replica's
+    /// pollers of them. Replays and stored outcomes are no news: never published.
+    pub fn learned(&self, cash_in: &pb::CashIn, learned: u64, created: bool) {
         let (poller, customer) = {
             let pollers = self.inner.pollers.lock().unwrap_or_else(|e| e.into_inner());
             let find = |key: WatchKey| pollers.get(&key).and_then(Weak::upgrade);
@@ -361,224 +392,49 @@ impl WatchHub {
                     .flatten(),
             )
         };
-        if let Some(customer) = customer
-            && !customer.has_seen(cash_in)
-        {
-            customer.wake.notify_one();
+        let item = || vec![(Arc::new(cash_in.clone()), learned)];
+        if let Some(poller) = poller {
+            observe(&poller.sender, item(), None);
         }
-        let Some(poller) = poller else { return };
-        poller.sender.send_if_modified(|observation| {
-            let newer = match observation {
-                Observation::Seen { items, .. } => items.first().is_none_or(|current| {
-                    let stamp = |c: &pb::CashIn| c.updated_at.map(|t| (t.seconds, t.nanos));
-                    stamp(cash_in) >= stamp(current)
-                        && !diff::changed_fields(current, cash_in).is_empty()
-                }),
-                Observation::Waiting => true,
-                Observation::Ended(_) => false,
-            };
-            if newer {
-                *observation = Observation::seen(vec![cash_in.clone()]);
-            }
-            newer
-        });
+        if let Some(customer) = customer
+            && (created
+                || customer
+                    .sender
+                    .borrow()
+                    .items()
+                    .iter()
+                    .any(|i| i.0.id == cash_in.id))
+        {
+            observe(&customer.sender, item(), None);
+        }
+        if self.inner.fleet.is_some() {
+            let hub = self.inner.clone();
+            let cash_in = cash_in.clone();
+            tokio::spawn(async move { fleet::learned(&hub, &cash_in, learned, created).await });
+        }
     }
 
     fn start_poller(&self, key: WatchKey) -> Arc<Poller> {
         let (sender, _) = watch::channel(Observation::Waiting);
-        let wake = Arc::new(tokio::sync::Notify::new());
+        let token: Arc<str> = match &self.inner.fleet {
+            Some(fleet) => fleet.state().token().into(),
+            None => "".into(),
+        };
         let task = tokio::spawn(poll_loop(
             Arc::downgrade(&self.inner),
             key.clone(),
             sender.clone(),
-            wake.clone(),
+            fleet::Follower::new(&key, token.clone()),
         ));
         tracing::debug!(?key, "poller started");
         Arc::new(Poller {
             key,
             sender,
-            wake,
+            token,
             task: task.abort_handle(),
             hub: Arc::downgrade(&self.inner),
         })
     }
-}
-
-/// One poll of `key`, whose first request's permit the caller has taken. Each request's time
-/// limit starts when it is sent, after its permit: waiting for the poll budget is no upstream
-/// time, so a long queue for permits never times a request out before it went out.
-async fn fetch(hub: &HubInner, key: &WatchKey) -> Result<Vec<pb::CashIn>, GatewayError> {
-    hub.polls.fetch_add(1, Ordering::Relaxed);
-    match key {
-        WatchKey::CashIn(id) => {
-            let deadline = Instant::now() + hub.poll_timeout;
-            Ok(vec![hub.oms.get_cash_in(id, deadline).await?])
-        }
-        WatchKey::Customer(customer) => {
-            let mut items = Vec::new();
-            let mut cursor = None;
-            for page in 0..MAX_LIST_PAGES {
-                if page > 0 {
-                    fleet::acquire(hub).await;
-                }
-                let deadline = Instant::now() + hub.poll_timeout;
-                let query = CashInQuery {
-                    customer_id: customer.clone(),
-                    limit: 100,
-                    starting_after: cursor.take(),
-                    ..Default::default()
-                };
-                // A page that repeats its cursor (OMS ignoring `startingAfter`) ends this poll's
-                // paging with what it has: the watch reports what it read, not an outage.
-                let page = match hub.oms.list_cash_ins(&query, deadline).await {
-                    Err(GatewayError::UpstreamCursorRepeated { .. }) => break,
-                    answer => answer?,
-                };
-                items.extend(page.cash_ins);
-                match page.next_cursor {
-                    Some(next) => cursor = Some(next),
-                    None => break,
-                }
-            }
-            Ok(items)
-        }
-    }
-}
-
-fn jittered(interval: Duration) -> Duration {
-    interval.mul_f64(0.9 + 0.2 * fastrand::f64())
-}
-
-/// The poller task. Holds only a weak reference to the hub, so it never keeps itself alive.
-async fn poll_loop(
-    hub: Weak<HubInner>,
-    key: WatchKey,
-    sender: watch::Sender<Observation>,
-    wake: Arc<tokio::sync::Notify>,
-) {
-    let mut failing_since: Option<Instant> = None;
-    let mut failures = 0u32;
-    let mut empty_polls = 0u32;
-    let mut follower = fleet::Follower::new(&key);
-    loop {
-        let Some(strong) = hub.upgrade() else { return };
-        let interval = strong.interval();
-        let limit = strong.config.unreachable_limit;
-        if follower.follows(&strong, &key, &sender).await {
-            drop(strong);
-            if follower.stopped() {
-                return;
-            }
-            follower.wait(&wake, jittered(interval)).await;
-            continue;
-        }
-        fleet::acquire(&strong).await;
-        // The poll starts when its first request may go out.
-        let started = Instant::now();
-        let result = fetch(&strong, &key).await;
-        follower.publish(&strong, &sender, &result).await;
-        drop(strong);
-        let wait = match result {
-            Ok(items) => {
-                failing_since = None;
-                failures = 0;
-                // A customer with no cash-in at all (perhaps a made-up id) is polled ever less
-                // often, so such ids cannot take the whole poll budget.
-                empty_polls = if items.is_empty() {
-                    empty_polls.saturating_add(1)
-                } else {
-                    0
-                };
-                let terminal = matches!(&key, WatchKey::CashIn(_))
-                    && items.first().is_some_and(|c| diff::is_terminal(c.status));
-                observe(&sender, &key, items);
-                if terminal {
-                    // Nothing changes after a terminal status: keep the last state, stop polling.
-                    return;
-                }
-                jittered(
-                    interval
-                        .saturating_mul(1 << empty_polls.min(8))
-                        .min(IDLE_CUSTOMER_MAX_INTERVAL.max(interval)),
-                )
-            }
-            Err(err) if err.is_upstream_not_found() => {
-                sender.send_replace(Observation::Ended(err));
-                return;
-            }
-            Err(err) => {
-                // The outage is counted from the start of the first failed poll that went out;
-                // a poll the circuit breaker refused never reached OMS, so it neither starts
-                // nor ends the outage.
-                if !err.is_upstream_unsent() {
-                    failing_since.get_or_insert(started);
-                }
-                failures += 1;
-                let since = failing_since.unwrap_or(started);
-                if failing_since.is_some() && since.elapsed() >= limit {
-                    tracing::warn!(?key, error = %err, "upstream unreachable past the limit; ending watch streams");
-                    sender.send_replace(Observation::Ended(GatewayError::Unavailable(format!(
-                        "OMS has been failing for over {}s while watching; reconnect to resume (last error: {err})",
-                        limit.as_secs()
-                    ))));
-                    return;
-                }
-                tracing::debug!(?key, error = %err, failures, "poll failed; backing off");
-                // Back off, but poll again when the limit is reached: if that poll fails too,
-                // the streams end then, not up to a backoff later.
-                let until_limit = (since + limit).saturating_duration_since(Instant::now());
-                interval
-                    .saturating_mul(1 << failures.min(4))
-                    .min(Duration::from_secs(30))
-                    .min(until_limit.max(Duration::from_millis(10)))
-            }
-        };
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            () = wake.notified() => {}
-            // Another replica published a state (a webhook's re-read): poll now, so this
-            // replica's streams see it too.
-            () = follower.published() => {}
-        }
-    }
-}
-
-/// Publishes what a poll of `key` saw, if it differs from the latest observation. A poll
-/// answered before a state published meanwhile (RefreshCashIn, SandboxService) must not bring the
-/// older state, say a revoked deposit code, back.
-fn observe(sender: &watch::Sender<Observation>, key: &WatchKey, items: Vec<pb::CashIn>) {
-    sender.send_if_modified(|observation| {
-        let changed = match observation {
-            Observation::Seen { items: old, .. }
-                if matches!(key, WatchKey::CashIn(_))
-                    && is_older(items.first(), old.first().map(|c| &**c)) =>
-            {
-                false
-            }
-            Observation::Seen { items: old, .. } => differs(old, &items),
-            _ => true,
-        };
-        if changed {
-            *observation = Observation::seen(items);
-        }
-        changed
-    });
-}
-
-/// Whether `polled` was last updated before `current`, judged by `updatedAt` when both have it.
-/// Whether a poll's `items` say something the observation `old` does not (another cash-in, or
-/// a change worth an event).
-fn differs(old: &[Arc<pb::CashIn>], items: &[pb::CashIn]) -> bool {
-    old.len() != items.len()
-        || old
-            .iter()
-            .zip(items)
-            .any(|(a, b)| a.id != b.id || !diff::changed_fields(a, b).is_empty())
-}
-
-fn is_older(polled: Option<&pb::CashIn>, current: Option<&pb::CashIn>) -> bool {
-    let stamp = |c: Option<&pb::CashIn>| c.and_then(|c| c.updated_at).map(|t| (t.seconds, t.nanos));
-    matches!((stamp(polled), stamp(current)), (Some(p), Some(c)) if p < c)
 }
 
 #[cfg(test)]

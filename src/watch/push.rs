@@ -145,12 +145,9 @@ impl WatchHub {
         let inner = &self.inner;
         fleet::acquire(inner).await;
         inner.push.reads.fetch_add(1, Ordering::Relaxed);
-        let deadline = Instant::now() + inner.poll_timeout;
+        let (deadline, learned) = (Instant::now() + inner.poll_timeout, super::version::now());
         match inner.oms.get_cash_in(id, deadline).await {
-            Ok(cash_in) => {
-                self.publish(&cash_in);
-                fleet::hinted(inner, cash_in).await;
-            }
+            Ok(cash_in) => self.learned(&cash_in, learned, false),
             Err(err) => {
                 tracing::debug!(cash_in = id, error = %err, "re-read for a webhook failed; polling will catch up");
             }

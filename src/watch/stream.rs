@@ -163,7 +163,9 @@ impl Inner {
         match observation {
             Observation::Waiting => {}
             Observation::Ended(err) => self.state = State::Closing(err.into()),
-            Observation::Seen { items, at, events } => {
+            Observation::Seen {
+                items, at, events, ..
+            } => {
                 let before = self.sent.len();
                 debug_assert!(
                     self.pending.is_empty(),

@@ -17,6 +17,7 @@ mod deploy_manifests;
 mod errors;
 mod fidelity;
 mod fleet_budget;
+mod fleet_leases;
 mod health_reflection;
 mod idempotency;
 mod limits;

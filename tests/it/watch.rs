@@ -1382,10 +1382,18 @@ async fn a_customer_stream_remembers_no_more_than_one_poll_can_read() {
         let event = watcher.event(Duration::from_secs(10)).await;
         assert_eq!(kind(&event), Kind::Added);
     }
-    sleep(ms(300)).await;
+    // The creates reached the stream at once (published by the create); the next poll that
+    // lists the newest 500 lets the 40 oldest go. Until then the observation holds at most 600.
+    let tracked = gateway.gateway.watch_hub().tracked_cash_ins();
+    assert!(tracked <= 600, "{tracked}");
+    common::eventually(
+        Duration::from_secs(10),
+        "the stream remembers no more than one poll reads",
+        async || gateway.gateway.watch_hub().tracked_cash_ins() <= 500,
+    )
+    .await;
     let tracked = gateway.gateway.watch_hub().tracked_cash_ins();
     println!("a stream on a customer with 540 cash-ins remembers {tracked}");
-    assert!(tracked <= 500, "{tracked}");
     drop(watcher);
     gateway.gateway.shutdown().await;
 }
@@ -1427,5 +1435,118 @@ async fn a_customer_whose_list_repeats_its_cursor_is_still_watched() {
         matches!(watcher.rx.try_recv(), Err(mpsc::error::TryRecvError::Empty)),
         "the stream is still open, with nothing new to say"
     );
+    gateway.gateway.shutdown().await;
+}
+
+// Before: a poll answered before a RefreshCashIn but arriving after it, in the same second
+// (OMS's `updatedAt` is whole seconds), was "not older" (`<` on equal stamps) and sent the
+// watcher the revoked code back. Now a tie on `updatedAt` and status is decided by when the
+// gateway learned each state: the poll was sent before the refresh was answered, so it loses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_answered_before_a_refresh_in_the_same_second_never_brings_the_revoked_code_back() {
+    let gateway = common::start_with(config(ms(100), NO_HEARTBEAT)).await;
+    let mut same_second = 0;
+    for attempt in 0..4 {
+        let created = common::create_cash_in(&gateway, "cst_watchtie").await;
+        let mut watcher = watch(&gateway, &created.id);
+        assert_eq!(
+            kind(&watcher.event(Duration::from_secs(3)).await),
+            Kind::Initial
+        );
+        // Early in a second: a first refresh, then a poll OMS answers at once but whose answer
+        // is held on its way back, then a second refresh, all within that second.
+        next_whole_second().await;
+        let first = refresh(&gateway, &created.id).await;
+        watcher.event(Duration::from_secs(2)).await;
+        let gate = oms_sandbox::Gate::new(Duration::from_secs(10));
+        let path = format!("/cash-ins/{}", created.id);
+        let polls = gateway.gets(&created.id);
+        gateway
+            .sandbox()
+            .inject(Fault::hold_answer(Some("GET"), &path, 1, &gate));
+        common::eventually(Duration::from_secs(3), "a poll answered", async || {
+            gateway.gets(&created.id) > polls
+        })
+        .await;
+        let second = refresh(&gateway, &created.id).await;
+        let changed = watcher.event(Duration::from_secs(2)).await;
+        assert_eq!(code_of(cash_in(&changed)), code_of(&second));
+        gate.open();
+        // The held answer (the first refresh's code) arrives now; give it time to reach the
+        // stream if it were going to.
+        if let Ok((_, item)) = timeout(ms(600), watcher.rx.recv())
+            .await
+            .map(|i| i.expect("item"))
+        {
+            panic!(
+                "the watcher was sent the revoked code {} back: {item:?}",
+                code_of(&first)
+            );
+        }
+        drop(watcher);
+        if first.updated_at.map(|t| t.seconds) == second.updated_at.map(|t| t.seconds) {
+            same_second += 1;
+            break;
+        }
+        println!("attempt {attempt}: the two refreshes fell in two seconds; again");
+    }
+    assert_eq!(same_second, 1, "the scenario never fit into one second");
+    gateway.gateway.shutdown().await;
+}
+
+// Before: a replayed CreateCashIn published its stored outcome (the cash-in as created) to the
+// watchers as news: a new WatchCashIn on a cash-in that had expired meanwhile got INITIAL
+// PENDING with the dead code, then PENDING→EXPIRED. Replays are no news now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_create_never_rewinds_a_watcher() {
+    let gateway = common::start_with(config(ms(100), NO_HEARTBEAT)).await;
+    let location = common::first_location(&gateway.channel).await;
+    let request = pb::CreateCashInRequest {
+        idempotency_key: "watch-replay-1".into(),
+        ..common::create_request(&location, "cst_watchreplay")
+    };
+    let created = gateway
+        .cash_ins()
+        .create_cash_in(request.clone())
+        .await
+        .expect("CreateCashIn")
+        .into_inner()
+        .cash_in
+        .expect("cash_in");
+    gateway
+        .sandbox()
+        .expire_cash_in(&created.id)
+        .expect("expire");
+    // The watch's first poll is held at OMS; the replay is answered meanwhile.
+    let gate = oms_sandbox::Gate::new(Duration::from_secs(10));
+    let path = format!("/cash-ins/{}", created.id);
+    gateway
+        .sandbox()
+        .inject(Fault::hold(Some("GET"), &path, 1, &gate));
+    let polls = gateway.gets(&created.id);
+    let mut watcher = watch(&gateway, &created.id);
+    common::eventually(Duration::from_secs(3), "the first poll sent", async || {
+        gateway.gets(&created.id) > polls
+    })
+    .await;
+    let replayed = gateway
+        .cash_ins()
+        .create_cash_in(request)
+        .await
+        .expect("the replay")
+        .into_inner()
+        .cash_in
+        .expect("cash_in");
+    assert_eq!(replayed.status, St::Pending as i32, "the stored outcome");
+    gate.open();
+    let first = watcher.event(Duration::from_secs(3)).await;
+    assert_eq!(kind(&first), Kind::Initial, "{first:?}");
+    assert_eq!(
+        status_of(&first),
+        St::Expired,
+        "the watcher was shown the replayed PENDING state (code {})",
+        code_of(&replayed)
+    );
+    assert_eq!(watcher.end(Duration::from_secs(3)).await.0, Code::Ok);
     gateway.gateway.shutdown().await;
 }
