@@ -22,8 +22,9 @@ macro_rules! say {
         let _ = writeln!(std::io::stderr(), $($arg)*);
     }};
 }
+pub(crate) use say;
 
-const SECRET: &str = "replicas-test-secret";
+pub(crate) const SECRET: &str = "replicas-test-secret";
 /// Short enough that the handover tests run in seconds.
 const LEASE_TTL: Duration = Duration::from_secs(1);
 const POLL_INTERVAL: Duration = Duration::from_millis(300);
@@ -214,12 +215,44 @@ impl RedisServer {
         }
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, ...) to the running server.
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("a running redis-server").id();
+        signal_process(pid, signal);
+    }
+
+    /// Stalls the server (SIGSTOP): connections stay open, nothing is answered.
+    pub(crate) fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// Lets a stalled server go on (SIGCONT): it answers what was queued, in order.
+    pub(crate) fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    /// Kills the server (stalled or not) and starts an empty one on the same port.
+    pub(crate) async fn restart(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+
     pub(crate) async fn conn(&self) -> redis::aio::MultiplexedConnection {
         self.client()
             .get_multiplexed_async_connection()
             .await
             .expect("connect to redis-server")
     }
+}
+
+/// `kill -<signal> <pid>`, which must succeed.
+pub(crate) fn signal_process(pid: u32, signal: &str) {
+    let sent = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(sent, "kill -{signal} {pid}");
 }
 
 impl Drop for RedisServer {
@@ -238,6 +271,17 @@ pub struct Replica {
 
 impl Replica {
     async fn start(sandbox: &SandboxHandle, redis: &RedisServer, extra: &[&str]) -> Self {
+        Self::launch(sandbox, redis, LEASE_TTL, POLL_INTERVAL, extra).await
+    }
+
+    /// A replica with this lease TTL and poll interval (and `extra` flags), once SERVING.
+    pub(crate) async fn launch(
+        sandbox: &SandboxHandle,
+        redis: &RedisServer,
+        lease_ttl: Duration,
+        poll_interval: Duration,
+        extra: &[&str],
+    ) -> Self {
         let port = common::free_port();
         let addr = format!("127.0.0.1:{port}");
         let log = std::env::temp_dir().join(format!("oms-gateway-replica-{port}.log"));
@@ -250,10 +294,10 @@ impl Replica {
             // rediss:// trusts the system's roots; a test Redis's CA is added the usual way.
             .envs(redis.tls_ca.as_ref().map(|ca| ("SSL_CERT_FILE", ca)))
             .args(["--redis-url", &redis.url()])
-            .args(["--redis-lease-ttl", &format!("{}ms", LEASE_TTL.as_millis())])
+            .args(["--redis-lease-ttl", &format!("{}ms", lease_ttl.as_millis())])
             .args([
                 "--watch-poll-interval",
-                &format!("{}ms", POLL_INTERVAL.as_millis()),
+                &format!("{}ms", poll_interval.as_millis()),
             ])
             .args(extra)
             .stdin(Stdio::null())
@@ -297,7 +341,7 @@ impl Replica {
     }
 
     /// The id this replica names its leases with (its startup line).
-    fn replica_id(&self) -> Option<String> {
+    pub(crate) fn replica_id(&self) -> Option<String> {
         let text = std::fs::read_to_string(&self.log).ok()?;
         let at = text.find("replica=")? + "replica=".len();
         Some(
@@ -309,7 +353,7 @@ impl Replica {
     }
 
     /// Whether this replica's `/readyz` says `redis: up`, i.e. it shares state with the fleet.
-    async fn shares_through_redis(&self, http: &reqwest::Client) -> bool {
+    pub(crate) async fn shares_through_redis(&self, http: &reqwest::Client) -> bool {
         let Some(admin) = self.admin_addr() else {
             return false;
         };
@@ -336,7 +380,7 @@ impl Replica {
     }
 
     /// The admin listener's address (its startup line: `admin listener … addr=127.0.0.1:N`).
-    fn admin_addr(&self) -> Option<String> {
+    pub(crate) fn admin_addr(&self) -> Option<String> {
         let text = std::fs::read_to_string(&self.log).ok()?;
         let line = text.lines().find(|l| l.contains("admin listener"))?;
         let at = line.find("addr=")? + "addr=".len();
@@ -348,6 +392,23 @@ impl Replica {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// SIGTERM, as a rolling deploy stops a replica; waits (at most `limit`) for the process
+    /// to exit, and says how long it took (`None`: still running, then killed).
+    pub(crate) async fn terminate(&mut self, limit: Duration) -> Option<Duration> {
+        let mut child = self.child.take()?;
+        let started = Instant::now();
+        signal_process(child.id(), "TERM");
+        while started.elapsed() < limit {
+            if child.try_wait().ok().flatten().is_some() {
+                return Some(started.elapsed());
+            }
+            sleep(Duration::from_millis(10)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
     }
 }
 
