@@ -22,8 +22,9 @@ macro_rules! say {
         let _ = writeln!(std::io::stderr(), $($arg)*);
     }};
 }
+pub(crate) use say;
 
-const SECRET: &str = "replicas-test-secret";
+pub(crate) const SECRET: &str = "replicas-test-secret";
 /// Short enough that the handover tests run in seconds.
 const LEASE_TTL: Duration = Duration::from_secs(1);
 const POLL_INTERVAL: Duration = Duration::from_millis(300);
@@ -214,9 +215,26 @@ impl RedisServer {
         }
     }
 
-    /// Sends `signal` (`STOP`, `CONT`, …) to the server.
+    /// Sends `signal` (`STOP`, `CONT`, ...) to the running server.
     pub(crate) fn signal(&self, signal: &str) {
-        send_signal(self.child.as_ref().expect("running"), signal);
+        let pid = self.child.as_ref().expect("a running redis-server").id();
+        signal_process(pid, signal);
+    }
+
+    /// Stalls the server (SIGSTOP): connections stay open, nothing is answered.
+    pub(crate) fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// Lets a stalled server go on (SIGCONT): it answers what was queued, in order.
+    pub(crate) fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    /// Kills the server (stalled or not) and starts an empty one on the same port.
+    pub(crate) async fn restart(&mut self) {
+        self.kill();
+        self.spawn().await;
     }
 
     pub(crate) async fn conn(&self) -> redis::aio::MultiplexedConnection {
@@ -225,6 +243,16 @@ impl RedisServer {
             .await
             .expect("connect to redis-server")
     }
+}
+
+/// `kill -<signal> <pid>`, which must succeed.
+pub(crate) fn signal_process(pid: u32, signal: &str) {
+    let sent = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(sent, "kill -{signal} {pid}");
 }
 
 impl Drop for RedisServer {
@@ -243,6 +271,17 @@ pub struct Replica {
 
 impl Replica {
     async fn start(sandbox: &SandboxHandle, redis: &RedisServer, extra: &[&str]) -> Self {
+        Self::launch(sandbox, redis, LEASE_TTL, POLL_INTERVAL, extra).await
+    }
+
+    /// A replica with this lease TTL and poll interval (and `extra` flags), once SERVING.
+    pub(crate) async fn launch(
+        sandbox: &SandboxHandle,
+        redis: &RedisServer,
+        lease_ttl: Duration,
+        poll_interval: Duration,
+        extra: &[&str],
+    ) -> Self {
         let port = common::free_port();
         let addr = format!("127.0.0.1:{port}");
         let log = std::env::temp_dir().join(format!("oms-gateway-replica-{port}.log"));
@@ -260,7 +299,7 @@ impl Replica {
                     .then(|| {
                         [
                             "--redis-lease-ttl".into(),
-                            format!("{}ms", LEASE_TTL.as_millis()),
+                            format!("{}ms", lease_ttl.as_millis()),
                         ]
                     })
                     .into_iter()
@@ -268,7 +307,7 @@ impl Replica {
             )
             .args([
                 "--watch-poll-interval",
-                &format!("{}ms", POLL_INTERVAL.as_millis()),
+                &format!("{}ms", poll_interval.as_millis()),
             ])
             .args(extra)
             .stdin(Stdio::null())
@@ -313,7 +352,7 @@ impl Replica {
 
     /// Sends `signal` (`TERM`, …) to the replica's process.
     pub(crate) fn signal(&self, signal: &str) {
-        send_signal(self.child.as_ref().expect("running"), signal);
+        signal_process(self.child.as_ref().expect("running").id(), signal);
     }
 
     /// The id this replica names its leases with (its startup line).
@@ -329,7 +368,7 @@ impl Replica {
     }
 
     /// Whether this replica's `/readyz` says `redis: up`, i.e. it shares state with the fleet.
-    async fn shares_through_redis(&self, http: &reqwest::Client) -> bool {
+    pub(crate) async fn shares_through_redis(&self, http: &reqwest::Client) -> bool {
         let Some(admin) = self.admin_addr() else {
             return false;
         };
@@ -356,7 +395,7 @@ impl Replica {
     }
 
     /// The admin listener's address (its startup line: `admin listener … addr=127.0.0.1:N`).
-    fn admin_addr(&self) -> Option<String> {
+    pub(crate) fn admin_addr(&self) -> Option<String> {
         let text = std::fs::read_to_string(&self.log).ok()?;
         let line = text.lines().find(|l| l.contains("admin listener"))?;
         let at = line.find("addr=")? + "addr=".len();
@@ -369,6 +408,23 @@ impl Replica {
             let _ = child.wait();
         }
     }
+
+    /// SIGTERM, as a rolling deploy stops a replica; waits (at most `limit`) for the process
+    /// to exit, and says how long it took (`None`: still running, then killed).
+    pub(crate) async fn terminate(&mut self, limit: Duration) -> Option<Duration> {
+        let mut child = self.child.take()?;
+        let started = Instant::now();
+        signal_process(child.id(), "TERM");
+        while started.elapsed() < limit {
+            if child.try_wait().ok().flatten().is_some() {
+                return Some(started.elapsed());
+            }
+            sleep(Duration::from_millis(10)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
 }
 
 impl Drop for Replica {
@@ -376,15 +432,6 @@ impl Drop for Replica {
         self.kill();
         let _ = std::fs::remove_file(&self.log);
     }
-}
-
-/// Sends `signal` to `child` with kill(1).
-fn send_signal(child: &Child, signal: &str) {
-    let sent = Command::new("kill")
-        .args([format!("-{signal}"), child.id().to_string()])
-        .status()
-        .expect("kill(1)");
-    assert!(sent.success(), "kill -{signal}");
 }
 
 /// Redis, one sandbox, three replicas; and waits until the replicas see Redis (shared mode).
