@@ -64,13 +64,14 @@ impl CashIns {
         Mutation::keyed(request, operation, field_key, deadline, violations)
     }
 
-    fn watch(
+    async fn watch(
         &self,
         key: WatchKey,
         mode: Mode,
         metadata: &tonic::metadata::MetadataMap,
     ) -> Result<EventStream, GatewayError> {
         let subscription = self.hub.subscribe(key)?;
+        subscription.catch_up().await;
         let deadline = grpc_timeout(metadata).map(|t| Instant::now() + t);
         Ok(stream::events(
             subscription,
@@ -140,7 +141,7 @@ impl CashInService for CashIns {
             let learned = crate::watch::stamp();
             let cash_in = self.oms.get_cash_in(&id, deadline).await?;
             // What OMS says now is news to the watchers if they hold an older state.
-            self.hub.learned(&cash_in, learned, false);
+            self.hub.learned(&cash_in, learned, false).await;
             Ok(Response::new(pb::GetCashInResponse {
                 cash_in: Some(cash_in),
             }))
@@ -162,9 +163,14 @@ impl CashInService for CashIns {
             let (query, filters) = list_query(&request)?;
             let learned = crate::watch::stamp();
             let page = self.oms.list_cash_ins(&query, deadline).await?;
-            for cash_in in &page.cash_ins {
-                self.hub.learned(cash_in, learned, false);
-            }
+            // Shared in the background: a page of up to 100 cash-ins is up to 100 Redis
+            // writes, which the caller need not wait for (each only lands if newer).
+            let (hub, listed) = (self.hub.clone(), page.cash_ins.clone());
+            tokio::spawn(async move {
+                for cash_in in &listed {
+                    hub.learned(cash_in, learned, false).await;
+                }
+            });
             Ok(Response::new(pb::ListCashInsResponse {
                 cash_ins: page.cash_ins,
                 next_page_token: page
@@ -227,13 +233,15 @@ impl CashIns {
     ) -> Result<Response<EventStream>, Status> {
         let id = request.get_ref().cash_in_id.clone();
         let caller = Caller::of(&request);
-        let _span =
-            rpc_span!("WatchCashIn", caller = %caller, cash_in_id = %validate::loggable(&id))
-                .entered();
+        let span =
+            rpc_span!("WatchCashIn", caller = %caller, cash_in_id = %validate::loggable(&id));
         let mut violations = Violations::default();
         validate::cash_in_id(&mut violations, &id);
-        violations.finish()?;
-        let stream = self.watch(WatchKey::CashIn(id), Mode::Single, request.metadata())?;
+        span.in_scope(|| violations.finish())?;
+        let stream = self
+            .watch(WatchKey::CashIn(id), Mode::Single, request.metadata())
+            .instrument(span)
+            .await?;
         Ok(Response::new(stream))
     }
 
@@ -244,18 +252,21 @@ impl CashIns {
     ) -> Result<Response<EventStream>, Status> {
         let customer = request.get_ref().customer_id.clone();
         let caller = Caller::of(&request);
-        let _span = rpc_span!("WatchCashIns", caller = %caller, customer_id = %validate::loggable(&customer)).entered();
+        let span = rpc_span!("WatchCashIns", caller = %caller, customer_id = %validate::loggable(&customer));
         let mut violations = Violations::default();
         violations.required_id("customer_id", &customer, "cst_");
         let statuses = validate::watch_statuses(&mut violations, &request.get_ref().statuses)
             .into_iter()
             .collect();
-        violations.finish()?;
-        let stream = self.watch(
-            WatchKey::Customer(customer),
-            Mode::Filter { statuses },
-            request.metadata(),
-        )?;
+        span.in_scope(|| violations.finish())?;
+        let stream = self
+            .watch(
+                WatchKey::Customer(customer),
+                Mode::Filter { statuses },
+                request.metadata(),
+            )
+            .instrument(span)
+            .await?;
         Ok(Response::new(stream))
     }
 }

@@ -144,7 +144,7 @@ impl Mutation {
                 |resumes| async move {
                     let answer = call(WriteKey { key, resumes }).await;
                     if let Ok(cash_in) = &answer {
-                        hub.learned(cash_in, crate::watch::stamp(), created);
+                        hub.learned(cash_in, crate::watch::stamp(), created).await;
                     }
                     answer
                 },

@@ -49,13 +49,15 @@ impl SandboxSimulator {
     async fn get(&self, id: &str, deadline: Instant) -> Result<pb::CashIn, GatewayError> {
         let learned = crate::watch::stamp();
         let cash_in = self.oms.get_cash_in(id, deadline).await?;
-        self.hub.learned(&cash_in, learned, false);
+        self.hub.learned(&cash_in, learned, false).await;
         Ok(cash_in)
     }
 
     /// A sandbox call's answer: published to its watchers as the state it made.
-    fn answered(&self, cash_in: pb::CashIn) -> pb::CashIn {
-        self.hub.learned(&cash_in, crate::watch::stamp(), false);
+    async fn answered(&self, cash_in: pb::CashIn) -> pb::CashIn {
+        self.hub
+            .learned(&cash_in, crate::watch::stamp(), false)
+            .await;
         cash_in
     }
 
@@ -133,7 +135,8 @@ impl SandboxService for SandboxSimulator {
             let mut violations = Violations::default();
             validate::cash_in_id(&mut violations, id);
             violations.finish()?;
-            let cash_in = self.answered(self.oms.expire_cash_in(id, mutation.deadline()).await?);
+            let expired = self.oms.expire_cash_in(id, mutation.deadline()).await?;
+            let cash_in = self.answered(expired).await;
             Ok(pb::ExpireCashInResponse {
                 cash_in: Some(cash_in),
             })
@@ -159,11 +162,11 @@ impl SandboxService for SandboxSimulator {
             let sub_status = sub_status
                 .and_then(convert::sub_status_name)
                 .unwrap_or_default();
-            let cash_in = self.answered(
-                self.oms
-                    .fail_cash_in(id, sub_status, mutation.deadline())
-                    .await?,
-            );
+            let failed = self
+                .oms
+                .fail_cash_in(id, sub_status, mutation.deadline())
+                .await?;
+            let cash_in = self.answered(failed).await;
             Ok(pb::FailCashInResponse {
                 cash_in: Some(cash_in),
             })

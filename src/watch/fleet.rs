@@ -418,20 +418,7 @@ impl Follower {
         key: &WatchKey,
         sender: &watch::Sender<Observation>,
     ) -> Option<()> {
-        let fleet = hub.fleet.as_ref()?;
-        match fleet.latest(key, &self.names).await? {
-            None => {}
-            Some(Shared::Items(items, listed)) => {
-                observe(sender, items, listed);
-                self.stopped = matches!(key, WatchKey::CashIn(_))
-                    && matches!(&*sender.borrow(), Observation::Seen { items, .. }
-                        if items.first().is_some_and(|c| diff::is_terminal(c.status)));
-            }
-            Some(Shared::Ended(err)) => {
-                sender.send_replace(Observation::Ended(err));
-                self.stopped = true;
-            }
-        }
+        self.stopped = catch_up(hub, key, sender).await?;
         Some(())
     }
 
@@ -520,6 +507,29 @@ impl Follower {
             fleet.release(&self.names, &self.token).await;
         }
     }
+}
+
+/// Reads the fleet's shared observation of `key` into `sender`'s: `None` when there is no
+/// fleet or Redis is down, else whether it is final (terminal, or OMS's 404).
+pub(super) async fn catch_up(
+    hub: &HubInner,
+    key: &WatchKey,
+    sender: &watch::Sender<Observation>,
+) -> Option<bool> {
+    let fleet = hub.fleet.as_ref()?;
+    Some(match fleet.latest(key, &Names::of(key)).await? {
+        None => false,
+        Some(Shared::Items(items, listed)) => {
+            observe(sender, items, listed);
+            matches!(key, WatchKey::CashIn(_))
+                && matches!(&*sender.borrow(), Observation::Seen { items, .. }
+                    if items.first().is_some_and(|c| diff::is_terminal(c.status)))
+        }
+        Some(Shared::Ended(err)) => {
+            sender.send_replace(Observation::Ended(err));
+            true
+        }
+    })
 }
 
 /// Releases the lease `token` may hold on `key` (a poller stopped or the gateway is stopping):

@@ -198,6 +198,18 @@ impl Subscription {
         &mut self.receiver
     }
 
+    /// With a fleet, brings the poller's observation up to the fleet's before the stream
+    /// reports it: a poller already running here follows another replica's changes through a
+    /// wake-up that may still be on its way, and a stream opened after a call was answered
+    /// elsewhere must not start from the state before it. One Redis read, bounded by
+    /// `--redis-timeout`; nothing without a fleet or with Redis down.
+    pub async fn catch_up(&self) {
+        let ended = matches!(*self.receiver.borrow(), Observation::Ended(_));
+        if self.hub.fleet.is_some() && !ended {
+            let _ = fleet::catch_up(&self.hub, &self._poller.key, &self._poller.sender).await;
+        }
+    }
+
     /// Tells the hub how many cash-ins this stream remembers now (was `before`).
     pub(crate) fn track(&self, before: usize, now: usize) {
         if now > before {
@@ -380,8 +392,10 @@ impl WatchHub {
     /// re-read, so watchers see it at once instead of at the next poll. Its own poller and its
     /// customer's take it (never over a newer state; `created`: it joins its customer's
     /// cash-ins), and with a fleet the shared observations do, which wakes every replica's
-    /// pollers of them. Replays and stored outcomes are no news: never published.
-    pub fn learned(&self, cash_in: &pb::CashIn, learned: u64, created: bool) {
+    /// pollers of them; it returns once the fleet has it (bounded by `--redis-timeout`), so a
+    /// watch opened on any replica after the caller's answer never shows an older state.
+    /// Replays and stored outcomes are no news: never published.
+    pub async fn learned(&self, cash_in: &pb::CashIn, learned: u64, created: bool) {
         let (poller, customer) = {
             let pollers = self.inner.pollers.lock().unwrap_or_else(|e| e.into_inner());
             let find = |key: WatchKey| pollers.get(&key).and_then(Weak::upgrade);
@@ -407,11 +421,7 @@ impl WatchHub {
         {
             observe(&customer.sender, item(), None);
         }
-        if self.inner.fleet.is_some() {
-            let hub = self.inner.clone();
-            let cash_in = cash_in.clone();
-            tokio::spawn(async move { fleet::learned(&hub, &cash_in, learned, created).await });
-        }
+        fleet::learned(&self.inner, cash_in, learned, created).await;
     }
 
     fn start_poller(&self, key: WatchKey) -> Arc<Poller> {

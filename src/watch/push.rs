@@ -147,7 +147,7 @@ impl WatchHub {
         inner.push.reads.fetch_add(1, Ordering::Relaxed);
         let (deadline, learned) = (Instant::now() + inner.poll_timeout, super::version::now());
         match inner.oms.get_cash_in(id, deadline).await {
-            Ok(cash_in) => self.learned(&cash_in, learned, false),
+            Ok(cash_in) => self.learned(&cash_in, learned, false).await,
             Err(err) => {
                 tracing::debug!(cash_in = id, error = %err, "re-read for a webhook failed; polling will catch up");
             }
