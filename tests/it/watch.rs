@@ -395,6 +395,14 @@ async fn a_poll_answered_with_an_older_state_does_not_undo_a_published_refresh()
     // The next poll is answered with the state as it is now, before the refresh: what a poll
     // that was answered just before the refresh, but arrives just after it, brings back.
     let stale = gateway.sandbox().cash_in_json(&created.id).expect("known");
+    // The refresh's `updatedAt` is then later than the stale answer's (OMS's timestamps are
+    // whole seconds; within one second the order is decided by when each was learned, see
+    // a_poll_answered_before_a_refresh_in_the_same_second_never_brings_the_revoked_code_back).
+    next_whole_second().await;
+    let refreshed = refresh(&gateway, &created.id).await;
+    let changed = watcher.event(Duration::from_secs(2)).await;
+    assert_eq!(code_of(cash_in(&changed)), code_of(&refreshed));
+    // The next poll, sent after the refresh, is answered with the state before it.
     gateway.sandbox().inject(common::respond(
         "GET",
         &format!("/cash-ins/{}", created.id),
@@ -404,13 +412,6 @@ async fn a_poll_answered_with_an_older_state_does_not_undo_a_published_refresh()
         &[],
     ));
     let polls_before = gateway.gets(&created.id);
-    // The refresh's `updatedAt` must be later than the stale answer's to be told apart: OMS's
-    // timestamps are whole seconds, so refresh in the next one. (Within one second the gateway
-    // cannot order the two by `updatedAt`, and takes the stale answer.)
-    next_whole_second().await;
-    let refreshed = refresh(&gateway, &created.id).await;
-    let changed = watcher.event(Duration::from_secs(2)).await;
-    assert_eq!(code_of(cash_in(&changed)), code_of(&refreshed));
 
     common::eventually(Duration::from_secs(3), "the stale poll", async || {
         gateway.gets(&created.id) > polls_before
