@@ -463,8 +463,9 @@ async fn business_limits_are_left_to_oms() {
 async fn an_amount_oms_refuses_comes_back_as_its_own_answer() {
     let gateway = common::start().await;
     let location = common::first_location(&gateway.channel).await;
-    let mut request = common::create_request(&location, "cst_small");
-    request.source.as_mut().expect("source").indicated_amount = Some("19.99".into());
+    let mut request = common::create_request(&location, "cst_large");
+    // Over the sandbox's provider's max_transaction (500.00).
+    request.source.as_mut().expect("source").indicated_amount = Some("500.01".into());
     let status = create_error(&gateway, request).await;
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     let info = common::error_info(&status);
