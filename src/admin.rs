@@ -1,8 +1,10 @@
 //! The admin HTTP listener (HTTP/1.1, axum): `/metrics` (Prometheus text, or OpenMetrics when
 //! the `Accept` header asks for `application/openmetrics-text`), `/healthz` (the process is up:
 //! always 200) and `/readyz` (grpc.health.v1 `""`, asked of the same health service the gRPC
-//! port serves: 200 when SERVING, 503 otherwise; a second line says when the upstream is the
-//! embedded sandbox), for probes and scrapers that speak no gRPC.
+//! port serves: 200 when SERVING, 503 otherwise; further lines say when the upstream is the
+//! embedded sandbox, whether Redis answers, and, once there is any, how much upstream drift has
+//! been seen: fields and enum values OMS sent that the gateway does not know), for probes and
+//! scrapers that speak no gRPC.
 //!
 //! A route is one line in [`router`]. The listener starts and stops with the gateway: bound in
 //! `server::start` (a bind failure stops the start), shut down gracefully after the gRPC
@@ -14,6 +16,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use oms_rest::drift::{Drift, DriftSummary};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
@@ -45,6 +48,9 @@ pub struct AdminState {
     /// The fleet's shared state, when `--redis-url` is set (whether Redis answers is said in
     /// `/readyz`'s body; it does not decide readiness: without Redis a replica works alone).
     pub fleet: Option<crate::redis::SharedState>,
+    /// What OMS sent that the gateway does not know (summed up in `/readyz`'s body; it does not
+    /// decide readiness: the gateway serves what it knows).
+    pub drift: Arc<Drift>,
 }
 
 /// `/readyz`'s second line when the upstream is the embedded sandbox.
@@ -101,7 +107,11 @@ async fn readyz(State(state): State<AdminState>) -> (StatusCode, String) {
         Some(_) => "redis: down (this replica works alone until Redis answers)\n",
         None => "",
     };
-    (status, format!("{first}{sandbox}{fleet}"))
+    let drift = match state.drift.summary() {
+        none if none == DriftSummary::default() => String::new(),
+        seen => format!("{seen}\n"),
+    };
+    (status, format!("{first}{sandbox}{fleet}{drift}"))
 }
 
 /// A running admin listener.
@@ -150,14 +160,14 @@ impl AdminServer {
 }
 
 /// Starts the admin listener at `listen` (none when off), serving `registry` with the
-/// `oms_gateway_sandbox` gauge (1 with the embedded sandbox) added, `/readyz` from `health`, and
-/// `POST /webhooks/oms` when `webhooks` is on.
+/// `oms_gateway_sandbox` gauge (1 with the embedded sandbox) added, `/readyz` from `health` (with
+/// `drift` summed up), and `POST /webhooks/oms` when `webhooks` is on.
 pub async fn start(
     listen: crate::config::AdminListen,
     mut registry: Registry,
     health: HealthService,
     webhooks: Option<Arc<crate::webhooks::Webhooks>>,
-    (upstream, fleet): (Upstream, Option<crate::redis::SharedState>),
+    (upstream, fleet, drift): (Upstream, Option<crate::redis::SharedState>, Arc<Drift>),
 ) -> Result<Option<AdminServer>, StartError> {
     let crate::config::AdminListen::On(addr) = listen else {
         return Ok(None);
@@ -174,6 +184,7 @@ pub async fn start(
         health: Arc::new(health),
         upstream,
         fleet,
+        drift,
     };
     let mut routes = router(state);
     if let Some(webhooks) = webhooks {

@@ -1,12 +1,15 @@
 //! REST model ⇄ proto, in one place and both directions. No I/O.
 //!
-//! Upstream → proto: strings become enums (an unknown value becomes `_UNSPECIFIED` and is logged,
-//! never an error), RFC 3339 strings become `Timestamp`s, the documentation's two spellings have
-//! already been folded by the serde model. A value that cannot be represented (an unparseable
-//! timestamp, a missing id) is a [`DecodeError`], reported to the caller as UPSTREAM_BAD_RESPONSE.
+//! Upstream → proto: strings become enums (an unknown value becomes `_UNSPECIFIED`, never an
+//! error, and is reported as drift: counted by its field's path, logged once, never shown; the
+//! same for a value outside the schema's enums that the proto carries as a string), RFC 3339
+//! strings become `Timestamp`s, the documentation's two spellings have already been folded by the
+//! serde model. A value that cannot be represented (an unparseable timestamp, a missing id) is a
+//! [`DecodeError`], reported to the caller as UPSTREAM_BAD_RESPONSE.
 //! Proto → upstream: the create request is encoded as the guide's request example does.
 
 use crate::proto::v1 as pb;
+use oms_rest::drift::Drift;
 use oms_rest::model::{
     self, CashInDto, CashLocationDto, CreateCashBody, CreateCashInBody, CreateDestinationBody,
     CreateSourceBody, CreateWalletBody, DeveloperFeeBody,
@@ -36,12 +39,14 @@ fn timestamp(field: &str, value: Option<String>) -> Result<Option<Timestamp>, De
         .transpose()
 }
 
-/// Maps an upstream enum string; unknown values are UNSPECIFIED and logged.
+/// Maps an upstream enum string at `path` (e.g. `cashIn.subStatus`); an unknown value is
+/// UNSPECIFIED and reported to `drift` by its path (the value itself is never logged: it may be
+/// data in the wrong field).
 fn enum_value<E: Copy + Into<i32>>(
-    field: &'static str,
+    drift: &Drift,
+    path: &'static str,
     value: &str,
     table: &[(&str, E)],
-    unspecified: E,
 ) -> i32 {
     match table
         .iter()
@@ -49,25 +54,27 @@ fn enum_value<E: Copy + Into<i32>>(
     {
         Some((_, known)) => (*known).into(),
         None => {
-            tracing::warn!(
-                field,
-                value = shown_enum_value(value),
-                "unknown value from OMS; reported as UNSPECIFIED"
-            );
-            unspecified.into()
+            drift.unknown_enum_value(path);
+            // Every proto enum's UNSPECIFIED.
+            0
         }
     }
 }
 
-/// An unknown enum value as a log line may show it: a word like OMS's own (`on_hold`,
-/// `cryptoToFiat`), for the drift to be seen; anything else (digits, spaces, length) may be data
-/// in the wrong field, and is not shown.
-fn shown_enum_value(value: &str) -> &str {
-    let word = !value.is_empty()
-        && value.len() <= 40
-        && value.chars().all(|c| c.is_ascii_alphabetic() || c == '_');
-    if word { value } else { "[not shown]" }
+/// Reports to `drift` a value at `path` outside `known`, the values the schema enumerates for a
+/// field the proto carries as a string (passed on as it came).
+fn enumerated_string(drift: &Drift, path: &str, value: Option<&str>, known: &[&str]) {
+    if let Some(value) = value
+        && !known.iter().any(|name| name.eq_ignore_ascii_case(value))
+    {
+        drift.unknown_enum_value(path);
+    }
 }
+
+/// The schema's `CashIn.object`.
+const OBJECT_NAMES: &[&str] = &["cashIn"];
+/// The schema's `FeeEntry.payoutAsset`.
+const PAYOUT_ASSET_NAMES: &[&str] = &["usdc", "usdt"];
 
 /// OMS's `status` strings and the proto values.
 pub const STATUS_NAMES: &[(&str, pb::CashInStatus)] = &[
@@ -135,18 +142,20 @@ fn fees(dto: Option<model::FeesDeductedDto>) -> Option<pb::FeesDeducted> {
     })
 }
 
-/// An upstream cash-in as the proto message.
-pub fn cash_in(dto: CashInDto) -> Result<pb::CashIn, DecodeError> {
+/// An upstream cash-in as the proto message; enum values the gateway does not know are reported
+/// to `drift`.
+pub fn cash_in(dto: CashInDto, drift: &Drift) -> Result<pb::CashIn, DecodeError> {
     if dto.id.trim().is_empty() {
         return Err(DecodeError {
             field: "id".into(),
             problem: "is empty".into(),
         });
     }
-    let status = enum_value("status", &dto.status, STATUS_NAMES, Default::default());
-    let kind = |v: &str| enum_value("type", v, TRANSFER_TYPE_NAMES, Default::default());
-    let sub_status = |v: &str| enum_value("subStatus", v, SUB_STATUS_NAMES, Default::default());
-    let side = |v: &str| enum_value("fixedAmountSide", v, FIXED_SIDE_NAMES, Default::default());
+    let status = enum_value(drift, "cashIn.status", &dto.status, STATUS_NAMES);
+    let kind = |v: &str| enum_value(drift, "cashIn.type", v, TRANSFER_TYPE_NAMES);
+    let sub_status = |v: &str| enum_value(drift, "cashIn.subStatus", v, SUB_STATUS_NAMES);
+    let side = |v: &str| enum_value(drift, "cashIn.fixedAmountSide", v, FIXED_SIDE_NAMES);
+    enumerated_string(drift, "cashIn.object", dto.object.as_deref(), OBJECT_NAMES);
     let source = dto.source.map(source);
     let destination = dto.destination.map(destination);
     let deposit_instructions = dto
@@ -157,7 +166,7 @@ pub fn cash_in(dto: CashInDto) -> Result<pb::CashIn, DecodeError> {
         .developer_fees
         .unwrap_or_default()
         .into_iter()
-        .map(developer_fee)
+        .map(|entry| developer_fee(entry, drift))
         .collect();
     Ok(pb::CashIn {
         id: dto.id,
@@ -241,8 +250,11 @@ fn deposit_instructions(
 }
 
 /// A developer fee in either documented form, normalized.
-fn developer_fee(entry: model::FeeEntryDto) -> pb::FeeEntry {
+fn developer_fee(entry: model::FeeEntryDto, drift: &Drift) -> pb::FeeEntry {
     let fee = entry.normalized();
+    let payout_asset = fee.payout_asset.as_deref();
+    let path = "cashIn.developerFees[].payoutAsset";
+    enumerated_string(drift, path, payout_asset, PAYOUT_ASSET_NAMES);
     pb::FeeEntry {
         id: fee.id,
         percentage: fee.percentage,
@@ -358,16 +370,26 @@ mod tests {
     use super::*;
 
     fn decode(json: &str) -> Result<pb::CashIn, DecodeError> {
-        cash_in(serde_json::from_str(json).expect("json"))
+        cash_in(serde_json::from_str(json).expect("json"), &Drift::default())
     }
 
     #[test]
-    fn unknown_enum_values_are_unspecified_not_errors() {
-        let ci = decode(r#"{"id":"ci_1","status":"teleported","subStatus":"warp","type":"magic"}"#)
-            .unwrap();
+    fn unknown_enum_values_are_unspecified_not_errors_and_are_reported_as_drift() {
+        let drift = Drift::default();
+        let json = r#"{"id":"ci_1","object":"cashIn","status":"teleported","subStatus":"warp",
+            "type":"magic","fixedAmountSide":"SOURCE",
+            "developerFees":[{"percentage":"0.01","payoutAsset":"usdc"},{"percentage":"0.01","payoutAsset":"doge"}]}"#;
+        let ci = cash_in(serde_json::from_str(json).unwrap(), &drift).unwrap();
         assert_eq!(ci.status, 0);
         assert_eq!(ci.sub_status, Some(0));
         assert_eq!(ci.r#type, 0);
+        assert_eq!(ci.developer_fees[1].payout_asset.as_deref(), Some("doge"));
+        // status, subStatus, type and a payout asset; `SOURCE` and `cashIn` are known.
+        assert_eq!(drift.summary().enum_values, 4, "{:?}", drift.summary());
+        let known = Drift::default();
+        let json = r#"{"id":"ci_1","object":"cashIn","status":"pending","subStatus":"order_reserved","type":"fiatToCrypto"}"#;
+        cash_in(serde_json::from_str(json).unwrap(), &known).unwrap();
+        assert_eq!(known.summary(), Default::default());
     }
 
     #[test]

@@ -120,7 +120,7 @@ impl Oms {
             .get_cash_in(id, deadline)
             .await
             .map_err(GatewayError::upstream(Some(ResourceRef::cash_in(id))))?;
-        decode(ops::GET_CASH_IN, dto)
+        decode(&self.client, ops::GET_CASH_IN, dto)
     }
 
     /// One page of `ListCashIns`.
@@ -162,7 +162,7 @@ impl Oms {
         let cash_ins = page
             .data
             .into_iter()
-            .map(|dto| decode(ops::LIST_CASH_INS, dto))
+            .map(|dto| decode(&self.client, ops::LIST_CASH_INS, dto))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(CashInPage {
             cash_ins,
@@ -182,7 +182,7 @@ impl Oms {
             .create_cash_in(&new.body, key, deadline)
             .await
             .map_err(GatewayError::upstream(None))?;
-        decode(ops::CREATE_CASH_IN, dto)
+        decode(&self.client, ops::CREATE_CASH_IN, dto)
     }
 
     /// `RefreshCashIn`, sending `key`.
@@ -197,7 +197,7 @@ impl Oms {
             .refresh_cash_in(id, key, deadline)
             .await
             .map_err(GatewayError::upstream(Some(ResourceRef::cash_in(id))))?;
-        decode(ops::REFRESH_CASH_IN, dto)
+        decode(&self.client, ops::REFRESH_CASH_IN, dto)
     }
 
     /// `ListCashLocations` for a validated request.
@@ -278,7 +278,7 @@ impl Oms {
             .sandbox_expire(id, &fresh_key(), deadline)
             .await
             .map_err(GatewayError::upstream(Some(ResourceRef::cash_in(id))))?;
-        decode(ops::SANDBOX_EXPIRE, dto)
+        decode(&self.client, ops::SANDBOX_EXPIRE, dto)
     }
 
     /// The embedded sandbox's control: the cash-in fails with `sub_status` (one that
@@ -297,14 +297,18 @@ impl Oms {
             .sandbox_fail(id, &body, &fresh_key(), deadline)
             .await
             .map_err(GatewayError::upstream(Some(ResourceRef::cash_in(id))))?;
-        decode(ops::SANDBOX_FAIL, dto)
+        decode(&self.client, ops::SANDBOX_FAIL, dto)
     }
 }
 
 /// Converts an upstream cash-in of `operation`; a shape the contract cannot hold is
-/// UPSTREAM_BAD_RESPONSE.
-fn decode(operation: &'static str, dto: CashInDto) -> Result<pb::CashIn, GatewayError> {
-    convert::cash_in(dto).map_err(|e| GatewayError::bad_response(operation, e))
+/// UPSTREAM_BAD_RESPONSE. Enum values the gateway does not know go to `client`'s drift count.
+fn decode(
+    client: &OmsClient,
+    operation: &'static str,
+    dto: CashInDto,
+) -> Result<pb::CashIn, GatewayError> {
+    convert::cash_in(dto, client.drift()).map_err(|e| GatewayError::bad_response(operation, e))
 }
 
 /// A key for a sandbox-only write.

@@ -22,6 +22,7 @@ use crate::watch::WatchHub;
 use crate::{coalesce, connect, health, idempotency::IdempotencyLayer, reflection};
 use crate::{limits::LoadShedLayer, runtime::BusyPollLayer};
 use oms_rest::OmsClient;
+use oms_rest::drift::Drift;
 use oms_sandbox::SandboxHandle;
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
@@ -134,7 +135,7 @@ pub async fn start(config: GatewaySettings) -> Result<RunningGateway, StartError
     let health = health::start(&client, served, &mut shutdown, &config.server).await?;
     let shed = LoadShedLayer::new(config.server.max_concurrent_calls);
     shed.register_metrics(&mut registry);
-    let notes = (&sandbox, shared.clone());
+    let notes = (&sandbox, shared.clone(), metrics.upstream.drift().clone());
     let (readiness, health) = (health.readiness, health.service);
     let admin = start_admin(&config, registry, readiness, webhooks, notes).await?;
 
@@ -191,13 +192,13 @@ async fn start_admin(
     registry: Registry,
     readiness: tonic_health::server::HealthService,
     webhooks: Option<Arc<crate::webhooks::Webhooks>>,
-    (sandbox, fleet): (&Option<SandboxHandle>, Option<SharedState>),
+    (sandbox, fleet, drift): (&Option<SandboxHandle>, Option<SharedState>, Arc<Drift>),
 ) -> Result<Option<AdminServer>, StartError> {
     let upstream = match sandbox {
         Some(_) => admin::Upstream::EmbeddedSandbox,
         None => admin::Upstream::Oms,
     };
-    let (listen, notes) = (config.admin.listen, (upstream, fleet));
+    let (listen, notes) = (config.admin.listen, (upstream, fleet, drift));
     let admin = admin::start(listen, registry, readiness, webhooks, notes).await?;
     let addr = admin.as_ref().map(AdminServer::addr);
     crate::webhooks::wire_sandbox(&config.webhooks, sandbox.as_ref(), addr)

@@ -162,6 +162,21 @@ pub fn parse_decimal(text: &str, max_fraction: u32) -> Option<u64> {
     whole.checked_mul(scale)?.checked_add(frac)
 }
 
+/// The most fraction digits of a fee `percentage`: as many as [`parse_decimal`]'s integer
+/// arithmetic holds for a value up to 1. OMS's pages state no precision (their rates have two to
+/// four digits); how many it takes is its to say.
+const MAX_RATE_FRACTION_DIGITS: u32 = 18;
+
+/// Whether `rate` is a fee `percentage`: a decimal fraction of the amount, from 0 to 1 ("0.02"
+/// is 2%, the schema says). The fee is deducted from the amount it is a fraction of (the
+/// schema's `feesDeducted`), so a rate above 1 takes more than the whole and can never be right:
+/// a malformed value, not a business rule. Whether OMS takes a fee of the whole amount (1), or
+/// any rate that leaves nothing to deliver once its own fees are added, is its to decide.
+fn is_fraction(rate: &str) -> bool {
+    let one = 10u64.pow(MAX_RATE_FRACTION_DIGITS);
+    parse_decimal(rate, MAX_RATE_FRACTION_DIGITS).is_some_and(|units| units <= one)
+}
+
 /// `value` for a log line or a span if it is shaped like an id or a short name (at most
 /// [`MAX_ID_CHARS`] of `[A-Za-z0-9_-]`, or empty), else a placeholder: what a caller sends
 /// reaches the logs only as an id, and only bounded, whether or not it was valid.
@@ -349,15 +364,13 @@ fn developer_fee(
             "set percentage, flat_fee or both",
         );
     }
-    if let Some(rate) = &fee.percentage {
-        // A rate in [0, 1) with up to 6 fraction digits: "0.01" is 1%.
-        match parse_decimal(rate, 6) {
-            Some(micros) if micros < 1_000_000 => {}
-            _ => violations.add(
-                field("percentage"),
-                "must be a decimal rate in [0, 1), e.g. \"0.01\" for 1%",
-            ),
-        }
+    if let Some(rate) = &fee.percentage
+        && !is_fraction(rate)
+    {
+        violations.add(
+            field("percentage"),
+            "must be a decimal fraction of the amount from 0 to 1, e.g. \"0.01\" for 1%",
+        );
     }
     if let Some(amount) = &fee.flat_fee
         && parse_decimal(amount, 2).is_none()
@@ -539,6 +552,36 @@ mod tests {
     }
 
     #[test]
+    fn a_percentage_is_a_fraction_from_0_to_1_at_any_precision_the_parser_holds() {
+        let fee = |rate: &str| {
+            let mut violations = Violations::default();
+            let entry = pb::create_cash_in_request::DeveloperFee {
+                percentage: Some(rate.into()),
+                ..Default::default()
+            };
+            developer_fee(&mut violations, 0, &entry);
+            violations.total
+        };
+        for rate in [
+            "0",
+            "0.01",
+            "0.0025",
+            "1",
+            "1.0",
+            "0.000000001",
+            "0.999999999999999999",
+        ] {
+            assert_eq!(fee(rate), 0, "{rate}");
+        }
+        for rate in [
+            "1.000001", "1.5", "2", "100", "-0.01", "0.01%", "1e-2", ".5", "0.", "",
+        ] {
+            assert_eq!(fee(rate), 1, "{rate}");
+        }
+        assert_eq!(fee(&format!("0.{}", "1".repeat(19))), 1, "19 digits");
+    }
+
+    #[test]
     fn counts_are_checked_before_entries() {
         let request = pb::CreateCashInRequest {
             developer_fees: vec![Default::default(); 60_000],
@@ -586,7 +629,7 @@ mod tests {
             sponsor_gas: Some(true),
             developer_fees: vec![
                 DeveloperFee {
-                    percentage: Some("0.999999".into()),
+                    percentage: Some(format!("0.{}", "9".repeat(18))),
                     flat_fee: Some(most.into()),
                     wallet: Some(id("wlt_")),
                     payout_asset: Some("usdc".into()),

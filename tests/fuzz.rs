@@ -19,6 +19,7 @@ use oms_gateway::fuzzing::{CashInDto, CashInPageDto, CashLocationListDto};
 use oms_gateway::fuzzing::{MAX_LISTED_VIOLATIONS, MAX_REQUEST_MESSAGE_BYTES, MAX_STATUS_BYTES};
 use oms_gateway::fuzzing::{Violations, validate, wire};
 use oms_gateway::proto::v1 as pb;
+use oms_rest::drift::Drift;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use serde_json::{Value, json};
@@ -96,11 +97,11 @@ fn pointer(path: &[String]) -> String {
 /// Decodes like the client does, then converts like the services do: Ok or Err, never a panic.
 fn decode_and_convert(bytes: &[u8]) {
     if let Ok(dto) = serde_json::from_slice::<CashInDto>(bytes) {
-        let _ = convert::cash_in(dto);
+        let _ = convert::cash_in(dto, &Drift::default());
     }
     if let Ok(page) = serde_json::from_slice::<CashInPageDto>(bytes) {
         for dto in page.data {
-            let _ = convert::cash_in(dto);
+            let _ = convert::cash_in(dto, &Drift::default());
         }
     }
     if let Ok(list) = serde_json::from_slice::<CashLocationListDto>(bytes) {

@@ -9,7 +9,9 @@
 //! of that tree whose error type ([`Mismatch`]) keeps the path and our wording: every serde
 //! error constructor it implements drops the value it is handed.
 
+use crate::drift::Drift;
 use crate::error::UpstreamError;
+use crate::observe::{self, Answer};
 use serde::de::{
     self, DeserializeOwned, DeserializeSeed, Deserializer, EnumAccess, Expected, IntoDeserializer,
     MapAccess, SeqAccess, Unexpected, VariantAccess, Visitor,
@@ -32,6 +34,24 @@ pub(super) fn decode<T: DeserializeOwned>(
         UpstreamError::BadResponse(format!("{operation}: the body is not UTF-8: {e}"))
     })?;
     serde_json::from_str(text)
+        .map_err(|e| UpstreamError::BadResponse(format!("{operation}: {}", why::<T>(text, &e))))
+}
+
+/// A 2xx body of `operation` as `T`, as [`decode`] reads it, reporting to `drift` the path of
+/// every member `T` does not know (see [`crate::observe`]).
+pub(super) fn decode_observed<T: Answer>(
+    operation: &str,
+    bytes: &[u8],
+    drift: &Drift,
+) -> Result<T, UpstreamError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        UpstreamError::BadResponse(format!("{operation}: the body is not UTF-8: {e}"))
+    })?;
+    let report = |path: &str| drift.unknown_field(path);
+    // What serde_json::from_str does, through the observing adapter.
+    let mut de = serde_json::Deserializer::from_str(text);
+    observe::deserialize::<T, _>(&mut de, T::ROOT, &report)
+        .and_then(|value| de.end().map(|()| value))
         .map_err(|e| UpstreamError::BadResponse(format!("{operation}: {}", why::<T>(text, &e))))
 }
 
@@ -176,7 +196,7 @@ fn kind(unexpected: &Unexpected<'_>) -> &'static str {
 }
 
 /// A key as a path shows it: an identifier (`depositInstructions`, `order_id`), else `*`.
-fn shown_key(key: &str) -> &str {
+pub(crate) fn shown_key(key: &str) -> &str {
     let identifier = key.len() <= MAX_SHOWN_KEY
         && key.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
         && key

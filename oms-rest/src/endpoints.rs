@@ -6,10 +6,10 @@ use crate::WriteKey;
 use crate::model::{
     self, CashInDto, CashInPageDto, CashLocationDto, CashLocationListDto, CreateCashInBody,
 };
+use crate::observe::Answer;
 use crate::send::Call;
 use crate::{ListCashInsQuery, ListCashLocationsQuery, OmsClient, UpstreamError, UpstreamFailure};
 use http::Method;
-use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
 /// The name of each REST operation, as failures, logs and ErrorInfo report it.
@@ -175,7 +175,7 @@ impl OmsClient {
     }
 
     /// A POST with a JSON body (or none) and an idempotency key, for the sandbox endpoints.
-    async fn post<T: DeserializeOwned>(
+    async fn post<T: Answer>(
         &self,
         operation: &'static str,
         segments: &[&str],

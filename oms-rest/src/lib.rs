@@ -19,11 +19,13 @@ pub mod breaker;
 pub mod budget;
 mod context;
 mod decode;
+pub mod drift;
 mod endpoints;
 mod error;
 mod failure;
 pub mod metrics;
 pub mod model;
+mod observe;
 pub mod redact;
 mod secret;
 mod send;
@@ -248,6 +250,12 @@ impl OmsClient {
                 }
             }
         }
+    }
+
+    /// What OMS has sent that the gateway does not know: the client reports unknown fields
+    /// itself; the application reports the enum values it does not map.
+    pub fn drift(&self) -> &drift::Drift {
+        self.inner.metrics.drift()
     }
 
     /// The token source, for the background refresher and for counting exchanges.

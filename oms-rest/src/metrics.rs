@@ -1,5 +1,6 @@
 //! The client's Prometheus families: requests to OMS by operation and status, their latency,
-//! retries, retries the budget refused, and token exchanges by outcome. The application
+//! retries, retries the budget refused, token exchanges by outcome, and what OMS sent that the
+//! gateway does not know ([`Drift`]). The application
 //! registers them with its registry ([`UpstreamMetrics::register`]) and hands them to the client,
 //! which records into them; the names, labels, HELP texts and buckets are part of the
 //! application's scrape and do not change.
@@ -7,6 +8,7 @@
 //! Recording is cheap: label values are `&'static str` (or a small integer), a family lookup
 //! takes a read lock and no allocation.
 
+use crate::drift::Drift;
 use crate::error::{HttpFailure, UpstreamError};
 use http::StatusCode;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
@@ -15,6 +17,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Latency buckets, in seconds: Prometheus's default buckets, which go-grpc-middleware uses (the
@@ -99,6 +102,7 @@ pub struct UpstreamMetrics {
     retries: Counter,
     budget_exhausted: Counter,
     token_exchanges: Family<OutcomeLabels, Counter>,
+    drift: Arc<Drift>,
 }
 
 // === impl UpstreamMetrics ===
@@ -118,6 +122,7 @@ impl UpstreamMetrics {
             retries: Counter::default(),
             budget_exhausted: Counter::default(),
             token_exchanges: Family::default(),
+            drift: Arc::default(),
         };
         registry.register(
             "oms_upstream_requests",
@@ -145,7 +150,18 @@ impl UpstreamMetrics {
             "OMS token exchanges (POST /auth/token), by outcome: ok, rejected (the credentials), error, deadline_exceeded",
             metrics.token_exchanges.clone(),
         );
+        registry.register(
+            "oms_upstream_unknown",
+            "Fields and enum values OMS sent that the gateway does not know, by kind (field, \
+             enum_value) and JSON path; past 64 distinct paths, under path=\"(other)\"",
+            metrics.drift.family(),
+        );
         metrics
+    }
+
+    /// The drift recorder: what OMS sent that the gateway does not know.
+    pub fn drift(&self) -> &Arc<Drift> {
+        &self.drift
     }
 
     /// One HTTP request to OMS ended with `outcome` after `elapsed`.

@@ -4,10 +4,10 @@
 //! the cash location, the destination wallet and the linked transaction, one or the other or
 //! both at once (the non-null one wins, the schema's when both are set); both forms of a
 //! developer fee entry; `null` and absent alike (every optional field is an `Option`, and serde
-//! maps `null` to `None`); unknown fields ignored. Everywhere else types are strict: a string
-//! where an object belongs is a decode error, which the client reports as
-//! [`crate::UpstreamError::BadResponse`]. These types know nothing of protobuf (nor can they:
-//! this crate depends on no protobuf crate).
+//! maps `null` to `None`); unknown fields ignored (and, in a 2xx answer, counted as drift by
+//! `crate::observe`). Everywhere else types are strict: a string where an object belongs is a
+//! decode error, which the client reports as [`crate::UpstreamError::BadResponse`]. These types
+//! know nothing of protobuf (nor can they: this crate depends on no protobuf crate).
 
 use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
@@ -245,12 +245,53 @@ pub struct CoordinatesDto {
 }
 
 /// `GET /cash-locations` answers: the envelope is unpublished, so a bare array and
-/// `{data: [...]}` both decode.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(untagged)]
+/// `{data: [...]}` both decode. Read by its own visitor rather than as an untagged enum, which
+/// serde would buffer first: so a decode error still names its path, and the members of either
+/// form that the model does not know are seen (`crate::observe`).
+#[derive(Debug, Clone, PartialEq)]
 pub enum CashLocationListDto {
     Envelope { data: Vec<CashLocationDto> },
     Bare(Vec<CashLocationDto>),
+}
+
+impl<'de> Deserialize<'de> for CashLocationListDto {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+
+        #[derive(Deserialize)]
+        struct Envelope {
+            data: Vec<CashLocationDto>,
+        }
+
+        struct Either;
+
+        impl<'de> serde::de::Visitor<'de> for Either {
+            type Value = CashLocationListDto;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array of cash locations, or an object with one in `data`")
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                Vec::deserialize(SeqAccessDeserializer::new(seq)).map(CashLocationListDto::Bare)
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let Envelope { data } = Envelope::deserialize(MapAccessDeserializer::new(map))?;
+                Ok(CashLocationListDto::Envelope { data })
+            }
+        }
+
+        // As a struct, which JSON reads from an array or an object alike: its keys are then
+        // field names, not data.
+        de.deserialize_struct("CashLocationList", &["data"], Either)
+    }
 }
 
 impl CashLocationListDto {
@@ -404,14 +445,18 @@ pub struct AuthCommitBody {
     pub description: Option<String>,
 }
 
-/// The answer of both simulation endpoints.
+/// The answer of both simulation endpoints (every member either is known to send, so none is
+/// counted as drift).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SimulationResultDto {
     pub confirmation_id: Option<String>,
     pub authorized_amount: Option<String>,
     pub response_code: Option<String>,
+    pub response_id: Option<String>,
     pub response_text: Option<String>,
+    /// The authorized cash-in (barcode-auth only), which the commit names again.
+    pub account_reference_number: Option<String>,
 }
 
 /// `POST /sandbox/cash-ins/{id}/fail` body.

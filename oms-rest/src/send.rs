@@ -5,14 +5,14 @@
 
 use crate::auth::Token;
 use crate::breaker::{Admission, CircuitBreaker};
-use crate::decode::decode;
+use crate::decode::decode_observed;
 use crate::failure::{classify_transport, failure_from_response, read_body, request_id};
+use crate::observe::Answer;
 use crate::transport::{self, HttpClient, RequestBody};
 use crate::{HttpFailure, OmsClient, TraceHeaders, UpstreamError, UpstreamFailure};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, StatusCode, Uri};
-use serde::de::DeserializeOwned;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -53,10 +53,7 @@ impl Drop for ProbeGuard<'_> {
 
 impl OmsClient {
     /// Sends `call`, retrying as the module documentation says, and decodes a 2xx body as `T`.
-    pub(crate) async fn send<T: DeserializeOwned>(
-        &self,
-        mut call: Call<'_>,
-    ) -> Result<T, UpstreamFailure> {
+    pub(crate) async fn send<T: Answer>(&self, mut call: Call<'_>) -> Result<T, UpstreamFailure> {
         let operation = call.operation;
         call.deadline = answer_by(call.deadline);
         // The request line's URI, parsed once for every attempt (a Url is always a valid URI).
@@ -85,7 +82,10 @@ impl OmsClient {
                     .attempt(&call, &uri, attempt, &mut reauthenticated, new_connection)
                     .await;
                 let err = match outcome {
-                    Ok(bytes) => return decode(call.operation, &bytes),
+                    Ok(bytes) => {
+                        let drift = self.inner.metrics.drift();
+                        return decode_observed(call.operation, &bytes, drift);
+                    }
                     Err(err) => err,
                 };
                 // A 409 on a retry (or on a call resuming an abandoned one) is most likely our own

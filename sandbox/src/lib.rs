@@ -43,9 +43,13 @@
 //! - **Webhooks** ([`SandboxHandle::set_webhooks`]): only the documented events, with the guide's
 //!   payloads: `cash_in.completed`, `cash_in.expired` (`cashIn.*` in [`Spelling::OpenApi`]) and
 //!   `transaction.fiatToCrypto.{processing,underReview,completed,failed,refundCompleted}`.
-//! - **Money and time.** Per-entry developer fee amounts add up to `feesDeducted.developer`
-//!   (rounding is allocated by largest remainder); timestamps are whole seconds, as the docs
-//!   show them.
+//! - **Money and time.** Amounts (`indicatedAmount`, the cash at the counter) are above 0.00
+//!   and at most 500.00: the `max_transaction` the guide documents for the provider of its
+//!   example, the one modelled here. No page states a minimum (an amount too small to carry its
+//!   fees is refused as such), and no larger retailer limit is modelled or configurable: a test
+//!   of one answers with a fixed body ([`SandboxHandle::inject`]). Per-entry developer fee
+//!   amounts add up to `feesDeducted.developer` (rounding is allocated by largest remainder);
+//!   timestamps are whole seconds, as the docs show them.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {

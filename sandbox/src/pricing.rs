@@ -14,9 +14,10 @@ pub(crate) type Cents = i64;
 /// A rate in parts per million: `"0.01"` is `10_000`.
 pub(crate) type Ppm = i64;
 
-/// The smallest cash load the provider accepts.
-pub(crate) const MIN_AMOUNT: Cents = 20_00;
-/// The largest cash load the provider accepts (the $1,000 Walmart limit is not modelled).
+/// The largest cash load the provider accepts: the `max_transaction` the guide documents for the
+/// provider of its example ($500.00), which the sandbox models. No OMS page states a minimum
+/// (an amount too small to carry its fees is refused by that rule instead), nor another
+/// retailer's limit: a larger one is not modelled.
 pub(crate) const MAX_AMOUNT: Cents = 500_00;
 /// What OMS assumes for the estimate when the request gives no `indicatedAmount`.
 pub(crate) const DEFAULT_INDICATED: Cents = 100_00;

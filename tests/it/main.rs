@@ -14,6 +14,7 @@ mod cash_in_rpcs;
 mod cli;
 mod config_file;
 mod deploy_manifests;
+mod drift;
 mod errors;
 mod fidelity;
 mod fleet_budget;

@@ -127,3 +127,69 @@ async fn a_cash_in_created_under_the_guide_spelling_is_priced_like_the_schemas()
     );
     gateway.gateway.shutdown().await;
 }
+
+/// A cash-in carrying both spellings of every pair at once, as an API moving from one to the
+/// other sends them for a while: each pair with one side `null`, the other set (either way
+/// round), and each fee entry in both forms.
+const BOTH_SPELLINGS: &str = r#"{"id":"ci_both1","object":"cashIn","type":"fiatToCrypto",
+  "status":"completed","customerId":"cst_both",
+  "transactionId":"txn_1","transaction":null,
+  "cash":{"locationId":null,"cashLocationId":"loc_1","locationReference":"ref_1","cashLocationReference":null},
+  "source":{"asset":"usd","amount":"200.00"},
+  "destination":{"asset":"usdc","network":"polygon","wallet":{"id":null,"wallet":"wlt_1"}},
+  "developerFees":[
+    {"type":"percentage","rate":"0.01","percentage":null,"amount":"2.00"},
+    {"type":"fixed","amount":null,"flatFee":"1.00"}],
+  "createdAt":"2026-03-16T18:30:00Z","completedAt":"2026-03-16T18:45:00Z"}"#;
+
+// Both spellings in one answer, end to end through GetCashIn (the REST model's unit tests cover
+// each pair; here the gateway's whole read path). Before both were decoded apart, such an answer
+// was INTERNAL `duplicate field`.
+#[tokio::test]
+async fn an_answer_in_both_spellings_at_once_reads_as_its_non_null_values() {
+    let gateway = common::start().await;
+    gateway.sandbox().inject(common::respond(
+        "GET",
+        "/cash-ins/ci_both1",
+        1,
+        200,
+        BOTH_SPELLINGS,
+        &[],
+    ));
+    let read = gateway.get("ci_both1").await;
+    assert_eq!(read.transaction_id.as_deref(), Some("txn_1"));
+    assert_eq!(
+        read.cash,
+        Some(pb::CashInfo {
+            location_id: "loc_1".into(),
+            location_reference: "ref_1".into(),
+        })
+    );
+    assert_eq!(
+        read.destination.and_then(|d| d.wallet),
+        Some(pb::CashInDestinationWallet {
+            id: Some("wlt_1".into()),
+            ..Default::default()
+        })
+    );
+    let fees: Vec<_> = read
+        .developer_fees
+        .iter()
+        .map(|f| {
+            (
+                f.percentage.as_deref(),
+                f.flat_fee.as_deref(),
+                f.amount.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        fees,
+        [
+            (Some("0.01"), None, Some("2.00")),
+            (None, Some("1.00"), None)
+        ]
+    );
+    assert_eq!(read.status, pb::CashInStatus::Completed as i32);
+    gateway.gateway.shutdown().await;
+}

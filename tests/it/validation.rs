@@ -463,8 +463,9 @@ async fn business_limits_are_left_to_oms() {
 async fn an_amount_oms_refuses_comes_back_as_its_own_answer() {
     let gateway = common::start().await;
     let location = common::first_location(&gateway.channel).await;
-    let mut request = common::create_request(&location, "cst_small");
-    request.source.as_mut().expect("source").indicated_amount = Some("19.99".into());
+    let mut request = common::create_request(&location, "cst_large");
+    // Over the sandbox's provider's max_transaction (500.00).
+    request.source.as_mut().expect("source").indicated_amount = Some("500.01".into());
     let status = create_error(&gateway, request).await;
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     let info = common::error_info(&status);
@@ -478,5 +479,43 @@ async fn an_amount_oms_refuses_comes_back_as_its_own_answer() {
         .filter(|r| r.method == "POST" && r.path == "/cash-ins")
         .count();
     assert_eq!(creates, 1, "the request reached OMS");
+    gateway.gateway.shutdown().await;
+}
+
+// Before: the gateway refused a percentage of 1, and any with more than six fraction digits,
+// itself (INVALID_REQUEST_FIELDS, OMS never asked): a cap no schema states. A rate is a fraction
+// of the amount the fee is deducted from, so above 1 is malformed and stays refused here; up to
+// 1, at any precision the gateway's parser holds, OMS decides (the sandbox, standing in for it,
+// refuses both with its own 400).
+#[tokio::test]
+async fn a_percentage_up_to_1_is_left_to_oms_and_above_1_is_refused() {
+    let gateway = common::start().await;
+    let with_rate = |location: &pb::CashLocation, rate: &str| {
+        let mut request = common::create_request(location, "cst_rate");
+        request.developer_fees[0].percentage = Some(rate.into());
+        request.idempotency_key = format!("rate-{rate}");
+        request
+    };
+    for rate in ["1.000001", "2"] {
+        let status = create_error(&gateway, with_rate(&a_location(), rate)).await;
+        // And nothing reached OMS.
+        assert_eq!(
+            rejected(&gateway, &status),
+            ["developer_fees[0].percentage"],
+            "{rate}"
+        );
+    }
+    let location = common::first_location(&gateway.channel).await;
+    for rate in ["1", "0.000000001"] {
+        let status = create_error(&gateway, with_rate(&location, rate)).await;
+        assert_eq!(status.code(), Code::InvalidArgument, "{rate}: {status:?}");
+        let info = common::error_info(&status);
+        assert_eq!(info.domain, "oms.polygon.technology", "{rate}: {info:?}");
+    }
+    let creates = common::api_requests(gateway.sandbox())
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path == "/cash-ins")
+        .count();
+    assert_eq!(creates, 2, "both went to OMS");
     gateway.gateway.shutdown().await;
 }

@@ -444,7 +444,7 @@ mod tests {
     fn every_problem_is_listed() {
         let e = create(json!({
             "customerId": 5,
-            "source": {"asset": "eur", "indicatedAmount": "19.99"},
+            "source": {"asset": "eur", "indicatedAmount": "500.01"},
             "destination": {"wallet": {"wallet": "wlt_1", "blockchainAddress": "0x0"}, "asset": "btc"},
             "cash": {"cashLocationId": "nope", "cashLocationReference": "bad"},
             "sponsorGas": "yes",
@@ -514,6 +514,35 @@ mod tests {
         }))
         .expect_err("forged");
         assert_eq!(fields(&e), vec!["cash.locationReference"]);
+    }
+
+    // Before: anything under 20.00 was refused, a minimum no OMS page states. The provider's
+    // documented max_transaction (500.00) stays; an amount too small for its fees is refused by
+    // the fee rule below, not by a floor.
+    #[test]
+    fn amounts_are_bounded_by_the_providers_max_transaction_only() {
+        let (id, reference) = valid_location();
+        let with = |amount: &str| {
+            create(json!({
+                "customerId": "cst_1",
+                "source": {"asset": "usd", "indicatedAmount": amount},
+                "destination": {"wallet": {"id": "wlt_1"}, "asset": "usdc", "network": "polygon"},
+                "cash": {"locationId": id, "locationReference": reference}
+            }))
+        };
+        for amount in ["5.00", "19.99", "500.00"] {
+            let ci = with(amount).unwrap_or_else(|e| panic!("{amount}: {e:?}"));
+            assert_eq!(pricing::format_cents(ci.indicated), amount);
+        }
+        for amount in ["0.00", "500.01", "1000.00"] {
+            let e = with(amount).expect_err(amount);
+            assert_eq!(fields(&e), vec!["source.indicatedAmount"], "{amount}");
+        }
+        // $1.00 cannot carry OMS's own $1.00 fixed fee.
+        assert_eq!(
+            fields(&with("1.00").expect_err("1.00")),
+            vec!["developerFees"]
+        );
     }
 
     #[test]

@@ -152,16 +152,16 @@ pub(super) fn money_problem(e: DecimalError) -> &'static str {
     }
 }
 
-/// A cash amount the provider accepts: a decimal string within 20.00–500.00.
+/// A cash amount the provider accepts: a decimal string above 0.00 and at most its
+/// `max_transaction`, 500.00 (see [`pricing::MAX_AMOUNT`]).
 pub(super) fn cash_amount(s: &str, field: &str, p: &mut Problems) -> Option<Cents> {
     match pricing::parse_money(s) {
-        Ok(c) if (pricing::MIN_AMOUNT..=pricing::MAX_AMOUNT).contains(&c) => Some(c),
+        Ok(c) if (1..=pricing::MAX_AMOUNT).contains(&c) => Some(c),
         Ok(_) => {
             p.add(
                 field,
                 format!(
-                    "must be between {} and {}",
-                    pricing::format_cents(pricing::MIN_AMOUNT),
+                    "must be more than 0.00 and at most {} (the provider's max_transaction)",
                     pricing::format_cents(pricing::MAX_AMOUNT)
                 ),
             );
