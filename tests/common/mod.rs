@@ -243,6 +243,22 @@ pub async fn create_cash_in(gateway: &TestGateway, customer: &str) -> pb::CashIn
 /// The API key of sandboxes started by [`start_remote_sandbox`].
 pub const REMOTE_API_KEY: &str = "sk_sdbx_remote_tests";
 
+/// Each developer fee's (percentage, flat fee, amount), in order: which form it has and what it
+/// came to.
+pub fn fee_forms(cash_in: &pb::CashIn) -> Vec<(Option<&str>, Option<&str>, Option<&str>)> {
+    cash_in
+        .developer_fees
+        .iter()
+        .map(|f| {
+            (
+                f.percentage.as_deref(),
+                f.flat_fee.as_deref(),
+                f.amount.as_deref(),
+            )
+        })
+        .collect()
+}
+
 /// The status's `ErrorInfo` details, however many it has.
 pub fn error_infos(status: &Status) -> Vec<ErrorInfo> {
     status

@@ -154,17 +154,7 @@ async fn create_cash_in_prices_the_guides_worked_example_and_echoes_key_and_meta
     let cash = cash_in.cash.clone().expect("cash");
     assert_eq!(cash.location_id, location.id);
     assert_eq!(cash.location_reference, location.loc_reference);
-    let fees: Vec<(Option<&str>, Option<&str>, Option<&str>)> = cash_in
-        .developer_fees
-        .iter()
-        .map(|f| {
-            (
-                f.percentage.as_deref(),
-                f.flat_fee.as_deref(),
-                f.amount.as_deref(),
-            )
-        })
-        .collect();
+    let fees = common::fee_forms(&cash_in);
     assert_eq!(
         fees,
         [

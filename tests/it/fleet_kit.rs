@@ -60,15 +60,7 @@ impl Fleet {
                 Replica::launch(&sandbox, &redis, cadence.lease_ttl, cadence.poll, &args).await;
             replicas.push(replica);
         }
-        let http = reqwest::Client::new();
-        for replica in &replicas {
-            common::eventually(
-                Duration::from_secs(30),
-                "a replica sharing through Redis",
-                async || replica.shares_through_redis(&http).await,
-            )
-            .await;
-        }
+        crate::replicas::all_share(&replicas).await;
         let targets = replicas
             .iter()
             .map(|r| {

@@ -448,9 +448,14 @@ async fn fleet_on(
     for _ in 0..3 {
         replicas.push(Replica::start(&sandbox, &redis, extra).await);
     }
-    // The replicas PING Redis every 500 ms before they share: wait until every one says so.
+    all_share(&replicas).await;
+    (redis, sandbox, replicas)
+}
+
+/// Waits until every replica says it shares through Redis (they PING it every 500 ms first).
+pub(crate) async fn all_share(replicas: &[Replica]) {
     let http = reqwest::Client::new();
-    for replica in &replicas {
+    for replica in replicas {
         common::eventually(
             Duration::from_secs(30),
             "a replica sharing through Redis",
@@ -458,7 +463,6 @@ async fn fleet_on(
         )
         .await;
     }
-    (redis, sandbox, replicas)
 }
 
 fn posts(sandbox: &SandboxHandle) -> usize {

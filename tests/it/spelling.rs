@@ -166,23 +166,13 @@ async fn an_answer_in_both_spellings_at_once_reads_as_its_non_null_values() {
         })
     );
     assert_eq!(
-        read.destination.and_then(|d| d.wallet),
+        read.destination.clone().and_then(|d| d.wallet),
         Some(pb::CashInDestinationWallet {
             id: Some("wlt_1".into()),
             ..Default::default()
         })
     );
-    let fees: Vec<_> = read
-        .developer_fees
-        .iter()
-        .map(|f| {
-            (
-                f.percentage.as_deref(),
-                f.flat_fee.as_deref(),
-                f.amount.as_deref(),
-            )
-        })
-        .collect();
+    let fees = common::fee_forms(&read);
     assert_eq!(
         fees,
         [
