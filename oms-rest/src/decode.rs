@@ -19,10 +19,6 @@ use serde::de::{
 use serde_json::Value;
 use std::fmt;
 
-/// The longest object key a path shows; longer keys, and keys that are not identifiers (a key
-/// can be data too: metadata keys, or a code used as a key), show as `*`.
-const MAX_SHOWN_KEY: usize = 64;
-
 /// A 2xx body of `operation` as `T`. JSON is UTF-8 (RFC 8259, 8.1), so the body is checked as
 /// UTF-8 once, whole, and then read as text: reading bytes, serde_json would check every string
 /// and key again on its own (≈ 5 % of a GetCashIn's instructions).
@@ -120,8 +116,8 @@ impl fmt::Display for Mismatch {
         for (n, step) in self.path.iter().rev().enumerate() {
             match step {
                 Step::Index(index) => write!(f, "[{index}]")?,
-                Step::Key(key) if n == 0 => f.write_str(shown_key(key))?,
-                Step::Key(key) => write!(f, ".{}", shown_key(key))?,
+                Step::Key(key) if n == 0 => f.write_str(crate::observe::shown_key(key))?,
+                Step::Key(key) => write!(f, ".{}", crate::observe::shown_key(key))?,
             }
         }
         write!(f, ": {}", self.problem)
@@ -193,16 +189,6 @@ fn kind(unexpected: &Unexpected<'_>) -> &'static str {
         | Unexpected::StructVariant => "an enum",
         Unexpected::Other(_) => "another kind of value",
     }
-}
-
-/// A key as a path shows it: an identifier (`depositInstructions`, `order_id`), else `*`.
-pub(crate) fn shown_key(key: &str) -> &str {
-    let identifier = key.len() <= MAX_SHOWN_KEY
-        && key.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if identifier { key } else { "*" }
 }
 
 /// The kind of a JSON value, for serde's `Unexpected`.

@@ -13,7 +13,7 @@
 //! may be unknown.
 //!
 //! A key shows in a path only if it is an identifier of at most 64 bytes (see
-//! `decode::shown_key`); any other key shows as `*`, so a value used as a key never does.
+//! `shown_key`); any other key shows as `*`, so a value used as a key never does.
 
 use crate::model::{CashInDto, CashInPageDto, CashLocationListDto, SimulationResultDto};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -115,7 +115,7 @@ impl Path<'_> {
             match step {
                 Step::Field(key) => {
                     text.push('.');
-                    text.push_str(crate::decode::shown_key(key));
+                    text.push_str(shown_key(key));
                 }
                 Step::Item => text.push_str("[]"),
                 Step::Entry => text.push_str(".*"),
@@ -456,6 +456,20 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for KeyVisitor<'_, 'de, V> {
         *self.key = Some(Cow::Owned(v.clone()));
         self.visitor.visit_string(v)
     }
+}
+
+/// The longest object key a path shows; longer keys, and keys that are not identifiers (a key
+/// can be data too: metadata keys, or a code used as a key), show as `*`.
+const MAX_SHOWN_KEY: usize = 64;
+
+/// A key as a path shows it: an identifier (`depositInstructions`, `order_id`), else `*`.
+pub(crate) fn shown_key(key: &str) -> &str {
+    let identifier = key.len() <= MAX_SHOWN_KEY
+        && key.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if identifier { key } else { "*" }
 }
 
 #[cfg(test)]
