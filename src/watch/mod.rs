@@ -90,16 +90,6 @@ impl Observation {
             events: Arc::default(),
         }
     }
-
-    /// The cash-ins held, with when each was learned (none while waiting or ended).
-    fn items(&self) -> Vec<Item> {
-        match self {
-            Observation::Seen { items, learned, .. } => {
-                items.iter().cloned().zip(learned.iter().copied()).collect()
-            }
-            _ => Vec::new(),
-        }
-    }
 }
 
 /// The hub. Cheap to clone.
@@ -410,16 +400,15 @@ impl WatchHub {
         if let Some(poller) = poller {
             observe(&poller.sender, item(), None);
         }
-        if let Some(customer) = customer
-            && (created
-                || customer
-                    .sender
-                    .borrow()
-                    .items()
-                    .iter()
-                    .any(|i| i.0.id == cash_in.id))
-        {
-            observe(&customer.sender, item(), None);
+        if let Some(customer) = customer {
+            // Only a new cash-in joins its customer's observation; any other state updates it
+            // if held (reading an old cash-in never adds it to a customer's streams).
+            let holds = created
+                || matches!(&*customer.sender.borrow(), Observation::Seen { items, .. }
+                    if items.iter().any(|i| i.id == cash_in.id));
+            if holds {
+                observe(&customer.sender, item(), None);
+            }
         }
         fleet::learned(&self.inner, cash_in, learned, created).await;
     }

@@ -1551,3 +1551,46 @@ async fn a_replayed_create_never_rewinds_a_watcher() {
     assert_eq!(watcher.end(Duration::from_secs(3)).await.0, Code::Ok);
     gateway.gateway.shutdown().await;
 }
+
+// What a GetCashIn learns is news to the watchers: before, only the mutations and the sandbox
+// RPCs published their answers, so a change OMS made on its own (here: the sandbox expiring a
+// cash-in behind the gateway's back) reached a customer's stream only at its next poll, though
+// a caller had just read it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_cash_in_answer_reaches_the_customers_stream_before_any_poll() {
+    let gateway = common::start_with(config(Duration::from_secs(30), NO_HEARTBEAT)).await;
+    let created = common::create_cash_in(&gateway, "cst_watchget").await;
+    let mut watcher = watch_customer(&gateway, "cst_watchget", &[]);
+    assert_eq!(
+        kind(&watcher.event(Duration::from_secs(3)).await),
+        Kind::Initial
+    );
+    common::sandbox_rest::SandboxRest::new(gateway.sandbox())
+        .await
+        .post(&format!("/sandbox/cash-ins/{}/expire", created.id), None)
+        .await;
+    let list_polls = || {
+        common::api_requests(gateway.sandbox())
+            .iter()
+            .filter(|r| r.method == "GET" && r.path == "/cash-ins")
+            .count()
+    };
+    let polls = list_polls();
+    assert!(polls >= 1, "the customer's first poll");
+    let read = gateway
+        .cash_ins()
+        .get_cash_in(pb::GetCashInRequest {
+            cash_in_id: created.id.clone(),
+        })
+        .await
+        .expect("GetCashIn")
+        .into_inner()
+        .cash_in
+        .expect("cash_in");
+    assert_eq!(read.status, St::Expired as i32);
+    let changed = watcher.event(Duration::from_secs(2)).await;
+    assert_changed(&changed, St::Pending, St::Expired, &["status"]);
+    assert_eq!(list_polls(), polls, "no customer poll brought it");
+    drop(watcher);
+    gateway.gateway.shutdown().await;
+}
