@@ -6,6 +6,10 @@
 //! timestamp, a missing id) is a [`DecodeError`], reported to the caller as UPSTREAM_BAD_RESPONSE.
 //! Proto → upstream: the create request is encoded as the guide's request example does.
 
+mod delivery;
+
+pub use delivery::delivery;
+
 use crate::proto::v1 as pb;
 use oms_rest::model::{
     self, CashInDto, CashLocationDto, CreateCashBody, CreateCashInBody, CreateDestinationBody,
@@ -197,6 +201,7 @@ pub fn cash_in(dto: CashInDto) -> Result<pb::CashIn, DecodeError> {
         created_at: timestamp("createdAt", dto.created_at)?,
         updated_at: timestamp("updatedAt", dto.updated_at)?,
         completed_at: timestamp("completedAt", dto.completed_at)?,
+        delivery: None,
     })
 }
 

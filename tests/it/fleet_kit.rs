@@ -368,6 +368,7 @@ async fn read(
             Watched::CashIn(id) => {
                 let request = pb::WatchCashInRequest {
                     cash_in_id: id.clone(),
+                    ..Default::default()
                 };
                 client.watch_cash_in(request).await
             }
@@ -380,6 +381,7 @@ async fn read(
                 let request = pb::WatchCashInsRequest {
                     customer_id: id.clone(),
                     statuses,
+                    ..Default::default()
                 };
                 client.watch_cash_ins(request).await
             }

@@ -179,7 +179,10 @@ fn watch(channel: Channel, request: WatchOf) -> (Seen, tokio::task::JoinHandle<(
         let mut client = pb::cash_in_service_client::CashInServiceClient::new(channel);
         let mut stream = match request {
             WatchOf::CashIn(id) => client
-                .watch_cash_in(pb::WatchCashInRequest { cash_in_id: id })
+                .watch_cash_in(pb::WatchCashInRequest {
+                    cash_in_id: id,
+                    ..Default::default()
+                })
                 .await
                 .expect("WatchCashIn")
                 .into_inner(),
@@ -187,6 +190,7 @@ fn watch(channel: Channel, request: WatchOf) -> (Seen, tokio::task::JoinHandle<(
                 .watch_cash_ins(pb::WatchCashInsRequest {
                     customer_id: id,
                     statuses: vec![],
+                    ..Default::default()
                 })
                 .await
                 .expect("WatchCashIns")
