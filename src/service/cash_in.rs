@@ -139,7 +139,10 @@ impl CashInService for CashIns {
             validate::cash_in_id(&mut violations, &id);
             violations.finish()?;
             let learned = crate::watch::stamp();
-            let cash_in = self.oms.get_cash_in(&id, deadline).await?;
+            let mut cash_in = self.oms.get_cash_in(&id, deadline).await?;
+            self.hub
+                .attach_deliveries(std::slice::from_mut(&mut cash_in))
+                .await;
             // What OMS says now is news to the watchers if they hold an older state.
             self.hub.learned(&cash_in, learned, false).await;
             Ok(Response::new(pb::GetCashInResponse {
@@ -162,7 +165,8 @@ impl CashInService for CashIns {
         async {
             let (query, filters) = list_query(&request)?;
             let learned = crate::watch::stamp();
-            let page = self.oms.list_cash_ins(&query, deadline).await?;
+            let mut page = self.oms.list_cash_ins(&query, deadline).await?;
+            self.hub.attach_deliveries(&mut page.cash_ins).await;
             // Shared in the background: a page of up to 100 cash-ins is up to 100 Redis
             // writes, which the caller need not wait for (each only lands if newer).
             let (hub, listed) = (self.hub.clone(), page.cash_ins.clone());

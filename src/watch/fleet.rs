@@ -141,6 +141,11 @@ impl Names {
         }
     }
 
+    /// The channel on which the pollers of `key` are woken.
+    pub fn channel_of(key: &WatchKey) -> String {
+        Self::of(key).channel
+    }
+
     fn new(name: &str) -> Self {
         Self {
             lease: format!("{PREFIX}watch:{{{name}}}:lease"),
@@ -520,6 +525,15 @@ pub(super) async fn catch_up(
     Some(match fleet.latest(key, &Names::of(key)).await? {
         None => false,
         Some(Shared::Items(items, listed)) => {
+            // The holder's observation may predate a delivery learned since (kept apart).
+            let (mut cash_ins, learned): (Vec<pb::CashIn>, Vec<u64>) = items
+                .into_iter()
+                .map(|(c, l)| (Arc::unwrap_or_clone(c), l))
+                .unzip();
+            hub.deliveries
+                .attach(Some(fleet.state()), &mut cash_ins)
+                .await;
+            let items = cash_ins.into_iter().map(Arc::new).zip(learned).collect();
             observe(sender, items, listed);
             matches!(key, WatchKey::CashIn(_))
                 && matches!(&*sender.borrow(), Observation::Seen { items, .. }

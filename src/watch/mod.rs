@@ -15,6 +15,7 @@
 //! its own metrics (`metrics.rs`).
 
 pub mod budget;
+mod delivery;
 pub mod diff;
 mod fleet;
 mod metrics;
@@ -128,6 +129,9 @@ struct HubInner {
     polls: AtomicU64,
     /// Webhook hints and the reconcile cadence (`push.rs`).
     push: push::Push,
+    /// The deliveries learned (`delivery.rs`), and whether any can be: webhooks are received.
+    deliveries: delivery::Deliveries,
+    follows_deliveries: bool,
 }
 
 /// A running poller; dropping the last reference stops it.
@@ -238,6 +242,8 @@ impl WatchHub {
                 tracked: AtomicUsize::new(0),
                 polls: AtomicU64::new(0),
                 push: push::Push::new(&crate::config::WebhookSettings::default()),
+                deliveries: delivery::Deliveries::default(),
+                follows_deliveries: false,
             }),
         }
     }
@@ -396,6 +402,14 @@ impl WatchHub {
     /// watch opened on any replica after the caller's answer never shows an older state.
     /// Replays and stored outcomes are no news: never published.
     pub async fn learned(&self, cash_in: &pb::CashIn, learned: u64, created: bool) {
+        let mut with_delivery;
+        let cash_in = if self.inner.deliveries.get(&cash_in.id).is_some() {
+            with_delivery = cash_in.clone();
+            self.inner.deliveries.attach_local(&mut with_delivery);
+            &with_delivery
+        } else {
+            cash_in
+        };
         let (poller, customer) = {
             let pollers = self.inner.pollers.lock().unwrap_or_else(|e| e.into_inner());
             let find = |key: WatchKey| pollers.get(&key).and_then(Weak::upgrade);

@@ -98,7 +98,13 @@ pub(super) async fn poll_loop(
         fleet::acquire(&strong).await;
         // The poll starts when its first request may go out; what it sees is at least as new.
         let (started, listed) = (Instant::now(), version::now());
-        let result = fetch(&strong, &key).await;
+        let mut result = fetch(&strong, &key).await;
+        if let Ok(items) = &mut result {
+            strong
+                .deliveries
+                .attach(strong.fleet.as_ref().map(|f| f.state()), items)
+                .await;
+        }
         let polled: Result<Vec<Item>, GatewayError> =
             result.map(|items| items.into_iter().map(|c| (Arc::new(c), listed)).collect());
         let wait = match &polled {
