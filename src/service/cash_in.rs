@@ -230,12 +230,15 @@ impl CashInService for CashIns {
 // === the watch RPCs, as `watch_route` serves them ===
 
 impl CashIns {
-    /// WatchCashIn: the cash-in's state now, then every change, until it is terminal.
+    /// WatchCashIn: the cash-in's state now, then every change, until it is terminal and its
+    /// delivery is over (the cash-in's terminal status alone with `cash_in_only`, or when the
+    /// gateway receives no webhooks, so can learn no delivery).
     pub async fn watch_one(
         &self,
         request: Request<pb::WatchCashInRequest>,
     ) -> Result<Response<EventStream>, Status> {
         let id = request.get_ref().cash_in_id.clone();
+        let cash_in_only = request.get_ref().cash_in_only || !self.hub.follows_deliveries();
         let caller = Caller::of(&request);
         let span =
             rpc_span!("WatchCashIn", caller = %caller, cash_in_id = %validate::loggable(&id));
@@ -243,7 +246,11 @@ impl CashIns {
         validate::cash_in_id(&mut violations, &id);
         span.in_scope(|| violations.finish())?;
         let stream = self
-            .watch(WatchKey::CashIn(id), Mode::Single, request.metadata())
+            .watch(
+                WatchKey::CashIn(id),
+                Mode::Single { cash_in_only },
+                request.metadata(),
+            )
             .instrument(span)
             .await?;
         Ok(Response::new(stream))
@@ -255,6 +262,7 @@ impl CashIns {
         request: Request<pb::WatchCashInsRequest>,
     ) -> Result<Response<EventStream>, Status> {
         let customer = request.get_ref().customer_id.clone();
+        let cash_in_only = request.get_ref().cash_in_only || !self.hub.follows_deliveries();
         let caller = Caller::of(&request);
         let span = rpc_span!("WatchCashIns", caller = %caller, customer_id = %validate::loggable(&customer));
         let mut violations = Violations::default();
@@ -266,7 +274,10 @@ impl CashIns {
         let stream = self
             .watch(
                 WatchKey::Customer(customer),
-                Mode::Filter { statuses },
+                Mode::Filter {
+                    statuses,
+                    cash_in_only,
+                },
                 request.metadata(),
             )
             .instrument(span)

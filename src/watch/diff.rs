@@ -116,6 +116,16 @@ fn delivery_changes(
     check("delivery.error", a.error != b.error);
 }
 
+/// Whether anything but the delivery changed (what a stream on the cash-in layer only reports).
+pub fn cash_in_layer_changed(changed: &[&str]) -> bool {
+    changed.iter().any(|field| !field.starts_with("delivery."))
+}
+
+/// Whether a single cash-in's stream ends after sending this state: a terminal status, and
+/// (unless the stream follows the cash-in layer only) no delivery still to come.
+pub fn is_settled(cash_in: &pb::CashIn, cash_in_only: bool) -> bool {
+    is_terminal(cash_in.status) && (cash_in_only || !awaits_delivery(cash_in))
+}
 /// Whether nothing follows a delivery in `status`: COMPLETED or REFUND_COMPLETED.
 pub fn delivery_is_final(status: i32) -> bool {
     matches!(

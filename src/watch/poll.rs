@@ -79,6 +79,7 @@ pub(super) async fn poll_loop(
         if follower.follows(&strong, &key, &sender).await {
             drop(strong);
             if follower.stopped() {
+                await_delivery(&hub, &sender, &follower).await;
                 return;
             }
             follower.wait(jittered(interval)).await;
@@ -155,9 +156,49 @@ pub(super) async fn poll_loop(
         if terminal {
             // Nothing changes after a terminal status: keep the last state, stop polling.
             follower.release(&strong).await;
+            drop(strong);
+            await_delivery(&hub, &sender, &follower).await;
             return;
         }
         next_poll = Instant::now() + wait;
+    }
+}
+
+/// After a terminal cash-in whose delivery is still to come, with a fleet: the deliveries
+/// other replicas learn are read into the observation whenever they wake the cash-in's channel
+/// (and once per interval), until the delivery is over or the last stream goes. OMS is not
+/// polled (its CashIn carries no delivery). Without a fleet there is nothing to follow: this
+/// replica's own webhooks publish into the observation directly.
+async fn await_delivery(
+    hub: &Weak<HubInner>,
+    sender: &watch::Sender<Observation>,
+    follower: &fleet::Follower,
+) {
+    loop {
+        let Some(strong) = hub.upgrade() else { return };
+        let Some(fleet) = strong.fleet.as_ref().filter(|_| strong.follows_deliveries) else {
+            return;
+        };
+        let current = sender.borrow().items();
+        if !current.first().is_some_and(|c| diff::awaits_delivery(&c.0)) {
+            return;
+        }
+        let (mut cash_ins, learned): (Vec<pb::CashIn>, Vec<u64>) = current
+            .into_iter()
+            .map(|(c, l)| (Arc::unwrap_or_clone(c), l))
+            .unzip();
+        strong
+            .deliveries
+            .attach(Some(fleet.state()), &mut cash_ins)
+            .await;
+        observe(
+            sender,
+            cash_ins.into_iter().map(Arc::new).zip(learned).collect(),
+            None,
+        );
+        let interval = strong.interval();
+        drop(strong);
+        follower.wait(jittered(interval)).await;
     }
 }
 
