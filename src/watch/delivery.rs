@@ -14,7 +14,7 @@
 //! Without Redis a restarted replica knows no delivery until OMS's next transaction webhook.
 
 use super::version::{DELIVERY_KEY_LEN, DeliveryVersion, Item, newer_delivery};
-use super::{WatchHub, WatchKey, diff, fleet, observe};
+use super::{HubInner, Observation, WatchHub, WatchKey, diff, fleet, observe};
 use crate::proto::v1 as pb;
 use crate::redis::{PREFIX, SharedState};
 use prost::Message;
@@ -22,6 +22,7 @@ use redis::Script;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
+use tokio::sync::watch;
 
 /// Deliveries kept in process (a few hundred bytes each).
 pub const MAX_LOCAL: usize = 100_000;
@@ -161,6 +162,30 @@ impl Deliveries {
             cash_in.delivery = Some((*known).clone());
         }
     }
+}
+
+/// Brings the deliveries of the cash-ins `sender`'s observation holds up to the fleet's (one
+/// `MGET` for those with a transaction whose delivery is not known to have ended), after the
+/// observation went out, so a slow Redis never delays the cash-in layer. Nothing without a
+/// fleet or while Redis is down.
+pub(super) async fn refresh(hub: &HubInner, sender: &watch::Sender<Observation>) {
+    let Some(fleet) = &hub.fleet else { return };
+    let current = sender.borrow().items();
+    if !current.iter().any(|c| diff::awaits_delivery(&c.0)) {
+        return;
+    }
+    let (mut cash_ins, learned): (Vec<pb::CashIn>, Vec<u64>) = current
+        .into_iter()
+        .map(|(c, l)| (Arc::unwrap_or_clone(c), l))
+        .unzip();
+    hub.deliveries
+        .attach(Some(fleet.state()), &mut cash_ins)
+        .await;
+    observe(
+        sender,
+        cash_ins.into_iter().map(Arc::new).zip(learned).collect(),
+        None,
+    );
 }
 
 // === impl WatchHub ===

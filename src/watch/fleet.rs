@@ -525,16 +525,9 @@ pub(super) async fn catch_up(
     Some(match fleet.latest(key, &Names::of(key)).await? {
         None => false,
         Some(Shared::Items(items, listed)) => {
-            // The holder's observation may predate a delivery learned since (kept apart).
-            let (mut cash_ins, learned): (Vec<pb::CashIn>, Vec<u64>) = items
-                .into_iter()
-                .map(|(c, l)| (Arc::unwrap_or_clone(c), l))
-                .unzip();
-            hub.deliveries
-                .attach(Some(fleet.state()), &mut cash_ins)
-                .await;
-            let items = cash_ins.into_iter().map(Arc::new).zip(learned).collect();
             observe(sender, items, listed);
+            // The holder's observation may predate a delivery learned since (kept apart).
+            super::delivery::refresh(hub, sender).await;
             matches!(key, WatchKey::CashIn(_))
                 && matches!(&*sender.borrow(), Observation::Seen { items, .. }
                     if items.first().is_some_and(|c| diff::is_terminal(c.status)))

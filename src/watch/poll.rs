@@ -6,7 +6,8 @@
 
 use super::version::{self, Item};
 use super::{
-    HubInner, IDLE_CUSTOMER_MAX_INTERVAL, MAX_LIST_PAGES, Observation, WatchKey, diff, fleet,
+    HubInner, IDLE_CUSTOMER_MAX_INTERVAL, MAX_LIST_PAGES, Observation, WatchKey, delivery, diff,
+    fleet,
 };
 use crate::error::GatewayError;
 use crate::oms::CashInQuery;
@@ -101,10 +102,9 @@ pub(super) async fn poll_loop(
         let (started, listed) = (Instant::now(), version::now());
         let mut result = fetch(&strong, &key).await;
         if let Ok(items) = &mut result {
-            strong
-                .deliveries
-                .attach(strong.fleet.as_ref().map(|f| f.state()), items)
-                .await;
+            items
+                .iter_mut()
+                .for_each(|c| strong.deliveries.attach_local(c));
         }
         let polled: Result<Vec<Item>, GatewayError> =
             result.map(|items| items.into_iter().map(|c| (Arc::new(c), listed)).collect());
@@ -143,6 +143,7 @@ pub(super) async fn poll_loop(
         follower
             .publish(&strong, &key, &sender, polled.as_deref(), listed)
             .await;
+        delivery::refresh(&strong, &sender).await;
         let terminal = matches!(&key, WatchKey::CashIn(_))
             && matches!(&*sender.borrow(), Observation::Seen { items, .. }
                 if items.first().is_some_and(|c| diff::is_terminal(c.status)));
@@ -176,26 +177,15 @@ async fn await_delivery(
 ) {
     loop {
         let Some(strong) = hub.upgrade() else { return };
-        let Some(fleet) = strong.fleet.as_ref().filter(|_| strong.follows_deliveries) else {
-            return;
-        };
-        let current = sender.borrow().items();
-        if !current.first().is_some_and(|c| diff::awaits_delivery(&c.0)) {
+        if strong.fleet.is_none() || !strong.follows_deliveries {
             return;
         }
-        let (mut cash_ins, learned): (Vec<pb::CashIn>, Vec<u64>) = current
-            .into_iter()
-            .map(|(c, l)| (Arc::unwrap_or_clone(c), l))
-            .unzip();
-        strong
-            .deliveries
-            .attach(Some(fleet.state()), &mut cash_ins)
-            .await;
-        observe(
-            sender,
-            cash_ins.into_iter().map(Arc::new).zip(learned).collect(),
-            None,
-        );
+        let awaits = matches!(&*sender.borrow(), Observation::Seen { items, .. }
+            if items.first().is_some_and(|c| diff::awaits_delivery(c)));
+        if !awaits {
+            return;
+        }
+        delivery::refresh(&strong, sender).await;
         let interval = strong.interval();
         drop(strong);
         follower.wait(jittered(interval)).await;
