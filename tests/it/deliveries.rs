@@ -293,6 +293,25 @@ async fn a_delivery_that_fails_after_completion_reaches_the_watcher_at_once_then
         delivery_of(&read),
         (D::RefundCompleted as i32, Some("on_chain_revert".into()))
     );
+    // Operators see it: counted by outcome, as the alert rule reads it.
+    let metrics = common::prometheus::scrape(&gateway).await;
+    let count = |outcome| {
+        common::prometheus::value(
+            &metrics,
+            "oms_gateway_deliveries_total",
+            &[("outcome", outcome)],
+        )
+    };
+    assert_eq!(
+        (
+            count("processing"),
+            count("failed"),
+            count("refund_completed")
+        ),
+        (1.0, 1.0, 1.0)
+    );
+    let rules = include_str!("../../deploy/prometheus/delivery-alerts.yaml");
+    assert!(rules.contains(r#"oms_gateway_deliveries_total{outcome="failed"}"#));
     // The cash-in layer alone, as before: a completed cash-in's watch ends at once.
     let (_, only) = watch(gateway.channel.clone(), &cash_in.id, true);
     timeout(Duration::from_secs(2), only)
