@@ -326,6 +326,7 @@ mod tests {
         let packed = pb::WatchCashInsRequest {
             customer_id: "cst_1".into(),
             statuses,
+            cash_in_only: false,
         }
         .encode_to_vec();
         let err = within_bounds(&packed, pb::WatchCashInsRequest::BOUNDS).expect_err("far over");

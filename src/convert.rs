@@ -8,6 +8,10 @@
 //! [`DecodeError`], reported to the caller as UPSTREAM_BAD_RESPONSE.
 //! Proto → upstream: the create request is encoded as the guide's request example does.
 
+mod delivery;
+
+pub use delivery::delivery;
+
 use crate::proto::v1 as pb;
 use oms_rest::drift::Drift;
 use oms_rest::model::{
@@ -206,6 +210,7 @@ pub fn cash_in(dto: CashInDto, drift: &Drift) -> Result<pb::CashIn, DecodeError>
         created_at: timestamp("createdAt", dto.created_at)?,
         updated_at: timestamp("updatedAt", dto.updated_at)?,
         completed_at: timestamp("completedAt", dto.completed_at)?,
+        delivery: None,
     })
 }
 

@@ -153,7 +153,7 @@ pub mod fuzzing {
 
     /// REST → proto conversions.
     pub mod convert {
-        pub use crate::convert::{cash_in, cash_location, create_body};
+        pub use crate::convert::{cash_in, cash_location, create_body, delivery};
     }
 
     /// Request validation.

@@ -323,6 +323,7 @@ async fn a_whole_run_logs_one_access_line_per_call_and_no_secret_token_or_code()
         .cash_ins()
         .watch_cash_in(pb::WatchCashInRequest {
             cash_in_id: created.id.clone(),
+            ..Default::default()
         })
         .await
         .expect("WatchCashIn")

@@ -705,6 +705,7 @@ async fn a_rotated_certificate_is_served_to_new_connections_while_a_watch_stream
     let mut watch = CashInServiceClient::new(old_channel.clone())
         .watch_cash_in(pb::WatchCashInRequest {
             cash_in_id: created.id.clone(),
+            ..Default::default()
         })
         .await
         .expect("watch")

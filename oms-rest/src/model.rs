@@ -13,6 +13,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
 
 mod spelling;
+mod transaction;
+pub use transaction::{CashInLink, TransactionDto, TransactionErrorDto, TransactionSideDto};
 
 // === response types ===
 

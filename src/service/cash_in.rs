@@ -139,7 +139,10 @@ impl CashInService for CashIns {
             validate::cash_in_id(&mut violations, &id);
             violations.finish()?;
             let learned = crate::watch::stamp();
-            let cash_in = self.oms.get_cash_in(&id, deadline).await?;
+            let mut cash_in = self.oms.get_cash_in(&id, deadline).await?;
+            self.hub
+                .attach_deliveries(std::slice::from_mut(&mut cash_in))
+                .await;
             // What OMS says now is news to the watchers if they hold an older state.
             self.hub.learned(&cash_in, learned, false).await;
             Ok(Response::new(pb::GetCashInResponse {
@@ -162,7 +165,8 @@ impl CashInService for CashIns {
         async {
             let (query, filters) = list_query(&request)?;
             let learned = crate::watch::stamp();
-            let page = self.oms.list_cash_ins(&query, deadline).await?;
+            let mut page = self.oms.list_cash_ins(&query, deadline).await?;
+            self.hub.attach_deliveries(&mut page.cash_ins).await;
             // Shared in the background: a page of up to 100 cash-ins is up to 100 Redis
             // writes, which the caller need not wait for (each only lands if newer).
             let (hub, listed) = (self.hub.clone(), page.cash_ins.clone());
@@ -226,12 +230,15 @@ impl CashInService for CashIns {
 // === the watch RPCs, as `watch_route` serves them ===
 
 impl CashIns {
-    /// WatchCashIn: the cash-in's state now, then every change, until it is terminal.
+    /// WatchCashIn: the cash-in's state now, then every change, until it is terminal and its
+    /// delivery is over (the cash-in's terminal status alone with `cash_in_only`, or when the
+    /// gateway receives no webhooks, so can learn no delivery).
     pub async fn watch_one(
         &self,
         request: Request<pb::WatchCashInRequest>,
     ) -> Result<Response<EventStream>, Status> {
         let id = request.get_ref().cash_in_id.clone();
+        let cash_in_only = request.get_ref().cash_in_only || !self.hub.follows_deliveries();
         let caller = Caller::of(&request);
         let span =
             rpc_span!("WatchCashIn", caller = %caller, cash_in_id = %validate::loggable(&id));
@@ -239,7 +246,11 @@ impl CashIns {
         validate::cash_in_id(&mut violations, &id);
         span.in_scope(|| violations.finish())?;
         let stream = self
-            .watch(WatchKey::CashIn(id), Mode::Single, request.metadata())
+            .watch(
+                WatchKey::CashIn(id),
+                Mode::Single { cash_in_only },
+                request.metadata(),
+            )
             .instrument(span)
             .await?;
         Ok(Response::new(stream))
@@ -251,6 +262,7 @@ impl CashIns {
         request: Request<pb::WatchCashInsRequest>,
     ) -> Result<Response<EventStream>, Status> {
         let customer = request.get_ref().customer_id.clone();
+        let cash_in_only = request.get_ref().cash_in_only || !self.hub.follows_deliveries();
         let caller = Caller::of(&request);
         let span = rpc_span!("WatchCashIns", caller = %caller, customer_id = %validate::loggable(&customer));
         let mut violations = Violations::default();
@@ -262,7 +274,10 @@ impl CashIns {
         let stream = self
             .watch(
                 WatchKey::Customer(customer),
-                Mode::Filter { statuses },
+                Mode::Filter {
+                    statuses,
+                    cash_in_only,
+                },
                 request.metadata(),
             )
             .instrument(span)

@@ -141,6 +141,11 @@ impl Names {
         }
     }
 
+    /// The channel on which the pollers of `key` are woken.
+    pub fn channel_of(key: &WatchKey) -> String {
+        Self::of(key).channel
+    }
+
     fn new(name: &str) -> Self {
         Self {
             lease: format!("{PREFIX}watch:{{{name}}}:lease"),
@@ -521,6 +526,8 @@ pub(super) async fn catch_up(
         None => false,
         Some(Shared::Items(items, listed)) => {
             observe(sender, items, listed);
+            // The holder's observation may predate a delivery learned since (kept apart).
+            super::delivery::refresh(hub, sender).await;
             matches!(key, WatchKey::CashIn(_))
                 && matches!(&*sender.borrow(), Observation::Seen { items, .. }
                     if items.first().is_some_and(|c| diff::is_terminal(c.status)))

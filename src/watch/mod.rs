@@ -15,6 +15,7 @@
 //! its own metrics (`metrics.rs`).
 
 pub mod budget;
+mod delivery;
 pub mod diff;
 mod fleet;
 mod metrics;
@@ -90,6 +91,18 @@ impl Observation {
             events: Arc::default(),
         }
     }
+
+    /// The cash-ins held, with when each was learned (none while waiting or ended).
+    fn items(&self) -> Vec<Item> {
+        match self {
+            Observation::Seen { items, learned, .. } => items
+                .iter()
+                .cloned()
+                .zip(learned.iter().copied())
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// The hub. Cheap to clone.
@@ -118,6 +131,9 @@ struct HubInner {
     polls: AtomicU64,
     /// Webhook hints and the reconcile cadence (`push.rs`).
     push: push::Push,
+    /// The deliveries learned (`delivery.rs`), and whether any can be: webhooks are received.
+    deliveries: delivery::Deliveries,
+    follows_deliveries: bool,
 }
 
 /// A running poller; dropping the last reference stops it.
@@ -228,6 +244,8 @@ impl WatchHub {
                 tracked: AtomicUsize::new(0),
                 polls: AtomicU64::new(0),
                 push: push::Push::new(&crate::config::WebhookSettings::default()),
+                deliveries: delivery::Deliveries::default(),
+                follows_deliveries: false,
             }),
         }
     }
@@ -386,6 +404,14 @@ impl WatchHub {
     /// watch opened on any replica after the caller's answer never shows an older state.
     /// Replays and stored outcomes are no news: never published.
     pub async fn learned(&self, cash_in: &pb::CashIn, learned: u64, created: bool) {
+        let mut with_delivery;
+        let cash_in = if self.inner.deliveries.get(&cash_in.id).is_some() {
+            with_delivery = cash_in.clone();
+            self.inner.deliveries.attach_local(&mut with_delivery);
+            &with_delivery
+        } else {
+            cash_in
+        };
         let (poller, customer) = {
             let pollers = self.inner.pollers.lock().unwrap_or_else(|e| e.into_inner());
             let find = |key: WatchKey| pollers.get(&key).and_then(Weak::upgrade);

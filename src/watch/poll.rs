@@ -6,7 +6,8 @@
 
 use super::version::{self, Item};
 use super::{
-    HubInner, IDLE_CUSTOMER_MAX_INTERVAL, MAX_LIST_PAGES, Observation, WatchKey, diff, fleet,
+    HubInner, IDLE_CUSTOMER_MAX_INTERVAL, MAX_LIST_PAGES, Observation, WatchKey, delivery, diff,
+    fleet,
 };
 use crate::error::GatewayError;
 use crate::oms::CashInQuery;
@@ -79,6 +80,7 @@ pub(super) async fn poll_loop(
         if follower.follows(&strong, &key, &sender).await {
             drop(strong);
             if follower.stopped() {
+                await_delivery(&hub, &sender, &follower).await;
                 return;
             }
             follower.wait(jittered(interval)).await;
@@ -98,7 +100,12 @@ pub(super) async fn poll_loop(
         fleet::acquire(&strong).await;
         // The poll starts when its first request may go out; what it sees is at least as new.
         let (started, listed) = (Instant::now(), version::now());
-        let result = fetch(&strong, &key).await;
+        let mut result = fetch(&strong, &key).await;
+        if let Ok(items) = &mut result {
+            items
+                .iter_mut()
+                .for_each(|c| strong.deliveries.attach_local(c));
+        }
         let polled: Result<Vec<Item>, GatewayError> =
             result.map(|items| items.into_iter().map(|c| (Arc::new(c), listed)).collect());
         let wait = match &polled {
@@ -136,6 +143,7 @@ pub(super) async fn poll_loop(
         follower
             .publish(&strong, &key, &sender, polled.as_deref(), listed)
             .await;
+        delivery::refresh(&strong, &sender).await;
         let terminal = matches!(&key, WatchKey::CashIn(_))
             && matches!(&*sender.borrow(), Observation::Seen { items, .. }
                 if items.first().is_some_and(|c| diff::is_terminal(c.status)));
@@ -149,9 +157,38 @@ pub(super) async fn poll_loop(
         if terminal {
             // Nothing changes after a terminal status: keep the last state, stop polling.
             follower.release(&strong).await;
+            drop(strong);
+            await_delivery(&hub, &sender, &follower).await;
             return;
         }
         next_poll = Instant::now() + wait;
+    }
+}
+
+/// After a terminal cash-in whose delivery is still to come, with a fleet: the deliveries
+/// other replicas learn are read into the observation whenever they wake the cash-in's channel
+/// (and once per interval), until the delivery is over or the last stream goes. OMS is not
+/// polled (its CashIn carries no delivery). Without a fleet there is nothing to follow: this
+/// replica's own webhooks publish into the observation directly.
+async fn await_delivery(
+    hub: &Weak<HubInner>,
+    sender: &watch::Sender<Observation>,
+    follower: &fleet::Follower,
+) {
+    loop {
+        let Some(strong) = hub.upgrade() else { return };
+        if strong.fleet.is_none() || !strong.follows_deliveries {
+            return;
+        }
+        let awaits = matches!(&*sender.borrow(), Observation::Seen { items, .. }
+            if items.first().is_some_and(|c| diff::awaits_delivery(c)));
+        if !awaits {
+            return;
+        }
+        delivery::refresh(&strong, sender).await;
+        let interval = strong.interval();
+        drop(strong);
+        follower.wait(jittered(interval)).await;
     }
 }
 

@@ -37,13 +37,27 @@ use tonic::Status;
 /// What a stream reports.
 #[derive(Debug, Clone)]
 pub enum Mode {
-    /// One cash-in: ends after its terminal state.
-    Single,
+    /// One cash-in: ends after its terminal state and, unless `cash_in_only`, once its delivery
+    /// is over too (see [`diff::is_settled`]).
+    Single {
+        /// Follow the cash-in layer only: no event for a change of the delivery alone.
+        cash_in_only: bool,
+    },
     /// A customer's cash-ins in these statuses (empty: all); runs until deadline or cancel.
     Filter {
         /// The statuses to report.
         statuses: StatusSet,
+        /// As for `Single`.
+        cash_in_only: bool,
     },
+}
+
+impl Mode {
+    fn cash_in_only(&self) -> bool {
+        match self {
+            Mode::Single { cash_in_only } | Mode::Filter { cash_in_only, .. } => *cash_in_only,
+        }
+    }
 }
 
 /// A set of cash-in statuses, one bit per status value: a stream's filter is one word however
@@ -269,7 +283,7 @@ enum Sent {
 impl Sent {
     fn new(mode: &Mode) -> Self {
         match mode {
-            Mode::Single => Sent::One(None),
+            Mode::Single { .. } => Sent::One(None),
             Mode::Filter { .. } => Sent::Many(HashMap::new()),
         }
     }
@@ -349,15 +363,16 @@ fn events_for(
     out: &mut Vec<Encoded>,
 ) -> bool {
     let mut terminal = false;
+    let cash_in_only = mode.cash_in_only();
     let mut push = |event: Encoded, item: &pb::CashIn| {
-        terminal |= matches!(mode, Mode::Single) && diff::is_terminal(item.status);
+        terminal |= matches!(mode, Mode::Single { .. }) && diff::is_settled(item, cash_in_only);
         out.push(event);
     };
     // Oldest first, so a caller sees cash-ins in the order they were created.
     for item in items.iter().rev() {
         let wanted = match mode {
-            Mode::Single => true,
-            Mode::Filter { statuses } => statuses.is_empty() || statuses.contains(item.status),
+            Mode::Single { .. } => true,
+            Mode::Filter { statuses, .. } => statuses.is_empty() || statuses.contains(item.status),
         };
         match sent.get(&item.id) {
             None if wanted => {
@@ -371,6 +386,11 @@ fn events_for(
             }
             None => {}
             Some(previous) if Arc::ptr_eq(previous, item) => {}
+            // A change of the delivery alone, to a stream on the cash-in layer only: not
+            // reported (its next event names it with what else changed).
+            Some(previous)
+                if cash_in_only
+                    && !diff::cash_in_layer_changed(&diff::changed_fields(previous, item)) => {}
             Some(previous) => {
                 // Reported even when it leaves the filter, so the caller sees it go.
                 if let Some(event) = cache.changed(previous, item, at) {
@@ -426,6 +446,7 @@ mod tests {
     fn a_filter_stream_reports_initial_added_changed_and_leaving() {
         let mode = Mode::Filter {
             statuses: [pb::CashInStatus::Pending].into_iter().collect(),
+            cash_in_only: false,
         };
         let mut sent = Sent::new(&mode);
         let (first, _) = run(
@@ -482,21 +503,100 @@ mod tests {
         assert_eq!(std::mem::size_of::<Mode>(), std::mem::size_of::<u64>() * 2);
     }
 
+    /// A stream on the cash-in layer only (as before deliveries were followed).
+    const SINGLE: Mode = Mode::Single { cash_in_only: true };
+
+    fn delivered(
+        status: pb::CashInStatus,
+        delivery: Option<pb::DeliveryStatus>,
+    ) -> Arc<pb::CashIn> {
+        let mut cash_in = (*cash_in("ci_1", status)).clone();
+        cash_in.transaction_id = Some("txn_1".into());
+        cash_in.delivery = delivery.map(|status| pb::Delivery {
+            transaction_id: "txn_1".into(),
+            status: status as i32,
+            ..Default::default()
+        });
+        Arc::new(cash_in)
+    }
+
+    #[test]
+    fn a_single_stream_on_both_layers_ends_when_the_delivery_is_over_not_at_failed() {
+        use pb::CashInStatus::{Completed, Expired, Processing};
+        use pb::DeliveryStatus as D;
+        let both = Mode::Single {
+            cash_in_only: false,
+        };
+        let mut sent = Sent::new(&both);
+        run(&both, &[cash_in("ci_1", Processing)], &mut sent, true);
+        let (events, terminal) = run(&both, &[delivered(Completed, None)], &mut sent, false);
+        assert_eq!(
+            (events.len(), terminal),
+            (1, false),
+            "completed, delivery to come"
+        );
+        let (events, terminal) = run(
+            &both,
+            &[delivered(Completed, Some(D::Processing))],
+            &mut sent,
+            false,
+        );
+        assert_eq!((events.len(), terminal), (1, false));
+        assert!(
+            events[0]
+                .changed_fields
+                .iter()
+                .all(|f| f.starts_with("delivery."))
+        );
+        let (events, terminal) = run(
+            &both,
+            &[delivered(Completed, Some(D::Failed))],
+            &mut sent,
+            false,
+        );
+        assert_eq!(
+            (events.len(), terminal),
+            (1, false),
+            "a refund follows a failure"
+        );
+        assert_eq!(events[0].previous_delivery_status, D::Processing as i32);
+        let refunded = [delivered(Completed, Some(D::RefundCompleted))];
+        let (events, terminal) = run(&both, &refunded, &mut sent, false);
+        assert_eq!((events.len(), terminal), (1, true));
+        // An expired cash-in has no transaction: it ends there.
+        let mut sent = Sent::new(&both);
+        assert!(run(&both, &[cash_in("ci_2", Expired)], &mut sent, true).1);
+        // On the cash-in layer only, a change of the delivery alone is no event.
+        let mut sent = Sent::new(&SINGLE);
+        assert!(run(&SINGLE, &[delivered(Completed, None)], &mut sent, true).1);
+        let mut sent = Sent::new(&SINGLE);
+        run(
+            &SINGLE,
+            &[delivered(Processing, Some(D::Processing))],
+            &mut sent,
+            true,
+        );
+        let quiet = run(
+            &SINGLE,
+            &[delivered(Processing, Some(D::Failed))],
+            &mut sent,
+            false,
+        );
+        assert_eq!(quiet, (vec![], false));
+    }
+
     #[test]
     fn a_single_stream_flags_the_terminal_state() {
-        let mut sent = Sent::new(&Mode::Single);
+        let mut sent = Sent::new(&SINGLE);
         let pending = [cash_in("ci_1", pb::CashInStatus::Pending)];
-        let (first, terminal) = run(&Mode::Single, &pending, &mut sent, true);
+        let (first, terminal) = run(&SINGLE, &pending, &mut sent, true);
         assert_eq!(first.len(), 1);
         assert!(!terminal);
         // The same state again (another poll, nothing moved): no event.
         let again = [cash_in("ci_1", pb::CashInStatus::Pending)];
-        assert_eq!(
-            run(&Mode::Single, &again, &mut sent, false),
-            (vec![], false)
-        );
+        assert_eq!(run(&SINGLE, &again, &mut sent, false), (vec![], false));
         let done = [cash_in("ci_1", pb::CashInStatus::Completed)];
-        let (last, terminal) = run(&Mode::Single, &done, &mut sent, false);
+        let (last, terminal) = run(&SINGLE, &done, &mut sent, false);
         assert_eq!(last.len(), 1);
         assert_eq!(last[0].previous_status, pb::CashInStatus::Pending as i32);
         assert!(terminal);

@@ -121,6 +121,113 @@ fn version(item: &Item) -> Version {
     Version::of(&item.0, item.1)
 }
 
+/// How far along a delivery is, for [`DeliveryVersion`]: nothing leaves a final state, and a
+/// failed delivery never goes back to processing.
+fn delivery_phase(status: i32) -> u8 {
+    use pb::DeliveryStatus as S;
+    match S::try_from(status) {
+        Ok(S::Completed | S::RefundCompleted) => 2,
+        Ok(S::Failed) => 1,
+        _ => 0,
+    }
+}
+
+/// The lifecycle rank of a delivery status within its phase; unknown values lowest.
+fn delivery_rank(status: i32) -> u8 {
+    use pb::DeliveryStatus as S;
+    match S::try_from(status) {
+        Ok(S::Processing) => 1,
+        Ok(S::UnderReview) => 2,
+        Ok(S::Failed) => 3,
+        Ok(S::Completed) => 4,
+        Ok(S::RefundCompleted) => 5,
+        _ => 0,
+    }
+}
+
+/// How new a state of a delivery (the cash-in's second layer) is: a final state first
+/// (completed, refund completed: never left), then failed, then OMS's `updatedAt`, then the
+/// state order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DeliveryVersion {
+    phase: u8,
+    /// `updatedAt` in nanoseconds since the epoch (0 when OMS sent none).
+    updated: u64,
+    rank: u8,
+}
+
+impl DeliveryVersion {
+    /// The version of `delivery`.
+    pub fn of(delivery: &pb::Delivery) -> Self {
+        let phase = delivery_phase(delivery.status);
+        Self {
+            phase,
+            // Nothing leaves a final state, whatever its time: the first one learned stays.
+            updated: if phase == 2 {
+                0
+            } else {
+                nanos(delivery.updated_at)
+            },
+            rank: delivery_rank(delivery.status),
+        }
+    }
+
+    /// The version as a string of [`DELIVERY_KEY_LEN`] digits whose byte order is the version
+    /// order, for Redis scripts to compare.
+    pub fn key(&self) -> String {
+        format!("{}{:020}{}", self.phase, self.updated, self.rank)
+    }
+}
+
+/// Length of [`DeliveryVersion::key`].
+pub const DELIVERY_KEY_LEN: usize = 22;
+
+fn nanos(t: Option<prost_types::Timestamp>) -> u64 {
+    t.map_or(0, |t| {
+        u64::try_from(t.seconds)
+            .unwrap_or(0)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::try_from(t.nanos).unwrap_or(0))
+    })
+}
+
+/// The newer of two states of one delivery (`a` when neither is newer); a known delivery over
+/// none.
+pub fn newer_delivery<'a>(
+    a: Option<&'a pb::Delivery>,
+    b: Option<&'a pb::Delivery>,
+) -> Option<&'a pb::Delivery> {
+    match (a, b) {
+        (Some(a), Some(b)) if DeliveryVersion::of(b) > DeliveryVersion::of(a) => Some(b),
+        (Some(a), _) => Some(a),
+        (None, b) => b,
+    }
+}
+
+/// What `current` becomes with `new` learned, layer by layer: the newer cash-in (by
+/// [`Version`]; the current `Arc` when it is not older, or when the same state is learned again,
+/// with the newer stamp) and the newer delivery (by [`DeliveryVersion`]), so neither layer ever
+/// goes back, whichever source brought it. The current `Arc` whenever the result says the same.
+fn combine(current: &Item, new: Item) -> Item {
+    let base = if version(current) >= version(&new) {
+        current.clone()
+    } else if *current.0 == *new.0 {
+        (current.0.clone(), new.1)
+    } else {
+        new.clone()
+    };
+    let best = newer_delivery(current.0.delivery.as_ref(), new.0.delivery.as_ref());
+    if base.0.delivery.as_ref() == best {
+        return base;
+    }
+    let mut cash_in = (*base.0).clone();
+    cash_in.delivery = best.cloned();
+    if cash_in == *current.0 {
+        return (current.0.clone(), base.1);
+    }
+    (Arc::new(cash_in), base.1)
+}
+
 /// What `old` becomes with `new` learned: for each cash-in in both, the newer state (the old
 /// one's `Arc` when it is not older, so an unchanged item stays pointer-equal, and in its
 /// place). Cash-ins only in `new` come first (newest first, as OMS lists them). Cash-ins only in
@@ -129,10 +236,8 @@ fn version(item: &Item) -> Version {
 pub fn merge(old: &[Item], new: Vec<Item>, listed: Option<u64>) -> Vec<Item> {
     let find = |id: &str| old.iter().find(|o| o.0.id == id);
     let newer = |item: Item| match find(&item.0.id) {
-        Some(current) if version(current) >= version(&item) => current.clone(),
-        // The same state learned again: the old `Arc` (streams compare pointers), newer stamp.
-        Some(current) if *current.0 == *item.0 => (current.0.clone(), item.1),
-        _ => item,
+        Some(current) => combine(current, item),
+        None => item,
     };
     let mut merged: Vec<Item> = Vec::with_capacity(old.len().max(new.len()) + 1);
     match listed {
@@ -156,8 +261,8 @@ pub fn merge(old: &[Item], new: Vec<Item>, listed: Option<u64>) -> Vec<Item> {
             merged.extend(
                 old.iter()
                     .map(|o| match known.iter().find(|k| k.0.id == o.0.id) {
-                        Some(k) if version(k) > version(o) => newer(k.clone()),
-                        _ => o.clone(),
+                        Some(k) => combine(o, k.clone()),
+                        None => o.clone(),
                     }),
             );
         }
@@ -247,6 +352,36 @@ mod tests {
         // One cash-in learned: the rest stay.
         let one = vec![(cash_in("ci_gone", Completed, 2, "C"), 3_000)];
         assert_eq!(merge(&old, one, None).len(), 3);
+    }
+
+    #[test]
+    fn each_layer_keeps_its_newer_state_whichever_source_brought_it() {
+        let delivery = |status: pb::DeliveryStatus, updated| pb::Delivery {
+            transaction_id: "txn_1".into(),
+            status: status as i32,
+            updated_at: Some(prost_types::Timestamp {
+                seconds: updated,
+                nanos: 0,
+            }),
+            ..Default::default()
+        };
+        let mut failed = (*cash_in("ci_1", Completed, 5, "X")).clone();
+        failed.delivery = Some(delivery(pb::DeliveryStatus::Failed, 9));
+        let known = vec![(Arc::new(failed), 100)];
+        // A later poll of the cash-in (no delivery in OMS's CashIn) keeps the delivery.
+        let polled = vec![(cash_in("ci_1", Completed, 5, "X"), 200)];
+        let merged = merge(&known, polled, Some(200));
+        assert!(Arc::ptr_eq(&merged[0].0, &known[0].0));
+        // An older delivery (a late webhook's) changes nothing; a newer one is taken.
+        let mut late = (*known[0].0).clone();
+        late.delivery = Some(delivery(pb::DeliveryStatus::Processing, 8));
+        let merged = merge(&known, vec![(Arc::new(late), 300)], None);
+        assert!(Arc::ptr_eq(&merged[0].0, &known[0].0));
+        let mut refunded = (*known[0].0).clone();
+        refunded.delivery = Some(delivery(pb::DeliveryStatus::RefundCompleted, 9));
+        let merged = merge(&known, vec![(Arc::new(refunded), 50)], None);
+        let status = merged[0].0.delivery.as_ref().map(|d| d.status);
+        assert_eq!(status, Some(pb::DeliveryStatus::RefundCompleted as i32));
     }
 
     #[test]

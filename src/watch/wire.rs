@@ -173,6 +173,9 @@ fn encode(
         cash_in: Some(item.clone()),
         r#type: kind as i32,
         previous_status: previous.map_or(0, |p| p.status),
+        previous_delivery_status: previous
+            .and_then(|p| p.delivery.as_ref())
+            .map_or(0, |d| d.status),
         changed_fields: changed_fields.iter().map(|f| (*f).to_owned()).collect(),
         observed_at: Some(at.into()),
     })

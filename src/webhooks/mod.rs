@@ -3,7 +3,10 @@
 //! deduplicated by `webhook-id` ([`Replays`]: kept for twice the timestamp tolerance, in Redis
 //! with `SET NX PX` when the replicas share it), and read for the one thing the gateway needs:
 //! which cash-in changed. That is a hint to the watch hub, which re-reads the cash-in from OMS
-//! and publishes it to its watchers; the webhook's own payload is never trusted for state.
+//! and publishes it to its watchers; a cash-in event's payload is never trusted for state. A
+//! `transaction.fiatToCrypto.*` event's is: it is the cash-in's delivery (the transaction
+//! object, linked by `cashIn`), which OMS documents no read of, so the verified payload is the
+//! one source; the hub keeps it never older and shares it with the fleet.
 //!
 //! Answers: 401 unsigned, wrongly signed or a body that does not match; 400 a stale timestamp or
 //! a signed body that is not a JSON event; 413 a body over [`BODY_LIMIT`]; 202 a cash-in hint
@@ -14,12 +17,14 @@
 mod metrics;
 pub mod verify;
 
+use crate::proto::v1 as pb;
 use crate::redis::SharedState;
 use crate::watch::WatchHub;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
+use oms_rest::model::{CashInLink, TransactionDto};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,6 +60,9 @@ pub struct Counts {
     pub ignored: AtomicU64,
     /// 401 and 400 answers.
     pub refused: AtomicU64,
+    /// Deliveries learned (newer than what this replica knew), by `DeliveryStatus` value
+    /// (0 unknown, 1 processing, 2 under review, 3 completed, 4 failed, 5 refund completed).
+    pub deliveries: [AtomicU64; 6],
 }
 
 /// The processed `webhook-id`s.
@@ -96,14 +104,14 @@ impl Replays {
     }
 }
 
-/// The part of an event the gateway reads: its name and the cash-in it is about.
+/// The part of an event the gateway reads: its name and its object.
 #[derive(Deserialize)]
 struct Event {
     /// OMS's guide spells it `event`; Standard Webhooks payloads use `type`.
     #[serde(alias = "type")]
     event: String,
     #[serde(default)]
-    data: Data,
+    data: serde_json::Value,
 }
 
 #[derive(Deserialize, Default)]
@@ -112,38 +120,66 @@ struct Data {
     id: Option<String>,
     /// A transaction's link to its cash-in: an id, or an object with one.
     #[serde(default, rename = "cashIn", alias = "cash_in")]
-    cash_in: Option<Link>,
+    cash_in: Option<CashInLink>,
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Link {
-    Id(String),
-    Object { id: String },
+/// What an event tells the gateway.
+#[derive(Debug, Default, PartialEq)]
+struct Read {
+    /// The cash-in it is about, if the gateway acts on it.
+    cash_in: Option<String>,
+    /// A `transaction.fiatToCrypto.*` event's transaction, as the cash-in's delivery, with its
+    /// customer (when well-formed); `Err`: the transaction does not decode (the field named).
+    delivery: Option<Result<(pb::Delivery, Option<String>), String>>,
 }
 
-/// The cash-in an event is about, if the gateway acts on it; `Err`: not a JSON event.
-fn cash_in_of(body: &[u8]) -> Result<Option<String>, ()> {
+/// Whether `id` is a well-formed OMS id with `prefix` (it goes upstream as a path segment, into
+/// Redis keys and into logs).
+fn well_formed(id: &str, prefix: &str) -> bool {
+    id.len() > prefix.len()
+        && id.len() <= 128
+        && id.starts_with(prefix)
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// What an event is about; `Err`: not a JSON event.
+fn read_event(body: &[u8]) -> Result<Read, ()> {
     let event: Event = serde_json::from_slice(body).map_err(|_| ())?;
     let name = event.event.as_str();
-    let id = if name.starts_with("cashIn.") || name.starts_with("cash_in.") {
-        event.data.id
-    } else if name.starts_with("transaction.fiatToCrypto.") {
-        event.data.cash_in.map(|link| match link {
-            Link::Id(id) | Link::Object { id } => id,
-        })
-    } else {
-        None
+    let data = || Data::deserialize(&event.data).unwrap_or_default();
+    if name.starts_with("cashIn.") || name.starts_with("cash_in.") {
+        let cash_in = data().id.filter(|id| well_formed(id, "ci_"));
+        return Ok(Read {
+            cash_in,
+            delivery: None,
+        });
+    }
+    let Some(step) = name.strip_prefix("transaction.fiatToCrypto.") else {
+        return Ok(Read::default());
     };
-    // Only a well-formed cash-in id goes upstream (it becomes a path segment).
-    Ok(id.filter(|id| {
-        id.len() > 3
-            && id.len() <= 128
-            && id.starts_with("ci_")
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    }))
+    let cash_in = data()
+        .cash_in
+        .map(|link| link.id().to_owned())
+        .filter(|id| well_formed(id, "ci_"));
+    if cash_in.is_none() {
+        return Ok(Read::default());
+    }
+    let delivery = TransactionDto::deserialize(&event.data)
+        .map_err(|_| "data".to_owned())
+        .and_then(|dto| {
+            if !well_formed(&dto.id, "txn_") {
+                return Err("data.id".to_owned());
+            }
+            let customer = dto.customer_id.clone().filter(|c| well_formed(c, "cst_"));
+            let delivery = crate::convert::delivery(dto, Some(step)).map_err(|e| e.field)?;
+            Ok((delivery, customer))
+        });
+    Ok(Read {
+        cash_in,
+        delivery: Some(delivery),
+    })
 }
 
 // === impl Webhooks ===
@@ -181,7 +217,7 @@ impl Webhooks {
                 };
             }
         };
-        let Ok(cash_in) = cash_in_of(body) else {
+        let Ok(read) = read_event(body) else {
             self.counts.refused.fetch_add(1, Ordering::Relaxed);
             return (
                 StatusCode::BAD_REQUEST,
@@ -196,14 +232,50 @@ impl Webhooks {
         // Only a first delivery shows that webhooks flow: a replay (an attacker's included) must
         // not relax polling.
         self.hub.webhook_arrived();
-        let Some(cash_in) = cash_in else {
+        let Some(cash_in) = read.cash_in else {
             self.counts.ignored.fetch_add(1, Ordering::Relaxed);
             return (StatusCode::NO_CONTENT, "");
         };
         self.counts.accepted.fetch_add(1, Ordering::Relaxed);
+        match read.delivery {
+            Some(Ok((delivery, customer))) => {
+                let news = self
+                    .hub
+                    .learned_delivery(&cash_in, customer.as_deref(), &delivery)
+                    .await;
+                tracing::debug!(webhook_id = %verified.id, %cash_in, transaction_id = %delivery.transaction_id, news, "webhook: a delivery");
+                if news {
+                    self.delivery_learned(&verified.id, &cash_in, &delivery);
+                }
+            }
+            Some(Err(field)) => {
+                tracing::warn!(webhook_id = %verified.id, %cash_in, field, "webhook: a transaction that does not decode; only the cash-in is re-read");
+            }
+            None => {}
+        }
         tracing::debug!(webhook_id = %verified.id, %cash_in, "webhook: re-reading the cash-in");
         self.hub.hint_cash_in(&cash_in);
         (StatusCode::ACCEPTED, "accepted\n")
+    }
+}
+
+impl Webhooks {
+    /// Counts a delivery this replica learned, and says so in a WARN line when it failed (ids
+    /// only: no error code, amount or hash).
+    fn delivery_learned(&self, webhook_id: &str, cash_in: &str, delivery: &pb::Delivery) {
+        let status = usize::try_from(delivery.status)
+            .ok()
+            .filter(|s| *s < self.counts.deliveries.len())
+            .unwrap_or(0);
+        self.counts.deliveries[status].fetch_add(1, Ordering::Relaxed);
+        if delivery.status == pb::DeliveryStatus::Failed as i32 {
+            tracing::warn!(
+                webhook_id,
+                cash_in,
+                transaction_id = %delivery.transaction_id,
+                "a cash-in's delivery failed after the deposit; OMS refunds the cash"
+            );
+        }
     }
 }
 
@@ -285,11 +357,15 @@ pub fn wire_sandbox(
 
 #[cfg(test)]
 mod tests {
-    use super::cash_in_of;
+    use super::{Read, read_event};
+
+    fn cash_in_of(body: &str) -> Result<Option<String>, ()> {
+        read_event(body.as_bytes()).map(|r| r.cash_in)
+    }
 
     #[test]
     fn cash_in_events_of_either_spelling_and_linked_transactions_name_their_cash_in() {
-        let ci = |body: &str| cash_in_of(body.as_bytes());
+        let ci = cash_in_of;
         assert_eq!(
             ci(r#"{"event":"cash_in.completed","data":{"id":"ci_1"}}"#),
             Ok(Some("ci_1".into()))
@@ -322,5 +398,31 @@ mod tests {
         );
         assert_eq!(ci("not json"), Err(()));
         assert_eq!(ci(r#"{"data":{}}"#), Err(()));
+    }
+
+    #[test]
+    fn a_transaction_event_carries_the_delivery_or_names_what_does_not_decode() {
+        let read = |body: &str| read_event(body.as_bytes()).unwrap();
+        let Read { cash_in, delivery } = read(
+            r#"{"event":"transaction.fiatToCrypto.failed","data":{"id":"txn_1","cashIn":"ci_1",
+            "status":"failed","subStatus":"failed.refundPending","customerId":"cst_1",
+            "error":{"code":"on_chain_revert","message":"reverted"},"updatedAt":"2026-03-16T18:50:00Z"}}"#,
+        );
+        assert_eq!(cash_in.as_deref(), Some("ci_1"));
+        let (delivery, customer) = delivery.unwrap().unwrap();
+        assert_eq!(
+            delivery.status,
+            crate::proto::v1::DeliveryStatus::Failed as i32
+        );
+        assert_eq!(delivery.error.unwrap().code, "on_chain_revert");
+        assert_eq!(customer.as_deref(), Some("cst_1"));
+        let bad = read(
+            r#"{"event":"transaction.fiatToCrypto.completed","data":{"id":"txn_1","cashIn":"ci_1"}}"#,
+        );
+        assert_eq!(bad.delivery, Some(Err("data".into())));
+        let bad_id = read(
+            r#"{"event":"transaction.fiatToCrypto.completed","data":{"id":"x y","cashIn":"ci_1","status":"completed"}}"#,
+        );
+        assert_eq!(bad_id.delivery, Some(Err("data.id".into())));
     }
 }

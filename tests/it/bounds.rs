@@ -80,6 +80,7 @@ async fn a_hundred_thousand_unknown_statuses_are_one_violation_in_a_small_status
     let request = pb::WatchCashInsRequest {
         customer_id: "cst_statuses".into(),
         statuses: vec![6; 100_000],
+        ..Default::default()
     };
     let answer = common::raw_unary(&gateway.channel, WATCH_CASH_INS, &request).await;
     let status = small_invalid_argument(&gateway, &answer);
@@ -102,6 +103,7 @@ async fn a_watch_asking_for_more_statuses_than_there_are_is_refused() {
         .watch_cash_ins(pb::WatchCashInsRequest {
             customer_id: "cst_statuses".into(),
             statuses: vec![pb::CashInStatus::Pending as i32; 100_000],
+            ..Default::default()
         })
         .await
         .expect_err("100,000 statuses are more than the 5 there are");
@@ -412,6 +414,7 @@ async fn the_longest_grpc_timeout_is_taken_without_overflow() {
     let mut watch = tonic::Request::new(pb::WatchCashInsRequest {
         customer_id: "cst_timeout".into(),
         statuses: vec![],
+        ..Default::default()
     });
     watch
         .metadata_mut()

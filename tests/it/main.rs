@@ -13,6 +13,7 @@ mod bounds;
 mod cash_in_rpcs;
 mod cli;
 mod config_file;
+mod deliveries;
 mod deploy_manifests;
 mod drift;
 mod errors;

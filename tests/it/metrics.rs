@@ -207,6 +207,7 @@ async fn the_watch_gauges_go_up_with_a_stream_and_down_when_it_ends() {
         .cash_ins()
         .watch_cash_in(pb::WatchCashInRequest {
             cash_in_id: created.id.clone(),
+            ..Default::default()
         })
         .await
         .expect("WatchCashIn")

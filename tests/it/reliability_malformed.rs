@@ -643,6 +643,7 @@ fn corpus() -> Vec<(String, Case)> {
             format!("Watch {short:?}"),
             Case::Watch(pb::WatchCashInRequest {
                 cash_in_id: id.clone(),
+                ..Default::default()
             }),
         ));
         cases.push((

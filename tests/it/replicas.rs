@@ -604,6 +604,7 @@ fn watch_until_expired(
     let mut client = replica.cash_ins();
     let request = pb::WatchCashInRequest {
         cash_in_id: id.to_owned(),
+        ..Default::default()
     };
     tokio::spawn(async move {
         let mut stream = client
@@ -1030,6 +1031,7 @@ fn collect_customer_events(
     let request = pb::WatchCashInsRequest {
         customer_id: customer.to_owned(),
         statuses: Vec::new(),
+        ..Default::default()
     };
     let into = seen.clone();
     let task = tokio::spawn(async move {

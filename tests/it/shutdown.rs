@@ -154,6 +154,7 @@ async fn sigterm_under_load_fails_no_call_accepted_before_the_drain_and_exits_ze
         let mut stream = CashInServiceClient::new(channel.clone())
             .watch_cash_in(pb::WatchCashInRequest {
                 cash_in_id: cash_in.id.clone(),
+                ..Default::default()
             })
             .await
             .expect("WatchCashIn")

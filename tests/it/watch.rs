@@ -138,6 +138,7 @@ fn watch(gateway: &TestGateway, id: &str) -> Watcher {
 fn watch_on(channel: Channel, id: &str, deadline: Option<Duration>) -> Watcher {
     let mut request = tonic::Request::new(pb::WatchCashInRequest {
         cash_in_id: id.to_owned(),
+        ..Default::default()
     });
     if let Some(deadline) = deadline {
         request.set_timeout(deadline);
@@ -150,6 +151,7 @@ fn watch_customer(gateway: &TestGateway, customer: &str, statuses: &[St]) -> Wat
     let request = pb::WatchCashInsRequest {
         customer_id: customer.to_owned(),
         statuses: statuses.iter().map(|s| *s as i32).collect(),
+        ..Default::default()
     };
     let mut client = gateway.cash_ins();
     Watcher::spawn(async move { client.watch_cash_ins(request).await })
@@ -875,6 +877,7 @@ async fn a_stalled_reader_does_not_delay_the_others_and_finally_reads_the_termin
     let mut stalled = pb::cash_in_service_client::CashInServiceClient::new(channel)
         .watch_cash_in(pb::WatchCashInRequest {
             cash_in_id: created.id.clone(),
+            ..Default::default()
         })
         .await
         .expect("WatchCashIn")
@@ -1280,6 +1283,7 @@ async fn a_new_stream_never_joins_a_poller_that_has_ended() {
     let _stalled = pb::cash_in_service_client::CashInServiceClient::new(channel)
         .watch_cash_in(pb::WatchCashInRequest {
             cash_in_id: created.id.clone(),
+            ..Default::default()
         })
         .await
         .expect("WatchCashIn")

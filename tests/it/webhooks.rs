@@ -18,13 +18,13 @@ use tonic::transport::Channel;
 
 // === harness ===
 
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub(crate) const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const OLD_SECRET: &str = "whsec_dGhlIG9sZCBzZWNyZXQgb2YgdGhpcyB0ZXN0IQ==";
-const LONG: Duration = Duration::from_secs(60);
+pub(crate) const LONG: Duration = Duration::from_secs(60);
 
 /// A gateway whose webhook endpoint trusts `secrets`, polling every `poll` (every `reconcile`
 /// while webhooks arrive).
-fn config(secrets: &[&str], poll: Duration, reconcile: Duration) -> GatewaySettings {
+pub(crate) fn config(secrets: &[&str], poll: Duration, reconcile: Duration) -> GatewaySettings {
     let dir = common::tls::temp_dir("webhooks");
     let file = common::tls::write(&dir, "whsec", &secrets.join("\n"));
     let mut config = common::test_config();
@@ -35,7 +35,7 @@ fn config(secrets: &[&str], poll: Duration, reconcile: Duration) -> GatewaySetti
     config
 }
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -43,7 +43,7 @@ fn now() -> u64 {
 }
 
 /// `v1,<base64 HMAC-SHA256("id.timestamp.body")>` with the key after `whsec_`.
-fn sign(secret: &str, id: &str, stamp: u64, body: &str) -> String {
+pub(crate) fn sign(secret: &str, id: &str, stamp: u64, body: &str) -> String {
     let raw = STANDARD
         .decode(secret.strip_prefix("whsec_").unwrap())
         .unwrap();
@@ -94,7 +94,12 @@ async fn post(
 }
 
 /// A delivery signed with `SECRET`, now.
-async fn deliver(http: &reqwest::Client, gateway: &TestGateway, id: &str, body: &str) -> u16 {
+pub(crate) async fn deliver(
+    http: &reqwest::Client,
+    gateway: &TestGateway,
+    id: &str,
+    body: &str,
+) -> u16 {
     let stamp = now();
     post(
         http,
@@ -109,14 +114,14 @@ async fn deliver(http: &reqwest::Client, gateway: &TestGateway, id: &str, body: 
 
 /// The sandbox's REST API, used behind the gateway's back so only a webhook (or a poll) can tell
 /// the gateway.
-struct Behind(common::sandbox_rest::SandboxRest);
+pub(crate) struct Behind(common::sandbox_rest::SandboxRest);
 
 impl Behind {
-    async fn new(gateway: &TestGateway) -> Self {
+    pub(crate) async fn new(gateway: &TestGateway) -> Self {
         Self::at(gateway.sandbox()).await
     }
 
-    async fn at(sandbox: &oms_sandbox::SandboxHandle) -> Self {
+    pub(crate) async fn at(sandbox: &oms_sandbox::SandboxHandle) -> Self {
         Self(common::sandbox_rest::SandboxRest::new(sandbox).await)
     }
 
@@ -133,7 +138,7 @@ impl Behind {
     }
 
     /// The barcode authorization (pending → processing); its confirmation id.
-    async fn authorize(&self, cash_in: &pb::CashIn) -> String {
+    pub(crate) async fn authorize(&self, cash_in: &pb::CashIn) -> String {
         let auth = self
             .post(
                 "/cash-ins/simulate/barcode-auth",
@@ -147,7 +152,7 @@ impl Behind {
     }
 
     /// The commit (processing → completed).
-    async fn commit(&self, cash_in: &pb::CashIn, confirmation: &str) {
+    pub(crate) async fn commit(&self, cash_in: &pb::CashIn, confirmation: &str) {
         self.post(
             "/cash-ins/simulate/auth-commit",
             serde_json::json!({
@@ -161,7 +166,7 @@ impl Behind {
     }
 }
 
-fn code(cash_in: &pb::CashIn) -> String {
+pub(crate) fn code(cash_in: &pb::CashIn) -> String {
     cash_in
         .deposit_instructions
         .as_ref()
@@ -170,16 +175,20 @@ fn code(cash_in: &pb::CashIn) -> String {
 }
 
 /// One watch stream read in the background: every non-heartbeat event, with when it arrived.
-type Seen = Arc<Mutex<Vec<(Instant, pb::CashInEvent)>>>;
+pub(crate) type Seen = Arc<Mutex<Vec<(Instant, pb::CashInEvent)>>>;
 
-fn watch(channel: Channel, request: WatchOf) -> (Seen, tokio::task::JoinHandle<()>) {
+pub(crate) fn watch(channel: Channel, request: WatchOf) -> (Seen, tokio::task::JoinHandle<()>) {
     let seen: Seen = Arc::default();
     let into = seen.clone();
     let task = tokio::spawn(async move {
         let mut client = pb::cash_in_service_client::CashInServiceClient::new(channel);
         let mut stream = match request {
             WatchOf::CashIn(id) => client
-                .watch_cash_in(pb::WatchCashInRequest { cash_in_id: id })
+                .watch_cash_in(pb::WatchCashInRequest {
+                    cash_in_id: id,
+                    // These tests are about the cash-in layer (tests/it/deliveries.rs: both).
+                    cash_in_only: true,
+                })
                 .await
                 .expect("WatchCashIn")
                 .into_inner(),
@@ -187,6 +196,7 @@ fn watch(channel: Channel, request: WatchOf) -> (Seen, tokio::task::JoinHandle<(
                 .watch_cash_ins(pb::WatchCashInsRequest {
                     customer_id: id,
                     statuses: vec![],
+                    cash_in_only: true,
                 })
                 .await
                 .expect("WatchCashIns")
@@ -201,12 +211,12 @@ fn watch(channel: Channel, request: WatchOf) -> (Seen, tokio::task::JoinHandle<(
     (seen, task)
 }
 
-enum WatchOf {
+pub(crate) enum WatchOf {
     CashIn(String),
     Customer(String),
 }
 
-fn statuses(seen: &Seen) -> Vec<i32> {
+pub(crate) fn statuses(seen: &Seen) -> Vec<i32> {
     seen.lock()
         .unwrap()
         .iter()
@@ -215,7 +225,7 @@ fn statuses(seen: &Seen) -> Vec<i32> {
 }
 
 /// Waits (bounded) until every stream has seen `n` events.
-async fn all_saw(streams: &[Seen], n: usize, within: Duration) {
+pub(crate) async fn all_saw(streams: &[Seen], n: usize, within: Duration) {
     common::eventually(within, "every stream's events", async || {
         streams.iter().all(|s| s.lock().unwrap().len() >= n)
     })
@@ -828,7 +838,7 @@ async fn a_flood_of_bad_requests_does_not_slow_the_watch_streams() {
 // === the sandbox as the sender ===
 
 /// A gateway whose embedded sandbox sends its webhooks to the gateway itself, with `faults`.
-fn sandbox_sender(faults: &str) -> GatewaySettings {
+pub(crate) fn sandbox_sender(faults: &str) -> GatewaySettings {
     let mut config = config(&[SECRET], LONG, LONG);
     config.webhooks.sandbox_url = Some("self".into());
     config.webhooks.sandbox_faults = faults.parse_faults();

@@ -270,13 +270,15 @@ impl Walk<'_> {
     }
 
     /// Every field of every mirrored message is a schema property, or one of
-    /// [`schema::NOT_IN_SCHEMA`] (a string), documented elsewhere with its reason.
+    /// [`schema::NOT_IN_SCHEMA`] (a string), documented elsewhere with its reason, or one of
+    /// [`schema::GATEWAY_ADDITIONS`].
     fn no_extra_fields(&mut self) {
         for (message, (path, schema, component)) in &self.mirrored {
             for field in &self.protos.message(message).field {
                 let name = json_name(field);
-                let allowed = schema::documented_elsewhere(component.as_deref(), &name)
-                    && field.r#type() == Type::String;
+                let allowed = (schema::documented_elsewhere(component.as_deref(), &name)
+                    && field.r#type() == Type::String)
+                    || schema::added_by_the_gateway(component.as_deref(), &name);
                 if schema["properties"].get(&name).is_none() && !allowed {
                     self.problems.push(format!(
                         "{path}: proto field {message}.{} (`{name}`) is not in the schema",

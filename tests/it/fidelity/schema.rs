@@ -42,6 +42,24 @@ pub const NOT_IN_SCHEMA: &[(&str, &str, &str)] = &[(
      the crypto delivered, 192.00 in its example); the schema's CashInDestination lacks it",
 )];
 
+/// Fields the gateway adds to the mirrored messages, not OMS's CashIn at all: (component schema,
+/// property, why). Their messages mirror an object the excerpt has no schema for, so they are
+/// not walked.
+pub const GATEWAY_ADDITIONS: &[(&str, &str, &str)] = &[(
+    "CashIn",
+    "delivery",
+    "the cash-in's fiat-to-crypto transaction, as OMS's transaction.fiatToCrypto.* webhooks \
+     carry it (the guide's Failure Handling): the transaction object is in no schema of the \
+     excerpt, and OMS's CashIn links it by transactionId only",
+)];
+
+/// Whether `property` of component `schema` is one of [`GATEWAY_ADDITIONS`].
+pub fn added_by_the_gateway(schema: Option<&str>, property: &str) -> bool {
+    GATEWAY_ADDITIONS
+        .iter()
+        .any(|(s, p, _)| Some(*s) == schema && *p == property)
+}
+
 /// The loaded document.
 pub struct Spec {
     pub doc: Value,
