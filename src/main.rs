@@ -107,6 +107,15 @@ async fn run(loaded: oms_gateway::config::LoadedCli) -> ExitCode {
         print!("{}", loaded.effective);
         return ExitCode::SUCCESS;
     }
+    if loaded.cli.config_file.check_config {
+        let report = server::check_config(&loaded);
+        if !report.passed() {
+            eprint!("{report}");
+            return ExitCode::FAILURE;
+        }
+        print!("{report}{}", loaded.effective);
+        return ExitCode::SUCCESS;
+    }
     let cli = loaded.cli;
     let exporter = match init_logging(&cli.log, &cli.telemetry) {
         Ok(exporter) => exporter,

@@ -4,6 +4,7 @@
 //! stops it in order (`shutdown`). Wiring only. Used by `main.rs` and, in-process, by the tests.
 
 use crate::admin::{self, AdminServer};
+pub use crate::check::{Report as CheckReport, check_config};
 use crate::config::{GatewaySettings, ServerSettings};
 use crate::metrics::{Metrics, grpc::GrpcMetricsLayer};
 use crate::oms::Oms;

@@ -33,10 +33,15 @@ pub struct ConfigFileArgs {
     /// exit.
     #[arg(long = "print-config")]
     pub print_config: bool,
+    /// Apply every start-up rule (required settings, listener and caller identity, TLS and
+    /// policy files, ports) without binding a port or calling OMS; print each problem and exit 1,
+    /// or print the effective configuration (as --print-config) and exit 0.
+    #[arg(long = "check-config", conflicts_with = "print_config")]
+    pub check_config: bool,
 }
 
 /// Flags that are not settings: never keys of the file, never printed by `--print-config`.
-const NOT_SETTINGS: &[&str] = &["config", "print-config", "help", "version"];
+const NOT_SETTINGS: &[&str] = &["config", "print-config", "check-config", "help", "version"];
 
 /// The parsed command line, and what `--print-config` prints.
 #[derive(Debug)]

@@ -5,7 +5,8 @@
 //! dependency layer stubs every Cargo target. (The manifests' Kubernetes schema and the
 //! Dockerfile's lint are `deploy/validate.sh`, in CI.)
 
-use crate::config_file::{TempConfig, gateway, print_config, setting};
+use crate::common;
+use crate::config_file::{TempConfig, gateway, print_config, run, setting};
 
 use std::path::Path;
 
@@ -162,6 +163,60 @@ fn the_deployments_probes_and_ports_are_the_ones_the_config_opens() {
         port_of(&setting(&printout, "listen").0)
     );
     assert_eq!(container_port("health"), port_of(&health_listen));
+}
+
+/// `--check-config` on the Deployment's args and the ConfigMap's config.toml, the mounts'
+/// files (`/etc/oms-gateway/…`) made in a temporary directory when `mounted`.
+fn check_shipped_config(mounted: bool) -> (Option<i32>, String, String) {
+    let configmap = manifest("configmap.yaml");
+    let dir = common::tls::temp_dir("shipped-config");
+    let root = dir.display().to_string();
+    if mounted {
+        let ca = common::tls::Ca::new("deploy test CA");
+        let server = ca.server();
+        for (folder, name, contents) in [
+            ("tls", "tls.crt", server.cert.as_str()),
+            ("tls", "tls.key", server.key.as_str()),
+            ("tls", "ca.crt", ca.pem.as_str()),
+            ("oms", "api-key", "sk_test_deploy\n"),
+            ("oms", "api-secret", "deploy-secret\n"),
+            (
+                "config",
+                "policy.toml",
+                &yaml_block(&configmap, "policy.toml"),
+            ),
+        ] {
+            std::fs::create_dir_all(dir.join(folder)).unwrap();
+            common::tls::write(&dir.join(folder), name, contents);
+        }
+    }
+    let toml = yaml_block(&configmap, "config.toml").replace("/etc/oms-gateway", &root);
+    let file = TempConfig::new("check-shipped", &toml);
+    let args = deployment_args(&manifest("deployment.yaml"), &file.path);
+    let output = run(gateway().arg("--check-config").args(args));
+    let _ = std::fs::remove_dir_all(dir);
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_shipped_configuration_passes_check_config_and_fails_it_without_its_secrets() {
+    let (code, stdout, stderr) = check_shipped_config(true);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.starts_with("# oms-gateway --check-config: OK.")
+            && stdout.contains("caller identity client certificates (mTLS)"),
+        "{stdout}"
+    );
+    // A pod whose Secret mounts are missing would not start: the check says so first.
+    let (code, _, stderr) = check_shipped_config(false);
+    assert_eq!(code, Some(1), "{stderr}");
+    for what in ["api-key", "TLS: cannot read", "authorization policy"] {
+        assert!(stderr.contains(what), "{what}: {stderr}");
+    }
 }
 
 #[test]

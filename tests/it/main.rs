@@ -11,6 +11,7 @@ mod common;
 mod auth;
 mod bounds;
 mod cash_in_rpcs;
+mod check_config;
 mod cli;
 mod config_file;
 mod deploy_manifests;
