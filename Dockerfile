@@ -37,5 +37,5 @@ LABEL org.opencontainers.image.title="oms-gateway" \
 COPY --from=build /out/oms-gateway /usr/local/bin/oms-gateway
 USER 65532:65532
 # gRPC, the plaintext probe port (--health-listen), admin/metrics (--admin-listen).
-EXPOSE 50051 50052 9090
+EXPOSE 50051 50052 50053
 ENTRYPOINT ["/usr/local/bin/oms-gateway"]
