@@ -2,7 +2,9 @@
 # Offline checks of the deployment files, run by .ci/run:
 #   1. every manifest in deploy/kubernetes validates, in strict mode (unknown fields are errors),
 #      against the schemas of one fixed Kubernetes version (kubernetes-validate ships them);
-#   2. the Dockerfile passes hadolint.
+#   2. the alerting rules pass `promtool check rules` and their unit tests (`promtool test rules`),
+#      and the Grafana dashboard's queries parse as PromQL (promtool, Debian's prometheus package);
+#   3. the Dockerfile passes hadolint.
 # The manifests' configuration (its keys and values, and the container args) is checked against
 # the built binary by `cargo test` (tests/it/deploy_manifests.rs).
 #
@@ -34,6 +36,37 @@ if ! timeout 120 "$venv/bin/kubernetes-validate" --strict --kubernetes-version "
   "${manifests[@]}"; then
   failed=1
 fi
+
+# promtool: Debian's prometheus package, installed only when missing.
+if ! command -v promtool >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  echo "--- apt-get install prometheus (for promtool)"
+  timeout 300 apt-get update -q >/dev/null 2>&1 || true
+  DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -q --no-install-recommends prometheus >/dev/null
+fi
+monitoring="$here/monitoring"
+echo "--- promtool check rules, promtool test rules: monitoring/alerts.yaml"
+if ! { timeout 60 promtool check rules "$monitoring/alerts.yaml" \
+  && (cd "$monitoring" && timeout 120 promtool test rules alerts.test.yaml); }; then
+  failed=1
+fi
+# The dashboard's queries parse as PromQL: each becomes a recording rule of a throwaway rule file
+# (Grafana's variables replaced by values) for `promtool check rules`. That they name only
+# exported metrics is tests/it/dashboards.rs's, against a live scrape.
+echo "--- promtool check rules: monitoring/dashboard.json's queries"
+queries="$(mktemp "${TMPDIR:-/tmp}/oms-dashboard-rules.XXXXXX.yaml")"
+python3 - "$monitoring/dashboard.json" >"$queries" <<'PY'
+import json, sys
+dashboard = json.load(open(sys.argv[1]))
+exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+print("groups:\n  - name: dashboard\n    rules:")
+for n, expr in enumerate(exprs):
+    expr = expr.replace("$__rate_interval", "5m").replace("$job", ".*").replace("$instance", ".*")
+    print(f"      - record: dashboard:query{n}\n        expr: {json.dumps(expr)}")
+PY
+if ! timeout 60 promtool check rules "$queries"; then
+  failed=1
+fi
+rm -f "$queries"
 
 echo "--- hadolint Dockerfile"
 if ! timeout 60 "$venv/bin/hadolint" --no-color "$root/Dockerfile"; then

@@ -14,6 +14,7 @@ mod cash_in_rpcs;
 mod check_config;
 mod cli;
 mod config_file;
+mod dashboards;
 mod deploy_manifests;
 mod errors;
 mod fidelity;
