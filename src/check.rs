@@ -173,7 +173,7 @@ fn redis(config: &GatewaySettings) -> Vec<String> {
 }
 
 /// Two listeners of this gateway on one port (the same address, or one of them on every
-/// interface): the second bind would fail.
+/// interface of the other's family): the second bind would fail.
 fn port_collisions(config: &GatewaySettings) -> Vec<String> {
     let mut listeners: Vec<(&str, SocketAddr)> = vec![("--listen", config.listen)];
     if let Some(health) = config.server.health_listen {
@@ -185,9 +185,13 @@ fn port_collisions(config: &GatewaySettings) -> Vec<String> {
     let mut problems = Vec::new();
     for (i, (flag, addr)) in listeners.iter().enumerate() {
         for (other, other_addr) in &listeners[i + 1..] {
+            // Every interface covers its family's addresses; `[::]` both families (dual stack).
+            let covers = |a: &SocketAddr, b: &SocketAddr| {
+                a.ip().is_unspecified() && (a.is_ipv6() || b.is_ipv4())
+            };
             let same_host = addr.ip() == other_addr.ip()
-                || addr.ip().is_unspecified()
-                || other_addr.ip().is_unspecified();
+                || covers(addr, other_addr)
+                || covers(other_addr, addr);
             if addr.port() != 0 && addr.port() == other_addr.port() && same_host {
                 problems.push(format!(
                     "ports: {flag} {addr} and {other} {other_addr} are the same port; change one"
@@ -232,4 +236,25 @@ fn summary(config: &GatewaySettings, upstream: Option<&UpstreamTarget>) -> Strin
             "none"
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listeners_collide_on_one_port_of_one_host() {
+        let collisions = |grpc: &str, admin: &str| {
+            let mut config = GatewaySettings::for_tests();
+            config.listen = grpc.parse().unwrap();
+            config.admin.listen = AdminListen::On(admin.parse().unwrap());
+            port_collisions(&config).len()
+        };
+        assert_eq!(collisions("0.0.0.0:7000", "127.0.0.1:7000"), 1);
+        assert_eq!(collisions("[::]:7000", "127.0.0.1:7000"), 1);
+        assert_eq!(collisions("127.0.0.1:7000", "127.0.0.1:7000"), 1);
+        assert_eq!(collisions("0.0.0.0:7000", "[::1]:7000"), 0);
+        assert_eq!(collisions("127.0.0.1:7000", "127.0.0.2:7000"), 0);
+        assert_eq!(collisions("127.0.0.1:0", "127.0.0.1:0"), 0);
+    }
 }
