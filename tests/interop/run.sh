@@ -589,20 +589,22 @@ fi
 log "RetryInfo: a gateway with --watch-max-streams 1"
 port="$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 addr="127.0.0.1:$port"
+limits_admin_port="$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 server_log="$workdir/server-limits.log"
-env "${unset_oms[@]}" "$bin" --listen "$addr" --watch-max-streams 1 --admin-listen none \
-  >"$server_log" 2>&1 </dev/null &
+env "${unset_oms[@]}" "$bin" --listen "$addr" --watch-max-streams 1 \
+  --admin-listen "127.0.0.1:$limits_admin_port" >"$server_log" 2>&1 </dev/null &
 server_pid=$!
 if "$py" "$here/client.py" wait --addr "$addr" --timeout "$startup_timeout" --pid "$server_pid"; then
   timeout 30 "$grpcurl" -plaintext -connect-timeout 5 -max-time 20 -d '{"customerId":"cst_retry1"}' \
     "$addr" polygon.oms.v1.CashInService/WatchCashIns >"$workdir/first-watch.out" 2>&1 &
   first_watch=$!
-  out=""
-  for i in $(seq 1 50); do
-    out="$(gc -d '{"customerId":"cst_retry2"}' "$addr" polygon.oms.v1.CashInService/WatchCashIns 2>&1)" || true
-    grep -q 'ResourceExhausted' <<<"$out" && break
-    sleep 0.2
+  # The second stream is asked for once the first one holds the only slot (the gauge says 1).
+  for i in $(seq 1 100); do
+    http_get "http://127.0.0.1:$limits_admin_port/metrics" "$workdir/limits.metrics" >/dev/null
+    [ "$(metric "$workdir/limits.metrics" oms_gateway_watch_streams)" = 1 ] && break
+    sleep 0.1
   done
+  out="$(gc -max-time 5 -d '{"customerId":"cst_retry2"}' "$addr" polygon.oms.v1.CashInService/WatchCashIns 2>&1)" || true
   kill "$first_watch" 2>/dev/null || true
   wait "$first_watch" 2>/dev/null || true
   if grep -qE '"@type": ?"type.googleapis.com/google.rpc.RetryInfo"' <<<"$out" \
