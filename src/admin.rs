@@ -7,11 +7,11 @@
 //! scrapers that speak no gRPC.
 //!
 //! A route is one line in [`router`]. The listener starts and stops with the gateway: bound in
-//! `server::start` (a bind failure stops the start), shut down gracefully after the gRPC
+//! `server::start` with the other listeners (a bind failure stops the start), shut down gracefully after the gRPC
 //! listener. It serves no gRPC, reads no caller identity and shows nothing secret: metrics carry
 //! method names, codes and counts only.
 
-use crate::start::{StartError, bind};
+use crate::start::Bound;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
@@ -123,9 +123,8 @@ pub struct AdminServer {
 }
 
 impl AdminServer {
-    /// Binds `listen` and serves `router` on it.
-    pub async fn start(listen: SocketAddr, router: axum::Router) -> Result<Self, StartError> {
-        let (listener, addr) = bind(listen).await?;
+    /// Serves `router` on `listener` (bound at `addr`).
+    pub fn start((listener, addr): Bound, router: axum::Router) -> Self {
         let (shutdown, stop) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let served = axum::serve(listener, router)
@@ -138,11 +137,11 @@ impl AdminServer {
             }
         });
         tracing::info!(%addr, "admin listener (metrics, probes) listening");
-        Ok(Self {
+        Self {
             addr,
             shutdown,
             task,
-        })
+        }
     }
 
     /// The address it listens on.
@@ -159,19 +158,18 @@ impl AdminServer {
     }
 }
 
-/// Starts the admin listener at `listen` (none when off), serving `registry` with the
-/// `oms_gateway_sandbox` gauge (1 with the embedded sandbox) added, `/readyz` from `health` (with
-/// `drift` summed up), and `POST /webhooks/oms` when `webhooks` is on.
-pub async fn start(
-    listen: crate::config::AdminListen,
+/// Starts the admin listener on `socket` (`--admin-listen`, bound at start; none when off),
+/// serving `registry` with the `oms_gateway_sandbox` gauge (1 with the embedded sandbox) added,
+/// `/readyz` from `health` (with `drift` summed up), and `POST /webhooks/oms` when `webhooks` is
+/// on.
+pub fn start(
+    socket: Option<Bound>,
     mut registry: Registry,
     health: HealthService,
     webhooks: Option<Arc<crate::webhooks::Webhooks>>,
     (upstream, fleet, drift): (Upstream, Option<crate::redis::SharedState>, Arc<Drift>),
-) -> Result<Option<AdminServer>, StartError> {
-    let crate::config::AdminListen::On(addr) = listen else {
-        return Ok(None);
-    };
+) -> Option<AdminServer> {
+    let socket = socket?;
     let gauge: Gauge = Gauge::default();
     gauge.set(i64::from(upstream == Upstream::EmbeddedSandbox));
     registry.register(
@@ -190,5 +188,5 @@ pub async fn start(
     if let Some(webhooks) = webhooks {
         routes = routes.merge(crate::webhooks::router(webhooks));
     }
-    AdminServer::start(addr, routes).await.map(Some)
+    Some(AdminServer::start(socket, routes))
 }

@@ -64,6 +64,7 @@ async fn resolve_upstream(
                 .await
                 .map_err(|source| StartError::Bind {
                     addr: sandbox_config.listen,
+                    flag: "the embedded sandbox's own loopback port",
                     source,
                 })?;
             let credentials = Credentials {

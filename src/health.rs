@@ -5,10 +5,9 @@
 //! service also turns NOT_SERVING while the circuit is open (its calls would fail fast). The
 //! admin listener's `/readyz` asks the same statuses.
 
-use crate::config::ServerSettings;
 use crate::health_port;
 use crate::shutdown::{Shutdown, Signal};
-use crate::start::{StartError, bind};
+use crate::start::{Bound, StartError};
 use oms_rest::breaker::CircuitState;
 use oms_rest::{OmsClient, UpstreamHealth};
 use tonic_health::ServingStatus;
@@ -25,12 +24,12 @@ pub struct Health<S: HealthApi> {
 
 /// grpc.health.v1 for `services`, NOT_SERVING until the first token exchange, kept current by
 /// tasks `shutdown` owns (the token refresher, the circuit prober and `follow`); also served
-/// alone on the probe port (`--health-listen`) when one is set.
+/// alone on the probe port (`--health-listen`, bound as `probe_port`) when one is set.
 pub async fn start(
     client: &OmsClient,
     services: Vec<&'static str>,
     shutdown: &mut Shutdown,
-    settings: &ServerSettings,
+    probe_port: Option<Bound>,
 ) -> Result<Health<impl HealthApi>, StartError> {
     let (reporter, service) = tonic_health::server::health_reporter();
     reporter
@@ -47,8 +46,7 @@ pub async fn start(
         client.clone(),
         shutdown.signal(),
     ));
-    if let Some(listen) = settings.health_listen {
-        let (listener, addr) = bind(listen).await?;
+    if let Some((listener, addr)) = probe_port {
         shutdown.adopt([health_port::serve(listener, addr, service.clone())]);
     }
     Ok(Health { service, readiness })

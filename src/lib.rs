@@ -10,6 +10,7 @@ mod access;
 mod admin;
 mod arrival;
 mod audit;
+mod check;
 mod coalesce;
 mod codec;
 pub mod config;

@@ -41,8 +41,9 @@ fn init_logging(
     Ok(exporter)
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM, with the exit status a process killed by it has (128 + its
+/// number: 130, 143).
+async fn shutdown_signal() -> u8 {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -58,8 +59,22 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+        () = ctrl_c => 130,
+        () = term => 143,
+    }
+}
+
+/// The first SIGINT or SIGTERM drains and stops the gateway (the drain delay, then the grace
+/// period); a second one during that exits at once, as an impatient operator asks.
+async fn run_until_signalled(gateway: server::RunningGateway) {
+    shutdown_signal().await;
+    tracing::info!("shutting down; a second SIGINT or SIGTERM exits at once");
+    tokio::select! {
+        () = gateway.shutdown() => {}
+        code = shutdown_signal() => {
+            tracing::warn!("second signal: exiting without waiting for the drain");
+            std::process::exit(i32::from(code));
+        }
     }
 }
 
@@ -76,7 +91,7 @@ async fn run_sandbox(args: SandboxCommandSettings) -> ExitCode {
                 handle.base_url(),
                 args.api_key
             );
-            shutdown_signal().await;
+            let _ = shutdown_signal().await;
             handle.shutdown().await;
             ExitCode::SUCCESS
         }
@@ -105,6 +120,15 @@ fn main() -> ExitCode {
 async fn run(loaded: oms_gateway::config::LoadedCli) -> ExitCode {
     if loaded.cli.config_file.print_config {
         print!("{}", loaded.effective);
+        return ExitCode::SUCCESS;
+    }
+    if loaded.cli.config_file.check_config {
+        let report = server::check_config(&loaded);
+        if !report.passed() {
+            eprint!("{report}");
+            return ExitCode::FAILURE;
+        }
+        print!("{report}{}", loaded.effective);
         return ExitCode::SUCCESS;
     }
     let cli = loaded.cli;
@@ -146,7 +170,7 @@ async fn run(loaded: oms_gateway::config::LoadedCli) -> ExitCode {
             gateway.upstream_url()
         ),
     }
-    gateway.run_until(shutdown_signal()).await;
+    run_until_signalled(gateway).await;
     if let Some(exporter) = exporter {
         // Sends the spans still batched; blocks until done (bounded by the export timeout).
         let _ = tokio::task::spawn_blocking(move || exporter.shutdown()).await;

@@ -4,6 +4,7 @@
 //! stops it in order (`shutdown`). Wiring only. Used by `main.rs` and, in-process, by the tests.
 
 use crate::admin::{self, AdminServer};
+pub use crate::check::{Report as CheckReport, check_config};
 use crate::config::{GatewaySettings, ServerSettings};
 use crate::metrics::{Metrics, grpc::GrpcMetricsLayer};
 use crate::oms::Oms;
@@ -16,7 +17,7 @@ use crate::service::watch_route::CashInRoutes;
 use crate::service::{cash_in::CashIns, cash_location::CashLocations, sandbox::SandboxSimulator};
 use crate::shutdown::{self, Shutdown};
 pub use crate::start::StartError;
-use crate::start::bind;
+use crate::start::{Bound, Listeners};
 use crate::telemetry::TraceContextLayer;
 use crate::watch::WatchHub;
 use crate::{coalesce, connect, health, idempotency::IdempotencyLayer, reflection};
@@ -113,6 +114,7 @@ pub async fn start(config: GatewaySettings) -> Result<RunningGateway, StartError
     // Every task started from here on is the shutdown's, so a start that fails leaves none.
     let mut shutdown = Shutdown::new();
     let Security { tls, callers } = security::load(config.listen, &config.security, &mut shutdown)?;
+    let listeners = Listeners::bind(&config).await?;
     let (metrics, mut registry) = Metrics::registered();
     let (sandbox, base_url, client) =
         connect::connect_upstream(&config, &metrics, &mut shutdown).await?;
@@ -132,14 +134,15 @@ pub async fn start(config: GatewaySettings) -> Result<RunningGateway, StartError
     } = Services::new(&config, &oms, &hub, &shutdown, sandbox.as_ref(), &shared);
     idempotency.register_metrics(&mut registry);
     let served = Services::names(sandbox.as_ref());
-    let health = health::start(&client, served, &mut shutdown, &config.server).await?;
+    let health = health::start(&client, served, &mut shutdown, listeners.health).await?;
     let shed = LoadShedLayer::new(config.server.max_concurrent_calls);
     shed.register_metrics(&mut registry);
     let notes = (&sandbox, shared.clone(), metrics.upstream.drift().clone());
     let (readiness, health) = (health.readiness, health.service);
-    let admin = start_admin(&config, registry, readiness, webhooks, notes).await?;
+    let admin = (listeners.admin, registry);
+    let admin = start_admin(&config, admin, readiness, webhooks, notes)?;
 
-    let (listener, addr) = bind(config.listen).await?;
+    let (listener, addr) = listeners.grpc;
     let router = Server::builder()
         .max_concurrent_streams(Some(config.server.max_streams_per_connection))
         .http2_max_header_list_size(Some(crate::limits::MAX_REQUEST_HEADER_BYTES))
@@ -187,9 +190,9 @@ pub async fn start(config: GatewaySettings) -> Result<RunningGateway, StartError
 /// The admin listener (metrics, probes, webhooks; it says when
 /// the upstream is the embedded sandbox), then the sandbox's webhooks (`--sandbox-webhook-url`)
 /// pointed at their receiver.
-async fn start_admin(
+fn start_admin(
     config: &GatewaySettings,
-    registry: Registry,
+    (socket, registry): (Option<Bound>, Registry),
     readiness: tonic_health::server::HealthService,
     webhooks: Option<Arc<crate::webhooks::Webhooks>>,
     (sandbox, fleet, drift): (&Option<SandboxHandle>, Option<SharedState>, Arc<Drift>),
@@ -198,8 +201,13 @@ async fn start_admin(
         Some(_) => admin::Upstream::EmbeddedSandbox,
         None => admin::Upstream::Oms,
     };
-    let (listen, notes) = (config.admin.listen, (upstream, fleet, drift));
-    let admin = admin::start(listen, registry, readiness, webhooks, notes).await?;
+    let admin = admin::start(
+        socket,
+        registry,
+        readiness,
+        webhooks,
+        (upstream, fleet, drift),
+    );
     let addr = admin.as_ref().map(AdminServer::addr);
     crate::webhooks::wire_sandbox(&config.webhooks, sandbox.as_ref(), addr)
         .map_err(StartError::Config)?;

@@ -19,12 +19,15 @@ fn parse_admin_listen(text: &str) -> Result<AdminListen, String> {
     if text.eq_ignore_ascii_case("none") {
         return Ok(AdminListen::Off);
     }
-    text.parse().map(AdminListen::On).map_err(|_| {
-        format!("`{text}` is neither a socket address such as 127.0.0.1:9090 nor `none`")
-    })
+    super::listen::address(text)
+        .map(AdminListen::On)
+        .map_err(|e| format!("{e}; or `none` for no admin listener"))
 }
 
-/// The admin HTTP listener (metrics and probes).
+/// The admin HTTP listener (metrics and probes). Its default port, 50053, follows the gRPC port
+/// (50051) and the usual probe port (50052, `--health-listen`), and is none of the Prometheus
+/// ecosystem's defaults (Prometheus 9090, node_exporter 9100, the exporters' 9100–9999), so a
+/// gateway starts next to a local Prometheus or an exporter.
 #[derive(Debug, Clone, PartialEq, Args)]
 pub struct AdminSettings {
     /// Admin HTTP listener: Prometheus `/metrics`, `/healthz` (process up) and `/readyz` (200 when
@@ -33,7 +36,7 @@ pub struct AdminSettings {
         id = "admin_listen",
         long = "admin-listen",
         env = "OMS_GATEWAY_ADMIN_LISTEN",
-        default_value = "127.0.0.1:9090",
+        default_value = "127.0.0.1:50053",
         value_parser = parse_admin_listen
     )]
     pub listen: AdminListen,
@@ -51,9 +54,10 @@ mod tests {
 
     #[test]
     fn the_admin_listener_is_an_address_or_none() {
+        // Before: 127.0.0.1:9090, Prometheus's own port: the start failed next to a local one.
         assert_eq!(
             AdminSettings::default().listen,
-            AdminListen::On(SocketAddr::from(([127, 0, 0, 1], 9090)))
+            AdminListen::On(SocketAddr::from(([127, 0, 0, 1], 50053)))
         );
         assert_eq!(parse_admin_listen("none"), Ok(AdminListen::Off));
         assert_eq!(
@@ -61,5 +65,9 @@ mod tests {
             Ok(AdminListen::On(SocketAddr::from(([0, 0, 0, 0], 9090))))
         );
         assert!(parse_admin_listen("9090").unwrap_err().contains("none"));
+        assert_eq!(
+            parse_admin_listen("localhost:0"),
+            Ok(AdminListen::On(SocketAddr::from(([127, 0, 0, 1], 0))))
+        );
     }
 }

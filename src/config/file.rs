@@ -33,10 +33,15 @@ pub struct ConfigFileArgs {
     /// exit.
     #[arg(long = "print-config")]
     pub print_config: bool,
+    /// Apply every start-up rule (required settings, listener and caller identity, TLS and
+    /// policy files, ports) without binding a port or calling OMS; print each problem and exit 1,
+    /// or print the effective configuration (as --print-config) and exit 0.
+    #[arg(long = "check-config", conflicts_with = "print_config")]
+    pub check_config: bool,
 }
 
 /// Flags that are not settings: never keys of the file, never printed by `--print-config`.
-const NOT_SETTINGS: &[&str] = &["config", "print-config", "help", "version"];
+const NOT_SETTINGS: &[&str] = &["config", "print-config", "check-config", "help", "version"];
 
 /// The parsed command line, and what `--print-config` prints.
 #[derive(Debug)]
@@ -114,7 +119,7 @@ impl Cli {
         T: Into<OsString> + Clone,
     {
         let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-        let mut command = Self::command();
+        let mut command = unset_when_empty(super::help::present(Self::command()));
         command.build();
         let file = match config_path(&args) {
             Some(path) => Some(ConfigFile::read(&path, &command)?),
@@ -128,10 +133,10 @@ impl Cli {
         full.extend(args.first().cloned());
         full.extend(injected.values().flatten().cloned());
         full.extend(args.iter().skip(1).cloned());
-        let note = file.as_ref().map(ConfigFile::note);
-        let clap_error = |error| LoadError::Clap {
+        let sources = Sources::of(&command, &injected, file.as_ref());
+        let clap_error = |error: clap::Error| LoadError::Clap {
+            note: sources.note(&error),
             error,
-            note: note.clone(),
         };
         let matches = command.try_get_matches_from_mut(full).map_err(clap_error)?;
         let cli = Self::from_arg_matches(&matches).map_err(clap_error)?;
@@ -139,6 +144,98 @@ impl Cli {
         let path = file.map(|file| file.path);
         let effective = EffectiveConfig::new(&command, &matches, &from_file, path);
         Ok(LoadedCli { cli, effective })
+    }
+}
+
+/// `command` with the environment variable of each flag set to the empty string ignored, as if
+/// unset (`OMS_GATEWAY_LISTEN=` in a shell or a manifest means "not set", not "set to nothing"),
+/// so the configuration file or the default applies.
+fn unset_when_empty(command: clap::Command) -> clap::Command {
+    let empty = |arg: &Arg| {
+        arg.get_env()
+            .and_then(std::env::var_os)
+            .is_some_and(|value| value.is_empty())
+    };
+    let unset = move |arg: Arg| if empty(&arg) { arg.env(None) } else { arg };
+    command
+        .mut_args(unset)
+        .mut_subcommand("sandbox", |sandbox| sandbox.mut_args(unset))
+}
+
+/// Where the values of the settings came from, to say it under a refused value: clap's message
+/// names the flag, not the environment variable or the configuration file that set it.
+struct Sources {
+    /// `--long` → its environment variable, for the flags whose variable is set.
+    env: BTreeMap<String, String>,
+    /// The keys the configuration file gave, and its path.
+    file: Option<(BTreeSet<String>, PathBuf)>,
+    /// The note of a failure with no one flag to blame (a conflict, a missing flag).
+    listing: Option<String>,
+}
+
+// === impl Sources ===
+
+impl Sources {
+    fn of(
+        command: &clap::Command,
+        injected: &BTreeMap<String, Vec<OsString>>,
+        file: Option<&ConfigFile>,
+    ) -> Self {
+        let env = settings(command)
+            .filter_map(|(long, arg)| {
+                let name = arg.get_env()?;
+                std::env::var_os(name)?;
+                Some((long.to_owned(), name.to_string_lossy().into_owned()))
+            })
+            .collect();
+        Self {
+            env,
+            file: file.map(|f| (injected.keys().cloned().collect(), f.path.clone())),
+            listing: file.map(ConfigFile::note),
+        }
+    }
+
+    /// The note under `error`: where the value of each flag clap names came from (the refused
+    /// one; both of a conflict), else which settings the configuration file gave.
+    fn note(&self, error: &clap::Error) -> Option<String> {
+        use clap::error::{ContextKind, ContextValue};
+        let mut shown = Vec::new();
+        for kind in [ContextKind::InvalidArg, ContextKind::PriorArg] {
+            match error.get(kind) {
+                Some(ContextValue::String(arg)) => shown.push(arg.clone()),
+                Some(ContextValue::Strings(args)) => shown.extend(args.iter().cloned()),
+                _ => {}
+            }
+        }
+        let sources: Vec<String> = shown
+            .iter()
+            .filter_map(|arg| arg.split_whitespace().next()?.strip_prefix("--"))
+            .filter_map(|long| self.source(long))
+            .collect();
+        if sources.is_empty() {
+            return if shown.is_empty() {
+                self.listing.clone()
+            } else {
+                None
+            };
+        }
+        Some(format!("({})", sources.join("; ")))
+    }
+
+    /// Where `--long`'s value came from, unless the command line.
+    fn source(&self, long: &str) -> Option<String> {
+        if let Some((keys, path)) = &self.file
+            && keys.contains(long)
+        {
+            return Some(format!(
+                "--{long} comes from the config file {}, key `{long}`",
+                path.display()
+            ));
+        }
+        let name = self.env.get(long)?;
+        Some(format!(
+            "--{long} comes from the environment variable {name}"
+        ))
     }
 }
 
@@ -256,7 +353,8 @@ impl ConfigFile {
             .filter(|(long, arg)| {
                 let in_env = arg
                     .get_env()
-                    .is_some_and(|name| std::env::var_os(name).is_some());
+                    .and_then(std::env::var_os)
+                    .is_some_and(|value| !value.is_empty());
                 !on_command_line(args, long) && !in_env
             })
             .map(|(long, _)| (long.to_owned(), self.values[long].clone()))

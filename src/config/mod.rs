@@ -6,6 +6,8 @@
 
 mod admin;
 mod file;
+mod help;
+mod listen;
 mod ranges;
 mod redis;
 mod runtime;
@@ -143,7 +145,7 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Args)]
 pub struct GatewaySettings {
     /// Address the gRPC server listens on.
-    #[arg(long, env = "OMS_GATEWAY_LISTEN", default_value = "127.0.0.1:50051")]
+    #[arg(long, env = "OMS_GATEWAY_LISTEN", default_value = "127.0.0.1:50051", value_parser = listen::address)]
     pub listen: SocketAddr,
 
     /// The OMS REST API base URL, including its version path, e.g.
@@ -186,12 +188,6 @@ pub struct GatewaySettings {
     )]
     pub oms_api_secret_file: Option<PathBuf>,
 
-    /// Serve the embedded OMS sandbox (whose deposit codes are not real) even on an address
-    /// beyond loopback, e.g. a shared test environment. Without OMS settings the gateway serves
-    /// the sandbox only on loopback; elsewhere it refuses to start and names what is missing.
-    #[arg(long = "sandbox", env = "OMS_GATEWAY_SANDBOX")]
-    pub serve_sandbox: bool,
-
     /// Caller security: TLS, caller identity, authorization.
     #[command(flatten)]
     pub security: SecuritySettings,
@@ -212,10 +208,6 @@ pub struct GatewaySettings {
     #[command(flatten)]
     pub watch: WatchSettings,
 
-    /// The embedded sandbox's settings (used only without OMS_BASE_URL).
-    #[command(flatten)]
-    pub sandbox: EmbeddedSandboxSettings,
-
     /// State shared by the replicas of a fleet (unset: none).
     #[command(flatten)]
     pub redis: RedisSettings,
@@ -231,6 +223,16 @@ pub struct GatewaySettings {
     /// OMS webhooks and the reconcile interval they allow.
     #[command(flatten)]
     pub webhooks: WebhookSettings,
+
+    /// Serve the embedded OMS sandbox (whose deposit codes are not real) even on an address
+    /// beyond loopback, e.g. a shared test environment. Without OMS settings the gateway serves
+    /// the sandbox only on loopback; elsewhere it refuses to start and names what is missing.
+    #[arg(long = "sandbox", env = "OMS_GATEWAY_SANDBOX")]
+    pub serve_sandbox: bool,
+
+    /// The embedded sandbox's settings (used only without OMS_BASE_URL).
+    #[command(flatten)]
+    pub sandbox: EmbeddedSandboxSettings,
 }
 
 /// The gateway's own idempotency layer (see `docs/idempotency-and-guarantees.md`).
@@ -287,7 +289,7 @@ pub struct ServerSettings {
     pub shutdown_grace: Duration,
     /// Also serve grpc.health.v1 alone, in plaintext, on this address: for probes that cannot
     /// speak TLS (the kubelet's native gRPC probes). Its `liveness` service is SERVING until exit.
-    #[arg(long = "health-listen", env = "OMS_GATEWAY_HEALTH_LISTEN")]
+    #[arg(long = "health-listen", env = "OMS_GATEWAY_HEALTH_LISTEN", value_parser = listen::address)]
     pub health_listen: Option<SocketAddr>,
 }
 

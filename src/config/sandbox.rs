@@ -84,7 +84,7 @@ impl EmbeddedSandboxSettings {
 #[derive(Debug, Clone, Args)]
 pub struct SandboxCommandSettings {
     /// Address the sandbox's REST server listens on.
-    #[arg(long, env = "OMS_SANDBOX_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "OMS_SANDBOX_LISTEN", default_value = "127.0.0.1:8080", value_parser = super::listen::address)]
     pub listen: SocketAddr,
     /// The API key the sandbox accepts.
     #[arg(

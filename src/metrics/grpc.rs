@@ -5,8 +5,8 @@
 //! answer, or the end of a stream) `grpc_server_handled_total` with the code from `grpc-status`
 //! (trailers, or the headers of a trailers-only answer; CANCELLED when the caller went away
 //! first), `grpc_server_handling_seconds`, and one `access` log line (see [`crate::access`]);
-//! `grpc_server_msg_sent_total` per message sent, counted from the gRPC length prefixes of the
-//! data frames. Names and labels are go-grpc-middleware's (`grpc_service`, `grpc_method`,
+//! `grpc_server_msg_sent_total` per message sent and `grpc_server_msg_received_total` per message
+//! received, counted from the gRPC length prefixes of the data frames. Names and labels are go-grpc-middleware's (`grpc_service`, `grpc_method`,
 //! `grpc_type`, `grpc_code` spelled as grpc-go spells codes).
 
 use super::methods::{self, MethodInfo};
@@ -67,6 +67,7 @@ struct HandledLabels {
 struct MethodHandles {
     started: Counter,
     msg_sent: Counter,
+    msg_received: Counter,
     handling: Histogram,
 }
 
@@ -85,6 +86,7 @@ impl GrpcMetrics {
             latency_histogram,
         );
         let msg_sent = Family::<MethodLabels, Counter>::default();
+        let msg_received = Family::<MethodLabels, Counter>::default();
         // Every method appears from the start (at 0), as go-grpc-middleware's InitializeMetrics
         // does, so a rate() over a fresh process has a series to start from.
         let methods = methods::table()
@@ -99,6 +101,7 @@ impl GrpcMetrics {
                 MethodHandles {
                     started: started.get_or_create_owned(&labels),
                     msg_sent: msg_sent.get_or_create_owned(&labels),
+                    msg_received: msg_received.get_or_create_owned(&labels),
                     handling: handling.get_or_create_owned(&labels),
                 }
             })
@@ -119,6 +122,11 @@ impl GrpcMetrics {
             "grpc_server_msg_sent",
             "Messages sent by the server (one per unary answer, one per stream event)",
             msg_sent,
+        );
+        registry.register(
+            "grpc_server_msg_received",
+            "Messages received by the server (one per unary or server-streaming request)",
+            msg_received,
         );
         Self { handled, methods }
     }
@@ -187,7 +195,9 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for GrpcMetricsService<S>
 where
-    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>> + Send + 'static,
+    S: Service<http::Request<CountedBody<ReqBody>>, Response = http::Response<ResBody>>
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     ResBody: http_body::Body + Send + 'static,
 {
@@ -205,7 +215,14 @@ where
             .extensions_mut()
             .insert(crate::arrival::Arrival(started));
         let info = methods::table().lookup(request.uri().path());
-        self.metrics.grpc.methods[info.index].started.inc();
+        let handles = &self.metrics.grpc.methods[info.index];
+        handles.started.inc();
+        let received = handles.msg_received.clone();
+        let request = request.map(|inner| CountedBody {
+            inner,
+            received,
+            framing: Framing::default(),
+        });
         // The caller is resolved by the security layer inside, synchronously in its `call`.
         let (future, notes) = crate::access::in_call_sync(|| self.inner.call(request));
         let metrics = self.metrics.clone();
@@ -314,6 +331,46 @@ pin_project_lite::pin_project! {
                 end.finish(this.code.unwrap_or(CANCELLED));
             }
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request body that counts the messages it carries into `grpc_server_msg_received_total`.
+    pub struct CountedBody<B> {
+        #[pin]
+        inner: B,
+        received: Counter,
+        framing: Framing,
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for CountedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            let messages = this.framing.feed(data.chunk());
+            if messages > 0 {
+                this.received.inc_by(messages);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

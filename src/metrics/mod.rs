@@ -2,8 +2,9 @@
 //! records (the gRPC layer in [`grpc`]; the REST client's own families, which `oms-rest` defines,
 //! registered here and handed to the client), the helpers with which each feature writes the
 //! collectors that read its own state at scrape time ([`scrape`]; the feature registers them
-//! when it is assembled, so this module imports no feature), and [`render`], which writes the
-//! registry in the Prometheus text format, or OpenMetrics when asked.
+//! when it is assembled, so this module imports no feature), the process families and the build
+//! info ([`process`]), and [`render`], which writes the registry in the Prometheus text format, or
+//! OpenMetrics when asked.
 //!
 //! Names follow go-grpc-middleware for the gRPC server families (its dashboards work as they
 //! are) and Prometheus's conventions otherwise: units in names, `_total` on counters, HELP on
@@ -12,6 +13,7 @@
 
 pub mod grpc;
 pub mod methods;
+mod process;
 pub mod scrape;
 
 use oms_rest::metrics::UpstreamMetrics;
@@ -49,6 +51,7 @@ impl Metrics {
 
     /// The gateway's metrics, registered with `registry`.
     pub fn new(registry: &mut Registry) -> Self {
+        process::register(registry);
         Self {
             grpc: grpc::GrpcMetrics::new(registry),
             upstream: Arc::new(UpstreamMetrics::register(registry)),

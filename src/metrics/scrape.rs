@@ -34,6 +34,18 @@ pub fn seconds(
     gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)
 }
 
+/// A gauge family of one sample, a fraction `value`.
+pub fn gauge_f64(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: f64) -> Encoded {
+    let gauge = ConstGauge::new(value);
+    gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)
+}
+
+/// A counter family of one sample, a fraction `value` (CPU seconds).
+pub fn counter_f64(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: f64) -> Encoded {
+    let counter = ConstCounter::new(value);
+    counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)
+}
+
 /// A counter family of one sample, `value`.
 pub fn counter(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> Encoded {
     let counter = ConstCounter::new(value);

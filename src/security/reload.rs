@@ -108,24 +108,8 @@ pub(crate) fn load_tls(
     settings: &SecuritySettings,
     reloaders: &mut Vec<JoinHandle<()>>,
 ) -> Result<Option<tls::SharedConfig>, StartError> {
-    let (cert, key) = match (&settings.tls_cert, &settings.tls_key) {
-        (Some(cert), Some(key)) => (cert, key),
-        (None, None) if settings.tls_client_ca.is_some() => {
-            return Err(StartError::Config(
-                "--tls-client-ca needs --tls-cert and --tls-key".into(),
-            ));
-        }
-        (None, None) => return Ok(None),
-        _ => {
-            return Err(StartError::Config(
-                "--tls-cert and --tls-key go together".into(),
-            ));
-        }
-    };
-    let files = tls::TlsFiles {
-        cert: cert.clone(),
-        key: key.clone(),
-        client_ca: settings.tls_client_ca.clone(),
+    let Some(files) = tls_files(settings).map_err(StartError::Config)? else {
+        return Ok(None);
     };
     let shared: tls::SharedConfig = Arc::new(std::sync::RwLock::new(
         files
@@ -145,6 +129,23 @@ pub(crate) fn load_tls(
         },
     ));
     Ok(Some(shared))
+}
+
+/// The TLS files the settings name (none without `--tls-cert`), or why they do not go together.
+pub(crate) fn tls_files(settings: &SecuritySettings) -> Result<Option<tls::TlsFiles>, String> {
+    let (cert, key) = match (&settings.tls_cert, &settings.tls_key) {
+        (Some(cert), Some(key)) => (cert, key),
+        (None, None) if settings.tls_client_ca.is_some() => {
+            return Err("--tls-client-ca needs --tls-cert and --tls-key".into());
+        }
+        (None, None) => return Ok(None),
+        _ => return Err("--tls-cert and --tls-key go together".into()),
+    };
+    Ok(Some(tls::TlsFiles {
+        cert: cert.clone(),
+        key: key.clone(),
+        client_ca: settings.tls_client_ca.clone(),
+    }))
 }
 
 /// The authorization policy, when `--authz-policy` is given, reloaded when the file changes.

@@ -47,13 +47,9 @@ impl Exporter {
     }
 }
 
-/// The tracing layer exporting spans to the OTLP/gRPC collector at `endpoint`
-/// (e.g. `http://127.0.0.1:4317`), and the exporter to shut down on exit. Must run inside the
-/// Tokio runtime (the tonic channel is created there).
-pub fn layer<S>(endpoint: &str) -> Result<(impl Layer<S>, Exporter), String>
-where
-    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
-{
+/// Why `--otlp-endpoint` cannot be exported to, if it cannot (checked at start and by
+/// `--check-config`).
+pub fn check_endpoint(endpoint: &str) -> Result<(), String> {
     let shown = crate::config::redact::url(endpoint);
     let url: http::Uri = endpoint
         .parse()
@@ -63,6 +59,18 @@ where
             "invalid --otlp-endpoint `{shown}`: expected http://host:port or https://host:port"
         ));
     }
+    Ok(())
+}
+
+/// The tracing layer exporting spans to the OTLP/gRPC collector at `endpoint`
+/// (e.g. `http://127.0.0.1:4317`), and the exporter to shut down on exit. Must run inside the
+/// Tokio runtime (the tonic channel is created there).
+pub fn layer<S>(endpoint: &str) -> Result<(impl Layer<S>, Exporter), String>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+{
+    check_endpoint(endpoint)?;
+    let shown = crate::config::redact::url(endpoint);
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
         .with_endpoint(endpoint)

@@ -40,6 +40,12 @@ impl Collector for HubMetrics {
             "Polls of OMS made by the watch pollers.",
             hub.polls(),
         )?;
+        scrape::gauge_f64(
+            &mut encoder,
+            "oms_gateway_watch_max_polls_per_second",
+            "--watch-max-polls-per-second: the poll budget (the fleet's with --redis-url), to divide polls by.",
+            hub.config().max_polls_per_second,
+        )?;
         scrape::gauge(
             &mut encoder,
             "oms_gateway_watch_reconciling",

@@ -95,11 +95,9 @@ impl Observation {
     /// The cash-ins held, with when each was learned (none while waiting or ended).
     fn items(&self) -> Vec<Item> {
         match self {
-            Observation::Seen { items, learned, .. } => items
-                .iter()
-                .cloned()
-                .zip(learned.iter().copied())
-                .collect(),
+            Observation::Seen { items, learned, .. } => {
+                items.iter().cloned().zip(learned.iter().copied()).collect()
+            }
             _ => Vec::new(),
         }
     }

@@ -303,6 +303,18 @@ pub fn assemble(
     shared: &Option<SharedState>,
     registry: &mut prometheus_client::registry::Registry,
 ) -> Result<Option<Arc<Webhooks>>, String> {
+    let Some(scheme) = scheme(config)? else {
+        return Ok(None);
+    };
+    let webhooks = Arc::new(Webhooks::new(Box::new(scheme), hub.clone(), shared.clone()));
+    webhooks.register_metrics(registry);
+    Ok(Some(webhooks))
+}
+
+/// The verifier of `--webhook-secret-file` (none without one), or why it cannot serve.
+fn scheme(
+    config: &crate::config::GatewaySettings,
+) -> Result<Option<verify::StandardWebhooks>, String> {
     let Some(path) = &config.webhooks.secret_file else {
         return Ok(None);
     };
@@ -311,11 +323,34 @@ pub fn assemble(
     }
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read --webhook-secret-file {}: {e}", path.display()))?;
-    let scheme = verify::StandardWebhooks::from_secrets(&text)
-        .map_err(|e| format!("--webhook-secret-file {}: {e}", path.display()))?;
-    let webhooks = Arc::new(Webhooks::new(Box::new(scheme), hub.clone(), shared.clone()));
-    webhooks.register_metrics(registry);
-    Ok(Some(webhooks))
+    verify::StandardWebhooks::from_secrets(&text)
+        .map(Some)
+        .map_err(|e| format!("--webhook-secret-file {}: {e}", path.display()))
+}
+
+/// The rules [`assemble`] and [`wire_sandbox`] apply at start, for `--check-config`: the
+/// secret file parses, the admin listener serves it, and `--sandbox-webhook-url` has the
+/// embedded sandbox (`sandbox`), a secret and, for `self`, the admin listener.
+pub fn check(config: &crate::config::GatewaySettings, sandbox: bool) -> Vec<String> {
+    let mut problems: Vec<String> = scheme(config).err().into_iter().collect();
+    let settings = &config.webhooks;
+    if settings.sandbox_url.is_some() {
+        if !sandbox {
+            problems
+                .push("--sandbox-webhook-url needs the embedded sandbox (no OMS_BASE_URL)".into());
+        }
+        if settings.secret_file.is_none() {
+            problems.push(
+                "--sandbox-webhook-url needs --webhook-secret-file (the sandbox signs with it)"
+                    .into(),
+            );
+        }
+        let admin_off = config.admin.listen == crate::config::AdminListen::Off;
+        if settings.sandbox_url.as_deref() == Some("self") && admin_off {
+            problems.push("--sandbox-webhook-url self needs the admin listener".into());
+        }
+    }
+    problems
 }
 
 /// Points the embedded `sandbox` at `--sandbox-webhook-url` (`self`: the admin listener at

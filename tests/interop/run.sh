@@ -334,6 +334,17 @@ if [ "$rc" -ne 0 ] && grep -q 'InvalidArgument' <<<"$out"; then
 else
   fail "grpcurl invalid CreateCashIn exits non-zero with InvalidArgument" "exit $rc: $(tr '\n' ' ' <<<"$out" | head -c 300)"
 fi
+# grpcurl decodes the details through reflection (google/rpc/error_details.proto is served): the
+# violations and the reason print as JSON, never `"@error": "google.rpc.… is not recognized"`.
+# (grpcurl prints each detail as one JSON object; ` ?` allows either spacing.)
+if grep -qE '"@type": ?"type.googleapis.com/google.rpc.BadRequest"' <<<"$out" \
+  && grep -qE '"field": ?"customer_id"' <<<"$out" \
+  && grep -qE '"reason": ?"INVALID_REQUEST_FIELDS"' <<<"$out" && ! grep -q 'not recognized' <<<"$out"; then
+  pass "grpcurl prints the error's BadRequest violations and ErrorInfo reason decoded"
+  sed -n '/^ERROR:/,$p' <<<"$out" | cut -c1-300 | sed 's/^/     /'
+else
+  fail "grpcurl prints the error's BadRequest violations and ErrorInfo reason decoded" "$(head -c 600 <<<"$out")"
+fi
 
 # === Python client, typed stubs =====================================================================
 
@@ -570,6 +581,45 @@ else
   fail "server is still running after the checks" "it exited"
   show_server_log
 fi
+
+# === RetryInfo: an error a caller should retry, decoded ================================================
+# A gateway that allows one watch stream: the second is RESOURCE_EXHAUSTED (GATEWAY_LIMIT_REACHED)
+# with a RetryInfo, which grpcurl prints decoded (its retryDelay as a proto3 JSON duration).
+
+log "RetryInfo: a gateway with --watch-max-streams 1"
+port="$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+addr="127.0.0.1:$port"
+limits_admin_port="$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+server_log="$workdir/server-limits.log"
+env "${unset_oms[@]}" "$bin" --listen "$addr" --watch-max-streams 1 \
+  --admin-listen "127.0.0.1:$limits_admin_port" >"$server_log" 2>&1 </dev/null &
+server_pid=$!
+if "$py" "$here/client.py" wait --addr "$addr" --timeout "$startup_timeout" --pid "$server_pid"; then
+  timeout 30 "$grpcurl" -plaintext -connect-timeout 5 -max-time 20 -d '{"customerId":"cst_retry1"}' \
+    "$addr" polygon.oms.v1.CashInService/WatchCashIns >"$workdir/first-watch.out" 2>&1 &
+  first_watch=$!
+  # The second stream is asked for once the first one holds the only slot (the gauge says 1).
+  for i in $(seq 1 100); do
+    http_get "http://127.0.0.1:$limits_admin_port/metrics" "$workdir/limits.metrics" >/dev/null
+    [ "$(metric "$workdir/limits.metrics" oms_gateway_watch_streams)" = 1 ] && break
+    sleep 0.1
+  done
+  out="$(gc -max-time 5 -d '{"customerId":"cst_retry2"}' "$addr" polygon.oms.v1.CashInService/WatchCashIns 2>&1)" || true
+  kill "$first_watch" 2>/dev/null || true
+  wait "$first_watch" 2>/dev/null || true
+  if grep -qE '"@type": ?"type.googleapis.com/google.rpc.RetryInfo"' <<<"$out" \
+    && grep -qE '"retryDelay": ?"[0-9.]+s"' <<<"$out" \
+    && grep -qE '"reason": ?"GATEWAY_LIMIT_REACHED"' <<<"$out" && ! grep -q 'not recognized' <<<"$out"; then
+    pass "grpcurl prints a RESOURCE_EXHAUSTED's RetryInfo and ErrorInfo decoded"
+    sed -n '/^ERROR:/,$p' <<<"$out" | cut -c1-300 | sed 's/^/     /'
+  else
+    fail "grpcurl prints a RESOURCE_EXHAUSTED's RetryInfo and ErrorInfo decoded" "$(head -c 600 <<<"$out")"
+  fi
+else
+  show_server_log
+  fail "the --watch-max-streams 1 gateway reports SERVING"
+fi
+stop_server 15 || true
 
 # === mTLS: the same flow over TLS with client certificates and a policy ==============================
 # Certificates from a throwaway CA made here with openssl (a leaf needs basicConstraints=CA:FALSE,

@@ -385,3 +385,147 @@ fn numeric_settings_out_of_range_are_configuration_errors_not_panics() {
     assert!(stderr.contains("watch-max-polls-per-second"), "{stderr}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+// === --help, -h and the listen addresses ===
+
+const HEADINGS: [&str; 10] = [
+    "Listener:",
+    "OMS upstream:",
+    "Security:",
+    "Limits:",
+    "Watch:",
+    "Replicas:",
+    "Webhooks:",
+    "Embedded sandbox:",
+    "Telemetry:",
+    "Configuration file:",
+];
+
+// Before: `--help` was 365 lines of flags in no order, and `-h` two lines a flag.
+#[test]
+fn help_groups_the_flags_under_headings_and_dash_h_gives_one_line_a_flag() {
+    let help = |flag: &str| {
+        let output = Command::new(BIN).arg(flag).output().expect("run");
+        assert!(output.status.success());
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    for (flag, text) in [("-h", help("-h")), ("--help", help("--help"))] {
+        let at: Vec<usize> = HEADINGS
+            .iter()
+            .map(|h| {
+                text.lines()
+                    .position(|l| l == *h)
+                    .unwrap_or_else(|| panic!("{flag}: no heading {h}:\n{text}"))
+            })
+            .collect();
+        assert!(at.is_sorted(), "{flag}: headings out of order: {at:?}");
+    }
+    let short = help("-h");
+    let flags: Vec<&str> = short
+        .lines()
+        .filter(|l| l.trim_start().starts_with("--"))
+        .collect();
+    assert!(flags.len() >= 60, "{} flags in -h", flags.len());
+    for line in &flags {
+        // The flag, its value, its summary and its env var, on the one line.
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert!(
+            words.len() >= 3,
+            "a flag with no summary on its line: {line}"
+        );
+    }
+    // No line continues a flag's: each is a heading, a flag, a command or blank.
+    let continued: Vec<&str> = short
+        .lines()
+        .skip_while(|l| *l != "Options:")
+        .filter(|l| l.starts_with("     ") && !l.trim_start().starts_with('-'))
+        .collect();
+    assert!(
+        continued.is_empty(),
+        "lines continuing a flag: {continued:#?}"
+    );
+    assert!(short.contains("--listen <ADDR>"), "{short}");
+}
+
+// Before: `--listen localhost:50051` was "invalid socket address syntax".
+#[test]
+fn a_host_name_in_a_listen_address_is_resolved() {
+    let mut child = without_oms_env(&mut Command::new(BIN))
+        .args(["--listen", "localhost:0", "--admin-listen", "localhost:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the gateway");
+    let line = first_line(&mut child);
+    let _running = Running(child);
+    assert!(line.contains("serving gRPC on 127.0.0.1:"), "{line}");
+}
+
+// Before: "cannot listen on 127.0.0.1:9090: Address already in use", after the sandbox had
+// started, naming no flag.
+#[test]
+fn a_port_in_use_fails_the_start_at_once_naming_the_flag_to_change() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let output = without_oms_env(&mut Command::new(BIN))
+        .args(["--listen", "127.0.0.1:0"])
+        .args(["--admin-listen", &format!("127.0.0.1:{port}")])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the gateway");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "cannot listen on 127.0.0.1:{port} (--admin-listen)"
+        )) && stderr.contains("choose another address with --admin-listen"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("sandbox listening"),
+        "nothing starts before the ports are bound: {stderr}"
+    );
+    drop(taken);
+}
+
+// Before: `OMS_GATEWAY_LISTEN=` was a syntax error, followed by a note listing the config
+// file's settings as if the file were to blame.
+#[test]
+fn an_empty_environment_variable_is_unset_and_a_bad_one_is_named() {
+    let dir = common::tls::temp_dir("empty-env");
+    let file = common::tls::write(&dir, "gateway.toml", "listen = \"127.0.0.1:7001\"\n");
+    let run = |value: &str| {
+        without_oms_env(&mut Command::new(BIN))
+            .env("OMS_GATEWAY_LISTEN", value)
+            .env("OMS_GATEWAY_ADMIN_LISTEN", "")
+            .arg("--config")
+            .arg(&file)
+            .arg("--print-config")
+            .output()
+            .expect("run --print-config")
+    };
+    let output = run("");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("listen = \"127.0.0.1:7001\"") && l.ends_with("# file")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.lines().any(
+            |l| l.starts_with("admin-listen = \"127.0.0.1:50053\"") && l.ends_with("# default")
+        ),
+        "{stdout}"
+    );
+    let output = run("bogus");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("comes from the environment variable OMS_GATEWAY_LISTEN")
+            && !stderr.contains("config file"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -270,9 +270,9 @@ fn a_file_value_conflicting_with_the_environment_is_refused_naming_the_file() {
     assert!(stderr.contains("cannot be used with"), "{stderr}");
     assert!(
         stderr.contains(&format!(
-            "config file {}: oms-api-key-file",
+            "--oms-api-key-file comes from the config file {}",
             file.path.display()
-        )),
+        )) && stderr.contains("--oms-api-key comes from the environment variable OMS_API_KEY"),
         "{stderr}"
     );
 }

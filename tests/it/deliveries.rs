@@ -310,7 +310,7 @@ async fn a_delivery_that_fails_after_completion_reaches_the_watcher_at_once_then
         ),
         (1.0, 1.0, 1.0)
     );
-    let rules = include_str!("../../deploy/prometheus/delivery-alerts.yaml");
+    let rules = include_str!("../../deploy/monitoring/delivery-alerts.yaml");
     assert!(rules.contains(r#"oms_gateway_deliveries_total{outcome="failed"}"#));
     // The cash-in layer alone, as before: a completed cash-in's watch ends at once.
     let (_, only) = watch(gateway.channel.clone(), &cash_in.id, true);

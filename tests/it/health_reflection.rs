@@ -61,6 +61,13 @@ macro_rules! reflection_client {
                     other => panic!("unexpected answer {other:?}"),
                 }
             }
+
+            pub async fn file_named(channel: Channel, name: &str) -> Vec<Vec<u8>> {
+                match ask(channel, MessageRequest::FileByFilename(name.into())).await {
+                    MessageResponse::FileDescriptorResponse(files) => files.file_descriptor_proto,
+                    other => panic!("unexpected answer for {name}: {other:?}"),
+                }
+            }
         }
     };
 }
@@ -111,6 +118,46 @@ fn assert_cash_in_file_has_comments(files: &[Vec<u8>]) {
             .any(|c| c.contains("Creates a cash-in and returns it with its deposit code")),
         "the CreateCashIn comment is visible: {} comments",
         comments.len()
+    );
+}
+
+/// The names of the files an answer holds, and the messages each defines.
+fn decoded(files: &[Vec<u8>]) -> Vec<(String, Vec<String>)> {
+    files
+        .iter()
+        .map(|bytes| prost_types::FileDescriptorProto::decode(bytes.as_slice()).expect("decodes"))
+        .map(|f| {
+            let messages = f.message_type.iter().map(|m| m.name().to_owned()).collect();
+            (f.name().to_owned(), messages)
+        })
+        .collect()
+}
+
+/// What grpcurl asks to print an error's details: each `type.googleapis.com/google.rpc.X` by
+/// symbol, then the files it imports by name.
+fn assert_the_error_model_is_described(
+    details: &[(String, Vec<String>)],
+    status: &[(String, Vec<String>)],
+    duration: &[(String, Vec<String>)],
+) {
+    let file = details
+        .iter()
+        .find(|(name, _)| name == "google/rpc/error_details.proto")
+        .unwrap_or_else(|| panic!("google/rpc/error_details.proto in {details:?}"));
+    for message in ["ErrorInfo", "BadRequest", "RetryInfo", "ResourceInfo"] {
+        assert!(file.1.iter().any(|m| m == message), "{message} in {file:?}");
+    }
+    assert!(
+        status
+            .iter()
+            .any(|(name, messages)| name == "google/rpc/status.proto" && messages == &["Status"]),
+        "{status:?}"
+    );
+    assert!(
+        duration
+            .iter()
+            .any(|(name, _)| name == "google/protobuf/duration.proto"),
+        "RetryInfo's import is served: {duration:?}"
     );
 }
 
@@ -240,5 +287,26 @@ async fn reflection_v1alpha_lists_the_services_and_serves_commented_descriptors(
         reflection_v1alpha::files_containing(gateway.channel.clone(), "grpc.health.v1.Health")
             .await;
     assert!(!health.is_empty(), "health descriptors are registered");
+    gateway.gateway.shutdown().await;
+}
+
+// Before: reflection knew no google.rpc type, so grpcurl and `buf curl` printed each detail of
+// an error as `{"@error":"google.rpc.ErrorInfo is not recognized…"}`.
+#[tokio::test]
+async fn reflection_v1_and_v1alpha_describe_the_error_details_every_error_carries() {
+    let gateway = common::start().await;
+    let channel = || gateway.channel.clone();
+    assert_the_error_model_is_described(
+        &decoded(&reflection_v1::files_containing(channel(), "google.rpc.ErrorInfo").await),
+        &decoded(&reflection_v1::files_containing(channel(), "google.rpc.Status").await),
+        &decoded(&reflection_v1::file_named(channel(), "google/protobuf/duration.proto").await),
+    );
+    assert_the_error_model_is_described(
+        &decoded(&reflection_v1alpha::files_containing(channel(), "google.rpc.RetryInfo").await),
+        &decoded(&reflection_v1alpha::file_named(channel(), "google/rpc/status.proto").await),
+        &decoded(
+            &reflection_v1alpha::file_named(channel(), "google/protobuf/duration.proto").await,
+        ),
+    );
     gateway.gateway.shutdown().await;
 }

@@ -80,6 +80,11 @@ async fn handled_calls_are_counted_per_method_with_their_code() {
         "an error sends no message"
     );
     assert_eq!(
+        value(&text, "grpc_server_msg_received_total", &get),
+        2.0,
+        "every request is received, the refused one too"
+    );
+    assert_eq!(
         value(&text, "grpc_server_handling_seconds_count", &get),
         2.0
     );

@@ -331,6 +331,26 @@ async fn sigint_shuts_down_gracefully_like_sigterm_and_exits_zero() {
     );
 }
 
+// Before: a second Ctrl-C was ignored, and the operator waited out the whole drain (here 60 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_during_the_drain_exits_at_once() {
+    let (mut gateway, channel) = start_gateway(&["--drain-delay", "60s"]).await;
+    send_signal(gateway.child.id(), "-TERM");
+    common::eventually(Duration::from_secs(10), "the drain to begin", async || {
+        health(&channel).await == Some(ServingStatus::NotServing as i32)
+    })
+    .await;
+    send_signal(gateway.child.id(), "-INT");
+    let exit = exit_within_10s(&mut gateway, "a second signal").await;
+    assert_eq!(exit.code(), Some(130), "{}", gateway.log_tail());
+    assert!(
+        gateway.log_tail().contains("second signal"),
+        "{}",
+        gateway.log_tail()
+    );
+    let _ = std::fs::remove_file(&gateway.log);
+}
+
 // The single-threaded runtime (`--worker-threads 1`) with busy polling: the whole gateway runs
 // on main's thread, the embedded sandbox included; a call goes upstream and back, and SIGTERM
 // still drains and exits 0 while the spinner is busy.

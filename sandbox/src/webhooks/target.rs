@@ -8,7 +8,7 @@ use std::sync::{Mutex, PoisonError};
 /// Where and how the sandbox delivers webhooks.
 #[derive(Clone, Default, PartialEq)]
 pub struct WebhookTarget {
-    /// The receiver, e.g. `http://127.0.0.1:9090/webhooks/oms`.
+    /// The receiver, e.g. `http://127.0.0.1:50053/webhooks/oms`.
     pub url: String,
     /// The signing secret, `whsec_` + base64.
     pub secret: String,
