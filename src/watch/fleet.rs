@@ -526,8 +526,6 @@ pub(super) async fn catch_up(
         None => false,
         Some(Shared::Items(items, listed)) => {
             observe(sender, items, listed);
-            // The holder's observation may predate a delivery learned since (kept apart).
-            super::delivery::refresh(hub, sender).await;
             matches!(key, WatchKey::CashIn(_))
                 && matches!(&*sender.borrow(), Observation::Seen { items, .. }
                     if items.first().is_some_and(|c| diff::is_terminal(c.status)))

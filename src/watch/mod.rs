@@ -210,7 +210,10 @@ impl Subscription {
     pub async fn catch_up(&self) {
         let ended = matches!(*self.receiver.borrow(), Observation::Ended(_));
         if self.hub.fleet.is_some() && !ended {
-            let _ = fleet::catch_up(&self.hub, &self._poller.key, &self._poller.sender).await;
+            let (key, sender) = (&self._poller.key, &self._poller.sender);
+            if fleet::catch_up(&self.hub, key, sender).await.is_some() {
+                delivery::refresh(&self.hub, sender).await;
+            }
         }
     }
 

@@ -78,6 +78,8 @@ pub(super) async fn poll_loop(
         let Some(strong) = hub.upgrade() else { return };
         let interval = strong.interval();
         if follower.follows(&strong, &key, &sender).await {
+            // The holder's observation may predate a delivery learned since (kept apart).
+            delivery::refresh(&strong, &sender).await;
             drop(strong);
             if follower.stopped() {
                 await_delivery(&hub, &sender, &follower).await;
@@ -92,7 +94,9 @@ pub(super) async fn poll_loop(
             match follower.wait_to_poll(&strong, next_poll).await {
                 fleet::Woken::Poll | fleet::Woken::Renew => {}
                 fleet::Woken::Published => {
-                    let _ = follower.catch_up(&strong, &key, &sender).await;
+                    if follower.catch_up(&strong, &key, &sender).await.is_some() {
+                        delivery::refresh(&strong, &sender).await;
+                    }
                 }
             }
             continue;
