@@ -1143,9 +1143,14 @@ async fn watch_cash_ins_streams_on_one_customer_share_one_poller_whatever_their_
     let entered = completed.event(Duration::from_secs(3)).await;
     assert_eq!(kind(&entered), Kind::Added, "{entered:?}");
     assert_eq!(status_of(&entered), St::Completed);
+    // It leaves the PENDING filter at its next state: COMPLETED, or PROCESSING when a poll
+    // caught the deposit between its authorization and its commit (a true state, in order).
     let left = pending.event(Duration::from_secs(3)).await;
     assert_eq!(kind(&left), Kind::Changed);
-    assert_eq!(status_of(&left), St::Completed);
+    assert!(
+        matches!(status_of(&left), St::Processing | St::Completed),
+        "{left:?}"
+    );
 
     let window = Duration::from_millis(2000);
     sleep(window.saturating_sub(started.elapsed())).await;
