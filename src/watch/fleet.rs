@@ -98,6 +98,8 @@ for i = 5, #ARGV, 2 do
 end
 if mode == 'poll' then
   local listed = redis.call('HGET', KEYS[1], '')
+  -- The first listing is news even when empty: followers waiting for it show it at once.
+  if not listed then changed = 1 end
   if not listed or listed < ARGV[1] then
     redis.call('HSET', KEYS[1], '', ARGV[1])
     local sent = string.sub(ARGV[1], 23, 42)
