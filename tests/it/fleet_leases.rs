@@ -119,6 +119,9 @@ async fn a_claim_that_timed_out_in_a_redis_stall_leaves_no_lease_behind() {
     let (redis, _sandbox, replicas) =
         fleet(&["--redis-lease-ttl", LONG_LEASE, "--redis-timeout", "300ms"]).await;
     let location = common::first_location(&replicas[0].channel).await;
+    // One call first, so Redis knows the claim script: a stalled EVALSHA of an unknown script
+    // would fail on its own (NOSCRIPT) when Redis resumes, and prove nothing.
+    replicas[0].created(&location, "warm-up").await;
     redis.signal("STOP");
     // Redis does not answer: the claim times out and the call goes upstream from this replica.
     let first = replicas[0].created(&location, "stalled-claim").await;
