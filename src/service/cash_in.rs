@@ -167,14 +167,7 @@ impl CashInService for CashIns {
             let learned = crate::watch::stamp();
             let mut page = self.oms.list_cash_ins(&query, deadline).await?;
             self.hub.attach_deliveries(&mut page.cash_ins).await;
-            // Shared in the background: a page of up to 100 cash-ins is up to 100 Redis
-            // writes, which the caller need not wait for (each only lands if newer).
-            let (hub, listed) = (self.hub.clone(), page.cash_ins.clone());
-            tokio::spawn(async move {
-                for cash_in in &listed {
-                    hub.learned(cash_in, learned, false).await;
-                }
-            });
+            self.hub.learned_page(&page.cash_ins, learned);
             Ok(Response::new(pb::ListCashInsResponse {
                 cash_ins: page.cash_ins,
                 next_page_token: page

@@ -405,14 +405,40 @@ impl WatchHub {
     /// watch opened on any replica after the caller's answer never shows an older state.
     /// Replays and stored outcomes are no news: never published.
     pub async fn learned(&self, cash_in: &pb::CashIn, learned: u64, created: bool) {
-        let mut with_delivery;
-        let cash_in = if self.inner.deliveries.get(&cash_in.id).is_some() {
-            with_delivery = cash_in.clone();
-            self.inner.deliveries.attach_local(&mut with_delivery);
-            &with_delivery
-        } else {
-            cash_in
-        };
+        let cash_in = self.learned_here(cash_in, learned, created);
+        fleet::learned(&self.inner, &cash_in, learned, created).await;
+    }
+
+    /// A page of cash-ins a ListCashIns answer learned at `learned`: taken by this replica's
+    /// pollers at once; with a fleet, shared in the background (up to two Redis writes each,
+    /// which the caller need not wait for). Without a fleet nothing is copied or spawned.
+    pub fn learned_page(&self, cash_ins: &[pb::CashIn], learned: u64) {
+        if self.inner.fleet.is_none() {
+            for cash_in in cash_ins {
+                self.learned_here(cash_in, learned, false);
+            }
+            return;
+        }
+        let (hub, listed) = (self.clone(), cash_ins.to_vec());
+        tokio::spawn(async move {
+            for cash_in in &listed {
+                hub.learned(cash_in, learned, false).await;
+            }
+        });
+    }
+
+    /// This replica's share of [`Self::learned`]: its pollers take the state (with the delivery
+    /// known here attached), which is returned for the fleet.
+    fn learned_here<'c>(
+        &self,
+        cash_in: &'c pb::CashIn,
+        learned: u64,
+        created: bool,
+    ) -> std::borrow::Cow<'c, pb::CashIn> {
+        let mut cash_in = std::borrow::Cow::Borrowed(cash_in);
+        if self.inner.deliveries.get(&cash_in.id).is_some() {
+            self.inner.deliveries.attach_local(cash_in.to_mut());
+        }
         let (poller, customer) = {
             let pollers = self.inner.pollers.lock().unwrap_or_else(|e| e.into_inner());
             let find = |key: WatchKey| pollers.get(&key).and_then(Weak::upgrade);
@@ -423,7 +449,7 @@ impl WatchHub {
                     .flatten(),
             )
         };
-        let item = || vec![(Arc::new(cash_in.clone()), learned)];
+        let item = || vec![(Arc::new(cash_in.clone().into_owned()), learned)];
         if let Some(poller) = poller {
             observe(&poller.sender, item(), None);
         }
@@ -437,7 +463,7 @@ impl WatchHub {
                 observe(&customer.sender, item(), None);
             }
         }
-        fleet::learned(&self.inner, cash_in, learned, created).await;
+        cash_in
     }
 
     fn start_poller(&self, key: WatchKey) -> Arc<Poller> {
