@@ -1603,3 +1603,34 @@ async fn a_get_cash_in_answer_reaches_the_customers_stream_before_any_poll() {
     drop(watcher);
     gateway.gateway.shutdown().await;
 }
+
+// The same for a ListCashIns answer (a page of the customer's cash-ins, read by another caller).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_cash_ins_answer_reaches_the_cash_ins_stream_before_any_poll() {
+    let gateway = common::start_with(config(Duration::from_secs(30), NO_HEARTBEAT)).await;
+    let created = common::create_cash_in(&gateway, "cst_watchlist").await;
+    let mut watcher = watch(&gateway, &created.id);
+    assert_eq!(
+        kind(&watcher.event(Duration::from_secs(3)).await),
+        Kind::Initial
+    );
+    common::sandbox_rest::SandboxRest::new(gateway.sandbox())
+        .await
+        .post(&format!("/sandbox/cash-ins/{}/expire", created.id), None)
+        .await;
+    let polls = gateway.gets(&created.id);
+    let page = gateway
+        .cash_ins()
+        .list_cash_ins(pb::ListCashInsRequest {
+            customer_id: "cst_watchlist".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("ListCashIns")
+        .into_inner();
+    assert_eq!(page.cash_ins[0].status, St::Expired as i32);
+    let changed = watcher.event(Duration::from_secs(2)).await;
+    assert_changed(&changed, St::Pending, St::Expired, &["status"]);
+    assert_eq!(gateway.gets(&created.id), polls, "no poll brought it");
+    gateway.gateway.shutdown().await;
+}
