@@ -2,7 +2,8 @@
 //! the `Accept` header asks for `application/openmetrics-text`), `/healthz` (the process is up:
 //! always 200) and `/readyz` (grpc.health.v1 `""`, asked of the same health service the gRPC
 //! port serves: 200 when SERVING, 503 otherwise; further lines say when the upstream is the
-//! embedded sandbox, whether Redis answers, and, once there is any, how much upstream drift has
+//! embedded sandbox, whether Redis answers, where cash-ins' deliveries come from (webhooks,
+//! OMS's transaction read, or nothing yet), and, once there is any, how much upstream drift has
 //! been seen: fields and enum values OMS sent that the gateway does not know), for probes and
 //! scrapers that speak no gRPC.
 //!
@@ -51,6 +52,8 @@ pub struct AdminState {
     /// What OMS sent that the gateway does not know (summed up in `/readyz`'s body; it does not
     /// decide readiness: the gateway serves what it knows).
     pub drift: Arc<Drift>,
+    /// Where deliveries come from (said in `/readyz`'s body; it does not decide readiness).
+    pub hub: crate::watch::WatchHub,
 }
 
 /// `/readyz`'s second line when the upstream is the embedded sandbox.
@@ -111,7 +114,11 @@ async fn readyz(State(state): State<AdminState>) -> (StatusCode, String) {
         none if none == DriftSummary::default() => String::new(),
         seen => format!("{seen}\n"),
     };
-    (status, format!("{first}{sandbox}{fleet}{drift}"))
+    let deliveries = state.hub.delivery_sources();
+    (
+        status,
+        format!("{first}{sandbox}{fleet}{deliveries}\n{drift}"),
+    )
 }
 
 /// A running admin listener.
@@ -167,7 +174,12 @@ pub fn start(
     mut registry: Registry,
     health: HealthService,
     webhooks: Option<Arc<crate::webhooks::Webhooks>>,
-    (upstream, fleet, drift): (Upstream, Option<crate::redis::SharedState>, Arc<Drift>),
+    (upstream, fleet, drift, hub): (
+        Upstream,
+        Option<crate::redis::SharedState>,
+        Arc<Drift>,
+        crate::watch::WatchHub,
+    ),
 ) -> Option<AdminServer> {
     let socket = socket?;
     let gauge: Gauge = Gauge::default();
@@ -183,6 +195,7 @@ pub fn start(
         upstream,
         fleet,
         drift,
+        hub,
     };
     let mut routes = router(state);
     if let Some(webhooks) = webhooks {

@@ -171,6 +171,14 @@ unbounded!(
     pb::SimulateDepositResponse,
     pb::ExpireCashInResponse,
     pb::FailCashInResponse,
+    pb::ReviewDeliveryRequest,
+    pb::CompleteDeliveryRequest,
+    pb::FailDeliveryRequest,
+    pb::CompleteRefundRequest,
+    pb::ReviewDeliveryResponse,
+    pb::CompleteDeliveryResponse,
+    pb::FailDeliveryResponse,
+    pb::CompleteRefundResponse,
 );
 
 /// Counts the entries of `bounds`' fields at the top level of `message`, without decoding it:

@@ -11,8 +11,12 @@ use crate::convert;
 use crate::digest;
 use crate::error::{GatewayError, ResourceRef};
 use crate::proto::v1 as pb;
-use oms_rest::model::{AuthCommitBody, BarcodeAuthBody, CashInDto, CreateCashInBody, FailBody};
+use oms_rest::model::{
+    AuthCommitBody, BarcodeAuthBody, CashInDto, CreateCashInBody, DeliveryFailureBody, FailBody,
+};
 use oms_rest::{ListCashInsQuery, ListCashLocationsQuery, OmsClient, ops};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use tokio::time::Instant;
 
 pub use oms_rest::WriteKey;
@@ -26,6 +30,22 @@ pub const MAX_CURSOR_BYTES: usize = 1024;
 #[derive(Clone, Debug)]
 pub struct Oms {
     client: OmsClient,
+    /// What the probe of `GET /transactions/{id}` found (see [`TransactionReads`]).
+    reads: Arc<AtomicU8>,
+}
+
+/// Whether OMS serves `GET /transactions/{id}`, which its documentation does not show (the
+/// transaction object appears only in webhooks): learned from the first read of a real
+/// transaction id, then kept for the life of the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransactionReads {
+    /// Not tried yet, or only answered by faults so far.
+    Unknown,
+    /// It answered a transaction id with the transaction object: deliveries are reconciled.
+    Served,
+    /// It answered 404, 405 or 501, or with something that is not a transaction: deliveries
+    /// come from webhooks only.
+    NotServed,
 }
 
 /// A CreateCashIn request as the REST body it sends, built once: its fingerprint binds the
@@ -92,7 +112,91 @@ impl NewCashIn {
 impl Oms {
     /// The operations over `client`.
     pub fn new(client: OmsClient) -> Self {
-        Self { client }
+        Self {
+            client,
+            reads: Arc::default(),
+        }
+    }
+
+    /// What the gateway knows of `GET /transactions/{id}` so far.
+    pub fn transaction_reads(&self) -> TransactionReads {
+        match self.reads.load(Ordering::Relaxed) {
+            1 => TransactionReads::Served,
+            2 => TransactionReads::NotServed,
+            _ => TransactionReads::Unknown,
+        }
+    }
+
+    /// The delivery of cash-in `cash_in` read from OMS (`GET /transactions/{transaction}`), if
+    /// OMS serves that read: `Ok(None)` when it does not (learned at the first answer, said once
+    /// at INFO), when the id is not one the gateway sends in a path (over 64 characters or not
+    /// `[A-Za-z0-9_-]`), or when the answer is another cash-in's transaction.
+    pub async fn read_delivery(
+        &self,
+        transaction: &str,
+        cash_in: &str,
+        deadline: Instant,
+    ) -> Result<Option<pb::Delivery>, GatewayError> {
+        let reads = self.transaction_reads();
+        if reads == TransactionReads::NotServed
+            || crate::validate::loggable(transaction) != transaction
+            || transaction.is_empty()
+        {
+            return Ok(None);
+        }
+        let answer = self.client.get_transaction(transaction, deadline).await;
+        let dto = match answer {
+            Ok(dto) => dto,
+            Err(failure) => {
+                let status = match &failure.error {
+                    oms_rest::UpstreamError::Http(http) => Some(http.status),
+                    oms_rest::UpstreamError::BadResponse(_) => Some(200),
+                    _ => None,
+                };
+                return match status {
+                    Some(404) if reads == TransactionReads::Served => Ok(None),
+                    Some(200 | 404 | 405 | 501) => {
+                        self.learned_reads(TransactionReads::NotServed);
+                        Ok(None)
+                    }
+                    _ => Err(GatewayError::upstream(None)(failure)),
+                };
+            }
+        };
+        let linked = dto.cash_in.as_ref().is_none_or(|l| l.id() == cash_in);
+        let delivery = convert::delivery(dto, None);
+        match delivery {
+            Ok(delivery) if delivery.transaction_id == transaction && linked => {
+                self.learned_reads(TransactionReads::Served);
+                Ok(Some(delivery))
+            }
+            _ if reads == TransactionReads::Served => Ok(None),
+            _ => {
+                self.learned_reads(TransactionReads::NotServed);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Notes what the probe found, and says so once.
+    fn learned_reads(&self, reads: TransactionReads) {
+        let value = if reads == TransactionReads::Served {
+            1
+        } else {
+            2
+        };
+        if self.reads.swap(value, Ordering::Relaxed) != value {
+            match reads {
+                TransactionReads::Served => tracing::info!(
+                    "OMS serves GET /transactions/{{id}}: deliveries are read back as well as \
+                     taken from webhooks"
+                ),
+                _ => tracing::info!(
+                    "OMS does not serve GET /transactions/{{id}}: deliveries come from its \
+                     webhooks only"
+                ),
+            }
+        }
     }
 
     /// Registers the state of the client's circuit breaker with `registry`, read at each scrape.
@@ -298,6 +402,28 @@ impl Oms {
             .await
             .map_err(GatewayError::upstream(Some(ResourceRef::cash_in(id))))?;
         decode(&self.client, ops::SANDBOX_FAIL, dto)
+    }
+
+    /// The embedded sandbox's control of a cash-in's delivery: `action` is `under-review`,
+    /// `complete`, `fail` (with `failure`: code and message) or `refund`; answers the delivery.
+    pub async fn drive_delivery(
+        &self,
+        id: &str,
+        action: &str,
+        failure: Option<(&str, &str)>,
+        deadline: Instant,
+    ) -> Result<pb::Delivery, GatewayError> {
+        let body = failure.map(|(code, message)| DeliveryFailureBody {
+            code: code.to_owned(),
+            message: message.to_owned(),
+        });
+        let dto = self
+            .client
+            .sandbox_delivery(id, action, body.as_ref(), &fresh_key(), deadline)
+            .await
+            .map_err(GatewayError::upstream(Some(ResourceRef::cash_in(id))))?;
+        convert::delivery(dto, None)
+            .map_err(|e| GatewayError::bad_response(ops::SANDBOX_DELIVERY, e))
     }
 }
 

@@ -137,7 +137,12 @@ pub async fn start(config: GatewaySettings) -> Result<RunningGateway, StartError
     let health = health::start(&client, served, &mut shutdown, listeners.health).await?;
     let shed = LoadShedLayer::new(config.server.max_concurrent_calls);
     shed.register_metrics(&mut registry);
-    let notes = (&sandbox, shared.clone(), metrics.upstream.drift().clone());
+    let notes = (
+        &sandbox,
+        shared.clone(),
+        metrics.upstream.drift().clone(),
+        hub.clone(),
+    );
     let (readiness, health) = (health.readiness, health.service);
     let admin = (listeners.admin, registry);
     let admin = start_admin(&config, admin, readiness, webhooks, notes)?;
@@ -195,7 +200,12 @@ fn start_admin(
     (socket, registry): (Option<Bound>, Registry),
     readiness: tonic_health::server::HealthService,
     webhooks: Option<Arc<crate::webhooks::Webhooks>>,
-    (sandbox, fleet, drift): (&Option<SandboxHandle>, Option<SharedState>, Arc<Drift>),
+    (sandbox, fleet, drift, hub): (
+        &Option<SandboxHandle>,
+        Option<SharedState>,
+        Arc<Drift>,
+        WatchHub,
+    ),
 ) -> Result<Option<AdminServer>, StartError> {
     let upstream = match sandbox {
         Some(_) => admin::Upstream::EmbeddedSandbox,
@@ -206,7 +216,7 @@ fn start_admin(
         registry,
         readiness,
         webhooks,
-        (upstream, fleet, drift),
+        (upstream, fleet, drift, hub),
     );
     let addr = admin.as_ref().map(AdminServer::addr);
     crate::webhooks::wire_sandbox(&config.webhooks, sandbox.as_ref(), addr)

@@ -5,6 +5,7 @@
 use crate::WriteKey;
 use crate::model::{
     self, CashInDto, CashInPageDto, CashLocationDto, CashLocationListDto, CreateCashInBody,
+    TransactionDto,
 };
 use crate::observe::Answer;
 use crate::send::Call;
@@ -32,6 +33,10 @@ pub mod ops {
     pub const SANDBOX_EXPIRE: &str = "POST /sandbox/cash-ins/{id}/expire";
     #[allow(missing_docs)]
     pub const SANDBOX_FAIL: &str = "POST /sandbox/cash-ins/{id}/fail";
+    #[allow(missing_docs)]
+    pub const GET_TRANSACTION: &str = "GET /transactions/{id}";
+    #[allow(missing_docs)]
+    pub const SANDBOX_DELIVERY: &str = "POST /sandbox/cash-ins/{id}/delivery/{action}";
 
     /// Every operation above: a name read back (an outcome stored in Redis) becomes its
     /// `&'static str` again through [`named`].
@@ -45,6 +50,8 @@ pub mod ops {
         SIMULATE_AUTH_COMMIT,
         SANDBOX_EXPIRE,
         SANDBOX_FAIL,
+        GET_TRANSACTION,
+        SANDBOX_DELIVERY,
     ];
 
     /// The operation called `name`, if there is one.
@@ -83,6 +90,24 @@ impl OmsClient {
             operation: ops::GET_CASH_IN,
             method: Method::GET,
             url: self.url(&["cash-ins", id]),
+            body: None,
+            idempotency_key: None,
+            resumes: false,
+            deadline,
+        })
+        .await
+    }
+
+    /// `GET /transactions/{id}`: not in OMS's documentation (the gateway probes for it).
+    pub async fn get_transaction(
+        &self,
+        id: &str,
+        deadline: Instant,
+    ) -> Result<TransactionDto, UpstreamFailure> {
+        self.send(Call {
+            operation: ops::GET_TRANSACTION,
+            method: Method::GET,
+            url: self.url(&["transactions", id]),
             body: None,
             idempotency_key: None,
             resumes: false,
@@ -270,6 +295,27 @@ impl OmsClient {
             ops::SANDBOX_FAIL,
             &segments,
             Some(body),
+            idempotency_key,
+            deadline,
+        )
+        .await
+    }
+
+    /// `POST /sandbox/cash-ins/{id}/delivery/{action}` (embedded sandbox only): `action` one of
+    /// `under-review`, `complete`, `fail` (with `body`) or `refund`; answers the transaction.
+    pub async fn sandbox_delivery(
+        &self,
+        id: &str,
+        action: &str,
+        body: Option<&model::DeliveryFailureBody>,
+        idempotency_key: &str,
+        deadline: Instant,
+    ) -> Result<TransactionDto, UpstreamFailure> {
+        let segments = ["sandbox", "cash-ins", id, "delivery", action];
+        self.post(
+            ops::SANDBOX_DELIVERY,
+            &segments,
+            body,
             idempotency_key,
             deadline,
         )

@@ -461,6 +461,13 @@ pub struct SimulationResultDto {
     pub account_reference_number: Option<String>,
 }
 
+/// `POST /sandbox/cash-ins/{id}/delivery/fail` body: the transaction's `error`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryFailureBody {
+    pub code: String,
+    pub message: String,
+}
+
 /// `POST /sandbox/cash-ins/{id}/fail` body.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -15,7 +15,9 @@
 //! A key shows in a path only if it is an identifier of at most 64 bytes (see
 //! `shown_key`); any other key shows as `*`, so a value used as a key never does.
 
-use crate::model::{CashInDto, CashInPageDto, CashLocationListDto, SimulationResultDto};
+use crate::model::{
+    CashInDto, CashInPageDto, CashLocationListDto, SimulationResultDto, TransactionDto,
+};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use std::borrow::Cow;
 use std::fmt;
@@ -39,6 +41,13 @@ pub(crate) trait Answer: de::DeserializeOwned {
 impl Answer for CashInDto {
     const ROOT: Root = Root {
         name: "cashIn",
+        items: None,
+    };
+}
+
+impl Answer for TransactionDto {
+    const ROOT: Root = Root {
+        name: "transaction",
         items: None,
     };
 }

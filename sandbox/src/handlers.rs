@@ -40,6 +40,7 @@ pub(crate) fn handle(sb: &Sandbox, route: &Route, uri: &Uri, body: &[u8]) -> Out
         Route::FailCashIn(id) => fail(sb, id, body),
         Route::Delivery(id) => delivery(sb, id),
         Route::DriveDelivery(id, action) => drive_delivery(sb, id, action, body),
+        Route::Transaction(id) => transaction(sb, id),
         Route::GetFaults => faults(sb),
         Route::SetFaults => set_faults(sb, body),
     }
@@ -263,6 +264,23 @@ fn drive_delivery(sb: &Sandbox, id: &str, action: &str, body: &[u8]) -> Outcome 
     render_transaction(ci, &spelling)
         .map(|t| (StatusCode::OK, t))
         .ok_or_else(|| unknown_cash_in(id))
+}
+
+/// `GET /transactions/{id}`: the transaction as its latest webhook shows it; 404 like any
+/// unknown route while the sandbox is set not to serve transaction reads.
+fn transaction(sb: &Sandbox, id: &str) -> Outcome {
+    if !sb.serves_transaction_reads() {
+        return Err(ApiError::not_found(format!(
+            "no route for /transactions/{id}"
+        )));
+    }
+    let spelling = sb.spelling();
+    let mut store = lock(&sb.store);
+    store
+        .by_transaction(id, now_ms())
+        .and_then(|ci| render_transaction(ci, &spelling))
+        .map(|t| (StatusCode::OK, t))
+        .ok_or_else(|| ApiError::not_found(format!("no transaction {id}")))
 }
 
 /// `GET /sandbox/faults`: the plan in force, as a spec, and what it has done.

@@ -39,7 +39,10 @@
 //!   Any other move is 422 (`invalid_state`). `GET /sandbox/cash-ins/{id}/delivery`
 //!   ([`SandboxHandle::delivery_json`]) shows the transaction. A transaction under review waits
 //!   for `complete` or `fail`; [`SandboxHandle::set_delivery_delay`] (`None`) makes every
-//!   transaction wait for a control.
+//!   transaction wait for a control. `GET /transactions/{id}` answers the same object (exactly
+//!   the latest webhook's `data`), unless [`SandboxSettings::transaction_reads`] is off: OMS
+//!   documents the object and `GET /transactions` but not this read, so it is the sandbox's
+//!   assumption, and the gateway probes for it rather than relying on it.
 //! - **Webhooks** ([`SandboxHandle::set_webhooks`]): only the documented events, with the guide's
 //!   payloads: `cash_in.completed`, `cash_in.expired` (`cashIn.*` in [`Spelling::OpenApi`]) and
 //!   `transaction.fiatToCrypto.{processing,underReview,completed,failed,refundCompleted}`.
@@ -136,6 +139,11 @@ pub struct SandboxSettings {
     /// How long a transaction stays at `processing.fundsPulled` before it completes by itself;
     /// `None`: until a control moves it. Default 2 s (the guide's example takes 85 s).
     pub delivery_delay: Option<Duration>,
+    /// Whether `GET /transactions/{id}` answers with the transaction as its webhooks show it.
+    /// OMS documents `GET /transactions` (its paging) and the transaction object, but not the
+    /// single read, so the gateway probes for it; `false` plays an OMS without it. Default
+    /// `true`; switchable at run time.
+    pub transaction_reads: bool,
     /// Response spelling at start; switchable at run time.
     pub spelling: Spelling,
     /// Seeds the generator of cash-in ids and deposit codes. Default: random.
@@ -155,6 +163,7 @@ impl Default for SandboxSettings {
             code_ttl: Duration::from_secs(3600),
             refresh_window: None,
             delivery_delay: Some(DEFAULT_DELIVERY_DELAY),
+            transaction_reads: true,
             spelling: Spelling::default(),
             seed: fastrand::u64(..),
             faults: FaultPlan::default(),
@@ -172,6 +181,7 @@ impl fmt::Debug for SandboxSettings {
             .field("code_ttl", &self.code_ttl)
             .field("refresh_window", &self.refresh_window)
             .field("delivery_delay", &self.delivery_delay)
+            .field("transaction_reads", &self.transaction_reads)
             .field("spelling", &self.spelling)
             .field("seed", &self.seed)
             .field("faults", &self.faults)
@@ -428,6 +438,11 @@ impl SandboxHandle {
     /// on and those still waiting; `None`: every transaction waits for a control.
     pub fn set_delivery_delay(&self, delay: Option<Duration>) {
         lock(&self.inner.sandbox.store).set_delivery_delay(delay.map(clock::duration_ms));
+    }
+
+    /// Serve `GET /transactions/{id}` or not (404, as an OMS without that read).
+    pub fn set_transaction_reads(&self, on: bool) {
+        self.inner.sandbox.set_transaction_reads(on);
     }
 
     fn drive(&self, id: &str, action: DeliveryAction) -> Result<serde_json::Value, ControlError> {

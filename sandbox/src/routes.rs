@@ -28,6 +28,8 @@ pub(crate) enum Route {
     Delivery(String),
     /// `POST /sandbox/cash-ins/{id}/delivery/{action}`, one of [`DELIVERY_ACTIONS`].
     DriveDelivery(String, &'static str),
+    /// `GET /transactions/{id}`: a transaction, as its webhooks show it (see the crate docs).
+    Transaction(String),
     GetFaults,
     SetFaults,
 }
@@ -59,6 +61,7 @@ pub(crate) fn resolve(method: &Method, path: &str) -> Result<Route, ApiError> {
         ["cash-ins", ci] => only(get, "GET", Route::GetCashIn(id(ci))),
         ["cash-ins", ci, "refresh"] => only(post, "POST", Route::RefreshCashIn(id(ci))),
         ["cash-locations"] => only(get, "GET", Route::CashLocations),
+        ["transactions", txn] => only(get, "GET", Route::Transaction(id(txn))),
         ["sandbox", "cash-ins", ci, "expire"] => only(post, "POST", Route::ExpireCashIn(id(ci))),
         ["sandbox", "cash-ins", ci, "fail"] => only(post, "POST", Route::FailCashIn(id(ci))),
         ["sandbox", "cash-ins", ci, "delivery"] => only(get, "GET", Route::Delivery(id(ci))),
@@ -122,6 +125,11 @@ mod tests {
             resolve(&get, "/sandbox/cash-ins/ci_1/delivery").ok(),
             Some(Route::Delivery("ci_1".into()))
         );
+        assert_eq!(
+            resolve(&get, "/transactions/txn_1").ok(),
+            Some(Route::Transaction("txn_1".into()))
+        );
+        assert_eq!(status(&post, "/transactions/txn_1"), Some(405));
         assert_eq!(
             status(&post, "/sandbox/cash-ins/ci_1/delivery/explode"),
             Some(404)

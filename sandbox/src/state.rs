@@ -10,6 +10,7 @@
 //! journal while the faults are drawn makes the journal's order the order in which the fault
 //! plan's generator was advanced.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -36,6 +37,8 @@ pub(crate) struct Sandbox {
     pub(crate) plan: Mutex<PlanState>,
     /// The webhook sender's target, scan state and counts.
     pub(crate) webhooks: super::webhooks::target::Sender,
+    /// Whether `GET /transactions/{id}` answers (else 404 like an unknown route).
+    transaction_reads: AtomicBool,
 }
 
 /// Locks, shrugging off poisoning (see the module docs).
@@ -65,7 +68,16 @@ impl Sandbox {
             faults: Mutex::default(),
             plan: Mutex::new(PlanState::new(config.faults)),
             webhooks: Default::default(),
+            transaction_reads: AtomicBool::new(config.transaction_reads),
         }
+    }
+
+    pub(crate) fn serves_transaction_reads(&self) -> bool {
+        self.transaction_reads.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_transaction_reads(&self, on: bool) {
+        self.transaction_reads.store(on, Ordering::Relaxed);
     }
 
     pub(crate) fn spelling(&self) -> Spelling {

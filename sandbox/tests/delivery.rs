@@ -206,3 +206,35 @@ async fn a_delivery_left_alone_completes_after_the_delay_unless_it_is_switched_o
     );
     sb.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_transaction_read_answers_exactly_the_latest_webhooks_object_unless_switched_off() {
+    for spelling in [Spelling::Guide, Spelling::OpenApi] {
+        let (sb, api, hooks) = manual(spelling).await;
+        let id = committed(&api, "read").await;
+        let failed = sb
+            .fail_delivery(
+                &id,
+                "on_chain_revert",
+                "Delivery transaction reverted onchain",
+            )
+            .expect("fails");
+        let txn = failed["id"].as_str().expect("a transaction id").to_owned();
+        let read = api.get(&format!("/transactions/{txn}")).await;
+        assert_eq!(read.status, 200, "{}", read.body);
+        let events = hooks.wait_for(3).await;
+        let sent = events
+            .iter()
+            .find(|e| e["event"] == "transaction.fiatToCrypto.failed")
+            .expect("the failed webhook");
+        assert_eq!(read.body, sent["data"], "{spelling:?}");
+        assert_eq!(read.body, failed);
+
+        let unknown = api.get("/transactions/txn_nope").await;
+        assert_eq!(unknown.status, 404, "{}", unknown.body);
+        sb.set_transaction_reads(false);
+        let off = api.get(&format!("/transactions/{txn}")).await;
+        assert_eq!(off.status, 404, "{}", off.body);
+        sb.shutdown().await;
+    }
+}

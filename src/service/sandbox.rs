@@ -1,5 +1,5 @@
 //! `polygon.oms.v1.SandboxService`: drive the embedded sandbox from gRPC (simulate a deposit,
-//! expire or fail a cash-in). Registered only when the upstream is the embedded sandbox. Each
+//! expire or fail a cash-in, move its delivery through review, completion, failure and refund). Registered only when the upstream is the embedded sandbox. Each
 //! call goes through the same REST client as everything else (OMS's sandbox-only simulation
 //! endpoints and the embedded sandbox's control endpoints), and publishes the resulting state to
 //! watchers at once.
@@ -59,6 +59,48 @@ impl SandboxSimulator {
             .learned(&cash_in, crate::watch::stamp(), false)
             .await;
         cash_in
+    }
+
+    /// Moves the delivery of cash-in `id` (`action`: the sandbox control's), records and
+    /// publishes it as a webhook's would be, and answers the cash-in with it.
+    async fn drive(
+        &self,
+        id: &str,
+        action: &str,
+        failure: Option<(&str, &str)>,
+        deadline: Instant,
+    ) -> Result<pb::CashIn, GatewayError> {
+        let mut violations = Violations::default();
+        validate::cash_in_id(&mut violations, id);
+        if let Some((code, message)) = failure {
+            delivery_error(&mut violations, code, message);
+        }
+        violations.finish()?;
+        let failure = failure.map(|(code, message)| {
+            (
+                Some(code)
+                    .filter(|c| !c.is_empty())
+                    .unwrap_or(DEFAULT_ERROR.0),
+                Some(message)
+                    .filter(|m| !m.is_empty())
+                    .unwrap_or(DEFAULT_ERROR.1),
+            )
+        });
+        let delivery = self
+            .oms
+            .drive_delivery(id, action, failure, deadline)
+            .await?;
+        let learned = crate::watch::stamp();
+        let mut cash_in = self.oms.get_cash_in(id, deadline).await?;
+        let customer = Some(cash_in.customer_id.as_str()).filter(|c| !c.is_empty());
+        self.hub
+            .learned_delivery(id, customer, &delivery, "sandbox control")
+            .await;
+        self.hub
+            .attach_deliveries(std::slice::from_mut(&mut cash_in))
+            .await;
+        self.hub.learned(&cash_in, learned, false).await;
+        Ok(cash_in)
     }
 
     async fn simulate(
@@ -174,6 +216,114 @@ impl SandboxService for SandboxSimulator {
         mutation
             .run(span, Subject::cash_in(id), call, |r| r.cash_in.as_ref())
             .await
+    }
+
+    async fn review_delivery(
+        &self,
+        request: Request<pb::ReviewDeliveryRequest>,
+    ) -> Result<Response<pb::ReviewDeliveryResponse>, Status> {
+        let mutation = mutation(&request, "ReviewDelivery", self.default_deadline);
+        let id = &request.get_ref().cash_in_id;
+        let span = rpc_span!("ReviewDelivery", caller = %mutation.caller(), cash_in_id = %validate::loggable(id));
+        let call = async {
+            let cash_in = self
+                .drive(id, "under-review", None, mutation.deadline())
+                .await?;
+            Ok(pb::ReviewDeliveryResponse {
+                cash_in: Some(cash_in),
+            })
+        };
+        mutation
+            .run(span, Subject::cash_in(id), call, |r| r.cash_in.as_ref())
+            .await
+    }
+
+    async fn complete_delivery(
+        &self,
+        request: Request<pb::CompleteDeliveryRequest>,
+    ) -> Result<Response<pb::CompleteDeliveryResponse>, Status> {
+        let mutation = mutation(&request, "CompleteDelivery", self.default_deadline);
+        let id = &request.get_ref().cash_in_id;
+        let span = rpc_span!("CompleteDelivery", caller = %mutation.caller(), cash_in_id = %validate::loggable(id));
+        let call = async {
+            let cash_in = self
+                .drive(id, "complete", None, mutation.deadline())
+                .await?;
+            Ok(pb::CompleteDeliveryResponse {
+                cash_in: Some(cash_in),
+            })
+        };
+        mutation
+            .run(span, Subject::cash_in(id), call, |r| r.cash_in.as_ref())
+            .await
+    }
+
+    async fn fail_delivery(
+        &self,
+        request: Request<pb::FailDeliveryRequest>,
+    ) -> Result<Response<pb::FailDeliveryResponse>, Status> {
+        let mutation = mutation(&request, "FailDelivery", self.default_deadline);
+        let request = request.get_ref();
+        let id = &request.cash_in_id;
+        let span = rpc_span!("FailDelivery", caller = %mutation.caller(), cash_in_id = %validate::loggable(id));
+        let failure = (request.error_code.as_str(), request.error_message.as_str());
+        let call = async {
+            let cash_in = self
+                .drive(id, "fail", Some(failure), mutation.deadline())
+                .await?;
+            Ok(pb::FailDeliveryResponse {
+                cash_in: Some(cash_in),
+            })
+        };
+        mutation
+            .run(span, Subject::cash_in(id), call, |r| r.cash_in.as_ref())
+            .await
+    }
+
+    async fn complete_refund(
+        &self,
+        request: Request<pb::CompleteRefundRequest>,
+    ) -> Result<Response<pb::CompleteRefundResponse>, Status> {
+        let mutation = mutation(&request, "CompleteRefund", self.default_deadline);
+        let id = &request.get_ref().cash_in_id;
+        let span = rpc_span!("CompleteRefund", caller = %mutation.caller(), cash_in_id = %validate::loggable(id));
+        let call = async {
+            let cash_in = self.drive(id, "refund", None, mutation.deadline()).await?;
+            Ok(pb::CompleteRefundResponse {
+                cash_in: Some(cash_in),
+            })
+        };
+        mutation
+            .run(span, Subject::cash_in(id), call, |r| r.cash_in.as_ref())
+            .await
+    }
+}
+
+/// The sandbox's default delivery failure: the guide's example.
+const DEFAULT_ERROR: (&str, &str) = ("on_chain_revert", "Delivery transaction reverted onchain");
+/// The longest error code FailDelivery takes.
+const MAX_ERROR_CODE: usize = 64;
+/// The longest error message FailDelivery takes, in characters.
+const MAX_ERROR_MESSAGE: usize = 200;
+
+/// FailDelivery's error: a code of `[a-z0-9_]` and a printable message, both bounded (empty:
+/// the defaults).
+fn delivery_error(violations: &mut Violations, code: &str, message: &str) {
+    let code_ok = code.len() <= MAX_ERROR_CODE
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if !code_ok {
+        violations.add(
+            "error_code",
+            format!("must be at most {MAX_ERROR_CODE} of [a-z0-9_], e.g. on_chain_revert"),
+        );
+    }
+    if message.chars().count() > MAX_ERROR_MESSAGE || message.chars().any(char::is_control) {
+        violations.add(
+            "error_message",
+            format!("must be at most {MAX_ERROR_MESSAGE} printable characters"),
+        );
     }
 }
 

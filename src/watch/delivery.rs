@@ -1,7 +1,8 @@
 //! The second layer of a cash-in: its delivery (the fiat-to-crypto transaction OMS creates when
-//! the deposit is received), as verified `transaction.fiatToCrypto.*` webhooks carry it. OMS
-//! documents no read of it, so what those webhooks said is all the gateway knows: it is kept
-//! here per cash-in, never older ([`super::version::DeliveryVersion`]: a final state first,
+//! the deposit is received), as verified `transaction.fiatToCrypto.*` webhooks carry it, as
+//! OMS's `GET /transactions/{id}` answers it when OMS serves that read (undocumented: probed at
+//! the first transaction a watch waits on, see [`crate::oms::TransactionReads`]), and as the
+//! sandbox's controls answer it. It is kept here per cash-in, never older ([`super::version::DeliveryVersion`]: a final state first,
 //! then failed, then OMS's `updatedAt`, then the state order), and merged into every cash-in
 //! the gateway returns or watches.
 //!
@@ -15,11 +16,13 @@
 
 use super::version::{DELIVERY_KEY_LEN, DeliveryVersion, Item, newer_delivery};
 use super::{HubInner, Observation, WatchHub, WatchKey, diff, fleet, observe};
+use crate::oms::TransactionReads;
 use crate::proto::v1 as pb;
 use crate::redis::{PREFIX, SharedState};
 use prost::Message;
 use redis::Script;
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -46,6 +49,9 @@ return 1",
 #[derive(Debug, Default)]
 pub(super) struct Deliveries {
     local: Mutex<Local>,
+    /// Deliveries learned (newer than what this replica knew), by `DeliveryStatus` value
+    /// (0 unknown, 1 processing, 2 under review, 3 completed, 4 failed, 5 refund completed).
+    counts: [AtomicU64; 6],
 }
 
 #[derive(Debug, Default)]
@@ -188,13 +194,60 @@ pub(super) async fn refresh(hub: &HubInner, sender: &watch::Sender<Observation>)
     );
 }
 
+/// Reads the delivery of `cash_in` (terminal, its delivery still to come) back from OMS, when
+/// OMS serves `GET /transactions/{id}` (or it is not known yet: this is the probe), taking a
+/// permit of the poll budget as a poll does, and publishes what it finds as a webhook's would
+/// be. A failed read is left to the next turn.
+pub(super) async fn read_back(hub: &Arc<HubInner>, cash_in: &pb::CashIn) {
+    let transaction = cash_in
+        .delivery
+        .as_ref()
+        .map(|d| d.transaction_id.as_str())
+        .or(cash_in.transaction_id.as_deref());
+    let Some(transaction) = transaction else {
+        return;
+    };
+    if hub.oms.transaction_reads() == TransactionReads::NotServed {
+        return;
+    }
+    fleet::acquire(hub).await;
+    let deadline = tokio::time::Instant::now() + hub.poll_timeout;
+    match hub
+        .oms
+        .read_delivery(transaction, &cash_in.id, deadline)
+        .await
+    {
+        Ok(Some(delivery)) => {
+            let customer = Some(cash_in.customer_id.as_str()).filter(|c| !c.is_empty());
+            let hub = WatchHub {
+                inner: Arc::clone(hub),
+            };
+            hub.learned_delivery(&cash_in.id, customer, &delivery, "transaction read")
+                .await;
+        }
+        Ok(None) => {}
+        Err(err) => {
+            tracing::debug!(cash_in = %cash_in.id, error = %err, "reading the delivery back failed; next turn");
+        }
+    }
+}
+
+impl HubInner {
+    /// See [`WatchHub::follows_deliveries`].
+    pub(super) fn follows_deliveries(&self) -> bool {
+        self.webhooks || self.oms.transaction_reads() != TransactionReads::NotServed
+    }
+}
+
 // === impl WatchHub ===
 
 impl WatchHub {
-    /// Whether the gateway can learn deliveries (it receives OMS's webhooks): without, watches
-    /// follow the cash-in layer only.
+    /// Whether the gateway can learn deliveries: it receives OMS's webhooks, or OMS serves (or
+    /// may serve: not probed yet) `GET /transactions/{id}`. Without, watches follow the cash-in
+    /// layer only; a stream opened before the probe found no read ends at the cash-in's terminal
+    /// state when it does.
     pub fn follows_deliveries(&self) -> bool {
-        self.inner.follows_deliveries
+        self.inner.follows_deliveries()
     }
 
     /// Sets each cash-in's delivery to the newest the gateway (or the fleet) knows.
@@ -203,19 +256,65 @@ impl WatchHub {
         self.inner.deliveries.attach(shared, cash_ins).await;
     }
 
-    /// A verified webhook's delivery of cash-in `cash_in` (of `customer`, when known): kept
-    /// unless what is known is as new (then `false`: nothing changes), shared with the fleet
-    /// (returns once Redis has it, bounded by `--redis-timeout`), and published to this
-    /// replica's watchers of the cash-in and of its customer at once.
+    /// Where deliveries come from, as `/readyz` says it (one line, no newline).
+    pub fn delivery_sources(&self) -> &'static str {
+        let webhooks = self.inner.webhooks;
+        match (webhooks, self.inner.oms.transaction_reads()) {
+            (true, TransactionReads::Served) => {
+                "deliveries: from OMS's transaction webhooks, reconciled by GET /transactions/{id}"
+            }
+            (true, TransactionReads::NotServed) => {
+                "deliveries: from OMS's transaction webhooks only (OMS does not serve GET /transactions/{id})"
+            }
+            (true, TransactionReads::Unknown) => {
+                "deliveries: from OMS's transaction webhooks (GET /transactions/{id} not probed yet)"
+            }
+            (false, TransactionReads::Served) => {
+                "deliveries: read with GET /transactions/{id} (no webhook endpoint: changes are seen at the poll interval)"
+            }
+            (false, TransactionReads::NotServed) => {
+                "deliveries: not followed: no webhook endpoint (--webhook-secret-file) and OMS does not serve GET /transactions/{id}; watches end at the cash-in's terminal state"
+            }
+            (false, TransactionReads::Unknown) => {
+                "deliveries: GET /transactions/{id} not probed yet (no webhook endpoint: without that read, no delivery is followed)"
+            }
+        }
+    }
+
+    /// Deliveries learned by this replica, by `DeliveryStatus` value (see the metric).
+    pub fn deliveries_learned(&self) -> [u64; 6] {
+        let counts = &self.inner.deliveries.counts;
+        std::array::from_fn(|i| counts[i].load(Ordering::Relaxed))
+    }
+
+    /// The delivery of cash-in `cash_in` (of `customer`, when known) from `source` (a verified
+    /// webhook, OMS's transaction read, or the sandbox's control): kept unless what is known is
+    /// as new (then `false`: nothing changes), counted (a failed one also in a WARN line, ids
+    /// only), shared with the fleet (returns once Redis has it, bounded by `--redis-timeout`),
+    /// and published to this replica's watchers of the cash-in and of its customer at once.
     pub async fn learned_delivery(
         &self,
         cash_in: &str,
         customer: Option<&str>,
         delivery: &pb::Delivery,
+        source: &'static str,
     ) -> bool {
         let inner = &self.inner;
         if !inner.deliveries.record(cash_in, delivery) {
             return false;
+        }
+        let status = usize::try_from(delivery.status)
+            .ok()
+            .filter(|s| *s < inner.deliveries.counts.len())
+            .unwrap_or(0);
+        inner.deliveries.counts[status].fetch_add(1, Ordering::Relaxed);
+        if delivery.status == pb::DeliveryStatus::Failed as i32 {
+            tracing::warn!(
+                cash_in,
+                transaction_id = %crate::validate::loggable(&delivery.transaction_id),
+                source,
+                "a cash-in's delivery failed after the deposit; OMS refunds the cash"
+            );
         }
         let mut keys = vec![WatchKey::CashIn(cash_in.to_owned())];
         keys.extend(customer.map(|c| WatchKey::Customer(c.to_owned())));

@@ -1,5 +1,6 @@
 //! The watch hub's metrics, read at scrape time from what the hub keeps: open streams, running
-//! pollers, polls made, and the poll cadence (whether webhooks relax it, and both intervals).
+//! pollers, polls made, the poll cadence (whether webhooks relax it, and both intervals), and
+//! the cash-ins' deliveries learned, by state.
 
 use super::WatchHub;
 use crate::metrics::scrape;
@@ -63,6 +64,20 @@ impl Collector for HubMetrics {
             "oms_gateway_watch_reconcile_interval_seconds",
             "--watch-reconcile-interval: the poll interval while webhooks arrive.",
             hub.reconcile_interval(),
+        )?;
+        let delivery = hub.deliveries_learned();
+        scrape::outcomes(
+            &mut encoder,
+            "oms_gateway_deliveries",
+            "Cash-in deliveries (OMS's fiat-to-crypto transactions) this replica learned (from a transaction webhook, OMS's transaction read or the sandbox's controls), by the state learned: processing, under_review, completed, failed (after the deposit: OMS refunds the cash), refund_completed, unknown.",
+            &[
+                ("processing", delivery[1]),
+                ("under_review", delivery[2]),
+                ("completed", delivery[3]),
+                ("failed", delivery[4]),
+                ("refund_completed", delivery[5]),
+                ("unknown", delivery[0]),
+            ],
         )
     }
 }

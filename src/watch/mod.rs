@@ -129,9 +129,10 @@ struct HubInner {
     polls: AtomicU64,
     /// Webhook hints and the reconcile cadence (`push.rs`).
     push: push::Push,
-    /// The deliveries learned (`delivery.rs`), and whether any can be: webhooks are received.
+    /// The deliveries learned (`delivery.rs`), and whether webhooks bring them (see
+    /// [`HubInner::follows_deliveries`]).
     deliveries: delivery::Deliveries,
-    follows_deliveries: bool,
+    webhooks: bool,
 }
 
 /// A running poller; dropping the last reference stops it.
@@ -246,7 +247,7 @@ impl WatchHub {
                 polls: AtomicU64::new(0),
                 push: push::Push::new(&crate::config::WebhookSettings::default()),
                 deliveries: delivery::Deliveries::default(),
-                follows_deliveries: false,
+                webhooks: false,
             }),
         }
     }

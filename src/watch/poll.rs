@@ -169,11 +169,14 @@ pub(super) async fn poll_loop(
     }
 }
 
-/// After a terminal cash-in whose delivery is still to come, with a fleet: the deliveries
-/// other replicas learn are read into the observation whenever they wake the cash-in's channel
-/// (and once per interval), until the delivery is over or the last stream goes. OMS is not
-/// polled (its CashIn carries no delivery). Without a fleet there is nothing to follow: this
-/// replica's own webhooks publish into the observation directly.
+/// After a terminal cash-in whose delivery is still to come, until the delivery is over or the
+/// last stream goes: each turn (the poll interval, or the reconcile interval while webhooks
+/// arrive; sooner when another replica wakes the cash-in's channel) reads the delivery other
+/// replicas learned (with a fleet) and reads it back from OMS's transaction read when OMS
+/// serves it (`delivery::read_back`). OMS's cash-in is not polled again (it carries no
+/// delivery). This replica's own webhooks publish into the observation directly. When nothing
+/// can bring a delivery (no webhooks, and OMS turned out not to serve the read), the streams
+/// are woken to end at the cash-in's terminal state.
 async fn await_delivery(
     hub: &Weak<HubInner>,
     sender: &watch::Sender<Observation>,
@@ -181,15 +184,19 @@ async fn await_delivery(
 ) {
     loop {
         let Some(strong) = hub.upgrade() else { return };
-        if strong.fleet.is_none() || !strong.follows_deliveries {
-            return;
-        }
-        let awaits = matches!(&*sender.borrow(), Observation::Seen { items, .. }
-            if items.first().is_some_and(|c| diff::awaits_delivery(c)));
-        if !awaits {
+        let awaiting = match &*sender.borrow() {
+            Observation::Seen { items, .. } => {
+                items.first().filter(|c| diff::awaits_delivery(c)).cloned()
+            }
+            _ => None,
+        };
+        let Some(cash_in) = awaiting else { return };
+        if !strong.follows_deliveries() {
+            sender.send_modify(|_| {});
             return;
         }
         delivery::refresh(&strong, sender).await;
+        delivery::read_back(&strong, &cash_in).await;
         let interval = strong.interval();
         drop(strong);
         follower.wait(jittered(interval)).await;

@@ -73,7 +73,7 @@ impl WatchHub {
     pub fn with_webhooks(mut self, settings: &WebhookSettings) -> Self {
         if let Some(inner) = std::sync::Arc::get_mut(&mut self.inner) {
             inner.push = Push::new(settings);
-            inner.follows_deliveries = settings.secret_file.is_some();
+            inner.webhooks = settings.secret_file.is_some();
         }
         self
     }

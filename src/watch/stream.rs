@@ -58,6 +58,17 @@ impl Mode {
             Mode::Single { cash_in_only } | Mode::Filter { cash_in_only, .. } => *cash_in_only,
         }
     }
+
+    /// The same mode, following the cash-in layer only if `cash_in_only`.
+    fn with_cash_in_only(&self, cash_in_only: bool) -> Mode {
+        match *self {
+            Mode::Single { .. } => Mode::Single { cash_in_only },
+            Mode::Filter { statuses, .. } => Mode::Filter {
+                statuses,
+                cash_in_only,
+            },
+        }
+    }
 }
 
 /// A set of cash-in statuses, one bit per status value: a stream's filter is one word however
@@ -185,8 +196,13 @@ impl Inner {
                     self.pending.is_empty(),
                     "observations are read between events"
                 );
-                let terminal = events_for(
-                    &self.mode,
+                // A delivery may stop being followable (the transaction read turned out not to
+                // be served and no webhooks come): the stream then ends at the cash-in layer.
+                let cash_in_only =
+                    self.mode.cash_in_only() || !self.subscription.hub.follows_deliveries();
+                let mode = self.mode.with_cash_in_only(cash_in_only);
+                let mut terminal = events_for(
+                    &mode,
                     &items,
                     at,
                     &events,
@@ -195,6 +211,9 @@ impl Inner {
                     &mut self.pending,
                 );
                 self.pending.reverse();
+                terminal |= matches!(&self.sent, Sent::One(Some(sent))
+                    if matches!(self.mode, Mode::Single { .. })
+                        && diff::is_settled(sent, cash_in_only));
                 self.subscription.track(before, self.sent.len());
                 self.first = false;
                 if terminal {

@@ -1,5 +1,6 @@
-//! The webhook endpoint's metrics, read at scrape time: webhook deliveries by outcome, the
-//! cash-ins re-read from OMS for them, and the cash-ins' deliveries learned by state. Registered when the endpoint is assembled (so only when it is on).
+//! The webhook endpoint's metrics, read at scrape time: webhook deliveries by outcome and the
+//! cash-ins re-read from OMS for them. Registered when the endpoint is assembled (so only when
+//! it is on); the cash-ins' deliveries learned are the watch hub's (`watch/metrics.rs`).
 
 use super::Webhooks;
 use crate::metrics::scrape;
@@ -45,20 +46,6 @@ impl Collector for WebhookMetrics {
                 ("replayed", load(&counts.replayed)),
                 ("ignored", load(&counts.ignored)),
                 ("refused", load(&counts.refused)),
-            ],
-        )?;
-        let delivery = |status: usize| load(&counts.deliveries[status]);
-        scrape::outcomes(
-            &mut encoder,
-            "oms_gateway_deliveries",
-            "Cash-in deliveries (OMS's fiat-to-crypto transactions) learned from the transaction webhooks this replica received, by the state learned: processing, under_review, completed, failed (after the deposit: OMS refunds the cash), refund_completed, unknown.",
-            &[
-                ("processing", delivery(1)),
-                ("under_review", delivery(2)),
-                ("completed", delivery(3)),
-                ("failed", delivery(4)),
-                ("refund_completed", delivery(5)),
-                ("unknown", delivery(0)),
             ],
         )
     }

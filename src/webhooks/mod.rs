@@ -60,9 +60,6 @@ pub struct Counts {
     pub ignored: AtomicU64,
     /// 401 and 400 answers.
     pub refused: AtomicU64,
-    /// Deliveries learned (newer than what this replica knew), by `DeliveryStatus` value
-    /// (0 unknown, 1 processing, 2 under review, 3 completed, 4 failed, 5 refund completed).
-    pub deliveries: [AtomicU64; 6],
 }
 
 /// The processed `webhook-id`s.
@@ -241,12 +238,9 @@ impl Webhooks {
             Some(Ok((delivery, customer))) => {
                 let news = self
                     .hub
-                    .learned_delivery(&cash_in, customer.as_deref(), &delivery)
+                    .learned_delivery(&cash_in, customer.as_deref(), &delivery, "webhook")
                     .await;
                 tracing::debug!(webhook_id = %verified.id, %cash_in, transaction_id = %delivery.transaction_id, news, "webhook: a delivery");
-                if news {
-                    self.delivery_learned(&verified.id, &cash_in, &delivery);
-                }
             }
             Some(Err(field)) => {
                 tracing::warn!(webhook_id = %verified.id, %cash_in, field, "webhook: a transaction that does not decode; only the cash-in is re-read");
@@ -256,26 +250,6 @@ impl Webhooks {
         tracing::debug!(webhook_id = %verified.id, %cash_in, "webhook: re-reading the cash-in");
         self.hub.hint_cash_in(&cash_in);
         (StatusCode::ACCEPTED, "accepted\n")
-    }
-}
-
-impl Webhooks {
-    /// Counts a delivery this replica learned, and says so in a WARN line when it failed (ids
-    /// only: no error code, amount or hash).
-    fn delivery_learned(&self, webhook_id: &str, cash_in: &str, delivery: &pb::Delivery) {
-        let status = usize::try_from(delivery.status)
-            .ok()
-            .filter(|s| *s < self.counts.deliveries.len())
-            .unwrap_or(0);
-        self.counts.deliveries[status].fetch_add(1, Ordering::Relaxed);
-        if delivery.status == pb::DeliveryStatus::Failed as i32 {
-            tracing::warn!(
-                webhook_id,
-                cash_in,
-                transaction_id = %delivery.transaction_id,
-                "a cash-in's delivery failed after the deposit; OMS refunds the cash"
-            );
-        }
     }
 }
 

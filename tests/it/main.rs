@@ -16,6 +16,7 @@ mod cli;
 mod config_file;
 mod dashboards;
 mod deliveries;
+mod delivery_paths;
 mod deploy_manifests;
 mod drift;
 mod errors;

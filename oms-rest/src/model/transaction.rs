@@ -4,8 +4,9 @@
 //! endpoint for it is documented. Decoded as leniently as the cash-in: `null` and absent alike,
 //! unknown fields ignored, the link as an id or as an object with one.
 
-use super::FeesDeductedDto;
+use super::{FeesDeductedDto, RatesDto, WalletDto};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 
 /// A transaction, as a `transaction.fiatToCrypto.*` webhook's `data` carries it.
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -26,6 +27,12 @@ pub struct TransactionDto {
     pub source: Option<TransactionSideDto>,
     pub destination: Option<TransactionSideDto>,
     pub error: Option<TransactionErrorDto>,
+    pub quote_id: Option<String>,
+    pub fixed_amount_side: Option<String>,
+    pub sponsor_gas: Option<bool>,
+    pub sponsor_gas_cost: Option<String>,
+    pub rates: Option<RatesDto>,
+    pub metadata: Option<BTreeMap<String, Option<String>>>,
     pub created_at: Option<String>,
     pub updated_at: Option<String>,
 }
@@ -52,6 +59,8 @@ impl CashInLink {
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct TransactionSideDto {
+    /// The destination's wallet (not read: it is the cash-in's).
+    pub wallet: Option<WalletDto>,
     pub asset: Option<String>,
     pub network: Option<String>,
     pub amount_gross: Option<String>,

@@ -132,6 +132,14 @@ impl Store {
         self.cash_ins.get(id)
     }
 
+    /// The cash-in whose transaction is `txn` (a scan: the sandbox holds a test's cash-ins).
+    pub(crate) fn by_transaction(&mut self, txn: &str, now: Millis) -> Option<&CashIn> {
+        self.advance(now);
+        self.cash_ins
+            .values()
+            .find(|ci| ci.delivery.as_ref().is_some_and(|d| d.id == txn))
+    }
+
     /// A counter authorizes a deposit against a live code: the cash is deposited, the cash-in
     /// is `processing` and priced on the cash (no longer on the indicated amount).
     pub(crate) fn barcode_auth(
