@@ -232,6 +232,27 @@ pub(super) async fn read_back(hub: &Arc<HubInner>, cash_in: &pb::CashIn) {
     }
 }
 
+/// A customer's poll turn: reads back the delivery of one of its cash-ins still awaiting one
+/// (picked at random, so each gets its turn), as [`read_back`] does; at most one read per poll,
+/// so a customer's history costs at most as many upstream requests again as its polls.
+pub(super) async fn read_back_one(hub: &Arc<HubInner>, sender: &watch::Sender<Observation>) {
+    if hub.oms.transaction_reads() == TransactionReads::NotServed {
+        return;
+    }
+    let awaiting: Vec<Arc<pb::CashIn>> = sender
+        .borrow()
+        .items()
+        .into_iter()
+        .map(|(c, _)| c)
+        .filter(|c| diff::is_terminal(c.status) && diff::awaits_delivery(c))
+        .collect();
+    if awaiting.is_empty() {
+        return;
+    }
+    let pick = &awaiting[fastrand::usize(..awaiting.len())];
+    read_back(hub, pick).await;
+}
+
 impl HubInner {
     /// See [`WatchHub::follows_deliveries`].
     pub(super) fn follows_deliveries(&self) -> bool {

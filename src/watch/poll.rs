@@ -148,6 +148,9 @@ pub(super) async fn poll_loop(
             .publish(&strong, &key, &sender, polled.as_deref(), listed)
             .await;
         delivery::refresh(&strong, &sender).await;
+        if matches!(&key, WatchKey::Customer(_)) {
+            delivery::read_back_one(&strong, &sender).await;
+        }
         let terminal = matches!(&key, WatchKey::CashIn(_))
             && matches!(&*sender.borrow(), Observation::Seen { items, .. }
                 if items.first().is_some_and(|c| diff::is_terminal(c.status)));

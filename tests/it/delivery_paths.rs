@@ -317,3 +317,43 @@ async fn an_oms_without_the_transaction_read_and_no_webhooks_ends_watches_at_the
     );
     gateway.gateway.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customers_watch_follows_its_cash_ins_deliveries_through_the_transaction_read() {
+    let mut settings = common::test_config();
+    settings.watch.poll_interval = Duration::from_millis(200);
+    let gateway = common::start_with(settings).await;
+    let customer = "cst_paths_customer";
+    let request = pb::WatchCashInsRequest {
+        customer_id: customer.to_owned(),
+        ..Default::default()
+    };
+    let mut stream = gateway
+        .cash_ins()
+        .watch_cash_ins(request)
+        .await
+        .expect("WatchCashIns")
+        .into_inner();
+    let created = common::create_cash_in(&gateway, customer).await;
+    SandboxServiceClient::new(gateway.channel.clone())
+        .simulate_deposit(pb::SimulateDepositRequest {
+            cash_in_id: created.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("SimulateDeposit");
+    // The sandbox delivers 2 s after the deposit; no webhook says so.
+    let delivered = timeout(Duration::from_secs(10), async {
+        while let Some(event) = stream.message().await.expect("the stream stays open") {
+            let c = event.cash_in.clone().unwrap_or_default();
+            if c.id == created.id && delivery(Some(c)).0 == D::Completed as i32 {
+                return event;
+            }
+        }
+        panic!("the stream ended");
+    })
+    .await
+    .expect("the customer's watch shows the delivery completed");
+    assert_eq!(delivered.previous_delivery_status, D::Processing as i32);
+    gateway.gateway.shutdown().await;
+}
