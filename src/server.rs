@@ -99,13 +99,6 @@ impl RunningGateway {
             sandbox.shutdown().await;
         }
     }
-
-    /// Runs until `signal` resolves, then shuts down.
-    pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) {
-        signal.await;
-        tracing::info!("shutting down");
-        self.shutdown().await;
-    }
 }
 
 /// Starts the gateway (and the embedded sandbox when no upstream is configured) and returns
