@@ -7,7 +7,9 @@
 //! is terminal). A poller publishes into a `tokio::sync::watch` channel, which holds only the
 //! latest observation: a slow stream never blocks the poller or the other streams, may skip
 //! intermediate states, and always finds the latest (so the terminal) one. Every upstream poll
-//! takes a permit from the global [`budget::PollBudget`]. On upstream errors a poller backs off
+//! takes a permit from the global [`budget::PollBudget`], in turns fair between the callers
+//! whose streams watch the pollers (`fair.rs`: each subscription names its caller, and its
+//! poller's ticket counts it). On upstream errors a poller backs off
 //! and keeps its streams open; only after the upstream has failed for longer than the configured
 //! limit does it end them (UNAVAILABLE). This module never parses JSON nor builds a request: it
 //! calls the OMS operations layer (`oms.rs`). With `--redis-url`, one poller per resource polls
@@ -17,6 +19,7 @@
 pub mod budget;
 mod delivery;
 pub mod diff;
+mod fair;
 mod fleet;
 mod metrics;
 mod poll;
@@ -141,6 +144,8 @@ struct Poller {
     sender: watch::Sender<Observation>,
     /// Names this poller's lease in the fleet.
     token: Arc<str>,
+    /// Its place in the turns at the poll budget, with the callers of its streams.
+    ticket: Arc<fair::Ticket>,
     task: AbortHandle,
     hub: Weak<HubInner>,
 }
@@ -188,10 +193,13 @@ pub struct Subscription {
     _poller: Arc<Poller>,
     receiver: watch::Receiver<Observation>,
     hub: Arc<HubInner>,
+    /// The stream's caller, one of whose the poller's turns are (`fair.rs`).
+    caller: Arc<str>,
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        self._poller.ticket.leave(&self.caller);
         self.hub.streams.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -341,8 +349,10 @@ impl WatchHub {
         });
     }
 
-    /// Joins the poller for `key`, starting it if needed. RESOURCE_EXHAUSTED past the caps.
-    pub fn subscribe(&self, key: WatchKey) -> Result<Subscription, GatewayError> {
+    /// Joins the poller for `key`, starting it if needed, for a stream of `caller` (an identity;
+    /// anonymous: empty), whose turns at the poll budget the poller then takes too (`fair.rs`).
+    /// RESOURCE_EXHAUSTED past the caps.
+    pub fn subscribe(&self, key: WatchKey, caller: Arc<str>) -> Result<Subscription, GatewayError> {
         let hub = &self.inner;
         let open = hub.streams.fetch_add(1, Ordering::Relaxed) + 1;
         if open > hub.config.max_streams {
@@ -366,7 +376,10 @@ impl WatchHub {
                 .and_then(Weak::upgrade)
                 .filter(|poller| !poller.is_dead());
             match running {
-                Some(poller) => Ok(poller),
+                Some(poller) => {
+                    poller.ticket.join(&caller);
+                    Ok(poller)
+                }
                 None => {
                     pollers.retain(|_, w| w.strong_count() > 0);
                     if pollers.len() >= hub.config.max_watched {
@@ -375,7 +388,7 @@ impl WatchHub {
                             hub.config.max_watched
                         )))
                     } else {
-                        let poller = self.start_poller(key.clone());
+                        let poller = self.start_poller(key.clone(), &caller);
                         pollers.insert(key, Arc::downgrade(&poller));
                         Ok(poller)
                     }
@@ -388,6 +401,7 @@ impl WatchHub {
                 receiver: poller.sender.subscribe(),
                 _poller: poller,
                 hub: hub.clone(),
+                caller,
             }),
             Err(err) => {
                 hub.streams.fetch_sub(1, Ordering::Relaxed);
@@ -466,8 +480,12 @@ impl WatchHub {
         cash_in
     }
 
-    fn start_poller(&self, key: WatchKey) -> Arc<Poller> {
+    /// A poller of `key` for a first stream of `caller`, who is one of its callers before its
+    /// first turn.
+    fn start_poller(&self, key: WatchKey, caller: &Arc<str>) -> Arc<Poller> {
         let (sender, _) = watch::channel(Observation::Waiting);
+        let ticket = Arc::new(self.inner.budget.ticket());
+        ticket.join(caller);
         let token: Arc<str> = match &self.inner.fleet {
             Some(fleet) => fleet.state().token().into(),
             None => "".into(),
@@ -477,12 +495,14 @@ impl WatchHub {
             key.clone(),
             sender.clone(),
             fleet::Follower::new(&key, token.clone()),
+            ticket.clone(),
         ));
         tracing::debug!(?key, "poller started");
         Arc::new(Poller {
             key,
             sender,
             token,
+            ticket,
             task: task.abort_handle(),
             hub: Arc::downgrade(&self.inner),
         })
@@ -521,7 +541,9 @@ mod tests {
         let hub = hub();
         let (stopping, stopping_rx) = watch::channel(false);
         hub.end_streams_on(stopping_rx);
-        let mut open = hub.subscribe(WatchKey::CashIn("ci_1".into())).unwrap();
+        let mut open = hub
+            .subscribe(WatchKey::CashIn("ci_1".into()), "".into())
+            .unwrap();
         stopping.send_replace(true);
         open.receiver
             .wait_for(|o| matches!(o, Observation::Ended(_)))
@@ -529,7 +551,7 @@ mod tests {
             .expect("the open stream is told to go");
         // A watch that arrives after the pollers were ended (it passed every check before the
         // shutdown began) must not start a poller that nothing will end.
-        let late = hub.subscribe(WatchKey::CashIn("ci_2".into()));
+        let late = hub.subscribe(WatchKey::CashIn("ci_2".into()), "".into());
         let Err(GatewayError::Unavailable(message)) = late else {
             panic!("a watch after shutdown was accepted");
         };

@@ -4,6 +4,7 @@
 //! unreachable limit, or at OMS's 404; stopping at a terminal state. With a fleet, each turn
 //! first holds the resource's lease or follows its holder (`fleet.rs`).
 
+use super::fair::Ticket;
 use super::version::{self, Item};
 use super::{
     HubInner, IDLE_CUSTOMER_MAX_INTERVAL, MAX_LIST_PAGES, Observation, WatchKey, delivery, diff,
@@ -20,7 +21,11 @@ use tokio::time::Instant;
 /// One poll of `key`, whose first request's permit the caller has taken. Each request's time
 /// limit starts when it is sent, after its permit: waiting for the poll budget is no upstream
 /// time, so a long queue for permits never times a request out before it went out.
-async fn fetch(hub: &HubInner, key: &WatchKey) -> Result<Vec<pb::CashIn>, GatewayError> {
+async fn fetch(
+    hub: &HubInner,
+    key: &WatchKey,
+    ticket: &Ticket,
+) -> Result<Vec<pb::CashIn>, GatewayError> {
     hub.polls.fetch_add(1, Ordering::Relaxed);
     match key {
         WatchKey::CashIn(id) => {
@@ -32,7 +37,7 @@ async fn fetch(hub: &HubInner, key: &WatchKey) -> Result<Vec<pb::CashIn>, Gatewa
             let mut cursor = None;
             for page in 0..MAX_LIST_PAGES {
                 if page > 0 {
-                    fleet::acquire(hub).await;
+                    fleet::acquire(hub, ticket).await;
                 }
                 let deadline = Instant::now() + hub.poll_timeout;
                 let query = CashInQuery {
@@ -70,6 +75,7 @@ pub(super) async fn poll_loop(
     key: WatchKey,
     sender: watch::Sender<Observation>,
     mut follower: fleet::Follower,
+    ticket: Arc<Ticket>,
 ) {
     let mut outage = Outage::default();
     let mut empty_polls = 0u32;
@@ -101,10 +107,10 @@ pub(super) async fn poll_loop(
             }
             continue;
         }
-        fleet::acquire(&strong).await;
+        fleet::acquire(&strong, &ticket).await;
         // The poll starts when its first request may go out; what it sees is at least as new.
         let (started, listed) = (Instant::now(), version::now());
-        let mut result = fetch(&strong, &key).await;
+        let mut result = fetch(&strong, &key, &ticket).await;
         if let Ok(items) = &mut result {
             items
                 .iter_mut()
