@@ -43,4 +43,5 @@ mod token_outage;
 mod tracing;
 mod validation;
 mod watch;
+mod watch_fairness;
 mod webhooks;

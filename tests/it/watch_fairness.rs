@@ -1,0 +1,232 @@
+//! Fair use of the upstream between callers: the built binary, a sandbox of its own as OMS,
+//! callers named as a Linkerd sidecar names them (`--caller-identity-header l5d-client-id`), and
+//! real tonic clients. One caller's thousand watches on made-up customers must not hold back
+//! another caller's watch beyond one poll interval plus its fair share of the poll budget.
+
+use crate::common;
+use oms_gateway::proto::v1 as pb;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tokio::time::{Instant, sleep, timeout};
+use tonic::Request;
+use tonic::transport::Channel;
+
+/// Prints past the test harness's capture, so CI logs show the figures.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+const SECRET: &str = "watch-fairness-secret";
+/// The poll budget, the poll interval (jittered by ±10%), and caller A's watches.
+const PER_SECOND: f64 = 20.0;
+const INTERVAL: Duration = Duration::from_secs(1);
+const FLOOD: usize = 1000;
+/// A's streams over this many connections (the HTTP/2 stream cap is per connection).
+const CONNECTIONS: usize = 5;
+const A: &str = "a.flood.example";
+const B: &str = "b.single.example";
+
+/// The built gateway, killed on drop.
+struct Gateway {
+    child: Child,
+    log: std::path::PathBuf,
+    addr: String,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+impl Gateway {
+    /// Starts the binary against `sandbox` and waits (at most 30 s) until it takes connections.
+    async fn start(sandbox: &oms_sandbox::SandboxHandle) -> Self {
+        let addr = format!("127.0.0.1:{}", common::free_port());
+        let log = std::env::temp_dir().join(format!(
+            "oms-gateway-fairness-{}.log",
+            addr.replace(':', "-")
+        ));
+        let child = Command::new(env!("CARGO_BIN_EXE_oms-gateway"))
+            .args(["--listen", &addr, "--admin-listen", "127.0.0.1:0"])
+            .args(["--caller-identity-header", "l5d-client-id"])
+            .args(["--watch-max-polls-per-second", &PER_SECOND.to_string()])
+            .args([
+                "--watch-poll-interval",
+                &format!("{}ms", INTERVAL.as_millis()),
+            ])
+            .args(["--max-concurrent-calls", "4096", "--drain-delay", "0s"])
+            .env("OMS_BASE_URL", sandbox.base_url())
+            .env("OMS_API_KEY", common::REMOTE_API_KEY)
+            .env("OMS_API_SECRET", SECRET)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start the built gateway");
+        let gateway = Self { child, log, addr };
+        let started = Instant::now();
+        while common::health_check(&gateway.channel().await, "")
+            .await
+            .is_err()
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the gateway never started:\n{}",
+                std::fs::read_to_string(&gateway.log).unwrap_or_default()
+            );
+            sleep(Duration::from_millis(50)).await;
+        }
+        gateway
+    }
+
+    /// A connection of its own.
+    async fn channel(&self) -> Channel {
+        tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
+            .expect("endpoint")
+            .connect_lazy()
+    }
+}
+
+/// `message` as sent by `caller`'s sidecar.
+fn from<T>(caller: &str, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("l5d-client-id", caller.parse().expect("ascii"));
+    request
+}
+
+/// The sandbox's list requests for the made-up customers so far: A's polls.
+fn flood_polls(sandbox: &oms_sandbox::SandboxHandle) -> usize {
+    sandbox
+        .journal()
+        .iter()
+        .filter(|r| {
+            r.path == "/cash-ins" && r.query.as_deref().is_some_and(|q| q.contains("cst_madeup"))
+        })
+        .count()
+}
+
+// Before (one FIFO queue of pollers): B's poller queued behind A's thousand first polls, 50 s at
+// 20/s, so B saw no event at all within the bound. Now its turns alternate with A's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_watches_of_one_caller_hold_another_callers_watch_back_one_fair_share_at_most() {
+    let sandbox = common::start_remote_sandbox(SECRET).await;
+    let gateway = Gateway::start(&sandbox).await;
+    let b_channel = gateway.channel().await;
+    let location =
+        pb::cash_location_service_client::CashLocationServiceClient::new(b_channel.clone())
+            .list_cash_locations(from(B, common::guide_point()))
+            .await
+            .expect("ListCashLocations")
+            .into_inner()
+            .cash_locations
+            .swap_remove(0);
+    let mut b_client = pb::cash_in_service_client::CashInServiceClient::new(b_channel);
+    let id = b_client
+        .create_cash_in(from(B, common::create_request(&location, "cst_fair_b")))
+        .await
+        .expect("CreateCashIn")
+        .into_inner()
+        .cash_in
+        .expect("cash_in")
+        .id;
+
+    // Caller A: a thousand WatchCashIns on customers that have no cash-ins.
+    let mut clients = Vec::new();
+    for _ in 0..CONNECTIONS {
+        clients.push(pb::cash_in_service_client::CashInServiceClient::new(
+            gateway.channel().await,
+        ));
+    }
+    let opened = Instant::now();
+    let flood = (0..FLOOD).map(|n| {
+        let mut client = clients[n % CONNECTIONS].clone();
+        async move {
+            let request = pb::WatchCashInsRequest {
+                customer_id: format!("cst_madeup{n:04}"),
+                ..Default::default()
+            };
+            client
+                .watch_cash_ins(from(A, request))
+                .await
+                .expect("A's WatchCashIns")
+                .into_inner()
+        }
+    });
+    let _a_streams = futures_util::future::join_all(flood).await;
+    // Every poller queued for its first poll.
+    sleep(Duration::from_millis(200)).await;
+    let a_before = flood_polls(&sandbox);
+    say!(
+        "caller A opened {FLOOD} watches in {:?}; {a_before} of their first polls made",
+        opened.elapsed()
+    );
+
+    // Caller B's one watch: its first event is its first poll's.
+    let limit = INTERVAL.mul_f64(1.1) + Duration::from_secs_f64(2.0 / PER_SECOND);
+    let slack = Duration::from_millis(500);
+    let started = Instant::now();
+    let mut stream = b_client
+        .watch_cash_in(from(
+            B,
+            pb::WatchCashInRequest {
+                cash_in_id: id.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("B's WatchCashIn")
+        .into_inner();
+    let first = timeout(limit + slack, stream.message()).await;
+    let first_after = started.elapsed();
+    say!("caller B's first event after {first_after:?}");
+    let first = first
+        .unwrap_or_else(|_| {
+            panic!(
+                "B saw no first event within {:?} ({} of A's polls made)",
+                limit + slack,
+                flood_polls(&sandbox)
+            )
+        })
+        .expect("B's stream stays open")
+        .expect("an event");
+    assert_eq!(first.cash_in.expect("cash_in").id, id);
+
+    // A change behind the gateway's back: only B's poller can bring it.
+    common::sandbox_rest::SandboxRest::new(&sandbox)
+        .await
+        .post(&format!("/sandbox/cash-ins/{id}/expire"), None)
+        .await;
+    let changed = Instant::now();
+    let seen = timeout(limit + slack, async {
+        loop {
+            let event = stream.message().await.expect("B's stream").expect("open");
+            let status = event.cash_in.map(|c| c.status);
+            if status == Some(pb::CashInStatus::Expired as i32) {
+                return changed.elapsed();
+            }
+        }
+    })
+    .await;
+    let a_after = flood_polls(&sandbox);
+    let seen = seen.unwrap_or_else(|_| {
+        panic!(
+            "B's change did not reach B within {:?} ({a_after} of A's polls made)",
+            limit + slack
+        )
+    });
+    say!(
+        "budget {PER_SECOND}/s, interval {INTERVAL:?}: with caller A's {FLOOD} watches queued, caller B's change reached B after {seen:?} (bound: 1.1 × interval + two turns = {limit:?}, plus {slack:?} for the request and the machine); A's polls meanwhile {a_before} → {a_after}"
+    );
+    assert!(
+        a_after < FLOOD,
+        "A's first polls were all made ({a_after}): nothing was queued ahead of B"
+    );
+}
