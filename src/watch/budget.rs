@@ -116,6 +116,12 @@ impl PollBudget {
         drop(turn);
     }
 
+    /// This replica's turns (for the tests).
+    #[cfg(test)]
+    pub(super) fn turns(&self) -> &Turns {
+        &self.turns
+    }
+
     /// Waits for the right to make one upstream request, as the gateway's own (no caller).
     #[cfg(test)]
     pub async fn acquire(&self) {

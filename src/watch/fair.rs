@@ -107,10 +107,22 @@ impl Turns {
         (state.waiters.len(), state.queues.len())
     }
 
-    /// Tickets held (for the tests).
+    /// Each ticket's callers with their streams, sorted (for the tests).
     #[cfg(test)]
-    fn tickets(&self) -> usize {
-        self.lock().members.len()
+    pub(super) fn tickets(&self) -> Vec<Vec<(String, usize)>> {
+        let state = self.lock();
+        let mut tickets: Vec<Vec<(String, usize)>> = state
+            .members
+            .values()
+            .map(|m| {
+                let mut callers: Vec<_> =
+                    m.callers.iter().map(|(c, n)| (c.to_string(), *n)).collect();
+                callers.sort();
+                callers
+            })
+            .collect();
+        tickets.sort();
+        tickets
     }
 }
 
@@ -368,7 +380,11 @@ mod tests {
         assert_eq!(a, arrived, "a's waiters took their turns in arrival order");
         assert_eq!(turns.waiting(), (0, 0));
         drop((tickets, b));
-        assert_eq!(turns.tickets(), 1, "the holder's");
+        assert_eq!(
+            turns.tickets(),
+            [[("holder".into(), 1)]],
+            "the holder's only"
+        );
     }
 
     #[tokio::test]
@@ -476,7 +492,7 @@ mod tests {
         }
         assert_eq!(turns.waiting(), (0, 0));
         drop(tickets);
-        assert_eq!(turns.tickets(), 1);
+        assert_eq!(turns.tickets().len(), 1);
 
         // One waiter is given the turn and goes away before it runs: the next one gets it.
         let first = ticket(&turns, &["a"]);

@@ -562,4 +562,37 @@ mod tests {
             "its slot is given back"
         );
     }
+
+    #[tokio::test]
+    async fn a_pollers_callers_follow_its_streams_and_nothing_is_left_when_they_go() {
+        let hub = hub();
+        let key = WatchKey::CashIn("ci_1".into());
+        let a = [
+            hub.subscribe(key.clone(), "spiffe://a".into()).unwrap(),
+            hub.subscribe(key.clone(), "spiffe://a".into()).unwrap(),
+        ];
+        let b = hub.subscribe(key.clone(), "dns:b".into()).unwrap();
+        let anonymous = hub.subscribe(key.clone(), "".into()).unwrap();
+        let turns = hub.inner.budget.turns().clone();
+        let callers = |list: &[(&str, usize)]| -> Vec<Vec<(String, usize)>> {
+            vec![list.iter().map(|(c, n)| (c.to_string(), *n)).collect()]
+        };
+        assert_eq!(
+            turns.tickets(),
+            callers(&[("", 1), ("dns:b", 1), ("spiffe://a", 2)])
+        );
+        let [a1, a2] = a;
+        drop((a1, anonymous));
+        assert_eq!(turns.tickets(), callers(&[("dns:b", 1), ("spiffe://a", 1)]));
+        drop((a2, b));
+        // The poller stopped with its last stream; its task lets its ticket go once aborted.
+        for _ in 0..1000 {
+            if turns.tickets().is_empty() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(turns.tickets().is_empty(), "{:?}", turns.tickets());
+        assert_eq!(hub.watched(), 0);
+    }
 }
