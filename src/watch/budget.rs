@@ -116,6 +116,11 @@ impl PollBudget {
         drop(turn);
     }
 
+    /// Polls waiting for their turn, and the callers (or the gateway) they wait for.
+    pub fn waiting(&self) -> (usize, usize) {
+        self.turns.waiting()
+    }
+
     /// This replica's turns (for the tests).
     #[cfg(test)]
     pub(super) fn turns(&self) -> &Turns {

@@ -100,9 +100,8 @@ impl Turns {
         }
     }
 
-    /// Waiters for a turn, and the classes they queue in (for the tests and the metrics).
-    #[cfg(test)]
-    fn waiting(&self) -> (usize, usize) {
+    /// Waiters for a turn, and the classes (callers, or the gateway) they queue as.
+    pub fn waiting(&self) -> (usize, usize) {
         let state = self.lock();
         (state.waiters.len(), state.queues.len())
     }

@@ -310,6 +310,12 @@ impl WatchHub {
         self.inner.polls.load(Ordering::Relaxed)
     }
 
+    /// Polls waiting for their turn at the poll budget, and how many callers they wait for (the
+    /// gateway's own re-reads count as one).
+    pub fn polls_waiting(&self) -> (usize, usize) {
+        self.inner.budget.waiting()
+    }
+
     /// Cash-ins that open streams remember, summed: what their memory grows with.
     pub fn tracked_cash_ins(&self) -> usize {
         self.inner.tracked.load(Ordering::Relaxed)

@@ -4,6 +4,7 @@
 //! another caller's watch beyond one poll interval plus its fair share of the poll budget.
 
 use crate::common;
+use crate::common::prometheus::value;
 use oms_gateway::proto::v1 as pb;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -85,6 +86,26 @@ impl Gateway {
         gateway
     }
 
+    /// `/metrics` (the admin listener's address from its startup line: `… addr=127.0.0.1:N`).
+    async fn metrics(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let line = text
+            .lines()
+            .find(|l| l.contains("admin listener"))
+            .expect("the admin listener's startup line");
+        let addr = line[line.find("addr=").expect("addr=") + 5..]
+            .split_whitespace()
+            .next()
+            .expect("an address")
+            .to_owned();
+        reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// A connection of its own.
     async fn channel(&self) -> Channel {
         tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
@@ -164,10 +185,16 @@ async fn a_thousand_watches_of_one_caller_hold_another_callers_watch_back_one_fa
     // Every poller queued for its first poll.
     sleep(Duration::from_millis(200)).await;
     let a_before = flood_polls(&sandbox);
+    let text = gateway.metrics().await;
+    let waiting = value(&text, "oms_gateway_watch_polls_waiting", &[]);
+    let callers = value(&text, "oms_gateway_watch_poll_callers_waiting", &[]);
     say!(
-        "caller A opened {FLOOD} watches in {:?}; {a_before} of their first polls made",
+        "caller A opened {FLOOD} watches in {:?}; {a_before} of their first polls made, {waiting} waiting for {callers} caller(s)",
         opened.elapsed()
     );
+    assert!(waiting >= 900.0, "A's polls queue: {waiting} waiting");
+    assert_eq!(callers, 1.0, "one caller waits: A");
+    assert!(!text.contains(A), "no caller is named in /metrics");
 
     // Caller B's one watch: its first event is its first poll's.
     let limit = INTERVAL.mul_f64(1.1) + Duration::from_secs_f64(2.0 / PER_SECOND);
