@@ -193,7 +193,7 @@ pub struct Subscription {
     _poller: Arc<Poller>,
     receiver: watch::Receiver<Observation>,
     hub: Arc<HubInner>,
-    /// The stream's caller, one of whose the poller's turns are (`fair.rs`).
+    /// The stream's caller: one of those for whom the poller takes its turns (`fair.rs`).
     caller: Arc<str>,
 }
 

@@ -1,11 +1,14 @@
-//! Fair use of the upstream between callers: the built binary, a sandbox of its own as OMS,
-//! callers named as a Linkerd sidecar names them (`--caller-identity-header l5d-client-id`), and
-//! real tonic clients. One caller's thousand watches on made-up customers must not hold back
-//! another caller's watch beyond one poll interval plus its fair share of the poll budget.
+//! Fair use of the upstream between callers: the built binary (alone, or two replicas sharing a
+//! real `redis-server`), a sandbox of its own as OMS, callers named as a Linkerd sidecar names
+//! them (`--caller-identity-header l5d-client-id`), and real tonic clients. One caller's
+//! thousand watches on made-up customers must not hold back another caller's watch beyond one
+//! poll interval plus its fair share of the poll budget.
 
 use crate::common;
 use crate::common::prometheus::value;
+use crate::replicas::{self, RedisServer, Replica, redis_missing};
 use oms_gateway::proto::v1 as pb;
+use pb::cash_in_service_client::CashInServiceClient;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tokio::time::{Instant, sleep, timeout};
@@ -27,6 +30,9 @@ const INTERVAL: Duration = Duration::from_secs(1);
 const FLOOD: usize = 1000;
 /// A's streams over this many connections (the HTTP/2 stream cap is per connection).
 const CONNECTIONS: usize = 5;
+/// Beyond the computed bound: the requests themselves, Redis, and a machine running the other
+/// tests beside (two cores in CI). Far below what one queue for all costs B (25 to 50 s).
+const SLACK: Duration = Duration::from_secs(1);
 const A: &str = "a.flood.example";
 const B: &str = "b.single.example";
 
@@ -134,41 +140,32 @@ fn flood_polls(sandbox: &oms_sandbox::SandboxHandle) -> usize {
         .count()
 }
 
-// Before (one FIFO queue of pollers): B's poller queued behind A's thousand first polls, 50 s at
-// 20/s, so B saw no event at all within the bound. Now its turns alternate with A's.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_thousand_watches_of_one_caller_hold_another_callers_watch_back_one_fair_share_at_most() {
-    let sandbox = common::start_remote_sandbox(SECRET).await;
-    let gateway = Gateway::start(&sandbox).await;
-    let b_channel = gateway.channel().await;
+/// Creates caller B's cash-in through `channel`; its id.
+async fn b_cash_in(channel: &Channel) -> String {
     let location =
-        pb::cash_location_service_client::CashLocationServiceClient::new(b_channel.clone())
+        pb::cash_location_service_client::CashLocationServiceClient::new(channel.clone())
             .list_cash_locations(from(B, common::guide_point()))
             .await
             .expect("ListCashLocations")
             .into_inner()
             .cash_locations
             .swap_remove(0);
-    let mut b_client = pb::cash_in_service_client::CashInServiceClient::new(b_channel);
-    let id = b_client
+    CashInServiceClient::new(channel.clone())
         .create_cash_in(from(B, common::create_request(&location, "cst_fair_b")))
         .await
         .expect("CreateCashIn")
         .into_inner()
         .cash_in
         .expect("cash_in")
-        .id;
+        .id
+}
 
-    // Caller A: a thousand WatchCashIns on customers that have no cash-ins.
-    let mut clients = Vec::new();
-    for _ in 0..CONNECTIONS {
-        clients.push(pb::cash_in_service_client::CashInServiceClient::new(
-            gateway.channel().await,
-        ));
-    }
+/// Caller A's thousand WatchCashIns on customers that have no cash-ins, spread over `clients`;
+/// the open streams (never read: nothing comes).
+async fn flood(clients: &[CashInServiceClient<Channel>]) -> Vec<tonic::Streaming<pb::CashInEvent>> {
     let opened = Instant::now();
-    let flood = (0..FLOOD).map(|n| {
-        let mut client = clients[n % CONNECTIONS].clone();
+    let watches = (0..FLOOD).map(|n| {
+        let mut client = clients[n % clients.len()].clone();
         async move {
             let request = pb::WatchCashInsRequest {
                 customer_id: format!("cst_madeup{n:04}"),
@@ -181,45 +178,41 @@ async fn a_thousand_watches_of_one_caller_hold_another_callers_watch_back_one_fa
                 .into_inner()
         }
     });
-    let _a_streams = futures_util::future::join_all(flood).await;
+    let streams = futures_util::future::join_all(watches).await;
     // Every poller queued for its first poll.
     sleep(Duration::from_millis(200)).await;
-    let a_before = flood_polls(&sandbox);
-    let text = gateway.metrics().await;
-    let waiting = value(&text, "oms_gateway_watch_polls_waiting", &[]);
-    let callers = value(&text, "oms_gateway_watch_poll_callers_waiting", &[]);
-    say!(
-        "caller A opened {FLOOD} watches in {:?}; {a_before} of their first polls made, {waiting} waiting for {callers} caller(s)",
-        opened.elapsed()
-    );
-    assert!(waiting >= 900.0, "A's polls queue: {waiting} waiting");
-    assert_eq!(callers, 1.0, "one caller waits: A");
-    assert!(!text.contains(A), "no caller is named in /metrics");
+    say!("caller A opened {FLOOD} watches in {:?}", opened.elapsed());
+    streams
+}
 
-    // Caller B's one watch: its first event is its first poll's.
-    let limit = INTERVAL.mul_f64(1.1) + Duration::from_secs_f64(2.0 / PER_SECOND);
-    let slack = Duration::from_millis(500);
+/// Caller B watches `id` through `client`, the sandbox expires it behind the gateways' back,
+/// and B must see its first event and then the change each within `limit` plus [`SLACK`].
+/// Returns both delays.
+async fn b_sees_its_change(
+    client: &mut CashInServiceClient<Channel>,
+    id: &str,
+    sandbox: &oms_sandbox::SandboxHandle,
+    limit: Duration,
+) -> (Duration, Duration) {
+    let limit = limit + SLACK;
     let started = Instant::now();
-    let mut stream = b_client
-        .watch_cash_in(from(
-            B,
-            pb::WatchCashInRequest {
-                cash_in_id: id.clone(),
-                ..Default::default()
-            },
-        ))
+    let request = pb::WatchCashInRequest {
+        cash_in_id: id.to_owned(),
+        ..Default::default()
+    };
+    let mut stream = client
+        .watch_cash_in(from(B, request))
         .await
         .expect("B's WatchCashIn")
         .into_inner();
-    let first = timeout(limit + slack, stream.message()).await;
+    // Its first event is its first poll's.
+    let first = timeout(limit, stream.message()).await;
     let first_after = started.elapsed();
-    say!("caller B's first event after {first_after:?}");
     let first = first
         .unwrap_or_else(|_| {
             panic!(
-                "B saw no first event within {:?} ({} of A's polls made)",
-                limit + slack,
-                flood_polls(&sandbox)
+                "B saw no first event within {limit:?} ({} of A's polls made)",
+                flood_polls(sandbox)
             )
         })
         .expect("B's stream stays open")
@@ -227,12 +220,12 @@ async fn a_thousand_watches_of_one_caller_hold_another_callers_watch_back_one_fa
     assert_eq!(first.cash_in.expect("cash_in").id, id);
 
     // A change behind the gateway's back: only B's poller can bring it.
-    common::sandbox_rest::SandboxRest::new(&sandbox)
+    common::sandbox_rest::SandboxRest::new(sandbox)
         .await
         .post(&format!("/sandbox/cash-ins/{id}/expire"), None)
         .await;
     let changed = Instant::now();
-    let seen = timeout(limit + slack, async {
+    let seen = timeout(limit, async {
         loop {
             let event = stream.message().await.expect("B's stream").expect("open");
             let status = event.cash_in.map(|c| c.status);
@@ -242,15 +235,94 @@ async fn a_thousand_watches_of_one_caller_hold_another_callers_watch_back_one_fa
         }
     })
     .await;
-    let a_after = flood_polls(&sandbox);
     let seen = seen.unwrap_or_else(|_| {
         panic!(
-            "B's change did not reach B within {:?} ({a_after} of A's polls made)",
-            limit + slack
+            "B's change did not reach B within {limit:?} ({} of A's polls made)",
+            flood_polls(sandbox)
         )
     });
+    (first_after, seen)
+}
+
+// Before (one FIFO queue of pollers): B's poller queued behind A's thousand first polls, 50 s at
+// 20/s, so B saw no event at all within the bound. Now its turns alternate with A's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_watches_of_one_caller_hold_another_callers_watch_back_one_fair_share_at_most() {
+    let sandbox = common::start_remote_sandbox(SECRET).await;
+    let gateway = Gateway::start(&sandbox).await;
+    let b_channel = gateway.channel().await;
+    let id = b_cash_in(&b_channel).await;
+    let mut clients = Vec::new();
+    for _ in 0..CONNECTIONS {
+        clients.push(CashInServiceClient::new(gateway.channel().await));
+    }
+    let _a_streams = flood(&clients).await;
+    let a_before = flood_polls(&sandbox);
+    let text = gateway.metrics().await;
+    let waiting = value(&text, "oms_gateway_watch_polls_waiting", &[]);
+    let callers = value(&text, "oms_gateway_watch_poll_callers_waiting", &[]);
+    say!("{a_before} of A's first polls made, {waiting} waiting for {callers} caller(s)");
+    assert!(waiting >= 900.0, "A's polls queue: {waiting} waiting");
+    assert_eq!(callers, 1.0, "one caller waits: A");
+    assert!(!text.contains(A), "no caller is named in /metrics");
+
+    // B's fair share: one turn in each round of the two callers with polls waiting.
+    let limit = INTERVAL.mul_f64(1.1) + Duration::from_secs_f64(2.0 / PER_SECOND);
+    let mut b_client = CashInServiceClient::new(b_channel);
+    let (first, seen) = b_sees_its_change(&mut b_client, &id, &sandbox, limit).await;
+    let a_after = flood_polls(&sandbox);
     say!(
-        "budget {PER_SECOND}/s, interval {INTERVAL:?}: with caller A's {FLOOD} watches queued, caller B's change reached B after {seen:?} (bound: 1.1 × interval + two turns = {limit:?}, plus {slack:?} for the request and the machine); A's polls meanwhile {a_before} → {a_after}"
+        "budget {PER_SECOND}/s, interval {INTERVAL:?}, one gateway: with caller A's {FLOOD} watches queued, caller B's first event came after {first:?} and its change reached it after {seen:?} (bound: 1.1 × interval + two turns = {limit:?}, plus {SLACK:?}); A's polls meanwhile {a_before} → {a_after}"
+    );
+    assert!(
+        a_after < FLOOD,
+        "A's first polls were all made ({a_after}): nothing was queued ahead of B"
+    );
+}
+
+// With a fleet the replicas ask Redis's bucket one poller at a time each: before, in arrival
+// order, so B's poller on replica 1 waited behind A's 500 there (25 s at the fleet's 20/s, half
+// of it replica 1's). Now B's turns alternate with A's on replica 1, and the two replicas share
+// the fleet's tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_fleet_a_thousand_watches_of_one_caller_hold_another_callers_watch_back_one_fair_share_at_most()
+ {
+    if redis_missing("with_a_fleet_a_thousand_watches") {
+        return;
+    }
+    let redis = RedisServer::start().await;
+    let sandbox = common::start_remote_sandbox(replicas::SECRET).await;
+    let per_second = PER_SECOND.to_string();
+    let extra = [
+        "--caller-identity-header",
+        "l5d-client-id",
+        "--watch-max-polls-per-second",
+        &per_second,
+        "--max-concurrent-calls",
+        "4096",
+        "--max-concurrent-streams-per-connection",
+        "1024",
+    ];
+    let lease_ttl = Duration::from_secs(3);
+    let mut fleet = Vec::new();
+    for _ in 0..2 {
+        fleet.push(Replica::launch(&sandbox, &redis, lease_ttl, INTERVAL, &extra).await);
+    }
+    replicas::all_share(&fleet).await;
+    let id = b_cash_in(&fleet[0].channel).await;
+    // A's watches land on both replicas, as a balancer spreads them; B's on the second.
+    let clients: Vec<_> = fleet.iter().map(Replica::cash_ins).collect();
+    let _a_streams = flood(&clients).await;
+    let a_before = flood_polls(&sandbox);
+
+    // B's fair share: one turn in each round of the two callers on its replica, whose asker
+    // takes every other token of the fleet's, each reservation at most a burst (2) ahead.
+    let limit = INTERVAL.mul_f64(1.1) + Duration::from_secs_f64((4.0 + 2.0) / PER_SECOND);
+    let mut b_client = fleet[1].cash_ins();
+    let (first, seen) = b_sees_its_change(&mut b_client, &id, &sandbox, limit).await;
+    let a_after = flood_polls(&sandbox);
+    say!(
+        "fleet budget {PER_SECOND}/s over two replicas, interval {INTERVAL:?}: with caller A's {FLOOD} watches queued on both, caller B's first event on the second came after {first:?} and its change reached it after {seen:?} (bound: 1.1 × interval + four turns + a burst = {limit:?}, plus {SLACK:?}); A's polls meanwhile {a_before} → {a_after}"
     );
     assert!(
         a_after < FLOOD,
