@@ -64,13 +64,15 @@ impl CashIns {
         Mutation::keyed(request, operation, field_key, deadline, violations)
     }
 
+    /// A stream of `key` for `caller`, whose turns at the poll budget its poller takes.
     async fn watch(
         &self,
         key: WatchKey,
+        caller: Arc<str>,
         mode: Mode,
         metadata: &tonic::metadata::MetadataMap,
     ) -> Result<EventStream, GatewayError> {
-        let subscription = self.hub.subscribe(key)?;
+        let subscription = self.hub.subscribe(key, caller)?;
         subscription.catch_up().await;
         let deadline = grpc_timeout(metadata).map(|t| Instant::now() + t);
         Ok(stream::events(
@@ -242,6 +244,7 @@ impl CashIns {
         let stream = self
             .watch(
                 WatchKey::CashIn(id),
+                caller_of(&request),
                 Mode::Single { cash_in_only },
                 request.metadata(),
             )
@@ -268,6 +271,7 @@ impl CashIns {
         let stream = self
             .watch(
                 WatchKey::Customer(customer),
+                caller_of(&request),
                 Mode::Filter {
                     statuses,
                     cash_in_only,
@@ -278,6 +282,15 @@ impl CashIns {
             .await?;
         Ok(Response::new(stream))
     }
+}
+
+/// The caller of `request` as set by the security layer (anonymous: empty), shared, not copied.
+fn caller_of<T>(request: &Request<T>) -> Arc<str> {
+    request
+        .extensions()
+        .get::<Caller>()
+        .map(|caller| caller.0.clone())
+        .unwrap_or_else(|| "".into())
 }
 
 /// ListCashIns's request as the query to send and the fingerprint its page tokens are bound to,

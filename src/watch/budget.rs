@@ -1,10 +1,16 @@
 //! The budget of upstream poll requests per second, shared fairly by every poller: this
 //! replica's ([`PollBudget`]), and the fleet's in Redis when the replicas share one.
 //!
-//! [`PollBudget`]: a token bucket whose tokens are permits of a FIFO semaphore: a refill task adds permits at
-//! the configured rate up to a small burst, and a poller takes one permit per upstream request.
-//! Waiters are served in arrival order, so ten thousand pollers each get their turn and together
-//! never exceed the rate, whatever the number of watchers.
+//! Who asks next is decided by this replica's turns (`fair.rs`): one turn at a time, round-robin
+//! between the callers whose streams wait for a poll, in arrival order within a caller. So a
+//! caller's thousand watches hold another caller's watch back by one turn of each caller with
+//! waiting pollers, not by a thousand polls. The turn holder takes its token (from Redis, or from
+//! this replica's bucket), then lets the next turn go.
+//!
+//! [`PollBudget`]: a token bucket whose tokens are permits of a semaphore: a refill task adds
+//! permits at the configured rate up to a small burst, and the turn holder takes one permit per
+//! upstream request, so ten thousand pollers together never exceed the rate, whatever the
+//! number of watchers.
 //!
 //! The bucket cannot go into debt: a permit is taken only when it is there (the semaphore never
 //! goes below zero), and a waiter dropped before its turn (its poller stopped because its
@@ -25,12 +31,20 @@
 //! dropped) gives its token back: a drop guard notes it and one task per replica returns what is
 //! owed in one small script, best effort (Redis down: lost, and the floor bounds the cost).
 //!
-//! Within a replica, pollers ask Redis one at a time in arrival order (a FIFO lock held while
-//! asking, and while waiting after a refusal, never while waiting for a granted turn): the
-//! replica's pollers take turns fairly, and a refused flood costs Redis one request per replica
-//! per freed token, not one per poller. Redis down: `None`, and the caller takes a permit from
-//! its replica's own budget instead (then each replica polls at up to the full rate).
+//! Within a replica, only the turn holder asks Redis (while asking, and while waiting after a
+//! refusal, never while waiting for a granted reservation): a refused flood costs Redis one
+//! request per replica per freed token, not one per poller. That is also why fairness within
+//! each replica is enough for the fleet: every replica has at most one request at Redis, and a
+//! reservation lies at most a burst ahead, so when the fleet's budget binds the replicas that
+//! want tokens race for them on equal terms (one asker each, the same wait after a refusal),
+//! however many pollers queue behind another replica's asker; and within its replica a
+//! caller's poller waits for one turn of each caller with waiting pollers there. (A fair share
+//! across replicas by caller would need the callers' queues in Redis: not done, and no caller
+//! is named there.) Redis down: the turn comes back (nothing taken),
+//! and the holder takes a permit from its replica's own budget in the same turn (then each
+//! replica polls at up to the full rate).
 
+use super::fair::{Ticket, Turn, Turns};
 use crate::redis::{PREFIX, SharedState};
 use redis::Script;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -43,6 +57,8 @@ use tokio::task::JoinHandle;
 #[derive(Clone, Debug)]
 pub struct PollBudget {
     permits: Arc<Semaphore>,
+    /// Who asks next, this replica's or the fleet's budget (`fair.rs`).
+    turns: Turns,
     _refill: Arc<AbortOnDrop>,
 }
 
@@ -82,15 +98,40 @@ impl PollBudget {
         });
         Self {
             permits,
+            turns: Turns::default(),
             _refill: Arc::new(AbortOnDrop(refill)),
         }
     }
 
-    /// Waits for the right to make one upstream request.
-    pub async fn acquire(&self) {
+    /// A place in this replica's turns for a poller (or a re-read), with no caller yet.
+    pub fn ticket(&self) -> Ticket {
+        self.turns.ticket()
+    }
+
+    /// Takes one token from this replica's bucket in `turn`, then lets the next turn go.
+    pub async fn spend(&self, turn: Turn) {
         if let Ok(permit) = self.permits.acquire().await {
             permit.forget();
         }
+        drop(turn);
+    }
+
+    /// Polls waiting for their turn, and the callers (or the gateway) they wait for.
+    pub fn waiting(&self) -> (usize, usize) {
+        self.turns.waiting()
+    }
+
+    /// This replica's turns (for the tests).
+    #[cfg(test)]
+    pub(super) fn turns(&self) -> &Turns {
+        &self.turns
+    }
+
+    /// Waits for the right to make one upstream request, as the gateway's own (no caller).
+    #[cfg(test)]
+    pub async fn acquire(&self) {
+        let ticket = self.ticket();
+        self.spend(ticket.turn().await).await;
     }
 }
 
@@ -145,8 +186,6 @@ pub struct FleetBudget {
     per_second: f64,
     burst: f64,
     key: String,
-    /// Held by the one poller of this replica asking Redis for a token (tokio's lock is FIFO).
-    asking: Arc<tokio::sync::Mutex<()>>,
     refunds: Arc<Refunds>,
 }
 
@@ -176,25 +215,27 @@ impl FleetBudget {
             per_second,
             burst: (per_second / 10.0).ceil().max(1.0),
             key: format!("{PREFIX}watch:budget"),
-            asking: Arc::default(),
             refunds: Arc::default(),
         }
     }
 
-    /// Waits for the right to make one upstream poll; `None` when Redis is down (nothing taken).
-    /// Dropped while it waits, it takes nothing (or gives back what it took).
-    pub async fn acquire(&self) -> Option<()> {
+    /// Waits for the right to make one upstream poll, asking Redis in `turn` (this replica's
+    /// one asker); the turn is let go once a token is reserved, before waiting for it. Redis
+    /// down: the turn back (nothing taken), for this replica's own budget. Dropped while it
+    /// waits, it takes nothing (or gives back what it took).
+    pub async fn acquire(&self, turn: Turn) -> Result<(), Turn> {
         // A wait Redis names is bounded by what this replica's own rate makes of its burst: a
         // replica configured with another rate (a rolling deploy) or a corrupt reply cannot park
-        // this replica's pollers, which queue behind `asking`, for longer.
+        // this replica's pollers, which wait for `turn`, for longer.
         let longest = Duration::from_secs_f64(self.burst / self.per_second);
         let wait = |ms: u64| Duration::from_millis(ms).min(longest);
         let wait_ms = {
-            let _asking = self.asking.lock().await;
             let mut reserve = RESERVE.prepare_invoke();
             reserve.key(&self.key).arg(self.per_second).arg(self.burst);
             loop {
-                let answer: i64 = self.state.invoke(&reserve).await?;
+                let Some(answer) = self.state.invoke::<i64>(&reserve).await else {
+                    return Err(turn);
+                };
                 if answer >= 0 {
                     break answer.unsigned_abs();
                 }
@@ -202,6 +243,7 @@ impl FleetBudget {
                 tokio::time::sleep(wait(answer.unsigned_abs())).await;
             }
         };
+        drop(turn);
         if wait_ms > 0 {
             let reservation = Reservation {
                 budget: self,
@@ -210,7 +252,7 @@ impl FleetBudget {
             tokio::time::sleep(wait(wait_ms)).await;
             reservation.used();
         }
-        Some(())
+        Ok(())
     }
 
     /// Notes one token to give back, and starts the task that gives them back if none runs.

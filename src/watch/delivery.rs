@@ -14,6 +14,7 @@
 //! replica's webhook, or one received before this replica restarted, is shown all the same.
 //! Without Redis a restarted replica knows no delivery until OMS's next transaction webhook.
 
+use super::fair::Ticket;
 use super::version::{DELIVERY_KEY_LEN, DeliveryVersion, Item, newer_delivery};
 use super::{HubInner, Observation, WatchHub, WatchKey, diff, fleet, observe};
 use crate::oms::TransactionReads;
@@ -198,7 +199,7 @@ pub(super) async fn refresh(hub: &HubInner, sender: &watch::Sender<Observation>)
 /// OMS serves `GET /transactions/{id}` (or it is not known yet: this is the probe), taking a
 /// permit of the poll budget as a poll does, and publishes what it finds as a webhook's would
 /// be. A failed read is left to the next turn.
-pub(super) async fn read_back(hub: &Arc<HubInner>, cash_in: &pb::CashIn) {
+pub(super) async fn read_back(hub: &Arc<HubInner>, cash_in: &pb::CashIn, ticket: &Ticket) {
     let transaction = cash_in
         .delivery
         .as_ref()
@@ -210,7 +211,7 @@ pub(super) async fn read_back(hub: &Arc<HubInner>, cash_in: &pb::CashIn) {
     if hub.oms.transaction_reads() == TransactionReads::NotServed {
         return;
     }
-    fleet::acquire(hub).await;
+    fleet::acquire(hub, ticket).await;
     let deadline = tokio::time::Instant::now() + hub.poll_timeout;
     match hub
         .oms
@@ -235,7 +236,11 @@ pub(super) async fn read_back(hub: &Arc<HubInner>, cash_in: &pb::CashIn) {
 /// A customer's poll turn: reads back the delivery of one of its cash-ins still awaiting one
 /// (picked at random, so each gets its turn), as [`read_back`] does; at most one read per poll,
 /// so a customer's history costs at most as many upstream requests again as its polls.
-pub(super) async fn read_back_one(hub: &Arc<HubInner>, sender: &watch::Sender<Observation>) {
+pub(super) async fn read_back_one(
+    hub: &Arc<HubInner>,
+    sender: &watch::Sender<Observation>,
+    ticket: &Ticket,
+) {
     if hub.oms.transaction_reads() == TransactionReads::NotServed {
         return;
     }
@@ -250,7 +255,7 @@ pub(super) async fn read_back_one(hub: &Arc<HubInner>, sender: &watch::Sender<Ob
         return;
     }
     let pick = &awaiting[fastrand::usize(..awaiting.len())];
-    read_back(hub, pick).await;
+    read_back(hub, pick, ticket).await;
 }
 
 impl HubInner {

@@ -21,6 +21,7 @@
 //! and merge it into their own ([`super::version::merge`]), so nothing they show goes back.
 
 use super::budget::FleetBudget;
+use super::fair::{Ticket, Turn};
 use super::version::{self, Item, KEY_LEN, Version};
 use super::{HubInner, Observation, WatchKey, diff, observe};
 use crate::error::GatewayError;
@@ -221,9 +222,9 @@ impl FleetWatch {
         self.state.now_or_later(names.release(token)).await;
     }
 
-    /// Waits for a fleet poll permit; `None`: Redis is down.
-    pub async fn acquire(&self) -> Option<()> {
-        self.budget.acquire().await
+    /// Waits for a fleet poll permit, asking Redis in `turn`; the turn back: Redis is down.
+    pub async fn acquire(&self, turn: Turn) -> Result<(), Turn> {
+        self.budget.acquire(turn).await
     }
 
     /// Stores `item` as the cash-in's observation unless a newer one is stored; `watched`: only
@@ -328,14 +329,18 @@ enum Shared {
     Ended(GatewayError),
 }
 
-/// Waits for a permit of the fleet's poll budget, or of this replica's when Redis is down.
-pub(super) async fn acquire(hub: &HubInner) {
-    if let Some(fleet) = &hub.fleet
-        && fleet.acquire().await.is_some()
-    {
-        return;
-    }
-    hub.budget.acquire().await;
+/// Waits for `ticket`'s turn among this replica's pollers (fair between callers: `fair.rs`),
+/// then for a permit of the fleet's poll budget, or of this replica's when Redis is down.
+pub(super) async fn acquire(hub: &HubInner, ticket: &Ticket) {
+    let turn = ticket.turn().await;
+    let turn = match &hub.fleet {
+        Some(fleet) => match fleet.acquire(turn).await {
+            Ok(()) => return,
+            Err(turn) => turn,
+        },
+        None => turn,
+    };
+    hub.budget.spend(turn).await;
 }
 
 /// Shares a cash-in this replica learned first-hand (at `learned`) with the fleet: its shared

@@ -1,6 +1,7 @@
 //! The watch hub's metrics, read at scrape time from what the hub keeps: open streams, running
-//! pollers, polls made, the poll cadence (whether webhooks relax it, and both intervals), and
-//! the cash-ins' deliveries learned, by state.
+//! pollers, polls made and waiting (with how many callers they wait for, never which), the poll
+//! cadence (whether webhooks relax it, and both intervals), and the cash-ins' deliveries
+//! learned, by state.
 
 use super::WatchHub;
 use crate::metrics::scrape;
@@ -40,6 +41,19 @@ impl Collector for HubMetrics {
             "oms_gateway_watch_polls",
             "Polls of OMS made by the watch pollers.",
             hub.polls(),
+        )?;
+        let (waiting, callers) = hub.polls_waiting();
+        scrape::gauge(
+            &mut encoder,
+            "oms_gateway_watch_polls_waiting",
+            "Polls (and list pages) waiting for their turn at the poll budget.",
+            gauge(waiting),
+        )?;
+        scrape::gauge(
+            &mut encoder,
+            "oms_gateway_watch_poll_callers_waiting",
+            "Callers whose watched resources wait for a poll (the gateway's own re-reads count as one); the budget's turns go round-robin between them.",
+            gauge(callers),
         )?;
         scrape::gauge_f64(
             &mut encoder,

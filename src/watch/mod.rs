@@ -7,7 +7,9 @@
 //! is terminal). A poller publishes into a `tokio::sync::watch` channel, which holds only the
 //! latest observation: a slow stream never blocks the poller or the other streams, may skip
 //! intermediate states, and always finds the latest (so the terminal) one. Every upstream poll
-//! takes a permit from the global [`budget::PollBudget`]. On upstream errors a poller backs off
+//! takes a permit from the global [`budget::PollBudget`], in turns fair between the callers
+//! whose streams watch the pollers (`fair.rs`: each subscription names its caller, and its
+//! poller's ticket counts it). On upstream errors a poller backs off
 //! and keeps its streams open; only after the upstream has failed for longer than the configured
 //! limit does it end them (UNAVAILABLE). This module never parses JSON nor builds a request: it
 //! calls the OMS operations layer (`oms.rs`). With `--redis-url`, one poller per resource polls
@@ -17,6 +19,7 @@
 pub mod budget;
 mod delivery;
 pub mod diff;
+mod fair;
 mod fleet;
 mod metrics;
 mod poll;
@@ -142,6 +145,8 @@ struct Poller {
     sender: watch::Sender<Observation>,
     /// Names this poller's lease in the fleet.
     token: Arc<str>,
+    /// Its place in the turns at the poll budget, with the callers of its streams.
+    ticket: Arc<fair::Ticket>,
     task: AbortHandle,
     hub: Weak<HubInner>,
 }
@@ -189,10 +194,13 @@ pub struct Subscription {
     _poller: Arc<Poller>,
     receiver: watch::Receiver<Observation>,
     hub: Arc<HubInner>,
+    /// The stream's caller: one of those for whom the poller takes its turns (`fair.rs`).
+    caller: Arc<str>,
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        self._poller.ticket.leave(&self.caller);
         self.hub.streams.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -303,6 +311,12 @@ impl WatchHub {
         self.inner.polls.load(Ordering::Relaxed)
     }
 
+    /// Polls waiting for their turn at the poll budget, and how many callers they wait for (the
+    /// gateway's own re-reads count as one).
+    pub fn polls_waiting(&self) -> (usize, usize) {
+        self.inner.budget.waiting()
+    }
+
     /// Cash-ins that open streams remember, summed: what their memory grows with.
     pub fn tracked_cash_ins(&self) -> usize {
         self.inner.tracked.load(Ordering::Relaxed)
@@ -342,8 +356,10 @@ impl WatchHub {
         });
     }
 
-    /// Joins the poller for `key`, starting it if needed. RESOURCE_EXHAUSTED past the caps.
-    pub fn subscribe(&self, key: WatchKey) -> Result<Subscription, GatewayError> {
+    /// Joins the poller for `key`, starting it if needed, for a stream of `caller` (an identity;
+    /// anonymous: empty), whose turns at the poll budget the poller then takes too (`fair.rs`).
+    /// RESOURCE_EXHAUSTED past the caps.
+    pub fn subscribe(&self, key: WatchKey, caller: Arc<str>) -> Result<Subscription, GatewayError> {
         let hub = &self.inner;
         let open = hub.streams.fetch_add(1, Ordering::Relaxed) + 1;
         if open > hub.config.max_streams {
@@ -367,7 +383,10 @@ impl WatchHub {
                 .and_then(Weak::upgrade)
                 .filter(|poller| !poller.is_dead());
             match running {
-                Some(poller) => Ok(poller),
+                Some(poller) => {
+                    poller.ticket.join(&caller);
+                    Ok(poller)
+                }
                 None => {
                     pollers.retain(|_, w| w.strong_count() > 0);
                     if pollers.len() >= hub.config.max_watched {
@@ -376,7 +395,7 @@ impl WatchHub {
                             hub.config.max_watched
                         )))
                     } else {
-                        let poller = self.start_poller(key.clone());
+                        let poller = self.start_poller(key.clone(), &caller);
                         pollers.insert(key, Arc::downgrade(&poller));
                         Ok(poller)
                     }
@@ -389,6 +408,7 @@ impl WatchHub {
                 receiver: poller.sender.subscribe(),
                 _poller: poller,
                 hub: hub.clone(),
+                caller,
             }),
             Err(err) => {
                 hub.streams.fetch_sub(1, Ordering::Relaxed);
@@ -467,8 +487,12 @@ impl WatchHub {
         cash_in
     }
 
-    fn start_poller(&self, key: WatchKey) -> Arc<Poller> {
+    /// A poller of `key` for a first stream of `caller`, who is one of its callers before its
+    /// first turn.
+    fn start_poller(&self, key: WatchKey, caller: &Arc<str>) -> Arc<Poller> {
         let (sender, _) = watch::channel(Observation::Waiting);
+        let ticket = Arc::new(self.inner.budget.ticket());
+        ticket.join(caller);
         let token: Arc<str> = match &self.inner.fleet {
             Some(fleet) => fleet.state().token().into(),
             None => "".into(),
@@ -478,12 +502,14 @@ impl WatchHub {
             key.clone(),
             sender.clone(),
             fleet::Follower::new(&key, token.clone()),
+            ticket.clone(),
         ));
         tracing::debug!(?key, "poller started");
         Arc::new(Poller {
             key,
             sender,
             token,
+            ticket,
             task: task.abort_handle(),
             hub: Arc::downgrade(&self.inner),
         })
@@ -522,7 +548,9 @@ mod tests {
         let hub = hub();
         let (stopping, stopping_rx) = watch::channel(false);
         hub.end_streams_on(stopping_rx);
-        let mut open = hub.subscribe(WatchKey::CashIn("ci_1".into())).unwrap();
+        let mut open = hub
+            .subscribe(WatchKey::CashIn("ci_1".into()), "".into())
+            .unwrap();
         stopping.send_replace(true);
         open.receiver
             .wait_for(|o| matches!(o, Observation::Ended(_)))
@@ -530,7 +558,7 @@ mod tests {
             .expect("the open stream is told to go");
         // A watch that arrives after the pollers were ended (it passed every check before the
         // shutdown began) must not start a poller that nothing will end.
-        let late = hub.subscribe(WatchKey::CashIn("ci_2".into()));
+        let late = hub.subscribe(WatchKey::CashIn("ci_2".into()), "".into());
         let Err(GatewayError::Unavailable(message)) = late else {
             panic!("a watch after shutdown was accepted");
         };
@@ -540,5 +568,38 @@ mod tests {
             1,
             "its slot is given back"
         );
+    }
+
+    #[tokio::test]
+    async fn a_pollers_callers_follow_its_streams_and_nothing_is_left_when_they_go() {
+        let hub = hub();
+        let key = WatchKey::CashIn("ci_1".into());
+        let a = [
+            hub.subscribe(key.clone(), "spiffe://a".into()).unwrap(),
+            hub.subscribe(key.clone(), "spiffe://a".into()).unwrap(),
+        ];
+        let b = hub.subscribe(key.clone(), "dns:b".into()).unwrap();
+        let anonymous = hub.subscribe(key.clone(), "".into()).unwrap();
+        let turns = hub.inner.budget.turns().clone();
+        let callers = |list: &[(&str, usize)]| -> Vec<Vec<(String, usize)>> {
+            vec![list.iter().map(|(c, n)| (c.to_string(), *n)).collect()]
+        };
+        assert_eq!(
+            turns.tickets(),
+            callers(&[("", 1), ("dns:b", 1), ("spiffe://a", 2)])
+        );
+        let [a1, a2] = a;
+        drop((a1, anonymous));
+        assert_eq!(turns.tickets(), callers(&[("dns:b", 1), ("spiffe://a", 1)]));
+        drop((a2, b));
+        // The poller stopped with its last stream; its task lets its ticket go once aborted.
+        for _ in 0..1000 {
+            if turns.tickets().is_empty() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(turns.tickets().is_empty(), "{:?}", turns.tickets());
+        assert_eq!(hub.watched(), 0);
     }
 }

@@ -4,6 +4,7 @@
 //! unreachable limit, or at OMS's 404; stopping at a terminal state. With a fleet, each turn
 //! first holds the resource's lease or follows its holder (`fleet.rs`).
 
+use super::fair::Ticket;
 use super::version::{self, Item};
 use super::{
     HubInner, IDLE_CUSTOMER_MAX_INTERVAL, MAX_LIST_PAGES, Observation, WatchKey, delivery, diff,
@@ -20,7 +21,11 @@ use tokio::time::Instant;
 /// One poll of `key`, whose first request's permit the caller has taken. Each request's time
 /// limit starts when it is sent, after its permit: waiting for the poll budget is no upstream
 /// time, so a long queue for permits never times a request out before it went out.
-async fn fetch(hub: &HubInner, key: &WatchKey) -> Result<Vec<pb::CashIn>, GatewayError> {
+async fn fetch(
+    hub: &HubInner,
+    key: &WatchKey,
+    ticket: &Ticket,
+) -> Result<Vec<pb::CashIn>, GatewayError> {
     hub.polls.fetch_add(1, Ordering::Relaxed);
     match key {
         WatchKey::CashIn(id) => {
@@ -32,7 +37,7 @@ async fn fetch(hub: &HubInner, key: &WatchKey) -> Result<Vec<pb::CashIn>, Gatewa
             let mut cursor = None;
             for page in 0..MAX_LIST_PAGES {
                 if page > 0 {
-                    fleet::acquire(hub).await;
+                    fleet::acquire(hub, ticket).await;
                 }
                 let deadline = Instant::now() + hub.poll_timeout;
                 let query = CashInQuery {
@@ -70,6 +75,7 @@ pub(super) async fn poll_loop(
     key: WatchKey,
     sender: watch::Sender<Observation>,
     mut follower: fleet::Follower,
+    ticket: Arc<Ticket>,
 ) {
     let mut outage = Outage::default();
     let mut empty_polls = 0u32;
@@ -82,7 +88,7 @@ pub(super) async fn poll_loop(
             delivery::refresh(&strong, &sender).await;
             drop(strong);
             if follower.stopped() {
-                await_delivery(&hub, &sender, &follower).await;
+                await_delivery(&hub, &sender, &follower, &ticket).await;
                 return;
             }
             follower.wait(jittered(interval)).await;
@@ -101,10 +107,10 @@ pub(super) async fn poll_loop(
             }
             continue;
         }
-        fleet::acquire(&strong).await;
+        fleet::acquire(&strong, &ticket).await;
         // The poll starts when its first request may go out; what it sees is at least as new.
         let (started, listed) = (Instant::now(), version::now());
-        let mut result = fetch(&strong, &key).await;
+        let mut result = fetch(&strong, &key, &ticket).await;
         if let Ok(items) = &mut result {
             items
                 .iter_mut()
@@ -149,7 +155,7 @@ pub(super) async fn poll_loop(
             .await;
         delivery::refresh(&strong, &sender).await;
         if matches!(&key, WatchKey::Customer(_)) {
-            delivery::read_back_one(&strong, &sender).await;
+            delivery::read_back_one(&strong, &sender, &ticket).await;
         }
         let terminal = matches!(&key, WatchKey::CashIn(_))
             && matches!(&*sender.borrow(), Observation::Seen { items, .. }
@@ -165,7 +171,7 @@ pub(super) async fn poll_loop(
             // Nothing changes after a terminal status: keep the last state, stop polling.
             follower.release(&strong).await;
             drop(strong);
-            await_delivery(&hub, &sender, &follower).await;
+            await_delivery(&hub, &sender, &follower, &ticket).await;
             return;
         }
         next_poll = Instant::now() + wait;
@@ -184,6 +190,7 @@ async fn await_delivery(
     hub: &Weak<HubInner>,
     sender: &watch::Sender<Observation>,
     follower: &fleet::Follower,
+    ticket: &Ticket,
 ) {
     loop {
         let Some(strong) = hub.upgrade() else { return };
@@ -199,7 +206,7 @@ async fn await_delivery(
             return;
         }
         delivery::refresh(&strong, sender).await;
-        delivery::read_back(&strong, &cash_in).await;
+        delivery::read_back(&strong, &cash_in, ticket).await;
         let interval = strong.interval();
         drop(strong);
         follower.wait(jittered(interval)).await;

@@ -144,7 +144,8 @@ impl WatchHub {
 
     async fn reread(&self, id: &str) {
         let inner = &self.inner;
-        fleet::acquire(inner).await;
+        // The gateway's own turn: no caller's stream asked for this read.
+        fleet::acquire(inner, &inner.budget.ticket()).await;
         inner.push.reads.fetch_add(1, Ordering::Relaxed);
         let (deadline, learned) = (Instant::now() + inner.poll_timeout, super::version::now());
         match inner.oms.get_cash_in(id, deadline).await {

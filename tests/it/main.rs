@@ -44,4 +44,5 @@ mod token_outage;
 mod tracing;
 mod validation;
 mod watch;
+mod watch_fairness;
 mod webhooks;
