@@ -150,11 +150,12 @@ fn watch_on(channel: Channel, id: &str, deadline: Option<Duration>) -> Watcher {
     Watcher::spawn(async move { client.watch_cash_in(request).await })
 }
 
+/// A customer's watch of the cash-in layer (as [`watch_on`]).
 fn watch_customer(gateway: &TestGateway, customer: &str, statuses: &[St]) -> Watcher {
     let request = pb::WatchCashInsRequest {
         customer_id: customer.to_owned(),
         statuses: statuses.iter().map(|s| *s as i32).collect(),
-        ..Default::default()
+        cash_in_only: true,
     };
     let mut client = gateway.cash_ins();
     Watcher::spawn(async move { client.watch_cash_ins(request).await })
