@@ -7,6 +7,7 @@ use crate::error::GatewayError;
 use crate::idempotency::IdempotencyLayer;
 use crate::oms::{CashInQuery, NewCashIn, Oms};
 use crate::proto::v1::{self as pb, cash_in_service_server::CashInService};
+use crate::quota::CallerQuota;
 use crate::security::Caller;
 use crate::telemetry::rpc_span;
 use crate::validate::{self, Violations};
@@ -14,6 +15,7 @@ use crate::watch::{
     WatchHub, WatchKey,
     stream::{self, EventStream, Mode},
 };
+use futures_util::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -64,21 +66,35 @@ impl CashIns {
         Mutation::keyed(request, operation, field_key, deadline, violations)
     }
 
+    /// Opens a watch stream on `key`, within the caller's quota (`quota`, taken from the
+    /// request before anything is subscribed; held by the stream until it ends).
     async fn watch(
         &self,
         key: WatchKey,
         mode: Mode,
         metadata: &tonic::metadata::MetadataMap,
+        quota: Option<CallerQuota>,
     ) -> Result<EventStream, GatewayError> {
+        let held = match &quota {
+            Some(quota) => Some(quota.open_stream(&resource_name(&key)).await?),
+            None => None,
+        };
         let subscription = self.hub.subscribe(key)?;
         subscription.catch_up().await;
         let deadline = grpc_timeout(metadata).map(|t| Instant::now() + t);
-        Ok(stream::events(
+        let events = stream::events(
             subscription,
             mode,
             deadline,
             self.hub.config().heartbeat_interval,
-        ))
+        );
+        Ok(match held {
+            Some(held) => Box::pin(events.map(move |event| {
+                let _held = &held;
+                event
+            })),
+            None => events,
+        })
     }
 }
 
@@ -243,6 +259,7 @@ impl CashIns {
                 WatchKey::CashIn(id),
                 Mode::Single { cash_in_only },
                 request.metadata(),
+                request.extensions().get::<CallerQuota>().cloned(),
             )
             .instrument(span)
             .await?;
@@ -272,10 +289,19 @@ impl CashIns {
                     cash_in_only,
                 },
                 request.metadata(),
+                request.extensions().get::<CallerQuota>().cloned(),
             )
             .instrument(span)
             .await?;
         Ok(Response::new(stream))
+    }
+}
+
+/// The resource a watch key names, as the caller's quota counts it.
+fn resource_name(key: &WatchKey) -> String {
+    match key {
+        WatchKey::CashIn(id) => format!("cash-in:{id}"),
+        WatchKey::Customer(id) => format!("customer:{id}"),
     }
 }
 
