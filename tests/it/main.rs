@@ -31,6 +31,7 @@ mod limits;
 mod metrics;
 mod money_paths;
 mod probe_port;
+mod quotas;
 mod reliability;
 mod reliability_malformed;
 mod replicas;
