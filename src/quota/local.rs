@@ -40,6 +40,8 @@ struct Usage {
     at: Instant,
     calls: u32,
     streams: u32,
+    /// Until when the fleet's bucket is known to hold less than a token (it said so).
+    fleet_empty_until: Option<Instant>,
     /// Resource digest → this subject's streams on it here.
     watched: HashMap<Arc<str>, u32>,
 }
@@ -92,6 +94,7 @@ impl Local {
             at: now,
             calls: 0,
             streams: 0,
+            fleet_empty_until: None,
             watched: HashMap::new(),
         });
         f(usage)
@@ -108,6 +111,29 @@ impl Local {
                 Err(Duration::from_secs_f64((1.0 - usage.tokens) / rate))
             }
         })
+    }
+
+    /// How long the fleet's bucket is still known to be empty (see [`Self::fleet_empty`]).
+    pub fn fleet_wait(&self, subject: &Subject) -> Option<Duration> {
+        self.with(subject, |usage| {
+            let wait = usage
+                .fleet_empty_until?
+                .checked_duration_since(Instant::now());
+            if wait.is_none() {
+                usage.fleet_empty_until = None;
+            }
+            wait
+        })
+    }
+
+    /// Notes that the fleet's bucket holds less than a token for `wait`: it refills no faster
+    /// than its rate and other replicas can only take from it, so the replica refuses the
+    /// caller's calls until then without asking Redis again (a flood costs Redis a request per
+    /// refill, not one per call).
+    pub fn fleet_empty(&self, subject: &Subject, wait: Duration) {
+        self.with(subject, |usage| {
+            usage.fleet_empty_until = Some(Instant::now() + wait);
+        });
     }
 
     /// Takes `n` tokens spent already (retries): the bucket may go down to minus one burst.

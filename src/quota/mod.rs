@@ -181,10 +181,16 @@ impl CallerQuota {
     /// Takes `cost` tokens of the caller's bucket; `force`: whatever is left (retries spent).
     async fn take_tokens(&self, rate: f64, cost: u32, force: bool) -> Result<(), Duration> {
         let inner = &self.quotas.inner;
-        if let Some(fleet) = &inner.fleet
-            && let Some(answer) = fleet.take(&self.subject.key, rate, cost, force).await
-        {
-            return answer;
+        if let Some(fleet) = &inner.fleet {
+            if !force && let Some(wait) = inner.local.fleet_wait(&self.subject) {
+                return Err(wait);
+            }
+            if let Some(answer) = fleet.take(&self.subject.key, rate, cost, force).await {
+                if let Err(wait) = answer {
+                    inner.local.fleet_empty(&self.subject, wait);
+                }
+                return answer;
+            }
         }
         if force {
             inner.local.debit(&self.subject, rate, cost);
