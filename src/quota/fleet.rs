@@ -7,8 +7,10 @@
 //! expires. A lease is `unit:replica`: a call's or a stream's unit is unique; a watched
 //! resource's unit is the resource's digest, so the replicas watching one resource for the same
 //! caller count it once. Admission removes expired leases and counts distinct units; this
-//! replica renews its leases every third of `--redis-lease-ttl` (re-adding any Redis lost, so
-//! what was admitted while Redis was down is counted once it answers again), and removes a lease
+//! replica renews its leases every third of `--redis-lease-ttl` (the first renewal after Redis
+//! answers again adds those it lost, so what was admitted while Redis was down is counted from
+//! then on; other renewals only extend what Redis holds, so none brings back a lease a release
+//! removed), and removes a lease
 //! when the call or stream ends (or once Redis answers again, or by its expiry if the replica
 //! died). Redis's answers are numbers bounded before use; every command is bounded by
 //! `--redis-timeout`, and `None` (Redis down) sends the caller to this replica's own count.
@@ -16,6 +18,7 @@
 use crate::redis::{PREFIX, SharedState};
 use redis::Script;
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Duration;
 
@@ -77,14 +80,21 @@ return -1",
     )
 });
 
-/// KEYS: leases; ARGV: TTL in ms, then the leases this replica holds there: each expires a TTL
-/// from now (added again if Redis lost it).
+/// KEYS: leases; ARGV: TTL in ms, `1` to add leases Redis does not hold (only just after Redis
+/// answers again: otherwise a renewal racing a release could bring the lease back), then the
+/// leases this replica holds there: each expires a TTL from now.
 static RENEW: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = tonumber(ARGV[1])
-for i = 2, #ARGV do redis.call('ZADD', KEYS[1], now + ttl, ARGV[i]) end
+for i = 3, #ARGV do
+  if ARGV[2] == '1' then
+    redis.call('ZADD', KEYS[1], now + ttl, ARGV[i])
+  else
+    redis.call('ZADD', KEYS[1], 'XX', now + ttl, ARGV[i])
+  end
+end
 redis.call('PEXPIRE', KEYS[1], 2 * ttl)
 return 1",
     )
@@ -138,6 +148,23 @@ pub struct Fleet {
     replica: String,
     /// Redis key → lease → holders here (a watched resource's lease has one per stream).
     live: Mutex<HashMap<String, HashMap<String, u32>>>,
+    /// Whether a lease was taken without Redis's answer since the last renewal that added.
+    unanswered: std::sync::atomic::AtomicBool,
+    /// The renewing task, stopped with the fleet.
+    renewer: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        if let Some(task) = self
+            .renewer
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            task.abort();
+        }
+    }
 }
 
 impl Fleet {
@@ -148,8 +175,11 @@ impl Fleet {
             state,
             replica: uuid::Uuid::new_v4().simple().to_string(),
             live: Mutex::default(),
+            renewer: Mutex::default(),
+            unanswered: Default::default(),
         });
-        tokio::spawn(renew_loop(Arc::downgrade(&fleet)));
+        let task = tokio::spawn(renew_loop(Arc::downgrade(&fleet))).abort_handle();
+        *fleet.renewer.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
         fleet
     }
 
@@ -213,6 +243,7 @@ impl Fleet {
         match answer {
             None => {
                 self.state.fell_back("quota");
+                self.unanswered.store(true, Ordering::Relaxed);
                 Answer::Unknown(lease)
             }
             Some(-1) => Answer::Admitted(lease),
@@ -271,18 +302,23 @@ impl Fleet {
     }
 }
 
-/// Renews this replica's leases every third of their TTL while the fleet lives.
+/// Renews this replica's leases every third of their TTL while the fleet lives; the first
+/// renewal after Redis answers again adds what it does not hold (admitted while it was down).
 async fn renew_loop(fleet: Weak<Fleet>) {
     let every = match fleet.upgrade() {
         Some(fleet) => (fleet.state.lease_ttl() / 3).max(Duration::from_millis(50)),
         None => return,
     };
+    let mut was_up = true;
     loop {
         tokio::time::sleep(every).await;
         let Some(fleet) = fleet.upgrade() else { return };
         if !fleet.state.is_up() {
+            was_up = false;
             continue;
         }
+        let unanswered = fleet.unanswered.swap(false, Ordering::Relaxed);
+        let add = !std::mem::replace(&mut was_up, true) || unanswered;
         let leases: Vec<(String, Vec<String>)> = fleet
             .live
             .lock()
@@ -292,11 +328,12 @@ async fn renew_loop(fleet: Weak<Fleet>) {
             .collect();
         for (key, members) in leases {
             let mut invocation = RENEW.prepare_invoke();
-            invocation.key(key).arg(fleet.ttl_ms());
+            invocation.key(key).arg(fleet.ttl_ms()).arg(u8::from(add));
             for member in members {
                 invocation.arg(member);
             }
             if fleet.state.invoke::<i64>(&invocation).await.is_none() {
+                was_up = false;
                 break;
             }
         }

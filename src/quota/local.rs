@@ -19,8 +19,10 @@ pub const MAX_SUBJECTS: usize = 10_000;
 pub struct Subject {
     /// The quota's name.
     pub quota: Arc<str>,
-    /// Hex digest of the quota's name and the caller's identity.
+    /// Hex digest of the quota's name and the caller's identity (the fleet's keys).
     pub key: Arc<str>,
+    /// Where this replica counts it: `key`, or its quota's overflow ([`Local::subject`]).
+    local: Arc<str>,
 }
 
 /// The two counted kinds of lease.
@@ -76,18 +78,31 @@ pub struct Local {
 }
 
 impl Local {
-    /// Runs `f` on `subject`'s usage (or its quota's overflow usage: see the module's doc).
+    /// The subject of `key` under `quota`, counted under its own key while there is room (idle
+    /// subjects make room), else under its quota's overflow: decided once, for a call or a
+    /// stream, so what it holds is given back where it was counted.
+    pub fn subject(&self, quota: &Arc<str>, key: Arc<str>) -> Subject {
+        let mut map = self.subjects.lock().unwrap_or_else(|e| e.into_inner());
+        let mut local = key.clone();
+        if !map.contains_key(&key) && map.len() >= MAX_SUBJECTS {
+            let now = Instant::now();
+            map.retain(|_, usage| !usage.idle(now));
+            if map.len() >= MAX_SUBJECTS {
+                local = format!("overflow:{quota}").into();
+            }
+        }
+        Subject {
+            quota: quota.clone(),
+            key,
+            local,
+        }
+    }
+
+    /// Runs `f` on `subject`'s usage.
     fn with<R>(&self, subject: &Subject, f: impl FnOnce(&mut Usage) -> R) -> R {
         let mut map = self.subjects.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        let mut key = subject.key.clone();
-        if !map.contains_key(&key) && map.len() >= MAX_SUBJECTS {
-            map.retain(|_, usage| !usage.idle(now));
-            if map.len() >= MAX_SUBJECTS {
-                key = format!("overflow:{}", subject.quota).into();
-            }
-        }
-        let usage = map.entry(key).or_insert_with(|| Usage {
+        let usage = map.entry(subject.local.clone()).or_insert_with(|| Usage {
             quota: subject.quota.clone(),
             tokens: f64::MAX,
             burst: 1.0,
@@ -242,17 +257,14 @@ impl Local {
 mod tests {
     use super::*;
 
-    fn subject(n: usize) -> Subject {
-        Subject {
-            quota: "batch".into(),
-            key: format!("k{n}").into(),
-        }
+    fn subject(local: &Local, n: usize) -> Subject {
+        local.subject(&"batch".into(), format!("k{n}").into())
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_bucket_refills_at_its_rate_and_retries_put_it_in_debt() {
         let local = Local::default();
-        let one = subject(1);
+        let one = subject(&local, 1);
         for _ in 0..4 {
             local.take_token(&one, 4.0).unwrap();
         }
@@ -267,13 +279,16 @@ mod tests {
             Duration::from_millis(1250),
             "down to minus one burst only"
         );
-        assert!(local.take_token(&subject(2), 4.0).is_ok(), "another caller");
+        assert!(
+            local.take_token(&subject(&local, 2), 4.0).is_ok(),
+            "another caller"
+        );
     }
 
     #[test]
     fn counts_stop_at_their_limit_and_resources_count_once() {
         let local = Local::default();
-        let one = subject(1);
+        let one = subject(&local, 1);
         assert!(local.add(&one, Counted::Streams, Some(2)));
         assert!(local.add(&one, Counted::Streams, Some(2)));
         assert!(!local.add(&one, Counted::Streams, Some(2)));
@@ -292,16 +307,33 @@ mod tests {
     #[test]
     fn beyond_the_bound_new_callers_share_an_overflow_allowance() {
         let local = Local::default();
-        for n in 0..MAX_SUBJECTS {
-            assert!(local.add(&subject(n), Counted::Calls, Some(1)));
+        let subjects: Vec<Subject> = (0..MAX_SUBJECTS).map(|n| subject(&local, n)).collect();
+        for subject in &subjects {
+            assert!(local.add(subject, Counted::Calls, Some(1)));
         }
-        let late = subject(MAX_SUBJECTS);
-        assert!(local.add(&late, Counted::Calls, Some(1)));
-        assert!(!local.add(&subject(MAX_SUBJECTS + 1), Counted::Calls, Some(1)));
-        local.remove(&subject(0), Counted::Calls);
-        local.remove(&subject(1), Counted::Calls);
-        assert!(local.add(&subject(MAX_SUBJECTS + 2), Counted::Calls, Some(1)));
+        let late = subject(&local, MAX_SUBJECTS);
+        assert!(
+            local.add(&late, Counted::Calls, Some(1)),
+            "the overflow's one call"
+        );
+        let later = subject(&local, MAX_SUBJECTS + 1);
+        assert!(
+            !local.add(&later, Counted::Calls, Some(1)),
+            "shares the overflow's"
+        );
+        // Given back where it was counted: the overflow's call is free again.
+        local.remove(&late, Counted::Calls);
+        assert!(local.add(&later, Counted::Calls, Some(1)));
+        local.remove(&subjects[0], Counted::Calls);
+        local.remove(&subjects[1], Counted::Calls);
+        let own = subject(&local, MAX_SUBJECTS + 2);
+        assert!(local.add(&own, Counted::Calls, Some(1)));
         let map = local.subjects.lock().unwrap();
         assert!(map.len() <= MAX_SUBJECTS + 1, "{}", map.len());
+        assert_eq!(
+            map.get("k10002").map(|u| u.calls),
+            Some(1),
+            "its own allowance"
+        );
     }
 }

@@ -89,10 +89,8 @@ impl Quotas {
             .clone();
         let quota = policy.quota_of(caller)?;
         let digest = crate::digest::sha256_hex(format!("{}\0{caller}", quota.name).as_bytes());
-        let subject = Subject {
-            quota: quota.name.clone(),
-            key: digest.get(..32).unwrap_or(&digest).into(),
-        };
+        let key = digest.get(..32).unwrap_or(&digest).into();
+        let subject = self.inner.local.subject(&quota.name, key);
         Some(CallerQuota {
             quotas: self.clone(),
             quota,

@@ -13,6 +13,9 @@ use std::sync::Arc;
 pub const MAX_QUOTAS: usize = 64;
 /// The largest `calls_per_second`.
 pub const MAX_RATE: f64 = 100_000.0;
+/// The smallest `calls_per_second` (one call every 100 s), which bounds how long a caller's
+/// bucket lives in Redis (until it would be full again).
+pub const MIN_RATE: f64 = 0.01;
 /// The largest count limit (`concurrent_calls`, `watch_streams`, `watched_resources`).
 pub const MAX_COUNT: u32 = 1_000_000;
 /// The longest quota name, in characters.
@@ -43,16 +46,16 @@ impl<'de> Deserialize<'de> for QuotaName {
     }
 }
 
-/// `calls_per_second`: a positive number of calls per second, at most [`MAX_RATE`].
+/// `calls_per_second`: calls per second, from [`MIN_RATE`] to [`MAX_RATE`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Rate(f64);
 
 impl<'de> Deserialize<'de> for Rate {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let rate = f64::deserialize(deserializer)?;
-        if !(rate > 0.0 && rate <= MAX_RATE) {
+        if !(MIN_RATE..=MAX_RATE).contains(&rate) {
             return Err(de::Error::custom(format!(
-                "calls_per_second must be positive, at most {MAX_RATE}, not {rate}"
+                "calls_per_second must be positive, from {MIN_RATE} to {MAX_RATE}, not {rate}"
             )));
         }
         Ok(Self(rate))
@@ -256,6 +259,7 @@ calls_per_second = 5
         for (line, bad) in [
             ("calls_per_second = 0", "positive"),
             ("calls_per_second = -3", "positive"),
+            ("calls_per_second = 0.001", "from 0.01"),
             ("concurrent_calls = 0", "from 1"),
             ("watch_streams = -1", "from 1"),
             ("watched_resources = 1.5", ""),

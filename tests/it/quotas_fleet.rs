@@ -235,3 +235,106 @@ async fn spreading_over_three_replicas_does_not_raise_a_callers_quota() {
     assert_refused(&refused, BATCH, "batch", "watch_streams");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+// Redis down: each replica enforces the quota from its own counts, answering at once (no call
+// waits for Redis beyond --redis-timeout); once Redis answers again, what was admitted meanwhile
+// joins the shared count, and no open stream is ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_redis_is_down_each_replica_enforces_quotas_alone_then_shares_again() {
+    if redis_missing("quota_redis_down") {
+        return;
+    }
+    let dir = common::tls::temp_dir("quota-redis-down");
+    let quotas = "[[quota]]\nname = \"batch\"\ncallers = [\"spiffe://td/ns/recon/*\"]\n\
+                  calls_per_second = 5\nwatch_streams = 1\n";
+    let (redis, _sandbox, replicas) = fleet(&dir, quotas, 2).await;
+    let id = created(
+        &replicas[0].channel,
+        CHECKOUT,
+        "cst_quota_down",
+        "quota-down-1",
+    )
+    .await;
+    let open = |n: usize| {
+        let (channel, id) = (replicas[n].channel.clone(), id.clone());
+        async move {
+            let request = pb::WatchCashInRequest {
+                cash_in_id: id,
+                ..Default::default()
+            };
+            let mut request = as_caller(request, BATCH);
+            request.set_timeout(Duration::from_secs(60));
+            let mut client = CashInServiceClient::new(channel);
+            client.watch_cash_in(request).await.map(|r| r.into_inner())
+        }
+    };
+    let first = open(0).await.expect("a stream on the first replica");
+    let refused = open(1).await.expect_err("the fleet's one stream is taken");
+    assert_refused(&refused, BATCH, "batch", "watch_streams");
+    redis.pause();
+    // The second replica counts alone: its own one stream, and its own bucket of 5.
+    let started = Instant::now();
+    let mut second = open(1).await.expect("a stream while Redis is down");
+    let again = open(1)
+        .await
+        .expect_err("this replica's one stream is taken");
+    assert_refused(&again, BATCH, "batch", "watch_streams");
+    let mut passed = 0;
+    for _ in 0..10 {
+        if get(&replicas[1].channel, BATCH, &id).await.is_ok() {
+            passed += 1;
+        }
+    }
+    let took = started.elapsed();
+    assert!((5..=7).contains(&passed), "{passed} of 10 calls passed");
+    assert!(took < Duration::from_secs(3), "Redis down cost {took:?}");
+    redis.resume();
+    all_share(&replicas).await;
+    // Shared again: the renewal adds the stream admitted while Redis was down, so the fleet
+    // counts both; once the first ends, the second still fills the quota.
+    let streams = streams_key(BATCH, "batch");
+    let mut conn = redis.conn().await;
+    let mut count = async || -> usize {
+        redis::cmd("ZCARD")
+            .arg(&streams)
+            .query_async(&mut conn)
+            .await
+            .expect("ZCARD")
+    };
+    common::eventually(
+        Duration::from_secs(5),
+        "both streams in Redis",
+        async || count().await == 2,
+    )
+    .await;
+    let event = tokio::time::timeout(Duration::from_millis(100), second.message()).await;
+    assert!(
+        !matches!(event, Ok(Ok(None)) | Ok(Err(_))),
+        "the stream opened while Redis was down was ended: {event:?}"
+    );
+    drop(first);
+    common::eventually(
+        Duration::from_secs(5),
+        "the first stream's lease gone",
+        async || count().await == 1,
+    )
+    .await;
+    let refused = open(0)
+        .await
+        .expect_err("the second stream fills the quota");
+    assert_refused(&refused, BATCH, "batch", "watch_streams");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The Redis key of `caller`'s open streams under `quota` (128 bits of the SHA-256 of both).
+fn streams_key(caller: &str, quota: &str) -> String {
+    let digest = ring::digest::digest(
+        &ring::digest::SHA256,
+        format!("{quota}\0{caller}").as_bytes(),
+    );
+    let hex: String = digest.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("oms-gateway:quota:{{{hex}}}:streams")
+}
