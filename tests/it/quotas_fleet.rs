@@ -128,6 +128,40 @@ async fn a_caller_flooding_ten_times_its_rate_is_refused_and_another_is_unaffect
         (passed as f64) <= allowed,
         "{passed} flood calls passed, at most {allowed:.0} allowed"
     );
+    // Operators see it: the access line names the quota and the limit, and so does an audit
+    // line; the identity is a field of those lines, never a metric label.
+    let log = replicas[0].log_text();
+    let access = log
+        .lines()
+        .find(|l| l.contains("access") && l.contains("RESOURCE_EXHAUSTED"))
+        .expect("an access line for a refused call");
+    assert!(
+        access.contains("batch/calls_per_second") && access.contains(BATCH),
+        "{access}"
+    );
+    let audit = log
+        .lines()
+        .find(|l| l.contains("call refused by the caller's quota"))
+        .expect("an audit line for a refused call");
+    assert!(
+        audit.contains("calls_per_second") && audit.contains(BATCH),
+        "{audit}"
+    );
+    let metrics = reqwest::get(format!(
+        "http://{}/metrics",
+        replicas[0].admin_addr().expect("an admin listener")
+    ))
+    .await
+    .expect("GET /metrics")
+    .text()
+    .await
+    .expect("metrics");
+    let counted = format!(
+        "oms_gateway_quota_refused_total{{quota=\"batch\",limit=\"calls_per_second\"}} {}",
+        refused.len()
+    );
+    assert!(metrics.contains(&counted), "{counted} in:\n{metrics}");
+    assert!(!metrics.contains(BATCH), "an identity in the metrics");
     let (before, during) = (p99(&alone), p99(&beside));
     say!(
         "quota flood: {} batch calls in {took:?}: {passed} passed, {} refused; checkout's p99 \
