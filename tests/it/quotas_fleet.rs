@@ -189,7 +189,9 @@ async fn spreading_over_three_replicas_does_not_raise_a_callers_quota() {
     let quotas = "[[quota]]\nname = \"batch\"\ncallers = [\"spiffe://td/ns/recon/*\"]\n\
                   calls_per_second = 10\nwatch_streams = 2\n\n\
                   [[quota]]\nname = \"jobs\"\ncallers = [\"spiffe://td/ns/jobs/*\"]\n\
-                  concurrent_calls = 2\n";
+                  concurrent_calls = 2\n\n\
+                  [[quota]]\nname = \"retrying\"\ncallers = [\"spiffe://td/ns/retry/*\"]\n\
+                  calls_per_second = 2\n";
     let (_redis, sandbox, replicas) = fleet(&dir, quotas, 3).await;
     let id = created(
         &replicas[0].channel,
@@ -248,6 +250,25 @@ async fn spreading_over_three_replicas_does_not_raise_a_callers_quota() {
     get(&replicas[2].channel, JOB, &id)
         .await
         .expect("a call once they are done");
+    // Retries too: a call retried after a 503 on one replica takes two of the fleet's tokens
+    // (a burst of 2), so the caller's next call, on another replica, is refused for about half a
+    // second (it would pass with one token left).
+    const RETRYING: &str = "spiffe://td/ns/retry/sa/sync";
+    sandbox.inject(Fault::status(Some("GET"), "/cash-ins/", 1, 503));
+    let started = Instant::now();
+    get(&replicas[0].channel, RETRYING, &id)
+        .await
+        .expect("a retried call");
+    let next = get(&replicas[1].channel, RETRYING, &id).await;
+    if started.elapsed() < Duration::from_millis(450) {
+        let status = next.expect_err("the retry took the next call's token");
+        assert_refused(&status, RETRYING, "retrying", "calls_per_second");
+    } else {
+        say!(
+            "quota spread: the retried call took {:?}, too slow to judge the charge",
+            started.elapsed()
+        );
+    }
     // Streams too: one on each of two replicas, and the third replica refuses a third.
     let open = |n: usize| {
         let channel = replicas[n].channel.clone();
