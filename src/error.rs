@@ -602,6 +602,36 @@ mod tests {
             "source.indicated_amount"
         );
     }
+
+    #[test]
+    fn a_quota_refusal_names_the_caller_and_the_limit_and_only_the_bucket_says_when() {
+        let refusal = |retry| GatewayError::QuotaExceeded {
+            caller: "spiffe://td/ns/recon/sa/job".into(),
+            quota: "batch".into(),
+            limit: "calls_per_second",
+            description: "calls_per_second: at most 20 a second".into(),
+            retry,
+        };
+        let status = Status::from(refusal(Some(Duration::from_millis(50))));
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        let details = status.get_error_details();
+        let info = details.error_info().expect("an ErrorInfo");
+        assert_eq!(info.reason, "QUOTA_EXCEEDED");
+        assert_eq!(info.metadata["quota"], "batch");
+        assert_eq!(info.metadata["limit"], "calls_per_second");
+        let failure = details.quota_failure().expect("a QuotaFailure");
+        assert_eq!(failure.violations.len(), 1);
+        assert_eq!(failure.violations[0].subject, "spiffe://td/ns/recon/sa/job");
+        assert!(
+            failure.violations[0]
+                .description
+                .starts_with("calls_per_second")
+        );
+        let retry = details.retry_info().and_then(|r| r.retry_delay);
+        assert_eq!(retry, Some(Duration::from_millis(50)));
+        let status = Status::from(refusal(None));
+        assert!(status.get_error_details().retry_info().is_none());
+    }
 }
 
 /// The replay decision ([`is_final_outcome`]) over every answer a write can meet upstream: a
