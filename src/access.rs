@@ -4,6 +4,8 @@
 //! the call, in a task-local scope, by the security layer and the REST client (one line each).
 //! Its only inputs are those fields, so no secret, token, key or deposit code can reach it.
 //!
+//! A call a caller's quota refused names the quota and the limit (`quota_refused`).
+//!
 //! Upstream requests are counted in the call's own task: those of a unary call (retries and
 //! re-authentication included); not the pollers' of a watch stream, which many streams share.
 
@@ -23,12 +25,15 @@ pub struct Notes {
     pub caller: Option<Arc<str>>,
     /// HTTP requests sent to OMS for the call.
     pub upstream_requests: u32,
+    /// The quota and limit that refused the call (`batch/calls_per_second`), if one did.
+    pub quota_refused: Option<String>,
 }
 
 #[derive(Default)]
 struct Scope {
     caller: RefCell<Option<Arc<str>>>,
     upstream_requests: Cell<u32>,
+    quota_refused: RefCell<Option<String>>,
 }
 
 impl Scope {
@@ -36,6 +41,7 @@ impl Scope {
         Self {
             caller: RefCell::new(notes.caller),
             upstream_requests: Cell::new(notes.upstream_requests),
+            quota_refused: RefCell::new(notes.quota_refused),
         }
     }
 
@@ -43,6 +49,7 @@ impl Scope {
         Notes {
             caller: self.caller.borrow_mut().take(),
             upstream_requests: self.upstream_requests.get(),
+            quota_refused: self.quota_refused.borrow_mut().take(),
         }
     }
 }
@@ -85,6 +92,19 @@ pub fn note_upstream_request() {
     });
 }
 
+/// HTTP requests sent to OMS for the call so far (0 outside a call).
+pub fn upstream_requests() -> u32 {
+    CALL.try_with(|scope| scope.upstream_requests.get())
+        .unwrap_or(0)
+}
+
+/// Notes that the caller's quota refused the call: the quota's name (from the policy) and the
+/// limit.
+pub fn note_quota_refused(quota: &str, limit: &str) {
+    let _ =
+        CALL.try_with(|scope| *scope.quota_refused.borrow_mut() = Some(format!("{quota}/{limit}")));
+}
+
 /// The gRPC codes' names as the spec spells them (`DEADLINE_EXCEEDED`), as audit lines do.
 const CODE_NAMES: [&str; 17] = [
     "OK",
@@ -116,6 +136,7 @@ pub fn log_call(method: &MethodInfo, code: u8, latency: Duration, notes: &Notes)
         latency_ms = latency.as_secs_f64() * 1000.0,
         upstream_attempts = notes.upstream_requests,
         caller = notes.caller.as_deref().unwrap_or(""),
+        quota_refused = notes.quota_refused.as_deref().unwrap_or(""),
         "call"
     );
 }

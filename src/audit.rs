@@ -1,5 +1,5 @@
 //! The audit log: one structured line, target `audit`, per mutating call (CreateCashIn,
-//! RefreshCashIn, the SandboxService RPCs) and per refused call, so operators can route it apart
+//! RefreshCashIn, the SandboxService RPCs) and per refused call (a caller's quota included), so operators can route it apart
 //! from the operational log (`--log-level audit=info,...`, or filter on the target in JSON).
 //! Fields: caller, method, idempotency key, the key sent to OMS, cash-in id, customer id, the
 //! outcome (a gRPC code name) and OMS's request id when known; the time is the log line's. The
@@ -129,11 +129,7 @@ pub fn denied(caller: &str, method: &str, idempotency_key: &str, outcome: &str) 
         } else {
             "<invalid>"
         };
-    let method_like = method.len() <= MAX_METHOD_BYTES
-        && method
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._/".contains(&b));
-    let method = if method_like { method } else { "<invalid>" };
+    let method = loggable_method(method);
     tracing::warn!(
         target: TARGET,
         caller,
@@ -142,4 +138,28 @@ pub fn denied(caller: &str, method: &str, idempotency_key: &str, outcome: &str) 
         outcome,
         "call refused"
     );
+}
+
+/// Logs the audit line of a call or stream a caller's quota refused (RESOURCE_EXHAUSTED): the
+/// quota's name comes from the policy, the limit is one of its four keys.
+pub fn quota_refused(caller: &str, method: &str, quota: &str, limit: &str) {
+    let method = loggable_method(method);
+    tracing::warn!(
+        target: TARGET,
+        caller,
+        method,
+        quota,
+        limit,
+        outcome = "RESOURCE_EXHAUSTED",
+        "call refused by the caller's quota"
+    );
+}
+
+/// `method` if it looks like a method path (the caller's, unvalidated), else `<invalid>`.
+fn loggable_method(method: &str) -> &str {
+    let method_like = method.len() <= MAX_METHOD_BYTES
+        && method
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._/".contains(&b));
+    if method_like { method } else { "<invalid>" }
 }

@@ -130,6 +130,23 @@ pub enum GatewayError {
     /// The gateway is shutting down or otherwise cannot serve; the caller should retry elsewhere.
     #[error("{0}")]
     Unavailable(String),
+    /// The caller's quota (the policy's `[[quota]]` or `[default_quota]`) refuses the call or
+    /// the stream, before any upstream call: RESOURCE_EXHAUSTED with a QuotaFailure naming the
+    /// caller and the limit, and a RetryInfo when waiting is enough (`retry`).
+    #[error("{description}")]
+    QuotaExceeded {
+        /// The caller's identity (the QuotaFailure's subject).
+        caller: String,
+        /// The quota's name in the policy.
+        quota: String,
+        /// Which limit: `calls_per_second`, `concurrent_calls`, `watch_streams` or
+        /// `watched_resources`.
+        limit: &'static str,
+        /// What the limit is and what to do.
+        description: String,
+        /// When a retry may pass (the token bucket), if waiting is enough.
+        retry: Option<Duration>,
+    },
     /// More calls in flight than the gateway takes: shed, not queued.
     #[error("the gateway is at its limit of {max_in_flight} calls in flight; retry with backoff")]
     Overloaded {
@@ -166,9 +183,10 @@ impl GatewayError {
             Self::Precondition(_) | Self::KeyReused(_) => Code::FailedPrecondition,
             Self::Aborted(_) => Code::Aborted,
             Self::DeadlineExceeded(_) | Self::KeyInFlight(_) => Code::DeadlineExceeded,
-            Self::ResourceExhausted(_) | Self::Overloaded { .. } | Self::MessageTooLarge(_) => {
-                Code::ResourceExhausted
-            }
+            Self::ResourceExhausted(_)
+            | Self::Overloaded { .. }
+            | Self::MessageTooLarge(_)
+            | Self::QuotaExceeded { .. } => Code::ResourceExhausted,
             Self::Unavailable(_) => Code::Unavailable,
             Self::MalformedMessage(_) => Code::InvalidArgument,
             Self::Unauthenticated(_) => Code::Unauthenticated,
@@ -191,6 +209,7 @@ impl GatewayError {
             Self::ResourceExhausted(_) => ("GATEWAY_LIMIT_REACHED", Some(DEFAULT_RETRY_DELAY)),
             Self::Unavailable(_) => ("GATEWAY_UNAVAILABLE", Some(DEFAULT_RETRY_DELAY)),
             Self::Overloaded { .. } => ("GATEWAY_OVERLOADED", Some(Duration::from_millis(250))),
+            Self::QuotaExceeded { retry, .. } => ("QUOTA_EXCEEDED", *retry),
             Self::MalformedMessage(_) => ("MALFORMED_MESSAGE", None),
             Self::MessageTooLarge(_) => ("MESSAGE_TOO_LARGE", None),
             Self::Unauthenticated(_) => ("CALLER_UNAUTHENTICATED", None),
@@ -331,6 +350,10 @@ impl From<GatewayError> for Status {
                         ("caller".to_owned(), caller.clone()),
                         ("method".to_owned(), method.clone()),
                     ]),
+                    GatewayError::QuotaExceeded { quota, limit, .. } => HashMap::from([
+                        ("quota".to_owned(), quota.clone()),
+                        ("limit".to_owned(), (*limit).to_owned()),
+                    ]),
                     GatewayError::UpstreamCursorRepeated { operation } => {
                         tracing::warn!(operation, "OMS repeated a page; the listing ends");
                         HashMap::from([("operation".to_owned(), (*operation).to_owned())])
@@ -341,6 +364,14 @@ impl From<GatewayError> for Status {
                 details.set_error_info(reason, GATEWAY_DOMAIN, metadata);
                 if retry.is_some() {
                     details.set_retry_info(retry);
+                }
+                if let GatewayError::QuotaExceeded {
+                    caller,
+                    description,
+                    ..
+                } = &own
+                {
+                    details.set_quota_failure(caller, description);
                 }
                 bounded_status(code, &own.to_string(), details)
             }
@@ -570,6 +601,36 @@ mod tests {
             rest_field_to_proto("source.indicatedAmount"),
             "source.indicated_amount"
         );
+    }
+
+    #[test]
+    fn a_quota_refusal_names_the_caller_and_the_limit_and_only_the_bucket_says_when() {
+        let refusal = |retry| GatewayError::QuotaExceeded {
+            caller: "spiffe://td/ns/recon/sa/job".into(),
+            quota: "batch".into(),
+            limit: "calls_per_second",
+            description: "calls_per_second: at most 20 a second".into(),
+            retry,
+        };
+        let status = Status::from(refusal(Some(Duration::from_millis(50))));
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        let details = status.get_error_details();
+        let info = details.error_info().expect("an ErrorInfo");
+        assert_eq!(info.reason, "QUOTA_EXCEEDED");
+        assert_eq!(info.metadata["quota"], "batch");
+        assert_eq!(info.metadata["limit"], "calls_per_second");
+        let failure = details.quota_failure().expect("a QuotaFailure");
+        assert_eq!(failure.violations.len(), 1);
+        assert_eq!(failure.violations[0].subject, "spiffe://td/ns/recon/sa/job");
+        assert!(
+            failure.violations[0]
+                .description
+                .starts_with("calls_per_second")
+        );
+        let retry = details.retry_info().and_then(|r| r.retry_delay);
+        assert_eq!(retry, Some(Duration::from_millis(50)));
+        let status = Status::from(refusal(None));
+        assert!(status.get_error_details().retry_info().is_none());
     }
 }
 

@@ -26,6 +26,7 @@ mod metrics;
 mod oms;
 mod outcome;
 pub mod proto;
+mod quota;
 mod redis;
 mod reflection;
 mod runtime;

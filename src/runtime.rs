@@ -198,7 +198,10 @@ mod tests {
                         if activity {
                             BusyPollLayer::activity(&spinners);
                         }
-                        tokio::time::sleep(Duration::from_micros(500)).await;
+                        // Idle, the test's own loop wakes rarely, so what is counted is the
+                        // spinner's (a 0.5 ms loop alone cost 3-5 ticks, at the bound).
+                        let pause = if activity { 500 } else { 20_000 };
+                        tokio::time::sleep(Duration::from_micros(pause)).await;
                     }
                     let ticks = thread_ticks() - before;
                     println!("{what}: {ticks} ticks of the worker's CPU in 1 s");

@@ -10,6 +10,7 @@ use crate::metrics::{Metrics, grpc::GrpcMetricsLayer};
 use crate::oms::Oms;
 use crate::proto::v1::{self as pb, cash_in_service_server};
 use crate::proto::v1::{cash_location_service_server, sandbox_service_server};
+use crate::quota::Quotas;
 use crate::redis::SharedState;
 pub use crate::runtime::build as runtime;
 use crate::security::{self, Security, tls};
@@ -116,6 +117,7 @@ pub async fn start(config: GatewaySettings) -> Result<RunningGateway, StartError
     let oms = Oms::new(client.clone());
     oms.register_metrics(&mut registry);
     let shared = SharedState::connect(&config.redis, &mut registry).map_err(StartError::Config)?;
+    let quotas = Quotas::layer(callers.policy(), shared.as_ref(), &mut registry);
     let hub = WatchHub::assemble(&oms, &config, shared.as_ref(), &mut registry);
     let webhooks = crate::webhooks::assemble(&config, &hub, &shared, &mut registry)
         .map_err(StartError::Config)?;
@@ -130,12 +132,8 @@ pub async fn start(config: GatewaySettings) -> Result<RunningGateway, StartError
     let health = health::start(&client, served, &mut shutdown, listeners.health).await?;
     let shed = LoadShedLayer::new(config.server.max_concurrent_calls);
     shed.register_metrics(&mut registry);
-    let notes = (
-        &sandbox,
-        shared.clone(),
-        metrics.upstream.drift().clone(),
-        hub.clone(),
-    );
+    let drift = metrics.upstream.drift().clone();
+    let notes = (&sandbox, shared.clone(), drift, hub.clone());
     let (readiness, health) = (health.readiness, health.service);
     let admin = (listeners.admin, registry);
     let admin = start_admin(&config, admin, readiness, webhooks, notes)?;
@@ -146,7 +144,7 @@ pub async fn start(config: GatewaySettings) -> Result<RunningGateway, StartError
         .http2_max_header_list_size(Some(crate::limits::MAX_REQUEST_HEADER_BYTES))
         .layer(GrpcMetricsLayer::new(metrics))
         .layer((BusyPollLayer::start(&config.runtime), shed))
-        .layer((callers, TraceContextLayer))
+        .layer((callers, TraceContextLayer, quotas))
         // Pings keep idle connections (and long watch streams) alive through NATs and proxies,
         // and detect dead peers.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))

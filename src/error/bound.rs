@@ -56,6 +56,8 @@ pub struct Details {
     resource: Option<(String, String, String)>,
     /// RetryInfo, when set.
     retry: Option<Option<Duration>>,
+    /// QuotaFailure's one violation: subject, description.
+    quota: Option<(String, String)>,
 }
 
 // === impl Details ===
@@ -112,6 +114,14 @@ impl Details {
         self.retry = Some(delay);
     }
 
+    /// Sets the QuotaFailure (one violation).
+    pub fn set_quota_failure(&mut self, subject: &str, description: &str) {
+        self.quota = Some((
+            cut(subject, MAX_DESCRIPTION_BYTES).to_owned(),
+            cut(description, MAX_DESCRIPTION_BYTES).to_owned(),
+        ));
+    }
+
     /// Cuts what was set whole (the ErrorInfo) to its bounds.
     fn cut_error_info(&mut self) {
         if let Some((reason, _, metadata)) = &mut self.error_info {
@@ -160,6 +170,9 @@ impl Details {
         }
         if let Some(delay) = self.retry {
             details.set_retry_info(delay);
+        }
+        if let Some((subject, description)) = &self.quota {
+            details.add_quota_failure_violation(subject.clone(), description.clone());
         }
         details
     }

@@ -13,6 +13,7 @@
 
 pub mod identity;
 pub mod policy;
+pub mod quotas;
 pub mod reload;
 pub mod tls;
 pub mod xfcc;
@@ -152,6 +153,11 @@ impl CallerLayer {
                 || policy.is_some(),
             policy,
         }
+    }
+
+    /// The authorization policy the layer applies (and reloads), if any.
+    pub fn policy(&self) -> Option<&SharedPolicy> {
+        self.policy.as_ref()
     }
 
     fn identity<B>(&self, request: &http::Request<B>) -> Option<String> {

@@ -4,12 +4,16 @@
 //! ending in `*` such as `polygon.oms.v1.CashInService/*` or `grpc.reflection.*`). A call is
 //! allowed when one rule matches both its caller and its method; everything else is denied.
 //! Unknown keys and a `*` anywhere but at the end are errors, so a typo cannot widen the policy.
+//! The same file holds the per-caller quotas (`[[quota]]`, `[default_quota]`: see
+//! [`super::quotas`]), reloaded with it.
 
+use super::quotas::{Quota, QuotaFile, Quotas};
 use serde::Deserialize;
+use std::sync::Arc;
 
 /// One name or a trailing-`*` prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Pattern {
+pub(super) enum Pattern {
     Exact(String),
     Prefix(String),
 }
@@ -38,7 +42,7 @@ impl Pattern {
         })
     }
 
-    fn matches(&self, name: &str) -> bool {
+    pub(super) fn matches(&self, name: &str) -> bool {
         match self {
             Self::Exact(exact) => name == exact,
             Self::Prefix(prefix) => name.starts_with(prefix.as_str()),
@@ -69,6 +73,9 @@ fn caller_kind(pattern: &Pattern) -> Result<(), String> {
 struct PolicyFile {
     #[serde(default)]
     allow: Vec<RuleFile>,
+    #[serde(default)]
+    quota: Vec<QuotaFile>,
+    default_quota: Option<QuotaFile>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -88,6 +95,7 @@ struct Rule {
 #[derive(Debug, Clone)]
 pub struct Policy {
     rules: Vec<Rule>,
+    quotas: Quotas,
 }
 
 // === impl Policy ===
@@ -104,6 +112,17 @@ impl Policy {
                 Some(line) => format!("line {line}: {message}"),
                 None => message,
             }
+        })?;
+        let quotas = Quotas::build(file.quota, file.default_quota, |callers| {
+            callers
+                .iter()
+                .map(|name| {
+                    let pattern = Pattern::parse(name)?;
+                    caller_kind(&pattern)?;
+                    Ok(pattern)
+                })
+                .collect::<Result<_, String>>()
+                .map_err(|e| format!("callers: {e}"))
         })?;
         let mut rules = Vec::new();
         for (i, rule) in file.allow.into_iter().enumerate() {
@@ -130,7 +149,13 @@ impl Policy {
                 methods: parse(&rule.methods, "methods")?,
             });
         }
-        Ok(Self { rules })
+        Ok(Self { rules, quotas })
+    }
+
+    /// The quota of `caller` (none for an anonymous caller, or one no rule names without a
+    /// `[default_quota]`).
+    pub fn quota_of(&self, caller: &str) -> Option<Arc<Quota>> {
+        self.quotas.of(caller)
     }
 
     /// Whether `caller` may call `method` (`package.Service/Method`).

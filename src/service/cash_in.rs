@@ -7,6 +7,7 @@ use crate::error::GatewayError;
 use crate::idempotency::IdempotencyLayer;
 use crate::oms::{CashInQuery, NewCashIn, Oms};
 use crate::proto::v1::{self as pb, cash_in_service_server::CashInService};
+use crate::quota::CallerQuota;
 use crate::security::Caller;
 use crate::telemetry::rpc_span;
 use crate::validate::{self, Violations};
@@ -14,6 +15,7 @@ use crate::watch::{
     WatchHub, WatchKey,
     stream::{self, EventStream, Mode},
 };
+use futures_util::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -64,23 +66,37 @@ impl CashIns {
         Mutation::keyed(request, operation, field_key, deadline, violations)
     }
 
-    /// A stream of `key` for `caller`, whose turns at the poll budget its poller takes.
+    /// A stream of `key` for `caller`, whose turns at the poll budget its poller takes, within
+    /// the caller's quota (`quota`, taken from the request before anything is subscribed; held
+    /// by the stream until it ends).
     async fn watch(
         &self,
         key: WatchKey,
         caller: Arc<str>,
         mode: Mode,
         metadata: &tonic::metadata::MetadataMap,
+        quota: Option<CallerQuota>,
     ) -> Result<EventStream, GatewayError> {
+        let held = match &quota {
+            Some(quota) => Some(quota.open_stream(&resource_name(&key)).await?),
+            None => None,
+        };
         let subscription = self.hub.subscribe(key, caller)?;
         subscription.catch_up().await;
         let deadline = grpc_timeout(metadata).map(|t| Instant::now() + t);
-        Ok(stream::events(
+        let events = stream::events(
             subscription,
             mode,
             deadline,
             self.hub.config().heartbeat_interval,
-        ))
+        );
+        Ok(match held {
+            Some(held) => Box::pin(events.map(move |event| {
+                let _held = &held;
+                event
+            })),
+            None => events,
+        })
     }
 }
 
@@ -247,6 +263,7 @@ impl CashIns {
                 caller_of(&request),
                 Mode::Single { cash_in_only },
                 request.metadata(),
+                request.extensions().get::<CallerQuota>().cloned(),
             )
             .instrument(span)
             .await?;
@@ -277,6 +294,7 @@ impl CashIns {
                     cash_in_only,
                 },
                 request.metadata(),
+                request.extensions().get::<CallerQuota>().cloned(),
             )
             .instrument(span)
             .await?;
@@ -291,6 +309,14 @@ fn caller_of<T>(request: &Request<T>) -> Arc<str> {
         .get::<Caller>()
         .map(|caller| caller.0.clone())
         .unwrap_or_else(|| "".into())
+}
+
+/// The resource a watch key names, as the caller's quota counts it.
+fn resource_name(key: &WatchKey) -> String {
+    match key {
+        WatchKey::CashIn(id) => format!("cash-in:{id}"),
+        WatchKey::Customer(id) => format!("customer:{id}"),
+    }
 }
 
 /// ListCashIns's request as the query to send and the fingerprint its page tokens are bound to,

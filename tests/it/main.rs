@@ -32,6 +32,8 @@ mod limits;
 mod metrics;
 mod money_paths;
 mod probe_port;
+mod quotas;
+mod quotas_fleet;
 mod reliability;
 mod reliability_malformed;
 mod replicas;

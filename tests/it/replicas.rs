@@ -394,6 +394,11 @@ impl Replica {
             .expect("metrics text")
     }
 
+    /// What this replica has logged so far (info and above, text).
+    pub(crate) fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// The admin listener's address (its startup line: `admin listener … addr=127.0.0.1:N`).
     pub(crate) fn admin_addr(&self) -> Option<String> {
         let text = std::fs::read_to_string(&self.log).ok()?;
