@@ -23,6 +23,19 @@ use tokio::task::AbortHandle;
 
 /// Every key and channel of the gateway starts with this.
 pub const PREFIX: &str = "oms-gateway:";
+
+/// The start of a token bucket's Lua script (the fleet's poll budget, a caller's quota): with
+/// `rate` (per second) and `burst` defined, reads Redis's clock into `now` and the bucket hash
+/// `KEYS[1]` (`tokens`, `at`; a new bucket is full) and refills it, into `tokens`. No replica's
+/// clock matters.
+pub const BUCKET_REFILL_LUA: &str = r"local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(b[1])
+local at = tonumber(b[2])
+if tokens == nil or at == nil then tokens = burst; at = now end
+tokens = math.min(burst, tokens + math.max(0, now - at) * rate / 1000)
+";
 /// How often the background task checks Redis (PING), up or down.
 const CHECK_INTERVAL: Duration = Duration::from_millis(500);
 /// How many clean-up commands wait for Redis to answer again, at most (the oldest beyond go:

@@ -15,7 +15,7 @@
 //! died). Redis's answers are numbers bounded before use; every command is bounded by
 //! `--redis-timeout`, and `None` (Redis down) sends the caller to this replica's own count.
 
-use crate::redis::{PREFIX, SharedState};
+use crate::redis::{BUCKET_REFILL_LUA, PREFIX, SharedState};
 use redis::Script;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -26,18 +26,11 @@ use std::time::Duration;
 /// to minus one burst: retries already spent). Returns 0 when taken, else the milliseconds
 /// until there are enough.
 static RATE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"local rate = tonumber(ARGV[1])
+    let start = r"local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local b = redis.call('HMGET', KEYS[1], 'tokens', 'at')
-local tokens = tonumber(b[1])
-local at = tonumber(b[2])
-if tokens == nil or at == nil then tokens = burst; at = now end
-tokens = math.min(burst, tokens + math.max(0, now - at) * rate / 1000)
-local wait = 0
+";
+    let rest = r"local wait = 0
 if ARGV[4] == '1' then
   tokens = math.max(-burst, tokens - cost)
 elseif tokens >= cost then
@@ -47,8 +40,8 @@ else
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
 redis.call('PEXPIRE', KEYS[1], math.ceil(2 * burst * 1000 / rate) + 1000)
-return wait",
-    )
+return wait";
+    Script::new(&[start, BUCKET_REFILL_LUA, rest].concat())
 });
 
 /// KEYS: leases; ARGV: limit, lease, TTL in ms, `1` when units may repeat (distinct count).

@@ -12,6 +12,7 @@
 //! check, the TLS configuration, the caller layer, and the tasks that reload their files.
 
 pub mod identity;
+mod pattern;
 pub mod policy;
 pub mod quotas;
 pub mod reload;

@@ -7,48 +7,10 @@
 //! The same file holds the per-caller quotas (`[[quota]]`, `[default_quota]`: see
 //! [`super::quotas`]), reloaded with it.
 
+use super::pattern::Pattern;
 use super::quotas::{Quota, QuotaFile, Quotas};
 use serde::Deserialize;
 use std::sync::Arc;
-
-/// One name or a trailing-`*` prefix.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Pattern {
-    Exact(String),
-    Prefix(String),
-}
-
-// === impl Pattern ===
-
-impl Pattern {
-    fn parse(text: &str) -> Result<Self, String> {
-        let text = text.trim();
-        let (body, prefix) = match text.strip_suffix('*') {
-            Some(body) => (body, true),
-            None => (text, false),
-        };
-        if body.contains('*') {
-            return Err(format!(
-                "`{text}`: `*` is allowed only at the end (a prefix)"
-            ));
-        }
-        if body.is_empty() && !prefix {
-            return Err("an empty name matches nothing".into());
-        }
-        Ok(if prefix {
-            Self::Prefix(body.to_owned())
-        } else {
-            Self::Exact(body.to_owned())
-        })
-    }
-
-    pub(super) fn matches(&self, name: &str) -> bool {
-        match self {
-            Self::Exact(exact) => name == exact,
-            Self::Prefix(prefix) => name.starts_with(prefix.as_str()),
-        }
-    }
-}
 
 /// Refuses a caller pattern that does not say which kind of identity it admits (`*` alone
 /// admits every caller): a rule written for a URI can then never admit a CN that looks like one,

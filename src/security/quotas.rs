@@ -126,7 +126,7 @@ pub struct Quota {
 /// The quotas of a policy, in the order they are tried.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Quotas {
-    rules: Vec<(Vec<super::policy::Pattern>, Arc<Quota>)>,
+    rules: Vec<(Vec<super::pattern::Pattern>, Arc<Quota>)>,
     default: Option<Arc<Quota>>,
 }
 
@@ -135,7 +135,7 @@ impl Quotas {
     pub(super) fn build(
         rules: Vec<QuotaFile>,
         default: Option<QuotaFile>,
-        parse_callers: impl Fn(&[String]) -> Result<Vec<super::policy::Pattern>, String>,
+        parse_callers: impl Fn(&[String]) -> Result<Vec<super::pattern::Pattern>, String>,
     ) -> Result<Self, String> {
         let count = rules.len() + usize::from(default.is_some());
         if count > MAX_QUOTAS {

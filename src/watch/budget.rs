@@ -45,7 +45,7 @@
 //! replica polls at up to the full rate).
 
 use super::fair::{Ticket, Turn, Turns};
-use crate::redis::{PREFIX, SharedState};
+use crate::redis::{BUCKET_REFILL_LUA, PREFIX, SharedState};
 use redis::Script;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
@@ -139,25 +139,18 @@ impl PollBudget {
 /// taken (0: at once); or, negated, the milliseconds after which a reservation fits above the
 /// floor (`-burst`), when taking one now would go below it (nothing taken then).
 static RESERVE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"local rate = tonumber(ARGV[1])
+    let start = r"local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local b = redis.call('HMGET', KEYS[1], 'tokens', 'at')
-local tokens = tonumber(b[1])
-local at = tonumber(b[2])
-if tokens == nil or at == nil then tokens = burst; at = now end
-tokens = math.min(burst, tokens + math.max(0, now - at) * rate / 1000)
-if tokens - 1 < -burst then
+";
+    let rest = r"if tokens - 1 < -burst then
   return -math.max(1, math.ceil((1 - burst - tokens) * 1000 / rate))
 end
 tokens = tokens - 1
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
 redis.call('PEXPIRE', KEYS[1], 60000)
 if tokens >= 0 then return 0 end
-return math.ceil(-tokens * 1000 / rate)",
-    )
+return math.ceil(-tokens * 1000 / rate)";
+    Script::new(&[start, BUCKET_REFILL_LUA, rest].concat())
 });
 
 /// KEYS: bucket; ARGV: rate per second, burst, tokens. Gives back reserved tokens that were

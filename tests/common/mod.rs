@@ -98,6 +98,16 @@ impl TestGateway {
     }
 }
 
+/// A child process (the built binary, a server) killed when the test ends, however it ends.
+pub struct Running(pub std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// grpc.health.v1 `Check` of `service` ("" for the server) over `channel`, bounded at 2 s: the
 /// status, or the error a client sees. Every test's health probe.
 pub async fn health_check(channel: &Channel, service: &str) -> Result<i32, tonic::Status> {

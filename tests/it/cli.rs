@@ -10,16 +10,6 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_oms-gateway");
 
-/// Kills the child when the test ends, however it ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn without_oms_env(command: &mut Command) -> &mut Command {
     for (name, _) in std::env::vars() {
         if name.starts_with("OMS_") {
@@ -99,7 +89,7 @@ fn with_no_oms_settings_it_prints_one_line_naming_the_sandbox_and_a_grpcurl_comm
         .spawn()
         .expect("start the gateway");
     let line = first_line(&mut child);
-    let _running = Running(child);
+    let _running = common::Running(child);
     assert!(line.contains("embedded OMS sandbox"), "{line}");
     assert!(
         line.contains(&format!("grpcurl -plaintext 127.0.0.1:{port} list")),
@@ -136,7 +126,7 @@ async fn the_sandbox_subcommand_serves_the_rest_simulator_alone() {
         .spawn()
         .expect("start the sandbox");
     let line = first_line(&mut child);
-    let _running = Running(child);
+    let _running = common::Running(child);
     assert!(line.contains(&format!("http://127.0.0.1:{port}")), "{line}");
     assert!(
         !line.contains("cli-secret"),
@@ -246,7 +236,7 @@ async fn with_sandbox_beyond_loopback_it_starts_warns_and_says_so_in_readyz_and_
         .spawn()
         .expect("start the gateway");
     let line = first_line(&mut child);
-    let _running = Running(child);
+    let _running = common::Running(child);
     assert!(line.contains("embedded OMS sandbox"), "{line}");
     let port = line
         .split_whitespace()
@@ -457,7 +447,7 @@ fn a_host_name_in_a_listen_address_is_resolved() {
         .spawn()
         .expect("start the gateway");
     let line = first_line(&mut child);
-    let _running = Running(child);
+    let _running = common::Running(child);
     assert!(line.contains("serving gRPC on 127.0.0.1:"), "{line}");
 }
 

@@ -11,22 +11,12 @@ use oms_gateway::proto::v1 as pb;
 use pb::cash_in_service_client::CashInServiceClient;
 use pb::sandbox_service_client::SandboxServiceClient;
 use pb::{CashInStatus as St, DeliveryStatus as D};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 use tokio::time::timeout;
 use tonic::transport::Channel;
 
 const BIN: &str = env!("CARGO_BIN_EXE_oms-gateway");
-
-/// Kills the child when the test ends, however it ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// (cash-in status, delivery status, error code) of each non-heartbeat event until the stream
 /// ends (with OK, or the test fails).
@@ -73,7 +63,7 @@ async fn the_binary_alone_follows_every_delivery_path_through_the_transaction_re
         .stderr(std::fs::File::create(&stderr).expect("a file"))
         .spawn()
         .expect("start the gateway");
-    let _running = Running(child);
+    let _running = common::Running(child);
     let http = reqwest::Client::new();
     let readyz = async || {
         let Ok(response) = http

@@ -9,20 +9,10 @@ use crate::common::{self, TestGateway, prometheus};
 
 use oms_gateway::proto::v1 as pb;
 use oms_sandbox::Spelling;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_oms-gateway");
-
-/// Kills the child when the test ends, however it ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A cash-in in the schema's shape, but for `source.cashbackOffer` and `riskScore` (fields no
 /// OMS page has) and the sub-status `on_hold_x7q` (no value of the schema's enum). Each unknown
@@ -61,7 +51,7 @@ async fn what_oms_sends_that_the_gateway_does_not_know_is_counted_logged_once_an
         .stderr(std::fs::File::create(&stderr).expect("a file"))
         .spawn()
         .expect("start the gateway");
-    let _running = Running(child);
+    let _running = common::Running(child);
     let http = reqwest::Client::new();
     let get = async |path: &str| {
         let Ok(response) = http
