@@ -9,7 +9,6 @@
 //! Upstream requests are counted in the call's own task: those of a unary call (retries and
 //! re-authentication included); not the pollers' of a watch stream, which many streams share.
 
-use crate::metrics::methods::MethodInfo;
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::sync::Arc;
@@ -126,12 +125,12 @@ const CODE_NAMES: [&str; 17] = [
     "UNAUTHENTICATED",
 ];
 
-/// Logs a finished call.
-pub fn log_call(method: &MethodInfo, code: u8, latency: Duration, notes: &Notes) {
+/// Logs a finished call of `method` (`package.Service/Method`) of `grpc_type` (`unary`, …).
+pub fn log_call((method, grpc_type): (&str, &str), code: u8, latency: Duration, notes: &Notes) {
     tracing::info!(
         target: TARGET,
-        method = method.name,
-        grpc_type = method.kind,
+        method,
+        grpc_type,
         code = CODE_NAMES.get(usize::from(code)).copied().unwrap_or("UNKNOWN"),
         latency_ms = latency.as_secs_f64() * 1000.0,
         upstream_attempts = notes.upstream_requests,

@@ -270,7 +270,12 @@ struct CallEnd {
 impl CallEnd {
     fn finish(self, code: u8) {
         self.metrics.grpc.finish(self.info, code, self.started);
-        crate::access::log_call(self.info, code, self.started.elapsed(), &self.notes);
+        crate::access::log_call(
+            (self.info.name, self.info.kind),
+            code,
+            self.started.elapsed(),
+            &self.notes,
+        );
     }
 }
 
