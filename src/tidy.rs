@@ -198,6 +198,18 @@ fn files_and_functions_stay_a_readable_size() {
     assert!(offenders.is_empty(), "{offenders:#?}");
 }
 
+#[test]
+fn the_readme_stays_a_short_read() {
+    // What the gateway is, how to start it and a walk-through; everything else is in docs/.
+    const MAX_README_BYTES: usize = 15_000;
+    let readme = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+    let bytes = std::fs::read(readme).expect("README.md").len();
+    assert!(
+        bytes <= MAX_README_BYTES,
+        "README.md is {bytes} bytes; move detail into docs/"
+    );
+}
+
 /// The repository's tracked text files under `roots` (folders or files), with their text:
 /// `git ls-files` when git can say, else a walk that leaves out what is never tracked.
 fn tracked_text(roots: &[&str]) -> Vec<(String, String)> {
