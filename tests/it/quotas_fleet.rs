@@ -171,10 +171,11 @@ async fn a_caller_flooding_ten_times_its_rate_is_refused_and_another_is_unaffect
         alone.last().expect("calls"),
         beside.last().expect("calls")
     );
-    // Unchanged, within what two shared cores (the flood's client runs on them too) allow: never
-    // more than 3 times, or 100 ms over.
+    // Unchanged, within what two shared cores allow (the flood's client runs on them too, and
+    // under `cargo test` other tests do): never more than 3 times, or 250 ms over. Checkout
+    // sharing batch's allowance would show as refusals (above) or waits of seconds.
     assert!(
-        during <= (before * 3).max(before + Duration::from_millis(100)),
+        during <= (before * 3).max(before + Duration::from_millis(250)),
         "checkout's p99 went from {before:?} to {during:?}"
     );
     let _ = std::fs::remove_dir_all(dir);
