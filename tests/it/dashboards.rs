@@ -1,13 +1,13 @@
 //! The operator's kit against a live scrape: every metric the Grafana dashboard
 //! (`deploy/monitoring/dashboard.json`) and the alerting rules (`deploy/monitoring/alerts.yaml`)
 //! name is a family the gateway exports, read from `/metrics` of a gateway with every optional
-//! family on (webhooks, Redis); and the families operators expect from any service are there
+//! family on (webhooks, Redis, a quota); and the families operators expect from any service are there
 //! (go-grpc-middleware's, the process's, the build info). The rules' own logic is
 //! `promtool test rules` in `deploy/validate.sh`.
 
 use crate::common::{self, prometheus::scrape, prometheus::value};
 
-use oms_gateway::config::Secret;
+use oms_gateway::config::{IdentityHeader, Secret};
 use std::collections::BTreeSet;
 use std::path::Path;
 use yaml_rust2::{Yaml, YamlLoader};
@@ -188,8 +188,21 @@ async fn the_dashboard_and_the_alerts_name_only_families_the_gateway_exports() {
     ));
     // Nothing listens there: Redis is down, and its families say so.
     config.redis.url = Some(Secret::new("redis://127.0.0.1:1"));
+    // A policy with a quota, so the quota families are exported.
+    config.security.caller_identity_header = Some(IdentityHeader::LinkerdClientId);
+    let quota =
+        "[[quota]]\nname = \"batch\"\ncallers = [\"spiffe://td/*\"]\ncalls_per_second = 20\n";
+    let policy = crate::quotas::policy(quota);
+    config.security.authz_policy = Some(common::tls::write(&dir, "policy.toml", &policy));
     let gateway = common::start_with(config).await;
-    common::first_location(&gateway.channel).await;
+    // One call, so the per-method families have series.
+    let request = crate::quotas::as_caller(common::guide_point(), crate::quotas::CHECKOUT);
+    oms_gateway::proto::v1::cash_location_service_client::CashLocationServiceClient::new(
+        gateway.channel.clone(),
+    )
+    .list_cash_locations(request)
+    .await
+    .expect("ListCashLocations");
     let text = scrape(&gateway).await;
     let exported = families(&text);
 
