@@ -129,7 +129,7 @@ impl Oms {
 
     /// The delivery of cash-in `cash_in` read from OMS (`GET /transactions/{transaction}`), if
     /// OMS serves that read: `Ok(None)` when it does not (learned at the first answer, said once
-    /// at INFO), when the id is not one the gateway sends in a path (over 64 characters or not
+    /// at INFO), when the id is not one the gateway sends in a path (over 256 characters or not
     /// `[A-Za-z0-9_-]`), or when the answer is another cash-in's transaction.
     pub async fn read_delivery(
         &self,
