@@ -161,6 +161,7 @@ impl CashInService for CashIns {
             self.hub
                 .attach_deliveries(std::slice::from_mut(&mut cash_in))
                 .await;
+            self.hub.read_delivery_now(&mut cash_in, deadline).await;
             // What OMS says now is news to the watchers if they hold an older state.
             self.hub.learned(&cash_in, learned, false).await;
             Ok(Response::new(pb::GetCashInResponse {

@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// Deliveries kept in process (a few hundred bytes each).
 pub const MAX_LOCAL: usize = 100_000;
@@ -212,7 +213,7 @@ pub(super) async fn read_back(hub: &Arc<HubInner>, cash_in: &pb::CashIn, ticket:
         return;
     }
     fleet::acquire(hub, ticket).await;
-    let deadline = tokio::time::Instant::now() + hub.poll_timeout;
+    let deadline = Instant::now() + hub.poll_timeout;
     match hub
         .oms
         .read_delivery(transaction, &cash_in.id, deadline)
@@ -280,6 +281,47 @@ impl WatchHub {
     pub async fn attach_deliveries(&self, cash_ins: &mut [pb::CashIn]) {
         let shared = self.inner.fleet.as_ref().map(|f| f.state());
         self.inner.deliveries.attach(shared, cash_ins).await;
+    }
+
+    /// GetCashIn's share of the transaction read: with no webhook endpoint (so no other source)
+    /// and OMS serving the read (or not probed yet), a terminal cash-in whose delivery is not
+    /// known to be over has its transaction read now (bounded by `deadline` and one poll
+    /// timeout), kept and published as a watch's read would be, and set on `cash_in`. A failed
+    /// read leaves the cash-in as it was: it is still the answer.
+    pub async fn read_delivery_now(&self, cash_in: &mut pb::CashIn, deadline: Instant) {
+        let inner = &self.inner;
+        if inner.webhooks
+            || inner.oms.transaction_reads() == TransactionReads::NotServed
+            || !diff::is_terminal(cash_in.status)
+            || !diff::awaits_delivery(cash_in)
+        {
+            return;
+        }
+        let Some(transaction) = cash_in.transaction_id.clone() else {
+            return;
+        };
+        let deadline = deadline.min(Instant::now() + inner.poll_timeout);
+        match inner
+            .oms
+            .read_delivery(&transaction, &cash_in.id, deadline)
+            .await
+        {
+            Ok(Some(delivery)) => {
+                let customer = Some(cash_in.customer_id.clone()).filter(|c| !c.is_empty());
+                self.learned_delivery(
+                    &cash_in.id,
+                    customer.as_deref(),
+                    &delivery,
+                    "transaction read",
+                )
+                .await;
+                inner.deliveries.attach_local(cash_in);
+            }
+            Ok(None) => {}
+            Err(err) => {
+                tracing::debug!(cash_in = %cash_in.id, error = %err, "reading the delivery failed; answered without it");
+            }
+        }
     }
 
     /// Where deliveries come from, as `/readyz` says it (one line, no newline).

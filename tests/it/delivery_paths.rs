@@ -347,3 +347,46 @@ async fn a_customers_watch_follows_its_cash_ins_deliveries_through_the_transacti
     assert_eq!(delivered.previous_delivery_status, D::Processing as i32);
     gateway.gateway.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_webhooks_get_cash_in_reads_the_delivery_of_a_completed_cash_in() {
+    let gateway = common::start().await;
+    gateway.sandbox().set_delivery_delay(None);
+    let created = common::create_cash_in(&gateway, "cst_paths_get").await;
+    SandboxServiceClient::new(gateway.channel.clone())
+        .simulate_deposit(pb::SimulateDepositRequest {
+            cash_in_id: created.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("SimulateDeposit");
+    let read = async || {
+        let answer = gateway
+            .cash_ins()
+            .get_cash_in(pb::GetCashInRequest {
+                cash_in_id: created.id.clone(),
+            })
+            .await
+            .expect("GetCashIn")
+            .into_inner();
+        delivery(answer.cash_in)
+    };
+    assert_eq!(read().await, (D::Processing as i32, String::new()));
+    // Delivered behind the gateway's back: no webhook, no watch; the next read shows it.
+    gateway
+        .sandbox()
+        .complete_delivery(&created.id)
+        .expect("delivered");
+    assert_eq!(read().await, (D::Completed as i32, String::new()));
+    // Once over, it is not read again.
+    let reads = || {
+        common::api_requests(gateway.sandbox())
+            .iter()
+            .filter(|r| r.path.starts_with("/transactions/"))
+            .count()
+    };
+    let before = reads();
+    assert_eq!(read().await.0, D::Completed as i32);
+    assert_eq!(reads(), before);
+    gateway.gateway.shutdown().await;
+}

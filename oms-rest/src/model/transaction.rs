@@ -28,6 +28,11 @@ pub struct TransactionDto {
     pub destination: Option<TransactionSideDto>,
     pub error: Option<TransactionErrorDto>,
     pub quote_id: Option<String>,
+    /// `depositAddress`, `virtualAccount`, `estimatedArrival`: `null` in every example of the
+    /// guide, so of no known shape; kept as they come (any JSON) so that none is drift.
+    pub deposit_address: Option<serde_json::Value>,
+    pub virtual_account: Option<serde_json::Value>,
+    pub estimated_arrival: Option<serde_json::Value>,
     pub fixed_amount_side: Option<String>,
     pub sponsor_gas: Option<bool>,
     pub sponsor_gas_cost: Option<String>,
