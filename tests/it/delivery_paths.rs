@@ -43,6 +43,17 @@ async fn follow(channel: Channel, id: String) -> Vec<(i32, i32, String)> {
     seen
 }
 
+/// The sandbox's SimulateDeposit of the indicated amount on cash-in `id`.
+async fn deposit(channel: &Channel, id: &str) {
+    SandboxServiceClient::new(channel.clone())
+        .simulate_deposit(pb::SimulateDepositRequest {
+            cash_in_id: id.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .expect("SimulateDeposit");
+}
+
 fn delivery(cash_in: Option<pb::CashIn>) -> (i32, String) {
     let d = cash_in.and_then(|c| c.delivery).unwrap_or_default();
     (d.status, d.error.map(|e| e.code).unwrap_or_default())
@@ -105,19 +116,12 @@ async fn the_binary_alone_follows_every_delivery_path_through_the_transaction_re
             .cash_in
             .expect("cash_in")
     };
-    let deposit = |id: &str| pb::SimulateDepositRequest {
-        cash_in_id: id.to_owned(),
-        ..Default::default()
-    };
 
     // Review, failure with an error code, refund; a watch opened before the deposit.
     let failing = create("cst_paths_fail").await;
     let watched = tokio::spawn(follow(channel.clone(), failing.id.clone()));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    sandbox
-        .simulate_deposit(deposit(&failing.id))
-        .await
-        .expect("SimulateDeposit");
+    deposit(&channel, &failing.id).await;
     // Within the sandbox's 2 s delivery delay: the review holds the transaction.
     let id = || failing.id.clone();
     let reviewed = sandbox
@@ -175,10 +179,7 @@ async fn the_binary_alone_follows_every_delivery_path_through_the_transaction_re
 
     // A delivery left alone completes by itself after the delay: only the read can tell.
     let left = create("cst_paths_alone").await;
-    sandbox
-        .simulate_deposit(deposit(&left.id))
-        .await
-        .expect("SimulateDeposit");
+    deposit(&channel, &left.id).await;
     let seen = timeout(
         Duration::from_secs(10),
         follow(channel.clone(), left.id.clone()),
@@ -276,13 +277,7 @@ async fn an_oms_without_the_transaction_read_and_no_webhooks_ends_watches_at_the
     // nothing can bring it.
     let watched = tokio::spawn(follow(gateway.channel.clone(), created.id.clone()));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    SandboxServiceClient::new(gateway.channel.clone())
-        .simulate_deposit(pb::SimulateDepositRequest {
-            cash_in_id: created.id.clone(),
-            ..Default::default()
-        })
-        .await
-        .expect("SimulateDeposit");
+    deposit(&gateway.channel, &created.id).await;
     let seen = timeout(Duration::from_secs(5), watched)
         .await
         .expect("the stream ends at the cash-in layer")
@@ -325,13 +320,7 @@ async fn a_customers_watch_follows_its_cash_ins_deliveries_through_the_transacti
         .expect("WatchCashIns")
         .into_inner();
     let created = common::create_cash_in(&gateway, customer).await;
-    SandboxServiceClient::new(gateway.channel.clone())
-        .simulate_deposit(pb::SimulateDepositRequest {
-            cash_in_id: created.id.clone(),
-            ..Default::default()
-        })
-        .await
-        .expect("SimulateDeposit");
+    deposit(&gateway.channel, &created.id).await;
     // The sandbox delivers 2 s after the deposit; no webhook says so.
     let delivered = timeout(Duration::from_secs(10), async {
         while let Some(event) = stream.message().await.expect("the stream stays open") {
@@ -353,13 +342,7 @@ async fn without_webhooks_get_cash_in_reads_the_delivery_of_a_completed_cash_in(
     let gateway = common::start().await;
     gateway.sandbox().set_delivery_delay(None);
     let created = common::create_cash_in(&gateway, "cst_paths_get").await;
-    SandboxServiceClient::new(gateway.channel.clone())
-        .simulate_deposit(pb::SimulateDepositRequest {
-            cash_in_id: created.id.clone(),
-            ..Default::default()
-        })
-        .await
-        .expect("SimulateDeposit");
+    deposit(&gateway.channel, &created.id).await;
     let read = async || {
         let answer = gateway
             .cash_ins()
