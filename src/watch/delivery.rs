@@ -161,14 +161,18 @@ impl Deliveries {
 
     /// Sets `cash_in`'s delivery to the newer of its own and the one known here.
     pub fn attach_local(&self, cash_in: &mut pb::CashIn) {
-        let Some(known) = self.get(&cash_in.id) else {
-            return;
-        };
-        if newer_delivery(cash_in.delivery.as_ref(), Some(&known)) == Some(&*known)
-            && cash_in.delivery.as_ref() != Some(&*known)
-        {
+        if let Some(known) = self.newer_for(cash_in) {
             cash_in.delivery = Some((*known).clone());
         }
+    }
+
+    /// The delivery known here for `cash_in`, if it is newer than (and not the same as) the one
+    /// it carries: one lookup, and nothing to copy when the cash-in is up to date.
+    pub fn newer_for(&self, cash_in: &pb::CashIn) -> Option<Arc<pb::Delivery>> {
+        let known = self.get(&cash_in.id)?;
+        let newer = newer_delivery(cash_in.delivery.as_ref(), Some(&known)) == Some(&*known)
+            && cash_in.delivery.as_ref() != Some(&*known);
+        newer.then_some(known)
     }
 }
 

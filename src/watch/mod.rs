@@ -457,8 +457,8 @@ impl WatchHub {
         created: bool,
     ) -> std::borrow::Cow<'c, pb::CashIn> {
         let mut cash_in = std::borrow::Cow::Borrowed(cash_in);
-        if self.inner.deliveries.get(&cash_in.id).is_some() {
-            self.inner.deliveries.attach_local(cash_in.to_mut());
+        if let Some(known) = self.inner.deliveries.newer_for(&cash_in) {
+            cash_in.to_mut().delivery = Some((*known).clone());
         }
         let (poller, customer) = {
             let pollers = self.inner.pollers.lock().unwrap_or_else(|e| e.into_inner());
