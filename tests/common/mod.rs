@@ -66,15 +66,7 @@ impl TestGateway {
     }
     /// GetCashIn, which must succeed.
     pub async fn get(&self, id: &str) -> pb::CashIn {
-        self.cash_ins()
-            .get_cash_in(pb::GetCashInRequest {
-                cash_in_id: id.to_owned(),
-            })
-            .await
-            .expect("GetCashIn")
-            .into_inner()
-            .cash_in
-            .expect("cash_in")
+        get_cash_in(&self.channel, id).await
     }
 
     /// SandboxService.ExpireCashIn, which must succeed.
@@ -96,6 +88,45 @@ impl TestGateway {
             .await
             .expect("health check")
     }
+}
+
+/// GetCashIn through `channel` (any gateway or replica), which must succeed.
+pub async fn get_cash_in(channel: &Channel, id: &str) -> pb::CashIn {
+    CashInServiceClient::new(channel.clone())
+        .get_cash_in(pb::GetCashInRequest {
+            cash_in_id: id.to_owned(),
+        })
+        .await
+        .expect("GetCashIn")
+        .into_inner()
+        .cash_in
+        .expect("cash_in")
+}
+
+/// `GET http://127.0.0.1:{port}{path}` of a built binary's admin listener, bounded at 5 s: the
+/// status and the body, or `(0, "")` while nothing answers there.
+pub async fn admin_text(port: u16, path: &str) -> (u16, String) {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let answer = reqwest::Client::new()
+        .get(url)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    match answer {
+        Ok(response) => (
+            response.status().as_u16(),
+            response.text().await.unwrap_or_default(),
+        ),
+        Err(_) => (0, String::new()),
+    }
+}
+
+/// Waits (at most `limit`) until a built binary's `/readyz` on admin port `port` says 200.
+pub async fn await_ready(port: u16, limit: Duration) {
+    eventually(limit, "/readyz to say 200", async || {
+        admin_text(port, "/readyz").await.0 == 200
+    })
+    .await;
 }
 
 /// A child process (the built binary, a server) killed when the test ends, however it ends.

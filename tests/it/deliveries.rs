@@ -131,19 +131,7 @@ async fn completed(channel: &Channel, behind: &Behind, customer: &str) -> pb::Ca
         .expect("cash_in");
     let confirmation = behind.authorize(&created).await;
     behind.commit(&created, &confirmation).await;
-    get(channel, &created.id).await
-}
-
-async fn get(channel: &Channel, id: &str) -> pb::CashIn {
-    pb::cash_in_service_client::CashInServiceClient::new(channel.clone())
-        .get_cash_in(pb::GetCashInRequest {
-            cash_in_id: id.to_owned(),
-        })
-        .await
-        .expect("GetCashIn")
-        .into_inner()
-        .cash_in
-        .expect("cash_in")
+    common::get_cash_in(channel, &created.id).await
 }
 
 fn delivery_of(cash_in: &pb::CashIn) -> (i32, Option<String>) {
@@ -269,7 +257,7 @@ async fn a_delivery_that_fails_after_completion_reaches_the_watcher_at_once_then
     sleep(Duration::from_millis(300)).await;
     assert_eq!(events.lock().unwrap().len(), 3, "{:?}", layers(&events));
     assert_eq!(
-        delivery_of(&get(&gateway.channel, &cash_in.id).await).0,
+        delivery_of(&common::get_cash_in(&gateway.channel, &cash_in.id).await).0,
         D::Failed as i32
     );
     let refunded = transaction_event(
@@ -290,7 +278,7 @@ async fn a_delivery_that_fails_after_completion_reaches_the_watcher_at_once_then
         seen.last(),
         Some(&(St::Completed as i32, D::RefundCompleted as i32))
     );
-    let read = get(&gateway.channel, &cash_in.id).await;
+    let read = common::get_cash_in(&gateway.channel, &cash_in.id).await;
     assert_eq!(
         delivery_of(&read),
         (D::RefundCompleted as i32, Some("on_chain_revert".into()))
@@ -357,7 +345,7 @@ async fn with_redis_another_replica_and_the_restarted_receiver_show_the_delivery
     );
     assert_eq!(delivery_of(&event.cash_in.unwrap()), want);
     assert_eq!(
-        delivery_of(&get(&fleet[1].channel, &cash_in.id).await),
+        delivery_of(&common::get_cash_in(&fleet[1].channel, &cash_in.id).await),
         want
     );
     // An older webhook at another replica changes nothing anywhere.
@@ -373,7 +361,7 @@ async fn with_redis_another_replica_and_the_restarted_receiver_show_the_delivery
         202
     );
     assert_eq!(
-        delivery_of(&get(&fleet[2].channel, &cash_in.id).await),
+        delivery_of(&common::get_cash_in(&fleet[2].channel, &cash_in.id).await),
         want
     );
     // The receiver restarts: what it learned is still known.
@@ -393,7 +381,7 @@ async fn with_redis_another_replica_and_the_restarted_receiver_show_the_delivery
     )
     .await;
     assert_eq!(
-        delivery_of(&get(&restarted.channel, &cash_in.id).await),
+        delivery_of(&common::get_cash_in(&restarted.channel, &cash_in.id).await),
         want
     );
 }

@@ -75,22 +75,8 @@ async fn the_binary_alone_follows_every_delivery_path_through_the_transaction_re
         .spawn()
         .expect("start the gateway");
     let _running = common::Running(child);
-    let http = reqwest::Client::new();
-    let readyz = async || {
-        let Ok(response) = http
-            .get(format!("http://127.0.0.1:{admin}/readyz"))
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await
-        else {
-            return (0, String::new());
-        };
-        (response.status().as_u16(), response.text().await.unwrap())
-    };
-    common::eventually(Duration::from_secs(20), "/readyz to say 200", async || {
-        readyz().await.0 == 200
-    })
-    .await;
+    let readyz = async || common::admin_text(admin, "/readyz").await;
+    common::await_ready(admin, Duration::from_secs(20)).await;
     assert!(
         readyz()
             .await
@@ -105,7 +91,6 @@ async fn the_binary_alone_follows_every_delivery_path_through_the_transaction_re
         .await
         .expect("connect");
     let location = common::first_location(&channel).await;
-    let mut cash_ins = CashInServiceClient::new(channel.clone());
     let mut sandbox = SandboxServiceClient::new(channel.clone());
     let create = async |customer: &str| {
         CashInServiceClient::new(channel.clone())
@@ -190,14 +175,8 @@ async fn the_binary_alone_follows_every_delivery_path_through_the_transaction_re
         seen.last(),
         Some(&(completed, D::Completed as i32, String::new()))
     );
-    let read = cash_ins
-        .get_cash_in(pb::GetCashInRequest {
-            cash_in_id: left.id.clone(),
-        })
-        .await
-        .expect("GetCashIn")
-        .into_inner();
-    assert_eq!(delivery(read.cash_in).0, D::Completed as i32);
+    let read = common::get_cash_in(&channel, &left.id).await;
+    assert_eq!(delivery(Some(read)).0, D::Completed as i32);
 
     // A control on a delivery in the wrong state is OMS's refusal; a bad error code never
     // leaves the gateway.
@@ -225,14 +204,7 @@ async fn the_binary_alone_follows_every_delivery_path_through_the_transaction_re
         body.contains("deliveries: read with GET /transactions/{id}"),
         "{body}"
     );
-    let metrics = http
-        .get(format!("http://127.0.0.1:{admin}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, metrics) = common::admin_text(admin, "/metrics").await;
     let count = |outcome| {
         prometheus::value(
             &metrics,
@@ -343,17 +315,7 @@ async fn without_webhooks_get_cash_in_reads_the_delivery_of_a_completed_cash_in(
     gateway.sandbox().set_delivery_delay(None);
     let created = common::create_cash_in(&gateway, "cst_paths_get").await;
     deposit(&gateway.channel, &created.id).await;
-    let read = async || {
-        let answer = gateway
-            .cash_ins()
-            .get_cash_in(pb::GetCashInRequest {
-                cash_in_id: created.id.clone(),
-            })
-            .await
-            .expect("GetCashIn")
-            .into_inner();
-        delivery(answer.cash_in)
-    };
+    let read = async || delivery(Some(gateway.get(&created.id).await));
     assert_eq!(read().await, (D::Processing as i32, String::new()));
     // Delivered behind the gateway's back: no webhook, no watch; the next read shows it.
     gateway

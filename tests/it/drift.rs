@@ -52,22 +52,8 @@ async fn what_oms_sends_that_the_gateway_does_not_know_is_counted_logged_once_an
         .spawn()
         .expect("start the gateway");
     let _running = common::Running(child);
-    let http = reqwest::Client::new();
-    let get = async |path: &str| {
-        let Ok(response) = http
-            .get(format!("http://127.0.0.1:{admin}{path}"))
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await
-        else {
-            return (0, String::new());
-        };
-        (response.status().as_u16(), response.text().await.unwrap())
-    };
-    common::eventually(Duration::from_secs(20), "/readyz to say 200", async || {
-        get("/readyz").await.0 == 200
-    })
-    .await;
+    let get = async |path: &str| common::admin_text(admin, path).await;
+    common::await_ready(admin, Duration::from_secs(20)).await;
     let (_, ready) = get("/readyz").await;
     assert!(!ready.contains("drift"), "nothing seen yet: {ready}");
 
