@@ -30,6 +30,7 @@ use crate::proto::v1 as pb;
 use crate::redis::{PREFIX, SharedState};
 use prost::Message;
 use redis::Script;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
@@ -120,6 +121,22 @@ if changed == 1 then redis.call('PUBLISH', ARGV[3], 'changed') end
 return changed",
     )
 });
+
+/// Reads a customer's observation, unless it holds more than ARGV[1] fields: then only the
+/// marker field `!` and the count, so a hash grown past any listing (a poisoned or corrupted
+/// Redis) costs one small reply, not all of it. KEYS: obs.
+static READ_LISTING: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"local n = redis.call('HLEN', KEYS[1])
+if n > tonumber(ARGV[1]) then return {'!', tostring(n)} end
+return redis.call('HGETALL', KEYS[1])",
+    )
+});
+
+/// The most fields a customer's shared observation is read with: its listing (at most
+/// [`version::MAX_ITEMS`] cash-ins and the listing's own field) and the cash-ins created since
+/// it, many times over. Past it the observation is ignored (this replica polls for itself).
+const MAX_SHARED_FIELDS: usize = 4 * version::MAX_ITEMS;
 
 /// The fleet's side of the watch hub.
 #[derive(Clone, Debug)]
@@ -288,10 +305,17 @@ impl FleetWatch {
                 }))
             }
             WatchKey::Customer(_) => {
-                let fields: Vec<(Vec<u8>, Vec<u8>)> = self
-                    .state
-                    .query(redis::cmd("HGETALL").arg(&names.obs))
-                    .await?;
+                let mut read = READ_LISTING.prepare_invoke();
+                read.key(&names.obs).arg(MAX_SHARED_FIELDS);
+                let fields: Vec<(Vec<u8>, Vec<u8>)> = self.state.invoke(&read).await?;
+                if fields.first().is_some_and(|(id, _)| id == b"!") {
+                    // Said once a process: every follower's turn would say it again.
+                    static SAID: AtomicBool = AtomicBool::new(false);
+                    if !SAID.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(key = %names.obs, "a customer's shared watch observation holds more fields than any listing can; ignored");
+                    }
+                    return Some(None);
+                }
                 let mut listed = None;
                 let mut items: Vec<Item> = Vec::with_capacity(fields.len());
                 for (id, value) in fields {

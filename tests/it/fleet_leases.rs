@@ -203,3 +203,55 @@ async fn a_caller_waiting_on_another_replicas_call_is_answered_before_its_deadli
         created.into_inner().cash_in.map(|c| c.id)
     );
 }
+
+// Before: a customer's shared observation was read whole (HGETALL) whatever its size, so a
+// corrupted or poisoned Redis could make every follower read, and decode, any number of fields.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_customer_observation_past_any_listing_is_ignored_and_said() {
+    if redis_missing("a_shared_customer_observation_past_any_listing_is_ignored_and_said") {
+        return;
+    }
+    let (redis, _sandbox, replicas) = fleet(&[]).await;
+    let customer = "cst_poisoned";
+    let (obs, lease) = (
+        format!("oms-gateway:watch:{{customer:{customer}}}:obs"),
+        format!("oms-gateway:watch:{{customer:{customer}}}:lease"),
+    );
+    // A holder that never polls (so this replica follows and reads the observation), and an
+    // observation of 5,000 fields.
+    let mut conn = redis.conn().await;
+    let mut fill = redis::pipe();
+    fill.cmd("SET")
+        .arg(&lease)
+        .arg("someone-else")
+        .arg("PX")
+        .arg(60_000);
+    for i in 0..5_000 {
+        fill.cmd("HSET")
+            .arg(&obs)
+            .arg(format!("ci_{i}"))
+            .arg("x".repeat(100));
+    }
+    let _: () = fill.query_async(&mut conn).await.expect("the fill");
+    let mut stream = replicas[0]
+        .cash_ins()
+        .watch_cash_ins(pb::WatchCashInsRequest {
+            customer_id: customer.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .expect("WatchCashIns")
+        .into_inner();
+    common::eventually(Duration::from_secs(10), "the WARN line", async || {
+        replicas[0]
+            .log_text()
+            .contains("holds more fields than any listing can; ignored")
+    })
+    .await;
+    // The stream is still open, waiting for the (silent) holder: nothing was made of the fields.
+    let next = tokio::time::timeout(Duration::from_millis(300), stream.message()).await;
+    assert!(
+        next.is_err(),
+        "no event from the poisoned observation: {next:?}"
+    );
+}
