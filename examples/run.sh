@@ -26,18 +26,7 @@ source "$root/tests/interop/checks.sh"
 
 workdir="$(mktemp -d "${TMPDIR:-/tmp}/oms-examples.XXXXXX")"
 server_pid=""
-cleanup() {
-  local rc=$?
-  if [ -n "$server_pid" ]; then
-    kill -TERM "$server_pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-  fi
-  rm -rf "$workdir"
-  exit "$rc"
-}
-trap cleanup EXIT
+trap stop_gateway_and_clean EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 

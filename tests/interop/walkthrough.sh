@@ -24,17 +24,7 @@ source "$here/checks.sh"
 
 workdir="$(mktemp -d "${TMPDIR:-/tmp}/oms-walkthrough.XXXXXX")"
 server_pid=""
-cleanup() {
-  local rc=$?
-  if [ -n "$server_pid" ]; then
-    kill -TERM "$server_pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$server_pid" 2>/dev/null || true
-  fi
-  rm -rf "$workdir"
-  exit "$rc"
-}
-trap cleanup EXIT
+trap stop_gateway_and_clean EXIT
 
 # === tools: what the README's "Set up" names =========================================================
 
