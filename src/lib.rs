@@ -46,19 +46,20 @@ mod webhooks;
 pub use telemetry::otlp;
 
 /// What the property-based fuzz tests (`tests/fuzz.rs`) drive directly: the upstream JSON
-/// decoders, the REST → proto conversion, request validation, the statuses errors become and
+/// decoders (a transaction's too), the REST → proto conversion, the policy file's parser, request validation, the statuses errors become and
 /// the bounds read off the wire. Not an API.
 #[doc(hidden)]
 pub mod fuzzing {
     pub use crate::error::{MAX_LISTED_VIOLATIONS, MAX_STATUS_BYTES};
     pub use crate::limits::MAX_REQUEST_MESSAGE_BYTES;
     pub use crate::validate::Violations;
-    pub use oms_rest::model::{CashInDto, CashInPageDto, CashLocationListDto};
+    pub use oms_rest::model::{CashInDto, CashInPageDto, CashLocationListDto, TransactionDto};
 
-    /// Caller identities from mesh headers.
+    /// Caller identities from mesh headers, and the authorization policy (with its quotas).
     pub mod security {
         pub use crate::config::IdentityHeader;
         pub use crate::security::identity_from_header;
+        pub use crate::security::policy::Policy;
     }
 
     /// Statuses, from the gateway's one conversion (`error.rs`).

@@ -14,8 +14,9 @@
 mod common;
 
 use oms_gateway::fuzzing::convert;
+use oms_gateway::fuzzing::security::Policy;
 use oms_gateway::fuzzing::status::{self as statuses, Answer};
-use oms_gateway::fuzzing::{CashInDto, CashInPageDto, CashLocationListDto};
+use oms_gateway::fuzzing::{CashInDto, CashInPageDto, CashLocationListDto, TransactionDto};
 use oms_gateway::fuzzing::{MAX_LISTED_VIOLATIONS, MAX_REQUEST_MESSAGE_BYTES, MAX_STATUS_BYTES};
 use oms_gateway::fuzzing::{Violations, validate, wire};
 use oms_gateway::proto::v1 as pb;
@@ -94,6 +95,35 @@ fn pointer(path: &[String]) -> String {
     path.iter().map(|p| format!("/{p}")).collect()
 }
 
+/// The guide's failed transaction (a `transaction.fiatToCrypto.failed` webhook's `data`, the
+/// shape `GET /transactions/{id}` is read in), the seed of the transaction mutations.
+fn valid_transaction() -> Value {
+    json!({
+        "id": "txn_01H9Xz", "object": "transaction", "type": "fiatToCrypto",
+        "status": "failed", "subStatus": "failed.refundPending", "customerId": "cst_01H9Xa",
+        "quoteId": null, "depositAddress": null, "virtualAccount": null, "cashIn": "ci_01H9Xy",
+        "source": {"asset": "usd", "network": "cash", "amountGross": "200.00", "amountNet": "192.00",
+            "feesDeducted": {"total": "8.00", "developer": "3.00", "oms": "5.00", "gas": "0.00"},
+            "txHash": null},
+        "destination": {"wallet": {"wallet": "wlt_01H9Xb"}, "asset": "usdc", "network": "polygon",
+            "amountGross": "192.00", "amountNet": "192.00", "txHash": null},
+        "fixedAmountSide": "source", "sponsorGasCost": null, "sponsorGas": false,
+        "rates": {"pair": "usd/usdc", "exchangeRate": "1.0000", "effectiveRate": "0.9600"},
+        "estimatedArrival": null,
+        "error": {"code": "on_chain_revert", "message": "Delivery transaction reverted onchain"},
+        "metadata": {"order_id": "ord_789"},
+        "createdAt": "2026-03-16T18:47:05Z", "updatedAt": "2026-03-16T18:50:00Z"
+    })
+}
+
+/// Decodes a transaction as a webhook or the transaction read does, then converts it to the
+/// delivery: Ok or Err, never a panic.
+fn decode_and_convert_transaction(bytes: &[u8], event: Option<&str>) {
+    if let Ok(dto) = serde_json::from_slice::<TransactionDto>(bytes) {
+        let _ = convert::delivery(dto, event);
+    }
+}
+
 /// Decodes like the client does, then converts like the services do: Ok or Err, never a panic.
 fn decode_and_convert(bytes: &[u8]) {
     if let Ok(dto) = serde_json::from_slice::<CashInDto>(bytes) {
@@ -137,6 +167,26 @@ proptest! {
     fn arbitrary_json_and_bytes_decode_or_err(value in any_json(), bytes in prop::collection::vec(any::<u8>(), 0..512)) {
         decode_and_convert(&serde_json::to_vec(&value).unwrap());
         decode_and_convert(&bytes);
+    }
+
+    /// Replacing any field of the guide's transaction with any JSON value, under any event
+    /// name, never panics its decoder or its conversion to the delivery.
+    #[test]
+    fn a_transaction_with_any_field_replaced_decodes_or_errs(
+        choice in any::<prop::sample::Index>(),
+        replacement in any_json(),
+        event in prop::option::of("[a-zA-Z_.]{0,40}"),
+    ) {
+        let mut value = valid_transaction();
+        let mut all = Vec::new();
+        paths(&value, &mut Vec::new(), &mut all);
+        let path = &all[choice.index(all.len())];
+        if let Some(slot) = value.pointer_mut(&pointer(path)) {
+            *slot = replacement;
+        }
+        let bytes = serde_json::to_vec(&value).unwrap();
+        decode_and_convert_transaction(&bytes, event.as_deref());
+        decode_and_convert_transaction(&bytes[..bytes.len() / 2], event.as_deref());
     }
 }
 
@@ -611,6 +661,87 @@ proptest! {
         if answer.code() != tonic::Code::Ok {
             prop_assert!(answer.block_bytes() < 8 * 1024, "{} bytes", answer.block_bytes());
             assert_bounded(&answer.status())?;
+        }
+    }
+}
+
+/// A TOML value of any kind a policy line might hold: numbers of every sign and size, strings,
+/// booleans, arrays.
+fn toml_value() -> impl Strategy<Value = String> {
+    prop_oneof![
+        any::<i64>().prop_map(|n| n.to_string()),
+        any::<f64>().prop_map(|f| format!("{f:?}")),
+        (0u32..2_000_000).prop_map(|n| n.to_string()),
+        (0.0f64..200_000.0).prop_map(|f| format!("{f}")),
+        "[a-z0-9_ -]{0,70}".prop_map(|s| format!("{s:?}")),
+        any::<bool>().prop_map(|b| b.to_string()),
+        Just("[\"spiffe://td/*\"]".to_owned()),
+    ]
+}
+
+/// A `[[quota]]` or `[default_quota]` table: keys the format knows (and one it does not), any
+/// value each.
+fn quota_table() -> impl Strategy<Value = String> {
+    let key = prop_oneof![
+        Just("name"),
+        Just("callers"),
+        Just("calls_per_second"),
+        Just("concurrent_calls"),
+        Just("watch_streams"),
+        Just("watched_resources"),
+        Just("burst"),
+    ];
+    (
+        any::<bool>(),
+        prop::collection::vec((key, toml_value()), 0..8),
+    )
+        .prop_map(|(default, lines)| {
+            let mut table = if default {
+                "[default_quota]\n"
+            } else {
+                "[[quota]]\n"
+            }
+            .to_owned();
+            for (key, value) in lines {
+                table.push_str(&format!("{key} = {value}\n"));
+            }
+            table
+        })
+}
+
+proptest! {
+    /// Whatever quotas a policy file holds, it loads with every limit inside its documented
+    /// range, or is refused naming where (a line, or the rule); never a panic.
+    #[test]
+    fn a_policy_with_any_quotas_loads_within_bounds_or_is_refused_with_a_line(
+        tables in prop::collection::vec(quota_table(), 0..4),
+    ) {
+        let text = format!(
+            "[[allow]]\ncallers = [\"*\"]\nmethods = [\"*\"]\n\n{}",
+            tables.join("\n")
+        );
+        match Policy::parse(&text) {
+            Ok(policy) => {
+                if let Some(quota) = policy.quota_of("spiffe://td/ns/a/sa/b") {
+                    let limits = quota.limits;
+                    if let Some(rate) = limits.calls_per_second {
+                        prop_assert!((0.01..=100_000.0).contains(&rate), "{rate} from {text}");
+                    }
+                    for count in [limits.concurrent_calls, limits.watch_streams, limits.watched_resources]
+                        .into_iter()
+                        .flatten()
+                    {
+                        prop_assert!((1..=1_000_000).contains(&count), "{count} from {text}");
+                    }
+                    prop_assert!(quota.name.len() <= 63, "{} from {text}", quota.name);
+                }
+            }
+            // A value or key the TOML reader refuses names its line; a rule's own checks name
+            // the rule (as for `[[allow]]`).
+            Err(error) => prop_assert!(
+                error.contains("line ") || error.contains("[[quota]] rule ") || error.starts_with("[default_quota]"),
+                "{error} from {text}"
+            ),
         }
     }
 }
