@@ -292,6 +292,11 @@ struct Framing {
 
 impl Framing {
     /// Messages that start in `chunk`.
+    /// The messages that end in `frame` (0 for trailers): what both bodies count.
+    fn count<D: Buf>(&mut self, frame: &Frame<D>) -> u64 {
+        frame.data_ref().map_or(0, |data| self.feed(data.chunk()))
+    }
+
     fn feed(&mut self, mut chunk: &[u8]) -> u64 {
         let mut messages = 0;
         while !chunk.is_empty() {
@@ -359,10 +364,8 @@ impl<B: http_body::Body> http_body::Body for CountedBody<B> {
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
         let polled = this.inner.poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
-            let messages = this.framing.feed(data.chunk());
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            let messages = this.framing.count(frame);
             if messages > 0 {
                 this.received.inc_by(messages);
             }
@@ -391,16 +394,15 @@ impl<B: http_body::Body> http_body::Body for MeteredBody<B> {
         let polled = this.inner.poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    let messages = this.framing.feed(data.chunk());
-                    if messages > 0
-                        && let Some(end) = this.end.as_ref()
-                    {
-                        end.metrics.grpc.methods[end.info.index]
-                            .msg_sent
-                            .inc_by(messages);
-                    }
-                } else if let Some(code) = frame
+                let messages = this.framing.count(frame);
+                if messages > 0
+                    && let Some(end) = this.end.as_ref()
+                {
+                    end.metrics.grpc.methods[end.info.index]
+                        .msg_sent
+                        .inc_by(messages);
+                }
+                if let Some(code) = frame
                     .trailers_ref()
                     .and_then(|trailers| trailers.get("grpc-status"))
                 {
