@@ -205,6 +205,9 @@ pub(super) async fn refresh(hub: &HubInner, sender: &watch::Sender<Observation>)
 /// permit of the poll budget as a poll does, and publishes what it finds as a webhook's would
 /// be. A failed read is left to the next turn.
 pub(super) async fn read_back(hub: &Arc<HubInner>, cash_in: &pb::CashIn, ticket: &Ticket) {
+    if hub.oms.transaction_reads() == TransactionReads::NotServed {
+        return;
+    }
     let transaction = cash_in
         .delivery
         .as_ref()
@@ -213,29 +216,12 @@ pub(super) async fn read_back(hub: &Arc<HubInner>, cash_in: &pb::CashIn, ticket:
     let Some(transaction) = transaction else {
         return;
     };
-    if hub.oms.transaction_reads() == TransactionReads::NotServed {
-        return;
-    }
     fleet::acquire(hub, ticket).await;
-    let deadline = Instant::now() + hub.poll_timeout;
-    match hub
-        .oms
-        .read_delivery(transaction, &cash_in.id, deadline)
-        .await
-    {
-        Ok(Some(delivery)) => {
-            let customer = Some(cash_in.customer_id.as_str()).filter(|c| !c.is_empty());
-            let hub = WatchHub {
-                inner: Arc::clone(hub),
-            };
-            hub.learned_delivery(&cash_in.id, customer, &delivery, "transaction read")
-                .await;
-        }
-        Ok(None) => {}
-        Err(err) => {
-            tracing::debug!(cash_in = %cash_in.id, error = %err, "reading the delivery back failed; next turn");
-        }
-    }
+    let hub = WatchHub {
+        inner: Arc::clone(hub),
+    };
+    let deadline = Instant::now() + hub.inner.poll_timeout;
+    hub.read_and_learn(cash_in, transaction, deadline).await;
 }
 
 /// A customer's poll turn: reads back the delivery of one of its cash-ins still awaiting one
@@ -305,25 +291,36 @@ impl WatchHub {
             return;
         };
         let deadline = deadline.min(Instant::now() + inner.poll_timeout);
-        match inner
+        if self.read_and_learn(cash_in, &transaction, deadline).await {
+            inner.deliveries.attach_local(cash_in);
+        }
+    }
+
+    /// Reads `transaction` (of `cash_in`) with OMS's transaction read and learns it as a
+    /// webhook's would be; whether a delivery came back. A failed read is logged (debug) and
+    /// left to the caller's next turn.
+    async fn read_and_learn(
+        &self,
+        cash_in: &pb::CashIn,
+        transaction: &str,
+        deadline: Instant,
+    ) -> bool {
+        let read = self
+            .inner
             .oms
-            .read_delivery(&transaction, &cash_in.id, deadline)
-            .await
-        {
+            .read_delivery(transaction, &cash_in.id, deadline)
+            .await;
+        match read {
             Ok(Some(delivery)) => {
-                let customer = Some(cash_in.customer_id.clone()).filter(|c| !c.is_empty());
-                self.learned_delivery(
-                    &cash_in.id,
-                    customer.as_deref(),
-                    &delivery,
-                    "transaction read",
-                )
-                .await;
-                inner.deliveries.attach_local(cash_in);
+                let customer = Some(cash_in.customer_id.as_str()).filter(|c| !c.is_empty());
+                self.learned_delivery(&cash_in.id, customer, &delivery, "transaction read")
+                    .await;
+                true
             }
-            Ok(None) => {}
+            Ok(None) => false,
             Err(err) => {
-                tracing::debug!(cash_in = %cash_in.id, error = %err, "reading the delivery failed; answered without it");
+                tracing::debug!(cash_in = %cash_in.id, error = %err, "reading the delivery failed");
+                false
             }
         }
     }
