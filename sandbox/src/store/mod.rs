@@ -42,6 +42,8 @@ const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 /// Every cash-in, plus the seeded generator for their ids and codes.
 pub(crate) struct Store {
     cash_ins: HashMap<String, CashIn>,
+    /// Each transaction's cash-in, for `GET /transactions/{id}`.
+    transactions: HashMap<String, String>,
     next_seq: u64,
     rng: fastrand::Rng,
     /// How long a cash-in stays `pending` (refreshable) after its code lapses.
@@ -59,6 +61,7 @@ impl Store {
     pub(crate) fn new(seed: u64) -> Store {
         Store {
             cash_ins: HashMap::new(),
+            transactions: HashMap::new(),
             next_seq: 0,
             rng: fastrand::Rng::with_seed(seed),
             refresh_window: 0,
@@ -132,12 +135,10 @@ impl Store {
         self.cash_ins.get(id)
     }
 
-    /// The cash-in whose transaction is `txn` (a scan: the sandbox holds a test's cash-ins).
+    /// The cash-in whose transaction is `txn`.
     pub(crate) fn by_transaction(&mut self, txn: &str, now: Millis) -> Option<&CashIn> {
         self.advance(now);
-        self.cash_ins
-            .values()
-            .find(|ci| ci.delivery.as_ref().is_some_and(|d| d.id == txn))
+        self.cash_ins.get(self.transactions.get(txn)?)
     }
 
     /// A counter authorizes a deposit against a live code: the cash is deposited, the cash-in
@@ -217,6 +218,7 @@ impl Store {
         ci.status = Status::Completed;
         ci.sub_status = Some(SubStatus::Settled);
         ci.deposited = Some(c.amount);
+        self.transactions.insert(delivery.id.clone(), ci.id.clone());
         ci.delivery = Some(delivery);
         ci.completed_at = Some(whole_second(now));
         ci.updated_at = whole_second(now);
